@@ -1,0 +1,18 @@
+//! Kafka wire protocol for Causeway: bytes in, typed requests out, typed responses back to bytes.
+//!
+//! - [`frame`] finds complete length-prefixed frames and enforces the frame size limit before
+//!   anything is allocated for a frame.
+//! - [`versions`] is the one table of API keys and version ranges the broker implements; it is
+//!   what ApiVersions advertises and what requests are checked against.
+//! - [`request`] decodes a frame's header and body through the `kafka-protocol` crate, after the
+//!   API key and version were checked against [`versions`].
+//! - [`response`] encodes a response body with its header and length prefix.
+//!
+//! This crate knows nothing of sockets or disks.
+
+pub mod frame;
+pub mod request;
+pub mod response;
+pub mod versions;
+
+pub use kafka_protocol;

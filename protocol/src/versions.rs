@@ -1,0 +1,107 @@
+//! The API keys and versions Causeway implements. ApiVersions advertises exactly this table and
+//! every request is checked against it before its body is decoded.
+//!
+//! Ranges are chosen so that librdkafka 2.x (kcat, confluent-kafka), kafka-python 2.x, KafkaJS 2.x
+//! and the Java client 3.x/4.x all negotiate a version we implement: minimums follow Kafka 4.x
+//! (KIP-896); maximums stop before versions that need features we lack (topic ids in Produce 13
+//! and Fetch 13+, transactions V2 in Produce 12).
+
+use kafka_protocol::messages::ApiKey;
+
+/// One implemented API and the versions of it we answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedApi {
+    /// The API.
+    pub key: ApiKey,
+    /// Lowest version advertised.
+    pub min: i16,
+    /// Highest version advertised.
+    pub max: i16,
+    /// Lowest version actually served. Produce is advertised from 0 as Kafka 4 does (older
+    /// librdkafka checks for it and otherwise disables compression) but versions below 3 carry
+    /// old message formats and are refused.
+    pub min_served: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> SupportedApi {
+    SupportedApi {
+        key,
+        min,
+        max,
+        min_served: min,
+    }
+}
+
+/// Every API the broker implements, in API-key order.
+pub const SUPPORTED_APIS: &[SupportedApi] = &[
+    SupportedApi {
+        key: ApiKey::Produce,
+        min: 0,
+        max: 11,
+        min_served: 3,
+    },
+    api(ApiKey::Fetch, 4, 12),
+    api(ApiKey::ListOffsets, 1, 8),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The entry for `key`, if implemented.
+pub fn supported(key: ApiKey) -> Option<&'static SupportedApi> {
+    SUPPORTED_APIS.iter().find(|api| api.key == key)
+}
+
+/// Whether a request of `key` at `version` is served.
+pub fn serves(key: ApiKey, version: i16) -> bool {
+    supported(key).is_some_and(|api| (api.min_served..=api.max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_served_version_is_known_to_the_codec() {
+        for api in SUPPORTED_APIS {
+            let codec = api.key.valid_versions();
+            assert!(
+                api.min_served >= codec.min && api.max <= codec.max,
+                "{:?} advertises {}..={} but the codec knows {}",
+                api.key,
+                api.min_served,
+                api.max,
+                codec
+            );
+        }
+    }
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        let keys: Vec<i16> = SUPPORTED_APIS.iter().map(|api| api.key as i16).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn old_produce_versions_are_advertised_but_not_served() {
+        assert!(!serves(ApiKey::Produce, 2));
+        assert!(serves(ApiKey::Produce, 3));
+        assert!(!serves(ApiKey::Produce, 12));
+    }
+
+    #[test]
+    fn unimplemented_api_is_not_served() {
+        assert!(!serves(ApiKey::JoinGroup, 5));
+    }
+}
