@@ -1,1 +1,46 @@
-//! placeholder
+//! Causeway's storage: the partitioned segment log and the RocksDB catalog. No sockets and no
+//! Kafka request types: record batches are opaque bytes behind a header view.
+//!
+//! Modules and what each owns:
+//! - [`batch`]: the v2 record batch header view, produce-side validation (`split_batches`) and
+//!   the in-place edits (offset assignment, LogAppendTime).
+//! - [`causal`]: `CausalMeta` and the `.causal` per-batch index format.
+//! - [`config`]: topic configs (Kafka names, defaults, validation) and `LogConfig`.
+//! - `index`: the sparse `.index` / `.timeindex` formats and in-memory lookups.
+//! - `segment`: one segment's files: append, positioned reads, recovery scan, index rebuild.
+//! - `checkpoint`: atomic checkpoint files (log start offset, clean-shutdown marker).
+//! - `retention`: the pure decision of which old segments to delete.
+//! - [`partition`]: one partition's log: locking, group commit, recovery on open, reads,
+//!   timestamp lookups, DeleteRecords, retention, clean shutdown.
+//! - [`catalog`]: topic records and region ids in RocksDB.
+//! - [`error`]: `StorageError`.
+//! - [`telemetry`]: the metric names this crate emits.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod batch;
+pub mod catalog;
+pub mod causal;
+mod checkpoint;
+pub mod config;
+pub mod error;
+mod index;
+pub mod partition;
+mod retention;
+mod segment;
+pub mod telemetry;
+
+#[cfg(test)]
+mod tests;
+
+pub use batch::{
+    assign_offsets, split_batches, stamp_log_append_time, BatchError, BatchHeader,
+    BATCH_HEADER_BYTES,
+};
+pub use catalog::{Catalog, TopicRecord};
+pub use causal::CausalMeta;
+pub use config::{
+    log_config_from, validate_topic_config, ConfigError, LogConfig, TimestampType, TopicConfigDef,
+    TOPIC_CONFIGS,
+};
+pub use error::StorageError;
+pub use partition::{remove_partition_dir, AppendResult, MaintenanceReport, Partition, ReadResult};

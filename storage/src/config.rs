@@ -1,0 +1,377 @@
+//! Topic configs with Kafka's names, defaults and validation rules, and the `LogConfig` the log
+//! actually consults (segment size/age, retention, index density, batch size, timestamp type).
+
+use std::collections::BTreeMap;
+
+/// Which timestamp a batch carries in the log: the producer's, or the broker's append time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// Keep the producer's timestamps.
+    CreateTime,
+    /// Overwrite maxTimestamp with the broker's clock at append.
+    LogAppendTime,
+}
+
+/// The subset of topic configs the partition log obeys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// segment.bytes: roll when the active segment would exceed this (default 1 GiB).
+    pub segment_bytes: u64,
+    /// segment.ms: roll when the active segment's first batch is this old (default 7 days).
+    pub segment_ms: i64,
+    /// retention.ms: delete segments older than this; -1 keeps forever (default 7 days).
+    pub retention_ms: i64,
+    /// retention.bytes: delete old segments while the log stays above this; -1 = unlimited.
+    pub retention_bytes: i64,
+    /// index.interval.bytes: bytes between sparse index entries (default 4096).
+    pub index_interval_bytes: u32,
+    /// max.message.bytes: largest accepted batch (default 1048588).
+    pub max_message_bytes: u32,
+    /// message.timestamp.type (default CreateTime).
+    pub timestamp_type: TimestampType,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * DAY_MS,
+            retention_ms: 7 * DAY_MS,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
+
+/// One accepted topic config, for DescribeConfigs and validation.
+pub struct TopicConfigDef {
+    /// Kafka's config name.
+    pub name: &'static str,
+    /// Kafka's default value, as text.
+    pub default: &'static str,
+    /// One-line description.
+    pub doc: &'static str,
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Every topic config we accept, with Kafka's defaults (plus Causeway's own `causeway.*`).
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def(
+        "cleanup.policy",
+        "delete",
+        "delete and/or compact old segments",
+    ),
+    def(
+        "compression.type",
+        "producer",
+        "final compression of the topic's batches",
+    ),
+    def(
+        "delete.retention.ms",
+        "86400000",
+        "how long delete tombstones are kept",
+    ),
+    def(
+        "file.delete.delay.ms",
+        "60000",
+        "delay before a deleted file is removed",
+    ),
+    def(
+        "flush.messages",
+        LONG_MAX,
+        "force fsync after this many messages",
+    ),
+    def("flush.ms", LONG_MAX, "force fsync after this long"),
+    def(
+        "index.interval.bytes",
+        "4096",
+        "bytes between offset index entries",
+    ),
+    def(
+        "max.compaction.lag.ms",
+        LONG_MAX,
+        "longest a message stays uncompacted",
+    ),
+    def(
+        "max.message.bytes",
+        "1048588",
+        "largest record batch accepted",
+    ),
+    def(
+        "message.timestamp.type",
+        "CreateTime",
+        "CreateTime or LogAppendTime",
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        LONG_MAX,
+        "max allowed age of a record timestamp",
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        LONG_MAX,
+        "max allowed future skew of a timestamp",
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        "0.5",
+        "dirty ratio that triggers compaction",
+    ),
+    def(
+        "min.compaction.lag.ms",
+        "0",
+        "shortest a message stays uncompacted",
+    ),
+    def("min.insync.replicas", "1", "replicas needed for acks=all"),
+    def("preallocate", "false", "preallocate segment files"),
+    def(
+        "retention.bytes",
+        "-1",
+        "max log size before old segments are deleted",
+    ),
+    def(
+        "retention.ms",
+        "604800000",
+        "max segment age before deletion",
+    ),
+    def("segment.bytes", "1073741824", "segment file size"),
+    def("segment.index.bytes", "10485760", "offset index file size"),
+    def(
+        "segment.jitter.ms",
+        "0",
+        "random jitter subtracted from segment.ms",
+    ),
+    def(
+        "segment.ms",
+        "604800000",
+        "time after which a segment is rolled",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        "false",
+        "allow out-of-sync leaders",
+    ),
+    def(
+        "message.downconversion.enable",
+        "true",
+        "allow down-conversion for old consumers",
+    ),
+    def(
+        "causeway.min.regions",
+        "1",
+        "regions that must hold a batch before acks=all",
+    ),
+    def(
+        "causeway.merge",
+        "crdt",
+        "table merge strategy: crdt or lww",
+    ),
+];
+
+const fn def(name: &'static str, default: &'static str, doc: &'static str) -> TopicConfigDef {
+    TopicConfigDef { name, default, doc }
+}
+
+/// Why a topic config was rejected; maps to Kafka's INVALID_CONFIG.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The name is not a config we know.
+    #[error("unknown topic config {0}")]
+    Unknown(String),
+    /// The value does not parse or is out of range.
+    #[error("invalid value {value} for {name}: {reason}")]
+    Invalid {
+        /// Config name.
+        name: String,
+        /// Offending value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The value type and range of each config.
+enum Kind {
+    Long(i64),
+    Int(i32),
+    Ratio,
+    Bool,
+    OneOf(&'static [&'static str]),
+    CleanupPolicy,
+}
+
+fn kind_of(name: &str) -> Option<Kind> {
+    Some(match name {
+        "cleanup.policy" => Kind::CleanupPolicy,
+        "compression.type" => {
+            Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"])
+        }
+        "delete.retention.ms" | "file.delete.delay.ms" | "flush.ms" | "min.compaction.lag.ms" => {
+            Kind::Long(0)
+        }
+        "segment.jitter.ms" => Kind::Long(0),
+        "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => Kind::Long(0),
+        "flush.messages" | "max.compaction.lag.ms" | "segment.ms" => Kind::Long(1),
+        "retention.ms" | "retention.bytes" => Kind::Long(-1),
+        "index.interval.bytes" | "max.message.bytes" => Kind::Int(0),
+        "min.insync.replicas" | "causeway.min.regions" => Kind::Int(1),
+        "segment.bytes" => Kind::Int(14),
+        "segment.index.bytes" => Kind::Int(4),
+        "min.cleanable.dirty.ratio" => Kind::Ratio,
+        "preallocate" | "unclean.leader.election.enable" | "message.downconversion.enable" => {
+            Kind::Bool
+        }
+        "message.timestamp.type" => Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        "causeway.merge" => Kind::OneOf(&["crdt", "lww"]),
+        _ => return None,
+    })
+}
+
+/// Validates one name/value pair (type, range, allowed values) before it is stored in the catalog.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    let kind = kind_of(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match kind {
+        Kind::Long(min) => {
+            let v: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("not a long".into()))?;
+            if v < min {
+                return Err(invalid(format!("must be at least {min}")));
+            }
+        }
+        Kind::Int(min) => {
+            let v: i32 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("not an int".into()))?;
+            if v < min {
+                return Err(invalid(format!("must be at least {min}")));
+            }
+        }
+        Kind::Ratio => {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("not a double".into()))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid("must be between 0 and 1".into()));
+            }
+        }
+        Kind::Bool => {
+            let v = value.trim().to_ascii_lowercase();
+            if v != "true" && v != "false" {
+                return Err(invalid("must be true or false".into()));
+            }
+        }
+        Kind::OneOf(allowed) => {
+            if !allowed.contains(&value) {
+                return Err(invalid(format!("must be one of {}", allowed.join(", "))));
+            }
+        }
+        Kind::CleanupPolicy => {
+            let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+            let ok = !parts.is_empty()
+                && parts.len() <= 2
+                && parts.iter().all(|p| *p == "delete" || *p == "compact")
+                && !(parts.len() == 2 && parts[0] == parts[1]);
+            if !ok {
+                return Err(invalid(
+                    "must be delete, compact, or compact,delete".to_string(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds a topic's `LogConfig` from its overrides; missing or unparsable keys take `base`
+/// (the broker-level defaults).
+pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -> LogConfig {
+    fn get<T: std::str::FromStr>(o: &BTreeMap<String, String>, key: &str) -> Option<T> {
+        o.get(key).and_then(|v| v.trim().parse().ok())
+    }
+    LogConfig {
+        segment_bytes: get::<i64>(overrides, "segment.bytes")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(base.segment_bytes),
+        segment_ms: get(overrides, "segment.ms").unwrap_or(base.segment_ms),
+        retention_ms: get(overrides, "retention.ms").unwrap_or(base.retention_ms),
+        retention_bytes: get(overrides, "retention.bytes").unwrap_or(base.retention_bytes),
+        index_interval_bytes: get(overrides, "index.interval.bytes")
+            .unwrap_or(base.index_interval_bytes),
+        max_message_bytes: get(overrides, "max.message.bytes").unwrap_or(base.max_message_bytes),
+        timestamp_type: match overrides.get("message.timestamp.type").map(String::as_str) {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            Some("CreateTime") => TimestampType::CreateTime,
+            _ => base.timestamp_type,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_config_accepts_its_default() {
+        for d in TOPIC_CONFIGS {
+            assert!(
+                validate_topic_config(d.name, d.default).is_ok(),
+                "{}",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_and_unknown_names_are_rejected() {
+        assert!(matches!(
+            validate_topic_config("nope", "1"),
+            Err(ConfigError::Unknown(_))
+        ));
+        for (k, v) in [
+            ("segment.bytes", "13"),
+            ("cleanup.policy", "remove"),
+            ("retention.ms", "-2"),
+            ("preallocate", "yes"),
+            ("causeway.merge", "max"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+        ] {
+            assert!(
+                matches!(
+                    validate_topic_config(k, v),
+                    Err(ConfigError::Invalid { .. })
+                ),
+                "{k}"
+            );
+        }
+        for v in ["delete", "compact", "compact,delete", "delete,compact"] {
+            assert!(validate_topic_config("cleanup.policy", v).is_ok());
+        }
+    }
+
+    #[test]
+    fn overrides_replace_defaults_and_missing_keys_keep_base() {
+        let mut o = BTreeMap::new();
+        o.insert("segment.bytes".to_string(), "1000".to_string());
+        o.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let c = log_config_from(&o, &LogConfig::default());
+        assert_eq!(c.segment_bytes, 1000);
+        assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(c.retention_ms, 604_800_000);
+    }
+}

@@ -1,0 +1,573 @@
+//! One partition's log: an ordered list of segments behind a `RwLock`, the group-commit fsync
+//! path, recovery on open, reads, timestamp lookups, DeleteRecords and retention.
+//!
+//! ## Directory layout
+//! `<base:020>.log|.index|.timeindex|.causal` per segment (formats in `segment.rs`, `index.rs`,
+//! `causal.rs`) plus `log-start-offset.checkpoint` and `clean-shutdown.checkpoint`
+//! (`checkpoint.rs`). The last segment is the active one; only it is appended to.
+//!
+//! ## Durability
+//! `append` writes to the page cache (survives `kill -9`, not power loss): enough for acks=1.
+//! `sync_through` is the group commit for acks=all: concurrent callers share one fsync round.
+//! A failed fsync poisons the partition: every later append and sync returns `Poisoned`, because
+//! after a failed fsync the kernel may have dropped the dirty pages and we cannot know what is on
+//! disk. Leader epochs are not tracked by storage: appended batches get partitionLeaderEpoch 0.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::batch::{assign_offsets, stamp_log_append_time, BatchError, BatchHeader};
+use crate::causal::CausalMeta;
+use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
+use crate::config::{LogConfig, TimestampType};
+use crate::error::{IoContext, StorageError};
+use crate::retention::{deletable_prefix, SegmentFacts};
+use crate::segment::{remove_if_exists, Segment, SyncJob};
+use crate::telemetry;
+
+/// The partitionLeaderEpoch written into every appended batch.
+const LEADER_EPOCH: i32 = 0;
+
+/// What the broker needs to answer a Produce for one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendResult {
+    /// Offset assigned to the batch's first record.
+    pub base_offset: i64,
+    /// Offset assigned to the batch's last record.
+    pub last_offset: i64,
+    /// The LogAppendTime stamped, or -1 under CreateTime.
+    pub log_append_time_ms: i64,
+    /// The log start offset after the append.
+    pub log_start_offset: i64,
+}
+
+/// What the broker needs to answer a Fetch for one partition.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches, possibly empty.
+    pub records: Bytes,
+    /// The high watermark (log end in one region).
+    pub high_watermark: i64,
+    /// The first readable offset.
+    pub log_start_offset: i64,
+}
+
+/// What one `maintain` call did, for logs and tests.
+#[derive(Debug, Default, Clone)]
+pub struct MaintenanceReport {
+    /// Segments removed by retention or because they lay below the log start.
+    pub segments_deleted: usize,
+    /// Bytes of `.log` removed.
+    pub bytes_deleted: u64,
+    /// Whether the active segment was rolled because segment.ms elapsed.
+    pub rolled: bool,
+}
+
+struct LogState {
+    /// Ordered by base offset; never empty; the last one is active.
+    segments: Vec<Segment>,
+    log_start: i64,
+    config: LogConfig,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        // `segments` is never empty: open creates one and retention never removes the last.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    fn log_end(&self) -> i64 {
+        self.active().end_offset()
+    }
+
+    fn last_causal(&self) -> Option<&CausalMeta> {
+        self.segments.iter().rev().find_map(Segment::last_causal)
+    }
+
+    fn out_of_range(&self, offset: i64) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start,
+            log_end: self.log_end(),
+        }
+    }
+
+    /// Closes the active segment and starts a new one at the log end.
+    fn roll(&mut self, dir: &Path) -> Result<(), StorageError> {
+        let end = self.log_end();
+        self.active_mut().close_time_index()?;
+        let carry = self.last_causal().cloned();
+        let segment = Segment::create(dir, end, carry.as_ref().map(|m| (end - 1, m)))?;
+        tracing::debug!(dir = %dir.display(), base_offset = end, "rolled segment");
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Removes the first `count` segments (never the active one), returning bytes removed.
+    fn delete_leading(&mut self, count: usize, dir: &Path) -> Result<u64, StorageError> {
+        let count = count.min(self.segments.len() - 1);
+        let mut bytes = 0;
+        for segment in self.segments.drain(..count) {
+            tracing::info!(
+                dir = %dir.display(),
+                base_offset = segment.base(),
+                end_offset = segment.end_offset(),
+                bytes = segment.size(),
+                "deleting segment"
+            );
+            bytes += segment.size();
+            segment.delete_files()?;
+            telemetry::segments_deleted(1);
+        }
+        Ok(bytes)
+    }
+}
+
+/// One partition's log, shared between threads (`&self` methods, internal locking, blocking I/O).
+pub struct Partition {
+    dir: PathBuf,
+    state: RwLock<LogState>,
+    /// The offset below which everything is fsynced; also serializes fsync rounds.
+    synced_end: Mutex<i64>,
+    /// Set by a failed fsync or an append that could not be rolled back.
+    poisoned: AtomicBool,
+    /// Whether a new segment file was created since the directory was last fsynced.
+    dir_dirty: AtomicBool,
+    opened_cleanly: bool,
+}
+
+/// Segment base offsets found in `dir`, ascending; stale temp files are removed.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            remove_if_exists(&entry.path())?;
+        } else if let Some(stem) = name.strip_suffix(".log") {
+            match stem.parse::<i64>() {
+                Ok(base) if base >= 0 && stem.len() == 20 => bases.push(base),
+                _ => tracing::warn!(file = name, "ignoring unexpected .log file"),
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl Partition {
+    /// Opens (creating if absent) the partition directory and recovers it: unless a clean
+    /// shutdown checkpoint vouches for the files, the active segment is scanned and truncated to
+    /// its valid prefix and its indexes rebuilt; other segments' broken indexes are rebuilt.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Partition, StorageError> {
+        fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        let bases = list_segments(dir)?;
+        let clean = checkpoint::read(dir, CLEAN_SHUTDOWN_FILE)?;
+        let checkpointed_start = checkpoint::read(dir, LOG_START_FILE)?
+            .and_then(|v| v.first().copied())
+            .filter(|&v| v >= 0);
+        let interval = config.index_interval_bytes;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut opened_cleanly = false;
+        for (i, &base) in bases.iter().enumerate() {
+            if let Some(&next) = bases.get(i + 1) {
+                segments.push(Segment::open_trusted(dir, base, next, interval, now_ms)?);
+                continue;
+            }
+            let active_size = fs::metadata(dir.join(crate::segment::file_name(base, "log")))
+                .ctx(|| format!("stat segment {base} in {}", dir.display()))?
+                .len();
+            match clean.as_deref() {
+                Some(&[end, clean_base, clean_size])
+                    if clean_base == base
+                        && clean_size >= 0
+                        && clean_size as u64 == active_size
+                        && end >= base =>
+                {
+                    let mut segment = Segment::open_trusted(dir, base, end, interval, now_ms)?;
+                    segment.load_last_causal()?;
+                    segments.push(segment);
+                    opened_cleanly = true;
+                }
+                _ => {
+                    let (segment, cut_log, cut_causal) =
+                        Segment::recover(dir, base, interval, now_ms)?;
+                    telemetry::recovery_truncated(cut_log + cut_causal);
+                    segments.push(segment);
+                }
+            }
+        }
+        checkpoint::remove(dir, CLEAN_SHUTDOWN_FILE)?;
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, checkpointed_start.unwrap_or(0), None)?);
+            checkpoint::sync_dir(dir)?;
+        }
+        let mut state = LogState {
+            log_start: 0,
+            segments,
+            config,
+        };
+        let first_base = state.segments[0].base();
+        state.log_start = checkpointed_start
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(state.log_end());
+        // Trusted segments load their causal tail lazily; find the newest one that has any.
+        if state.last_causal().is_none() {
+            for segment in state.segments.iter_mut().rev() {
+                if segment.load_last_causal()?.is_some() {
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            log_start = state.log_start,
+            log_end = state.log_end(),
+            segments = state.segments.len(),
+            clean = opened_cleanly,
+            "opened partition"
+        );
+        let log_end = state.log_end();
+        Ok(Partition {
+            dir: dir.to_path_buf(),
+            state: RwLock::new(state),
+            synced_end: Mutex::new(if opened_cleanly { log_end } else { i64::MIN }),
+            poisoned: AtomicBool::new(false),
+            dir_dirty: AtomicBool::new(false),
+            opened_cleanly,
+        })
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, LogState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_synced(&self) -> MutexGuard<'_, i64> {
+        self.synced_end.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_poisoned(&self) -> Result<(), StorageError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(StorageError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Appends ONE already-validated batch (from `split_batches`): assigns offsets, stamps
+    /// LogAppendTime if configured, rolls first if the active segment is full or older than
+    /// segment.ms, writes the batch (page cache, no fsync), its causal entry and index entries.
+    /// `stamp` runs under the write lock with the previous batch's metadata, so stamping and
+    /// appending are atomic.
+    pub fn append(
+        &self,
+        batch: &mut [u8],
+        now_ms: i64,
+        stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
+    ) -> Result<AppendResult, StorageError> {
+        self.check_poisoned()?;
+        let header = BatchHeader::parse(batch)?;
+        if header.total_bytes() != batch.len() || header.last_offset_delta < 0 {
+            return Err(BatchError::Corrupt(format!(
+                "batch length field says {} bytes, buffer has {}",
+                header.total_bytes(),
+                batch.len()
+            ))
+            .into());
+        }
+        let mut st = self.write_state();
+        let max = st.config.max_message_bytes as usize;
+        if batch.len() > max {
+            return Err(BatchError::TooLarge {
+                size: batch.len(),
+                max,
+            }
+            .into());
+        }
+        let base_offset = st.log_end();
+        let active = st.active();
+        let len = batch.len() as u64;
+        let too_big = active.size() + len > st.config.segment_bytes
+            || active.size() + len > u64::from(u32::MAX);
+        let too_old = active
+            .roll_clock_ms()
+            .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.segment_ms);
+        let offsets_overflow =
+            base_offset + i64::from(header.last_offset_delta) - active.base() > i64::from(u32::MAX);
+        if active.size() > 0 && (too_big || too_old || offsets_overflow) {
+            st.roll(&self.dir)?;
+            self.dir_dirty.store(true, Ordering::Release);
+        }
+        assign_offsets(batch, base_offset, LEADER_EPOCH);
+        let mut log_append_time_ms = -1;
+        if st.config.timestamp_type == TimestampType::LogAppendTime {
+            stamp_log_append_time(batch, now_ms);
+            log_append_time_ms = now_ms;
+        }
+        let header = BatchHeader::parse(batch)?;
+        let meta = stamp(st.last_causal());
+        let interval = st.config.index_interval_bytes;
+        if let Err(failure) = st
+            .active_mut()
+            .append(batch, &header, &meta, interval, now_ms)
+        {
+            if !failure.consistent {
+                tracing::error!(dir = %self.dir.display(), error = %failure.error, "append left a partial batch; poisoning partition");
+                self.poisoned.store(true, Ordering::Release);
+            }
+            return Err(failure.error);
+        }
+        Ok(AppendResult {
+            base_offset,
+            last_offset: header.last_offset(),
+            log_append_time_ms,
+            log_start_offset: st.log_start,
+        })
+    }
+
+    /// One fsync round: fsyncs every segment with unsynced writes (outside the log lock, on
+    /// cloned handles) and advances `synced` to the log end noted before the round.
+    fn sync_round(&self, synced: &mut i64) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        let (target, jobs): (i64, Vec<SyncJob>) = {
+            let st = self.read_state();
+            (
+                st.log_end(),
+                st.segments.iter().filter_map(Segment::sync_job).collect(),
+            )
+        };
+        let started = Instant::now();
+        let mut result = jobs.iter().try_for_each(SyncJob::fsync);
+        if result.is_ok() && self.dir_dirty.swap(false, Ordering::AcqRel) {
+            result = checkpoint::sync_dir(&self.dir);
+        }
+        if let Err(e) = result {
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; poisoning partition");
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e);
+        }
+        telemetry::fsync_round(started.elapsed().as_secs_f64());
+        jobs.iter().for_each(SyncJob::mark_synced);
+        *synced = (*synced).max(target);
+        Ok(())
+    }
+
+    /// Group commit: returns once every byte below `end_offset` is fsynced. Callers waiting at
+    /// the same time share one fsync round.
+    pub fn sync_through(&self, end_offset: i64) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        let mut synced = self.lock_synced();
+        if *synced >= end_offset {
+            return self.check_poisoned();
+        }
+        self.sync_round(&mut synced)
+    }
+
+    /// fsyncs everything written so far.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let mut synced = self.lock_synced();
+        self.sync_round(&mut synced)
+    }
+
+    /// Whole batches starting with the batch that contains `offset`, up to `max_bytes` but
+    /// always at least one batch when `offset` < log end; may stop at a segment end.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        let st = self.read_state();
+        let log_end = st.log_end();
+        if offset < st.log_start || offset > log_end {
+            return Err(st.out_of_range(offset));
+        }
+        let records = if offset == log_end {
+            Bytes::new()
+        } else {
+            let i = st
+                .segments
+                .partition_point(|s| s.base() <= offset)
+                .saturating_sub(1);
+            st.segments[i].read(offset, max_bytes)?
+        };
+        Ok(ReadResult {
+            records,
+            high_watermark: log_end,
+            log_start_offset: st.log_start,
+        })
+    }
+
+    /// The first readable offset (ListOffsets EARLIEST).
+    pub fn log_start_offset(&self) -> i64 {
+        self.read_state().log_start
+    }
+
+    /// The next offset to be assigned (= high watermark in one region).
+    pub fn log_end_offset(&self) -> i64 {
+        self.read_state().log_end()
+    }
+
+    /// Total bytes of the segment `.log` files (for retention.bytes and DescribeLogDirs).
+    pub fn size_bytes(&self) -> u64 {
+        self.read_state().segments.iter().map(Segment::size).sum()
+    }
+
+    /// Number of segments, active one included.
+    pub fn segment_count(&self) -> usize {
+        self.read_state().segments.len()
+    }
+
+    /// The first batch (at or after log start) whose maxTimestamp >= `timestamp_ms`, found
+    /// through the time index; the broker decodes records inside it for the exact offset.
+    pub fn batch_at_timestamp(&self, timestamp_ms: i64) -> Result<Option<Bytes>, StorageError> {
+        let st = self.read_state();
+        for segment in &st.segments {
+            if segment.end_offset() <= st.log_start
+                || segment.max_timestamp().is_none_or(|t| t < timestamp_ms)
+            {
+                continue;
+            }
+            if let Some(batch) = segment.first_batch_at_or_after(timestamp_ms, st.log_start)? {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch holding the largest maxTimestamp (earliest on ties), for ListOffsets MAX_TIMESTAMP.
+    pub fn max_timestamp_batch(&self) -> Result<Option<Bytes>, StorageError> {
+        let st = self.read_state();
+        let mut best: Option<(&Segment, i64)> = None;
+        for segment in &st.segments {
+            if segment.end_offset() <= st.log_start {
+                continue;
+            }
+            if let Some(t) = segment.max_timestamp() {
+                if best.is_none_or(|(_, b)| t > b) {
+                    best = Some((segment, t));
+                }
+            }
+        }
+        match best.and_then(|(s, _)| s.max_timestamp_offset().map(|o| (s, o))) {
+            Some((segment, offset)) => segment.batch_containing(offset),
+            None => Ok(None),
+        }
+    }
+
+    /// Kafka DeleteRecords: the log start becomes `offset` (checkpointed, so it survives a
+    /// restart) and whole segments below it are deleted. Returns the new log start.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        let mut st = self.write_state();
+        if offset < 0 || offset > st.log_end() {
+            return Err(st.out_of_range(offset));
+        }
+        if offset <= st.log_start {
+            return Ok(st.log_start);
+        }
+        checkpoint::write(&self.dir, LOG_START_FILE, &[offset])?;
+        st.log_start = offset;
+        let below = st.segments[..st.segments.len() - 1]
+            .iter()
+            .take_while(|s| s.end_offset() <= offset)
+            .count();
+        st.delete_leading(below, &self.dir)?;
+        Ok(offset)
+    }
+
+    /// Background housekeeping: rolls the active segment if segment.ms elapsed, then deletes old
+    /// whole segments by retention.ms / retention.bytes, never one holding offsets >=
+    /// `stable_offset`, and advances the log start past them.
+    pub fn maintain(
+        &self,
+        now_ms: i64,
+        stable_offset: i64,
+    ) -> Result<MaintenanceReport, StorageError> {
+        let mut st = self.write_state();
+        let mut report = MaintenanceReport::default();
+        let active = st.active();
+        let expired = active
+            .roll_clock_ms()
+            .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.segment_ms);
+        if active.size() > 0 && expired {
+            st.roll(&self.dir)?;
+            self.dir_dirty.store(true, Ordering::Release);
+            report.rolled = true;
+        }
+        let closed: Vec<SegmentFacts> = st.segments[..st.segments.len() - 1]
+            .iter()
+            .map(|s| SegmentFacts {
+                end_offset: s.end_offset(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+            })
+            .collect();
+        let total: u64 = st.segments.iter().map(Segment::size).sum();
+        let count = deletable_prefix(
+            &closed,
+            total,
+            &st.config,
+            now_ms,
+            stable_offset,
+            st.log_start,
+        );
+        if count > 0 {
+            report.bytes_deleted = st.delete_leading(count, &self.dir)?;
+            report.segments_deleted = count;
+            let first_base = st.segments[0].base();
+            if first_base > st.log_start {
+                st.log_start = first_base;
+                checkpoint::write(&self.dir, LOG_START_FILE, &[first_base])?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Replaces the topic config (AlterConfigs); takes effect on the next append/maintain.
+    pub fn set_config(&self, config: LogConfig) {
+        self.write_state().config = config;
+    }
+
+    /// The causal metadata of the last batch (what the vector clock is rebuilt from).
+    pub fn last_causal(&self) -> Option<CausalMeta> {
+        self.read_state().last_causal().cloned()
+    }
+
+    /// Clean shutdown: fsyncs everything and writes the clean-shutdown checkpoint so the next
+    /// open skips the recovery scan.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let mut synced = self.lock_synced();
+        let (end, base, size) = {
+            let mut st = self.write_state();
+            st.active_mut().close_time_index()?;
+            (st.log_end(), st.active().base(), st.active().size())
+        };
+        self.sync_round(&mut synced)?;
+        checkpoint::write(&self.dir, CLEAN_SHUTDOWN_FILE, &[end, base, size as i64])
+    }
+
+    /// True if the last open found a clean-shutdown checkpoint (no recovery scan was needed).
+    pub fn opened_cleanly(&self) -> bool {
+        self.opened_cleanly
+    }
+}
+
+/// Removes a partition's directory and everything in it (topic deletion).
+pub fn remove_partition_dir(dir: &Path) -> Result<(), StorageError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io(format!("removing {}", dir.display()), e)),
+    }
+}

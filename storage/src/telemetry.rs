@@ -1,0 +1,26 @@
+//! The one place storage emits metrics (names are part of the spec; base units, `_total`).
+
+/// Histogram: seconds one group-commit round spent in fsync (all files of the round).
+pub const FSYNC_SECONDS: &str = "causeway_storage_fsync_seconds";
+/// Counter: group-commit fsync rounds (one round may fsync several files).
+pub const FSYNCS_TOTAL: &str = "causeway_storage_fsyncs_total";
+/// Counter: bytes cut from segment and causal files by recovery.
+pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "causeway_storage_recovery_truncated_bytes_total";
+/// Counter: segments deleted by retention or DeleteRecords.
+pub const SEGMENTS_DELETED_TOTAL: &str = "causeway_storage_segments_deleted_total";
+
+/// Records one completed fsync round.
+pub(crate) fn fsync_round(seconds: f64) {
+    metrics::histogram!(FSYNC_SECONDS).record(seconds);
+    metrics::counter!(FSYNCS_TOTAL).increment(1);
+}
+
+/// Records bytes truncated by recovery.
+pub(crate) fn recovery_truncated(bytes: u64) {
+    metrics::counter!(RECOVERY_TRUNCATED_BYTES_TOTAL).increment(bytes);
+}
+
+/// Records deleted segments.
+pub(crate) fn segments_deleted(count: u64) {
+    metrics::counter!(SEGMENTS_DELETED_TOTAL).increment(count);
+}

@@ -1,0 +1,88 @@
+use super::*;
+
+/// 20 two-record batches of 161 bytes with timestamps i*100: segments of 6 batches
+/// ([0,12), [12,24), [24,36), [36,40)).
+fn filled(dir: &Path, config: LogConfig) -> Partition {
+    let p = open(dir, config);
+    for i in 0..20 {
+        append(&p, 2, i * 100, 100);
+    }
+    assert_eq!(p.segment_count(), 4);
+    p
+}
+
+#[test]
+fn retention_by_bytes_deletes_only_old_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled(dir.path(), small_config());
+    p.set_config(LogConfig {
+        retention_bytes: 1500,
+        ..small_config()
+    });
+    // Total 3220 bytes; dropping 966 leaves 2254, dropping another leaves 1288 < 1500.
+    let report = p.maintain(0, i64::MAX).unwrap();
+    assert_eq!((report.segments_deleted, report.bytes_deleted), (1, 966));
+    assert!(!report.rolled);
+    assert_eq!(p.log_start_offset(), 12);
+    assert_eq!(p.size_bytes(), 3220 - 966);
+    assert_eq!(bases(&read_all(&p))[0], 12);
+    assert!(matches!(
+        p.read(11, 10),
+        Err(crate::StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn retention_by_time_deletes_only_expired_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled(dir.path(), small_config());
+    p.set_config(LogConfig {
+        retention_ms: 1000,
+        ..small_config()
+    });
+    // Segment max timestamps: 500, 1100, 1700, 1900. At now=2150 the cutoff is 1150.
+    let report = p.maintain(2150, i64::MAX).unwrap();
+    assert_eq!(report.segments_deleted, 2);
+    assert_eq!(p.log_start_offset(), 24);
+    assert_eq!(p.segment_count(), 2);
+}
+
+#[test]
+fn retention_never_deletes_at_or_above_the_stable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled(dir.path(), small_config());
+    p.set_config(LogConfig {
+        retention_ms: 0,
+        ..small_config()
+    });
+    assert_eq!(p.maintain(1_000_000, 11).unwrap().segments_deleted, 0);
+    assert_eq!(p.maintain(1_000_000, 23).unwrap().segments_deleted, 1);
+    assert_eq!(p.maintain(1_000_000, 40).unwrap().segments_deleted, 2);
+    // The active segment is never deleted.
+    assert_eq!(p.segment_count(), 1);
+    assert_eq!(p.log_start_offset(), 36);
+    assert_eq!(p.log_end_offset(), 40);
+}
+
+#[test]
+fn delete_records_before_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let p = filled(dir.path(), small_config());
+        assert_eq!(p.delete_records_before(13).unwrap(), 13);
+        assert_eq!(p.segment_count(), 3);
+        assert_eq!(p.delete_records_before(5).unwrap(), 13);
+        assert!(matches!(
+            p.delete_records_before(41),
+            Err(crate::StorageError::OffsetOutOfRange { .. })
+        ));
+        // Offset 13 lies inside the batch at 12, which is returned whole.
+        assert_eq!(bases(&p.read(13, 1).unwrap().records), vec![12]);
+        assert!(p.read(12, 1).is_err());
+    }
+    let p = open(dir.path(), small_config());
+    assert_eq!(p.log_start_offset(), 13);
+    assert_eq!(p.segment_count(), 3);
+    let at = p.batch_at_timestamp(0).unwrap().unwrap();
+    assert_eq!(crate::BatchHeader::parse(&at).unwrap().base_offset, 12);
+}
