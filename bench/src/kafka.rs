@@ -1,0 +1,309 @@
+//! librdkafka plumbing shared by the modes: client context, client
+//! configurations, broker reachability check and topic creation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::cli::CommonArgs;
+
+/// Client context that remembers client-level errors (for clear error
+/// messages) and counts delivery reports.
+#[derive(Debug, Default)]
+pub struct BenchContext {
+    last_error: Mutex<Option<String>>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl BenchContext {
+    /// The last client-level error reported by librdkafka, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Records successfully delivered so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Records whose delivery failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Error of the first failed delivery, if any.
+    pub fn first_failure(&self) -> Option<String> {
+        self.first_failure.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Fails if any delivery failed so far.
+    pub fn check_deliveries(&self) -> Result<()> {
+        let failed = self.failed();
+        if failed > 0 {
+            bail!(
+                "{failed} record(s) failed to be delivered (delivered: {}); first error: {}",
+                self.delivered(),
+                self.first_failure().unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// Appends the last client error to `msg`, if there is one.
+    pub fn explain(&self, msg: String) -> String {
+        match self.last_error() {
+            Some(e) => format!("{msg}; last client error: {e}"),
+            None => msg,
+        }
+    }
+}
+
+impl ClientContext for BenchContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // Keep the output clean; warnings and errors surface through
+        // `error` and delivery reports. Show them only when debugging.
+        if std::env::var_os("CAUSEWAY_BENCH_DEBUG").is_some() {
+            eprintln!("librdkafka {level:?} {fac}: {log_message}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(format!("{error} ({reason})"));
+        }
+    }
+}
+
+impl ProducerContext for BenchContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((err, _)) => {
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    if let Ok(mut first) = self.first_failure.lock() {
+                        *first = Some(err.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for BenchContext {}
+
+/// Configuration shared by every client: bootstrap servers and `-X` overrides
+/// (applied last by [`finish`]).
+fn base_config(common: &CommonArgs) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &common.brokers)
+        .set("client.id", "causeway-bench");
+    config
+}
+
+/// Applies the user's `-X` overrides on top of `config`.
+fn finish(mut config: ClientConfig, common: &CommonArgs) -> ClientConfig {
+    for (key, value) in &common.rdkafka {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Producer configuration from the command line; `timeout` bounds delivery
+/// (`message.timeout.ms`).
+pub fn producer_config(common: &CommonArgs, timeout: Duration) -> ClientConfig {
+    let mut config = base_config(common);
+    // librdkafka caps a batch at min(batch.size, message.max.bytes), so raise
+    // message.max.bytes when a batch larger than its default is requested.
+    let max_message = common.batch_bytes.saturating_add(1024).max(1_000_000);
+    config
+        .set("linger.ms", common.linger_ms.to_string())
+        .set("batch.size", common.batch_bytes.to_string())
+        .set("message.max.bytes", max_message.to_string())
+        .set("acks", common.acks.as_config())
+        .set("compression.codec", common.compression.as_config())
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    finish(config, common)
+}
+
+/// Consumer configuration: a unique group that never commits, generous
+/// fetch sizes, and manual assignment by the caller.
+pub fn consumer_config(common: &CommonArgs) -> ClientConfig {
+    let mut config = base_config(common);
+    config
+        .set("group.id", unique_group_id())
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
+        .set("max.partition.fetch.bytes", (8 * 1024 * 1024).to_string());
+    finish(config, common)
+}
+
+/// A group id no other client uses.
+fn unique_group_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("causeway-bench-{}-{nanos}", std::process::id())
+}
+
+/// Creates a producer with the counting [`BenchContext`].
+pub fn create_producer(config: &ClientConfig) -> Result<BaseProducer<BenchContext>> {
+    config
+        .create_with_context(BenchContext::default())
+        .context("cannot create the librdkafka producer (check -X properties)")
+}
+
+/// Waits until the cluster answers a metadata request, or fails after
+/// `timeout` with the reason librdkafka gives (e.g. connection refused).
+pub fn wait_for_cluster(
+    producer: &BaseProducer<BenchContext>,
+    brokers: &str,
+    timeout: Duration,
+) -> Result<Metadata> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(10));
+        let result = producer.client().fetch_metadata(None, attempt);
+        // Serve error events so the context learns why connecting fails.
+        producer.poll(Duration::ZERO);
+        match result {
+            Ok(metadata) if !metadata.brokers().is_empty() => return Ok(metadata),
+            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+            Err(err) if Instant::now() >= deadline => {
+                let msg = format!(
+                    "cannot reach Kafka broker(s) at {brokers} within {} s: {err}",
+                    timeout.as_secs()
+                );
+                bail!(producer.context().explain(msg));
+            }
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            bail!("broker(s) at {brokers} returned metadata without any broker");
+        }
+    }
+}
+
+/// Makes sure `topic` exists, creating it with `partitions` partitions if
+/// needed, waits until every partition has a leader and returns the
+/// partition count (which may differ from `partitions` for an existing topic).
+pub fn ensure_topic(
+    producer: &BaseProducer<BenchContext>,
+    common: &CommonArgs,
+    create: bool,
+) -> Result<i32> {
+    let timeout = Duration::from_secs(common.connect_timeout_s);
+    if create {
+        create_topic(common, timeout)?;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let metadata = producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map_err(|e| {
+                anyhow!(producer
+                    .context()
+                    .explain(format!("metadata request failed: {e}")))
+            })?;
+        let topic = metadata.topics().iter().find(|t| t.name() == common.topic);
+        let ready = topic.and_then(|t| {
+            let parts = t.partitions();
+            let ok = t.error().is_none()
+                && !parts.is_empty()
+                && parts.iter().all(|p| p.error().is_none() && p.leader() >= 0);
+            ok.then_some(parts.len())
+        });
+        if let Some(count) = ready {
+            let count = i32::try_from(count).context("too many partitions")?;
+            if count != common.partitions {
+                eprintln!(
+                    "note: topic '{}' already exists with {count} partitions (requested {}); using {count}",
+                    common.topic, common.partitions
+                );
+            }
+            return Ok(count);
+        }
+        if Instant::now() >= deadline {
+            match topic {
+                None if !create => bail!(
+                    "topic '{}' does not exist at {}; run `causeway-bench produce` first",
+                    common.topic,
+                    common.brokers
+                ),
+                None => bail!(
+                    "topic '{}' was created but does not appear in metadata after {} s",
+                    common.topic,
+                    timeout.as_secs()
+                ),
+                Some(_) => bail!(
+                    "topic '{}' has partitions without a leader after {} s",
+                    common.topic,
+                    timeout.as_secs()
+                ),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issues CreateTopics; an already existing topic is not an error.
+fn create_topic(common: &CommonArgs, timeout: Duration) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = finish(base_config(common), common)
+        .create()
+        .context("cannot create the librdkafka admin client")?;
+    let topic = NewTopic::new(
+        &common.topic,
+        common.partitions,
+        TopicReplication::Fixed(common.replication_factor),
+    );
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                timeout + Duration::from_secs(1),
+                admin.create_topics([&topic], &options),
+            )
+            .await
+        })
+        .map_err(|_| anyhow!("CreateTopics for '{}' timed out", common.topic))?
+        .with_context(|| format!("CreateTopics for '{}' failed", common.topic))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("cannot create topic '{name}': {code}"),
+        }
+    }
+    Ok(())
+}
