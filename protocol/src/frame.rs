@@ -90,7 +90,10 @@ mod tests {
     fn oversized_frame_is_refused_before_its_body_arrives() {
         assert_eq!(
             check_frame(&[0, 0, 1, 0], 255),
-            Err(FrameError::TooLarge { size: 256, max: 255 })
+            Err(FrameError::TooLarge {
+                size: 256,
+                max: 255
+            })
         );
     }
 

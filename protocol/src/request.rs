@@ -95,8 +95,8 @@ pub fn decode_request(frame: Bytes) -> Result<Request, RequestError> {
     let mut rest = frame;
     let header = RequestHeader::decode(&mut rest, api_key.request_header_version(version))
         .map_err(|e| malformed(e.to_string()))?;
-    let body = RequestKind::decode(api_key, &mut rest, version)
-        .map_err(|e| malformed(e.to_string()))?;
+    let body =
+        RequestKind::decode(api_key, &mut rest, version).map_err(|e| malformed(e.to_string()))?;
     Ok(Request {
         api_key,
         version,
@@ -121,7 +121,9 @@ mod tests {
         let header_version = ApiKey::try_from(api_key)
             .map(|k| k.request_header_version(version))
             .unwrap_or(1);
-        header.encode(&mut buf, header_version).expect("header encodes");
+        header
+            .encode(&mut buf, header_version)
+            .expect("header encodes");
         body(&mut buf);
         buf.freeze()
     }
@@ -153,7 +155,11 @@ mod tests {
         let f = frame(ApiKey::ApiVersions as i16, 99, |_| {});
         assert!(matches!(
             decode_request(f),
-            Err(RequestError::UnsupportedVersion { version: 99, correlation_id: 7, .. })
+            Err(RequestError::UnsupportedVersion {
+                version: 99,
+                correlation_id: 7,
+                ..
+            })
         ));
     }
 

@@ -2,8 +2,8 @@
 //! and version) and body, in one buffer that the connection writes as is.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader, ResponseKind};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Encodable;
 
 use crate::frame::FRAME_PREFIX_BYTES;

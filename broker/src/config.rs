@@ -1,0 +1,256 @@
+//! Broker configuration: command-line flags, `CAUSEWAY_*` environment variables and a TOML file.
+//! Flags win over the environment, the environment over the file, the file over defaults. The
+//! file uses the flag names with `_` for `-` (`data_dir = "/var/lib/causeway"`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// Causeway: a Kafka-compatible broker with active-active causal replication between regions.
+#[derive(Debug, Parser)]
+#[command(name = "causeway", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the broker when no subcommand is given.
+    #[command(flatten)]
+    pub serve: BrokerOptions,
+}
+
+/// Subcommands of the `causeway` binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (the default).
+    Serve(BrokerOptions),
+}
+
+/// Format of log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Every broker option. Field names double as TOML keys; the `env` names are the variables.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct BrokerOptions {
+    /// TOML file with any of these options (flag names with `_` instead of `-`).
+    #[arg(long, env = "CAUSEWAY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory holding the partition logs and the metadata database.
+    #[arg(long, env = "CAUSEWAY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address the Kafka protocol listener binds.
+    #[arg(long, env = "CAUSEWAY_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
+    pub kafka_listen: SocketAddr,
+    /// HOST:PORT that clients are told to connect to (Metadata); the Kafka listener if unset.
+    #[arg(long, env = "CAUSEWAY_ADVERTISED_ADDR")]
+    pub advertised_addr: Option<String>,
+    /// Address the HTTP listener (metrics, health, tables) binds.
+    #[arg(long, env = "CAUSEWAY_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+    /// Name of this region; mapped to a stable small id stored in the data dir on first start.
+    #[arg(long, env = "CAUSEWAY_REGION", default_value = "local")]
+    pub region: String,
+    /// A peer region as NAME@HOST:PORT (its Kafka listener); repeatable.
+    #[arg(long = "peer", env = "CAUSEWAY_PEERS", value_delimiter = ',')]
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Partitions of a topic created automatically or without a partition count (`num.partitions`).
+    #[arg(long, env = "CAUSEWAY_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: u32,
+    /// Create unknown topics on Metadata and Produce (`auto.create.topics.enable`).
+    #[arg(long, env = "CAUSEWAY_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Largest request frame accepted; a larger one closes the connection (`socket.request.max.bytes`).
+    #[arg(
+        long,
+        env = "CAUSEWAY_SOCKET_REQUEST_MAX_BYTES",
+        default_value_t = 104_857_600
+    )]
+    pub socket_request_max_bytes: u32,
+    /// Default `max.message.bytes` of topics: the largest record batch accepted (`message.max.bytes`).
+    #[arg(long, env = "CAUSEWAY_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
+    pub message_max_bytes: u32,
+    /// How often segments are rolled by age and deleted by retention (`log.retention.check.interval.ms`).
+    #[arg(
+        long,
+        env = "CAUSEWAY_LOG_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub log_retention_check_interval_ms: u64,
+    /// Longest a graceful shutdown waits for in-flight requests before closing the logs.
+    #[arg(long, env = "CAUSEWAY_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Log line format on stderr.
+    #[arg(long, env = "CAUSEWAY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl BrokerOptions {
+    /// The address put in Metadata responses.
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some(addr) = &self.advertised_addr {
+            if let Some((host, port)) = addr.rsplit_once(':') {
+                if let Ok(port) = port.parse() {
+                    return (host.to_string(), port);
+                }
+            }
+        }
+        (
+            self.kafka_listen.ip().to_string(),
+            i32::from(self.kafka_listen.port()),
+        )
+    }
+
+    /// Checks what clap cannot: the peer syntax and the advertised address.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for peer in &self.peers {
+            let Some((name, addr)) = peer.split_once('@') else {
+                bail!("--peer {peer:?} is not NAME@HOST:PORT");
+            };
+            if name.is_empty() || addr.rsplit_once(':').is_none() {
+                bail!("--peer {peer:?} is not NAME@HOST:PORT");
+            }
+        }
+        if let Some(addr) = &self.advertised_addr {
+            match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => bail!("--advertised-addr {addr:?} is not HOST:PORT"),
+            }
+        }
+        if self.num_partitions == 0 {
+            bail!("--num-partitions must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Parses the command line and merges in the environment and the config file.
+pub fn parse_cli() -> anyhow::Result<Cli> {
+    parse_cli_from(std::env::args_os())
+}
+
+/// [`parse_cli`] for an explicit argument list (tests).
+pub fn parse_cli_from<I, T>(args: I) -> anyhow::Result<Cli>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().get_matches_from(args);
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let (options, options_matches) = match &mut cli.command {
+        Some(Command::Serve(options)) => {
+            let sub = matches
+                .subcommand_matches("serve")
+                .context("serve arguments")?;
+            (options, sub)
+        }
+        None => (&mut cli.serve, &matches),
+    };
+    if let Some(path) = options.config.clone() {
+        *options = merge_file(options, options_matches, &path)?;
+    }
+    options.validate()?;
+    Ok(cli)
+}
+
+/// Replaces every option that still has its default value with the file's value.
+fn merge_file(
+    options: &BrokerOptions,
+    matches: &ArgMatches,
+    path: &Path,
+) -> anyhow::Result<BrokerOptions> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let file: BTreeMap<String, toml::Value> =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let current = toml::Value::try_from(options).context("options as TOML")?;
+    let toml::Value::Table(mut merged) = current else {
+        bail!("options did not serialize as a table");
+    };
+    for (key, value) in file {
+        if !merged.contains_key(&key) && !is_optional_option(&key) {
+            bail!("{}: unknown option {key:?}", path.display());
+        }
+        let from_default = matches!(
+            matches.value_source(&key),
+            None | Some(ValueSource::DefaultValue)
+        );
+        if from_default {
+            merged.insert(key, value);
+        }
+    }
+    let mut result: BrokerOptions = toml::Value::Table(merged)
+        .try_into()
+        .with_context(|| format!("invalid value in {}", path.display()))?;
+    result.config = Some(path.to_path_buf());
+    Ok(result)
+}
+
+/// Options without a default, absent from the serialized table until set.
+fn is_optional_option(key: &str) -> bool {
+    key == "advertised_addr"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn options(args: &[&str]) -> BrokerOptions {
+        let mut argv = vec!["causeway"];
+        argv.extend_from_slice(args);
+        parse_cli_from(argv).expect("parses").serve
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let o = options(&[]);
+        assert_eq!(o.data_dir, PathBuf::from("./data"));
+        assert_eq!(o.kafka_listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(o.http_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(o.region, "local");
+        assert!(o.peers.is_empty());
+        assert!(o.auto_create_topics);
+    }
+
+    #[test]
+    fn file_fills_defaults_but_flags_win() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            file,
+            "region = \"eu\"\nnum_partitions = 6\nadvertised_addr = \"kafka.example:9092\"\npeers = [\"us@10.0.0.1:9092\"]"
+        )
+        .expect("write");
+        let path = file.path().to_str().expect("utf8 path");
+        let o = options(&["--config", path, "--num-partitions", "3"]);
+        assert_eq!(o.region, "eu");
+        assert_eq!(o.num_partitions, 3);
+        assert_eq!(o.advertised(), ("kafka.example".to_string(), 9092));
+        assert_eq!(o.peers, vec!["us@10.0.0.1:9092".to_string()]);
+    }
+
+    #[test]
+    fn unknown_file_option_is_an_error() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(file, "no_such_option = 1").expect("write");
+        let path = file.path().to_str().expect("utf8 path");
+        assert!(parse_cli_from(["causeway", "--config", path]).is_err());
+    }
+
+    #[test]
+    fn malformed_peer_is_an_error() {
+        assert!(parse_cli_from(["causeway", "--peer", "nohost"]).is_err());
+    }
+}

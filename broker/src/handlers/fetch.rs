@@ -1,0 +1,184 @@
+//! Fetch: whole record batches straight from the segment files. Long-polls until `min_bytes`
+//! are available or `max_wait_ms` passes, waking on appends to any requested partition.
+//! Honors `max_bytes` and each partition's max bytes, except that the first partition with data
+//! always returns at least one whole batch so a consumer can never get stuck behind a large one.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_storage::StorageError;
+use futures_util::future::select_all;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
+
+use super::topic_name;
+use crate::broker::Broker;
+use crate::metrics;
+use crate::topics::PartitionHandle;
+
+/// Longest a fetch may wait, whatever the client asks: bounds how long a connection is held.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Isolation level value of `read_committed`.
+const READ_COMMITTED: i8 = 1;
+
+/// One requested partition.
+struct Target {
+    topic: String,
+    index: i32,
+    partition: Option<Arc<PartitionHandle>>,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+}
+
+/// Serves a fetch, waiting for data as the request allows.
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> FetchResponse {
+    let wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
+    let deadline = Instant::now() + wait;
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    let topics: Vec<(String, Vec<Target>)> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let name = t.topic.as_str().to_string();
+            let topic = broker.topics.get(&name);
+            let targets = t
+                .partitions
+                .iter()
+                .map(|p| Target {
+                    topic: name.clone(),
+                    index: p.partition,
+                    partition: topic
+                        .as_ref()
+                        .and_then(|topic| topic.partition(p.partition)),
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                })
+                .collect();
+            (name, targets)
+        })
+        .collect();
+    loop {
+        let mut wakeups: Vec<Pin<Box<Notified<'_>>>> = topics
+            .iter()
+            .flat_map(|(_, targets)| targets.iter())
+            .filter_map(|t| t.partition.as_ref())
+            .map(|p| Box::pin(p.appended.notified()))
+            .collect();
+        for wakeup in &mut wakeups {
+            wakeup.as_mut().enable();
+        }
+        let (response, bytes, errors) = read_all(&topics, max_bytes, read_committed);
+        let done = bytes >= min_bytes || errors || wakeups.is_empty() || Instant::now() >= deadline;
+        if done {
+            return response;
+        }
+        if tokio::time::timeout_at(deadline, select_all(wakeups))
+            .await
+            .is_err()
+        {
+            let (response, _, _) = read_all(&topics, max_bytes, read_committed);
+            return response;
+        }
+    }
+}
+
+/// Reads every target once; returns the response, the record bytes in it and whether any
+/// partition answered an error.
+fn read_all(
+    topics: &[(String, Vec<Target>)],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (FetchResponse, usize, bool) {
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(topics.len());
+    for (name, targets) in topics {
+        let mut partitions = Vec::with_capacity(targets.len());
+        let mut topic_bytes = 0u64;
+        for target in targets {
+            let remaining = max_bytes.saturating_sub(total);
+            let data = read_one(target, remaining, total > 0, read_committed);
+            if data.error_code != 0 {
+                errors = true;
+                metrics::request_error(ApiKey::Fetch, data.error_code);
+            }
+            let len = data.records.as_ref().map_or(0, |r| r.len());
+            total += len;
+            topic_bytes += len as u64;
+            partitions.push(data);
+        }
+        if topic_bytes > 0 {
+            metrics::fetched(name, topic_bytes);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(name))
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        errors,
+    )
+}
+
+fn read_one(
+    target: &Target,
+    remaining: usize,
+    have_data: bool,
+    read_committed: bool,
+) -> PartitionData {
+    let base = PartitionData::default()
+        .with_partition_index(target.index)
+        .with_aborted_transactions(read_committed.then(Vec::new));
+    let Some(partition) = &target.partition else {
+        tracing::debug!(topic = %target.topic, partition = target.index, "fetch of unknown partition");
+        return base
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1);
+    };
+    let limit = target.partition_max_bytes.min(remaining);
+    if have_data && limit == 0 {
+        return with_offsets(base, partition);
+    }
+    match partition.log.read(target.fetch_offset, limit.max(1)) {
+        Ok(read) => {
+            let fits = !have_data || read.records.len() <= limit;
+            let base = base
+                .with_high_watermark(read.high_watermark)
+                .with_last_stable_offset(read.high_watermark)
+                .with_log_start_offset(read.log_start_offset);
+            if fits {
+                base.with_records(Some(read.records))
+            } else {
+                base.with_records(Some(bytes::Bytes::new()))
+            }
+        }
+        Err(StorageError::OffsetOutOfRange { .. }) => {
+            with_offsets(base, partition).with_error_code(ResponseError::OffsetOutOfRange.code())
+        }
+        Err(error) => {
+            tracing::error!(topic = %target.topic, partition = target.index, %error, "fetch read failed");
+            with_offsets(base, partition).with_error_code(ResponseError::KafkaStorageError.code())
+        }
+    }
+}
+
+fn with_offsets(base: PartitionData, partition: &PartitionHandle) -> PartitionData {
+    let high_watermark = partition.log.log_end_offset();
+    base.with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(partition.log.log_start_offset())
+        .with_records(Some(bytes::Bytes::new()))
+}

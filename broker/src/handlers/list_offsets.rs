@@ -1,0 +1,93 @@
+//! ListOffsets: earliest, latest, max timestamp, or the first offset at or after a timestamp.
+
+use causeway_storage::StorageError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::metadata::LEADER_EPOCH_NONE;
+use super::records::{first_record_at_or_after, record_with_max_timestamp};
+use super::topic_name;
+use crate::broker::Broker;
+use crate::metrics;
+use crate::topics::PartitionHandle;
+
+/// Special timestamps of ListOffsets.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+/// Answers every partition of the request.
+pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.as_str());
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_leader_epoch(LEADER_EPOCH_NONE);
+                    let found = topic
+                        .as_ref()
+                        .and_then(|topic| topic.partition(p.partition_index))
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code())
+                        .and_then(|partition| lookup(&partition, p.timestamp));
+                    match found {
+                        Ok((offset, timestamp)) => {
+                            base.with_offset(offset).with_timestamp(timestamp)
+                        }
+                        Err(code) => {
+                            metrics::request_error(ApiKey::ListOffsets, code);
+                            base.with_error_code(code)
+                                .with_offset(-1)
+                                .with_timestamp(-1)
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic_name(t.name.as_str()))
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// `(offset, timestamp)` answering `query` for one partition; -1s when no record qualifies.
+fn lookup(partition: &PartitionHandle, query: i64) -> Result<(i64, i64), i16> {
+    let log = &partition.log;
+    let storage_failed = |error: StorageError| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, %error, "ListOffsets read failed");
+        ResponseError::KafkaStorageError.code()
+    };
+    let decode_failed = |error: String| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, %error, "stored batch does not decode");
+        ResponseError::CorruptMessage.code()
+    };
+    match query {
+        LATEST => Ok((log.log_end_offset(), -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
+        MAX_TIMESTAMP => match log.max_timestamp_batch().map_err(storage_failed)? {
+            Some(batch) => Ok(record_with_max_timestamp(&batch)
+                .map_err(decode_failed)?
+                .unwrap_or((-1, -1))),
+            None => Ok((-1, -1)),
+        },
+        timestamp if timestamp >= 0 => {
+            match log.batch_at_timestamp(timestamp).map_err(storage_failed)? {
+                Some(batch) => Ok(first_record_at_or_after(&batch, timestamp)
+                    .map_err(decode_failed)?
+                    .unwrap_or((-1, -1))),
+                None => Ok((-1, -1)),
+            }
+        }
+        _ => Err(ResponseError::InvalidRequest.code()),
+    }
+}

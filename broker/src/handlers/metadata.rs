@@ -1,0 +1,110 @@
+//! Metadata: this region's one broker leads every partition. Unknown topics are created when
+//! auto-creation is on and the client allows it.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::cluster::AUTHORIZED_OPERATIONS_OMITTED;
+use super::{str_bytes, topic_error_code, topic_name};
+use crate::broker::{Broker, NODE_ID};
+use crate::topics::Topic;
+
+/// Leader epoch reported for every partition: none, so clients skip epoch validation.
+pub const LEADER_EPOCH_NONE: i32 = -1;
+
+/// Describes the requested topics (all of them when the list is null, or empty before v1).
+pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let (host, port) = broker.options.advertised();
+    let allow_create =
+        broker.options.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let topics = match request.topics {
+        None => broker
+            .topics
+            .all()
+            .iter()
+            .map(|t| describe(t, version))
+            .collect(),
+        Some(requested) if requested.is_empty() && version == 0 => broker
+            .topics
+            .all()
+            .iter()
+            .map(|t| describe(t, version))
+            .collect(),
+        Some(requested) => requested
+            .into_iter()
+            .map(|wanted| match wanted.name {
+                Some(name) => lookup_by_name(broker, name.as_str(), allow_create, version),
+                None => lookup_by_id(broker, wanted.topic_id, version),
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(NODE_ID))
+            .with_host(str_bytes(host))
+            .with_port(port)])
+        .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_topics(topics)
+}
+
+fn lookup_by_name(
+    broker: &Broker,
+    name: &str,
+    allow_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
+    let found = match broker.topics.get(name) {
+        Some(topic) => Ok(topic),
+        None if allow_create => broker
+            .topics
+            .get_or_create(name, broker.default_partitions())
+            .map_err(|e| topic_error_code(&e)),
+        None => Err(ResponseError::UnknownTopicOrPartition.code()),
+    };
+    match found {
+        Ok(topic) => describe(&topic, version),
+        Err(code) => MetadataResponseTopic::default()
+            .with_name(Some(topic_name(name)))
+            .with_error_code(code),
+    }
+}
+
+fn lookup_by_id(broker: &Broker, id: Uuid, version: i16) -> MetadataResponseTopic {
+    match broker.topics.get_by_id(id) {
+        Some(topic) => describe(&topic, version),
+        None => MetadataResponseTopic::default()
+            .with_topic_id(id)
+            .with_error_code(ResponseError::UnknownTopicId.code()),
+    }
+}
+
+fn describe(topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions()
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_id(BrokerId(NODE_ID))
+                .with_leader_epoch(LEADER_EPOCH_NONE)
+                .with_replica_nodes(vec![BrokerId(NODE_ID)])
+                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+        })
+        .collect();
+    let described = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    if version >= 10 {
+        described.with_topic_id(topic.id)
+    } else {
+        described
+    }
+}

@@ -1,0 +1,97 @@
+//! Request handlers, one module per Kafka API. Each takes the decoded request and its version
+//! and returns the response body; partition- and topic-level failures are Kafka error codes in
+//! the body, never a closed connection.
+
+use std::sync::Arc;
+
+use causeway_protocol::request::Request;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+use crate::topics::TopicError;
+
+mod api_versions;
+mod cluster;
+mod configs;
+mod delete_records;
+mod fetch;
+mod leader_epoch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod records;
+mod topics;
+
+/// A request that was decoded but cannot be served; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} has no handler")]
+pub struct Unhandled(ApiKey);
+
+/// Handles one request; `Ok(None)` means no response is sent (Produce with acks=0).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+) -> Result<Option<ResponseKind>, Unhandled> {
+    let version = request.version;
+    let response = match request.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
+        RequestKind::Produce(r) => return Ok(produce::handle(broker, r, version).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create(broker, r, version))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete(broker, r, version))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(topics::create_partitions(broker, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe(broker, r, version))
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r))
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, r))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(broker, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe(broker, r))
+        }
+        _ => return Err(Unhandled(request.api_key)),
+    };
+    Ok(Some(response))
+}
+
+/// Kafka error code of a topic operation's failure.
+fn topic_error_code(error: &TopicError) -> i16 {
+    match error {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+    .code()
+}
+
+/// A string for a response field.
+fn str_bytes(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+/// A topic name for a response field.
+fn topic_name(value: &str) -> TopicName {
+    TopicName(str_bytes(value))
+}

@@ -1,0 +1,207 @@
+//! CreateTopics, DeleteTopics and CreatePartitions.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
+};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::configs::{effective_configs, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
+use super::{str_bytes, topic_error_code, topic_name};
+use crate::broker::Broker;
+use crate::topics::{NewTopic, TopicError};
+
+/// `num_partitions` / `replication_factor` value meaning "the broker default".
+const USE_DEFAULT: i32 = -1;
+
+/// Creates each topic (or only validates it); every region holds every partition, so any
+/// replication factor is accepted and reported as given.
+pub fn create(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let results = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.as_str().to_string();
+            let partitions = if t.num_partitions == USE_DEFAULT {
+                Ok(broker.default_partitions())
+            } else {
+                u32::try_from(t.num_partitions)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        TopicError::InvalidPartitions(format!(
+                            "number of partitions must be at least 1, got {}",
+                            t.num_partitions
+                        ))
+                    })
+            };
+            let configs: BTreeMap<String, String> = t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
+                })
+                .collect();
+            let outcome = partitions.and_then(|partitions| {
+                let new = NewTopic {
+                    name: name.clone(),
+                    partitions,
+                    configs: configs.clone(),
+                };
+                if request.validate_only {
+                    broker
+                        .topics
+                        .validate_new(&new)
+                        .map(|()| (Uuid::nil(), partitions))
+                } else {
+                    broker
+                        .topics
+                        .create(new)
+                        .map(|topic| (topic.id, partitions))
+                }
+            });
+            let result = CreatableTopicResult::default().with_name(topic_name(&name));
+            match outcome {
+                Ok((id, partitions)) => {
+                    let replication = if t.replication_factor == USE_DEFAULT as i16 {
+                        1
+                    } else {
+                        t.replication_factor
+                    };
+                    let result = result
+                        .with_num_partitions(partitions as i32)
+                        .with_replication_factor(replication)
+                        .with_configs(Some(described_configs(broker, &configs)));
+                    if version >= 7 {
+                        result.with_topic_id(id)
+                    } else {
+                        result
+                    }
+                }
+                Err(error) => result
+                    .with_error_code(topic_error_code(&error))
+                    .with_error_message(Some(str_bytes(error.to_string())))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn described_configs(
+    broker: &Broker,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    effective_configs(broker, overrides)
+        .into_iter()
+        .map(|c| {
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(c.name))
+                .with_value(Some(str_bytes(c.value)))
+                .with_config_source(if c.overridden {
+                    CONFIG_SOURCE_TOPIC
+                } else {
+                    CONFIG_SOURCE_DEFAULT
+                })
+        })
+        .collect()
+}
+
+/// Deletes topics named (v0-5) or named or identified (v6).
+pub fn delete(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    let mut wanted: Vec<(Option<String>, Uuid)> = request
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.as_str().to_string()), Uuid::nil()))
+        .collect();
+    wanted.extend(
+        request
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id)),
+    );
+    let responses = wanted
+        .into_iter()
+        .map(|(name, id)| {
+            let resolved = match &name {
+                Some(name) => Ok(name.clone()),
+                None => broker
+                    .topics
+                    .get_by_id(id)
+                    .map(|t| t.name.clone())
+                    .ok_or(ResponseError::UnknownTopicId.code()),
+            };
+            let outcome = resolved.and_then(|name| {
+                broker
+                    .topics
+                    .delete(&name)
+                    .map(|topic| (name, topic.id))
+                    .map_err(|e| topic_error_code(&e))
+            });
+            let result = DeletableTopicResult::default();
+            match outcome {
+                Ok((name, topic_id)) => {
+                    let result = result.with_name(Some(topic_name(&name)));
+                    if version >= 6 {
+                        result.with_topic_id(topic_id)
+                    } else {
+                        result
+                    }
+                }
+                Err(code) => {
+                    let result = result
+                        .with_name(name.as_deref().map(topic_name))
+                        .with_error_code(code);
+                    if version >= 6 {
+                        result.with_topic_id(id)
+                    } else {
+                        result
+                    }
+                }
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Grows partition counts.
+pub fn create_partitions(
+    broker: &Broker,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.as_str();
+            let outcome = u32::try_from(t.count)
+                .map_err(|_| {
+                    TopicError::InvalidPartitions(format!("invalid partition count {}", t.count))
+                })
+                .and_then(|count| {
+                    broker
+                        .topics
+                        .add_partitions(name, count, request.validate_only)
+                });
+            let result = CreatePartitionsTopicResult::default().with_name(topic_name(name));
+            match outcome {
+                Ok(()) => result,
+                Err(error) => result
+                    .with_error_code(topic_error_code(&error))
+                    .with_error_message(Some(str_bytes(error.to_string()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

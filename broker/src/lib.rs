@@ -1,0 +1,74 @@
+//! The Causeway broker: the only crate that opens sockets or reads configuration.
+//!
+//! - [`config`]: flags, environment and TOML file;
+//! - [`server`]: listeners, background tasks and graceful shutdown;
+//! - [`connection`]: one client connection's frame loop;
+//! - [`handlers`]: one module per Kafka API;
+//! - [`topics`] and [`broker`]: the shared state handlers act on;
+//! - [`http`] and [`metrics`]: what operators scrape and probe;
+//! - [`maintenance`]: retention and segment rolls in the background.
+
+mod alloc_guard;
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod http;
+pub mod maintenance;
+pub mod metrics;
+pub mod server;
+pub mod topics;
+
+use std::process::ExitCode;
+
+use config::{Command, LogFormat};
+
+#[global_allocator]
+static ALLOCATOR: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;
+
+/// Entry point of the `causeway` binary.
+pub fn main() -> ExitCode {
+    let cli = match config::parse_cli() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("causeway: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = match cli.command {
+        Some(Command::Serve(options)) => options,
+        None => cli.serve,
+    };
+    init_logging(options.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("causeway: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAUSEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,116 @@
+//! Prometheus metrics: the recorder behind the `metrics` facade and every metric the broker
+//! crate emits, in one place so names stay consistent (`causeway_` prefix, base units,
+//! `_total` counters, labels bounded by API key, topic and partition).
+
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::topics::Topics;
+
+/// Latency buckets in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the global recorder; the handle renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_string()),
+            LATENCY_BUCKETS_SECONDS,
+        )?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// Counts a handled request and records its latency.
+pub fn request_handled(api_key: ApiKey, elapsed: Duration) {
+    let api = api_name(api_key);
+    counter!("causeway_requests_total", "api" => api).increment(1);
+    histogram!("causeway_request_duration_seconds", "api" => api).record(elapsed.as_secs_f64());
+}
+
+/// Counts a partition-level error answered to a client.
+pub fn request_error(api_key: ApiKey, error_code: i16) {
+    counter!(
+        "causeway_request_errors_total",
+        "api" => api_name(api_key),
+        "error_code" => error_code.to_string()
+    )
+    .increment(1);
+}
+
+/// Counts a connection closed because its input broke the protocol.
+pub fn connection_closed_for_bad_input() {
+    counter!("causeway_connections_closed_bad_input_total").increment(1);
+}
+
+/// Counts what Produce appended to a topic.
+pub fn produced(topic: &str, records: u64, bytes: u64) {
+    counter!("causeway_produce_records_total", "topic" => topic.to_string()).increment(records);
+    counter!("causeway_produce_bytes_total", "topic" => topic.to_string()).increment(bytes);
+}
+
+/// Counts what Fetch returned from a topic.
+pub fn fetched(topic: &str, bytes: u64) {
+    counter!("causeway_fetch_bytes_total", "topic" => topic.to_string()).increment(bytes);
+}
+
+/// Publishes every partition's offsets and size (called periodically, not per append).
+pub fn publish_partition_gauges(topics: &Topics) {
+    for topic in topics.all() {
+        for partition in topic.partitions() {
+            let labels = [
+                ("topic", topic.name.clone()),
+                ("partition", partition.index.to_string()),
+            ];
+            gauge!("causeway_partition_log_end_offset", &labels)
+                .set(partition.log.log_end_offset() as f64);
+            gauge!("causeway_partition_log_start_offset", &labels)
+                .set(partition.log.log_start_offset() as f64);
+            gauge!("causeway_partition_size_bytes", &labels).set(partition.log.size_bytes() as f64);
+        }
+    }
+}
+
+/// Holds the active-connections gauge up while a connection lives.
+pub struct ConnectionGauge(());
+
+impl ConnectionGauge {
+    /// Counts one more open connection until dropped.
+    pub fn open() -> ConnectionGauge {
+        gauge!("causeway_connections_active").increment(1.0);
+        counter!("causeway_connections_total").increment(1);
+        ConnectionGauge(())
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        gauge!("causeway_connections_active").decrement(1.0);
+    }
+}
+
+fn api_name(api_key: ApiKey) -> &'static str {
+    match api_key {
+        ApiKey::Produce => "produce",
+        ApiKey::Fetch => "fetch",
+        ApiKey::ListOffsets => "list_offsets",
+        ApiKey::Metadata => "metadata",
+        ApiKey::ApiVersions => "api_versions",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
+        ApiKey::DeleteRecords => "delete_records",
+        ApiKey::OffsetForLeaderEpoch => "offset_for_leader_epoch",
+        ApiKey::DescribeConfigs => "describe_configs",
+        ApiKey::AlterConfigs => "alter_configs",
+        ApiKey::CreatePartitions => "create_partitions",
+        ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
+        ApiKey::DescribeCluster => "describe_cluster",
+        _ => "other",
+    }
+}

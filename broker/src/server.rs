@@ -1,0 +1,133 @@
+//! Listeners and the broker's lifetime: open storage, bind the Kafka and HTTP listeners, run
+//! background maintenance, and on SIGTERM or Ctrl-C stop accepting, let in-flight requests
+//! finish (bounded), then fsync and close every log so the next start needs no recovery scan.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::broker::Broker;
+use crate::config::BrokerOptions;
+use crate::{connection, http, maintenance, metrics};
+
+/// Most client connections served at once; further ones wait in the accept backlog.
+const CONNECTIONS_MAX: usize = 10_000;
+
+/// Runs the broker until a shutdown signal, then shuts it down cleanly.
+pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
+    let prometheus = metrics::install()?;
+    tracing::info!(data_dir = %options.data_dir.display(), "opening storage");
+    let open_options = options.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(open_options))
+        .await
+        .context("storage recovery task")?
+        .context("opening storage")?;
+    let broker = Arc::new(broker);
+    tracing::info!(topics = broker.topics.all().len(), "storage recovered");
+
+    let kafka = TcpListener::bind(options.kafka_listen)
+        .await
+        .with_context(|| format!("binding the Kafka listener on {}", options.kafka_listen))?;
+    tracing::info!(addr = %options.kafka_listen, advertised = ?broker.options.advertised(), "Kafka listener up");
+    let http_listener = TcpListener::bind(options.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", options.http_listen))?;
+    tracing::info!(addr = %options.http_listen, "HTTP listener up");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::spawn(http::serve(
+        http_listener,
+        broker.clone(),
+        prometheus,
+        shutdown_rx.clone(),
+    ));
+    tokio::spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
+    broker.set_ready(true);
+    tracing::info!("ready");
+
+    accept_until_shutdown(&kafka, &broker, &shutdown_rx, &done_tx).await;
+    tracing::info!("shutting down: no new connections");
+    broker.set_ready(false);
+    drop(kafka);
+    let _ = shutdown_tx.send(true);
+    drop(done_tx);
+    let grace = Duration::from_millis(options.shutdown_timeout_ms);
+    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+        tracing::warn!(?grace, "in-flight requests did not finish in time");
+    }
+    let closing = broker.clone();
+    tokio::task::spawn_blocking(move || closing.topics.close_all())
+        .await
+        .context("closing logs")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn accept_until_shutdown(
+    listener: &TcpListener,
+    broker: &Arc<Broker>,
+    shutdown: &watch::Receiver<bool>,
+    done: &mpsc::Sender<()>,
+) {
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = &mut signal => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut signal => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let broker = broker.clone();
+                let shutdown = shutdown.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let _gauge = metrics::ConnectionGauge::open();
+                    connection::serve(stream, broker, shutdown).await;
+                    drop(permit);
+                    drop(done);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

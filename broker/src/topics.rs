@@ -1,0 +1,413 @@
+//! The topics this region hosts: the catalog in RocksDB plus, for each topic, its open partition
+//! logs. Every change to the set of topics, their partition counts or their configs goes
+//! through [`Topics`], which keeps the catalog and the open logs in step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use causeway_storage::{
+    log_config_from, remove_partition_dir, validate_topic_config, Catalog, LogConfig, Partition,
+    StorageError, TopicRecord,
+};
+use dashmap::DashMap;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+
+/// Kafka's longest legal topic name.
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Why a topic operation was refused; each maps to one Kafka error code.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The name is taken.
+    #[error("topic {0} already exists")]
+    AlreadyExists(String),
+    /// No such topic.
+    #[error("topic {0} does not exist")]
+    Unknown(String),
+    /// The name breaks Kafka's rules.
+    #[error("invalid topic name {0:?}: use 1 to 249 of [a-zA-Z0-9._-], not . or ..")]
+    InvalidName(String),
+    /// A partition count that is not positive or does not grow.
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// A config name or value we refuse.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// The disk or the catalog failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// One partition's log and the signal that wakes fetches waiting for its next append.
+pub struct PartitionHandle {
+    /// Owning topic.
+    pub topic: String,
+    /// Partition index.
+    pub index: i32,
+    /// The durable log.
+    pub log: Partition,
+    /// Notified after every append.
+    pub appended: Notify,
+}
+
+/// A topic and its open partitions.
+pub struct Topic {
+    /// Name.
+    pub name: String,
+    /// Stable id, given to clients from Metadata v10.
+    pub id: Uuid,
+    record: RwLock<TopicRecord>,
+    config: RwLock<LogConfig>,
+    partitions: RwLock<Vec<Arc<PartitionHandle>>>,
+}
+
+impl Topic {
+    /// The log config in force (overrides applied to the broker defaults).
+    pub fn log_config(&self) -> LogConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Partition `index`, if it exists.
+    pub fn partition(&self, index: i32) -> Option<Arc<PartitionHandle>> {
+        let partitions = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| partitions.get(i).cloned())
+    }
+
+    /// Every partition, in index order.
+    pub fn partitions(&self) -> Vec<Arc<PartitionHandle>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Number of partitions.
+    pub fn partition_count(&self) -> usize {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// The topic's config overrides (configs not listed take their defaults).
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.record
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .configs
+            .clone()
+    }
+}
+
+/// What a new topic looks like.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partition count (at least 1).
+    pub partitions: u32,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// All topics of this region.
+pub struct Topics {
+    catalog: Catalog,
+    topics_dir: PathBuf,
+    base_config: LogConfig,
+    by_name: DashMap<String, Arc<Topic>>,
+    /// Serialises changes so that the catalog and the open logs never disagree.
+    changes: Mutex<()>,
+}
+
+impl Topics {
+    /// Opens the catalog and every partition it lists, recovering each log.
+    pub fn open(
+        catalog: Catalog,
+        data_dir: &Path,
+        base_config: LogConfig,
+    ) -> Result<Topics, TopicError> {
+        let topics_dir = data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).map_err(|source| StorageError::Io {
+            context: format!("creating {}", topics_dir.display()),
+            source,
+        })?;
+        let topics = Topics {
+            catalog,
+            topics_dir,
+            base_config,
+            by_name: DashMap::new(),
+            changes: Mutex::new(()),
+        };
+        let records = topics.catalog.topics()?;
+        let total = records.len();
+        for (done, record) in records.into_iter().enumerate() {
+            let topic = topics.open_topic(record)?;
+            tracing::info!(
+                topic = %topic.name,
+                partitions = topic.partition_count(),
+                progress = format!("{}/{}", done + 1, total),
+                "opened topic"
+            );
+            topics.by_name.insert(topic.name.clone(), topic);
+        }
+        Ok(topics)
+    }
+
+    /// The catalog, for other stores that share the metadata database.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Topic by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.by_name.get(name).map(|t| t.clone())
+    }
+
+    /// Topic by id.
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.by_name.iter().find(|t| t.id == id).map(|t| t.clone())
+    }
+
+    /// Every topic, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.by_name.iter().map(|t| t.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The log config a topic with these overrides gets.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        log_config_from(overrides, &self.base_config)
+    }
+
+    /// Checks a new topic without creating it (CreateTopics validate_only).
+    pub fn validate_new(&self, new: &NewTopic) -> Result<(), TopicError> {
+        validate_topic_name(&new.name)?;
+        if new.partitions == 0 {
+            return Err(TopicError::InvalidPartitions(
+                "number of partitions must be at least 1".into(),
+            ));
+        }
+        validate_configs(&new.configs)?;
+        if self.by_name.contains_key(&new.name) {
+            return Err(TopicError::AlreadyExists(new.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Creates a topic: catalog first, then its partition directories.
+    pub fn create(&self, new: NewTopic) -> Result<Arc<Topic>, TopicError> {
+        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        self.validate_new(&new)?;
+        let record = TopicRecord {
+            name: new.name,
+            id: *Uuid::new_v4().as_bytes(),
+            partitions: new.partitions,
+            configs: new.configs,
+            created_ms: now_ms(),
+        };
+        self.catalog.put_topic(&record)?;
+        let topic = self.open_topic(record)?;
+        tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "created topic");
+        self.by_name.insert(topic.name.clone(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Returns the topic, creating it with `partitions` if it does not exist yet.
+    pub fn get_or_create(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
+        if let Some(topic) = self.get(name) {
+            return Ok(topic);
+        }
+        match self.create(NewTopic {
+            name: name.to_string(),
+            partitions,
+            configs: BTreeMap::new(),
+        }) {
+            Err(TopicError::AlreadyExists(_)) => self
+                .get(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string())),
+            other => other,
+        }
+    }
+
+    /// Deletes a topic: out of the catalog, then its logs off the disk.
+    pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        self.catalog.delete_topic(name)?;
+        self.by_name.remove(name);
+        for partition in topic.partitions() {
+            remove_partition_dir(&self.partition_dir(name, partition.index))?;
+            partition.appended.notify_waiters();
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic)
+    }
+
+    /// Grows a topic to `count` partitions; partitions never shrink.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partition_count();
+        if (count as usize) <= current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; the new count {count} must be larger"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = topic
+            .record
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        record.partitions = count;
+        let config = self.log_config(&record.configs);
+        let mut opened = Vec::new();
+        for index in current..count as usize {
+            opened.push(self.open_partition(name, index as i32, &config)?);
+        }
+        self.catalog.put_topic(&record)?;
+        *topic.record.write().unwrap_or_else(|e| e.into_inner()) = record;
+        topic
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(opened);
+        tracing::info!(topic = name, partitions = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides and applies them to its open logs.
+    pub fn set_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        validate_configs(&configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = topic
+            .record
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        record.configs = configs;
+        self.catalog.put_topic(&record)?;
+        let config = self.log_config(&record.configs);
+        for partition in topic.partitions() {
+            partition.log.set_config(config.clone());
+        }
+        *topic.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *topic.record.write().unwrap_or_else(|e| e.into_inner()) = record;
+        tracing::info!(topic = name, "changed topic configs");
+        Ok(())
+    }
+
+    /// Fsyncs and closes every log (graceful shutdown).
+    pub fn close_all(&self) {
+        for topic in self.all() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.log.close() {
+                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "closing partition failed");
+                }
+            }
+        }
+    }
+
+    fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>, TopicError> {
+        let config = self.log_config(&record.configs);
+        let partitions = (0..record.partitions as i32)
+            .map(|index| self.open_partition(&record.name, index, &config))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(Topic {
+            name: record.name.clone(),
+            id: Uuid::from_bytes(record.id),
+            record: RwLock::new(record),
+            config: RwLock::new(config),
+            partitions: RwLock::new(partitions),
+        }))
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        config: &LogConfig,
+    ) -> Result<Arc<PartitionHandle>, TopicError> {
+        let log = Partition::open(&self.partition_dir(topic, index), config.clone(), now_ms())?;
+        Ok(Arc::new(PartitionHandle {
+            topic: topic.to_string(),
+            index,
+            log,
+            appended: Notify::new(),
+        }))
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.topics_dir.join(format!("{topic}-{index}"))
+    }
+}
+
+/// Kafka's topic naming rules.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let legal = !name.is_empty()
+        && name.len() <= TOPIC_NAME_BYTES_MAX
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if legal {
+        Ok(())
+    } else {
+        Err(TopicError::InvalidName(name.to_string()))
+    }
+}
+
+fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
+    for (name, value) in configs {
+        validate_topic_config(name, value).map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}
