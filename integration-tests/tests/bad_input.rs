@@ -1,0 +1,236 @@
+//! Malformed or hostile input gets a precise error or a closed connection, and never takes the
+//! broker down: after every case a new connection still gets ApiVersions answered and rdkafka
+//! can still produce and consume.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::BufMut;
+use causeway_integration_tests::batch::{encode_batch, simple_batch, RawRecord, MAGIC_OFFSET};
+use causeway_integration_tests::raw::{check_api_versions, split_v0_header, PeerOutcome};
+use causeway_integration_tests::{
+    check_produce_consume, create_topic, ensure_eq, topic_name, with_broker, BrokerOptions,
+    BrokerProcess, CLIENT_TIMEOUT,
+};
+use kafka_protocol::messages::ApiVersionsResponse;
+use kafka_protocol::protocol::Decodable;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+const CORRUPT_MESSAGE: i16 = 2;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The broker still serves: it is running, a new connection gets ApiVersions answered, and an
+/// rdkafka round trip works.
+fn assert_still_serving(broker: &mut BrokerProcess) -> Result<()> {
+    if !broker.is_running() {
+        bail!("the broker process exited");
+    }
+    check_api_versions(broker.kafka_addr()).context("ApiVersions on a new connection")?;
+    let topic = topic_name("health");
+    create_topic(broker, &topic, 1, &[])?;
+    check_produce_consume(broker, &topic)
+}
+
+fn high_watermark(broker: &BrokerProcess, topic: &str) -> Result<i64> {
+    let consumer: BaseConsumer = broker.consumer_config().create()?;
+    Ok(consumer.fetch_watermarks(topic, 0, CLIENT_TIMEOUT)?.1)
+}
+
+#[test]
+fn frame_larger_than_socket_request_max_bytes_closes_the_connection() {
+    let opts = BrokerOptions::new().flag("--socket-request-max-bytes", 1024 * 1024);
+    with_broker(opts, |broker| {
+        let mut raw = broker.raw()?;
+        raw.write_all(&(2 * 1024 * 1024i32).to_be_bytes())?;
+        if !raw.closed_within(CLOSE_TIMEOUT) {
+            bail!("connection still open after announcing a 2 MiB frame over a 1 MiB limit");
+        }
+        // A negative length is no better.
+        let mut raw = broker.raw()?;
+        raw.write_all(&(-5i32).to_be_bytes())?;
+        if !raw.closed_within(CLOSE_TIMEOUT) {
+            bail!("connection still open after a negative frame length");
+        }
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn truncated_request_body_closes_the_connection_or_errors() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let mut raw = broker.raw()?;
+        // Metadata v12 (flexible header), then a body claiming 4 topics that holds 2 more bytes.
+        raw.send_raw_request(3, 12, true, &[0x05, 0x81, 0x7f])?;
+        match raw.wait_for_peer(CLOSE_TIMEOUT) {
+            PeerOutcome::Closed | PeerOutcome::Data(_) => {}
+            PeerOutcome::StillOpen => {
+                bail!("no answer and no close within {CLOSE_TIMEOUT:?} for a truncated body")
+            }
+        }
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn unknown_api_key_closes_the_connection() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let mut raw = broker.raw()?;
+        raw.send_raw_request(9999, 0, false, &[])?;
+        if !raw.closed_within(CLOSE_TIMEOUT) {
+            bail!("connection still open after a request with api key 9999");
+        }
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn api_versions_at_unsupported_version_answers_v0_with_unsupported_version() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let mut raw = broker.raw()?;
+        // A v3-style body: client software name and version (compact strings), no tags.
+        let mut body = Vec::new();
+        for s in ["causeway-it", "0.1"] {
+            body.put_u8(s.len() as u8 + 1);
+            body.put_slice(s.as_bytes());
+        }
+        body.put_u8(0);
+        let correlation_id = raw.send_raw_request(18, 99, true, &body)?;
+        let frame = raw.read_frame().context("no answer to ApiVersions v99")?;
+        let (got_id, mut body) = split_v0_header(frame)?;
+        ensure_eq!(got_id, correlation_id, "correlation id");
+        let resp = ApiVersionsResponse::decode(&mut body, 0).context("decode as a v0 response")?;
+        ensure_eq!(resp.error_code, UNSUPPORTED_VERSION, "error code");
+        if resp.api_keys.is_empty() {
+            bail!("the UNSUPPORTED_VERSION answer lists no APIs");
+        }
+        let api_versions = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == 18)
+            .context("ApiVersions missing from the list")?;
+        if api_versions.max_version < 3 {
+            bail!(
+                "ApiVersions advertised up to v{} only",
+                api_versions.max_version
+            );
+        }
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn produce_with_wrong_crc_is_rejected_as_corrupt_message() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("crc");
+        create_topic(broker, &topic, 1, &[])?;
+        let mut batch = simple_batch("crc", 3, 1_000);
+        let last = batch.len() - 1;
+        batch[last] ^= 0xff; // flip the last value byte; the CRC no longer matches
+        let resp = broker.raw()?.produce(&topic, 0, 1, batch.freeze())?;
+        ensure_eq!(resp.error_code, CORRUPT_MESSAGE, "error code");
+        ensure_eq!(
+            high_watermark(broker, &topic)?,
+            0,
+            "corrupt batch was appended"
+        );
+        // The same batch with its CRC intact is accepted.
+        let resp = broker
+            .raw()?
+            .produce(&topic, 0, 1, simple_batch("crc", 3, 1_000).freeze())?;
+        ensure_eq!(resp.error_code, 0, "valid batch");
+        ensure_eq!(resp.base_offset, 0, "valid batch base offset");
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn produce_with_magic_1_is_rejected_as_unsupported_for_message_format() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("magic");
+        create_topic(broker, &topic, 1, &[])?;
+        let mut batch = simple_batch("magic", 2, 1_000);
+        batch[MAGIC_OFFSET] = 1;
+        let resp = broker.raw()?.produce(&topic, 0, 1, batch.freeze())?;
+        ensure_eq!(
+            resp.error_code,
+            UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            "error code"
+        );
+        ensure_eq!(
+            high_watermark(broker, &topic)?,
+            0,
+            "magic-1 batch was appended"
+        );
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn batch_over_topic_max_message_bytes_is_rejected_as_message_too_large() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("toolarge");
+        create_topic(broker, &topic, 1, &[("max.message.bytes", "1000")])?;
+        let batch = encode_batch(&[RawRecord::value(vec![b'x'; 5000])], 1_000);
+        let resp = broker.raw()?.produce(&topic, 0, 1, batch.freeze())?;
+        ensure_eq!(resp.error_code, MESSAGE_TOO_LARGE, "error code");
+        ensure_eq!(
+            high_watermark(broker, &topic)?,
+            0,
+            "oversized batch was appended"
+        );
+        // A small batch passes.
+        let resp = broker
+            .raw()?
+            .produce(&topic, 0, 1, simple_batch("ok", 1, 1_000).freeze())?;
+        ensure_eq!(resp.error_code, 0, "small batch");
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn produce_to_unknown_topic_without_auto_create_is_rejected_as_unknown_topic() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let topic = topic_name("ghost");
+        let resp = broker
+            .raw()?
+            .produce(&topic, 0, 1, simple_batch("ghost", 1, 1_000).freeze())?;
+        ensure_eq!(resp.error_code, UNKNOWN_TOPIC_OR_PARTITION, "error code");
+        // A known topic but a partition that does not exist.
+        let known = topic_name("known");
+        create_topic(broker, &known, 1, &[])?;
+        let resp = broker
+            .raw()?
+            .produce(&known, 7, 1, simple_batch("ghost", 1, 1_000).freeze())?;
+        ensure_eq!(
+            resp.error_code,
+            UNKNOWN_TOPIC_OR_PARTITION,
+            "missing partition"
+        );
+        assert_still_serving(broker)
+    });
+}
+
+#[test]
+fn huge_array_count_closes_the_connection_without_harming_the_broker() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let mut raw = broker.raw()?;
+        // Metadata v4: topics array of 2147483647 entries, followed by nothing.
+        raw.send_raw_request(3, 4, false, &0x7fff_ffff_i32.to_be_bytes())?;
+        if !raw.closed_within(CLOSE_TIMEOUT) {
+            bail!("connection still open after an array count of 0x7fffffff");
+        }
+        // Same with a flexible version: compact array length varint 0xffffffff.
+        let mut raw = broker.raw()?;
+        raw.send_raw_request(3, 12, true, &[0xff, 0xff, 0xff, 0xff, 0x0f])?;
+        match raw.wait_for_peer(CLOSE_TIMEOUT) {
+            PeerOutcome::Closed | PeerOutcome::Data(_) => {}
+            PeerOutcome::StillOpen => bail!("no answer and no close for a huge compact array"),
+        }
+        assert_still_serving(broker)
+    });
+}
