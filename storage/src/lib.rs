@@ -2,19 +2,19 @@
 //! Kafka request types: record batches are opaque bytes behind a header view.
 //!
 //! Modules and what each owns:
-//! - [`batch`]: the v2 record batch header view, produce-side validation (`split_batches`) and
+//! - [`batch`] owns the v2 record batch header view, produce-side validation (`split_batches`) and
 //!   the in-place edits (offset assignment, LogAppendTime).
-//! - [`causal`]: `CausalMeta` and the `.causal` per-batch index format.
-//! - [`config`]: topic configs (Kafka names, defaults, validation) and `LogConfig`.
-//! - `index`: the sparse `.index` / `.timeindex` formats and in-memory lookups.
-//! - `segment`: one segment's files: append, positioned reads, recovery scan, index rebuild.
-//! - `checkpoint`: atomic checkpoint files (log start offset, clean-shutdown marker).
-//! - `retention`: the pure decision of which old segments to delete.
-//! - [`partition`]: one partition's log: locking, group commit, recovery on open, reads,
+//! - [`causal`] owns `CausalMeta` and the `.causal` per-batch index format.
+//! - [`config`] owns topic configs (Kafka names, defaults, validation) and `LogConfig`.
+//! - `index` owns the sparse `.index` / `.timeindex` formats and in-memory lookups.
+//! - `segment` owns one segment's files: append, positioned reads, recovery scan, index rebuild.
+//! - `checkpoint` owns atomic checkpoint files (log start offset, clean-shutdown marker).
+//! - `retention` owns the pure decision of which old segments to delete.
+//! - [`partition`] owns one partition's log: locking, group commit, recovery on open, reads,
 //!   timestamp lookups, DeleteRecords, retention, clean shutdown.
-//! - [`catalog`]: topic records and region ids in RocksDB.
-//! - [`error`]: `StorageError`.
-//! - [`telemetry`]: the metric names this crate emits.
+//! - [`catalog`] owns topic records and region ids in RocksDB.
+//! - [`error`] owns `StorageError`, the one error type.
+//! - [`telemetry`] owns the metric names this crate emits.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod batch;
@@ -23,6 +23,7 @@ pub mod causal;
 mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod group_store;
 mod index;
 pub mod partition;
 mod retention;
@@ -43,4 +44,5 @@ pub use config::{
     TOPIC_CONFIGS,
 };
 pub use error::StorageError;
+pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
 pub use partition::{remove_partition_dir, AppendResult, MaintenanceReport, Partition, ReadResult};
