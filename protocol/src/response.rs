@@ -35,7 +35,9 @@ pub fn encode_response(
         version,
         reason,
     };
-    let mut buf = BytesMut::with_capacity(256);
+    let mut buf = BytesMut::with_capacity(
+        FRAME_PREFIX_BYTES + HEADER_BYTES_MAX + body_size_hint(body, version),
+    );
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -47,6 +49,19 @@ pub fn encode_response(
         .map_err(|_| fail(format!("{} bytes do not fit a frame", buf.len())))?;
     buf[..FRAME_PREFIX_BYTES].copy_from_slice(&body_bytes.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Room for the largest response header (correlation id and an empty tagged-field list).
+const HEADER_BYTES_MAX: usize = 8;
+
+/// Expected body size, so the buffer is allocated once: Fetch bodies carry megabytes of records,
+/// and growing a buffer by doubling would copy them several times.
+fn body_size_hint(body: &ResponseKind, version: i16) -> usize {
+    const SMALL_BODY_BYTES: usize = 1024;
+    match body {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(SMALL_BODY_BYTES),
+        _ => SMALL_BODY_BYTES,
+    }
 }
 
 /// The ApiVersions body listing every implemented API with `error_code`; also the v0 answer to
