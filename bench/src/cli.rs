@@ -60,7 +60,7 @@ pub struct CommonArgs {
     pub batch_bytes: u64,
 
     /// Producer acks: 0, 1, all (or -1).
-    #[arg(long, default_value = "1", value_parser = parse_acks)]
+    #[arg(long, default_value = "1", value_parser = parse_acks, allow_hyphen_values = true)]
     pub acks: Acks,
 
     /// Producer compression codec.
@@ -276,12 +276,27 @@ mod tests {
         assert_eq!(args.common.compression, Compression::None);
         assert_eq!(args.timeout_s, 30);
 
-        let cli = Cli::try_parse_from(["causeway-bench", "e2e", "--acks", "-1"]).expect("parse");
+        let cli = Cli::try_parse_from(["causeway-bench", "e2e", "--acks", "-1", "--json"])
+            .expect("parse");
         let Command::E2e(args) = cli.command else {
             panic!("expected e2e");
         };
         assert_eq!(args.rate, 20_000);
         assert_eq!(args.duration_s, 10);
         assert_eq!(args.common.acks, Acks::All);
+        assert!(args.common.json);
+
+        let cli = Cli::try_parse_from(["causeway-bench", "consume", "--acks=-1", "-X", "a=b"])
+            .expect("parse");
+        let Command::Consume(args) = cli.command else {
+            panic!("expected consume");
+        };
+        assert_eq!(args.timeout_s, 120);
+        assert_eq!(args.common.acks, Acks::All);
+        assert_eq!(
+            args.common.rdkafka,
+            vec![("a".to_string(), "b".to_string())]
+        );
+        assert!(Cli::try_parse_from(["causeway-bench", "produce", "--acks", "2"]).is_err());
     }
 }

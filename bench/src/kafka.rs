@@ -17,20 +17,25 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::cli::CommonArgs;
 
+/// How many distinct client errors [`BenchContext`] remembers.
+pub const MAX_ERRORS: usize = 4;
+
 /// Client context that remembers client-level errors (for clear error
 /// messages) and counts delivery reports.
 #[derive(Debug, Default)]
 pub struct BenchContext {
-    last_error: Mutex<Option<String>>,
+    errors: Mutex<Vec<String>>,
     delivered: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
 }
 
 impl BenchContext {
-    /// The last client-level error reported by librdkafka, if any.
+    /// The distinct client-level errors reported by librdkafka (at most
+    /// [`MAX_ERRORS`], oldest first), joined by "; ", if any.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
+        let errors = self.errors.lock().ok()?;
+        (!errors.is_empty()).then(|| errors.join("; "))
     }
 
     /// Records successfully delivered so far.
@@ -64,7 +69,7 @@ impl BenchContext {
     /// Appends the last client error to `msg`, if there is one.
     pub fn explain(&self, msg: String) -> String {
         match self.last_error() {
-            Some(e) => format!("{msg}; last client error: {e}"),
+            Some(e) => format!("{msg}; client errors: {e}"),
             None => msg,
         }
     }
@@ -74,14 +79,20 @@ impl ClientContext for BenchContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         // Keep the output clean; warnings and errors surface through
         // `error` and delivery reports. Show them only when debugging.
-        if std::env::var_os("CAUSEWAY_BENCH_DEBUG").is_some() {
+        if debug_enabled() {
             eprintln!("librdkafka {level:?} {fac}: {log_message}");
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(format!("{error} ({reason})"));
+        let message = format!("{error} ({reason})");
+        if let Ok(mut errors) = self.errors.lock() {
+            if !errors.contains(&message) {
+                if errors.len() == MAX_ERRORS {
+                    errors.remove(0);
+                }
+                errors.push(message);
+            }
         }
     }
 }
@@ -114,7 +125,16 @@ fn base_config(common: &CommonArgs) -> ClientConfig {
     config
         .set("bootstrap.servers", &common.brokers)
         .set("client.id", "causeway-bench");
+    if debug_enabled() {
+        config.set_log_level(RDKafkaLogLevel::Debug);
+    }
     config
+}
+
+/// Whether `CAUSEWAY_BENCH_DEBUG` asks for librdkafka's log on stderr
+/// (combine with `-X debug=fetch,msg,...` for protocol-level detail).
+fn debug_enabled() -> bool {
+    std::env::var_os("CAUSEWAY_BENCH_DEBUG").is_some()
 }
 
 /// Applies the user's `-X` overrides on top of `config`.
@@ -155,7 +175,14 @@ pub fn consumer_config(common: &CommonArgs) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
-        .set("max.partition.fetch.bytes", (8 * 1024 * 1024).to_string());
+        .set("max.partition.fetch.bytes", (8 * 1024 * 1024).to_string())
+        // One fetch response can carry several MB per partition; with the
+        // default local queue limits librdkafka would then pause fetching
+        // for fetch.queue.backoff.ms (1 s), measuring the client, not the
+        // broker.
+        .set("queued.min.messages", "1000000")
+        .set("queued.max.messages.kbytes", "1048576")
+        .set("fetch.queue.backoff.ms", "10");
     finish(config, common)
 }
 

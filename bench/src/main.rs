@@ -49,13 +49,28 @@ mod procstat;
 mod produce;
 mod report;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line, without a
+            // backtrace even when RUST_BACKTRACE is set.
+            eprintln!("causeway-bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the selected mode and prints its report.
+fn run(cli: Cli) -> Result<()> {
     let (report, json) = match cli.command {
         Command::Produce(args) => (produce::run(&args)?, args.common.json),
         Command::Consume(args) => (consume::run(&args)?, args.common.json),
