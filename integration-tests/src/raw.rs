@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, RequestHeader, ResponseHeader,
-    TopicName,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest,
+    ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
@@ -139,6 +142,82 @@ impl RawClient {
             .find(|p| p.index == partition)
             .ok_or_else(|| anyhow!("no response for partition {partition}"))?;
         Ok(part)
+    }
+
+    /// AlterConfigs v1 on one topic (the configs replace all overrides); returns the resource's
+    /// error code and message. (rdkafka's `alter_configs` drops per-resource errors.)
+    pub fn alter_topic_configs(
+        &mut self,
+        topic: &str,
+        configs: &[(&str, &str)],
+        validate_only: bool,
+    ) -> Result<(i16, Option<String>)> {
+        const RESOURCE_TOPIC: i8 = 2;
+        let req = AlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_string(topic.to_string()))
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string(k.to_string()))
+                                .with_value(Some(StrBytes::from_string(v.to_string())))
+                        })
+                        .collect(),
+                )]);
+        let resp = self.request(1, &req)?;
+        let r = resp
+            .responses
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("empty AlterConfigs response"))?;
+        Ok((
+            r.error_code,
+            r.error_message.map(|m| m.as_str().to_string()),
+        ))
+    }
+
+    /// Fetch v12 of one partition; returns that partition's data.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        partition_max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> Result<PartitionData> {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(partition_max_bytes)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(-1)
+                    .with_fetch_offset(offset)
+                    .with_last_fetched_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(partition_max_bytes)])]);
+        let resp = self.request(12, &req)?;
+        if resp.error_code != 0 {
+            bail!("fetch: top-level error {}", resp.error_code);
+        }
+        resp.responses
+            .into_iter()
+            .find(|t| t.topic.0.as_str() == topic)
+            .ok_or_else(|| anyhow!("no fetch response for topic {topic}"))?
+            .partitions
+            .into_iter()
+            .find(|p| p.partition_index == partition)
+            .ok_or_else(|| anyhow!("no fetch response for partition {partition}"))
     }
 
     /// Writes raw bytes.

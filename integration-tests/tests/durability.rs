@@ -219,6 +219,11 @@ fn kill_9_keeps_every_acknowledged_acks_all_record_in_order() {
                 ),
             }
         }
+        eprintln!(
+            "kill -9: {sent} sent, {} acknowledged, {} recovered",
+            acked.len(),
+            msgs.len()
+        );
         // The recovered broker accepts new records right after the recovered ones.
         let offs = produce_values(&broker.producer(), &topic, 0, &["after-crash"])?;
         ensure_eq!(offs, vec![msgs.len() as i64]);

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use causeway_integration_tests::batch::{encode_batch, RawRecord};
+use causeway_integration_tests::batch::{batch_spans, encode_batch, RawRecord};
 use causeway_integration_tests::{
     assign, consume_n, create_topic, ensure_eq, payload_str, produce_all, segment_files,
     topic_name, with_broker, BrokerOptions, TestRecord, CLIENT_TIMEOUT,
@@ -32,7 +32,7 @@ fn long_poll_fetch_wakes_up_when_a_record_arrives() {
             .create()?;
         assign(&consumer, &[(&topic, 0, Offset::Offset(1))])?;
         // Let the consumer connect and park a fetch at the end of the log. Nothing may arrive.
-        let early = consume_n(&consumer, 1, Duration::from_millis(1500))?;
+        let early = consume_n(&consumer, 1, Duration::from_millis(1000))?;
         ensure_eq!(early.len(), 0, "records before anything was produced");
 
         let bootstrap = broker.bootstrap();
@@ -118,6 +118,38 @@ fn fetch_limit_smaller_than_one_batch_still_makes_progress() {
             let resp = raw.produce(&topic, 0, 1, encode_batch(&recs, 5_000).freeze())?;
             ensure_eq!(resp.error_code, 0, "produce error");
         }
+        // At the protocol level: a 100-byte limit still returns the whole first batch.
+        let part = broker.raw()?.fetch(&topic, 0, 0, 100, 0)?;
+        ensure_eq!(part.error_code, 0, "fetch error");
+        let records = part.records.unwrap_or_default();
+        let spans = batch_spans(&records);
+        let Some(&(start, len)) = spans.first() else {
+            bail!(
+                "a fetch with partition_max_bytes=100 returned no complete batch ({} bytes)",
+                records.len()
+            );
+        };
+        ensure_eq!(start, 0);
+        ensure_eq!(
+            i64::from_be_bytes(records[..8].try_into()?),
+            0,
+            "first batch base offset"
+        );
+        if len < 8000 {
+            bail!("the first batch is only {len} bytes long");
+        }
+        // Starting in the middle of the second batch returns that batch whole.
+        let part = broker.raw()?.fetch(&topic, 0, 11, 100, 0)?;
+        let records = part.records.unwrap_or_default();
+        if batch_spans(&records).is_empty() {
+            bail!("a fetch at offset 11 with a 100-byte limit returned no complete batch");
+        }
+        ensure_eq!(
+            i64::from_be_bytes(records[..8].try_into()?),
+            8,
+            "batch holding offset 11"
+        );
+
         let consumer: BaseConsumer = broker
             .consumer_config()
             .set("max.partition.fetch.bytes", "1024")

@@ -157,6 +157,19 @@ fn delete_records_moves_the_log_start_offset() {
         // Reading from the beginning starts at the new log start offset.
         let msgs = read_partition(&broker.bootstrap(), &topic, 0, Offset::Beginning, 14)?;
         ensure_eq!(msgs[0].offset(), 6, "first offset readable");
+        // Fetching a deleted offset is out of range; the consumer resets to the earliest offset.
+        let msgs = read_partition(&broker.bootstrap(), &topic, 0, Offset::Offset(2), 14)?;
+        ensure_eq!(
+            msgs[0].offset(),
+            6,
+            "offset after reset from a deleted offset"
+        );
+        let part = broker.raw()?.fetch(&topic, 0, 2, 1 << 20, 0)?;
+        ensure_eq!(
+            part.error_code,
+            1,
+            "raw fetch of a deleted offset: OFFSET_OUT_OF_RANGE"
+        );
 
         // Deleting past the high watermark is refused (OFFSET_OUT_OF_RANGE).
         let mut tpl = TopicPartitionList::new();
