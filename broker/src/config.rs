@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (the default).
     Serve(BrokerOptions),
+    /// Create, list, describe, delete topics and change their configs on a running broker.
+    Topic(crate::cli::TopicArgs),
 }
 
 /// Format of log lines on stderr.
@@ -157,6 +159,7 @@ where
             (options, sub)
         }
         None => (&mut cli.serve, &matches),
+        Some(_) => return Ok(cli),
     };
     if let Some(path) = options.config.clone() {
         *options = merge_file(options, options_matches, &path)?;

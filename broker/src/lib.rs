@@ -1,6 +1,7 @@
 //! The Causeway broker: the only crate that opens sockets or reads configuration.
 //!
 //! - [`config`]: flags, environment and TOML file;
+//! - [`cli`]: admin subcommands that talk to a running broker;
 //! - [`server`]: listeners, background tasks and graceful shutdown;
 //! - [`connection`]: one client connection's frame loop;
 //! - [`handlers`]: one module per Kafka API;
@@ -10,6 +11,7 @@
 
 mod alloc_guard;
 pub mod broker;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection;
@@ -38,6 +40,7 @@ pub fn main() -> ExitCode {
     };
     let options = match cli.command {
         Some(Command::Serve(options)) => options,
+        Some(Command::Topic(args)) => return cli::run_topic(args),
         None => cli.serve,
     };
     init_logging(options.log_format);

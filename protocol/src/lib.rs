@@ -7,9 +7,12 @@
 //! - [`request`] decodes a frame's header and body through the `kafka-protocol` crate, after the
 //!   API key and version were checked against [`versions`].
 //! - [`response`] encodes a response body with its header and length prefix.
+//! - [`client`] is the other side: encode a request, read and decode its response, over any
+//!   byte stream (the CLI and tests bring the socket).
 //!
 //! This crate knows nothing of sockets or disks.
 
+pub mod client;
 pub mod frame;
 pub mod request;
 pub mod response;

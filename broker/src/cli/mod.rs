@@ -1,0 +1,50 @@
+//! Administration commands of the `causeway` binary, in the spirit of Redpanda's `rpk`: they
+//! talk to a running broker over the Kafka protocol, print plain tables, and exit 0 on success,
+//! 1 when the broker refuses or cannot be reached, 2 on a usage error.
+
+mod admin;
+mod topic;
+
+use std::process::ExitCode;
+
+pub use topic::TopicCommand;
+
+/// Where admin commands find the broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// A broker's Kafka listener, HOST:PORT.
+    #[arg(
+        long,
+        short = 'b',
+        env = "CAUSEWAY_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    pub bootstrap: String,
+}
+
+/// `causeway topic ...`
+#[derive(Debug, clap::Args)]
+pub struct TopicArgs {
+    /// Which broker.
+    #[command(flatten)]
+    pub target: Target,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+/// Runs an admin command and turns its outcome into an exit code.
+pub fn run_topic(args: TopicArgs) -> ExitCode {
+    report(topic::run(&args.target.bootstrap, args.command))
+}
+
+fn report(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

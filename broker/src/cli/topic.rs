@@ -1,0 +1,331 @@
+//! `causeway topic create|list|describe|delete|alter-config`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail};
+use clap::Subcommand;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::admin::AdminConnection;
+
+/// Config resource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// Config source of a topic override.
+const SOURCE_TOPIC_OVERRIDE: i8 = 1;
+/// ListOffsets special timestamps.
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+
+/// Topic administration.
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Partition count (the broker's default when omitted).
+        #[arg(long, short = 'p')]
+        partitions: Option<u32>,
+        /// A topic config as KEY=VALUE (repeatable), e.g. -c retention.ms=3600000.
+        #[arg(long = "config", short = 'c', value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics with their partition counts.
+    List,
+    /// Show a topic's partitions, offsets and configs.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete topics.
+    Delete {
+        /// Topic names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Set or remove topic configs.
+    AlterConfig {
+        /// Topic name.
+        name: String,
+        /// Set KEY=VALUE (repeatable).
+        #[arg(long, value_parser = parse_key_value)]
+        set: Vec<(String, String)>,
+        /// Remove an override, back to the default (repeatable).
+        #[arg(long)]
+        delete: Vec<String>,
+    },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+/// Runs one topic command against the broker at `bootstrap`.
+pub fn run(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
+    let mut broker = AdminConnection::connect(bootstrap)?;
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            configs,
+        } => create(&mut broker, &name, partitions, &configs),
+        TopicCommand::List => list(&mut broker),
+        TopicCommand::Describe { name } => describe(&mut broker, &name),
+        TopicCommand::Delete { names } => delete(&mut broker, &names),
+        TopicCommand::AlterConfig { name, set, delete } => {
+            alter_config(&mut broker, &name, &set, &delete)
+        }
+    }
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+fn check(code: i16, message: Option<&StrBytes>, what: &str) -> anyhow::Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    let name = ResponseError::try_from_code(code)
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_else(|| code.to_string());
+    match message {
+        Some(message) => bail!("{what}: {name}: {}", message.as_str()),
+        None => bail!("{what}: {name}"),
+    }
+}
+
+fn create(
+    broker: &mut AdminConnection,
+    name: &str,
+    partitions: Option<u32>,
+    configs: &[(String, String)],
+) -> anyhow::Result<()> {
+    let partitions = match partitions {
+        Some(n) => i32::try_from(n).map_err(|_| anyhow!("too many partitions"))?,
+        None => -1,
+    };
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(text(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(-1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(text(k))
+                        .with_value(Some(text(v)))
+                })
+                .collect(),
+        );
+    let response = broker.send(
+        &CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(30_000),
+    )?;
+    for result in &response.topics {
+        check(
+            result.error_code,
+            result.error_message.as_ref(),
+            &format!("creating {name}"),
+        )?;
+        println!(
+            "created topic {name} with {} partitions",
+            result.num_partitions
+        );
+    }
+    Ok(())
+}
+
+fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
+    let metadata = broker.send(&MetadataRequest::default().with_topics(None))?;
+    let mut topics: Vec<_> = metadata
+        .topics
+        .iter()
+        .filter_map(|t| {
+            t.name
+                .as_ref()
+                .map(|n| (n.as_str().to_string(), t.partitions.len()))
+        })
+        .collect();
+    topics.sort();
+    println!("{:<40} {:>10}", "TOPIC", "PARTITIONS");
+    for (name, partitions) in topics {
+        println!("{name:<40} {partitions:>10}");
+    }
+    Ok(())
+}
+
+fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<()> {
+    let metadata = broker.send(
+        &MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(text(name))))
+            ]))
+            .with_allow_auto_topic_creation(false),
+    )?;
+    let topic = metadata
+        .topics
+        .first()
+        .ok_or_else(|| anyhow!("no metadata for {name}"))?;
+    check(topic.error_code, None, name)?;
+    let mut indexes: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
+    indexes.sort_unstable();
+    let earliest = offsets(broker, name, &indexes, EARLIEST)?;
+    let latest = offsets(broker, name, &indexes, LATEST)?;
+    println!("topic      {name}");
+    println!("id         {}", topic.topic_id);
+    println!("partitions {}", indexes.len());
+    println!();
+    println!(
+        "{:>9} {:>14} {:>14} {:>14}",
+        "PARTITION", "LOG-START", "LOG-END", "RECORDS"
+    );
+    for index in &indexes {
+        let start = earliest.get(index).copied().unwrap_or(-1);
+        let end = latest.get(index).copied().unwrap_or(-1);
+        println!("{index:>9} {start:>14} {end:>14} {:>14}", end - start);
+    }
+    let configs = broker.send(&DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(text(name))
+            .with_configuration_keys(None),
+    ]))?;
+    println!();
+    println!("{:<40} {:<24} SOURCE", "CONFIG", "VALUE");
+    for result in &configs.results {
+        check(
+            result.error_code,
+            result.error_message.as_ref(),
+            "describing configs",
+        )?;
+        for config in &result.configs {
+            let source = if config.config_source == SOURCE_TOPIC_OVERRIDE {
+                "topic"
+            } else {
+                "default"
+            };
+            let value = config.value.as_ref().map(|v| v.as_str()).unwrap_or("");
+            println!("{:<40} {:<24} {source}", config.name.as_str(), value);
+        }
+    }
+    Ok(())
+}
+
+fn offsets(
+    broker: &mut AdminConnection,
+    name: &str,
+    partitions: &[i32],
+    which: i64,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(text(name)))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_timestamp(which)
+                    })
+                    .collect(),
+            )]);
+    let response = broker.send(&request)?;
+    Ok(response
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, p.offset))
+        .collect())
+}
+
+fn delete(broker: &mut AdminConnection, names: &[String]) -> anyhow::Result<()> {
+    const TOPICS_AS_STATES_FROM: i16 = 6;
+    let version = broker.version_for::<DeleteTopicsRequest>()?;
+    let request = DeleteTopicsRequest::default().with_timeout_ms(30_000);
+    let request = if version >= TOPICS_AS_STATES_FROM {
+        request.with_topics(
+            names
+                .iter()
+                .map(|n| DeleteTopicState::default().with_name(Some(TopicName(text(n)))))
+                .collect(),
+        )
+    } else {
+        request.with_topic_names(names.iter().map(|n| TopicName(text(n))).collect())
+    };
+    let response = broker.send_at(&request, version)?;
+    for result in &response.responses {
+        let name = result.name.as_ref().map(|n| n.as_str()).unwrap_or("?");
+        check(
+            result.error_code,
+            result.error_message.as_ref(),
+            &format!("deleting {name}"),
+        )?;
+        println!("deleted topic {name}");
+    }
+    Ok(())
+}
+
+fn alter_config(
+    broker: &mut AdminConnection,
+    name: &str,
+    set: &[(String, String)],
+    delete: &[String],
+) -> anyhow::Result<()> {
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    if set.is_empty() && delete.is_empty() {
+        bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
+    }
+    let mut configs: Vec<AlterableConfig> = set
+        .iter()
+        .map(|(k, v)| {
+            AlterableConfig::default()
+                .with_name(text(k))
+                .with_config_operation(SET)
+                .with_value(Some(text(v)))
+        })
+        .collect();
+    configs.extend(delete.iter().map(|k| {
+        AlterableConfig::default()
+            .with_name(text(k))
+            .with_config_operation(DELETE)
+    }));
+    let response = broker.send(
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(text(name))
+                .with_configs(configs),
+        ]),
+    )?;
+    for result in &response.responses {
+        check(
+            result.error_code,
+            result.error_message.as_ref(),
+            &format!("altering {name}"),
+        )?;
+    }
+    println!("altered configs of {name}");
+    Ok(())
+}
