@@ -51,9 +51,9 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
     pub record_bytes: u64,
 
-    /// Producer linger.ms.
-    #[arg(long, default_value_t = 5)]
-    pub linger_ms: u64,
+    /// Producer linger.ms [default: 5; e2e: 0, so the client does not hold records back].
+    #[arg(long)]
+    pub linger_ms: Option<u64>,
 
     /// Producer batch size in bytes (librdkafka batch.size).
     #[arg(long, default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
@@ -153,6 +153,20 @@ pub enum Acks {
     Leader,
     /// acks=all (-1): all in-sync replicas have the record.
     All,
+}
+
+/// Default `--linger-ms` of `produce` (and of the probe client of `consume`).
+pub const DEFAULT_LINGER_MS: u64 = 5;
+
+/// Default `--linger-ms` of `e2e`: a linger adds up to its value to every
+/// record's latency at rates too low to fill batches.
+pub const E2E_DEFAULT_LINGER_MS: u64 = 0;
+
+impl CommonArgs {
+    /// The producer linger.ms: `--linger-ms`, or `default` for the mode.
+    pub fn linger_ms_or(&self, default: u64) -> u64 {
+        self.linger_ms.unwrap_or(default)
+    }
 }
 
 impl Acks {
@@ -270,7 +284,8 @@ mod tests {
         assert_eq!(args.common.partitions, 6);
         assert_eq!(args.records, 1_000_000);
         assert_eq!(args.common.record_bytes, 100);
-        assert_eq!(args.common.linger_ms, 5);
+        assert_eq!(args.common.linger_ms_or(DEFAULT_LINGER_MS), 5);
+        assert_eq!(args.common.linger_ms, None);
         assert_eq!(args.common.batch_bytes, 1_048_576);
         assert_eq!(args.common.acks, Acks::Leader);
         assert_eq!(args.common.compression, Compression::None);

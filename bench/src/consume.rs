@@ -9,7 +9,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use crate::cli::ConsumeArgs;
+use crate::cli::{self, ConsumeArgs};
 use crate::kafka::{self, BenchContext};
 use crate::procstat::{CpuMeter, ProcessMonitor};
 use crate::report::{self, BrokerUsage, Report};
@@ -18,13 +18,14 @@ use crate::report::{self, BrokerUsage, Report};
 pub fn run(args: &ConsumeArgs) -> Result<Report> {
     let common = &args.common;
     let timeout = Duration::from_secs(args.timeout_s);
+    let linger_ms = common.linger_ms_or(cli::DEFAULT_LINGER_MS);
     let connect_timeout = Duration::from_secs(common.connect_timeout_s);
     let broker = common.broker_pid.map(ProcessMonitor::new).transpose()?;
     let client = ProcessMonitor::new(std::process::id()).ok();
 
     // A producer client serves as a probe: it reports why the broker cannot
     // be reached, and it never sends anything.
-    let probe = kafka::create_producer(&kafka::producer_config(common, timeout))?;
+    let probe = kafka::create_producer(&kafka::producer_config(common, linger_ms, timeout))?;
     kafka::wait_for_cluster(&probe, &common.brokers, connect_timeout)?;
     let partitions = kafka::ensure_topic(&probe, common, false)?;
 
@@ -61,7 +62,7 @@ pub fn run(args: &ConsumeArgs) -> Result<Report> {
         }),
         _ => None,
     };
-    let mut params = report::common_params(common, partitions);
+    let mut params = report::common_params(common, partitions, linger_ms);
     params.insert(
         "first_record_s".into(),
         json!(first.map(|f| f.as_secs_f64())),
@@ -123,7 +124,7 @@ fn read(
                 "timed out after {:.0} s: read {records} of {wanted} records",
                 start.elapsed().as_secs_f64()
             );
-            if let Some(err) = last_error.or_else(|| consumer.context().last_error()) {
+            if let Some(err) = last_error.or_else(|| consumer.context().client_errors()) {
                 msg.push_str(&format!("; last consumer error: {err}"));
             }
             bail!(msg);

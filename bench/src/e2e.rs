@@ -23,7 +23,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use crate::cli::E2eArgs;
+use crate::cli::{self, E2eArgs};
 use crate::kafka::{self, BenchContext};
 use crate::pacing;
 use crate::payload::{self, PayloadPool, HEADER_LEN};
@@ -66,8 +66,6 @@ struct Consumed {
     histogram: Histogram<u64>,
     /// Records of this run received (warm-up included).
     received: u64,
-    /// When the last record was received.
-    finished: Instant,
 }
 
 /// What the producer side did.
@@ -92,10 +90,11 @@ pub fn run(args: &E2eArgs) -> Result<Report> {
         );
     }
     let timeout = Duration::from_secs(args.timeout_s);
+    let linger_ms = common.linger_ms_or(cli::E2E_DEFAULT_LINGER_MS);
     let connect_timeout = Duration::from_secs(common.connect_timeout_s);
     let broker = common.broker_pid.map(ProcessMonitor::new).transpose()?;
 
-    let producer = kafka::create_producer(&kafka::producer_config(common, timeout))?;
+    let producer = kafka::create_producer(&kafka::producer_config(common, linger_ms, timeout))?;
     kafka::wait_for_cluster(&producer, &common.brokers, connect_timeout)?;
     let partitions = kafka::ensure_topic(&producer, common, true)?;
 
@@ -146,16 +145,9 @@ pub fn run(args: &E2eArgs) -> Result<Report> {
         }),
         _ => None,
     };
-    let mut params = report::common_params(common, partitions);
+    let mut params = report::common_params(common, partitions, linger_ms);
     params.insert("duration_s".into(), json!(args.duration_s));
     params.insert("warmup_s".into(), json!(args.warmup_s));
-    params.insert(
-        "drain_s".into(),
-        json!(consumed
-            .finished
-            .saturating_duration_since(shared.base)
-            .as_secs_f64()),
-    );
     Ok(Report {
         mode: "e2e",
         records: produced.measured,
@@ -166,6 +158,7 @@ pub fn run(args: &E2eArgs) -> Result<Report> {
         client_cpu_seconds: produced.client_cpu.and_then(|c| c.elapsed().ok()),
         e2e: Some(E2eResult {
             target_rate: args.rate,
+            linger_ms,
             latency: LatencySummary::from_micros(&consumed.histogram),
         }),
         params,
@@ -220,7 +213,6 @@ fn consume(
     let _ = ready.send(());
 
     let mut received = 0u64;
-    let mut finished = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     let mut last_error: Option<String> = None;
     loop {
@@ -232,7 +224,6 @@ fn consume(
                     .and_then(|p| payload::read_header(p, shared.run_id))
                 {
                     received += 1;
-                    finished = Instant::now();
                     if sent_ns >= shared.measure_from_ns.load(Ordering::Acquire) {
                         let micros = now_ns.saturating_sub(sent_ns).div_ceil(1000);
                         histogram.saturating_record(micros.max(1));
@@ -253,7 +244,7 @@ fn consume(
             let deadline =
                 *drain_deadline.get_or_insert_with(|| Instant::now() + shared.drain_timeout);
             if Instant::now() >= deadline {
-                if let Some(err) = last_error.or_else(|| consumer.context().last_error()) {
+                if let Some(err) = last_error.or_else(|| consumer.context().client_errors()) {
                     eprintln!("warning: last consumer error: {err}");
                 }
                 break;
@@ -263,7 +254,6 @@ fn consume(
     Ok(Consumed {
         histogram,
         received,
-        finished,
     })
 }
 

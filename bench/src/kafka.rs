@@ -17,25 +17,29 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::cli::CommonArgs;
 
-/// How many distinct client errors [`BenchContext`] remembers.
-pub const MAX_ERRORS: usize = 4;
-
 /// Client context that remembers client-level errors (for clear error
 /// messages) and counts delivery reports.
 #[derive(Debug, Default)]
 pub struct BenchContext {
-    errors: Mutex<Vec<String>>,
+    /// First and latest client-level error.
+    errors: Mutex<(Option<String>, Option<String>)>,
     delivered: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
 }
 
 impl BenchContext {
-    /// The distinct client-level errors reported by librdkafka (at most
-    /// [`MAX_ERRORS`], oldest first), joined by "; ", if any.
-    pub fn last_error(&self) -> Option<String> {
+    /// The first client-level error reported by librdkafka and, if it
+    /// differs, the latest one; `None` if there was none.
+    pub fn client_errors(&self) -> Option<String> {
         let errors = self.errors.lock().ok()?;
-        (!errors.is_empty()).then(|| errors.join("; "))
+        match &*errors {
+            (Some(first), Some(last)) if first != last => {
+                Some(format!("first: {first}; latest: {last}"))
+            }
+            (Some(first), _) => Some(first.clone()),
+            _ => None,
+        }
     }
 
     /// Records successfully delivered so far.
@@ -68,7 +72,7 @@ impl BenchContext {
 
     /// Appends the last client error to `msg`, if there is one.
     pub fn explain(&self, msg: String) -> String {
-        match self.last_error() {
+        match self.client_errors() {
             Some(e) => format!("{msg}; client errors: {e}"),
             None => msg,
         }
@@ -87,12 +91,10 @@ impl ClientContext for BenchContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let message = format!("{error} ({reason})");
         if let Ok(mut errors) = self.errors.lock() {
-            if !errors.contains(&message) {
-                if errors.len() == MAX_ERRORS {
-                    errors.remove(0);
-                }
-                errors.push(message);
+            if errors.0.is_none() {
+                errors.0 = Some(message.clone());
             }
+            errors.1 = Some(message);
         }
     }
 }
@@ -145,15 +147,15 @@ fn finish(mut config: ClientConfig, common: &CommonArgs) -> ClientConfig {
     config
 }
 
-/// Producer configuration from the command line; `timeout` bounds delivery
-/// (`message.timeout.ms`).
-pub fn producer_config(common: &CommonArgs, timeout: Duration) -> ClientConfig {
+/// Producer configuration from the command line; `linger_ms` is the mode's
+/// linger and `timeout` bounds delivery (`message.timeout.ms`).
+pub fn producer_config(common: &CommonArgs, linger_ms: u64, timeout: Duration) -> ClientConfig {
     let mut config = base_config(common);
     // librdkafka caps a batch at min(batch.size, message.max.bytes), so raise
     // message.max.bytes when a batch larger than its default is requested.
     let max_message = common.batch_bytes.saturating_add(1024).max(1_000_000);
     config
-        .set("linger.ms", common.linger_ms.to_string())
+        .set("linger.ms", linger_ms.to_string())
         .set("batch.size", common.batch_bytes.to_string())
         .set("message.max.bytes", max_message.to_string())
         .set("acks", common.acks.as_config())
@@ -217,7 +219,7 @@ pub fn wait_for_cluster(
             .max(Duration::from_millis(10));
         let result = producer.client().fetch_metadata(None, attempt);
         // Serve error events so the context learns why connecting fails.
-        producer.poll(Duration::ZERO);
+        producer.poll(Duration::from_millis(10));
         match result {
             Ok(metadata) if !metadata.brokers().is_empty() => return Ok(metadata),
             Ok(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -333,4 +335,83 @@ fn create_topic(common: &CommonArgs, timeout: Duration) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_first_and_latest_error() {
+        let ctx = BenchContext::default();
+        assert_eq!(ctx.client_errors(), None);
+        assert_eq!(ctx.explain("boom".into()), "boom");
+        ctx.error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "refused",
+        );
+        let one = ctx.client_errors().expect("one error");
+        assert!(one.contains("refused"), "{one}");
+        ctx.error(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown), "down");
+        ctx.error(KafkaError::Global(RDKafkaErrorCode::AllBrokersDown), "down");
+        let both = ctx.client_errors().expect("errors");
+        assert!(
+            both.starts_with("first: ") && both.contains("refused"),
+            "{both}"
+        );
+        assert!(both.contains("latest: ") && both.contains("down"), "{both}");
+        assert!(ctx
+            .explain("boom".into())
+            .starts_with("boom; client errors: first: "));
+    }
+
+    #[test]
+    fn no_delivery_failure_is_ok() {
+        let ctx = BenchContext::default();
+        assert!(ctx.check_deliveries().is_ok());
+        assert_eq!(ctx.delivered(), 0);
+        assert_eq!(ctx.failed(), 0);
+        assert_eq!(ctx.first_failure(), None);
+    }
+
+    #[test]
+    fn configs_carry_the_options() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "causeway-bench",
+            "produce",
+            "--acks",
+            "all",
+            "--compression",
+            "zstd",
+            "--batch-bytes",
+            "2097152",
+            "-X",
+            "linger.ms=7",
+        ])
+        .expect("parse");
+        let crate::cli::Command::Produce(args) = cli.command else {
+            panic!("expected produce");
+        };
+        let config = producer_config(&args.common, 5, Duration::from_secs(30));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("compression.codec"), Some("zstd"));
+        assert_eq!(config.get("batch.size"), Some("2097152"));
+        assert_eq!(config.get("message.max.bytes"), Some("2098176"));
+        assert_eq!(config.get("message.timeout.ms"), Some("30000"));
+        // -X overrides win.
+        assert_eq!(config.get("linger.ms"), Some("7"));
+        let consumer = consumer_config(&args.common);
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert!(consumer
+            .get("group.id")
+            .is_some_and(|g| g.starts_with("causeway-bench-")));
+        // librdkafka accepts both configurations.
+        let _: BaseProducer<BenchContext> = config
+            .create_with_context(BenchContext::default())
+            .expect("producer");
+        let _: rdkafka::consumer::BaseConsumer<BenchContext> = consumer
+            .create_with_context(BenchContext::default())
+            .expect("consumer");
+    }
 }

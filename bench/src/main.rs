@@ -22,7 +22,7 @@
 //! Common options: `--brokers` (default `127.0.0.1:9092`, or the
 //! `CAUSEWAY_BENCH_BROKERS` environment variable), `--topic` (`bench`),
 //! `--partitions` (6; the topic is created if missing), `--record-bytes`
-//! (100), `--linger-ms` (5), `--batch-bytes` (1048576, librdkafka
+//! (100), `--linger-ms` (5; 0 for `e2e`), `--batch-bytes` (1048576, librdkafka
 //! `batch.size`), `--acks` (`0`, `1`, `all` or `-1`), `--compression`
 //! (`none`, `gzip`, `snappy`, `lz4`, `zstd`), `-X key=value` (any extra
 //! librdkafka property), `--broker-pid PID` (report the broker's CPU seconds,

@@ -8,7 +8,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::json;
 
-use crate::cli::ProduceArgs;
+use crate::cli::{self, ProduceArgs};
 use crate::kafka::{self, BenchContext};
 use crate::payload::PayloadPool;
 use crate::procstat::{CpuMeter, ProcessMonitor};
@@ -21,10 +21,11 @@ const POLL_EVERY: u64 = 256;
 pub fn run(args: &ProduceArgs) -> Result<Report> {
     let common = &args.common;
     let timeout = Duration::from_secs(args.timeout_s);
+    let linger_ms = common.linger_ms_or(cli::DEFAULT_LINGER_MS);
     let broker = common.broker_pid.map(ProcessMonitor::new).transpose()?;
     let client = ProcessMonitor::new(std::process::id()).ok();
 
-    let producer = kafka::create_producer(&kafka::producer_config(common, timeout))?;
+    let producer = kafka::create_producer(&kafka::producer_config(common, linger_ms, timeout))?;
     kafka::wait_for_cluster(
         &producer,
         &common.brokers,
@@ -47,7 +48,7 @@ pub fn run(args: &ProduceArgs) -> Result<Report> {
         }),
         _ => None,
     };
-    let mut params = report::common_params(common, partitions);
+    let mut params = report::common_params(common, partitions, linger_ms);
     params.insert("keys".into(), json!(args.keys));
     Ok(Report {
         mode: "produce",

@@ -60,6 +60,8 @@ impl LatencySummary {
 pub struct E2eResult {
     /// Requested send rate, records/s.
     pub target_rate: u64,
+    /// Producer linger.ms used (it adds directly to latency).
+    pub linger_ms: u64,
     /// Latency distribution of the measured records.
     pub latency: LatencySummary,
 }
@@ -123,9 +125,9 @@ impl Report {
         if let Some(e2e) = &self.e2e {
             let l = &e2e.latency;
             out.push_str(&format!(
-                " (target {} records/s); latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, \
+                " (target {} records/s, linger.ms {}); latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, \
                  p99.9 {:.3} ms, max {:.3} ms ({} samples)",
-                e2e.target_rate, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+                e2e.target_rate, e2e.linger_ms, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
             ));
         }
         if let Some(broker) = &self.broker {
@@ -190,12 +192,12 @@ impl Report {
 }
 
 /// Run parameters common to every mode, for the JSON output.
-pub fn common_params(common: &CommonArgs, partitions: i32) -> Map<String, Value> {
+pub fn common_params(common: &CommonArgs, partitions: i32, linger_ms: u64) -> Map<String, Value> {
     let mut params = Map::new();
     params.insert("brokers".into(), json!(common.brokers));
     params.insert("topic".into(), json!(common.topic));
     params.insert("partitions".into(), json!(partitions));
-    params.insert("linger_ms".into(), json!(common.linger_ms));
+    params.insert("linger_ms".into(), json!(linger_ms));
     params.insert("batch_bytes".into(), json!(common.batch_bytes));
     params.insert("acks".into(), json!(common.acks.as_config()));
     params.insert("compression".into(), json!(common.compression.as_config()));
@@ -292,6 +294,7 @@ mod tests {
         r.broker = None;
         r.e2e = Some(E2eResult {
             target_rate: 20_000,
+            linger_ms: 0,
             latency: LatencySummary {
                 p50_ms: 0.8,
                 p90_ms: 1.2,
@@ -304,7 +307,7 @@ mod tests {
         assert_eq!(
             r.text(),
             "e2e: 200000 records x 100 B in 10.00 s = 20000 records/s, 2.0 MB/s (1.9 MiB/s) \
-             (target 20000 records/s); latency p50 0.800 ms, p90 1.200 ms, p99 2.500 ms, \
+             (target 20000 records/s, linger.ms 0); latency p50 0.800 ms, p90 1.200 ms, p99 2.500 ms, \
              p99.9 4.000 ms, max 7.250 ms (200000 samples)"
         );
         let v = r.json();
