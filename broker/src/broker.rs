@@ -9,6 +9,7 @@ use causeway_storage::{Catalog, CausalMeta, LogConfig, TimestampType};
 
 use crate::clock::now_ms;
 use crate::config::BrokerOptions;
+use crate::groups::GroupCoordinator;
 use crate::topics::{TopicError, Topics};
 
 /// Node id of this broker in Metadata: every region is the single broker of its own cluster.
@@ -24,6 +25,8 @@ pub struct Broker {
     pub topics: Topics,
     /// Cluster id reported to clients: stable per data dir.
     pub cluster_id: String,
+    /// Consumer groups and their committed offsets (`<data-dir>/groups`).
+    pub groups: GroupCoordinator,
     hlc: Mutex<HybridClock>,
     ready: AtomicBool,
 }
@@ -47,6 +50,11 @@ impl Broker {
             ..LogConfig::default()
         };
         let topics = Topics::open(catalog, &options.data_dir, base_config)?;
+        let groups = GroupCoordinator::open(
+            &options.data_dir.join("groups"),
+            options.group_initial_rebalance_delay_ms,
+            options.offsets_retention_minutes,
+        )?;
         let newest_stamp = topics
             .all()
             .iter()
@@ -60,6 +68,7 @@ impl Broker {
             region_id,
             topics,
             cluster_id,
+            groups,
             hlc: Mutex::new(HybridClock::resume(newest_stamp)),
             ready: AtomicBool::new(false),
         })

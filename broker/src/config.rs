@@ -94,6 +94,21 @@ pub struct BrokerOptions {
     /// Longest a graceful shutdown waits for in-flight requests before closing the logs.
     #[arg(long, env = "CAUSEWAY_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members to join
+    /// (`group.initial.rebalance.delay.ms`).
+    #[arg(
+        long,
+        env = "CAUSEWAY_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+    /// How long committed offsets of an empty group are kept (`offsets.retention.minutes`).
+    #[arg(
+        long,
+        env = "CAUSEWAY_OFFSETS_RETENTION_MINUTES",
+        default_value_t = 10_080
+    )]
+    pub offsets_retention_minutes: u64,
     /// Log line format on stderr.
     #[arg(long, env = "CAUSEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

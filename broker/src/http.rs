@@ -45,6 +45,7 @@ pub async fn serve(
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     crate::metrics::publish_partition_gauges(&state.broker.topics);
+    crate::metrics::publish_group_gauges(&state.broker.topics, &state.broker.groups);
     state.prometheus.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

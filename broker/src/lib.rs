@@ -6,6 +6,7 @@
 //! - [`connection`]: one client connection's frame loop;
 //! - [`handlers`]: one module per Kafka API;
 //! - [`topics`] and [`broker`]: the shared state handlers act on;
+//! - [`groups`]: the consumer group coordinator and committed offsets;
 //! - [`http`] and [`metrics`]: what operators scrape and probe;
 //! - [`maintenance`]: retention and segment rolls in the background.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod groups;
 pub mod handlers;
 pub mod http;
 pub mod maintenance;

@@ -8,6 +8,8 @@ use kafka_protocol::messages::ApiKey;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::groups::state::GroupState;
+use crate::groups::GroupCoordinator;
 use crate::topics::Topics;
 
 /// Latency buckets in seconds: 50 µs to 10 s.
@@ -77,6 +79,52 @@ pub fn publish_partition_gauges(topics: &Topics) {
     }
 }
 
+/// Counts a completed rebalance of a consumer group.
+pub fn group_rebalanced(group: &str) {
+    counter!("causeway_consumer_group_rebalances_total", "group" => group.to_string()).increment(1);
+}
+
+/// Publishes consumer lag per group and partition (log end offset minus committed offset, never
+/// negative) and the number of groups per state. Called when `/metrics` is scraped.
+pub fn publish_group_gauges(topics: &Topics, groups: &GroupCoordinator) {
+    match groups.all_offsets() {
+        Ok(offsets) => {
+            for (group, entry) in offsets {
+                let Some(partition) = topics
+                    .get(&entry.topic)
+                    .and_then(|t| t.partition(entry.partition))
+                else {
+                    continue;
+                };
+                let lag = (partition.log.log_end_offset() - entry.committed.offset).max(0);
+                gauge!(
+                    "causeway_consumer_group_lag",
+                    "group" => group,
+                    "topic" => entry.topic,
+                    "partition" => entry.partition.to_string()
+                )
+                .set(lag as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "reading committed offsets for the lag gauge failed"),
+    }
+    match groups.state_counts() {
+        Ok(counts) => {
+            for state in GroupState::ALL {
+                let count = counts.get(&state).copied().unwrap_or(0);
+                gauge!("causeway_consumer_groups", "state" => state.name()).set(count as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "counting groups failed"),
+    }
+}
+
+/// Publishes how many partitions the last start had to scan for torn writes (0 after a clean
+/// shutdown).
+pub fn storage_partitions_recovered(count: usize) {
+    gauge!("causeway_storage_partitions_recovered").set(count as f64);
+}
+
 /// Holds the active-connections gauge up while a connection lives.
 pub struct ConnectionGauge(());
 
@@ -111,6 +159,17 @@ fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "create_partitions",
         ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
         ApiKey::DescribeCluster => "describe_cluster",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::ListGroups => "list_groups",
+        ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::DeleteGroups => "delete_groups",
+        ApiKey::OffsetDelete => "offset_delete",
         _ => "other",
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
-use crate::{connection, http, maintenance, metrics};
+use crate::{connection, groups, http, maintenance, metrics};
 
 /// Most client connections served at once; further ones wait in the accept backlog.
 const CONNECTIONS_MAX: usize = 10_000;
@@ -46,6 +46,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     tokio::spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
+    tokio::spawn(groups::run(broker.clone(), shutdown_rx.clone()));
     broker.set_ready(true);
     tracing::info!("ready");
 

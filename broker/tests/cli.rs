@@ -26,6 +26,8 @@ fn help_lists_every_documented_option() {
         "--message-max-bytes",
         "--log-retention-check-interval-ms",
         "--shutdown-timeout-ms",
+        "--group-initial-rebalance-delay-ms",
+        "--offsets-retention-minutes",
         "--log-format",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");

@@ -43,6 +43,16 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
+    // OffsetCommit 10 and OffsetFetch 10 name topics by id: not advertised.
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -51,7 +61,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
 ];
 
@@ -102,6 +114,23 @@ mod tests {
 
     #[test]
     fn unimplemented_api_is_not_served() {
-        assert!(!serves(ApiKey::JoinGroup, 5));
+        assert!(!serves(ApiKey::ElectLeaders, 0));
+    }
+
+    #[test]
+    fn group_apis_are_served_at_the_versions_librdkafka_and_kafkajs_use() {
+        for (key, version) in [
+            (ApiKey::FindCoordinator, 2),
+            (ApiKey::JoinGroup, 5),
+            (ApiKey::SyncGroup, 3),
+            (ApiKey::Heartbeat, 3),
+            (ApiKey::LeaveGroup, 1),
+            (ApiKey::OffsetCommit, 9),
+            (ApiKey::OffsetFetch, 9),
+            (ApiKey::OffsetFetch, 4),
+        ] {
+            assert!(serves(key, version), "{key:?} v{version}");
+        }
+        assert!(!serves(ApiKey::OffsetCommit, 10), "v10 needs topic ids");
     }
 }

@@ -17,9 +17,11 @@ mod cluster;
 mod configs;
 mod delete_records;
 mod fetch;
+mod groups;
 mod leader_epoch;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 mod records;
 mod topics;
@@ -67,6 +69,31 @@ pub async fn handle(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join(broker, &request.header, r, version).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync(broker, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(broker, r, version)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(broker, r, version)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe(broker, r, version))
+        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(broker, r).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offsets::commit(broker, r, version).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offsets::fetch(broker, r, version))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offsets::delete(broker, r).await)
         }
         _ => return Err(Unhandled(request.api_key)),
     };

@@ -1,0 +1,710 @@
+//! The group coordinator for Kafka's classic group protocol, local to this region.
+//!
+//! - [`state`]: one group's pure state machine (no I/O, time passed in), unit-tested
+//!   deterministically;
+//! - this module: the coordinator that owns every group behind its own mutex (never held across
+//!   an await, so no group waits on another), parks JoinGroup / SyncGroup on oneshot channels
+//!   that the state machine's replies complete, drives timeouts from a 100 ms ticker, and keeps
+//!   committed offsets durable in [`GroupStore`] (RocksDB at `<data-dir>/groups`).
+//!
+//! Membership is not persisted: after a restart members get UNKNOWN_MEMBER_ID and rejoin, as
+//! after a coordinator move in Kafka. Committed offsets are.
+
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use causeway_storage::{CommittedOffset, GroupStore, OffsetEntry, StorageError};
+use dashmap::DashMap;
+use kafka_protocol::ResponseError;
+use tokio::sync::{oneshot, watch};
+
+use self::state::{
+    Answer, Event, Group, GroupConfig, GroupState, JoinRequest, JoinResult, MemberDescription,
+    Output, Reply, SyncResult, WaiterId,
+};
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::metrics;
+
+/// How often group timers (session, rebalance, sync timeouts, initial delay) are checked: the
+/// precision of every group timeout.
+const TICK_MS: u64 = 100;
+/// How often expired offsets are removed (Kafka's `offsets.retention.check.interval.ms` is
+/// 10 minutes; we check more often since the scan is cheap).
+const RETENTION_CHECK_MS: u64 = 60_000;
+
+/// A parked request's channel.
+enum Waiter {
+    Join(oneshot::Sender<JoinResult>),
+    Sync(oneshot::Sender<SyncResult>),
+}
+
+struct Slot {
+    group: Group,
+    waiters: HashMap<WaiterId, Waiter>,
+    /// Deleted: requests that still hold this slot must not use it.
+    dead: bool,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    /// Kafka state name.
+    pub state: GroupState,
+    /// Protocol type ("" for offset-only groups).
+    pub protocol_type: String,
+    /// Selected assignor ("" when none).
+    pub protocol_name: String,
+    /// Members.
+    pub members: Vec<MemberDescription>,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    /// Group id.
+    pub group_id: String,
+    /// Protocol type ("" for offset-only groups).
+    pub protocol_type: String,
+    /// State.
+    pub state: GroupState,
+}
+
+/// One partition's commit request.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Leader epoch (-1 unknown).
+    pub leader_epoch: i32,
+    /// Metadata.
+    pub metadata: Option<String>,
+}
+
+/// Owns every group of this region and their committed offsets.
+pub struct GroupCoordinator {
+    store: Arc<GroupStore>,
+    groups: DashMap<String, Arc<Mutex<Slot>>>,
+    config: GroupConfig,
+    offsets_retention_ms: i64,
+    next_waiter: AtomicU64,
+    salt: u64,
+}
+
+impl GroupCoordinator {
+    /// Opens the offsets store at `path`.
+    pub fn open(
+        path: &Path,
+        initial_rebalance_delay_ms: u64,
+        offsets_retention_minutes: u64,
+    ) -> Result<GroupCoordinator, StorageError> {
+        let store = GroupStore::open(path)?;
+        Ok(GroupCoordinator {
+            store: Arc::new(store),
+            groups: DashMap::new(),
+            config: GroupConfig {
+                initial_rebalance_delay_ms: i64::try_from(initial_rebalance_delay_ms)
+                    .unwrap_or(i64::MAX),
+            },
+            offsets_retention_ms: i64::try_from(offsets_retention_minutes.saturating_mul(60_000))
+                .unwrap_or(i64::MAX),
+            next_waiter: AtomicU64::new(1),
+            salt: uuid::Uuid::new_v4().as_u64_pair().0,
+        })
+    }
+
+    fn slot(&self, group_id: &str, create: bool) -> Option<Arc<Mutex<Slot>>> {
+        if let Some(slot) = self.groups.get(group_id) {
+            return Some(slot.clone());
+        }
+        if !create {
+            return None;
+        }
+        let config = self.config;
+        Some(
+            self.groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Slot {
+                        group: Group::new(config, now_ms()),
+                        waiters: HashMap::new(),
+                        dead: false,
+                    }))
+                })
+                .clone(),
+        )
+    }
+
+    fn waiter_id(&self) -> WaiterId {
+        self.next_waiter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Completes parked requests and reports events, under the group's lock.
+    fn dispatch(group_id: &str, slot: &mut Slot, out: Output) {
+        for reply in out.replies {
+            match reply {
+                Reply::Join(id, result) => {
+                    if let Some(Waiter::Join(tx)) = slot.waiters.remove(&id) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Reply::Sync(id, result) => {
+                    if let Some(Waiter::Sync(tx)) = slot.waiters.remove(&id) {
+                        let _ = tx.send(result);
+                    }
+                }
+            }
+        }
+        for event in out.events {
+            match event {
+                Event::Rebalanced {
+                    generation_id,
+                    members,
+                } => {
+                    tracing::info!(group = group_id, generation_id, members, "group rebalanced");
+                    metrics::group_rebalanced(group_id);
+                }
+                Event::Evicted { member_id, reason } => {
+                    tracing::info!(group = group_id, member_id, reason, "member removed");
+                }
+            }
+        }
+    }
+
+    /// JoinGroup: parks until the rebalance completes (or answers at once).
+    pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinResult {
+        let member_id = request.member_id.clone();
+        let Some(slot) = self.slot(group_id, member_id.is_empty()) else {
+            return join_error(ResponseError::UnknownMemberId, &member_id);
+        };
+        let rx = {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.dead {
+                return join_error(ResponseError::CoordinatorNotAvailable, &member_id);
+            }
+            let id = self.waiter_id();
+            let (tx, rx) = oneshot::channel();
+            slot.waiters.insert(id, Waiter::Join(tx));
+            let mut out = Output::default();
+            let answer = slot.group.join(now_ms(), request, id, self.salt, &mut out);
+            Self::dispatch(group_id, &mut slot, out);
+            match answer {
+                Answer::Now(result) => {
+                    slot.waiters.remove(&id);
+                    return result;
+                }
+                Answer::Parked => rx,
+            }
+        };
+        rx.await
+            .unwrap_or_else(|_| join_error(ResponseError::CoordinatorNotAvailable, &member_id))
+    }
+
+    /// SyncGroup: parks until the leader's assignment arrives (or answers at once).
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        protocol: (Option<&str>, Option<&str>),
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let Some(slot) = self.slot(group_id, false) else {
+            return sync_error(ResponseError::UnknownMemberId);
+        };
+        let rx = {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.dead {
+                return sync_error(ResponseError::CoordinatorNotAvailable);
+            }
+            let id = self.waiter_id();
+            let (tx, rx) = oneshot::channel();
+            slot.waiters.insert(id, Waiter::Sync(tx));
+            let mut out = Output::default();
+            let answer = slot.group.sync(
+                now_ms(),
+                member_id,
+                instance_id,
+                generation_id,
+                protocol,
+                assignments,
+                id,
+                &mut out,
+            );
+            Self::dispatch(group_id, &mut slot, out);
+            match answer {
+                Answer::Now(result) => {
+                    slot.waiters.remove(&id);
+                    return result;
+                }
+                Answer::Parked => rx,
+            }
+        };
+        rx.await
+            .unwrap_or_else(|_| sync_error(ResponseError::CoordinatorNotAvailable))
+    }
+
+    /// Heartbeat.
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), ResponseError> {
+        let Some(slot) = self.slot(group_id, false) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        slot.group
+            .heartbeat(now_ms(), member_id, instance_id, generation_id)
+    }
+
+    /// LeaveGroup for each `(member_id, instance_id)`; one error per member.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<Result<(), ResponseError>> {
+        let Some(slot) = self.slot(group_id, false) else {
+            return vec![Err(ResponseError::UnknownMemberId); members.len()];
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.dead {
+            return vec![Err(ResponseError::CoordinatorNotAvailable); members.len()];
+        }
+        let now = now_ms();
+        let mut out = Output::default();
+        let errors = members
+            .iter()
+            .map(|(member_id, instance_id)| {
+                slot.group
+                    .leave(now, member_id, instance_id.as_deref(), &mut out)
+            })
+            .collect();
+        Self::dispatch(group_id, &mut slot, out);
+        errors
+    }
+
+    /// Validates and durably stores a commit; one error per partition, in request order.
+    /// `known_partition` says whether a topic-partition exists.
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        commits: Vec<CommitRequest>,
+        known_partition: impl Fn(&str, i32) -> bool,
+    ) -> Vec<Result<(), ResponseError>> {
+        if group_id.is_empty() {
+            return vec![Err(ResponseError::InvalidGroupId); commits.len()];
+        }
+        let group_check = match self.slot(group_id, false) {
+            Some(slot) => {
+                let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.dead {
+                    Err(ResponseError::CoordinatorNotAvailable)
+                } else {
+                    slot.group
+                        .check_commit(member_id, instance_id, generation_id)
+                }
+            }
+            // No group in memory: only a consumer that manages its own partitions (generation
+            // -1) may commit; a group member from an older incarnation must rejoin.
+            None if generation_id < 0 => Ok(()),
+            None => Err(ResponseError::IllegalGeneration),
+        };
+        if let Err(error) = group_check {
+            return vec![Err(error); commits.len()];
+        }
+        let now = now_ms();
+        let mut errors = Vec::with_capacity(commits.len());
+        let mut entries = Vec::with_capacity(commits.len());
+        for c in commits {
+            let error = if !known_partition(&c.topic, c.partition) {
+                Err(ResponseError::UnknownTopicOrPartition)
+            } else if c
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+            {
+                Err(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                entries.push(OffsetEntry {
+                    topic: c.topic,
+                    partition: c.partition,
+                    committed: CommittedOffset {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata,
+                        commit_ms: now,
+                    },
+                });
+                Ok(())
+            };
+            errors.push(error);
+        }
+        if entries.is_empty() {
+            return errors;
+        }
+        let store = self.store.clone();
+        let group = group_id.to_string();
+        let written = tokio::task::spawn_blocking(move || store.commit(&group, &entries)).await;
+        let failed = match written {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(error.to_string()),
+        };
+        if let Some(error) = failed {
+            tracing::error!(group = group_id, %error, "offset commit failed");
+            for e in errors.iter_mut() {
+                if e.is_ok() {
+                    *e = Err(ResponseError::KafkaStorageError);
+                }
+            }
+        }
+        errors
+    }
+
+    /// Committed offsets of a group, keyed by (topic, partition).
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+    ) -> Result<BTreeMap<(String, i32), CommittedOffset>, StorageError> {
+        Ok(self
+            .store
+            .fetch(group_id)?
+            .into_iter()
+            .map(|e| ((e.topic, e.partition), e.committed))
+            .collect())
+    }
+
+    /// Every group: those with members or state in memory, and those with only offsets.
+    pub fn list(&self) -> Result<Vec<ListedGroup>, StorageError> {
+        let mut out: BTreeMap<String, ListedGroup> = BTreeMap::new();
+        for group_id in self.store.groups()? {
+            out.insert(
+                group_id.clone(),
+                ListedGroup {
+                    group_id,
+                    protocol_type: String::new(),
+                    state: GroupState::Empty,
+                },
+            );
+        }
+        for (group_id, slot) in self.snapshot() {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.dead {
+                continue;
+            }
+            // An empty group that never had a member and has no offsets is not a group.
+            if slot.group.is_empty()
+                && slot.group.protocol_type().is_none()
+                && !out.contains_key(&group_id)
+            {
+                continue;
+            }
+            out.insert(
+                group_id.clone(),
+                ListedGroup {
+                    group_id,
+                    protocol_type: slot.group.protocol_type().unwrap_or_default().to_string(),
+                    state: slot.group.state(),
+                },
+            );
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// DescribeGroups for one group; unknown groups are Dead, as Kafka reports them.
+    pub fn describe(&self, group_id: &str) -> Result<GroupDescription, StorageError> {
+        if let Some(slot) = self.slot(group_id, false) {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if !slot.dead {
+                return Ok(GroupDescription {
+                    state: slot.group.state(),
+                    protocol_type: slot.group.protocol_type().unwrap_or_default().to_string(),
+                    protocol_name: slot.group.protocol_name().unwrap_or_default().to_string(),
+                    members: slot.group.describe_members(),
+                });
+            }
+        }
+        let state = if self.store.fetch(group_id)?.is_empty() {
+            GroupState::Dead
+        } else {
+            GroupState::Empty
+        };
+        Ok(GroupDescription {
+            state,
+            protocol_type: String::new(),
+            protocol_name: String::new(),
+            members: Vec::new(),
+        })
+    }
+
+    /// DeleteGroups for one group.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let mut in_memory = false;
+        if let Some(slot) = self.slot(group_id, false) {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if !slot.dead {
+                if !slot.group.is_empty() {
+                    return Err(ResponseError::NonEmptyGroup);
+                }
+                slot.dead = true;
+                in_memory = slot.group.protocol_type().is_some();
+            }
+            self.groups.remove(group_id);
+        }
+        let store = self.store.clone();
+        let group = group_id.to_string();
+        match tokio::task::spawn_blocking(move || store.delete_group(&group)).await {
+            Ok(Ok(0)) if !in_memory => Err(ResponseError::GroupIdNotFound),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!(group = group_id, %error, "deleting group offsets failed");
+                Err(ResponseError::KafkaStorageError)
+            }
+            Err(_) => Err(ResponseError::KafkaStorageError),
+        }
+    }
+
+    /// OffsetDelete: the group-level error, or per-partition errors. Offsets of topics that a
+    /// live member subscribes to are kept (GROUP_SUBSCRIBED_TO_TOPIC).
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let subscribed: BTreeSet<String> = match self.slot(group_id, false) {
+            Some(slot) => {
+                let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.group.is_empty() {
+                    BTreeSet::new()
+                } else if slot.group.protocol_type() != Some("consumer") {
+                    return Err(ResponseError::NonEmptyGroup);
+                } else {
+                    slot.group
+                        .member_subscriptions()
+                        .iter()
+                        .flat_map(|m| subscribed_topics(m))
+                        .collect()
+                }
+            }
+            None => BTreeSet::new(),
+        };
+        let existing = self.fetch_offsets(group_id).map_err(|error| {
+            tracing::error!(group = group_id, %error, "reading offsets failed");
+            ResponseError::KafkaStorageError
+        })?;
+        if existing.is_empty() && self.slot(group_id, false).is_none() {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        let mut errors = Vec::with_capacity(partitions.len());
+        let mut delete = Vec::new();
+        for (topic, partition) in partitions {
+            if subscribed.contains(&topic) {
+                errors.push(Err(ResponseError::GroupSubscribedToTopic));
+            } else {
+                delete.push((topic, partition));
+                errors.push(Ok(()));
+            }
+        }
+        let store = self.store.clone();
+        let group = group_id.to_string();
+        match tokio::task::spawn_blocking(move || store.delete_offsets(&group, &delete)).await {
+            Ok(Ok(())) => Ok(errors),
+            _ => Err(ResponseError::KafkaStorageError),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(String, Arc<Mutex<Slot>>)> {
+        self.groups
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
+    /// Advances every group's timers to `now`.
+    pub fn tick_all(&self, now: i64) {
+        for (group_id, slot) in self.snapshot() {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Output::default();
+            slot.group.tick(now, &mut out);
+            Self::dispatch(&group_id, &mut slot, out);
+        }
+    }
+
+    /// Removes offsets past `offsets.retention.minutes`: for an empty group, measured from the
+    /// later of the commit and the moment the group became empty; groups with members keep
+    /// theirs. Empty groups left without offsets are forgotten.
+    pub fn expire_offsets(&self, now: i64) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        for group_id in self.store.groups()? {
+            let empty_since = match self.slot(&group_id, false) {
+                Some(slot) => {
+                    let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    if !slot.group.is_empty() {
+                        continue;
+                    }
+                    slot.group.empty_since_ms()
+                }
+                None => i64::MIN,
+            };
+            if empty_since.saturating_add(self.offsets_retention_ms) > now {
+                continue;
+            }
+            let expired = self
+                .store
+                .expire(&group_id, now.saturating_sub(self.offsets_retention_ms))?;
+            if !expired.is_empty() {
+                tracing::info!(
+                    group = group_id,
+                    partitions = expired.len(),
+                    "offsets expired"
+                );
+            }
+            removed += expired.len();
+        }
+        let with_offsets: BTreeSet<String> = self.store.groups()?.into_iter().collect();
+        for (group_id, slot) in self.snapshot() {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.group.is_empty()
+                && !with_offsets.contains(&group_id)
+                && slot
+                    .group
+                    .empty_since_ms()
+                    .saturating_add(self.offsets_retention_ms)
+                    <= now
+            {
+                slot.dead = true;
+                self.groups.remove(&group_id);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Answers every parked request with NOT_COORDINATOR so shutdown does not wait on them.
+    pub fn shutdown(&self) {
+        for (group_id, slot) in self.snapshot() {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let out = Output {
+                replies: slot.group.parked_waiters(),
+                events: Vec::new(),
+            };
+            Self::dispatch(&group_id, &mut slot, out);
+        }
+    }
+
+    /// Group count per state, for the `causeway_consumer_groups` gauge.
+    pub fn state_counts(&self) -> Result<HashMap<GroupState, usize>, StorageError> {
+        let mut counts: HashMap<GroupState, usize> = HashMap::new();
+        for group in self.list()? {
+            *counts.entry(group.state).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Every committed offset of every group, for the lag gauge.
+    pub fn all_offsets(&self) -> Result<Vec<(String, OffsetEntry)>, StorageError> {
+        let mut out = Vec::new();
+        for group_id in self.store.groups()? {
+            for entry in self.store.fetch(&group_id)? {
+                out.push((group_id.clone(), entry));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Kafka's `offset.metadata.max.bytes`.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+fn join_error(error: ResponseError, member_id: &str) -> JoinResult {
+    JoinResult {
+        error: error.code(),
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        member_id: member_id.to_string(),
+        members: Vec::new(),
+        skip_assignment: false,
+    }
+}
+
+fn sync_error(error: ResponseError) -> SyncResult {
+    SyncResult {
+        error: error.code(),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
+}
+
+/// Topics named in a consumer-protocol subscription (empty if it does not decode).
+fn subscribed_topics(metadata: &Bytes) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = metadata.clone();
+    if buf.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    let _ = bytes::Buf::get_i16(&mut buf);
+    // Newer clients may send a version we do not know; its prefix is still the v3 layout.
+    let version = version.clamp(0, 3);
+    ConsumerProtocolSubscription::decode(&mut buf, version)
+        .map(|s| s.topics.into_iter().map(|t| t.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Runs group timers and offset retention until shutdown.
+pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention_check = now_ms();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => {
+                broker.groups.shutdown();
+                return;
+            }
+        }
+        let now = now_ms();
+        broker.groups.tick_all(now);
+        if now - last_retention_check >= RETENTION_CHECK_MS as i64 {
+            last_retention_check = now;
+            let broker = broker.clone();
+            let expired =
+                tokio::task::spawn_blocking(move || broker.groups.expire_offsets(now)).await;
+            match expired {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!(%error, "offset retention failed"),
+                Err(error) => tracing::error!(%error, "offset retention task failed"),
+            }
+        }
+    }
+}

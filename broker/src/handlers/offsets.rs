@@ -1,0 +1,280 @@
+//! Committed offsets: OffsetCommit (checked against the group's generation, then fsynced to the
+//! group store before the answer), OffsetFetch (one group before v8, many from v8) and
+//! OffsetDelete.
+
+use std::collections::BTreeMap;
+
+use causeway_storage::CommittedOffset;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    ApiKey, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::groups::code;
+use super::{str_bytes, topic_name};
+use crate::broker::Broker;
+use crate::groups::CommitRequest;
+use crate::metrics;
+
+/// OffsetCommit v6 added the committed leader epoch.
+const COMMIT_VERSION_LEADER_EPOCH: i16 = 6;
+/// OffsetFetch v5 added the committed leader epoch.
+const FETCH_VERSION_LEADER_EPOCH: i16 = 5;
+
+fn count_error(api: ApiKey, error: i16) {
+    if error != 0 {
+        metrics::request_error(api, error);
+    }
+}
+
+/// OffsetCommit.
+pub async fn commit(
+    broker: &Broker,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let mut commits = Vec::new();
+    let mut shape: Vec<(StrBytes, Vec<i32>)> = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            partitions.push(p.partition_index);
+            commits.push(CommitRequest {
+                topic: topic.name.as_str().to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= COMMIT_VERSION_LEADER_EPOCH {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.map(|m| m.as_str().to_string()),
+            });
+        }
+        shape.push((topic.name.0, partitions));
+    }
+    let known = |topic: &str, partition: i32| {
+        broker
+            .topics
+            .get(topic)
+            .is_some_and(|t| t.partition(partition).is_some())
+    };
+    let mut errors = broker
+        .groups
+        .commit_offsets(
+            request.group_id.as_str(),
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
+            request.generation_id_or_member_epoch,
+            commits,
+            known,
+        )
+        .await
+        .into_iter();
+    let topics = shape
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|index| {
+                    let error = errors.next().map_or(0, code);
+                    count_error(ApiKey::OffsetCommit, error);
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_error_code(error)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic_name(name.as_str()))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One partition's answer: the committed offset, or -1 with no error when nothing is committed.
+fn fetched(
+    committed: &BTreeMap<(String, i32), CommittedOffset>,
+    topic: &str,
+    partition: i32,
+) -> (i64, i32, String) {
+    match committed.get(&(topic.to_string(), partition)) {
+        Some(c) => (
+            c.offset,
+            c.leader_epoch,
+            c.metadata.clone().unwrap_or_default(),
+        ),
+        None => (-1, -1, String::new()),
+    }
+}
+
+/// `(topic, partitions)` asked for, or every committed one when `topics` is null.
+fn wanted(
+    committed: &BTreeMap<(String, i32), CommittedOffset>,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<i32>)> {
+    match topics {
+        Some(topics) => topics,
+        None => {
+            let mut all: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for (topic, partition) in committed.keys() {
+                all.entry(topic.clone()).or_default().push(*partition);
+            }
+            all.into_iter().collect()
+        }
+    }
+}
+
+/// OffsetFetch.
+pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                let committed = match broker.groups.fetch_offsets(g.group_id.as_str()) {
+                    Ok(c) => c,
+                    Err(error) => {
+                        tracing::error!(%error, "reading offsets failed");
+                        count_error(
+                            ApiKey::OffsetFetch,
+                            ResponseError::CoordinatorNotAvailable.code(),
+                        );
+                        return group
+                            .with_error_code(ResponseError::CoordinatorNotAvailable.code());
+                    }
+                };
+                let asked = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let topics = wanted(&committed, asked)
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        let partitions = partitions
+                            .into_iter()
+                            .map(|p| {
+                                let (offset, epoch, metadata) = fetched(&committed, &topic, p);
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(str_bytes(metadata)))
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default()
+                            .with_name(topic_name(&topic))
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                group.with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let committed = match broker.groups.fetch_offsets(request.group_id.as_str()) {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "reading offsets failed");
+            count_error(
+                ApiKey::OffsetFetch,
+                ResponseError::CoordinatorNotAvailable.code(),
+            );
+            let response = OffsetFetchResponse::default();
+            return if version >= 2 {
+                response.with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            } else {
+                response
+            };
+        }
+    };
+    // v1 has no null "all topics" form; an empty list then means nothing.
+    let asked = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
+            .collect()
+    });
+    let topics = wanted(&committed, asked)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|p| {
+                    let (offset, epoch, metadata) = fetched(&committed, &topic, p);
+                    let partition = OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_metadata(Some(str_bytes(metadata)));
+                    if version >= FETCH_VERSION_LEADER_EPOCH {
+                        partition.with_committed_leader_epoch(epoch)
+                    } else {
+                        partition
+                    }
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// OffsetDelete.
+pub async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let mut shape: Vec<(StrBytes, Vec<i32>)> = Vec::with_capacity(request.topics.len());
+    let mut partitions = Vec::new();
+    for topic in request.topics {
+        let indexes: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
+        for p in &indexes {
+            partitions.push((topic.name.as_str().to_string(), *p));
+        }
+        shape.push((topic.name.0, indexes));
+    }
+    match broker
+        .groups
+        .delete_offsets(request.group_id.as_str(), partitions)
+        .await
+    {
+        Err(error) => {
+            count_error(ApiKey::OffsetDelete, error.code());
+            OffsetDeleteResponse::default().with_error_code(error.code())
+        }
+        Ok(errors) => {
+            let mut errors = errors.into_iter();
+            let topics = shape
+                .into_iter()
+                .map(|(name, indexes)| {
+                    let partitions = indexes
+                        .into_iter()
+                        .map(|index| {
+                            let error = errors.next().map_or(0, code);
+                            count_error(ApiKey::OffsetDelete, error);
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_error_code(error)
+                        })
+                        .collect();
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(topic_name(name.as_str()))
+                        .with_partitions(partitions)
+                })
+                .collect();
+            OffsetDeleteResponse::default().with_topics(topics)
+        }
+    }
+}
