@@ -10,6 +10,7 @@ use causeway_storage::{Catalog, CausalMeta, LogConfig, TimestampType};
 use crate::clock::now_ms;
 use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
+use crate::producer_ids::ProducerIds;
 use crate::topics::{TopicError, Topics};
 
 /// Node id of this broker in Metadata: every region is the single broker of its own cluster.
@@ -25,6 +26,8 @@ pub struct Broker {
     pub topics: Topics,
     /// Cluster id reported to clients: stable per data dir.
     pub cluster_id: String,
+    /// Ids for idempotent producers.
+    pub producer_ids: ProducerIds,
     /// Consumer groups and their committed offsets (`<data-dir>/groups`).
     pub groups: GroupCoordinator,
     hlc: Mutex<HybridClock>,
@@ -69,6 +72,7 @@ impl Broker {
             topics,
             cluster_id,
             groups,
+            producer_ids: ProducerIds::new(region_id),
             hlc: Mutex::new(HybridClock::resume(newest_stamp)),
             ready: AtomicBool::new(false),
         })

@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;
+pub mod producer_ids;
 pub mod server;
 pub mod topics;
 

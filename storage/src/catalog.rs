@@ -21,6 +21,8 @@ use crate::error::StorageError;
 
 const TOPIC_PREFIX: &str = "topic/";
 const REGION_PREFIX: &str = "region/";
+/// Key of the next unreserved producer-id counter.
+const NEXT_PRODUCER_ID_KEY: &str = "meta/next-producer-id";
 const NEXT_REGION_KEY: &str = "meta/next-region-id";
 const FIRST_REGION_ID: u32 = 1;
 
@@ -43,7 +45,7 @@ pub struct TopicRecord {
 pub struct Catalog {
     db: DB,
     /// Serializes region id assignment (read, then write of the counter).
-    region_lock: Mutex<()>,
+    counters_lock: Mutex<()>,
 }
 
 fn db_err(e: rocksdb::Error) -> StorageError {
@@ -74,7 +76,7 @@ impl Catalog {
         let db = DB::open(&opts, path).map_err(db_err)?;
         Ok(Catalog {
             db,
-            region_lock: Mutex::new(()),
+            counters_lock: Mutex::new(()),
         })
     }
 
@@ -110,7 +112,7 @@ impl Catalog {
     /// The stable small integer id of a region, assigned on first use and persisted.
     pub fn region_id(&self, region: &str) -> Result<u32, StorageError> {
         let key = format!("{REGION_PREFIX}{region}");
-        let _guard = self.region_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.counters_lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bytes) = self.db.get(&key).map_err(db_err)? {
             return decode(key.as_bytes(), &bytes);
         }
@@ -127,11 +129,43 @@ impl Catalog {
         self.db.write_opt(batch, &sync_writes()).map_err(db_err)?;
         Ok(id)
     }
+
+    /// Reserves the next `count` producer-id counters and returns the first. The counter is
+    /// persisted before the ids are handed out, so no id is given twice across restarts (ids
+    /// lost in a crash are skipped, never reused).
+    pub fn reserve_producer_ids(&self, count: u64) -> Result<u64, StorageError> {
+        let _guard = self.counters_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let first: u64 = match self.db.get(NEXT_PRODUCER_ID_KEY).map_err(db_err)? {
+            Some(bytes) => decode(NEXT_PRODUCER_ID_KEY.as_bytes(), &bytes)?,
+            None => 0,
+        };
+        let next = first
+            .checked_add(count)
+            .ok_or_else(|| StorageError::Db("producer ids exhausted".into()))?;
+        self.db
+            .put_opt(NEXT_PRODUCER_ID_KEY, encode(&next)?, &sync_writes())
+            .map_err(db_err)?;
+        Ok(first)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_id_reservations_never_overlap_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Catalog::open(dir.path())
+            .unwrap()
+            .reserve_producer_ids(10)
+            .unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let second = catalog.reserve_producer_ids(10).unwrap();
+        assert_eq!(first, 0);
+        assert_eq!(second, 10);
+        assert_eq!(catalog.reserve_producer_ids(1).unwrap(), 20);
+    }
 
     #[test]
     fn topics_round_trip_through_reopen() {

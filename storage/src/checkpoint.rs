@@ -18,6 +18,8 @@ use crate::error::{IoContext, StorageError};
 
 /// File name of the log start offset checkpoint.
 pub(crate) const LOG_START_FILE: &str = "log-start-offset.checkpoint";
+/// File name of the idempotent-producer snapshot (format in `producers.rs`).
+pub(crate) const PRODUCERS_FILE: &str = "producers.snapshot";
 /// File name of the clean-shutdown marker.
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown.checkpoint";
 const VERSION: &str = "0";
@@ -28,11 +30,16 @@ pub(crate) fn write(dir: &Path, name: &str, values: &[i64]) -> Result<(), Storag
     for v in values {
         text.push_str(&format!("{v}\n"));
     }
+    write_bytes(dir, name, text.as_bytes())
+}
+
+/// Atomically replaces `dir/name` with `bytes` (files that carry their own format version).
+pub(crate) fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     {
         let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(text.as_bytes())
+        f.write_all(bytes)
             .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("fsyncing {}", tmp.display()))?;
     }
@@ -55,6 +62,16 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<Option<Vec<i64>>, StorageEr
     }
     let values: Result<Vec<i64>, _> = lines.map(str::parse).collect();
     Ok(values.ok())
+}
+
+/// Reads `dir/name` whole; `None` if absent.
+pub(crate) fn read_bytes(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io(format!("reading {}", path.display()), e)),
+    }
 }
 
 /// Removes `dir/name` if present.

@@ -2,6 +2,7 @@
 
 use crate::batch::BatchError;
 use crate::config::ConfigError;
+use crate::producers::SequenceError;
 
 /// Why a storage operation failed; callers map these to Kafka error codes.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,9 @@ pub enum StorageError {
     /// A record batch failed validation.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// An idempotent producer's batch is out of order or from a fenced epoch.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
     /// A topic config failed validation.
     #[error(transparent)]
     Config(#[from] ConfigError),

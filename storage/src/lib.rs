@@ -12,6 +12,8 @@
 //! - `retention` owns the pure decision of which old segments to delete.
 //! - [`partition`] owns one partition's log: locking, group commit, recovery on open, reads,
 //!   timestamp lookups, DeleteRecords, retention, clean shutdown.
+//! - [`producers`] owns idempotent-producer state (sequence checks, deduplication) and its
+//!   snapshot format.
 //! - [`catalog`] owns topic records and region ids in RocksDB.
 //! - [`error`] owns `StorageError`, the one error type.
 //! - [`telemetry`] owns the metric names this crate emits.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod group_store;
 mod index;
 pub mod partition;
+pub mod producers;
 mod retention;
 mod segment;
 pub mod telemetry;
@@ -46,3 +49,4 @@ pub use config::{
 pub use error::StorageError;
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
 pub use partition::{remove_partition_dir, AppendResult, MaintenanceReport, Partition, ReadResult};
+pub use producers::{ProducerStates, SequenceError};

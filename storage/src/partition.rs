@@ -23,15 +23,20 @@ use bytes::Bytes;
 
 use crate::batch::{assign_offsets, stamp_log_append_time, BatchError, BatchHeader};
 use crate::causal::CausalMeta;
-use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE};
+use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, PRODUCERS_FILE};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{IoContext, StorageError};
+use crate::producers::{ProducerStates, SequenceCheck};
 use crate::retention::{deletable_prefix, SegmentFacts};
 use crate::segment::{remove_if_exists, Segment, SyncJob};
 use crate::telemetry;
 
 /// The partitionLeaderEpoch written into every appended batch.
 const LEADER_EPOCH: i32 = 0;
+
+/// Idle time after which an idempotent producer's state is forgotten (Kafka's
+/// `producer.id.expiration.ms` default, one day).
+const PRODUCER_IDLE_MS_MAX: i64 = 86_400_000;
 
 /// What the broker needs to answer a Produce for one batch.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +49,9 @@ pub struct AppendResult {
     pub log_append_time_ms: i64,
     /// The log start offset after the append.
     pub log_start_offset: i64,
+    /// True if the batch was a retry of one already appended (nothing was written; the offsets
+    /// are the original ones).
+    pub duplicate: bool,
 }
 
 /// What the broker needs to answer a Fetch for one partition.
@@ -73,6 +81,7 @@ struct LogState {
     segments: Vec<Segment>,
     log_start: i64,
     config: LogConfig,
+    producers: ProducerStates,
 }
 
 impl LogState {
@@ -110,6 +119,34 @@ impl LogState {
         let segment = Segment::create(dir, end, carry.as_ref().map(|m| (end - 1, m)))?;
         tracing::debug!(dir = %dir.display(), base_offset = end, "rolled segment");
         self.segments.push(segment);
+        self.snapshot_producers(dir)
+    }
+
+    /// Persists producer state as of the log end, so recovery replays only what follows.
+    fn snapshot_producers(&self, dir: &Path) -> Result<(), StorageError> {
+        let snapshot = self.producers.encode_snapshot(self.log_end());
+        checkpoint::write_bytes(dir, PRODUCERS_FILE, &snapshot)
+    }
+
+    /// Rebuilds producer state: the snapshot, then every later batch header in the log.
+    fn recover_producers(&mut self, dir: &Path) -> Result<(), StorageError> {
+        let snapshot = checkpoint::read_bytes(dir, PRODUCERS_FILE)?
+            .and_then(|bytes| ProducerStates::decode_snapshot(&bytes))
+            .filter(|(end, _)| *end <= self.log_end());
+        let (from, mut producers) = snapshot.unwrap_or_default();
+        let mut replayed = 0usize;
+        for segment in self.segments.iter().filter(|s| s.end_offset() > from) {
+            for header in segment.batch_headers()? {
+                if header.base_offset >= from {
+                    producers.record(&header, header.max_timestamp);
+                    replayed += 1;
+                }
+            }
+        }
+        if replayed > 0 || !producers.is_empty() {
+            tracing::info!(dir = %dir.display(), snapshot_end = from, batches_replayed = replayed, producers = producers.len(), "recovered producer state");
+        }
+        self.producers = producers;
         Ok(())
     }
 
@@ -217,6 +254,7 @@ impl Partition {
             log_start: 0,
             segments,
             config,
+            producers: ProducerStates::default(),
         };
         let first_base = state.segments[0].base();
         state.log_start = checkpointed_start
@@ -231,6 +269,7 @@ impl Partition {
                 }
             }
         }
+        state.recover_producers(dir)?;
         tracing::info!(
             dir = %dir.display(),
             log_start = state.log_start,
@@ -300,6 +339,19 @@ impl Partition {
             }
             .into());
         }
+        if let SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = st.producers.check(&header)?
+        {
+            return Ok(AppendResult {
+                base_offset,
+                last_offset,
+                log_append_time_ms: -1,
+                log_start_offset: st.log_start,
+                duplicate: true,
+            });
+        }
         let base_offset = st.log_end();
         let active = st.active();
         let len = batch.len() as u64;
@@ -333,11 +385,13 @@ impl Partition {
             }
             return Err(failure.error);
         }
+        st.producers.record(&header, now_ms);
         Ok(AppendResult {
             base_offset,
             last_offset: header.last_offset(),
             log_append_time_ms,
             log_start_offset: st.log_start,
+            duplicate: false,
         })
     }
 
@@ -505,6 +559,10 @@ impl Partition {
             self.dir_dirty.store(true, Ordering::Release);
             report.rolled = true;
         }
+        let expired_producers = st.producers.expire(now_ms, PRODUCER_IDLE_MS_MAX);
+        if expired_producers > 0 {
+            tracing::info!(dir = %self.dir.display(), producers = expired_producers, "expired idle producer ids");
+        }
         let closed: Vec<SegmentFacts> = st.segments[..st.segments.len() - 1]
             .iter()
             .map(|s| SegmentFacts {
@@ -551,6 +609,7 @@ impl Partition {
         let (end, base, size) = {
             let mut st = self.write_state();
             st.active_mut().close_time_index()?;
+            st.snapshot_producers(&self.dir)?;
             (st.log_end(), st.active().base(), st.active().size())
         };
         self.sync_round(&mut synced)?;

@@ -311,6 +311,11 @@ impl Segment {
         Ok(out)
     }
 
+    /// Every batch header in the segment, in order (for rebuilding producer state).
+    pub(crate) fn batch_headers(&self) -> Result<Vec<BatchHeader>, StorageError> {
+        Ok(self.scan(false)?.into_iter().map(|b| b.header).collect())
+    }
+
     /// Replaces both index files with entries derived from `batches`.
     fn rebuild_indexes(&mut self, batches: &[Scanned], interval: u32) -> Result<(), StorageError> {
         self.offset_index =

@@ -18,6 +18,7 @@ mod configs;
 mod delete_records;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod leader_epoch;
 mod list_offsets;
 mod metadata;
@@ -66,6 +67,9 @@ pub async fn handle(
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(broker, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, r))
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, r))

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use causeway_storage::{split_batches, AppendResult, BatchError, BatchHeader, StorageError};
+use causeway_storage::{
+    split_batches, AppendResult, BatchError, BatchHeader, SequenceError, StorageError,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
@@ -128,6 +130,9 @@ fn append_partition(
             .log
             .append(&mut batch, now, |previous| broker.stamp_local(previous))
             .map_err(|e| storage_error_code(&e))?;
+        if appended.duplicate {
+            tracing::debug!(topic = %topic.name, partition = index, base_offset = appended.base_offset, "duplicate batch from an idempotent producer");
+        }
         first.get_or_insert(appended);
         last = Some(appended);
     }
@@ -185,6 +190,12 @@ fn batch_error_code(error: &BatchError) -> i16 {
 fn storage_error_code(error: &StorageError) -> i16 {
     match error {
         StorageError::Batch(batch) => batch_error_code(batch),
+        StorageError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber.code()
+        }
+        StorageError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch.code()
+        }
         _ => ResponseError::KafkaStorageError.code(),
     }
 }

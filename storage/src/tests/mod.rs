@@ -2,6 +2,7 @@
 
 mod append_read;
 mod durability;
+mod producers;
 mod properties;
 mod recovery;
 mod retention;

@@ -1,0 +1,84 @@
+//! Producer ids for idempotent producers. Ids must never repeat, across restarts and across
+//! regions (a batch's producer id travels with it when regions replicate), so each id carries
+//! this region's id in its high bits and a counter reserved in blocks from the catalog below.
+
+use std::sync::Mutex;
+
+use causeway_storage::{Catalog, StorageError};
+
+/// Bits of the per-region counter; the region id sits above them (2^40 ids per region, region
+/// ids below 2^23 keep every id positive).
+const COUNTER_BITS: u32 = 40;
+
+/// Counters reserved per catalog write.
+const BLOCK: u64 = 1_000;
+
+/// Hands out producer ids.
+pub struct ProducerIds {
+    region_id: u32,
+    /// Next counter to hand out and the end of the reserved block.
+    reserved: Mutex<(u64, u64)>,
+}
+
+impl ProducerIds {
+    /// Ids for region `region_id`; nothing is reserved until the first request.
+    pub fn new(region_id: u32) -> ProducerIds {
+        ProducerIds {
+            region_id,
+            reserved: Mutex::new((0, 0)),
+        }
+    }
+
+    /// A producer id never handed out before by any region.
+    pub fn next(&self, catalog: &Catalog) -> Result<i64, StorageError> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        if reserved.0 == reserved.1 {
+            let first = catalog.reserve_producer_ids(BLOCK)?;
+            *reserved = (first, first + BLOCK);
+        }
+        let counter = reserved.0;
+        reserved.0 += 1;
+        compose(self.region_id, counter)
+            .ok_or_else(|| StorageError::Db("producer id space of this region exhausted".into()))
+    }
+}
+
+/// The id for `counter` in `region_id`, if it fits.
+fn compose(region_id: u32, counter: u64) -> Option<i64> {
+    if counter >= 1 << COUNTER_BITS || region_id >= 1 << (63 - COUNTER_BITS) {
+        return None;
+    }
+    i64::try_from((u64::from(region_id) << COUNTER_BITS) | counter).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_of_different_regions_never_collide() {
+        assert_ne!(compose(1, 5), compose(2, 5));
+        assert_eq!(compose(1, 0), Some(1 << COUNTER_BITS));
+    }
+
+    #[test]
+    fn ids_outside_the_space_are_refused() {
+        assert_eq!(compose(1, 1 << COUNTER_BITS), None);
+        assert_eq!(compose(1 << 23, 0), None);
+    }
+
+    #[test]
+    fn ids_are_unique_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = {
+            let catalog = Catalog::open(dir.path()).expect("open");
+            ProducerIds::new(1).next(&catalog).expect("id")
+        };
+        let catalog = Catalog::open(dir.path()).expect("reopen");
+        let ids = ProducerIds::new(1);
+        let second = ids.next(&catalog).expect("id");
+        let third = ids.next(&catalog).expect("id");
+        assert!(second > first);
+        assert_eq!(third, second + 1);
+    }
+}

@@ -1,0 +1,415 @@
+//! Idempotent-producer state of one partition: for each producer id, its epoch and its last
+//! five batches' sequence ranges and offsets. It decides whether a batch is new (append), a
+//! retry of one already appended (answer with the original offsets, append nothing), out of
+//! order, or from a fenced epoch. Pure: no I/O; the partition feeds it batch headers and
+//! persists its snapshot.
+//!
+//! ## Rules (Kafka's)
+//! - `producerId < 0`: not idempotent, always appended.
+//! - An epoch older than the producer's current one: `InvalidEpoch`.
+//! - A newer epoch starts over: its first batch must have sequence 0.
+//! - Same epoch: a batch whose sequence range equals one of the last five is a duplicate;
+//!   otherwise its first sequence must follow the last appended one (wrapping after
+//!   `i32::MAX` to 0), else `OutOfOrder`.
+//! - An unknown producer is accepted at any sequence (its state may have expired), as Kafka does
+//!   since KIP-360.
+//!
+//! ## Snapshot format (`producers.snapshot`, version 1)
+//! JSON `{"version":1,"end_offset":N,"producers":[{"producer_id":..,"epoch":..,
+//! "last_write_ms":..,"batches":[{"first_seq":..,"last_seq":..,"base_offset":..,
+//! "last_offset":..}]}]}`: the state after every batch below `end_offset`. Written atomically at
+//! segment roll and clean shutdown; on open the batches from `end_offset` to the log end are
+//! replayed from their headers, so a crash loses nothing.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::BatchHeader;
+
+/// How many recent batches per producer are remembered for deduplication (Kafka's
+/// `max.in.flight.requests.per.connection` limit for idempotence).
+pub const BATCHES_REMEMBERED: usize = 5;
+
+/// Version of the snapshot format.
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// One remembered batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RememberedBatch {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+    last_offset: i64,
+}
+
+/// What is known of one producer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ProducerEntry {
+    producer_id: i64,
+    epoch: i16,
+    last_write_ms: i64,
+    batches: VecDeque<RememberedBatch>,
+}
+
+/// Whether a batch should be appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// New data: append it.
+    Append,
+    /// A retry of a batch already in the log at these offsets: append nothing.
+    Duplicate {
+        /// Offset of its first record.
+        base_offset: i64,
+        /// Offset of its last record.
+        last_offset: i64,
+    },
+}
+
+/// Why an idempotent batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    /// The batch does not follow the producer's last one.
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrder {
+        /// The producer.
+        producer_id: i64,
+        /// The next sequence we expected.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// The producer was superseded by a newer epoch.
+    #[error("producer {producer_id}: epoch {got} is older than the current {current}")]
+    InvalidEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The current epoch.
+        current: i16,
+        /// The batch's epoch.
+        got: i16,
+    },
+}
+
+/// All producers' state for one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStates {
+    entries: HashMap<i64, ProducerEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    end_offset: i64,
+    producers: Vec<ProducerEntry>,
+}
+
+/// The sequence after `seq`, wrapping as Kafka does.
+fn next_sequence(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+/// The sequence of a batch's last record.
+fn last_sequence(header: &BatchHeader) -> i32 {
+    let last = i64::from(header.base_sequence) + i64::from(header.last_offset_delta);
+    if last > i64::from(i32::MAX) {
+        (last - i64::from(i32::MAX) - 1) as i32
+    } else {
+        last as i32
+    }
+}
+
+impl ProducerStates {
+    /// Decides what to do with a batch (whose offsets are not assigned yet).
+    pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
+        if header.producer_id < 0 {
+            return Ok(SequenceCheck::Append);
+        }
+        let Some(entry) = self.entries.get(&header.producer_id) else {
+            return Ok(SequenceCheck::Append);
+        };
+        let producer_id = header.producer_id;
+        if header.producer_epoch < entry.epoch {
+            return Err(SequenceError::InvalidEpoch {
+                producer_id,
+                current: entry.epoch,
+                got: header.producer_epoch,
+            });
+        }
+        if header.producer_epoch > entry.epoch {
+            return if header.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder {
+                    producer_id,
+                    expected: 0,
+                    got: header.base_sequence,
+                })
+            };
+        }
+        let last_seq = last_sequence(header);
+        if let Some(batch) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == header.base_sequence && b.last_seq == last_seq)
+        {
+            return Ok(SequenceCheck::Duplicate {
+                base_offset: batch.base_offset,
+                last_offset: batch.last_offset,
+            });
+        }
+        let expected = entry
+            .batches
+            .back()
+            .map_or(header.base_sequence, |b| next_sequence(b.last_seq));
+        if header.base_sequence == expected {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(SequenceError::OutOfOrder {
+                producer_id,
+                expected,
+                got: header.base_sequence,
+            })
+        }
+    }
+
+    /// Records an appended batch (offsets assigned).
+    pub fn record(&mut self, header: &BatchHeader, now_ms: i64) {
+        if header.producer_id < 0 {
+            return;
+        }
+        let entry = self
+            .entries
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+                last_write_ms: now_ms,
+                batches: VecDeque::new(),
+            });
+        if header.producer_epoch != entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_write_ms = now_ms;
+        if entry.batches.len() == BATCHES_REMEMBERED {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(RememberedBatch {
+            first_seq: header.base_sequence,
+            last_seq: last_sequence(header),
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        });
+    }
+
+    /// Forgets producers idle for `idle_ms_max` or longer; returns how many.
+    pub fn expire(&mut self, now_ms: i64, idle_ms_max: i64) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| now_ms.saturating_sub(e.last_write_ms) < idle_ms_max);
+        before - self.entries.len()
+    }
+
+    /// Number of producers known.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no producer is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The snapshot bytes of this state, valid for the log below `end_offset`.
+    pub fn encode_snapshot(&self, end_offset: i64) -> Vec<u8> {
+        let mut producers: Vec<ProducerEntry> = self.entries.values().cloned().collect();
+        producers.sort_by_key(|p| p.producer_id);
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            end_offset,
+            producers,
+        };
+        serde_json::to_vec(&snapshot).unwrap_or_default()
+    }
+
+    /// Parses a snapshot; `None` if it is torn, from another version, or malformed (the caller
+    /// then rebuilds from the log).
+    pub fn decode_snapshot(bytes: &[u8]) -> Option<(i64, ProducerStates)> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes).ok()?;
+        if snapshot.version != SNAPSHOT_VERSION {
+            return None;
+        }
+        let entries = snapshot
+            .producers
+            .into_iter()
+            .map(|p| (p.producer_id, p))
+            .collect();
+        Some((snapshot.end_offset, ProducerStates { entries }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        records: i32,
+        base_offset: i64,
+    ) -> BatchHeader {
+        BatchHeader {
+            base_offset,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: first_seq,
+            records_count: records,
+        }
+    }
+
+    fn append(states: &mut ProducerStates, h: BatchHeader) -> Result<SequenceCheck, SequenceError> {
+        let check = states.check(&h)?;
+        if check == SequenceCheck::Append {
+            states.record(&h, 0);
+        }
+        Ok(check)
+    }
+
+    #[test]
+    fn in_order_batches_are_appended() {
+        let mut s = ProducerStates::default();
+        assert_eq!(
+            append(&mut s, header(7, 0, 0, 3, 0)),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(
+            append(&mut s, header(7, 0, 3, 2, 3)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn a_retried_batch_gets_its_original_offsets_back() {
+        let mut s = ProducerStates::default();
+        append(&mut s, header(7, 0, 0, 3, 10)).expect("first");
+        append(&mut s, header(7, 0, 3, 3, 13)).expect("second");
+        assert_eq!(
+            s.check(&header(7, 0, 0, 3, -1)),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 10,
+                last_offset: 12
+            })
+        );
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut s = ProducerStates::default();
+        for i in 0..6 {
+            append(&mut s, header(7, 0, i, 1, i64::from(i))).expect("append");
+        }
+        assert!(matches!(
+            s.check(&header(7, 0, 0, 1, -1)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            s.check(&header(7, 0, 1, 1, -1)),
+            Ok(SequenceCheck::Duplicate { base_offset: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_gap_is_out_of_order() {
+        let mut s = ProducerStates::default();
+        append(&mut s, header(7, 0, 0, 1, 0)).expect("append");
+        assert_eq!(
+            s.check(&header(7, 0, 2, 1, -1)),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 7,
+                expected: 1,
+                got: 2
+            })
+        );
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced_and_a_newer_one_restarts_at_zero() {
+        let mut s = ProducerStates::default();
+        append(&mut s, header(7, 1, 0, 1, 0)).expect("append");
+        assert!(matches!(
+            s.check(&header(7, 0, 1, 1, -1)),
+            Err(SequenceError::InvalidEpoch {
+                current: 1,
+                got: 0,
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.check(&header(7, 2, 5, 1, -1)),
+            Err(SequenceError::OutOfOrder { expected: 0, .. })
+        ));
+        assert_eq!(
+            append(&mut s, header(7, 2, 0, 1, 1)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn sequences_wrap_after_i32_max() {
+        let mut s = ProducerStates::default();
+        append(&mut s, header(7, 0, i32::MAX - 1, 2, 0)).expect("append");
+        assert_eq!(s.check(&header(7, 0, 0, 1, -1)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn producers_never_affect_each_other() {
+        let mut s = ProducerStates::default();
+        append(&mut s, header(7, 0, 0, 1, 0)).expect("append");
+        assert!(s.check(&header(7, 0, 9, 1, -1)).is_err());
+        assert_eq!(
+            append(&mut s, header(8, 0, 0, 1, 1)),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(
+            append(&mut s, header(7, 0, 1, 1, 2)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_garbage() {
+        let mut s = ProducerStates::default();
+        append(&mut s, header(7, 3, 0, 4, 0)).expect("append");
+        append(&mut s, header(9, 0, 0, 1, 4)).expect("append");
+        let bytes = s.encode_snapshot(5);
+        assert_eq!(ProducerStates::decode_snapshot(&bytes), Some((5, s)));
+        assert_eq!(
+            ProducerStates::decode_snapshot(&bytes[..bytes.len() / 2]),
+            None
+        );
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut s = ProducerStates::default();
+        let h = header(7, 0, 0, 1, 0);
+        s.record(&h, 1_000);
+        assert_eq!(s.expire(2_000, 5_000), 0);
+        assert_eq!(s.expire(10_000, 5_000), 1);
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,111 @@
+use super::*;
+use crate::batch::test_batch;
+use crate::{SequenceError, StorageError};
+
+/// A batch from an idempotent producer: id, epoch and first sequence set, CRC recomputed.
+fn idempotent_batch(count: i32, producer_id: i64, epoch: i16, first_seq: i32) -> Vec<u8> {
+    let mut b = test_batch(count, 1_000, 10);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&first_seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn append_idempotent(
+    p: &Partition,
+    count: i32,
+    producer_id: i64,
+    epoch: i16,
+    first_seq: i32,
+) -> Result<AppendResult, StorageError> {
+    let mut b = idempotent_batch(count, producer_id, epoch, first_seq);
+    p.append(&mut b, 1_000, |prev| {
+        meta(prev.map_or(1, |m| m.origin_seq + 1))
+    })
+}
+
+#[test]
+fn retried_batch_is_not_appended_twice_and_gets_its_offsets_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), small_config());
+    let first = append_idempotent(&p, 3, 42, 0, 0).unwrap();
+    append_idempotent(&p, 2, 42, 0, 3).unwrap();
+    let retry = append_idempotent(&p, 3, 42, 0, 0).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (first.base_offset, 2)
+    );
+    assert_eq!(p.log_end_offset(), 5);
+}
+
+#[test]
+fn sequence_gap_and_fenced_epoch_are_refused_without_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), small_config());
+    append_idempotent(&p, 1, 42, 1, 0).unwrap();
+    assert!(matches!(
+        append_idempotent(&p, 1, 42, 1, 5),
+        Err(StorageError::Sequence(SequenceError::OutOfOrder {
+            expected: 1,
+            got: 5,
+            ..
+        }))
+    ));
+    assert!(matches!(
+        append_idempotent(&p, 1, 42, 0, 1),
+        Err(StorageError::Sequence(SequenceError::InvalidEpoch { .. }))
+    ));
+    assert_eq!(p.log_end_offset(), 1);
+}
+
+#[test]
+fn deduplication_survives_clean_reopen_crash_reopen_and_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let p = open(dir.path(), small_config());
+        for seq in 0..20 {
+            append_idempotent(&p, 1, 7, 0, seq).unwrap();
+        }
+        p.close().unwrap();
+    }
+    {
+        let p = open(dir.path(), small_config());
+        assert!(p.segment_count() > 1, "the small config should have rolled");
+        assert!(append_idempotent(&p, 1, 7, 0, 19).unwrap().duplicate);
+        append_idempotent(&p, 1, 7, 0, 20).unwrap();
+        // dropped without close: a crash
+    }
+    let p = open(dir.path(), small_config());
+    let retry = append_idempotent(&p, 1, 7, 0, 20).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, 20);
+    assert!(matches!(
+        append_idempotent(&p, 1, 7, 0, 25),
+        Err(StorageError::Sequence(SequenceError::OutOfOrder {
+            expected: 21,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn a_torn_snapshot_is_ignored_and_state_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let p = open(dir.path(), small_config());
+        for seq in 0..3 {
+            append_idempotent(&p, 1, 7, 0, seq).unwrap();
+        }
+        p.close().unwrap();
+    }
+    std::fs::write(
+        dir.path().join("producers.snapshot"),
+        b"{\"version\":1,\"end_",
+    )
+    .unwrap();
+    let p = open(dir.path(), small_config());
+    assert!(append_idempotent(&p, 1, 7, 0, 2).unwrap().duplicate);
+}
