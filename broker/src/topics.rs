@@ -160,6 +160,18 @@ impl Topics {
             );
             topics.by_name.insert(topic.name.clone(), topic);
         }
+        let partitions: Vec<_> = topics.by_name.iter().flat_map(|t| t.partitions()).collect();
+        let recovered = partitions
+            .iter()
+            .filter(|p| !p.log.opened_cleanly())
+            .count();
+        tracing::info!(
+            partitions = partitions.len(),
+            recovered,
+            "opened {} partitions, {recovered} needed a recovery scan",
+            partitions.len()
+        );
+        crate::metrics::storage_partitions_recovered(recovered);
         Ok(topics)
     }
 

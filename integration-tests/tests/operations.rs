@@ -1,0 +1,777 @@
+//! Operations: what an operator scrapes, probes, signals and types. Prometheus text at
+//! `/metrics` (checked with a parser, not string matching), health probes, SIGTERM under load,
+//! the `causeway topic` CLI against a live broker, the three-region `docker/run-local.sh`, and the
+//! Grafana dashboard's queries against a live `/metrics`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use causeway_integration_tests::{
+    block_on, broker_binary, ensure_eq, free_port, http_get, payload_str, produce_values,
+    read_partition, read_to_end, topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess,
+};
+use prometheus_parse::{LineInfo, Scrape, Value};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Offset;
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus scraping
+// ---------------------------------------------------------------------------------------------
+
+/// One scrape of `/metrics`: every sample line's metric name, and the value of each counter,
+/// gauge or untyped sample by (name, sorted labels).
+struct Metrics {
+    names: BTreeSet<String>,
+    values: BTreeMap<(String, Vec<(String, String)>), f64>,
+}
+
+impl Metrics {
+    /// The value of `name` with exactly these labels (0 when the series does not exist yet:
+    /// counters appear on their first increment).
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut key: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        key.sort();
+        self.values
+            .get(&(name.to_string(), key))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Whether `name` has any series.
+    fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+}
+
+/// Parses Prometheus text format. Every non-empty line must be a comment, a HELP/TYPE line or a
+/// sample the parser accepts with a numeric value; anything else fails the scrape.
+fn parse_metrics(body: &str) -> Result<Metrics> {
+    let mut names = BTreeSet::new();
+    for (number, line) in body.lines().enumerate() {
+        match LineInfo::parse(line) {
+            LineInfo::Empty | LineInfo::Doc { .. } | LineInfo::Type { .. } => {}
+            LineInfo::Sample {
+                metric_name, value, ..
+            } => {
+                let numeric =
+                    matches!(value, "+Inf" | "-Inf" | "NaN") || value.parse::<f64>().is_ok();
+                if !numeric {
+                    bail!(
+                        "line {}: value {value:?} is not a number: {line:?}",
+                        number + 1
+                    );
+                }
+                names.insert(metric_name.to_string());
+            }
+            LineInfo::Ignored => {
+                if !line.trim_start().starts_with('#') {
+                    bail!(
+                        "line {} is not Prometheus text format: {line:?}",
+                        number + 1
+                    );
+                }
+            }
+        }
+    }
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .context("prometheus-parse rejected /metrics")?;
+    let mut values = BTreeMap::new();
+    for sample in scrape.samples {
+        let value = match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            Value::Histogram(_) | Value::Summary(_) => continue,
+        };
+        let mut labels: Vec<(String, String)> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.sort();
+        values.insert((sample.metric, labels), value);
+    }
+    Ok(Metrics { names, values })
+}
+
+fn scrape(broker: &BrokerProcess) -> Result<Metrics> {
+    let (code, body) = http_get(broker.http_addr(), "/metrics")?;
+    ensure_eq!(code, 200, "GET /metrics");
+    parse_metrics(&body)
+}
+
+/// Produces `values` to partition 0 and reads them back (a produce and a fetch).
+fn produce_and_fetch(broker: &BrokerProcess, topic: &str, values: &[&str]) -> Result<()> {
+    let offsets = produce_values(&broker.producer(), topic, 0, values)?;
+    let first = offsets.first().copied().unwrap_or(0);
+    let messages = read_partition(
+        &broker.bootstrap(),
+        topic,
+        0,
+        Offset::Offset(first),
+        values.len(),
+    )?;
+    let read: Vec<String> = messages.iter().map(payload_str).collect();
+    ensure_eq!(read, values.to_vec());
+    Ok(())
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_counters_move_after_produce_and_fetch() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("metrics");
+        let before = scrape(broker)?;
+        let produce = [("api", "produce")];
+        let by_topic = [("topic", topic.as_str())];
+        ensure_eq!(
+            before.value("causeway_produce_records_total", &by_topic),
+            0.0
+        );
+
+        produce_and_fetch(broker, &topic, &["one", "two", "three"])?;
+        let after = scrape(broker)?;
+
+        let requests = after.value("causeway_requests_total", &produce)
+            - before.value("causeway_requests_total", &produce);
+        if requests < 1.0 {
+            bail!("causeway_requests_total{{api=\"produce\"}} did not move: +{requests}");
+        }
+        ensure_eq!(
+            after.value("causeway_produce_records_total", &by_topic),
+            3.0,
+            "records produced to {topic}"
+        );
+        if after.value("causeway_produce_bytes_total", &by_topic) <= 0.0 {
+            bail!("causeway_produce_bytes_total{{topic={topic:?}}} did not move");
+        }
+        if after.value("causeway_fetch_bytes_total", &by_topic) <= 0.0 {
+            bail!("causeway_fetch_bytes_total{{topic={topic:?}}} did not move");
+        }
+        let fetches = after.value("causeway_requests_total", &[("api", "fetch")]);
+        if fetches < 1.0 {
+            bail!("causeway_requests_total{{api=\"fetch\"}} is {fetches}");
+        }
+        // The latency histogram has its three series, and counted the produce requests.
+        for suffix in ["_bucket", "_sum", "_count"] {
+            let name = format!("causeway_request_duration_seconds{suffix}");
+            if !after.has(&name) {
+                bail!("{name} is missing from /metrics");
+            }
+        }
+        if after.value("causeway_request_duration_seconds_count", &produce) < requests {
+            bail!("the produce latency histogram counted fewer requests than the counter");
+        }
+        let end = after.value(
+            "causeway_partition_log_end_offset",
+            &[("topic", topic.as_str()), ("partition", "0")],
+        );
+        ensure_eq!(end, 3.0, "causeway_partition_log_end_offset");
+        if after.value("causeway_connections_total", &[]) < 1.0 {
+            bail!("causeway_connections_total did not count the clients");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn readyz_and_healthz_answer_200_once_started_and_a_fresh_start_recovers_nothing() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let (code, body) = http_get(broker.http_addr(), "/healthz")?;
+        ensure_eq!(code, 200, "/healthz");
+        ensure_eq!(body.trim(), "ok");
+        let (code, body) = http_get(broker.http_addr(), "/readyz")?;
+        ensure_eq!(code, 200, "/readyz");
+        ensure_eq!(body.trim(), "ready");
+        let metrics = scrape(broker)?;
+        if !metrics.has("causeway_storage_partitions_recovered") {
+            bail!("causeway_storage_partitions_recovered is not exported");
+        }
+        ensure_eq!(
+            metrics.value("causeway_storage_partitions_recovered", &[]),
+            0.0
+        );
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM under load
+// ---------------------------------------------------------------------------------------------
+
+/// Acknowledged (payload, offset) pairs.
+type Acked = Arc<Mutex<Vec<(String, i64)>>>;
+
+/// Produces to partition 0 with acks=all, 64 records in flight, until `stop`; records every
+/// acknowledged record. Failed deliveries (the broker went away) are only counted.
+fn acks_all_load(
+    bootstrap: String,
+    topic: String,
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+    acked_count: Arc<AtomicUsize>,
+) -> Result<u64> {
+    let producer: FutureProducer = causeway_integration_tests::producer_config(&bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.send.max.retries", "0")
+        .set("message.timeout.ms", "3000")
+        .set("socket.timeout.ms", "3000")
+        .create()?;
+    block_on(async {
+        let mut in_flight = VecDeque::new();
+        let mut sent = 0u64;
+        let record = |result: rdkafka::producer::future_producer::OwnedDeliveryResult,
+                      payload: String| {
+            if let Ok(delivery) = result {
+                if let Ok(mut acked) = acked.lock() {
+                    acked.push((payload, delivery.offset));
+                }
+                acked_count.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let payload = format!("load-{sent:08}");
+            let message: FutureRecord<'_, (), str> = FutureRecord::to(&topic)
+                .payload(payload.as_str())
+                .partition(0);
+            match producer.send_result(message) {
+                Ok(future) => {
+                    in_flight.push_back((payload, future));
+                    sent += 1;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+            if in_flight.len() >= 64 {
+                if let Some((payload, future)) = in_flight.pop_front() {
+                    if let Ok(result) = future.await {
+                        record(result, payload);
+                    }
+                }
+            }
+        }
+        while let Some((payload, future)) = in_flight.pop_front() {
+            if let Ok(result) = future.await {
+                record(result, payload);
+            }
+        }
+        Ok(sent)
+    })
+}
+
+/// The last "opened N partitions, M needed a recovery scan" line's M.
+fn last_recovery_count(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("needed a recovery scan"))
+        .and_then(|l| l.split(" needed a recovery scan").next())
+        .and_then(|head| head.rsplit(", ").next())
+        .and_then(|n| n.trim().parse().ok())
+}
+
+#[test]
+fn sigterm_during_acks_all_load_exits_0_keeps_every_acknowledged_record_and_restarts_clean() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("sigterm-load");
+        produce_values(&broker.producer(), &topic, 0, &["first"])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::new(Mutex::new(vec![("first".to_string(), 0)]));
+        let acked_count = Arc::new(AtomicUsize::new(0));
+        let load = {
+            let (b, t, s, a, c) = (
+                broker.bootstrap(),
+                topic.clone(),
+                stop.clone(),
+                acked.clone(),
+                acked_count.clone(),
+            );
+            std::thread::spawn(move || acks_all_load(b, t, s, a, c))
+        };
+        let loaded = wait_until(Duration::from_secs(30), || {
+            acked_count.load(Ordering::SeqCst) >= 1_000
+        });
+        let status = broker.terminate();
+        stop.store(true, Ordering::SeqCst);
+        let sent = load
+            .join()
+            .map_err(|_| anyhow!("the producer thread panicked"))??;
+        let status = status?;
+        if !loaded {
+            bail!(
+                "only {} records acknowledged within 30 s",
+                acked_count.load(Ordering::SeqCst)
+            );
+        }
+        ensure_eq!(status.code(), Some(0), "exit code after SIGTERM under load");
+        if !broker.stderr().contains("shutdown complete") {
+            bail!("the broker did not log \"shutdown complete\"");
+        }
+
+        broker.restart()?;
+        ensure_eq!(
+            last_recovery_count(&broker.stderr()),
+            Some(0),
+            "the start after SIGTERM reports partitions that needed a recovery scan"
+        );
+        ensure_eq!(
+            scrape(broker)?.value("causeway_storage_partitions_recovered", &[]),
+            0.0,
+            "causeway_storage_partitions_recovered after a clean shutdown"
+        );
+        let log = read_to_end(&broker.bootstrap(), &topic, 0, Offset::Beginning)?;
+        let acked = acked
+            .lock()
+            .map_err(|_| anyhow!("acked list poisoned"))?
+            .clone();
+        for (payload, offset) in &acked {
+            let stored = usize::try_from(*offset)
+                .ok()
+                .and_then(|i| log.get(i))
+                .map(payload_str);
+            if stored.as_deref() != Some(payload.as_str()) {
+                bail!(
+                    "acknowledged {payload} at offset {offset} lost: the log holds {stored:?} \
+                     ({} records after restart, {sent} sent, {} acknowledged)",
+                    log.len(),
+                    acked.len()
+                );
+            }
+        }
+        eprintln!(
+            "SIGTERM under load: {sent} sent, {} acknowledged, {} in the log after restart",
+            acked.len(),
+            log.len()
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn kill_9_makes_the_next_start_report_a_recovery_scan() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("kill9-scan");
+        produce_values(&broker.producer(), &topic, 0, &["a", "b"])?;
+        broker.kill9();
+        broker.restart()?;
+        ensure_eq!(last_recovery_count(&broker.stderr()), Some(1));
+        ensure_eq!(
+            scrape(broker)?.value("causeway_storage_partitions_recovered", &[]),
+            1.0
+        );
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `causeway ARGS` with a 60 s limit.
+fn causeway(args: &[&str]) -> Result<Output> {
+    let mut child = Command::new(broker_binary()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn causeway")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("causeway {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// Runs `causeway topic -b BOOTSTRAP ARGS`; checks the exit code; returns (stdout, stderr).
+fn topic_cli(bootstrap: &str, args: &[&str], expected_code: i32) -> Result<(String, String)> {
+    let mut all = vec!["topic", "-b", bootstrap];
+    all.extend_from_slice(args);
+    let output = causeway(&all)?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.code() != Some(expected_code) {
+        bail!(
+            "causeway {all:?} exited with {} instead of {expected_code}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        );
+    }
+    Ok((stdout, stderr))
+}
+
+fn expect_contains(text: &str, needle: &str, what: &str) -> Result<()> {
+    if !text.contains(needle) {
+        bail!("{what} lacks {needle:?}:\n{text}");
+    }
+    Ok(())
+}
+
+/// The `describe` line of config `name`: (value, source).
+fn described_config(describe: &str, name: &str) -> Option<(String, String)> {
+    describe.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [n, value, source] if *n == name => Some((value.to_string(), source.to_string())),
+            _ => None,
+        }
+    })
+}
+
+#[test]
+fn topic_cli_commands_work_against_a_running_broker_with_exit_codes_0_1_2() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let b = broker.bootstrap();
+        let topic = topic_name("cli");
+
+        // create: 0, then 1 for a duplicate.
+        let (out, _) = topic_cli(
+            &b,
+            &["create", &topic, "-p", "3", "-c", "retention.ms=3600000"],
+            0,
+        )?;
+        expect_contains(
+            &out,
+            &format!("created topic {topic} with 3 partitions"),
+            "create",
+        )?;
+        let (_, err) = topic_cli(&b, &["create", &topic], 1)?;
+        expect_contains(&err, "TopicAlreadyExists", "duplicate create")?;
+        let (_, err) = topic_cli(&b, &["create", "bad/name"], 1)?;
+        expect_contains(&err, "error:", "invalid name")?;
+
+        // list: the topic with its partition count.
+        let (out, _) = topic_cli(&b, &["list"], 0)?;
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(topic.as_str()))
+            .with_context(|| format!("list does not show {topic}:\n{out}"))?;
+        ensure_eq!(row.split_whitespace().nth(1), Some("3"), "list row {row:?}");
+
+        // describe: partitions, offsets after a produce, configs with their source.
+        produce_values(&broker.producer(), &topic, 0, &["a", "b"])?;
+        let (out, _) = topic_cli(&b, &["describe", &topic], 0)?;
+        expect_contains(&out, "partitions 3", "describe")?;
+        let partition0: Vec<&str> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() == 4 && f[0] == "0")
+            .with_context(|| format!("describe has no partition 0 row:\n{out}"))?;
+        ensure_eq!(
+            partition0,
+            vec!["0", "0", "2", "2"],
+            "partition 0: start, end, records"
+        );
+        ensure_eq!(
+            described_config(&out, "retention.ms"),
+            Some(("3600000".to_string(), "topic".to_string()))
+        );
+        ensure_eq!(
+            described_config(&out, "segment.bytes"),
+            Some(("1073741824".to_string(), "default".to_string()))
+        );
+        let (_, err) = topic_cli(&b, &["describe", "no-such-topic"], 1)?;
+        expect_contains(&err, "no-such-topic", "describe of a missing topic")?;
+
+        // alter-config: set, delete back to the default, refuse bad values and no-ops.
+        let (out, _) = topic_cli(
+            &b,
+            &["alter-config", &topic, "--set", "retention.ms=7200000"],
+            0,
+        )?;
+        expect_contains(&out, &format!("altered configs of {topic}"), "alter-config")?;
+        let (out, _) = topic_cli(&b, &["describe", &topic], 0)?;
+        ensure_eq!(
+            described_config(&out, "retention.ms"),
+            Some(("7200000".to_string(), "topic".to_string()))
+        );
+        topic_cli(&b, &["alter-config", &topic, "--delete", "retention.ms"], 0)?;
+        let (out, _) = topic_cli(&b, &["describe", &topic], 0)?;
+        ensure_eq!(
+            described_config(&out, "retention.ms"),
+            Some(("604800000".to_string(), "default".to_string()))
+        );
+        let (_, err) = topic_cli(
+            &b,
+            &["alter-config", &topic, "--set", "retention.ms=soon"],
+            1,
+        )?;
+        expect_contains(&err, "InvalidConfig", "invalid config value")?;
+        let (_, err) = topic_cli(&b, &["alter-config", &topic], 1)?;
+        expect_contains(&err, "nothing to change", "alter-config without changes")?;
+
+        // delete: 0, gone from list, 1 the second time.
+        let (out, _) = topic_cli(&b, &["delete", &topic], 0)?;
+        expect_contains(&out, &format!("deleted topic {topic}"), "delete")?;
+        let (out, _) = topic_cli(&b, &["list"], 0)?;
+        if out
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(topic.as_str()))
+        {
+            bail!("list still shows {topic} after delete:\n{out}");
+        }
+        let (_, err) = topic_cli(&b, &["delete", &topic], 1)?;
+        expect_contains(&err, "UnknownTopicOrPartition", "second delete")?;
+
+        // Usage errors exit 2 without contacting anybody.
+        topic_cli(&b, &["create"], 2)?;
+        topic_cli(&b, &["frobnicate"], 2)?;
+        topic_cli(&b, &["create", "x", "-c", "no-equals-sign"], 2)?;
+        topic_cli(&b, &["delete"], 2)?;
+        // --help on every command exits 0.
+        for command in ["create", "list", "describe", "delete", "alter-config"] {
+            let (out, _) = topic_cli(&b, &[command, "--help"], 0)?;
+            expect_contains(&out, "Usage:", &format!("topic {command} --help"))?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn topic_cli_exits_1_with_a_clear_message_when_no_broker_listens() -> Result<()> {
+    let nobody = format!("127.0.0.1:{}", free_port()?);
+    let (_, err) = topic_cli(&nobody, &["list"], 1)?;
+    expect_contains(
+        &err,
+        &format!("connecting to {nobody}"),
+        "unreachable broker",
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// docker/: the three-region script and the Grafana dashboard
+// ---------------------------------------------------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Every PromQL expression in a Grafana dashboard (`targets[].expr` of every panel, nested rows
+/// included).
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
+    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(targets)) = map.get("targets") {
+                    for target in targets {
+                        if let Some(expr) = target.get("expr").and_then(|e| e.as_str()) {
+                            out.push(expr.to_string());
+                        }
+                    }
+                }
+                for (key, child) in map {
+                    if key != "targets" {
+                        walk(child, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(dashboard, &mut out);
+    out
+}
+
+/// The metric names a PromQL expression selects: identifiers starting with `causeway_`.
+fn metric_names_in(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("causeway_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn grafana_dashboard_is_valid_json_whose_queries_name_only_exported_metrics() {
+    let path = repo_root().join("docker/grafana/causeway.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let dashboard: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let panels = dashboard
+        .get("panels")
+        .and_then(|p| p.as_array())
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert!(panels >= 6, "the dashboard has {panels} panels");
+    let queries = dashboard_queries(&dashboard);
+    assert!(!queries.is_empty(), "the dashboard has no queries");
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("grafana");
+        produce_and_fetch(broker, &topic, &["x", "y"])?;
+        // Series that appear on their first event: a request error (a fetch past the end, which
+        // the consumer answers by resetting to the earliest offset) and a connection closed for
+        // bad input (a negative frame length).
+        read_partition(&broker.bootstrap(), &topic, 0, Offset::Offset(1_000), 2)?;
+        let mut raw = broker.raw()?;
+        raw.write_all(&[0xff, 0xff, 0xff, 0xff])?;
+        if !raw.closed_within(Duration::from_secs(10)) {
+            bail!("a negative frame length did not close the connection");
+        }
+        let exported = scrape(broker)?;
+        for query in &queries {
+            let names = metric_names_in(query);
+            if names.is_empty() {
+                bail!("query {query:?} names no causeway_ metric");
+            }
+            for name in names {
+                if !exported.has(&name) {
+                    bail!("query {query:?} names {name}, which /metrics does not export");
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Stops the processes `run-local.sh` started, from the pid files it wrote.
+struct LocalRegions {
+    dir: PathBuf,
+}
+
+impl LocalRegions {
+    fn pids(&self) -> Vec<u32> {
+        ["eu", "us", "ap"]
+            .iter()
+            .filter_map(|r| std::fs::read_to_string(self.dir.join(format!("{r}.pid"))).ok())
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for LocalRegions {
+    fn drop(&mut self) {
+        for pid in self.pids().into_iter().filter(|pid| running(*pid)) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie (a process whose parent exited is reaped by
+/// whatever runs as pid 1, which in a container may never happen).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -> Result<()> {
+    let binary = broker_binary()?;
+    let dir = tempfile::Builder::new()
+        .prefix("causeway-run-local-")
+        .tempdir()?;
+    let script = repo_root().join("docker/run-local.sh");
+    let mut ports = BTreeMap::new();
+    for region in ["EU", "US", "AP"] {
+        ports.insert(format!("CAUSEWAY_{region}_KAFKA_PORT"), free_port()?);
+        ports.insert(format!("CAUSEWAY_{region}_HTTP_PORT"), free_port()?);
+    }
+    let regions = LocalRegions {
+        dir: dir.path().to_path_buf(),
+    };
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .arg(dir.path())
+        .env("CAUSEWAY_BIN", &binary)
+        .envs(ports.iter().map(|(k, v)| (k, v.to_string())))
+        .stdin(Stdio::null())
+        .output()
+        .context("running docker/run-local.sh start")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "run-local.sh start failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    expect_contains(
+        &stdout,
+        "run-local.sh stop",
+        "the start message (how to stop)",
+    )?;
+    ensure_eq!(regions.pids().len(), 3, "pid files");
+    let mut targets = Vec::new();
+    for region in ["EU", "US", "AP"] {
+        let http = ports[&format!("CAUSEWAY_{region}_HTTP_PORT")];
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+        let ready = wait_until(Duration::from_secs(60), || {
+            matches!(http_get(addr, "/readyz"), Ok((200, _)))
+        });
+        if !ready {
+            bail!("region {region} (HTTP {http}) did not answer /readyz with 200");
+        }
+        targets.push(format!("127.0.0.1:{http}"));
+        let kafka = ports[&format!("CAUSEWAY_{region}_KAFKA_PORT")];
+        let topic = topic_name("three-regions");
+        let bootstrap = format!("127.0.0.1:{kafka}");
+        let producer: FutureProducer =
+            causeway_integration_tests::producer_config(&bootstrap).create()?;
+        produce_values(&producer, &topic, 0, &[region])?;
+        let read = read_partition(&bootstrap, &topic, 0, Offset::Beginning, 1)?;
+        ensure_eq!(payload_str(&read[0]), region.to_string());
+    }
+    let scrape_config = std::fs::read_to_string(dir.path().join("prometheus.yml"))
+        .context("run-local.sh wrote no prometheus.yml")?;
+    for target in &targets {
+        expect_contains(&scrape_config, target, "the scrape config")?;
+    }
+
+    let stop = Command::new("bash")
+        .arg(&script)
+        .arg("stop")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .context("running docker/run-local.sh stop")?;
+    if !stop.status.success() {
+        bail!(
+            "run-local.sh stop failed ({}): {}",
+            stop.status,
+            String::from_utf8_lossy(&stop.stderr)
+        );
+    }
+    let pids = regions.pids();
+    let stopped = wait_until(Duration::from_secs(30), || {
+        pids.iter().all(|pid| !running(*pid))
+    });
+    if !stopped {
+        bail!("regions still running after run-local.sh stop: {pids:?}");
+    }
+    for region in ["eu", "us", "ap"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("{region}.log")))
+            .with_context(|| format!("no log for {region}"))?;
+        expect_contains(&log, "shutdown complete", &format!("{region}'s log"))?;
+    }
+    Ok(())
+}
