@@ -508,7 +508,7 @@ impl GroupCoordinator {
                     slot.group
                         .member_subscriptions()
                         .iter()
-                        .flat_map(|m| subscribed_topics(m))
+                        .flat_map(subscribed_topics)
                         .collect()
                 }
             }

@@ -779,7 +779,7 @@ impl Group {
         if self
             .leader
             .as_ref()
-            .is_none_or(|l| !self.members.get(l).is_some_and(|m| m.join_waiter.is_some()))
+            .is_none_or(|l| self.members.get(l).is_none_or(|m| m.join_waiter.is_none()))
         {
             self.leader = self
                 .members
@@ -1002,9 +1002,7 @@ impl Group {
         instance_id: Option<&str>,
         generation_id: i32,
     ) -> Result<(), ResponseError> {
-        if let Err(error) = self.check_static(member_id, instance_id) {
-            return Err(error);
-        }
+        self.check_static(member_id, instance_id)?;
         let state = self.state;
         let current_generation = self.generation_id;
         let Some(member) = self.members.get_mut(member_id) else {
