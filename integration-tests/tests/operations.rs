@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use causeway_integration_tests::{
-    block_on, broker_binary, ensure_eq, free_port, http_get, payload_str, produce_values,
-    read_partition, read_to_end, topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess,
+    block_on, broker_binary, consume_n, ensure_eq, free_port, http_get, payload_str,
+    produce_values, read_partition, read_to_end, topic_name, wait_until, with_broker,
+    BrokerOptions, BrokerProcess,
 };
 use prometheus_parse::{LineInfo, Scrape, Value};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
 
 // ---------------------------------------------------------------------------------------------
 // Prometheus scraping
@@ -617,7 +620,8 @@ fn grafana_dashboard_is_valid_json_whose_queries_name_only_exported_metrics() {
     assert!(panels >= 6, "the dashboard has {panels} panels");
     let queries = dashboard_queries(&dashboard);
     assert!(!queries.is_empty(), "the dashboard has no queries");
-    with_broker(BrokerOptions::new(), |broker| {
+    let options = BrokerOptions::new().flag("--group-initial-rebalance-delay-ms", 0);
+    with_broker(options, |broker| {
         let topic = topic_name("grafana");
         produce_and_fetch(broker, &topic, &["x", "y"])?;
         // Series that appear on their first event: a request error (a fetch past the end, which
@@ -629,6 +633,18 @@ fn grafana_dashboard_is_valid_json_whose_queries_name_only_exported_metrics() {
         if !raw.closed_within(Duration::from_secs(10)) {
             bail!("a negative frame length did not close the connection");
         }
+        // Consumer group series: a subscribed consumer joins (a rebalance), reads and commits.
+        let consumer: BaseConsumer = broker
+            .consumer_config()
+            .set("group.id", "dashboard-check")
+            .set("session.timeout.ms", "10000")
+            .create()?;
+        consumer.subscribe(&[topic.as_str()])?;
+        let messages = consume_n(&consumer, 2, Duration::from_secs(30))?;
+        ensure_eq!(messages.len(), 2, "messages read by the group consumer");
+        let mut commit = TopicPartitionList::new();
+        commit.add_partition_offset(&topic, 0, Offset::Offset(messages[1].offset() + 1))?;
+        consumer.commit(&commit, CommitMode::Sync)?;
         let exported = scrape(broker)?;
         for query in &queries {
             let names = metric_names_in(query);
