@@ -57,6 +57,11 @@ pub fn produced(topic: &str, records: u64, bytes: u64) {
     counter!("causeway_produce_bytes_total", "topic" => topic.to_string()).increment(bytes);
 }
 
+/// Counts a retried idempotent batch answered with its original offsets instead of appended.
+pub fn duplicate_batch(topic: &str) {
+    counter!("causeway_produce_duplicate_batches_total", "topic" => topic.to_string()).increment(1);
+}
+
 /// Counts what Fetch returned from a topic.
 pub fn fetched(topic: &str, bytes: u64) {
     counter!("causeway_fetch_bytes_total", "topic" => topic.to_string()).increment(bytes);

@@ -5,6 +5,7 @@
 //! `kcat`, or the raw protocol client in [`raw`] for inputs no well-behaved client would send.
 
 pub mod batch;
+pub mod proxy;
 pub mod raw;
 
 use std::fs::{File, OpenOptions};
@@ -189,10 +190,13 @@ impl BrokerProcess {
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--kafka-listen")
-            .arg(format!("127.0.0.1:{}", self.kafka_port))
-            .arg("--advertised-addr")
-            .arg(format!("127.0.0.1:{}", self.kafka_port))
-            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.kafka_port));
+        // A test may advertise another address (a proxy in front of the broker).
+        if !self.extra_args.iter().any(|a| a == "--advertised-addr") {
+            cmd.arg("--advertised-addr")
+                .arg(format!("127.0.0.1:{}", self.kafka_port));
+        }
+        cmd.arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra_args)
             .stdin(Stdio::null())

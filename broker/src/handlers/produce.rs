@@ -132,6 +132,7 @@ fn append_partition(
             .map_err(|e| storage_error_code(&e))?;
         if appended.duplicate {
             tracing::debug!(topic = %topic.name, partition = index, base_offset = appended.base_offset, "duplicate batch from an idempotent producer");
+            metrics::duplicate_batch(&topic.name);
         }
         first.get_or_insert(appended);
         last = Some(appended);
