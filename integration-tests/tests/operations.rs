@@ -356,13 +356,23 @@ fn sigterm_during_acks_all_load_exits_0_keeps_every_acknowledged_record_and_rest
 }
 
 #[test]
-fn kill_9_makes_the_next_start_report_a_recovery_scan() {
+fn kill_9_makes_the_next_start_report_a_recovery_scan_before_it_turns_ready() {
     with_broker(BrokerOptions::new(), |broker| {
         let topic = topic_name("kill9-scan");
         produce_values(&broker.producer(), &topic, 0, &["a", "b"])?;
         broker.kill9();
         broker.restart()?;
-        ensure_eq!(last_recovery_count(&broker.stderr()), Some(1));
+        let stderr = broker.stderr();
+        ensure_eq!(last_recovery_count(&stderr), Some(1));
+        // /readyz cannot answer before recovery: the HTTP listener comes up after it.
+        let restart = stderr.rfind("===== harness: starting").unwrap_or(0);
+        let run = &stderr[restart..];
+        let scanned = run.find("needed a recovery scan");
+        let http_up = run.find("HTTP listener up");
+        let ready = run.find("server: ready");
+        if !(scanned < http_up && http_up.is_some() && scanned.is_some() && ready > http_up) {
+            bail!("the restart did not recover, then open HTTP, then become ready:\n{run}");
+        }
         ensure_eq!(
             scrape(broker)?.value("causeway_storage_partitions_recovered", &[]),
             1.0
