@@ -5,6 +5,7 @@
 //! - [`batch`] owns the v2 record batch header view, produce-side validation (`split_batches`) and
 //!   the in-place edits (offset assignment, LogAppendTime).
 //! - [`causal`] owns `CausalMeta` and the `.causal` per-batch index format.
+//! - [`control`] owns transaction control batches (commit/abort markers).
 //! - [`config`] owns topic configs (Kafka names, defaults, validation) and `LogConfig`.
 //! - `index` owns the sparse `.index` / `.timeindex` formats and in-memory lookups.
 //! - `segment` owns one segment's files: append, positioned reads, recovery scan, index rebuild.
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod causal;
 mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod group_store;
 mod index;
@@ -46,7 +48,8 @@ pub use config::{
     log_config_from, validate_topic_config, ConfigError, LogConfig, TimestampType, TopicConfigDef,
     TOPIC_CONFIGS,
 };
+pub use control::{control_batch, ControlType};
 pub use error::StorageError;
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
 pub use partition::{remove_partition_dir, AppendResult, MaintenanceReport, Partition, ReadResult};
-pub use producers::{ProducerStates, SequenceError};
+pub use producers::{AbortedTransaction, ProducerStates, SequenceError};

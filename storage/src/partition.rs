@@ -25,8 +25,9 @@ use crate::batch::{assign_offsets, stamp_log_append_time, BatchError, BatchHeade
 use crate::causal::CausalMeta;
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, PRODUCERS_FILE};
 use crate::config::{LogConfig, TimestampType};
+use crate::control::{control_batch, ControlType};
 use crate::error::{IoContext, StorageError};
-use crate::producers::{ProducerStates, SequenceCheck};
+use crate::producers::{AbortedTransaction, ProducerStates, SequenceCheck};
 use crate::retention::{deletable_prefix, SegmentFacts};
 use crate::segment::{remove_if_exists, Segment, SyncJob};
 use crate::telemetry;
@@ -136,9 +137,9 @@ impl LogState {
         let (from, mut producers) = snapshot.unwrap_or_default();
         let mut replayed = 0usize;
         for segment in self.segments.iter().filter(|s| s.end_offset() > from) {
-            for header in segment.batch_headers()? {
+            for (header, control) in segment.batch_headers()? {
                 if header.base_offset >= from {
-                    producers.record(&header, header.max_timestamp);
+                    producers.record(&header, control, header.max_timestamp);
                     replayed += 1;
                 }
             }
@@ -320,6 +321,49 @@ impl Partition {
         now_ms: i64,
         stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
     ) -> Result<AppendResult, StorageError> {
+        if BatchHeader::parse(batch)?.is_control() {
+            return Err(BatchError::Corrupt(
+                "control batches are written only by the transaction coordinator".into(),
+            )
+            .into());
+        }
+        self.append_batch(batch, None, now_ms, stamp)
+    }
+
+    /// Appends a transaction marker for `producer_id` at `epoch`, ending its open transaction in
+    /// this partition (a marker for a producer with none open is harmless).
+    pub fn append_control(
+        &self,
+        kind: ControlType,
+        producer_id: i64,
+        epoch: i16,
+        now_ms: i64,
+        stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
+    ) -> Result<AppendResult, StorageError> {
+        let mut batch = control_batch(kind, producer_id, epoch, 0, now_ms);
+        self.append_batch(&mut batch, Some(kind), now_ms, stamp)
+    }
+
+    /// The last stable offset: below it every transaction is decided.
+    pub fn last_stable_offset(&self) -> i64 {
+        let st = self.read_state();
+        st.producers
+            .first_unstable_offset()
+            .unwrap_or_else(|| st.log_end())
+    }
+
+    /// Aborted transactions whose records may lie in `[from, to)` (for read_committed fetches).
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTransaction> {
+        self.read_state().producers.aborted_between(from, to)
+    }
+
+    fn append_batch(
+        &self,
+        batch: &mut [u8],
+        control: Option<ControlType>,
+        now_ms: i64,
+        stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
+    ) -> Result<AppendResult, StorageError> {
         self.check_poisoned()?;
         let header = BatchHeader::parse(batch)?;
         if header.total_bytes() != batch.len() || header.last_offset_delta < 0 {
@@ -385,7 +429,7 @@ impl Partition {
             }
             return Err(failure.error);
         }
-        st.producers.record(&header, now_ms);
+        st.producers.record(&header, control, now_ms);
         Ok(AppendResult {
             base_offset,
             last_offset: header.last_offset(),
@@ -559,6 +603,8 @@ impl Partition {
             self.dir_dirty.store(true, Ordering::Release);
             report.rolled = true;
         }
+        let log_start = st.log_start;
+        st.producers.forget_aborted_below(log_start);
         let expired_producers = st.producers.expire(now_ms, PRODUCER_IDLE_MS_MAX);
         if expired_producers > 0 {
             tracing::info!(dir = %self.dir.display(), producers = expired_producers, "expired idle producer ids");

@@ -14,6 +14,15 @@
 //! - An unknown producer is accepted at any sequence (its state may have expired), as Kafka does
 //!   since KIP-360.
 //!
+//! - Control batches (transaction markers) carry no sequences: only their epoch is checked.
+//!
+//! ## Transactions
+//! A transactional data batch opens its producer's transaction at its base offset unless one is
+//! open; a control batch closes it. The last stable offset (LSO) is the first offset of the
+//! oldest open transaction (or the log end). Aborted transactions are remembered as
+//! `(producer id, first offset, marker offset)` so read_committed fetches can list those that
+//! overlap what they return.
+//!
 //! ## Snapshot format (`producers.snapshot`, version 1)
 //! JSON `{"version":1,"end_offset":N,"producers":[{"producer_id":..,"epoch":..,
 //! "last_write_ms":..,"batches":[{"first_seq":..,"last_seq":..,"base_offset":..,
@@ -21,11 +30,12 @@
 //! segment roll and clean shutdown; on open the batches from `end_offset` to the log end are
 //! replayed from their headers, so a crash loses nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::batch::BatchHeader;
+use crate::control::ControlType;
 
 /// How many recent batches per producer are remembered for deduplication (Kafka's
 /// `max.in.flight.requests.per.connection` limit for idempotence).
@@ -91,10 +101,25 @@ pub enum SequenceError {
     },
 }
 
+/// A transaction that was aborted: read_committed consumers skip its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTransaction {
+    /// The transactional producer.
+    pub producer_id: i64,
+    /// Offset of its first record in this partition.
+    pub first_offset: i64,
+    /// Offset of its abort marker.
+    pub last_offset: i64,
+}
+
 /// All producers' state for one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     entries: HashMap<i64, ProducerEntry>,
+    /// Open transactions: producer id -> first offset.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTransaction>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,6 +127,10 @@ struct Snapshot {
     version: u32,
     end_offset: i64,
     producers: Vec<ProducerEntry>,
+    #[serde(default)]
+    ongoing: BTreeMap<i64, i64>,
+    #[serde(default)]
+    aborted: Vec<AbortedTransaction>,
 }
 
 /// The sequence after `seq`, wrapping as Kafka does.
@@ -140,6 +169,9 @@ impl ProducerStates {
                 got: header.producer_epoch,
             });
         }
+        if header.is_control() {
+            return Ok(SequenceCheck::Append);
+        }
         if header.producer_epoch > entry.epoch {
             return if header.base_sequence == 0 {
                 Ok(SequenceCheck::Append)
@@ -177,10 +209,20 @@ impl ProducerStates {
         }
     }
 
-    /// Records an appended batch (offsets assigned).
-    pub fn record(&mut self, header: &BatchHeader, now_ms: i64) {
+    /// Records an appended batch (offsets assigned); `control` is its marker type if it is a
+    /// control batch.
+    pub fn record(&mut self, header: &BatchHeader, control: Option<ControlType>, now_ms: i64) {
         if header.producer_id < 0 {
             return;
+        }
+        if let Some(kind) = control {
+            self.end_transaction(header, kind, now_ms);
+            return;
+        }
+        if header.is_transactional() {
+            self.ongoing
+                .entry(header.producer_id)
+                .or_insert(header.base_offset);
         }
         let entry = self
             .entries
@@ -207,11 +249,58 @@ impl ProducerStates {
         });
     }
 
+    fn end_transaction(&mut self, marker: &BatchHeader, kind: ControlType, now_ms: i64) {
+        let entry = self
+            .entries
+            .entry(marker.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                producer_id: marker.producer_id,
+                epoch: marker.producer_epoch,
+                last_write_ms: now_ms,
+                batches: VecDeque::new(),
+            });
+        if marker.producer_epoch > entry.epoch {
+            entry.epoch = marker.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_write_ms = now_ms;
+        if let Some(first_offset) = self.ongoing.remove(&marker.producer_id) {
+            if kind == ControlType::Abort {
+                self.aborted.push(AbortedTransaction {
+                    producer_id: marker.producer_id,
+                    first_offset,
+                    last_offset: marker.base_offset,
+                });
+            }
+        }
+    }
+
+    /// First offset of the oldest open transaction, if any: the last stable offset.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// Aborted transactions whose records may lie in `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTransaction> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions whose marker lies below `log_start`.
+    pub fn forget_aborted_below(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start);
+    }
+
     /// Forgets producers idle for `idle_ms_max` or longer; returns how many.
     pub fn expire(&mut self, now_ms: i64, idle_ms_max: i64) -> usize {
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now_ms.saturating_sub(e.last_write_ms) < idle_ms_max);
+        let ongoing = &self.ongoing;
+        self.entries.retain(|id, e| {
+            ongoing.contains_key(id) || now_ms.saturating_sub(e.last_write_ms) < idle_ms_max
+        });
         before - self.entries.len()
     }
 
@@ -233,6 +322,8 @@ impl ProducerStates {
             version: SNAPSHOT_VERSION,
             end_offset,
             producers,
+            ongoing: self.ongoing.clone(),
+            aborted: self.aborted.clone(),
         };
         serde_json::to_vec(&snapshot).unwrap_or_default()
     }
@@ -249,7 +340,14 @@ impl ProducerStates {
             .into_iter()
             .map(|p| (p.producer_id, p))
             .collect();
-        Some((snapshot.end_offset, ProducerStates { entries }))
+        Some((
+            snapshot.end_offset,
+            ProducerStates {
+                entries,
+                ongoing: snapshot.ongoing,
+                aborted: snapshot.aborted,
+            },
+        ))
     }
 }
 
@@ -284,7 +382,7 @@ mod tests {
     fn append(states: &mut ProducerStates, h: BatchHeader) -> Result<SequenceCheck, SequenceError> {
         let check = states.check(&h)?;
         if check == SequenceCheck::Append {
-            states.record(&h, 0);
+            states.record(&h, None, 0);
         }
         Ok(check)
     }
@@ -403,11 +501,54 @@ mod tests {
         );
     }
 
+    fn transactional(mut h: BatchHeader) -> BatchHeader {
+        h.attributes |= 0x10;
+        h
+    }
+
+    fn marker(producer_id: i64, epoch: i16, offset: i64) -> BatchHeader {
+        let mut h = header(producer_id, epoch, -1, 1, offset);
+        h.attributes = 0x30;
+        h
+    }
+
+    #[test]
+    fn open_transactions_hold_back_the_stable_offset_until_their_marker() {
+        let mut s = ProducerStates::default();
+        s.record(&transactional(header(7, 0, 0, 2, 10)), None, 0);
+        s.record(&transactional(header(8, 0, 0, 1, 12)), None, 0);
+        s.record(&transactional(header(7, 0, 2, 1, 13)), None, 0);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        s.record(&marker(7, 0, 14), Some(ControlType::Commit), 0);
+        assert_eq!(s.first_unstable_offset(), Some(12));
+        s.record(&marker(8, 0, 15), Some(ControlType::Abort), 0);
+        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(
+            s.aborted_between(0, 100),
+            vec![AbortedTransaction {
+                producer_id: 8,
+                first_offset: 12,
+                last_offset: 15
+            }]
+        );
+        assert!(s.aborted_between(16, 100).is_empty());
+        let bytes = s.encode_snapshot(16);
+        assert_eq!(ProducerStates::decode_snapshot(&bytes), Some((16, s)));
+    }
+
+    #[test]
+    fn markers_skip_sequence_checks_but_not_fencing() {
+        let mut s = ProducerStates::default();
+        append(&mut s, transactional(header(7, 2, 0, 1, 0))).expect("append");
+        assert_eq!(s.check(&marker(7, 2, 1)), Ok(SequenceCheck::Append));
+        assert!(s.check(&marker(7, 1, 1)).is_err());
+    }
+
     #[test]
     fn idle_producers_expire() {
         let mut s = ProducerStates::default();
         let h = header(7, 0, 0, 1, 0);
-        s.record(&h, 1_000);
+        s.record(&h, None, 1_000);
         assert_eq!(s.expire(2_000, 5_000), 0);
         assert_eq!(s.expire(10_000, 5_000), 1);
         assert!(s.is_empty());

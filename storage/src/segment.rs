@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use crate::batch::{validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use crate::causal::{self, CausalMeta};
+use crate::control::{control_type, ControlType};
 use crate::error::{IoContext, StorageError};
 use crate::index::{open_rw, OffsetIndex, TimeIndex};
 
@@ -311,9 +312,23 @@ impl Segment {
         Ok(out)
     }
 
-    /// Every batch header in the segment, in order (for rebuilding producer state).
-    pub(crate) fn batch_headers(&self) -> Result<Vec<BatchHeader>, StorageError> {
-        Ok(self.scan(false)?.into_iter().map(|b| b.header).collect())
+    /// Every batch header in the segment, in order, with the marker type of control batches
+    /// (for rebuilding producer and transaction state).
+    pub(crate) fn batch_headers(
+        &self,
+    ) -> Result<Vec<(BatchHeader, Option<ControlType>)>, StorageError> {
+        self.scan(false)?
+            .into_iter()
+            .map(|b| {
+                let control = if b.header.is_control() {
+                    let bytes = self.read_exact_at(b.pos, b.header.total_bytes())?;
+                    control_type(&b.header, &bytes)
+                } else {
+                    None
+                };
+                Ok((b.header, control))
+            })
+            .collect()
     }
 
     /// Replaces both index files with entries derived from `batches`.

@@ -109,3 +109,62 @@ fn a_torn_snapshot_is_ignored_and_state_is_rebuilt_from_the_log() {
     let p = open(dir.path(), small_config());
     assert!(append_idempotent(&p, 1, 7, 0, 2).unwrap().duplicate);
 }
+
+fn append_transactional(p: &Partition, producer_id: i64, first_seq: i32) -> AppendResult {
+    let mut b = idempotent_batch(1, producer_id, 0, first_seq);
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    p.append(&mut b, 1_000, |prev| {
+        meta(prev.map_or(1, |m| m.origin_seq + 1))
+    })
+    .unwrap()
+}
+
+fn mark(p: &Partition, kind: crate::ControlType, producer_id: i64) -> AppendResult {
+    p.append_control(kind, producer_id, 0, 1_000, |prev| {
+        meta(prev.map_or(1, |m| m.origin_seq + 1))
+    })
+    .unwrap()
+}
+
+#[test]
+fn markers_move_the_stable_offset_and_aborts_are_listed_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let p = open(dir.path(), small_config());
+        append_transactional(&p, 1, 0); // 0
+        append_transactional(&p, 2, 0); // 1
+        assert_eq!(p.last_stable_offset(), 0);
+        mark(&p, crate::ControlType::Commit, 1); // 2
+        assert_eq!(p.last_stable_offset(), 1);
+        mark(&p, crate::ControlType::Abort, 2); // 3
+        assert_eq!(p.last_stable_offset(), 4);
+        append_transactional(&p, 1, 1); // 4, left open by the crash below
+    }
+    let p = open(dir.path(), small_config());
+    assert_eq!(p.last_stable_offset(), 4);
+    let aborted = p.aborted_transactions(0, 5);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (
+            aborted[0].producer_id,
+            aborted[0].first_offset,
+            aborted[0].last_offset
+        ),
+        (2, 1, 3)
+    );
+    mark(&p, crate::ControlType::Commit, 1);
+    assert_eq!(p.last_stable_offset(), p.log_end_offset());
+}
+
+#[test]
+fn clients_cannot_append_control_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), small_config());
+    let mut b = crate::control_batch(crate::ControlType::Commit, 1, 0, 0, 0);
+    assert!(matches!(
+        p.append(&mut b, 0, |_| meta(1)),
+        Err(StorageError::Batch(_))
+    ));
+}
