@@ -12,6 +12,7 @@ use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
 use crate::topics::{TopicError, Topics};
+use crate::transactions::TransactionCoordinator;
 
 /// Node id of this broker in Metadata: every region is the single broker of its own cluster.
 pub const NODE_ID: i32 = 0;
@@ -28,6 +29,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// Ids for idempotent producers.
     pub producer_ids: ProducerIds,
+    /// Transactional ids and their transactions.
+    pub transactions: TransactionCoordinator,
     /// Consumer groups and their committed offsets (`<data-dir>/groups`).
     pub groups: GroupCoordinator,
     hlc: Mutex<HybridClock>,
@@ -53,6 +56,7 @@ impl Broker {
             ..LogConfig::default()
         };
         let topics = Topics::open(catalog, &options.data_dir, base_config)?;
+        let transactions = TransactionCoordinator::load(topics.catalog())?;
         let groups = GroupCoordinator::open(
             &options.data_dir.join("groups"),
             options.group_initial_rebalance_delay_ms,
@@ -73,6 +77,7 @@ impl Broker {
             cluster_id,
             groups,
             producer_ids: ProducerIds::new(region_id),
+            transactions,
             hlc: Mutex::new(HybridClock::resume(newest_stamp)),
             ready: AtomicBool::new(false),
         })

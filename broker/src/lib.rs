@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod producer_ids;
 pub mod server;
 pub mod topics;
+pub mod transactions;
 
 use std::process::ExitCode;
 

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
-use crate::{connection, groups, http, maintenance, metrics};
+use crate::{connection, groups, http, maintenance, metrics, transactions};
 
 /// Most client connections served at once; further ones wait in the accept backlog.
 const CONNECTIONS_MAX: usize = 10_000;
@@ -47,6 +47,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     ));
     tokio::spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
     tokio::spawn(groups::run(broker.clone(), shutdown_rx.clone()));
+    tokio::spawn(transactions::run(broker.clone(), shutdown_rx.clone()));
     broker.set_ready(true);
     tracing::info!("ready");
 

@@ -300,6 +300,16 @@ impl GroupCoordinator {
         errors
     }
 
+    /// Stores offsets committed by a transaction (already validated when they were staged);
+    /// blocking, called by the transaction coordinator off the async threads.
+    pub fn commit_transactional(
+        &self,
+        group_id: &str,
+        entries: &[OffsetEntry],
+    ) -> Result<(), StorageError> {
+        self.store.commit(group_id, entries)
+    }
+
     /// Validates and durably stores a commit; one error per partition, in request order.
     /// `known_partition` says whether a topic-partition exists.
     pub async fn commit_offsets(

@@ -7,10 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_storage::StorageError;
+use bytes::Bytes;
+use causeway_storage::{BatchHeader, StorageError};
 use futures_util::future::select_all;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
@@ -137,9 +140,7 @@ fn read_one(
     have_data: bool,
     read_committed: bool,
 ) -> PartitionData {
-    let base = PartitionData::default()
-        .with_partition_index(target.index)
-        .with_aborted_transactions(read_committed.then(Vec::new));
+    let base = PartitionData::default().with_partition_index(target.index);
     let Some(partition) = &target.partition else {
         tracing::debug!(topic = %target.topic, partition = target.index, "fetch of unknown partition");
         return base
@@ -152,18 +153,41 @@ fn read_one(
     if have_data && limit == 0 {
         return with_offsets(base, partition);
     }
+    let stable = partition.log.last_stable_offset();
+    if read_committed
+        && target.fetch_offset >= stable
+        && target.fetch_offset <= partition.log.log_end_offset()
+    {
+        // Nothing decided yet beyond the last stable offset: wait like an empty partition.
+        return with_offsets(base, partition).with_aborted_transactions(Some(Vec::new()));
+    }
     match partition.log.read(target.fetch_offset, limit.max(1)) {
         Ok(read) => {
-            let fits = !have_data || read.records.len() <= limit;
-            let base = base
-                .with_high_watermark(read.high_watermark)
-                .with_last_stable_offset(read.high_watermark)
-                .with_log_start_offset(read.log_start_offset);
-            if fits {
-                base.with_records(Some(read.records))
+            let records = if read_committed {
+                batches_below(read.records, stable)
             } else {
-                base.with_records(Some(bytes::Bytes::new()))
-            }
+                read.records
+            };
+            let fits = !have_data || records.len() <= limit;
+            let records = if fits { records } else { Bytes::new() };
+            let aborted = read_committed.then(|| {
+                let end = last_offset_in(&records).map_or(target.fetch_offset, |o| o + 1);
+                partition
+                    .log
+                    .aborted_transactions(target.fetch_offset, end)
+                    .into_iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect()
+            });
+            base.with_high_watermark(read.high_watermark)
+                .with_last_stable_offset(stable)
+                .with_log_start_offset(read.log_start_offset)
+                .with_aborted_transactions(aborted)
+                .with_records(Some(records))
         }
         Err(StorageError::OffsetOutOfRange { .. }) => {
             with_offsets(base, partition).with_error_code(ResponseError::OffsetOutOfRange.code())
@@ -175,10 +199,42 @@ fn read_one(
     }
 }
 
+/// The leading whole batches of `records` that start below `end` (read_committed stops at the
+/// last stable offset).
+fn batches_below(records: Bytes, end: i64) -> Bytes {
+    let mut keep = 0usize;
+    while let Some(header) = records
+        .get(keep..)
+        .and_then(|rest| BatchHeader::parse(rest).ok())
+    {
+        if header.base_offset >= end || keep + header.total_bytes() > records.len() {
+            break;
+        }
+        keep += header.total_bytes();
+    }
+    records.slice(..keep)
+}
+
+/// Offset of the last record in `records`, if any whole batch is there.
+fn last_offset_in(records: &Bytes) -> Option<i64> {
+    let mut position = 0usize;
+    let mut last = None;
+    while let Some(header) = records
+        .get(position..)
+        .and_then(|rest| BatchHeader::parse(rest).ok())
+    {
+        if position + header.total_bytes() > records.len() {
+            break;
+        }
+        last = Some(header.last_offset());
+        position += header.total_bytes();
+    }
+    last
+}
+
 fn with_offsets(base: PartitionData, partition: &PartitionHandle) -> PartitionData {
-    let high_watermark = partition.log.log_end_offset();
-    base.with_high_watermark(high_watermark)
-        .with_last_stable_offset(high_watermark)
+    base.with_high_watermark(partition.log.log_end_offset())
+        .with_last_stable_offset(partition.log.last_stable_offset())
         .with_log_start_offset(partition.log.log_start_offset())
-        .with_records(Some(bytes::Bytes::new()))
+        .with_records(Some(Bytes::new()))
 }

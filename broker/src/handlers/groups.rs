@@ -50,7 +50,7 @@ fn opt_str(value: &Option<StrBytes>) -> Option<&str> {
     value.as_ref().map(|v| v.as_str())
 }
 
-/// FindCoordinator: this broker coordinates every group; transactions are not implemented yet.
+/// FindCoordinator: this broker coordinates every group and every transactional id.
 pub fn find_coordinator(
     broker: &Broker,
     request: FindCoordinatorRequest,
@@ -59,13 +59,7 @@ pub fn find_coordinator(
     let (host, port) = broker.options.advertised();
     let answer = |key_type: i8| -> (i16, i32, String, i32) {
         match key_type {
-            KEY_TYPE_GROUP => (0, NODE_ID, host.clone(), port),
-            KEY_TYPE_TRANSACTION => (
-                ResponseError::CoordinatorNotAvailable.code(),
-                -1,
-                String::new(),
-                -1,
-            ),
+            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => (0, NODE_ID, host.clone(), port),
             _ => (ResponseError::InvalidRequest.code(), -1, String::new(), -1),
         }
     };

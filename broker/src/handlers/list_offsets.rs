@@ -20,8 +20,12 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
+/// Isolation level value of `read_committed`.
+const READ_COMMITTED: i8 = 1;
+
 /// Answers every partition of the request.
 pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = request
         .topics
         .into_iter()
@@ -38,7 +42,7 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> Li
                         .as_ref()
                         .and_then(|topic| topic.partition(p.partition_index))
                         .ok_or(ResponseError::UnknownTopicOrPartition.code())
-                        .and_then(|partition| lookup(&partition, p.timestamp));
+                        .and_then(|partition| lookup(&partition, p.timestamp, read_committed));
                     match found {
                         Ok((offset, timestamp)) => {
                             base.with_offset(offset).with_timestamp(timestamp)
@@ -61,7 +65,11 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> Li
 }
 
 /// `(offset, timestamp)` answering `query` for one partition; -1s when no record qualifies.
-fn lookup(partition: &PartitionHandle, query: i64) -> Result<(i64, i64), i16> {
+fn lookup(
+    partition: &PartitionHandle,
+    query: i64,
+    read_committed: bool,
+) -> Result<(i64, i64), i16> {
     let log = &partition.log;
     let storage_failed = |error: StorageError| {
         tracing::error!(topic = %partition.topic, partition = partition.index, %error, "ListOffsets read failed");
@@ -72,6 +80,7 @@ fn lookup(partition: &PartitionHandle, query: i64) -> Result<(i64, i64), i16> {
         ResponseError::CorruptMessage.code()
     };
     match query {
+        LATEST if read_committed => Ok((log.last_stable_offset(), -1)),
         LATEST => Ok((log.log_end_offset(), -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
         MAX_TIMESTAMP => match log.max_timestamp_batch().map_err(storage_failed)? {

@@ -26,6 +26,7 @@ mod offsets;
 mod produce;
 mod records;
 mod topics;
+mod transactions;
 
 /// A request that was decoded but cannot be served; the connection is closed.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,23 @@ pub async fn handle(
             ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(broker, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(broker, r))
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, r).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(transactions::add_partitions(broker, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(transactions::add_offsets(broker, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(transactions::end(broker, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(transactions::describe(broker, r))
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(transactions::list(broker, r))
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, r))

@@ -1,0 +1,411 @@
+//! The transaction coordinator: every transactional id is coordinated by this region's broker.
+//! Records live in the catalog (`txn/<id>`) and every change is durable before it is answered.
+//! Ending a transaction persists the Prepare* state, writes a commit or abort marker into every
+//! partition the transaction touched (fsynced), applies staged offsets on commit, then persists
+//! the Complete* state; a crash in between is finished when the broker starts again.
+
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_storage::{CommittedOffset, ControlType, OffsetEntry, StorageError};
+use dashmap::DashMap;
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+
+pub use state::{PendingOffset, TxnRecord, TxnState};
+
+use crate::broker::Broker;
+use crate::clock::now_ms;
+
+/// How often ongoing transactions are checked against their timeouts.
+const TIMEOUT_CHECK_PERIOD: Duration = Duration::from_millis(500);
+
+/// Longest transaction timeout a producer may ask for (Kafka's
+/// `transaction.max.timeout.ms` default, 15 minutes).
+pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
+
+/// Transaction records and the per-id locks that serialize changes to each.
+#[derive(Default)]
+pub struct TransactionCoordinator {
+    records: DashMap<String, TxnRecord>,
+    locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// What a coordinator operation failed with: a Kafka error for the client.
+pub type TxnResult<T> = Result<T, ResponseError>;
+
+impl TransactionCoordinator {
+    /// Loads every record from the catalog.
+    pub fn load(broker_catalog: &causeway_storage::Catalog) -> Result<Self, StorageError> {
+        let coordinator = TransactionCoordinator::default();
+        for (id, bytes) in broker_catalog.transactions()? {
+            match serde_json::from_slice::<TxnRecord>(&bytes) {
+                Ok(record) => {
+                    coordinator.records.insert(id, record);
+                }
+                Err(error) => {
+                    return Err(StorageError::Corrupt(format!(
+                        "transaction record {id}: {error}"
+                    )))
+                }
+            }
+        }
+        Ok(coordinator)
+    }
+
+    /// A copy of one record.
+    pub fn get(&self, transactional_id: &str) -> Option<TxnRecord> {
+        self.records.get(transactional_id).map(|r| r.clone())
+    }
+
+    /// Every record, by transactional id.
+    pub fn all(&self) -> Vec<(String, TxnRecord)> {
+        let mut all: Vec<_> = self
+            .records
+            .iter()
+            .map(|r| (r.key().clone(), r.value().clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn lock(&self, transactional_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .entry(transactional_id.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// Persists `record` and makes it the current one.
+async fn save(broker: &Arc<Broker>, id: &str, record: TxnRecord) -> TxnResult<()> {
+    let bytes = serde_json::to_vec(&record).map_err(|_| ResponseError::KafkaStorageError)?;
+    let writer = broker.clone();
+    let key = id.to_string();
+    let written =
+        tokio::task::spawn_blocking(move || writer.topics.catalog().put_transaction(&key, &bytes))
+            .await;
+    match written {
+        Ok(Ok(())) => {
+            broker.transactions.records.insert(id.to_string(), record);
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            tracing::error!(transactional_id = id, %error, "persisting transaction state failed");
+            Err(ResponseError::KafkaStorageError)
+        }
+        Err(_) => Err(ResponseError::KafkaStorageError),
+    }
+}
+
+/// Binds `transactional_id` to a producer id and a new epoch, fencing earlier producers and
+/// finishing or aborting what they left open.
+pub async fn init_producer_id(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+) -> TxnResult<(i64, i16)> {
+    if transactional_id.is_empty() {
+        return Err(ResponseError::InvalidRequest);
+    }
+    if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MS_MAX {
+        return Err(ResponseError::InvalidTransactionTimeout);
+    }
+    let lock = broker.transactions.lock(transactional_id);
+    let _guard = lock.lock().await;
+    let now = now_ms();
+    let record = match broker.transactions.get(transactional_id) {
+        None => {
+            let producer_id = new_producer_id(broker)?;
+            TxnRecord::new(producer_id, timeout_ms, now)
+        }
+        Some(mut record) => {
+            if let Some((producer_id, epoch)) = expected {
+                if producer_id != record.producer_id || epoch != record.epoch {
+                    return Err(ResponseError::ProducerFenced);
+                }
+            }
+            if matches!(
+                record.state,
+                TxnState::PrepareCommit | TxnState::PrepareAbort
+            ) {
+                record = finish(broker, transactional_id, record).await?;
+            }
+            if record.state == TxnState::Ongoing {
+                record = abort_fencing(broker, transactional_id, record).await?;
+            }
+            if record.bump_epoch().is_none() {
+                record = TxnRecord::new(new_producer_id(broker)?, timeout_ms, now);
+            }
+            record.state = TxnState::Empty;
+            record.timeout_ms = timeout_ms;
+            record.updated_ms = now;
+            record
+        }
+    };
+    let answer = (record.producer_id, record.epoch);
+    save(broker, transactional_id, record).await?;
+    tracing::info!(
+        transactional_id,
+        producer_id = answer.0,
+        epoch = answer.1,
+        "transactional producer initialized"
+    );
+    Ok(answer)
+}
+
+fn new_producer_id(broker: &Broker) -> TxnResult<i64> {
+    broker
+        .producer_ids
+        .next(broker.topics.catalog())
+        .map_err(|_| ResponseError::CoordinatorNotAvailable)
+}
+
+/// Adds partitions to the ongoing transaction (starting one if needed).
+pub async fn add_partitions(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> TxnResult<()> {
+    change(
+        broker,
+        transactional_id,
+        producer_id,
+        epoch,
+        |record, now| {
+            record.begin_or_continue(now)?;
+            record.partitions.extend(partitions.iter().cloned());
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Adds a consumer group whose offsets the transaction will commit.
+pub async fn add_offsets(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    group: &str,
+) -> TxnResult<()> {
+    change(
+        broker,
+        transactional_id,
+        producer_id,
+        epoch,
+        |record, now| {
+            record.begin_or_continue(now)?;
+            record.groups.insert(group.to_string());
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// Stages offsets of a group added with [`add_offsets`]; they are committed with the
+/// transaction.
+pub async fn stage_offsets(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    offsets: Vec<PendingOffset>,
+) -> TxnResult<()> {
+    change(broker, transactional_id, producer_id, epoch, |record, _| {
+        if record.state != TxnState::Ongoing
+            || offsets.iter().any(|o| !record.groups.contains(&o.group))
+        {
+            return Err(ResponseError::InvalidTxnState);
+        }
+        for offset in offsets {
+            record.pending_offsets.retain(|o| {
+                (&o.group, &o.topic, o.partition)
+                    != (&offset.group, &offset.topic, offset.partition)
+            });
+            record.pending_offsets.push(offset);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Commits or aborts the ongoing transaction.
+pub async fn end(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> TxnResult<()> {
+    let lock = broker.transactions.lock(transactional_id);
+    let _guard = lock.lock().await;
+    let mut record = broker
+        .transactions
+        .get(transactional_id)
+        .ok_or(ResponseError::InvalidProducerIdMapping)?;
+    record.check_producer(producer_id, epoch)?;
+    if !record.prepare_end(commit, now_ms())? {
+        return Ok(());
+    }
+    save(broker, transactional_id, record.clone()).await?;
+    finish(broker, transactional_id, record).await?;
+    Ok(())
+}
+
+/// Validates the producer and applies `edit` to the record under its lock, then persists it.
+async fn change(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    edit: impl FnOnce(&mut TxnRecord, i64) -> TxnResult<()>,
+) -> TxnResult<()> {
+    let lock = broker.transactions.lock(transactional_id);
+    let _guard = lock.lock().await;
+    let mut record = broker
+        .transactions
+        .get(transactional_id)
+        .ok_or(ResponseError::InvalidProducerIdMapping)?;
+    record.check_producer(producer_id, epoch)?;
+    edit(&mut record, now_ms())?;
+    save(broker, transactional_id, record).await
+}
+
+/// Aborts an ongoing transaction on behalf of a newer producer or a timeout: the epoch is
+/// bumped first, so the old producer is fenced and the markers carry the new epoch.
+async fn abort_fencing(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    mut record: TxnRecord,
+) -> TxnResult<TxnRecord> {
+    if record.bump_epoch().is_none() {
+        tracing::warn!(
+            transactional_id,
+            "epoch space exhausted while aborting; markers keep the old epoch"
+        );
+    }
+    record.prepare_end(false, now_ms())?;
+    save(broker, transactional_id, record.clone()).await?;
+    finish(broker, transactional_id, record).await
+}
+
+/// Writes the markers of a Prepare* record, applies staged offsets on commit, persists Complete*.
+async fn finish(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    mut record: TxnRecord,
+) -> TxnResult<TxnRecord> {
+    let kind = match record.state {
+        TxnState::PrepareCommit => ControlType::Commit,
+        TxnState::PrepareAbort => ControlType::Abort,
+        _ => return Ok(record),
+    };
+    let writer = broker.clone();
+    let marking = record.clone();
+    let written = tokio::task::spawn_blocking(move || write_markers(&writer, &marking, kind)).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(transactional_id, %error, "writing transaction markers failed");
+            return Err(ResponseError::KafkaStorageError);
+        }
+        Err(_) => return Err(ResponseError::KafkaStorageError),
+    }
+    record.complete(now_ms());
+    save(broker, transactional_id, record.clone()).await?;
+    tracing::info!(transactional_id, producer_id = record.producer_id, epoch = record.epoch, outcome = ?kind, "transaction ended");
+    Ok(record)
+}
+
+/// Appends and fsyncs a marker in every partition of the transaction, then commits staged
+/// offsets if it is a commit. Repeating it after a crash is harmless: a marker for a producer
+/// with no open transaction changes nothing, and offsets are idempotent.
+fn write_markers(
+    broker: &Broker,
+    record: &TxnRecord,
+    kind: ControlType,
+) -> Result<(), StorageError> {
+    let now = now_ms();
+    for (topic, index) in &record.partitions {
+        let Some(partition) = broker.topics.get(topic).and_then(|t| t.partition(*index)) else {
+            continue;
+        };
+        let appended = partition.log.append_control(
+            kind,
+            record.producer_id,
+            record.epoch,
+            now,
+            |previous| broker.stamp_local(previous),
+        )?;
+        partition.log.sync_through(appended.last_offset + 1)?;
+        partition.appended.notify_waiters();
+    }
+    if kind == ControlType::Commit {
+        let mut by_group: HashMap<&str, Vec<OffsetEntry>> = HashMap::new();
+        for offset in &record.pending_offsets {
+            by_group
+                .entry(&offset.group)
+                .or_default()
+                .push(OffsetEntry {
+                    topic: offset.topic.clone(),
+                    partition: offset.partition,
+                    committed: CommittedOffset {
+                        offset: offset.offset,
+                        leader_epoch: offset.leader_epoch,
+                        metadata: offset.metadata.clone(),
+                        commit_ms: now,
+                    },
+                });
+        }
+        for (group, entries) in by_group {
+            broker.groups.commit_transactional(group, &entries)?;
+        }
+    }
+    Ok(())
+}
+
+/// Finishes transactions a crash left half-ended, then aborts timed-out ones until shutdown.
+pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    for (id, record) in broker.transactions.all() {
+        if matches!(
+            record.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        ) {
+            let lock = broker.transactions.lock(&id);
+            let _guard = lock.lock().await;
+            tracing::info!(transactional_id = %id, state = record.state.kafka_name(), "finishing a transaction interrupted by a crash");
+            if let Err(error) = finish(&broker, &id, record).await {
+                tracing::error!(transactional_id = %id, %error, "could not finish transaction");
+            }
+        }
+    }
+    let mut ticker = tokio::time::interval(TIMEOUT_CHECK_PERIOD);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let now = now_ms();
+        for (id, record) in broker.transactions.all() {
+            if !record.expired(now) {
+                continue;
+            }
+            let lock = broker.transactions.lock(&id);
+            let _guard = lock.lock().await;
+            let Some(current) = broker.transactions.get(&id).filter(|r| r.expired(now)) else {
+                continue;
+            };
+            tracing::info!(transactional_id = %id, timeout_ms = current.timeout_ms, "aborting a transaction that timed out");
+            if let Err(error) = abort_fencing(&broker, &id, current).await {
+                tracing::error!(transactional_id = %id, %error, "could not abort timed-out transaction");
+            }
+        }
+    }
+}
