@@ -1,0 +1,258 @@
+//! Transactions with librdkafka: read_committed consumers see exactly the committed records,
+//! zombies are fenced, timed-out transactions are aborted, and a consume-transform-produce loop
+//! with `send_offsets_to_transaction` is exactly-once across a broker restart.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use causeway_integration_tests::{
+    create_topic, payload_str, produce_all, read_to_end, topic_name, with_broker, BrokerOptions,
+    BrokerProcess, TestRecord,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+fn transactional_producer(broker: &BrokerProcess, id: &str, timeout_ms: u32) -> Result<TxnProducer> {
+    let producer: TxnProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", timeout_ms.to_string())
+        .set("linger.ms", "5")
+        .set("log_level", "6")
+        .create()?;
+    producer.init_transactions(TIMEOUT)?;
+    Ok(producer)
+}
+
+fn send(producer: &TxnProducer, topic: &str, value: &str) -> Result<()> {
+    producer
+        .send(BaseRecord::<(), str>::to(topic).partition(0).payload(value))
+        .map_err(|(e, _)| anyhow::anyhow!("enqueue failed: {e}"))
+}
+
+/// Reads partition 0 from the beginning to its end at `isolation`.
+fn read_values(broker: &BrokerProcess, topic: &str, isolation: &str) -> Result<Vec<String>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("reader-{isolation}"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + TIMEOUT;
+    let mut values = Vec::new();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => values.push(payload_str(&m.detach())),
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(values),
+            Some(Err(e)) => bail!("consumer error: {e}"),
+        }
+    }
+    bail!("no end of partition within {TIMEOUT:?} after {} records", values.len())
+}
+
+#[test]
+fn read_committed_consumers_see_exactly_the_committed_records() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("txn-mix");
+        create_topic(broker, &topic, 1, &[])?;
+        let producer = transactional_producer(broker, &topic, 60_000)?;
+        let mut committed = Vec::new();
+        for round in 0..6 {
+            producer.begin_transaction()?;
+            let values: Vec<String> = (0..10).map(|i| format!("r{round}-{i}")).collect();
+            for value in &values {
+                send(&producer, &topic, value)?;
+            }
+            producer.flush(TIMEOUT)?;
+            if round % 2 == 0 {
+                producer.commit_transaction(TIMEOUT)?;
+                committed.extend(values);
+            } else {
+                producer.abort_transaction(TIMEOUT)?;
+            }
+        }
+        let visible = read_values(broker, &topic, "read_committed")?;
+        if visible != committed {
+            bail!("read_committed saw {visible:?}, expected {committed:?}");
+        }
+        let all = read_values(broker, &topic, "read_uncommitted")?;
+        if all.len() != 60 {
+            bail!("read_uncommitted saw {} records, expected all 60", all.len());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("txn-fence");
+        create_topic(broker, &topic, 1, &[])?;
+        let zombie = transactional_producer(broker, &topic, 60_000)?;
+        zombie.begin_transaction()?;
+        send(&zombie, &topic, "zombie-open")?;
+        zombie.flush(TIMEOUT)?;
+        let successor = transactional_producer(broker, &topic, 60_000)?;
+        successor.begin_transaction()?;
+        send(&successor, &topic, "successor")?;
+        successor.commit_transaction(TIMEOUT)?;
+        zombie.begin_transaction().ok();
+        let _ = send(&zombie, &topic, "zombie-late");
+        match zombie.commit_transaction(TIMEOUT) {
+            Ok(()) => bail!("the fenced producer committed"),
+            Err(e) => {
+                let text = e.to_string().to_lowercase();
+                if !text.contains("fenced") && !text.contains("epoch") {
+                    bail!("expected a fencing error, got {e}");
+                }
+            }
+        }
+        let visible = read_values(broker, &topic, "read_committed")?;
+        if visible != vec!["successor".to_string()] {
+            bail!("read_committed saw {visible:?}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_transaction_left_open_is_aborted_at_its_timeout() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("txn-timeout");
+        create_topic(broker, &topic, 1, &[])?;
+        let abandoned = transactional_producer(broker, &format!("{topic}-a"), 1_500)?;
+        abandoned.begin_transaction()?;
+        send(&abandoned, &topic, "abandoned")?;
+        abandoned.flush(TIMEOUT)?;
+        let other = transactional_producer(broker, &format!("{topic}-b"), 60_000)?;
+        other.begin_transaction()?;
+        send(&other, &topic, "later")?;
+        other.commit_transaction(TIMEOUT)?;
+        // The open transaction holds back the stable offset until the coordinator aborts it.
+        let held_back = read_values(broker, &topic, "read_committed")?;
+        if !held_back.is_empty() {
+            bail!("records after an open transaction were visible: {held_back:?}");
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let visible = read_values(broker, &topic, "read_committed")?;
+            if visible == vec!["later".to_string()] {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("after the timeout read_committed saw {visible:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+fn group_consumer(broker: &BrokerProcess, group: &str, topic: &str) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
+/// One consume-transform-produce pass: up to `batch` input records become output records and
+/// the input position is committed in the same transaction. Returns how many were processed.
+fn transform_once(
+    consumer: &BaseConsumer,
+    producer: &TxnProducer,
+    input: &str,
+    output: &str,
+    batch: usize,
+) -> Result<usize> {
+    let mut taken: Vec<OwnedMessage> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while taken.len() < batch && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            taken.push(message?.detach());
+        }
+    }
+    if taken.is_empty() {
+        return Ok(0);
+    }
+    producer.begin_transaction()?;
+    for message in &taken {
+        send(producer, output, &format!("out-{}", payload_str(message)))?;
+    }
+    let next = taken.iter().map(|m| m.offset()).max().unwrap_or(-1) + 1;
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(input, 0, Offset::Offset(next))?;
+    let metadata = consumer
+        .group_metadata()
+        .context("consumer has no group metadata")?;
+    producer.send_offsets_to_transaction(&offsets, &metadata, TIMEOUT)?;
+    producer.commit_transaction(TIMEOUT)?;
+    Ok(taken.len())
+}
+
+#[test]
+fn consume_transform_produce_is_exactly_once_across_a_broker_restart() {
+    with_broker(
+        BrokerOptions::new().flag("--group-initial-rebalance-delay-ms", 0),
+        |broker| {
+            let input = topic_name("ctp-in");
+            let output = format!("{input}-out");
+            create_topic(broker, &input, 1, &[])?;
+            create_topic(broker, &output, 1, &[])?;
+            let records: Vec<TestRecord> =
+                (0..200).map(|i| TestRecord::value(i.to_string()).partition(0)).collect();
+            produce_all(&broker.producer(), &input, &records)?;
+            let group = format!("{input}-group");
+            let mut processed = 0;
+            for phase in 0..2 {
+                let consumer = group_consumer(broker, &group, &input)?;
+                let producer = transactional_producer(broker, &group, 60_000)?;
+                let goal = if phase == 0 { 100 } else { 200 };
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while processed < goal && Instant::now() < deadline {
+                    processed += transform_once(&consumer, &producer, &input, &output, 25)?;
+                }
+                drop(producer);
+                drop(consumer);
+                if phase == 0 {
+                    broker.restart()?;
+                }
+            }
+            let outputs: Vec<String> = read_values(broker, &output, "read_committed")?;
+            let expected: Vec<String> = (0..200).map(|i| format!("out-{i}")).collect();
+            let distinct: BTreeSet<&String> = outputs.iter().collect();
+            if outputs != expected {
+                bail!(
+                    "output holds {} records ({} distinct), expected exactly 200 in order",
+                    outputs.len(),
+                    distinct.len()
+                );
+            }
+            let all_input = read_to_end(&broker.bootstrap(), &input, 0, Offset::Beginning)?;
+            if all_input.len() != 200 {
+                bail!("input changed: {} records", all_input.len());
+            }
+            Ok(())
+        },
+    );
+}
