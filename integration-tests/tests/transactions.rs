@@ -21,7 +21,11 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 
 type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
-fn transactional_producer(broker: &BrokerProcess, id: &str, timeout_ms: u32) -> Result<TxnProducer> {
+fn transactional_producer(
+    broker: &BrokerProcess,
+    id: &str,
+    timeout_ms: u32,
+) -> Result<TxnProducer> {
     let producer: TxnProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("transactional.id", id)
@@ -62,7 +66,10 @@ fn read_values(broker: &BrokerProcess, topic: &str, isolation: &str) -> Result<V
             Some(Err(e)) => bail!("consumer error: {e}"),
         }
     }
-    bail!("no end of partition within {TIMEOUT:?} after {} records", values.len())
+    bail!(
+        "no end of partition within {TIMEOUT:?} after {} records",
+        values.len()
+    )
 }
 
 #[test]
@@ -92,7 +99,10 @@ fn read_committed_consumers_see_exactly_the_committed_records() {
         }
         let all = read_values(broker, &topic, "read_uncommitted")?;
         if all.len() != 60 {
-            bail!("read_uncommitted saw {} records, expected all 60", all.len());
+            bail!(
+                "read_uncommitted saw {} records, expected all 60",
+                all.len()
+            );
         }
         Ok(())
     });
@@ -219,8 +229,9 @@ fn consume_transform_produce_is_exactly_once_across_a_broker_restart() {
             let output = format!("{input}-out");
             create_topic(broker, &input, 1, &[])?;
             create_topic(broker, &output, 1, &[])?;
-            let records: Vec<TestRecord> =
-                (0..200).map(|i| TestRecord::value(i.to_string()).partition(0)).collect();
+            let records: Vec<TestRecord> = (0..200)
+                .map(|i| TestRecord::value(i.to_string()).partition(0))
+                .collect();
             produce_all(&broker.producer(), &input, &records)?;
             let group = format!("{input}-group");
             let mut processed = 0;
@@ -255,4 +266,124 @@ fn consume_transform_produce_is_exactly_once_across_a_broker_restart() {
             Ok(())
         },
     );
+}
+
+#[test]
+fn wrong_ids_epochs_and_states_get_kafka_errors_without_touching_other_producers() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProducerId, TopicName,
+        TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::ResponseError;
+
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("txn-bad");
+        create_topic(broker, &topic, 1, &[])?;
+        let mut raw = broker.raw()?;
+        let txn = |id: &str| TransactionalId(StrBytes::from_string(id.to_string()));
+        let init = |raw: &mut causeway_integration_tests::raw::RawClient,
+                    id: &str|
+         -> Result<(i64, i16)> {
+            let response = raw.request(
+                3,
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(txn(id)))
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            )?;
+            if response.error_code != 0 {
+                bail!("InitProducerId failed with {}", response.error_code);
+            }
+            Ok((response.producer_id.0, response.producer_epoch))
+        };
+        let end = |raw: &mut causeway_integration_tests::raw::RawClient,
+                   id: &str,
+                   pid: i64,
+                   epoch: i16|
+         -> Result<i16> {
+            Ok(raw
+                .request(
+                    3,
+                    &EndTxnRequest::default()
+                        .with_transactional_id(txn(id))
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_committed(true),
+                )?
+                .error_code)
+        };
+        let add = |raw: &mut causeway_integration_tests::raw::RawClient,
+                   id: &str,
+                   pid: i64,
+                   epoch: i16|
+         -> Result<i16> {
+            let response = raw.request(
+                3,
+                &AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(txn(id))
+                    .with_v3_and_below_producer_id(ProducerId(pid))
+                    .with_v3_and_below_producer_epoch(epoch)
+                    .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![0])]),
+            )?;
+            Ok(
+                response.results_by_topic_v3_and_below[0].results_by_partition[0]
+                    .partition_error_code,
+            )
+        };
+        let (pid_a, epoch_a) = init(&mut raw, "bad-a")?;
+        let (pid_b, epoch_b) = init(&mut raw, "bad-b")?;
+        ensure(
+            end(&mut raw, "no-such-id", pid_a, epoch_a)?,
+            ResponseError::InvalidProducerIdMapping,
+            "EndTxn of an unknown id",
+        )?;
+        ensure(
+            end(&mut raw, "bad-a", pid_a, epoch_a)?,
+            ResponseError::InvalidTxnState,
+            "EndTxn with nothing begun",
+        )?;
+        ensure(
+            add(&mut raw, "bad-a", pid_b, epoch_a)?,
+            ResponseError::InvalidProducerIdMapping,
+            "another producer's id",
+        )?;
+        let (_, epoch_a2) = init(&mut raw, "bad-a")?;
+        ensure(
+            add(&mut raw, "bad-a", pid_a, epoch_a)?,
+            ResponseError::ProducerFenced,
+            "a stale epoch",
+        )?;
+        ensure(
+            add(&mut raw, "bad-a", pid_a, epoch_a2)?,
+            ResponseError::Unknown(0),
+            "the current epoch",
+        )?;
+        // Producer b never noticed any of it.
+        ensure(
+            add(&mut raw, "bad-b", pid_b, epoch_b)?,
+            ResponseError::Unknown(0),
+            "an untouched producer",
+        )?;
+        ensure(
+            end(&mut raw, "bad-b", pid_b, epoch_b)?,
+            ResponseError::Unknown(0),
+            "committing b",
+        )?;
+        Ok(())
+    });
+}
+
+fn ensure(got: i16, want: kafka_protocol::ResponseError, what: &str) -> Result<()> {
+    if got != want.code() {
+        bail!(
+            "{what}: got error {got}, expected {} ({want:?})",
+            want.code()
+        );
+    }
+    Ok(())
 }
