@@ -387,3 +387,63 @@ fn ensure(got: i16, want: kafka_protocol::ResponseError, what: &str) -> Result<(
     }
     Ok(())
 }
+
+#[test]
+fn kill_9_during_commits_leaves_only_whole_transactions_visible() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("txn-crash");
+        create_topic(broker, &topic, 1, &[])?;
+        let id = format!("{topic}-id");
+        {
+            let producer = transactional_producer(broker, &id, 60_000)?;
+            let pid = broker.pid().context("broker pid")?;
+            // The broker dies at an arbitrary point, most likely in the middle of a commit.
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(700));
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            });
+            let started = Instant::now();
+            let mut round = 0;
+            while started.elapsed() < Duration::from_secs(10) {
+                let attempt = (|| -> Result<()> {
+                    producer.begin_transaction()?;
+                    for i in 0..3 {
+                        send(&producer, &topic, &format!("t{round}-{i}"))?;
+                    }
+                    producer.commit_transaction(Duration::from_secs(2))?;
+                    Ok(())
+                })();
+                if attempt.is_err() {
+                    break;
+                }
+                round += 1;
+            }
+            let _ = killer.join();
+            if round < 5 {
+                bail!("only {round} transactions before the crash: the test proved little");
+            }
+        }
+        broker.kill9();
+        broker.restart()?;
+        // A new producer with the same id resolves whatever the crash left open.
+        let successor = transactional_producer(broker, &id, 60_000)?;
+        successor.begin_transaction()?;
+        send(&successor, &topic, "after-restart")?;
+        successor.commit_transaction(TIMEOUT)?;
+        let visible = read_values(broker, &topic, "read_committed")?;
+        if visible.last().map(String::as_str) != Some("after-restart") {
+            bail!("the successor's commit is not visible last: {visible:?}");
+        }
+        let mut per_round: std::collections::BTreeMap<String, usize> = Default::default();
+        for value in &visible[..visible.len() - 1] {
+            let round = value.split('-').next().unwrap_or_default().to_string();
+            *per_round.entry(round).or_default() += 1;
+        }
+        if per_round.len() < 5 || per_round.values().any(|n| *n != 3) {
+            bail!("partial or missing transactions are visible: {per_round:?}");
+        }
+        Ok(())
+    });
+}
