@@ -1,0 +1,720 @@
+//! The per-partition causal delivery state machine (DESIGN.md section 4), written in the raft-rs
+//! manner: no sockets, no threads, no wall clock. The edge feeds it local appends, pull requests
+//! and pull responses together with the current wall time, and it answers with what to send
+//! and what happened. Its only collaborator is the narrow [`BatchLog`] trait, which the broker
+//! implements over `storage` and the simulator ([`crate::sim`]) implements in memory.
+//!
+//! ## Delivery rule
+//! For a remote batch `(j, seq, D)` at region `r` with vector clock `V`:
+//! - `seq <= V[j]`: a duplicate, dropped, so any redelivery is harmless;
+//! - `seq == V[j] + 1` and `D[k] <= V[k]` for every `k != j`: applied (appended to the log, then
+//!   `V[j] = seq`, then the HLC observes the stamp), and the pending queues are retried until
+//!   none progresses;
+//! - otherwise it waits in the per-origin pending queue.
+//!
+//! ## Bounds and backpressure
+//! Each origin's pending queue holds at most [`ReplicaConfig::pending_per_origin_max`] batches.
+//! A full queue keeps the *lowest* sequences, since those are the ones that can unblock
+//! delivery: a batch below the highest queued one evicts it (reported as
+//! [`Outcome::Queued`] with `evicted`), a batch above it is refused with
+//! [`Outcome::Backpressure`]. Nothing refused or evicted is lost: pulls ask for "everything
+//! after `V[j]`", so it comes again once the queue drains, and the transport backs off meanwhile.
+//! A deliverable batch is applied on arrival without entering a queue, and among the batches a
+//! region lacks the causally first one is always deliverable, so bounded queues cannot
+//! deadlock; keeping the lowest sequences makes queued batches the next to be released.
+//!
+//! ## Clock skew: refuse, never clamp
+//! A remote batch whose HLC stamp is more than [`ReplicaConfig::hlc_skew_ms_max`] ahead of local
+//! wall time is refused ([`Refusal::ClockSkew`]), not clamped. Clamping would have to rewrite the
+//! stamp (different regions would store different stamps for the same batch and tables would
+//! diverge) or leave the stamp as is (and the bad clock still wins every conflict). Refusal is
+//! temporary: once local time catches up, the same batch is accepted on a later pull.
+//!
+//! ## Durability and sequence reuse
+//! A region serves its *own* batches only once they are durable ([`PartitionReplica::sync`]),
+//! so a crash can lose only an own tail that nobody else has seen, and reusing those sequence
+//! numbers after restart can never give two regions different data for the same
+//! `(origin, seq)`. Remote batches are served whether synced locally or not: their origin holds
+//! them durably. The clock peers learn for the stable cut is the *durable* clock, so retention
+//! never deletes a batch that a region might still lose in a crash and need again.
+
+use std::collections::BTreeMap;
+
+use causeway_storage::CausalMeta;
+
+use crate::clock::VectorClock;
+use crate::hlc::HybridClock;
+
+/// Batches read from the log per call while serving a pull, so one pull never loads an
+/// unbounded slice of the log into memory.
+const SERVE_READ_CHUNK: usize = 256;
+
+/// How many log entries one pull may scan per batch it can return; bounds the work of a pull
+/// whose requester already has most of the log (progress is still guaranteed: the first entry
+/// scanned is always one the requester lacks).
+const SERVE_SCAN_FACTOR: usize = 16;
+
+/// Identity of a batch across all regions: its origin region and its sequence there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId {
+    /// Region that produced the batch.
+    pub origin: u32,
+    /// Sequence among that region's batches of the partition, starting at 1.
+    pub seq: u64,
+}
+
+/// A replicated batch: the causal metadata stamped at its origin and an opaque payload (the Kafka
+/// record batch in the broker, a digest in the simulator), so this core never parses records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch<P> {
+    /// Causal metadata as stamped by the origin; never changed by replication.
+    pub meta: CausalMeta,
+    /// The batch's bytes or a stand-in for them.
+    pub payload: P,
+}
+
+impl<P> Batch<P> {
+    /// The batch's `(origin, seq)`.
+    pub fn id(&self) -> BatchId {
+        BatchId {
+            origin: self.meta.origin_region,
+            seq: self.meta.origin_seq,
+        }
+    }
+}
+
+/// A failure of the log behind a replica (disk error, broken contract); the text is for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("partition log: {0}")]
+pub struct LogError(pub String);
+
+/// What a log knows about itself after it was opened, from which a replica restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogState {
+    /// Per origin, the highest sequence in the log (the log holds every lower one too).
+    pub clock: VectorClock,
+    /// The newest HLC stamp in the log, so the clock resumes after it.
+    pub hlc_max: u64,
+}
+
+/// The narrow storage seam of a partition replica. The broker implements it over a storage
+/// partition and its `(origin, seq) -> offset` index; the simulator over a `Vec`.
+///
+/// Contract: appends arrive in an order where every batch's dependencies and its predecessor
+/// from the same origin come first (the replica guarantees it); a crash keeps a prefix of the
+/// appended batches that includes everything before the last successful [`BatchLog::sync`].
+pub trait BatchLog {
+    /// The payload stored with each batch; compared only to detect conflicting copies.
+    type Payload: Clone + PartialEq;
+
+    /// Appends one batch at the end of the log (page cache; durability comes from `sync`).
+    fn append(&mut self, batch: Batch<Self::Payload>) -> Result<(), LogError>;
+
+    /// Makes everything appended so far survive a crash.
+    fn sync(&mut self) -> Result<(), LogError>;
+
+    /// Log position of a batch, or `None` if the log does not hold it.
+    fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError>;
+
+    /// Up to `max` batches from position `from` on, in log order, each with its position.
+    fn read(&self, from: u64, max: usize) -> Result<Vec<(u64, Batch<Self::Payload>)>, LogError>;
+
+    /// The clock and newest stamp of the log as it is now (called once, right after opening).
+    fn recover(&self) -> Result<LogState, LogError>;
+}
+
+/// Static settings of one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// This region's id.
+    pub region: u32,
+    /// Every region of the deployment, this one included: batches and peers from any other id
+    /// are refused, and the stable cut waits for all of them.
+    pub regions: Vec<u32>,
+    /// Bound of each origin's pending queue, in batches (at least 1).
+    pub pending_per_origin_max: usize,
+    /// How far ahead of local wall time a remote HLC stamp may be, in milliseconds.
+    pub hlc_skew_ms_max: u64,
+}
+
+/// Errors that stop an operation; refusals of bad remote input are [`Refusal`]s instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    /// The log failed; the replica is poisoned and must be rebuilt from the log.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An earlier log failure poisoned the replica: its clock may be ahead of the log.
+    #[error("replica poisoned by an earlier log failure; reopen it from the log")]
+    Poisoned,
+    /// A pull request or response came from a region outside the configuration.
+    #[error("unknown or invalid peer region {0}")]
+    UnknownPeer(u32),
+    /// The configuration is unusable.
+    #[error("invalid replica config: {0}")]
+    Config(&'static str),
+}
+
+/// Why a remote batch was refused. Refused batches are not kept; the link should be logged and
+/// retried with backoff, and nothing already applied is touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The HLC stamp is further ahead of local wall time than the skew bound.
+    ClockSkew {
+        /// Physical milliseconds of the stamp.
+        stamp_ms: u64,
+        /// Local wall time when it arrived.
+        wall_ms: u64,
+    },
+    /// The metadata is inconsistent (bad sequence, unsorted or unknown dependencies, ...).
+    Malformed(&'static str),
+    /// The origin region is not part of the configuration.
+    UnknownOrigin(u32),
+    /// A batch of ours, or a dependency on one, beyond our own clock: our own tail escaped
+    /// before it was durable. Must never happen; reported loudly rather than applied.
+    OwnBatchAhead {
+        /// Our sequence the batch carries or depends on.
+        seq: u64,
+        /// Our own clock entry.
+        local_seq: u64,
+    },
+    /// A different batch with the same `(origin, seq)` is already queued: a sequence was
+    /// reused for different data somewhere.
+    Conflict,
+}
+
+/// What happened to one received batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied, and then `released` queued batches became deliverable and were applied too.
+    Applied {
+        /// Queued batches applied after this one.
+        released: usize,
+    },
+    /// Already applied (or already queued with the same content): dropped.
+    Duplicate,
+    /// Waiting for its predecessors or dependencies.
+    Queued {
+        /// A higher queued batch of the same origin pushed out to keep the queue bounded; it
+        /// will be pulled again.
+        evicted: Option<BatchId>,
+    },
+    /// The origin's queue is full of lower sequences: not kept. Back off pulling this origin.
+    Backpressure,
+    /// Refused as bad input; see [`Refusal`].
+    Refused(Refusal),
+}
+
+/// "Send me what you have that I lack": my clock (`seq > have[j]` for every origin `j`) and my
+/// durable clock (for the stable cut). The same request can go to any peer, which is what lets
+/// batches route around a broken link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// Requesting region.
+    pub from: u32,
+    /// Region asked.
+    pub to: u32,
+    /// The requester's clock: send batches above it.
+    pub have: VectorClock,
+    /// The requester's durable clock: what it keeps through a crash.
+    pub durable: VectorClock,
+}
+
+/// The answer to a [`PullRequest`]: batches in the server's log order (a causal order), so a
+/// requester that receives them in order applies each one at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullResponse<P> {
+    /// Serving region.
+    pub from: u32,
+    /// Requesting region.
+    pub to: u32,
+    /// The server's clock, for lag reporting.
+    pub have: VectorClock,
+    /// The server's durable clock, for the stable cut.
+    pub durable: VectorClock,
+    /// Batches the requester lacks, at most the server's limit.
+    pub batches: Vec<Batch<P>>,
+}
+
+/// Totals of receiving one [`PullResponse`], for metrics and backoff decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullReport {
+    /// Batches applied, including queued ones released by them.
+    pub applied: usize,
+    /// Duplicates dropped.
+    pub duplicates: usize,
+    /// Batches queued.
+    pub queued: usize,
+    /// Queued batches evicted to keep queues bounded.
+    pub evicted: usize,
+    /// Batches refused because their origin's queue was full: back off.
+    pub backpressured: usize,
+    /// Refused batches and why.
+    pub refused: Vec<(BatchId, Refusal)>,
+}
+
+/// One region's replica of one partition: its vector clock, durable clock, hybrid logical clock,
+/// bounded per-origin pending queues and the latest durable clocks heard from peers, over a
+/// [`BatchLog`]. The log is the durable part; everything else is rebuilt or refilled after a
+/// crash by [`PartitionReplica::recover`].
+#[derive(Debug)]
+pub struct PartitionReplica<L: BatchLog> {
+    config: ReplicaConfig,
+    log: L,
+    clock: VectorClock,
+    durable: VectorClock,
+    hlc: HybridClock,
+    pending: BTreeMap<u32, BTreeMap<u64, Batch<L::Payload>>>,
+    peer_durable: BTreeMap<u32, VectorClock>,
+    poisoned: bool,
+}
+
+impl<L: BatchLog> PartitionReplica<L> {
+    /// Opens a replica over a log just opened (after a crash or a clean stop): the clock is the
+    /// log's, everything in it counts as durable, queues start empty.
+    pub fn recover(config: ReplicaConfig, log: L) -> Result<Self, ReplicaError> {
+        if !config.regions.contains(&config.region) {
+            return Err(ReplicaError::Config("regions must include this region"));
+        }
+        let mut sorted = config.regions.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != config.regions.len() {
+            return Err(ReplicaError::Config("regions must not repeat"));
+        }
+        if config.pending_per_origin_max == 0 {
+            return Err(ReplicaError::Config(
+                "pending_per_origin_max must be at least 1",
+            ));
+        }
+        let state = log.recover()?;
+        Ok(PartitionReplica {
+            config,
+            log,
+            durable: state.clock.clone(),
+            clock: state.clock,
+            hlc: HybridClock::resume(state.hlc_max),
+            pending: BTreeMap::new(),
+            peer_durable: BTreeMap::new(),
+            poisoned: false,
+        })
+    }
+
+    /// This region's id.
+    pub fn region(&self) -> u32 {
+        self.config.region
+    }
+
+    /// The vector clock: per origin, the highest sequence applied here.
+    pub fn clock(&self) -> &VectorClock {
+        &self.clock
+    }
+
+    /// The clock as of the last successful sync: what survives a crash.
+    pub fn durable_clock(&self) -> &VectorClock {
+        &self.durable
+    }
+
+    /// The latest durable clock heard from `peer`, if any.
+    pub fn peer_clock(&self, peer: u32) -> Option<&VectorClock> {
+        self.peer_durable.get(&peer)
+    }
+
+    /// Batches waiting in pending queues (the "buffered batches" of `/v1/regions`).
+    pub fn pending_len(&self) -> usize {
+        self.pending.values().map(BTreeMap::len).sum()
+    }
+
+    /// The log, for reads outside replication (fetch, tables, checks).
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// Gives the log back, e.g. to simulate a crash and reopen.
+    pub fn into_log(self) -> L {
+        self.log
+    }
+
+    fn check_poisoned(&self) -> Result<(), ReplicaError> {
+        if self.poisoned {
+            Err(ReplicaError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn append_to_log(&mut self, batch: Batch<L::Payload>) -> Result<(), ReplicaError> {
+        let id = batch.id();
+        if let Err(error) = self.log.append(batch) {
+            // The log may or may not hold the batch now; only a reopen knows.
+            self.poisoned = true;
+            return Err(error.into());
+        }
+        self.clock.advance(id.origin, id.seq);
+        Ok(())
+    }
+
+    /// Stamps and appends a batch produced here: `seq = V[self] + 1`, dependencies `V` before the
+    /// append, a fresh HLC stamp at `wall_ms`. The batch is replicated once a later
+    /// [`PartitionReplica::sync`] makes it durable (acks=all is answered then, too).
+    pub fn append_local(
+        &mut self,
+        payload: L::Payload,
+        wall_ms: u64,
+    ) -> Result<CausalMeta, ReplicaError> {
+        self.check_poisoned()?;
+        let region = self.config.region;
+        let meta = CausalMeta {
+            origin_region: region,
+            origin_seq: self.clock.get(region) + 1,
+            hlc: self.hlc.tick(wall_ms),
+            deps: self.clock.to_deps(),
+        };
+        self.append_to_log(Batch {
+            meta: meta.clone(),
+            payload,
+        })?;
+        Ok(meta)
+    }
+
+    /// Makes everything applied so far durable; own batches up to here become servable and the
+    /// durable clock (what peers use for the stable cut) catches up with the clock.
+    pub fn sync(&mut self) -> Result<(), ReplicaError> {
+        self.check_poisoned()?;
+        if let Err(error) = self.log.sync() {
+            self.poisoned = true;
+            return Err(error.into());
+        }
+        self.durable = self.clock.clone();
+        Ok(())
+    }
+
+    /// Checks a remote batch's metadata against the configuration and itself.
+    fn validate(&self, meta: &CausalMeta) -> Result<(), Refusal> {
+        let known = |region: u32| self.config.regions.contains(&region);
+        if !known(meta.origin_region) {
+            return Err(Refusal::UnknownOrigin(meta.origin_region));
+        }
+        if meta.origin_seq == 0 {
+            return Err(Refusal::Malformed("origin sequence 0"));
+        }
+        let mut previous: Option<u32> = None;
+        for &(region, seq) in &meta.deps {
+            if previous.is_some_and(|p| p >= region) {
+                return Err(Refusal::Malformed("dependencies not sorted by region"));
+            }
+            previous = Some(region);
+            if !known(region) {
+                return Err(Refusal::UnknownOrigin(region));
+            }
+            if seq == 0 {
+                return Err(Refusal::Malformed("zero dependency entry"));
+            }
+        }
+        if dep(&meta.deps, meta.origin_region) != meta.origin_seq - 1 {
+            return Err(Refusal::Malformed(
+                "dependency on own origin is not seq - 1",
+            ));
+        }
+        let own = self.config.region;
+        let local_seq = self.clock.get(own);
+        let own_dep = dep(&meta.deps, own);
+        if own_dep > local_seq {
+            return Err(Refusal::OwnBatchAhead {
+                seq: own_dep,
+                local_seq,
+            });
+        }
+        Ok(())
+    }
+
+    fn deliverable(&self, meta: &CausalMeta) -> bool {
+        meta.origin_seq == self.clock.get(meta.origin_region) + 1
+            && meta
+                .deps
+                .iter()
+                .all(|&(region, seq)| region == meta.origin_region || seq <= self.clock.get(region))
+    }
+
+    /// Receives one remote batch at local wall time `wall_ms` and applies the delivery rule.
+    /// `Err` only for log failures (the replica is then poisoned); bad input is an
+    /// [`Outcome::Refused`].
+    pub fn receive(
+        &mut self,
+        batch: Batch<L::Payload>,
+        wall_ms: u64,
+    ) -> Result<Outcome, ReplicaError> {
+        self.check_poisoned()?;
+        if let Err(refusal) = self.validate(&batch.meta) {
+            return Ok(Outcome::Refused(refusal));
+        }
+        let id = batch.id();
+        let applied = self.clock.get(id.origin);
+        if id.seq <= applied {
+            return Ok(Outcome::Duplicate);
+        }
+        if id.origin == self.config.region {
+            return Ok(Outcome::Refused(Refusal::OwnBatchAhead {
+                seq: id.seq,
+                local_seq: applied,
+            }));
+        }
+        let stamp_ms = HybridClock::physical_ms(batch.meta.hlc);
+        if stamp_ms > wall_ms.saturating_add(self.config.hlc_skew_ms_max) {
+            return Ok(Outcome::Refused(Refusal::ClockSkew { stamp_ms, wall_ms }));
+        }
+        if self.deliverable(&batch.meta) {
+            let hlc = batch.meta.hlc;
+            self.append_to_log(batch)?;
+            self.hlc.observe(hlc);
+            let released = self.drain()?;
+            return Ok(Outcome::Applied { released });
+        }
+        self.enqueue(batch)
+    }
+
+    fn enqueue(&mut self, batch: Batch<L::Payload>) -> Result<Outcome, ReplicaError> {
+        let id = batch.id();
+        let max = self.config.pending_per_origin_max;
+        let queue = self.pending.entry(id.origin).or_default();
+        if let Some(queued) = queue.get(&id.seq) {
+            return Ok(if *queued == batch {
+                Outcome::Duplicate
+            } else {
+                Outcome::Refused(Refusal::Conflict)
+            });
+        }
+        let mut evicted = None;
+        if queue.len() >= max {
+            match queue.last_key_value() {
+                Some((&highest, _)) if id.seq < highest => {
+                    queue.pop_last();
+                    evicted = Some(BatchId {
+                        origin: id.origin,
+                        seq: highest,
+                    });
+                }
+                _ => return Ok(Outcome::Backpressure),
+            }
+        }
+        queue.insert(id.seq, batch);
+        Ok(Outcome::Queued { evicted })
+    }
+
+    /// Applies queued batches until no queue progresses; returns how many were applied. Each
+    /// pass removes at least one entry or stops, so it is bounded by the queued count.
+    fn drain(&mut self) -> Result<usize, ReplicaError> {
+        let mut released = 0;
+        loop {
+            let mut progressed = false;
+            let origins: Vec<u32> = self.pending.keys().copied().collect();
+            for origin in origins {
+                loop {
+                    let next = {
+                        let Some(queue) = self.pending.get(&origin) else {
+                            break;
+                        };
+                        let Some((&seq, batch)) = queue.first_key_value() else {
+                            break;
+                        };
+                        if seq <= self.clock.get(origin) {
+                            Some(false) // stale: applied meanwhile through another copy
+                        } else if self.deliverable(&batch.meta) {
+                            Some(true)
+                        } else {
+                            None
+                        }
+                    };
+                    let Some(apply) = next else { break };
+                    let Some((_, batch)) =
+                        self.pending.get_mut(&origin).and_then(BTreeMap::pop_first)
+                    else {
+                        break;
+                    };
+                    if apply {
+                        let hlc = batch.meta.hlc;
+                        self.append_to_log(batch)?;
+                        self.hlc.observe(hlc);
+                        released += 1;
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.pending.retain(|_, queue| !queue.is_empty());
+        Ok(released)
+    }
+
+    /// What to ask `peer`: everything above this region's clock, from every origin (anti-entropy
+    /// by clock exchange: any peer can fill in any origin's batches). Sent periodically even
+    /// when idle, it is also the heartbeat that tells peers this region's durable clock.
+    pub fn pull_request(&self, peer: u32) -> PullRequest {
+        PullRequest {
+            from: self.config.region,
+            to: peer,
+            have: self.clock.clone(),
+            durable: self.durable.clone(),
+        }
+    }
+
+    fn note_peer(&mut self, peer: u32, durable: &VectorClock) -> Result<(), ReplicaError> {
+        if peer == self.config.region || !self.config.regions.contains(&peer) {
+            return Err(ReplicaError::UnknownPeer(peer));
+        }
+        // Messages may be reordered: keep the pointwise maximum (durable clocks only grow).
+        let known = self.peer_durable.entry(peer).or_default();
+        for (region, seq) in durable.to_deps() {
+            known.advance(region, seq);
+        }
+        Ok(())
+    }
+
+    /// Answers a peer's pull with up to `limit` batches it lacks, in this log's order, starting
+    /// at the earliest missing one (found through the `(origin, seq)` index). Own batches are
+    /// served only up to the durable clock. Records the peer's durable clock.
+    pub fn serve_pull(
+        &mut self,
+        request: &PullRequest,
+        limit: usize,
+    ) -> Result<PullResponse<L::Payload>, ReplicaError> {
+        self.check_poisoned()?;
+        self.note_peer(request.from, &request.durable)?;
+        let own = self.config.region;
+        let servable = |origin: u32, seq: u64, clock: &VectorClock, durable: &VectorClock| {
+            let top = if origin == own {
+                durable.get(own)
+            } else {
+                clock.get(origin)
+            };
+            seq > request.have.get(origin) && seq <= top
+        };
+        let mut start: Option<u64> = None;
+        for (origin, _) in self.clock.to_deps() {
+            let first = BatchId {
+                origin,
+                seq: request.have.get(origin) + 1,
+            };
+            if !servable(first.origin, first.seq, &self.clock, &self.durable) {
+                continue;
+            }
+            match self.log.position_of(first)? {
+                Some(position) => start = Some(start.map_or(position, |s| s.min(position))),
+                None => {
+                    return Err(LogError(format!(
+                        "index has no position for batch {}:{} the clock covers",
+                        first.origin, first.seq
+                    ))
+                    .into())
+                }
+            }
+        }
+        let mut batches = Vec::new();
+        if let Some(mut position) = start {
+            let scan_max = limit.saturating_mul(SERVE_SCAN_FACTOR);
+            let mut scanned = 0usize;
+            'scan: while batches.len() < limit && scanned < scan_max {
+                let chunk = self.log.read(position, SERVE_READ_CHUNK)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for (at, batch) in chunk {
+                    position = at + 1;
+                    scanned += 1;
+                    let id = batch.id();
+                    if servable(id.origin, id.seq, &self.clock, &self.durable) {
+                        batches.push(batch);
+                        if batches.len() >= limit {
+                            break 'scan;
+                        }
+                    }
+                    if scanned >= scan_max {
+                        break 'scan;
+                    }
+                }
+            }
+        }
+        Ok(PullResponse {
+            from: own,
+            to: request.from,
+            have: self.clock.clone(),
+            durable: self.durable.clone(),
+            batches,
+        })
+    }
+
+    /// Receives a peer's [`PullResponse`] at local wall time `wall_ms`: records its durable
+    /// clock and runs every batch through [`PartitionReplica::receive`].
+    pub fn receive_response(
+        &mut self,
+        response: PullResponse<L::Payload>,
+        wall_ms: u64,
+    ) -> Result<PullReport, ReplicaError> {
+        self.check_poisoned()?;
+        self.note_peer(response.from, &response.durable)?;
+        let mut report = PullReport::default();
+        for batch in response.batches {
+            let id = batch.id();
+            match self.receive(batch, wall_ms)? {
+                Outcome::Applied { released } => report.applied += 1 + released,
+                Outcome::Duplicate => report.duplicates += 1,
+                Outcome::Queued { evicted } => {
+                    report.queued += 1;
+                    report.evicted += usize::from(evicted.is_some());
+                }
+                Outcome::Backpressure => report.backpressured += 1,
+                Outcome::Refused(refusal) => report.refused.push((id, refusal)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// The causally stable cut for retention: the pointwise minimum of this region's durable
+    /// clock and the latest durable clock heard from every other configured region (a region
+    /// never heard from counts as zero). Every region holds, durably, every batch at or below it.
+    pub fn stable_cut(&self) -> VectorClock {
+        let empty = VectorClock::default();
+        let clocks = self.config.regions.iter().map(|&region| {
+            if region == self.config.region {
+                &self.durable
+            } else {
+                self.peer_durable.get(&region).unwrap_or(&empty)
+            }
+        });
+        stable_cut(clocks)
+    }
+}
+
+/// The pointwise minimum of `clocks` (empty input gives the empty clock): the batches every one
+/// of those regions has applied.
+pub fn stable_cut<'a>(clocks: impl IntoIterator<Item = &'a VectorClock>) -> VectorClock {
+    let mut clocks = clocks.into_iter();
+    let Some(first) = clocks.next() else {
+        return VectorClock::default();
+    };
+    let mut cut = first.to_deps();
+    for clock in clocks {
+        for entry in &mut cut {
+            entry.1 = entry.1.min(clock.get(entry.0));
+        }
+    }
+    let mut result = VectorClock::default();
+    for (region, seq) in cut.into_iter().filter(|&(_, seq)| seq > 0) {
+        result.advance(region, seq);
+    }
+    result
+}
+
+/// Whether `a <= b` pointwise: every batch `a` covers, `b` covers too.
+pub fn dominated_by(a: &VectorClock, b: &VectorClock) -> bool {
+    a.to_deps()
+        .iter()
+        .all(|&(region, seq)| seq <= b.get(region))
+}
+
+/// The dependency entry for `region` in a sorted dependency list (0 when absent).
+fn dep(deps: &[(u32, u64)], region: u32) -> u64 {
+    deps.binary_search_by_key(&region, |&(r, _)| r)
+        .map_or(0, |i| deps[i].1)
+}

@@ -1,0 +1,718 @@
+//! A deterministic simulator for [`crate::delivery`]: several regions replicating one partition
+//! over a simulated network, driven by one seeded generator and a simulated millisecond clock.
+//! No sockets, no threads, no wall clock: a seed replays the same run bit for bit.
+//!
+//! ## Fault model
+//! While the *fault phase* lasts (`SimConfig::fault_ms`):
+//! - local appends at random regions; syncs (fsync) at random times, and an append counts as
+//!   acknowledged (acks=all) once a sync covers it;
+//! - every message (pull request or response) gets a random delay, hence reordering; it may be
+//!   dropped or duplicated; the batches inside a response may arrive shuffled or with some lost
+//!   (a pipelined stream whose frames overtake each other or go missing), which is what makes
+//!   batches wait in pending queues;
+//! - links are cut and healed at random (a cut link drops everything in both directions, also
+//!   what was already in flight), so two regions often converge only through a third;
+//! - regions crash and restart: the replica's volatile state (queues, peer clocks, HLC) is gone
+//!   and the log loses everything after its last sync (a power loss);
+//! - every region's wall clock has a fixed offset; with `bad_clock`, one region runs further ahead
+//!   than the skew bound, and its batches are refused until the others' time catches up.
+//!
+//! Then the *quiescence phase*: every link heals, every region restarts, no more appends, drops
+//! or crashes (delays and duplicates go on), pulls continue until every region holds the same
+//! clock with empty queues.
+//!
+//! ## Invariants
+//! Checked as the run goes: every append to a log is causal (the [`MemoryLog`] refuses a batch
+//! whose predecessor or dependencies are missing, which fails the run); no sequence number leaves
+//! its origin with two different payloads; a crash loses no acknowledged append; no refusal other
+//! than clock skew (and only with a bad clock); the stable cut at every region is at or below the
+//! durable clock of every region. At the end: every region holds the same batches, per-origin
+//! order holds in every log, and every acknowledged append is in every region.
+
+mod memory_log;
+mod rng;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use memory_log::MemoryLog;
+pub use rng::SimRng;
+
+use crate::delivery::{
+    dominated_by, BatchId, PartitionReplica, PullRequest, PullResponse, Refusal, ReplicaConfig,
+};
+
+/// Wall time at which simulated clocks start, so negative offsets stay positive.
+const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// How often (simulated ms) the quiescence phase checks for convergence.
+const QUIESCE_CHECK_MS: u64 = 10;
+
+/// The payload type of simulated batches: a unique number per append, standing in for the
+/// batch's content hash.
+pub type Payload = u64;
+
+type Replica = PartitionReplica<MemoryLog<Payload>>;
+
+/// Parameters of one simulated run; [`SimConfig::random`] draws them from the seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Number of regions.
+    pub regions: usize,
+    /// Length of the phase with appends and faults, in simulated ms.
+    pub fault_ms: u64,
+    /// Give up (and fail) if the regions have not converged this long after faults stop.
+    pub quiesce_ms_max: u64,
+    /// Chance per region per ms of a local append, per million.
+    pub append_per_million: u32,
+    /// Chance per region per ms of a sync, per million.
+    pub sync_per_million: u32,
+    /// Each region pulls from every peer this often, in ms.
+    pub pull_interval_ms: u64,
+    /// Most batches one pull response carries.
+    pub pull_limit: usize,
+    /// Largest one-way message delay, in ms (at least 1).
+    pub delay_ms_max: u64,
+    /// Chance that a message is lost, per million.
+    pub drop_per_million: u32,
+    /// Chance that a message is delivered twice, per million.
+    pub dup_per_million: u32,
+    /// Chance that a response's batches arrive shuffled (a pipelined stream split over frames
+    /// that overtake each other), per million. This is what fills pending queues.
+    pub shuffle_per_million: u32,
+    /// Chance that one batch inside a response is lost (a lost frame), per million.
+    pub batch_drop_per_million: u32,
+    /// Chance per link per ms that a healthy link is cut, per million.
+    pub cut_per_million: u32,
+    /// Chance per link per ms that a cut link heals, per million.
+    pub heal_per_million: u32,
+    /// Chance per region per ms of a crash, per million.
+    pub crash_per_million: u32,
+    /// Longest time a crashed region stays down, in ms.
+    pub down_ms_max: u64,
+    /// Largest clock offset of a region (either way), in ms.
+    pub clock_offset_ms_max: u64,
+    /// The replicas' HLC skew bound, in ms.
+    pub hlc_skew_ms_max: u64,
+    /// Whether region 0's clock runs ahead by more than the skew bound.
+    pub bad_clock: bool,
+    /// The replicas' pending queue bound per origin.
+    pub pending_per_origin_max: usize,
+    /// A link (by region index) cut for the whole run, quiescence included: its two ends must
+    /// converge through a third region.
+    pub permanent_cut: Option<(usize, usize)>,
+}
+
+impl SimConfig {
+    /// A scenario drawn from `rng`: 3 to 5 regions, a short fault phase, and fault rates from
+    /// none to harsh, so thousands of seeds cover calm and stormy runs alike.
+    pub fn random(rng: &mut SimRng) -> SimConfig {
+        let clock_offset_ms_max = rng.range(0, 200);
+        SimConfig {
+            regions: rng.range(3, 5) as usize,
+            fault_ms: rng.range(300, 1500),
+            quiesce_ms_max: 60_000,
+            append_per_million: rng.range(5_000, 40_000) as u32,
+            sync_per_million: rng.range(20_000, 300_000) as u32,
+            pull_interval_ms: rng.range(1, 20),
+            pull_limit: rng.range(1, 64) as usize,
+            delay_ms_max: rng.range(1, 50),
+            drop_per_million: rng.range(0, 300_000) as u32,
+            dup_per_million: rng.range(0, 200_000) as u32,
+            shuffle_per_million: rng.range(0, 500_000) as u32,
+            batch_drop_per_million: rng.range(0, 100_000) as u32,
+            cut_per_million: rng.range(0, 3_000) as u32,
+            heal_per_million: rng.range(1_000, 20_000) as u32,
+            crash_per_million: rng.range(0, 1_500) as u32,
+            down_ms_max: rng.range(1, 400),
+            clock_offset_ms_max,
+            hlc_skew_ms_max: 2 * clock_offset_ms_max + rng.range(1, 100),
+            bad_clock: rng.chance(125_000),
+            pending_per_origin_max: rng.range(1, 16) as usize,
+            permanent_cut: None,
+        }
+    }
+}
+
+/// What a run did, for the test's summary and for measurements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// Local appends.
+    pub appends: u64,
+    /// Appends acknowledged (covered by a sync).
+    pub acknowledged: u64,
+    /// Region crashes.
+    pub crashes: u64,
+    /// Unsynced batches lost in crashes (never acknowledged, never served).
+    pub lost_unsynced: u64,
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages dropped by faults or cut links.
+    pub dropped: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    /// Batches refused for clock skew.
+    pub skew_refusals: u64,
+    /// Batches refused for backpressure.
+    pub backpressured: u64,
+    /// Queued batches evicted.
+    pub evicted: u64,
+    /// Simulated ms from the end of faults to convergence.
+    pub quiesce_ms: u64,
+    /// The converged log of the first region, in its order (identical sets everywhere).
+    pub final_log: Vec<crate::delivery::Batch<Payload>>,
+}
+
+/// A broken invariant, with the seed that replays it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Seed of the run.
+    pub seed: u64,
+    /// Simulated ms since the start.
+    pub at_ms: u64,
+    /// What broke.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} at {} ms: {} (replay: CAUSEWAY_SIM_SEED={} cargo test --release -p \
+             causeway-replication --test simulation)",
+            self.seed, self.at_ms, self.message, self.seed
+        )
+    }
+}
+
+impl std::error::Error for Violation {}
+
+enum Message {
+    Pull(PullRequest),
+    Response(PullResponse<Payload>),
+}
+
+struct InFlight {
+    from: usize,
+    to: usize,
+    message: Message,
+}
+
+struct Node {
+    id: u32,
+    offset_ms: i64,
+    replica: Option<Replica>,
+    /// The log while the region is down.
+    parked: Option<MemoryLog<Payload>>,
+    down_until_ms: u64,
+    next_pull_ms: u64,
+    /// Own appends not yet covered by a sync.
+    unacked: Vec<(u64, Payload)>,
+}
+
+/// One simulated run.
+struct Sim {
+    seed: u64,
+    config: SimConfig,
+    rng: SimRng,
+    now_ms: u64,
+    nodes: Vec<Node>,
+    ids: Vec<u32>,
+    cut: Vec<Vec<bool>>,
+    network: BTreeMap<(u64, u64), InFlight>,
+    send_order: u64,
+    faults: bool,
+    next_payload: Payload,
+    /// Every batch that ever left its origin: `(origin, seq) -> payload`.
+    escaped: BTreeMap<BatchId, Payload>,
+    acknowledged: BTreeMap<BatchId, Payload>,
+    report: SimReport,
+}
+
+/// Runs the scenario [`SimConfig::random`] draws from `seed`.
+pub fn run(seed: u64) -> Result<SimReport, Violation> {
+    let mut rng = SimRng::new(seed);
+    let config = SimConfig::random(&mut rng);
+    run_with(seed, config)
+}
+
+/// Runs `config` with randomness from `seed`.
+pub fn run_with(seed: u64, config: SimConfig) -> Result<SimReport, Violation> {
+    let mut sim = Sim::new(seed, config)?;
+    sim.run()?;
+    Ok(sim.report)
+}
+
+impl Sim {
+    fn new(seed: u64, config: SimConfig) -> Result<Sim, Violation> {
+        // A different stream from the one that drew the config.
+        let mut rng = SimRng::new(seed ^ 0x5EED_CA05_E3A7_0001);
+        // Sparse, unordered ids: nothing may assume ids are 0..n.
+        let ids: Vec<u32> = (0..config.regions)
+            .map(|i| (i as u32 * 7 + 3) % 31)
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let max = config.clock_offset_ms_max as i64;
+            let mut offset_ms = rng.range(0, 2 * max as u64) as i64 - max;
+            if config.bad_clock && i == 0 {
+                offset_ms = max + config.hlc_skew_ms_max as i64 + rng.range(1, 300) as i64;
+            }
+            nodes.push(Node {
+                id,
+                offset_ms,
+                replica: None,
+                parked: Some(MemoryLog::new()),
+                down_until_ms: 0,
+                next_pull_ms: rng.below(config.pull_interval_ms),
+                unacked: Vec::new(),
+            });
+        }
+        let n = config.regions;
+        let mut sim = Sim {
+            seed,
+            config,
+            rng,
+            now_ms: 0,
+            nodes,
+            ids,
+            cut: vec![vec![false; n]; n],
+            network: BTreeMap::new(),
+            send_order: 0,
+            faults: true,
+            next_payload: 1,
+            escaped: BTreeMap::new(),
+            acknowledged: BTreeMap::new(),
+            report: SimReport::default(),
+        };
+        for i in 0..n {
+            sim.restart(i)?;
+        }
+        sim.apply_permanent_cut();
+        Ok(sim)
+    }
+
+    fn apply_permanent_cut(&mut self) {
+        if let Some((a, b)) = self.config.permanent_cut {
+            if a < self.cut.len() && b < self.cut.len() && a != b {
+                self.cut[a][b] = true;
+                self.cut[b][a] = true;
+            }
+        }
+    }
+
+    fn violation(&self, message: impl Into<String>) -> Violation {
+        Violation {
+            seed: self.seed,
+            at_ms: self.now_ms,
+            message: message.into(),
+        }
+    }
+
+    fn replica_config(&self, i: usize) -> ReplicaConfig {
+        ReplicaConfig {
+            region: self.ids[i],
+            regions: self.ids.clone(),
+            pending_per_origin_max: self.config.pending_per_origin_max,
+            hlc_skew_ms_max: self.config.hlc_skew_ms_max,
+        }
+    }
+
+    fn wall_ms(&self, i: usize) -> u64 {
+        EPOCH_MS
+            .saturating_add(self.now_ms)
+            .saturating_add_signed(self.nodes[i].offset_ms)
+    }
+
+    fn run(&mut self) -> Result<(), Violation> {
+        while self.now_ms < self.config.fault_ms {
+            self.step()?;
+        }
+        self.faults = false;
+        for row in &mut self.cut {
+            row.iter_mut().for_each(|c| *c = false);
+        }
+        self.apply_permanent_cut();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].replica.is_none() {
+                self.restart(i)?;
+            }
+        }
+        let quiesce_start = self.now_ms;
+        loop {
+            self.step()?;
+            if self.now_ms % QUIESCE_CHECK_MS == 0 && self.converged() {
+                break;
+            }
+            if self.now_ms - quiesce_start > self.config.quiesce_ms_max {
+                let clocks: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.replica.as_ref())
+                    .map(|r| format!("{:?} pending {}", r.clock().to_deps(), r.pending_len()))
+                    .collect();
+                return Err(self.violation(format!("no convergence: {clocks:?}")));
+            }
+        }
+        self.report.quiesce_ms = self.now_ms - quiesce_start;
+        self.final_checks()
+    }
+
+    fn converged(&self) -> bool {
+        let mut clocks = self.nodes.iter().map(|n| n.replica.as_ref());
+        let Some(Some(first)) = clocks.next() else {
+            return false;
+        };
+        first.pending_len() == 0
+            && first.durable_clock() == first.clock()
+            && clocks.all(|r| {
+                r.is_some_and(|r| {
+                    r.clock() == first.clock()
+                        && r.durable_clock() == r.clock()
+                        && r.pending_len() == 0
+                })
+            })
+    }
+
+    fn step(&mut self) -> Result<(), Violation> {
+        self.now_ms += 1;
+        let n = self.nodes.len();
+        if self.faults {
+            for a in 0..n {
+                for b in (a + 1)..n {
+                    let flip = if self.cut[a][b] {
+                        self.rng.chance(self.config.heal_per_million)
+                    } else {
+                        self.rng.chance(self.config.cut_per_million)
+                    };
+                    if flip {
+                        self.cut[a][b] = !self.cut[a][b];
+                        self.cut[b][a] = self.cut[a][b];
+                    }
+                }
+            }
+            self.apply_permanent_cut();
+            for i in 0..n {
+                if self.nodes[i].replica.is_some() {
+                    if self.rng.chance(self.config.crash_per_million) {
+                        self.crash(i)?;
+                    }
+                } else if self.now_ms >= self.nodes[i].down_until_ms {
+                    self.restart(i)?;
+                }
+            }
+            for i in 0..n {
+                if self.nodes[i].replica.is_some()
+                    && self.rng.chance(self.config.append_per_million)
+                {
+                    self.append(i)?;
+                }
+            }
+        }
+        for i in 0..n {
+            if self.nodes[i].replica.is_some() && self.rng.chance(self.config.sync_per_million) {
+                self.sync(i)?;
+            }
+        }
+        for i in 0..n {
+            if self.nodes[i].replica.is_some() && self.now_ms >= self.nodes[i].next_pull_ms {
+                self.nodes[i].next_pull_ms = self.now_ms + self.config.pull_interval_ms;
+                for peer in 0..n {
+                    if peer == i {
+                        continue;
+                    }
+                    let request = match &self.nodes[i].replica {
+                        Some(replica) => replica.pull_request(self.ids[peer]),
+                        None => continue,
+                    };
+                    self.send(i, peer, Message::Pull(request));
+                }
+            }
+        }
+        while let Some(entry) = self.network.first_entry() {
+            if entry.key().0 > self.now_ms {
+                break;
+            }
+            let message = entry.remove();
+            self.deliver(message)?;
+        }
+        self.check_stable_cuts()
+    }
+
+    fn append(&mut self, i: usize) -> Result<(), Violation> {
+        let payload = self.next_payload;
+        self.next_payload += 1;
+        let wall = self.wall_ms(i);
+        let id = self.ids[i];
+        let result = match self.nodes[i].replica.as_mut() {
+            Some(replica) => replica.append_local(payload, wall),
+            None => return Ok(()),
+        };
+        let meta = result.map_err(|e| self.violation(format!("append at {id}: {e}")))?;
+        let key = BatchId {
+            origin: id,
+            seq: meta.origin_seq,
+        };
+        if let Some(other) = self.escaped.get(&key) {
+            return Err(self.violation(format!(
+                "sequence {}:{} reused: payload {payload}, but {other} already left the region",
+                key.origin, key.seq
+            )));
+        }
+        self.nodes[i].unacked.push((meta.origin_seq, payload));
+        self.report.appends += 1;
+        Ok(())
+    }
+
+    fn sync(&mut self, i: usize) -> Result<(), Violation> {
+        let id = self.ids[i];
+        let result = match self.nodes[i].replica.as_mut() {
+            Some(replica) => replica.sync(),
+            None => return Ok(()),
+        };
+        result.map_err(|e| self.violation(format!("sync at {id}: {e}")))?;
+        for (seq, payload) in std::mem::take(&mut self.nodes[i].unacked) {
+            self.acknowledged
+                .insert(BatchId { origin: id, seq }, payload);
+            self.report.acknowledged += 1;
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, i: usize) -> Result<(), Violation> {
+        let Some(replica) = self.nodes[i].replica.take() else {
+            return Ok(());
+        };
+        let id = self.ids[i];
+        let mut log = replica.into_log();
+        self.report.lost_unsynced += log.crash() as u64;
+        self.report.crashes += 1;
+        self.nodes[i].unacked.clear();
+        let kept = log.clock().get(id);
+        let acked = self
+            .acknowledged
+            .range(
+                BatchId { origin: id, seq: 0 }..=BatchId {
+                    origin: id,
+                    seq: u64::MAX,
+                },
+            )
+            .next_back()
+            .map_or(0, |(key, _)| key.seq);
+        if kept < acked {
+            return Err(self.violation(format!(
+                "crash of {id} lost acknowledged batches {}..={acked}",
+                kept + 1
+            )));
+        }
+        self.nodes[i].parked = Some(log);
+        self.nodes[i].down_until_ms = self.now_ms + self.rng.range(1, self.config.down_ms_max);
+        Ok(())
+    }
+
+    fn restart(&mut self, i: usize) -> Result<(), Violation> {
+        let Some(log) = self.nodes[i].parked.take() else {
+            return Ok(());
+        };
+        let replica = PartitionReplica::recover(self.replica_config(i), log)
+            .map_err(|e| self.violation(format!("restart of {}: {e}", self.ids[i])))?;
+        self.nodes[i].replica = Some(replica);
+        Ok(())
+    }
+
+    fn send(&mut self, from: usize, to: usize, message: Message) {
+        self.report.messages += 1;
+        if self.cut[from][to] || (self.faults && self.rng.chance(self.config.drop_per_million)) {
+            self.report.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.config.dup_per_million) {
+            self.report.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let mut message = Some(message);
+        for copy in 0..copies {
+            let at = self.now_ms + self.rng.range(1, self.config.delay_ms_max.max(1));
+            let body = if copy + 1 == copies {
+                message.take()
+            } else {
+                message.as_ref().map(|m| match m {
+                    Message::Pull(r) => Message::Pull(r.clone()),
+                    Message::Response(r) => Message::Response(r.clone()),
+                })
+            };
+            if let Some(body) = body {
+                self.send_order += 1;
+                self.network.insert(
+                    (at, self.send_order),
+                    InFlight {
+                        from,
+                        to,
+                        message: body,
+                    },
+                );
+            }
+        }
+    }
+
+    fn deliver(&mut self, flight: InFlight) -> Result<(), Violation> {
+        let InFlight { from, to, message } = flight;
+        if self.cut[from][to] || self.nodes[to].replica.is_none() {
+            self.report.dropped += 1;
+            return Ok(());
+        }
+        let wall = self.wall_ms(to);
+        let limit = self.config.pull_limit;
+        match message {
+            Message::Pull(request) => {
+                let result = match self.nodes[to].replica.as_mut() {
+                    Some(replica) => replica.serve_pull(&request, limit),
+                    None => return Ok(()),
+                };
+                let response = result.map_err(|e| {
+                    self.violation(format!(
+                        "serve at {} for {}: {e}",
+                        self.ids[to], self.ids[from]
+                    ))
+                })?;
+                for batch in &response.batches {
+                    let id = batch.id();
+                    let known = *self.escaped.entry(id).or_insert(batch.payload);
+                    if known != batch.payload {
+                        return Err(self.violation(format!(
+                            "{} served {}:{} with payload {}, but {known} left earlier",
+                            self.ids[to], id.origin, id.seq, batch.payload
+                        )));
+                    }
+                }
+                self.send(to, from, Message::Response(response));
+            }
+            Message::Response(mut response) => {
+                if self.faults && self.rng.chance(self.config.shuffle_per_million) {
+                    for k in (1..response.batches.len()).rev() {
+                        let other = self.rng.below(k as u64 + 1) as usize;
+                        response.batches.swap(k, other);
+                    }
+                }
+                if self.faults && self.config.batch_drop_per_million > 0 {
+                    let rate = self.config.batch_drop_per_million;
+                    let rng = &mut self.rng;
+                    response.batches.retain(|_| !rng.chance(rate));
+                }
+                let result = match self.nodes[to].replica.as_mut() {
+                    Some(replica) => replica.receive_response(response, wall),
+                    None => return Ok(()),
+                };
+                let report = result.map_err(|e| {
+                    self.violation(format!(
+                        "receive at {} from {}: {e}",
+                        self.ids[to], self.ids[from]
+                    ))
+                })?;
+                self.report.backpressured += report.backpressured as u64;
+                self.report.evicted += report.evicted as u64;
+                for (id, refusal) in report.refused {
+                    match refusal {
+                        Refusal::ClockSkew { .. } if self.config.bad_clock => {
+                            self.report.skew_refusals += 1;
+                        }
+                        other => {
+                            return Err(self.violation(format!(
+                                "{} refused {}:{} from {}: {other:?}",
+                                self.ids[to], id.origin, id.seq, self.ids[from]
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each region's stable cut is at or below every region's durable log, so retention acting
+    /// on it could never delete a batch some region may still need after a crash.
+    fn check_stable_cuts(&self) -> Result<(), Violation> {
+        let durable: Vec<_> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref().map(|r| r.log()).or(n.parked.as_ref()))
+            .map(MemoryLog::durable_clock)
+            .collect();
+        for node in &self.nodes {
+            let Some(replica) = &node.replica else {
+                continue;
+            };
+            let cut = replica.stable_cut();
+            if let Some(lower) = durable.iter().find(|d| !dominated_by(&cut, d)) {
+                return Err(self.violation(format!(
+                    "stable cut {:?} at {} is above a durable clock {:?}",
+                    cut.to_deps(),
+                    node.id,
+                    lower.to_deps()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Result<(), Violation> {
+        let mut reference: Option<Vec<(BatchId, Payload)>> = None;
+        for node in &self.nodes {
+            let Some(replica) = &node.replica else {
+                return Err(self.violation(format!("{} is down at the end", node.id)));
+            };
+            let log = replica.log().batches();
+            // Per-origin order and causality, re-checked on the final log.
+            let mut clock = crate::clock::VectorClock::default();
+            for batch in log {
+                let id = batch.id();
+                if id.seq != clock.get(id.origin) + 1
+                    || batch.meta.deps.iter().any(|&(r, s)| s > clock.get(r))
+                {
+                    return Err(self.violation(format!(
+                        "log of {} holds {}:{} out of causal order",
+                        node.id, id.origin, id.seq
+                    )));
+                }
+                clock.advance(id.origin, id.seq);
+                if let Some(&escaped) = self.escaped.get(&id) {
+                    if escaped != batch.payload {
+                        return Err(self.violation(format!(
+                            "{} holds {}:{} with payload {}, others have {escaped}",
+                            node.id, id.origin, id.seq, batch.payload
+                        )));
+                    }
+                }
+            }
+            let mut set: Vec<(BatchId, Payload)> =
+                log.iter().map(|b| (b.id(), b.payload)).collect();
+            set.sort_unstable();
+            for (id, payload) in &self.acknowledged {
+                if set.binary_search(&(*id, *payload)).is_err() {
+                    return Err(self.violation(format!(
+                        "acknowledged {}:{} (payload {payload}) missing at {}",
+                        id.origin, id.seq, node.id
+                    )));
+                }
+            }
+            match &reference {
+                None => reference = Some(set),
+                Some(first) if *first != set => {
+                    return Err(self.violation(format!(
+                        "{} ends with {} batches, the first region with {}, or different ones",
+                        node.id,
+                        set.len(),
+                        first.len()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(replica) = self.nodes.first().and_then(|n| n.replica.as_ref()) {
+            self.report.final_log = replica.log().batches().to_vec();
+        }
+        Ok(())
+    }
+}
