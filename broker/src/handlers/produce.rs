@@ -17,6 +17,7 @@ use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::metrics;
 use crate::topics::{PartitionHandle, Topic};
+use crate::transactions::TxnState;
 
 /// A partition whose batches were appended and, with acks=all, still need an fsync.
 struct Pending {
@@ -33,6 +34,10 @@ pub async fn handle(
     _version: i16,
 ) -> Option<ResponseKind> {
     let acks = request.acks;
+    let transactional_id = request
+        .transactional_id
+        .as_ref()
+        .map(|id| id.as_str().to_string());
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut to_sync = Vec::new();
     for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
@@ -44,7 +49,13 @@ pub async fn handle(
                 Err(ResponseError::InvalidRequiredAcks.code())
             } else {
                 match &topic {
-                    Ok(topic) => append_partition(broker, topic, data.index, data.records),
+                    Ok(topic) => append_partition(
+                        broker,
+                        topic,
+                        data.index,
+                        data.records,
+                        transactional_id.as_deref(),
+                    ),
                     Err(code) => Err(*code),
                 }
             };
@@ -110,6 +121,7 @@ fn append_partition(
     topic: &Topic,
     index: i32,
     records: Option<Bytes>,
+    transactional_id: Option<&str>,
 ) -> Result<(Arc<PartitionHandle>, AppendResult), i16> {
     let partition = topic
         .partition(index)
@@ -125,6 +137,9 @@ fn append_partition(
         let mut batch = records[range].to_vec();
         if let Ok(header) = BatchHeader::parse(&batch) {
             record_count += u64::try_from(header.records_count).unwrap_or(0);
+            if header.is_transactional() {
+                check_in_transaction(broker, transactional_id, &header, &topic.name, index)?;
+            }
         }
         let appended = partition
             .log
@@ -148,6 +163,34 @@ fn append_partition(
             },
         )),
         _ => Err(ResponseError::CorruptMessage.code()),
+    }
+}
+
+/// A transactional batch is accepted only from the transactional id's current producer and
+/// epoch, for a partition added to its ongoing transaction (so a fenced zombie cannot write).
+fn check_in_transaction(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    header: &BatchHeader,
+    topic: &str,
+    partition: i32,
+) -> Result<(), i16> {
+    let record = transactional_id
+        .and_then(|id| broker.transactions.get(id))
+        .ok_or(ResponseError::InvalidProducerIdMapping.code())?;
+    record
+        .check_producer(header.producer_id, header.producer_epoch)
+        .map_err(|e| match e {
+            // Produce answers a fenced epoch as Kafka does since KIP-588.
+            ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
+            other => other.code(),
+        })?;
+    let added = record.state == TxnState::Ongoing
+        && record.partitions.contains(&(topic.to_string(), partition));
+    if added {
+        Ok(())
+    } else {
+        Err(ResponseError::InvalidTxnState.code())
     }
 }
 
