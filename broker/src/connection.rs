@@ -38,6 +38,9 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(?peer, %error, "set_nodelay failed");
     }
+    let client = handlers::ClientContext {
+        host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+    };
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::with_capacity(READ_CHUNK_BYTES, writer);
     let mut buffered = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -52,7 +55,7 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
             Ok(FrameCheck::Complete { body_bytes }) => {
                 let mut frame = buffered.split_to(FRAME_PREFIX_BYTES + body_bytes);
                 let body = frame.split_off(FRAME_PREFIX_BYTES).freeze();
-                match process(&broker, body).await {
+                match process(&broker, body, &client).await {
                     Outcome::Respond(bytes) => {
                         if writer.write_all(&bytes).await.is_err() {
                             return;
@@ -96,7 +99,7 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
 }
 
 /// Decodes and handles one frame body.
-async fn process(broker: &Arc<Broker>, body: Bytes) -> Outcome {
+async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientContext) -> Outcome {
     let started = Instant::now();
     let request = match decode_request(body) {
         Ok(request) => request,
@@ -116,7 +119,7 @@ async fn process(broker: &Arc<Broker>, body: Bytes) -> Outcome {
     let api_key = request.api_key;
     let version = request.version;
     let correlation_id = request.header.correlation_id;
-    let reply = handlers::handle(broker, request).await;
+    let reply = handlers::handle(broker, request, client).await;
     metrics::request_handled(api_key, started.elapsed());
     match reply {
         Ok(Some(body)) => respond(correlation_id, api_key, version, &body),

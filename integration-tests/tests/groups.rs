@@ -445,6 +445,7 @@ fn list_and_describe_groups_show_members_and_assignments() {
         clients.sort();
         ensure_eq!(clients, vec!["member-a", "member-b"]);
         for m in g.members() {
+            ensure_eq!(m.client_host(), "/127.0.0.1");
             let assignment = m.assignment().context("assignment present")?;
             if !assignment
                 .windows(topic.len())

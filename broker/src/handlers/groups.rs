@@ -93,6 +93,7 @@ pub fn find_coordinator(
 pub async fn join(
     broker: &Broker,
     header: &RequestHeader,
+    client: &super::ClientContext,
     request: JoinGroupRequest,
     version: i16,
 ) -> JoinGroupResponse {
@@ -116,7 +117,7 @@ pub async fn join(
                 .map(|p| (p.name.as_str().to_string(), p.metadata))
                 .collect(),
             client_id: opt_str(&header.client_id).unwrap_or_default().to_string(),
-            client_host: String::new(),
+            client_host: client.host.clone(),
             require_known_member_id: version >= JOIN_VERSION_MEMBER_ID_REQUIRED,
         };
         Some(broker.groups.join(&group_id, join).await)

@@ -33,10 +33,18 @@ mod transactions;
 #[error("{0:?} has no handler")]
 pub struct Unhandled(ApiKey);
 
+/// What handlers may need to know about the connection a request came on.
+#[derive(Debug, Clone, Default)]
+pub struct ClientContext {
+    /// The peer's address as Kafka reports it (`/127.0.0.1`), for DescribeGroups.
+    pub host: String,
+}
+
 /// Handles one request; `Ok(None)` means no response is sent (Produce with acks=0).
 pub async fn handle(
     broker: &Arc<Broker>,
     request: Request,
+    client: &ClientContext,
 ) -> Result<Option<ResponseKind>, Unhandled> {
     let version = request.version;
     let response = match request.body {
@@ -95,7 +103,7 @@ pub async fn handle(
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::join(broker, &request.header, r, version).await)
+            ResponseKind::JoinGroup(groups::join(broker, &request.header, client, r, version).await)
         }
         RequestKind::SyncGroup(r) => {
             ResponseKind::SyncGroup(groups::sync(broker, r, version).await)
