@@ -207,7 +207,11 @@ fn a_seed_replays_identically() {
 fn vector_clock_overhead_per_batch() {
     println!("regions | batches | fixed (storage) | varint | delta vs previous batch");
     for regions in [3, 5, 7] {
-        let report = run_with(42, calm(regions)).unwrap_or_else(|violation| panic!("{violation}"));
+        let config = SimConfig {
+            fault_ms: 10_000,
+            ..calm(regions)
+        };
+        let report = run_with(42, config).unwrap_or_else(|violation| panic!("{violation}"));
         let log = &report.final_log;
         assert!(!log.is_empty());
         let (mut fixed, mut varint, mut delta) = (Vec::new(), Vec::new(), Vec::new());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::clock::VectorClock;
-use crate::delivery::{Batch, BatchId, BatchLog, LogError, LogState};
+use crate::delivery::{Batch, BatchId, BatchLog, LogError, LogState, Positioned};
 
 /// A partition log held in a `Vec`: the simulator's stand-in for storage. Every append is checked
 /// against the log's own clock (per-origin order, dependencies already present), so a replica
@@ -15,6 +15,7 @@ pub struct MemoryLog<P> {
     synced_len: usize,
     index: BTreeMap<BatchId, u64>,
     clock: VectorClock,
+    durable: VectorClock,
 }
 
 impl<P> Default for MemoryLog<P> {
@@ -24,6 +25,7 @@ impl<P> Default for MemoryLog<P> {
             synced_len: 0,
             index: BTreeMap::new(),
             clock: VectorClock::default(),
+            durable: VectorClock::default(),
         }
     }
 }
@@ -50,8 +52,8 @@ impl<P: Clone + PartialEq> MemoryLog<P> {
     }
 
     /// The clock of the part that survives a crash.
-    pub fn durable_clock(&self) -> VectorClock {
-        clock_of(&self.batches[..self.synced_len])
+    pub fn durable_clock(&self) -> &VectorClock {
+        &self.durable
     }
 
     /// A power loss: everything after the last sync is gone. Returns how many batches were lost.
@@ -65,6 +67,7 @@ impl<P: Clone + PartialEq> MemoryLog<P> {
             .map(|(position, batch)| (batch.id(), position as u64))
             .collect();
         self.clock = clock_of(&self.batches);
+        self.durable = self.clock.clone();
         lost
     }
 }
@@ -105,6 +108,7 @@ impl<P: Clone + PartialEq> BatchLog for MemoryLog<P> {
 
     fn sync(&mut self) -> Result<(), LogError> {
         self.synced_len = self.batches.len();
+        self.durable = self.clock.clone();
         Ok(())
     }
 
@@ -112,7 +116,7 @@ impl<P: Clone + PartialEq> BatchLog for MemoryLog<P> {
         Ok(self.index.get(&id).copied())
     }
 
-    fn read(&self, from: u64, max: usize) -> Result<Vec<(u64, Batch<P>)>, LogError> {
+    fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<P>>, LogError> {
         let start = usize::try_from(from).unwrap_or(usize::MAX);
         Ok(self
             .batches

@@ -38,6 +38,7 @@ use std::fmt;
 pub use memory_log::MemoryLog;
 pub use rng::SimRng;
 
+use crate::clock::VectorClock;
 use crate::delivery::{
     dominated_by, BatchId, PartitionReplica, PullRequest, PullResponse, Refusal, ReplicaConfig,
 };
@@ -339,10 +340,14 @@ impl Sim {
             }
         }
         let quiesce_start = self.now_ms;
+        let mut next_check_ms = self.now_ms;
         loop {
             self.step()?;
-            if self.now_ms % QUIESCE_CHECK_MS == 0 && self.converged() {
-                break;
+            if self.now_ms >= next_check_ms {
+                next_check_ms = self.now_ms + QUIESCE_CHECK_MS;
+                if self.converged() {
+                    break;
+                }
             }
             if self.now_ms - quiesce_start > self.config.quiesce_ms_max {
                 let clocks: Vec<String> = self
@@ -634,7 +639,7 @@ impl Sim {
     /// Each region's stable cut is at or below every region's durable log, so retention acting
     /// on it could never delete a batch some region may still need after a crash.
     fn check_stable_cuts(&self) -> Result<(), Violation> {
-        let durable: Vec<_> = self
+        let durable: Vec<&VectorClock> = self
             .nodes
             .iter()
             .filter_map(|n| n.replica.as_ref().map(|r| r.log()).or(n.parked.as_ref()))
@@ -665,7 +670,7 @@ impl Sim {
             };
             let log = replica.log().batches();
             // Per-origin order and causality, re-checked on the final log.
-            let mut clock = crate::clock::VectorClock::default();
+            let mut clock = VectorClock::default();
             for batch in log {
                 let id = batch.id();
                 if id.seq != clock.get(id.origin) + 1
