@@ -30,6 +30,8 @@ pub enum Command {
     Serve(BrokerOptions),
     /// Create, list, describe, delete topics and change their configs on a running broker.
     Topic(crate::cli::TopicArgs),
+    /// List consumer groups, or show one's members, assignments, offsets and lag.
+    Group(crate::cli::GroupArgs),
 }
 
 /// Format of log lines on stderr.

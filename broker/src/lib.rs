@@ -45,6 +45,7 @@ pub fn main() -> ExitCode {
     let options = match cli.command {
         Some(Command::Serve(options)) => options,
         Some(Command::Topic(args)) => return cli::run_topic(args),
+        Some(Command::Group(args)) => return cli::run_group(args),
         None => cli.serve,
     };
     init_logging(options.log_format);

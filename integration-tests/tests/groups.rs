@@ -572,3 +572,59 @@ fn bad_member_ids_generations_and_fenced_instances_get_kafka_errors() {
         Ok(())
     });
 }
+
+#[test]
+fn group_cli_lists_groups_and_shows_members_offsets_and_lag() {
+    with_broker(options(0), |broker| {
+        let topic = topic_name("cli-group");
+        create_topic(broker, &topic, 1, &[])?;
+        let records: Vec<TestRecord> = (0..10)
+            .map(|i| TestRecord::value(i.to_string()).partition(0))
+            .collect();
+        produce_all(&broker.producer(), &topic, &records)?;
+        let group = topic_name("g-cli");
+        let consumer = group_consumer(broker, &group, &[("client.id", "cli-member")])?;
+        consumer.subscribe(&[&topic])?;
+        let mut read = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read < 6 && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                m?;
+                read += 1;
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(&topic, 0, Offset::Offset(6))?;
+        consumer.commit(&offsets, CommitMode::Sync)?;
+        let cli = |args: &[&str]| -> Result<(i32, String)> {
+            let output = Command::new(causeway_integration_tests::broker_binary()?)
+                .args(args)
+                .args(["-b", &broker.bootstrap()])
+                .output()?;
+            Ok((
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            ))
+        };
+        let (code, listed) = cli(&["group", "list"])?;
+        ensure_eq!(code, 0);
+        if !listed
+            .lines()
+            .any(|l| l.starts_with(&group) && l.contains("Stable"))
+        {
+            bail!("group list does not show {group} as Stable:\n{listed}");
+        }
+        let (code, described) = cli(&["group", "describe", &group])?;
+        ensure_eq!(code, 0);
+        let offsets_line = described
+            .lines()
+            .find(|l| l.starts_with(&topic))
+            .context("no offsets line")?;
+        let fields: Vec<&str> = offsets_line.split_whitespace().collect();
+        ensure_eq!(fields, vec![topic.as_str(), "0", "6", "10", "4"]);
+        if !described.contains("cli-member") || !described.contains(&format!("{topic}:0")) {
+            bail!("describe does not show the member and its assignment:\n{described}");
+        }
+        Ok(())
+    });
+}

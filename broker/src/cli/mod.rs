@@ -3,10 +3,12 @@
 //! 1 when the broker refuses or cannot be reached, 2 on a usage error.
 
 mod admin;
+mod group;
 mod topic;
 
 use std::process::ExitCode;
 
+pub use group::GroupCommand;
 pub use topic::TopicCommand;
 
 /// Where admin commands find the broker.
@@ -34,9 +36,25 @@ pub struct TopicArgs {
     pub command: TopicCommand,
 }
 
-/// Runs an admin command and turns its outcome into an exit code.
+/// `causeway group ...`
+#[derive(Debug, clap::Args)]
+pub struct GroupArgs {
+    /// Which broker.
+    #[command(flatten)]
+    pub target: Target,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+/// Runs a topic command and turns its outcome into an exit code.
 pub fn run_topic(args: TopicArgs) -> ExitCode {
     report(topic::run(&args.target.bootstrap, args.command))
+}
+
+/// Runs a group command and turns its outcome into an exit code.
+pub fn run_group(args: GroupArgs) -> ExitCode {
+    report(group::run(&args.target.bootstrap, args.command))
 }
 
 fn report(outcome: anyhow::Result<()>) -> ExitCode {

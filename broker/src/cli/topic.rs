@@ -94,7 +94,8 @@ pub fn run(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
     }
 }
 
-fn text(value: &str) -> StrBytes {
+/// A request string.
+pub(super) fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 
@@ -189,7 +190,7 @@ fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<()> {
     let mut indexes: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
     indexes.sort_unstable();
     let earliest = offsets(broker, name, &indexes, EARLIEST)?;
-    let latest = offsets(broker, name, &indexes, LATEST)?;
+    let latest = latest_offsets(broker, name, &indexes)?;
     println!("topic      {name}");
     println!("id         {}", topic.topic_id);
     println!("partitions {}", indexes.len());
@@ -228,6 +229,15 @@ fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Log end offset of each partition.
+pub(super) fn latest_offsets(
+    broker: &mut AdminConnection,
+    name: &str,
+    partitions: &[i32],
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    offsets(broker, name, partitions, LATEST)
 }
 
 fn offsets(

@@ -1,0 +1,184 @@
+//! `causeway group list|describe`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail};
+use bytes::{Buf, Bytes};
+use clap::Subcommand;
+use kafka_protocol::messages::{
+    ConsumerProtocolAssignment, DescribeGroupsRequest, GroupId, ListGroupsRequest,
+    OffsetFetchRequest,
+};
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::ResponseError;
+
+use super::admin::AdminConnection;
+use super::topic::{latest_offsets, text};
+
+/// OffsetFetch version asked for: the last one with the single-group layout.
+const OFFSET_FETCH_SINGLE_GROUP_MAX: i16 = 7;
+
+/// Consumer group administration.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List groups with their state.
+    List,
+    /// Show a group's members, assignments, committed offsets and lag.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+}
+
+/// Runs one group command against the broker at `bootstrap`.
+pub fn run(bootstrap: &str, command: GroupCommand) -> anyhow::Result<()> {
+    let mut broker = AdminConnection::connect(bootstrap)?;
+    match command {
+        GroupCommand::List => list(&mut broker),
+        GroupCommand::Describe { group } => describe(&mut broker, &group),
+    }
+}
+
+fn check(code: i16, what: &str) -> anyhow::Result<()> {
+    match ResponseError::try_from_code(code) {
+        None => Ok(()),
+        Some(error) => bail!("{what}: {error:?}"),
+    }
+}
+
+fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
+    let response = broker.send(&ListGroupsRequest::default())?;
+    check(response.error_code, "listing groups")?;
+    let mut groups: Vec<_> = response
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.as_str().to_string(),
+                g.group_state.as_str().to_string(),
+            )
+        })
+        .collect();
+    groups.sort();
+    println!("{:<40} STATE", "GROUP");
+    for (group, state) in groups {
+        println!("{group:<40} {state}");
+    }
+    Ok(())
+}
+
+fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<()> {
+    let described =
+        broker.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]))?;
+    let info = described
+        .groups
+        .first()
+        .ok_or_else(|| anyhow!("no description of {group}"))?;
+    check(info.error_code, group)?;
+    println!("group    {group}");
+    println!("state    {}", info.group_state.as_str());
+    println!("protocol {}", info.protocol_data.as_str());
+    println!();
+    println!(
+        "{:<50} {:<20} {:<16} ASSIGNMENT",
+        "MEMBER", "CLIENT-ID", "HOST"
+    );
+    for member in &info.members {
+        println!(
+            "{:<50} {:<20} {:<16} {}",
+            member.member_id.as_str(),
+            member.client_id.as_str(),
+            member.client_host.as_str(),
+            assignment_text(&member.member_assignment)
+        );
+    }
+    let version = broker
+        .version_for::<OffsetFetchRequest>()?
+        .min(OFFSET_FETCH_SINGLE_GROUP_MAX);
+    let offsets = broker.send_at(
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_topics(None),
+        version,
+    )?;
+    check(offsets.error_code, "fetching offsets")?;
+    let mut committed: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
+    for topic in &offsets.topics {
+        for partition in &topic.partitions {
+            committed
+                .entry(topic.name.as_str().to_string())
+                .or_default()
+                .push((partition.partition_index, partition.committed_offset));
+        }
+    }
+    println!();
+    println!(
+        "{:<40} {:>9} {:>14} {:>14} {:>10}",
+        "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"
+    );
+    for (topic, partitions) in committed {
+        let indexes: Vec<i32> = partitions.iter().map(|(p, _)| *p).collect();
+        let ends = latest_offsets(broker, &topic, &indexes)?;
+        for (partition, offset) in partitions {
+            let end = ends.get(&partition).copied().unwrap_or(-1);
+            let lag = if offset >= 0 && end >= 0 {
+                end - offset
+            } else {
+                -1
+            };
+            println!("{topic:<40} {partition:>9} {offset:>14} {end:>14} {lag:>10}");
+        }
+    }
+    Ok(())
+}
+
+/// `topic:p,p topic:p` from a consumer-protocol assignment, or the byte count if it is not one.
+fn assignment_text(bytes: &Bytes) -> String {
+    let mut buf = bytes.clone();
+    if buf.remaining() < 2 {
+        return String::new();
+    }
+    let version = buf.get_i16();
+    match ConsumerProtocolAssignment::decode(&mut buf, version) {
+        Ok(assignment) => assignment
+            .assigned_partitions
+            .iter()
+            .map(|t| {
+                let partitions: Vec<String> = t.partitions.iter().map(|p| p.to_string()).collect();
+                format!("{}:{}", t.topic.as_str(), partitions.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => format!("({} bytes)", bytes.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    #[test]
+    fn assignments_print_as_topic_and_partitions() {
+        let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+            TopicPartition::default()
+                .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![0, 2]),
+        ]);
+        let mut bytes = bytes::BytesMut::new();
+        bytes.put_i16(1);
+        assignment.encode(&mut bytes, 1).expect("encodes");
+        assert_eq!(assignment_text(&bytes.freeze()), "orders:0,2");
+    }
+
+    #[test]
+    fn garbage_assignments_do_not_fail_the_command() {
+        assert_eq!(
+            assignment_text(&Bytes::from_static(&[0, 1, 9])),
+            "(3 bytes)"
+        );
+    }
+}
