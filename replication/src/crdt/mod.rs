@@ -35,9 +35,10 @@
 //!   tombstone or patch that sets the path (or an ancestor) **resets** it: increments stamped
 //!   below that write no longer count, those stamped above do.
 //! - `add [e...]` / `remove [e...]` at `causeway.path`: an add-wins observed-remove set. A
-//!   remove deletes only the adds of its elements its writer had seen (those covered by its
-//!   batch's dependency vector, or earlier in its own batch); an add concurrent with a remove
-//!   survives whatever the stamps. Elements are any JSON values, identified by their canonical
+//!   remove deletes only the adds of its elements its writer had seen: those covered by its
+//!   batch's dependency vector or earlier in its own batch, and stamped below it (which
+//!   causality implies anyway; checking it keeps bad metadata from breaking convergence). An
+//!   add concurrent with a remove survives whatever the stamps. Elements are any JSON values, identified by their canonical
 //!   JSON text, and show sorted by it. If the path held an array, the set starts from its
 //!   elements (as adds stamped with that array); otherwise it starts empty. Like counters, a
 //!   put, tombstone or patch of the path or an ancestor stamped above an add or remove resets
