@@ -120,7 +120,7 @@ async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientCon
     let version = request.version;
     let correlation_id = request.header.correlation_id;
     let reply = handlers::handle(broker, request, client).await;
-    metrics::request_handled(api_key, started.elapsed());
+    metrics::request_handled(api_key, version, started.elapsed());
     match reply {
         Ok(Some(body)) => respond(correlation_id, api_key, version, &body),
         Ok(None) => Outcome::Silent,

@@ -30,9 +30,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Counts a handled request and records its latency.
-pub fn request_handled(api_key: ApiKey, elapsed: Duration) {
+pub fn request_handled(api_key: ApiKey, version: i16, elapsed: Duration) {
     let api = api_name(api_key);
-    counter!("causeway_requests_total", "api" => api).increment(1);
+    counter!("causeway_requests_total", "api" => api, "version" => version.to_string())
+        .increment(1);
     histogram!("causeway_request_duration_seconds", "api" => api).record(elapsed.as_secs_f64());
 }
 
@@ -63,7 +64,8 @@ pub fn duplicate_batch(topic: &str) {
 }
 
 /// Counts what Fetch returned from a topic.
-pub fn fetched(topic: &str, bytes: u64) {
+pub fn fetched(topic: &str, records: u64, bytes: u64) {
+    counter!("causeway_fetch_records_total", "topic" => topic.to_string()).increment(records);
     counter!("causeway_fetch_bytes_total", "topic" => topic.to_string()).increment(bytes);
 }
 

@@ -36,16 +36,18 @@ struct Metrics {
 impl Metrics {
     /// The value of `name` with exactly these labels (0 when the series does not exist yet:
     /// counters appear on their first increment).
+    /// The sum of every series of `name` whose labels include `labels`.
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let mut key: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        key.sort();
         self.values
-            .get(&(name.to_string(), key))
-            .copied()
-            .unwrap_or(0.0)
+            .iter()
+            .filter(|((series, series_labels), _)| {
+                series == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| series_labels.iter().any(|(sk, sv)| sk == k && sv == v))
+            })
+            .map(|(_, value)| value)
+            .sum()
     }
 
     /// Whether `name` has any series.

@@ -81,14 +81,14 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
         let (response, bytes, errors) = read_all(&topics, max_bytes, read_committed);
         let done = bytes >= min_bytes || errors || wakeups.is_empty() || Instant::now() >= deadline;
         if done {
-            return response;
+            return counted(response);
         }
         if tokio::time::timeout_at(deadline, select_all(wakeups))
             .await
             .is_err()
         {
             let (response, _, _) = read_all(&topics, max_bytes, read_committed);
-            return response;
+            return counted(response);
         }
     }
 }
@@ -105,7 +105,6 @@ fn read_all(
     let mut responses = Vec::with_capacity(topics.len());
     for (name, targets) in topics {
         let mut partitions = Vec::with_capacity(targets.len());
-        let mut topic_bytes = 0u64;
         for target in targets {
             let remaining = max_bytes.saturating_sub(total);
             let data = read_one(target, remaining, total > 0, read_committed);
@@ -113,13 +112,8 @@ fn read_all(
                 errors = true;
                 metrics::request_error(ApiKey::Fetch, data.error_code);
             }
-            let len = data.records.as_ref().map_or(0, |r| r.len());
-            total += len;
-            topic_bytes += len as u64;
+            total += data.records.as_ref().map_or(0, |r| r.len());
             partitions.push(data);
-        }
-        if topic_bytes > 0 {
-            metrics::fetched(name, topic_bytes);
         }
         responses.push(
             FetchableTopicResponse::default()
@@ -215,10 +209,10 @@ fn batches_below(records: Bytes, end: i64) -> Bytes {
     records.slice(..keep)
 }
 
-/// Offset of the last record in `records`, if any whole batch is there.
-fn last_offset_in(records: &Bytes) -> Option<i64> {
+/// Headers of the whole batches in `records`, in order.
+fn headers_in(records: &Bytes) -> Vec<BatchHeader> {
     let mut position = 0usize;
-    let mut last = None;
+    let mut headers = Vec::new();
     while let Some(header) = records
         .get(position..)
         .and_then(|rest| BatchHeader::parse(rest).ok())
@@ -226,10 +220,35 @@ fn last_offset_in(records: &Bytes) -> Option<i64> {
         if position + header.total_bytes() > records.len() {
             break;
         }
-        last = Some(header.last_offset());
+        headers.push(header);
         position += header.total_bytes();
     }
-    last
+    headers
+}
+
+/// Offset of the last record in `records`, if any whole batch is there.
+fn last_offset_in(records: &Bytes) -> Option<i64> {
+    headers_in(records).last().map(BatchHeader::last_offset)
+}
+
+/// Counts the records and bytes a response carries, per topic, then returns it.
+fn counted(response: FetchResponse) -> FetchResponse {
+    for topic in &response.responses {
+        let (mut records, mut bytes) = (0u64, 0u64);
+        for partition in &topic.partitions {
+            if let Some(data) = &partition.records {
+                bytes += data.len() as u64;
+                records += headers_in(data)
+                    .iter()
+                    .map(|h| u64::try_from(h.records_count).unwrap_or(0))
+                    .sum::<u64>();
+            }
+        }
+        if bytes > 0 {
+            metrics::fetched(topic.topic.as_str(), records, bytes);
+        }
+    }
+    response
 }
 
 fn with_offsets(base: PartitionData, partition: &PartitionHandle) -> PartitionData {
