@@ -288,6 +288,10 @@ fn lww_mode_keeps_the_bytes_of_the_highest_stamp() {
 
 #[test]
 fn the_encoding_is_compact_sorted_json() {
+    // Set elements are identified by their JSON text: objects must print with sorted keys
+    // (serde_json's `preserve_order` feature must stay off in the workspace).
+    let element: Value = serde_json::from_str(r#"{"b":1,"a":2}"#).unwrap_or_default();
+    assert_eq!(element.to_string(), r#"{"a":2,"b":1}"#);
     let row = row(&[(op("put", None, r#"{"b":1,"a":[2]}"#), at(7, 1, 3))]);
     let text = String::from_utf8(row.to_bytes()).ok();
     assert_eq!(

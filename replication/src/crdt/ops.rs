@@ -518,6 +518,36 @@ mod tests {
     }
 
     #[test]
+    fn every_refusal_reason_is_documented() {
+        let docs = include_str!("../../../docs/tables.md");
+        let errors = [
+            OpError::UnknownOp(String::new()),
+            OpError::NotJson {
+                op: OpKind::Patch,
+                detail: String::new(),
+            },
+            OpError::TooDeep {
+                op: OpKind::Patch,
+                depth: 0,
+            },
+            OpError::IncrNotObject,
+            OpError::IncrNotNumber {
+                path: String::new(),
+            },
+            OpError::SetNotArray { op: OpKind::Add },
+            OpError::MissingPath { op: OpKind::Add },
+            OpError::BadPath {
+                op: OpKind::Add,
+                path: String::new(),
+            },
+        ];
+        for error in errors {
+            let row = format!("| `{}` |", error.reason());
+            assert!(docs.contains(&row), "docs/tables.md lacks {row}");
+        }
+    }
+
+    #[test]
     fn depth_counts_path_segments_and_containers() {
         let too_deep = format!(
             "[{}]",
