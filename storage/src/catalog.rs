@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
+use crate::rocks::{self, db_err, sync_writes};
 
 const TOPIC_PREFIX: &str = "topic/";
 /// Key prefix of transaction coordinator records (`txn/<transactional id>`).
@@ -50,16 +51,6 @@ pub struct Catalog {
     counters_lock: Mutex<()>,
 }
 
-fn db_err(e: rocksdb::Error) -> StorageError {
-    StorageError::Db(e.to_string())
-}
-
-fn sync_writes() -> WriteOptions {
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    opts
-}
-
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(value).map_err(|e| StorageError::Db(format!("encoding value: {e}")))
 }
@@ -73,9 +64,7 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, S
 impl Catalog {
     /// Opens (creating if absent) the catalog database at `path`.
     pub fn open(path: &Path) -> Result<Catalog, StorageError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        let db = DB::open(&opts, path).map_err(db_err)?;
+        let db = rocks::open(path)?;
         Ok(Catalog {
             db,
             counters_lock: Mutex::new(()),

@@ -14,10 +14,11 @@
 
 use std::path::Path;
 
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
+use crate::rocks::{self, db_err, sync_writes};
 
 const OFFSET_TAG: u8 = b'o';
 
@@ -51,16 +52,6 @@ pub struct OffsetEntry {
 /// Durable committed offsets of every group of this region.
 pub struct GroupStore {
     db: DB,
-}
-
-fn db_err(e: rocksdb::Error) -> StorageError {
-    StorageError::Db(e.to_string())
-}
-
-fn sync_writes() -> WriteOptions {
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    opts
 }
 
 fn push_name(key: &mut Vec<u8>, name: &str) -> Result<(), StorageError> {
@@ -109,9 +100,7 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<CommittedOffset, StorageError> {
 impl GroupStore {
     /// Opens (creating if absent) the offsets database at `path`.
     pub fn open(path: &Path) -> Result<GroupStore, StorageError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        let db = DB::open(&opts, path).map_err(db_err)?;
+        let db = rocks::open(path)?;
         Ok(GroupStore { db })
     }
 

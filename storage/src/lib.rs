@@ -16,6 +16,8 @@
 //! - [`producers`] owns idempotent-producer state (sequence checks, deduplication) and its
 //!   snapshot format.
 //! - [`catalog`] owns topic records and region ids in RocksDB.
+//! - [`table_store`] owns table rows and the materializer's applied offsets in RocksDB.
+//! - `rocks` owns what the RocksDB stores share (opening, error mapping, durable writes).
 //! - [`error`] owns `StorageError`, the one error type.
 //! - [`telemetry`] owns the metric names this crate emits.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -32,7 +34,9 @@ mod index;
 pub mod partition;
 pub mod producers;
 mod retention;
+mod rocks;
 mod segment;
+pub mod table_store;
 pub mod telemetry;
 
 #[cfg(test)]
@@ -53,3 +57,4 @@ pub use error::StorageError;
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
 pub use partition::{remove_partition_dir, AppendResult, MaintenanceReport, Partition, ReadResult};
 pub use producers::{AbortedTransaction, ProducerStates, SequenceError};
+pub use table_store::TableStore;

@@ -344,6 +344,25 @@ impl Partition {
         self.append_batch(&mut batch, Some(kind), now_ms, stamp)
     }
 
+    /// The causal metadata of every batch whose base offset lies in `[from, to)`, by base offset
+    /// (what tables stamp their writes with).
+    pub fn causal_entries(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, CausalMeta)>, StorageError> {
+        let st = self.read_state();
+        let mut out = Vec::new();
+        for segment in st
+            .segments
+            .iter()
+            .filter(|s| s.end_offset() > from && s.base() < to)
+        {
+            out.extend(segment.causal_entries(from, to)?);
+        }
+        Ok(out)
+    }
+
     /// The last stable offset: below it every transaction is decided.
     pub fn last_stable_offset(&self) -> i64 {
         let st = self.read_state();

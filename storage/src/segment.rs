@@ -312,6 +312,24 @@ impl Segment {
         Ok(out)
     }
 
+    /// The causal entries of the batches with base offsets in `[from, to)`, in order. Reads the
+    /// segment's whole `.causal` file: callers read ahead in large steps.
+    pub(crate) fn causal_entries(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, CausalMeta)>, StorageError> {
+        let mut bytes = vec![0u8; self.causal_size as usize];
+        self.causal
+            .read_exact_at(&mut bytes, 0)
+            .ctx(|| format!("reading causal index of segment {}", self.base))?;
+        Ok(causal::decode_prefix(&bytes)
+            .into_iter()
+            .map(|(entry, _)| (entry.base_offset, entry.meta))
+            .filter(|(offset, _)| *offset >= from && *offset < to && *offset >= self.base)
+            .collect())
+    }
+
     /// Every batch header in the segment, in order, with the marker type of control batches
     /// (for rebuilding producer and transaction state).
     pub(crate) fn batch_headers(

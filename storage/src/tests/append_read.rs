@@ -169,3 +169,17 @@ fn causal_stamp_sees_the_previous_batch_meta() {
     assert_eq!(seen, vec![None, Some(meta(0)), Some(meta(1))]);
     assert_eq!(p.last_causal(), Some(meta(2)));
 }
+
+#[test]
+fn causal_entries_are_returned_for_the_asked_range_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), small_config());
+    for i in 0..12 {
+        append(&p, 1, i, 200);
+    }
+    assert!(p.segment_count() > 1);
+    let entries = p.causal_entries(3, 9).unwrap();
+    let offsets: Vec<i64> = entries.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (3..9).collect::<Vec<_>>());
+    assert_eq!(entries[0].1.origin_seq, 4);
+}
