@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use causeway_replication::{stamp_local_append, HybridClock};
-use causeway_storage::{Catalog, CausalMeta, LogConfig, TimestampType};
+use causeway_storage::{Catalog, CausalMeta, LogConfig, TableStore, TimestampType};
 
 use crate::clock::now_ms;
 use crate::config::BrokerOptions;
@@ -31,6 +31,8 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     /// Transactional ids and their transactions.
     pub transactions: TransactionCoordinator,
+    /// Rows of the tables (compacted topics), `<data-dir>/tables`.
+    pub tables: TableStore,
     /// Consumer groups and their committed offsets (`<data-dir>/groups`).
     pub groups: GroupCoordinator,
     hlc: Mutex<HybridClock>,
@@ -57,6 +59,7 @@ impl Broker {
         };
         let topics = Topics::open(catalog, &options.data_dir, base_config)?;
         let transactions = TransactionCoordinator::load(topics.catalog())?;
+        let tables = TableStore::open(&options.data_dir.join("tables"))?;
         let groups = GroupCoordinator::open(
             &options.data_dir.join("groups"),
             options.group_initial_rebalance_delay_ms,
@@ -78,6 +81,7 @@ impl Broker {
             groups,
             producer_ids: ProducerIds::new(region_id),
             transactions,
+            tables,
             hlc: Mutex::new(HybridClock::resume(newest_stamp)),
             ready: AtomicBool::new(false),
         })

@@ -1,5 +1,5 @@
-//! The HTTP listener: Prometheus metrics and health probes. Tables and region status join it as
-//! their issues land.
+//! The HTTP listener: Prometheus metrics, health probes and table rows (region status joins it
+//! with replication).
 
 use std::sync::Arc;
 
@@ -31,7 +31,11 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { broker, prometheus });
+        .with_state(HttpState {
+            broker: broker.clone(),
+            prometheus,
+        })
+        .merge(crate::tables::routes(broker));
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };

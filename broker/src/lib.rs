@@ -8,7 +8,9 @@
 //! - [`topics`] and [`broker`]: the shared state handlers act on;
 //! - [`groups`]: the consumer group coordinator and committed offsets;
 //! - [`http`] and [`metrics`]: what operators scrape and probe;
-//! - [`maintenance`]: retention and segment rolls in the background.
+//! - [`maintenance`]: retention and segment rolls in the background;
+//! - [`tables`]: compacted topics materialized as CRDT rows, served over HTTP;
+//! - [`transactions`]: the transaction coordinator.
 
 mod alloc_guard;
 pub mod broker;
@@ -23,6 +25,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod producer_ids;
 pub mod server;
+pub mod tables;
 pub mod topics;
 pub mod transactions;
 

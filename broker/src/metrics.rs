@@ -63,6 +63,23 @@ pub fn duplicate_batch(topic: &str) {
     counter!("causeway_produce_duplicate_batches_total", "topic" => topic.to_string()).increment(1);
 }
 
+/// Counts table writes merged into rows.
+pub fn table_merged(topic: &str, merges: u64) {
+    counter!("causeway_table_merges_total", "topic" => topic.to_string()).increment(merges);
+}
+
+/// Counts a record a table could not apply, by reason (never dropped silently).
+pub fn table_refused(topic: &str, reason: &'static str) {
+    counter!("causeway_table_refused_records_total", "topic" => topic.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// Publishes how many offsets a table partition's rows trail its last stable offset.
+pub fn table_lag(topic: &str, partition: i32, records: i64) {
+    gauge!("causeway_table_lag_records", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(records as f64);
+}
+
 /// Counts what Fetch returned from a topic.
 pub fn fetched(topic: &str, records: u64, bytes: u64) {
     counter!("causeway_fetch_records_total", "topic" => topic.to_string()).increment(records);

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
-use crate::{connection, groups, http, maintenance, metrics, transactions};
+use crate::{connection, groups, http, maintenance, metrics, tables, transactions};
 
 /// Most client connections served at once; further ones wait in the accept backlog.
 const CONNECTIONS_MAX: usize = 10_000;
@@ -48,6 +48,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     tokio::spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
     tokio::spawn(groups::run(broker.clone(), shutdown_rx.clone()));
     tokio::spawn(transactions::run(broker.clone(), shutdown_rx.clone()));
+    tokio::spawn(tables::run(broker.clone(), shutdown_rx.clone()));
     broker.set_ready(true);
     tracing::info!("ready");
 

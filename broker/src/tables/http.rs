@@ -1,0 +1,161 @@
+//! `GET /v1/tables/{topic}/rows/{key}` and `GET /v1/tables/{topic}/rows?prefix=&after=&limit=`.
+//! Keys in paths and query parameters are percent-encoded UTF-8. A row answers with its key, its
+//! value (JSON as JSON; other bytes as base64 with `"encoding": "base64"`) and its version (the
+//! stamp of the newest write it holds).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use causeway_replication::crdt::{Content, Row};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::is_table;
+use crate::broker::Broker;
+
+/// Most rows one scan page returns.
+const SCAN_LIMIT_MAX: usize = 1_000;
+/// Rows per page when the client does not say.
+const SCAN_LIMIT_DEFAULT: usize = 100;
+
+/// The table routes, ready to merge into the HTTP listener's router.
+pub fn routes(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/v1/tables/{topic}/rows/{key}", get(get_row))
+        .route("/v1/tables/{topic}/rows", get(scan_rows))
+        .with_state(broker)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Refuses topics that are not tables.
+fn check_table(broker: &Broker, topic: &str) -> Result<(), Response> {
+    match broker.topics.get(topic) {
+        None => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("topic {topic} does not exist"),
+        )),
+        Some(t) if !is_table(&t.overrides()) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("topic {topic} is not a table: set cleanup.policy=compact to make it one"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The JSON of one live row, or `None` if it is deleted or was never written.
+fn render(key: &[u8], bytes: &[u8]) -> Result<Option<Value>, Response> {
+    let row = Row::from_bytes(bytes).map_err(|e| {
+        tracing::error!(error = %e, "stored row does not decode");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stored row does not decode".into(),
+        )
+    })?;
+    let Some(content) = row.materialize() else {
+        return Ok(None);
+    };
+    let version = row.version().map(|s| {
+        json!({"hlc": s.hlc, "region": s.origin_region, "seq": s.origin_seq, "index": s.index_in_batch})
+    });
+    let key = String::from_utf8_lossy(key);
+    Ok(Some(match content {
+        Content::Json(value) => json!({"key": key, "value": value, "version": version}),
+        Content::Bytes(bytes) => json!({
+            "key": key,
+            "value": base64::engine::general_purpose::STANDARD.encode(bytes),
+            "encoding": "base64",
+            "version": version
+        }),
+    }))
+}
+
+async fn get_row(
+    State(broker): State<Arc<Broker>>,
+    Path((topic, key)): Path<(String, String)>,
+) -> Response {
+    if let Err(refusal) = check_table(&broker, &topic) {
+        return refusal;
+    }
+    let stored = match broker.tables.row(&topic, key.as_bytes()) {
+        Ok(stored) => stored,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let rendered = match stored {
+        Some(bytes) => render(key.as_bytes(), &bytes),
+        None => Ok(None),
+    };
+    match rendered {
+        Ok(Some(row)) => Json(row).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no row {key:?} in {topic}")),
+        Err(refusal) => refusal,
+    }
+}
+
+/// Query of a scan.
+#[derive(Debug, Deserialize)]
+struct ScanQuery {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn scan_rows(
+    State(broker): State<Arc<Broker>>,
+    Path(topic): Path<String>,
+    Query(query): Query<ScanQuery>,
+) -> Response {
+    if let Err(refusal) = check_table(&broker, &topic) {
+        return refusal;
+    }
+    let limit = query.limit.unwrap_or(SCAN_LIMIT_DEFAULT);
+    if limit == 0 || limit > SCAN_LIMIT_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {SCAN_LIMIT_MAX}"),
+        );
+    }
+    let mut after = query.after.clone();
+    let mut rows = Vec::new();
+    // Deleted rows are stored too (their tombstones matter for merging): page past them.
+    loop {
+        let page = match broker.tables.scan(
+            &topic,
+            query.prefix.as_bytes(),
+            after.as_deref().map(str::as_bytes),
+            limit,
+        ) {
+            Ok(page) => page,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        let exhausted = page.len() < limit;
+        for (key, bytes) in &page {
+            match render(key, bytes) {
+                Ok(Some(row)) if rows.len() < limit => rows.push(row),
+                Ok(_) => {}
+                Err(refusal) => return refusal,
+            }
+        }
+        after = page
+            .last()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+        if exhausted || rows.len() >= limit {
+            break;
+        }
+    }
+    let next = if rows.len() >= limit {
+        rows.last()
+            .and_then(|r| r["key"].as_str().map(str::to_string))
+    } else {
+        None
+    };
+    Json(json!({"rows": rows, "next": next})).into_response()
+}

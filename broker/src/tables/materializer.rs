@@ -1,0 +1,194 @@
+//! Applies table partitions' records to their rows, chunk by chunk, in the background.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use causeway_replication::crdt::{decode_op, MergeMode, Row, Stamp, OP_HEADER, PATH_HEADER};
+use causeway_storage::{BatchHeader, CausalMeta, StorageError, TableStore};
+use kafka_protocol::records::RecordBatchDecoder;
+use tokio::sync::watch;
+
+use super::{is_table, merge_mode};
+use crate::broker::Broker;
+use crate::metrics;
+use crate::topics::{PartitionHandle, Topic};
+
+/// How often the materializer looks for new records.
+const POLL_PERIOD: Duration = Duration::from_millis(20);
+/// Log bytes read per chunk; one chunk is one RocksDB write.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks per partition per pass, so one busy table does not starve the others.
+const CHUNKS_PER_PASS_MAX: usize = 64;
+
+/// Runs until shutdown.
+pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(POLL_PERIOD);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let pass = broker.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || materialize_all(&pass)).await {
+            tracing::error!(%error, "table materializer task failed");
+        }
+    }
+}
+
+fn materialize_all(broker: &Broker) {
+    for topic in broker.topics.all() {
+        let overrides = topic.overrides();
+        if !is_table(&overrides) {
+            continue;
+        }
+        let mode = merge_mode(&overrides);
+        for partition in topic.partitions() {
+            for _ in 0..CHUNKS_PER_PASS_MAX {
+                match materialize_chunk(&broker.tables, &topic, &partition, mode) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::error!(topic = %topic.name, partition = partition.index, %error, "materializing failed");
+                        break;
+                    }
+                }
+            }
+            let applied = broker
+                .tables
+                .applied(&topic.name, partition.index)
+                .unwrap_or(0);
+            metrics::table_lag(
+                &topic.name,
+                partition.index,
+                partition.log.last_stable_offset() - applied,
+            );
+        }
+    }
+}
+
+/// Applies the next chunk of one partition; returns how many log offsets it advanced.
+fn materialize_chunk(
+    store: &TableStore,
+    topic: &Topic,
+    partition: &PartitionHandle,
+    mode: MergeMode,
+) -> Result<i64, StorageError> {
+    let applied = store.applied(&topic.name, partition.index)?;
+    let from = applied.max(partition.log.log_start_offset());
+    let stable = partition.log.last_stable_offset();
+    if from >= stable {
+        return Ok(0);
+    }
+    if applied == 0 && from == 0 {
+        tracing::info!(topic = %topic.name, partition = partition.index, log_end = stable, "materializing table from the start of the log");
+    }
+    let read = partition.log.read(from, CHUNK_BYTES)?;
+    let batches = whole_batches(&read.records, stable);
+    let Some(last) = batches.last() else {
+        return Ok(0);
+    };
+    let next = last.0.last_offset() + 1;
+    let metas: HashMap<i64, CausalMeta> = partition
+        .log
+        .causal_entries(batches[0].0.base_offset, next)?
+        .into_iter()
+        .collect();
+    let aborted = partition.log.aborted_transactions(from, next);
+    let mut rows: HashMap<Vec<u8>, Row> = HashMap::new();
+    let mut merges = 0u64;
+    for (header, batch) in &batches {
+        let skip = header.is_control()
+            || aborted.iter().any(|a| {
+                a.producer_id == header.producer_id
+                    && a.first_offset <= header.base_offset
+                    && header.base_offset < a.last_offset
+            });
+        if skip {
+            continue;
+        }
+        let Some(meta) = metas.get(&header.base_offset) else {
+            return Err(StorageError::Corrupt(format!(
+                "{}-{}: no causal entry for the batch at offset {}",
+                topic.name, partition.index, header.base_offset
+            )));
+        };
+        let mut buf = batch.clone();
+        let records = match RecordBatchDecoder::decode(&mut buf) {
+            Ok(set) => set.records,
+            Err(error) => {
+                tracing::error!(topic = %topic.name, offset = header.base_offset, %error, "stored batch does not decode; skipped");
+                metrics::table_refused(&topic.name, "undecodable_batch");
+                continue;
+            }
+        };
+        for record in records.iter().filter(|r| r.offset >= from) {
+            let Some(key) = &record.key else {
+                metrics::table_refused(&topic.name, "no_key");
+                tracing::warn!(topic = %topic.name, offset = record.offset, "record without a key ignored by the table");
+                continue;
+            };
+            let header_value = |name: &str| {
+                record
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.as_str() == name)
+                    .and_then(|(_, v)| v.as_deref())
+            };
+            let op = match decode_op(
+                header_value(OP_HEADER),
+                header_value(PATH_HEADER),
+                record.value.as_deref(),
+                mode,
+            ) {
+                Ok(op) => op,
+                Err(error) => {
+                    metrics::table_refused(&topic.name, error.reason());
+                    tracing::warn!(topic = %topic.name, offset = record.offset, %error, "record refused by the table");
+                    continue;
+                }
+            };
+            let row = match rows.entry(key.to_vec()) {
+                std::collections::hash_map::Entry::Occupied(row) => row.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let stored = match store.row(&topic.name, key)? {
+                        Some(bytes) => Row::from_bytes(&bytes).map_err(|e| {
+                            StorageError::Corrupt(format!("row of {}: {e}", topic.name))
+                        })?,
+                        None => Row::new(),
+                    };
+                    slot.insert(stored)
+                }
+            };
+            let index = u32::try_from(record.offset - header.base_offset).unwrap_or(u32::MAX);
+            row.apply(&op, Stamp::of_record(meta, index), &meta.deps);
+            merges += 1;
+        }
+    }
+    let encoded: Vec<(Vec<u8>, Vec<u8>)> = rows
+        .into_iter()
+        .map(|(key, row)| (key, row.to_bytes()))
+        .collect();
+    store.commit(&topic.name, partition.index, next, &encoded)?;
+    metrics::table_merged(&topic.name, merges);
+    Ok(next - from)
+}
+
+/// The whole batches of `records` that start below `end`, with their headers.
+fn whole_batches(records: &Bytes, end: i64) -> Vec<(BatchHeader, Bytes)> {
+    let mut position = 0usize;
+    let mut out = Vec::new();
+    while let Some(header) = records
+        .get(position..)
+        .and_then(|rest| BatchHeader::parse(rest).ok())
+    {
+        let size = header.total_bytes();
+        if header.base_offset >= end || position + size > records.len() {
+            break;
+        }
+        out.push((header, records.slice(position..position + size)));
+        position += size;
+    }
+    out
+}

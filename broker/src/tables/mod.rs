@@ -1,0 +1,59 @@
+//! Tables: every topic with `cleanup.policy` including `compact` is also a table whose rows are
+//! the CRDT merge of every record with the same key (`replication::crdt`, semantics in
+//! `docs/tables.md`). The materializer follows each table partition's log up to its last stable
+//! offset and stores rows in `<data-dir>/tables`, with the applied offset in the same write, so
+//! a restart resumes where it stopped and a lost directory is rebuilt from the log.
+
+mod http;
+mod materializer;
+
+pub use http::routes;
+pub use materializer::run;
+
+use std::collections::BTreeMap;
+
+use causeway_replication::crdt::{MergeMode, MERGE_CONFIG};
+
+/// Whether a topic with these config overrides is a table.
+pub fn is_table(overrides: &BTreeMap<String, String>) -> bool {
+    overrides
+        .get("cleanup.policy")
+        .is_some_and(|policy| policy.split(',').any(|p| p.trim() == "compact"))
+}
+
+/// How a table merges its records (`causeway.merge`, default `crdt`).
+pub fn merge_mode(overrides: &BTreeMap<String, String>) -> MergeMode {
+    overrides
+        .get(MERGE_CONFIG)
+        .and_then(|mode| MergeMode::parse(mode))
+        .unwrap_or(MergeMode::Crdt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn compacted_topics_are_tables() {
+        assert!(is_table(&configs(&[("cleanup.policy", "compact")])));
+        assert!(is_table(&configs(&[("cleanup.policy", "delete,compact")])));
+        assert!(!is_table(&configs(&[("cleanup.policy", "delete")])));
+        assert!(!is_table(&configs(&[])));
+    }
+
+    #[test]
+    fn merge_mode_defaults_to_crdt() {
+        assert_eq!(merge_mode(&configs(&[])), MergeMode::Crdt);
+        assert_eq!(
+            merge_mode(&configs(&[("causeway.merge", "lww")])),
+            MergeMode::Lww
+        );
+    }
+}
