@@ -1,0 +1,197 @@
+//! Tables: records produced with rdkafka and kcat into a compacted topic become CRDT rows served
+//! over HTTP; rows survive a restart and are rebuilt identically when their store is lost.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use causeway_integration_tests::{
+    create_topic, http_get, kcat, produce_all, topic_name, with_broker, BrokerOptions,
+    BrokerProcess, TestRecord,
+};
+use serde_json::{json, Value};
+
+fn record(key: &str, value: Option<&str>, headers: &[(&str, &str)]) -> TestRecord {
+    let mut r = TestRecord {
+        value: value.map(|v| v.as_bytes().to_vec()),
+        ..Default::default()
+    }
+    .key(key);
+    for (k, v) in headers {
+        r = r.header(k, Some(v.as_bytes()));
+    }
+    r
+}
+
+/// Polls a row until `want` says it is what the test waits for (the materializer runs behind
+/// the log).
+fn wait_for_row(
+    broker: &BrokerProcess,
+    topic: &str,
+    key: &str,
+    want: impl Fn(u16, &Value) -> bool,
+) -> Result<(u16, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = http_get(
+            broker.http_addr(),
+            &format!("/v1/tables/{topic}/rows/{key}"),
+        )?;
+        let value: Value = serde_json::from_str(&body).with_context(|| format!("body {body:?}"))?;
+        if want(status, &value) {
+            return Ok((status, value));
+        }
+        if Instant::now() > deadline {
+            bail!("row {key} of {topic} is still {status} {value}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn scan(broker: &BrokerProcess, topic: &str) -> Result<Value> {
+    let (status, body) = http_get(
+        broker.http_addr(),
+        &format!("/v1/tables/{topic}/rows?limit=1000"),
+    )?;
+    if status != 200 {
+        bail!("scan answered {status}: {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+fn write_operations(broker: &BrokerProcess, topic: &str) -> Result<()> {
+    let records = vec![
+        record("alice", Some(r#"{"name":"Alice","age":30}"#), &[]),
+        record(
+            "alice",
+            Some(r#"{"age":31,"address":{"city":"Oslo"}}"#),
+            &[("causeway.op", "patch")],
+        ),
+        record("alice", Some(r#"{"visits":2}"#), &[("causeway.op", "incr")]),
+        record("alice", Some(r#"{"visits":5}"#), &[("causeway.op", "incr")]),
+        record(
+            "alice",
+            Some(r#"["admin","dev"]"#),
+            &[("causeway.op", "add"), ("causeway.path", "/roles")],
+        ),
+        record(
+            "alice",
+            Some(r#"["dev"]"#),
+            &[("causeway.op", "remove"), ("causeway.path", "/roles")],
+        ),
+        record("bob", Some(r#"{"name":"Bob"}"#), &[]),
+        record("bob", None, &[]),
+        record("carol", Some("not json"), &[("causeway.op", "patch")]),
+    ];
+    produce_all(&broker.producer(), topic, &records)?;
+    let bootstrap = broker.bootstrap();
+    let out = kcat(
+        &[
+            "-b",
+            &bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-K:",
+            "-H",
+            "causeway.op=patch",
+        ],
+        b"dave:{\"team\":\"blue\"}\n",
+        Duration::from_secs(20),
+    )?;
+    if !out.status.success() {
+        bail!("kcat failed: {}", out.stderr);
+    }
+    Ok(())
+}
+
+#[test]
+fn patches_counters_sets_and_tombstones_become_rows_that_survive_restart_and_rebuild() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("table");
+        create_topic(broker, &topic, 2, &[("cleanup.policy", "compact")])?;
+        write_operations(broker, &topic)?;
+        let (_, alice) = wait_for_row(broker, &topic, "alice", |s, v| {
+            s == 200 && v["value"]["roles"].is_array()
+        })?;
+        let expected =
+            json!({"name":"Alice","age":31,"address":{"city":"Oslo"},"visits":7,"roles":["admin"]});
+        if alice["value"] != expected {
+            bail!("alice is {}, expected {expected}", alice["value"]);
+        }
+        if !alice["version"]["hlc"].is_u64() {
+            bail!("alice has no version: {alice}");
+        }
+        wait_for_row(broker, &topic, "dave", |s, _| s == 200)?;
+        // Every record applied (alice 6, bob 2, dave 1) or refused (carol): then check the rest.
+        let merged = format!("causeway_table_merges_total{{topic=\"{topic}\"}} 9");
+        let refused = format!(
+            "causeway_table_refused_records_total{{topic=\"{topic}\",reason=\"not_json\"}} 1"
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, metrics) = http_get(broker.http_addr(), "/metrics")?;
+            if metrics.contains(&merged) && metrics.contains(&refused) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("not every record was applied or refused:\n{metrics}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for key in ["bob", "carol"] {
+            let (status, body) = http_get(
+                broker.http_addr(),
+                &format!("/v1/tables/{topic}/rows/{key}"),
+            )?;
+            if status != 404 {
+                bail!("{key} should be absent: {status} {body}");
+            }
+        }
+        let before = scan(broker, &topic)?;
+        broker.restart()?;
+        if scan(broker, &topic)? != before {
+            bail!("rows changed across a restart");
+        }
+        broker.terminate()?;
+        std::fs::remove_dir_all(broker.data_dir().join("tables"))?;
+        broker.restart()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rebuilt = scan(broker, &topic)?;
+            if rebuilt == before {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("rebuilt rows differ: {rebuilt} vs {before}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn topics_that_are_not_tables_and_unknown_topics_get_clear_errors() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("plain");
+        create_topic(broker, &topic, 1, &[])?;
+        let (status, body) = http_get(broker.http_addr(), &format!("/v1/tables/{topic}/rows/k"))?;
+        if status != 400 || !body.contains("not a table") {
+            bail!("plain topic answered {status} {body}");
+        }
+        let (status, _) = http_get(broker.http_addr(), "/v1/tables/no-such-topic/rows/k")?;
+        if status != 404 {
+            bail!("unknown topic answered {status}");
+        }
+        let table = topic_name("t");
+        create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
+        let (status, body) = http_get(
+            broker.http_addr(),
+            &format!("/v1/tables/{table}/rows?limit=0"),
+        )?;
+        if status != 400 {
+            bail!("limit=0 answered {status} {body}");
+        }
+        Ok(())
+    });
+}
