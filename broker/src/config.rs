@@ -32,6 +32,8 @@ pub enum Command {
     Topic(crate::cli::TopicArgs),
     /// List consumer groups, or show one's members, assignments, offsets and lag.
     Group(crate::cli::GroupArgs),
+    /// Read table rows (compacted topics) from a running broker's HTTP listener.
+    Table(crate::cli::TableArgs),
 }
 
 /// Format of log lines on stderr.

@@ -147,6 +147,35 @@ fn patches_counters_sets_and_tombstones_become_rows_that_survive_restart_and_reb
                 bail!("{key} should be absent: {status} {body}");
             }
         }
+        let cli = |args: &[&str]| -> Result<(i32, String)> {
+            let output = std::process::Command::new(causeway_integration_tests::broker_binary()?)
+                .arg("table")
+                .args(args)
+                .args(["--http", &broker.http_addr().to_string()])
+                .output()?;
+            Ok((
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            ))
+        };
+        let (code, got) = cli(&["get", &topic, "alice"])?;
+        let got: Value = serde_json::from_str(got.trim())?;
+        if code != 0 || got["value"] != expected {
+            bail!("causeway table get answered {code}: {got}");
+        }
+        let (code, scanned) = cli(&["scan", &topic, "--page", "1"])?;
+        let keys: Vec<String> = scanned
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["key"].as_str().map(str::to_string))
+            .collect();
+        if code != 0 || keys != ["alice", "dave"] {
+            bail!("causeway table scan answered {code}: {keys:?}");
+        }
+        let (code, _) = cli(&["get", &topic, "bob"])?;
+        if code != 1 {
+            bail!("causeway table get of a deleted row exited {code}");
+        }
         let before = scan(broker, &topic)?;
         broker.restart()?;
         if scan(broker, &topic)? != before {

@@ -4,11 +4,13 @@
 
 mod admin;
 mod group;
+mod table;
 mod topic;
 
 use std::process::ExitCode;
 
 pub use group::GroupCommand;
+pub use table::TableCommand;
 pub use topic::TopicCommand;
 
 /// Where admin commands find the broker.
@@ -45,6 +47,27 @@ pub struct GroupArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: GroupCommand,
+}
+
+/// `causeway table ...`
+#[derive(Debug, clap::Args)]
+pub struct TableArgs {
+    /// The broker's HTTP listener, HOST:PORT.
+    #[arg(
+        long,
+        env = "CAUSEWAY_HTTP",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub http: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TableCommand,
+}
+
+/// Runs a table command and turns its outcome into an exit code.
+pub fn run_table(args: TableArgs) -> ExitCode {
+    report(table::run(&args.http, args.command))
 }
 
 /// Runs a topic command and turns its outcome into an exit code.

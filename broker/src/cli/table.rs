@@ -1,0 +1,96 @@
+//! `causeway table get|scan`: read table rows from a broker's HTTP listener.
+
+use clap::Subcommand;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::Value;
+
+/// Reading tables.
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Print one row as JSON (exit 1 if it does not exist).
+    Get {
+        /// Table (compacted topic).
+        topic: String,
+        /// Row key.
+        key: String,
+    },
+    /// Print rows, one JSON object per line, following pages to the end.
+    Scan {
+        /// Table (compacted topic).
+        topic: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Rows per HTTP request.
+        #[arg(long, default_value_t = 100)]
+        page: usize,
+    },
+}
+
+fn encode(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
+
+/// GETs `url` and returns the JSON body of a 200, or the server's error message.
+fn get_json(url: &str) -> anyhow::Result<Value> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(url)
+        .call()
+        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| anyhow::anyhow!("reading the answer of {url}: {e}"))?;
+    let json: Value = serde_json::from_str(&body)
+        .map_err(|e| anyhow::anyhow!("{url} answered non-JSON ({e}): {body}"))?;
+    if status != 200 {
+        let message = json["error"].as_str().unwrap_or(&body).to_string();
+        anyhow::bail!("{message} (HTTP {status})");
+    }
+    Ok(json)
+}
+
+/// Runs one table command against the HTTP listener at `http` (HOST:PORT).
+pub fn run(http: &str, command: TableCommand) -> anyhow::Result<()> {
+    match command {
+        TableCommand::Get { topic, key } => {
+            let row = get_json(&format!(
+                "http://{http}/v1/tables/{}/rows/{}",
+                encode(&topic),
+                encode(&key)
+            ))?;
+            println!("{row}");
+        }
+        TableCommand::Scan {
+            topic,
+            prefix,
+            page,
+        } => {
+            let mut after: Option<String> = None;
+            loop {
+                let mut url = format!(
+                    "http://{http}/v1/tables/{}/rows?prefix={}&limit={page}",
+                    encode(&topic),
+                    encode(&prefix)
+                );
+                if let Some(after) = &after {
+                    url.push_str(&format!("&after={}", encode(after)));
+                }
+                let answer = get_json(&url)?;
+                for row in answer["rows"].as_array().into_iter().flatten() {
+                    println!("{row}");
+                }
+                match answer["next"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
