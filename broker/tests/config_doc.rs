@@ -58,10 +58,18 @@ fn broker_options() -> Vec<Documented> {
 /// Options of `causeway topic` (shared by every admin command).
 fn admin_options() -> Vec<Documented> {
     let command = Cli::command();
-    let topic = command
-        .find_subcommand("topic")
-        .expect("the topic subcommand exists");
-    topic.get_arguments().filter_map(describe).collect()
+    let mut options: Vec<Documented> = Vec::new();
+    for name in ["topic", "group", "table"] {
+        let sub = command
+            .find_subcommand(name)
+            .unwrap_or_else(|| panic!("the {name} subcommand exists"));
+        for option in sub.get_arguments().filter_map(describe) {
+            if !options.iter().any(|o| o.long == option.long) {
+                options.push(option);
+            }
+        }
+    }
+    options
 }
 
 /// Splits a Markdown table row into trimmed cells (`\|` stays inside a cell).
@@ -232,7 +240,7 @@ fn readme_configuration_table_lists_every_broker_option_with_env_and_default() {
 }
 
 #[test]
-fn configuration_md_documents_the_admin_commands_connection_flag() {
+fn configuration_md_documents_the_admin_commands_connection_flags() {
     let doc = repo_file("docs/configuration.md");
     let rows = rows_by_flag(&table_rows(&doc, Some("Admin commands")));
     // Columns: flag | environment | default | meaning
