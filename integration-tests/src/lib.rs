@@ -5,6 +5,7 @@
 //! `kcat`, or the raw protocol client in [`raw`] for inputs no well-behaved client would send.
 
 pub mod batch;
+pub mod load;
 pub mod proxy;
 pub mod raw;
 

@@ -1,13 +1,11 @@
 //! Durability: clean restarts keep everything, `kill -9` keeps every acknowledged `acks=all`
 //! record, and a torn or garbage log tail is cut off on recovery.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::batch::batch_spans;
+use causeway_integration_tests::load::{AcksAllLoad, LoadOutcome};
 use causeway_integration_tests::{
     append_to_file, block_on, create_topic, ensure_eq, payload_str, produce_all, produce_values,
     read_file, read_to_end, segment_files, topic_name, topic_partition_count, wait_until,
@@ -16,7 +14,7 @@ use causeway_integration_tests::{
 use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::Offset;
 
 fn watermarks(broker: &BrokerProcess, topic: &str, partition: i32) -> Result<(i64, i64)> {
@@ -89,100 +87,18 @@ fn clean_restart_keeps_every_message_topic_and_config() {
     });
 }
 
-/// Acknowledged records, by sequence number: (sequence, offset).
-type Acked = Arc<Mutex<Vec<(u64, i64)>>>;
-
-fn produce_until_stopped(
-    bootstrap: String,
-    topic: String,
-    stop: Arc<AtomicBool>,
-    acked: Acked,
-    acked_count: Arc<AtomicUsize>,
-) -> Result<u64> {
-    let producer: FutureProducer = causeway_integration_tests::producer_config(&bootstrap)
-        .set("acks", "all")
-        .set("message.send.max.retries", "0")
-        .set("linger.ms", "1")
-        .set("message.timeout.ms", "4000")
-        .set("socket.timeout.ms", "4000")
-        .create()?;
-    block_on(async {
-        let mut window = VecDeque::new();
-        let mut seq = 0u64;
-        let settle = |res: rdkafka::producer::future_producer::OwnedDeliveryResult, s: u64| {
-            if let Ok(d) = res {
-                if let Ok(mut a) = acked.lock() {
-                    a.push((s, d.offset));
-                }
-                acked_count.fetch_add(1, Ordering::SeqCst);
-            }
-        };
-        while !stop.load(Ordering::SeqCst) {
-            let payload = format!("seq-{seq:010}");
-            let rec: FutureRecord<'_, (), str> = FutureRecord::to(&topic)
-                .payload(payload.as_str())
-                .partition(0);
-            match producer.send_result(rec) {
-                Ok(f) => {
-                    window.push_back((seq, f));
-                    seq += 1;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-            if window.len() >= 32 {
-                if let Some((s, f)) = window.pop_front() {
-                    if let Ok(res) = f.await {
-                        settle(res, s);
-                    }
-                }
-            }
-        }
-        while let Some((s, f)) = window.pop_front() {
-            if let Ok(res) = f.await {
-                settle(res, s);
-            }
-        }
-        Ok(seq)
-    })
-}
-
 #[test]
 fn kill_9_keeps_every_acknowledged_acks_all_record_in_order() {
     with_broker(BrokerOptions::new(), |broker| {
         let topic = topic_name("kill9");
         create_topic(broker, &topic, 1, &[])?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Acked = Arc::new(Mutex::new(Vec::new()));
-        let acked_count = Arc::new(AtomicUsize::new(0));
-        let thread = {
-            let (b, t, s, a, c) = (
-                broker.bootstrap(),
-                topic.clone(),
-                stop.clone(),
-                acked.clone(),
-                acked_count.clone(),
-            );
-            std::thread::spawn(move || produce_until_stopped(b, t, s, a, c))
-        };
-        let enough = wait_until(Duration::from_secs(20), || {
-            acked_count.load(Ordering::SeqCst) >= 500
-        });
+        let load = AcksAllLoad::start(&broker.bootstrap(), &topic, "seq", 32, 4_000)?;
+        let enough = wait_until(Duration::from_secs(20), || load.acknowledged() >= 500);
         broker.kill9();
-        stop.store(true, Ordering::SeqCst);
-        let sent = match thread.join() {
-            Ok(r) => r?,
-            Err(_) => bail!("producer thread panicked"),
-        };
+        let LoadOutcome { sent, acked } = load.stop()?;
         if !enough {
-            bail!(
-                "only {} records acknowledged within 20 s",
-                acked_count.load(Ordering::SeqCst)
-            );
+            bail!("only {} records acknowledged within 20 s", acked.len());
         }
-        let acked = acked
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .clone();
 
         broker.restart()?;
         let msgs = read_to_end(&broker.bootstrap(), &topic, 0, Offset::Beginning)?;
@@ -207,9 +123,9 @@ fn kill_9_keeps_every_acknowledged_acks_all_record_in_order() {
         }
         for (s, off) in &acked {
             match msgs.get(*off as usize) {
-                Some(m) if payload_str(m) == format!("seq-{s:010}") => {}
+                Some(m) if payload_str(m) == *s => {}
                 Some(m) => bail!(
-                    "acknowledged seq {s} at offset {off} lost: offset holds {:?}",
+                    "acknowledged {s} at offset {off} lost: offset holds {:?}",
                     payload_str(m)
                 ),
                 None => bail!(

@@ -3,23 +3,21 @@
 //! the `causeway topic` CLI against a live broker, the three-region `docker/run-local.sh`, and the
 //! Grafana dashboard's queries against a live `/metrics`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use causeway_integration_tests::load::{AcksAllLoad, LoadOutcome};
 use causeway_integration_tests::{
-    block_on, broker_binary, consume_n, ensure_eq, free_port, http_get, payload_str,
-    produce_values, read_partition, read_to_end, topic_name, wait_until, with_broker,
-    BrokerOptions, BrokerProcess,
+    broker_binary, consume_n, ensure_eq, free_port, http_get, payload_str, produce_values,
+    read_partition, read_to_end, topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess,
 };
 use prometheus_parse::{LineInfo, Scrape, Value};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 // ---------------------------------------------------------------------------------------------
@@ -209,66 +207,6 @@ fn readyz_and_healthz_answer_200_once_started_and_a_fresh_start_recovers_nothing
 // SIGTERM under load
 // ---------------------------------------------------------------------------------------------
 
-/// Acknowledged (payload, offset) pairs.
-type Acked = Arc<Mutex<Vec<(String, i64)>>>;
-
-/// Produces to partition 0 with acks=all, 64 records in flight, until `stop`; records every
-/// acknowledged record. Failed deliveries (the broker went away) are only counted.
-fn acks_all_load(
-    bootstrap: String,
-    topic: String,
-    stop: Arc<AtomicBool>,
-    acked: Acked,
-    acked_count: Arc<AtomicUsize>,
-) -> Result<u64> {
-    let producer: FutureProducer = causeway_integration_tests::producer_config(&bootstrap)
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .set("message.send.max.retries", "0")
-        .set("message.timeout.ms", "3000")
-        .set("socket.timeout.ms", "3000")
-        .create()?;
-    block_on(async {
-        let mut in_flight = VecDeque::new();
-        let mut sent = 0u64;
-        let record = |result: rdkafka::producer::future_producer::OwnedDeliveryResult,
-                      payload: String| {
-            if let Ok(delivery) = result {
-                if let Ok(mut acked) = acked.lock() {
-                    acked.push((payload, delivery.offset));
-                }
-                acked_count.fetch_add(1, Ordering::SeqCst);
-            }
-        };
-        while !stop.load(Ordering::SeqCst) {
-            let payload = format!("load-{sent:08}");
-            let message: FutureRecord<'_, (), str> = FutureRecord::to(&topic)
-                .payload(payload.as_str())
-                .partition(0);
-            match producer.send_result(message) {
-                Ok(future) => {
-                    in_flight.push_back((payload, future));
-                    sent += 1;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-            if in_flight.len() >= 64 {
-                if let Some((payload, future)) = in_flight.pop_front() {
-                    if let Ok(result) = future.await {
-                        record(result, payload);
-                    }
-                }
-            }
-        }
-        while let Some((payload, future)) = in_flight.pop_front() {
-            if let Ok(result) = future.await {
-                record(result, payload);
-            }
-        }
-        Ok(sent)
-    })
-}
-
 /// The last "opened N partitions, M needed a recovery scan" line's M.
 fn last_recovery_count(stderr: &str) -> Option<u64> {
     stderr
@@ -285,33 +223,14 @@ fn sigterm_during_acks_all_load_exits_0_keeps_every_acknowledged_record_and_rest
     with_broker(BrokerOptions::new(), |broker| {
         let topic = topic_name("sigterm-load");
         produce_values(&broker.producer(), &topic, 0, &["first"])?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Acked = Arc::new(Mutex::new(vec![("first".to_string(), 0)]));
-        let acked_count = Arc::new(AtomicUsize::new(0));
-        let load = {
-            let (b, t, s, a, c) = (
-                broker.bootstrap(),
-                topic.clone(),
-                stop.clone(),
-                acked.clone(),
-                acked_count.clone(),
-            );
-            std::thread::spawn(move || acks_all_load(b, t, s, a, c))
-        };
-        let loaded = wait_until(Duration::from_secs(30), || {
-            acked_count.load(Ordering::SeqCst) >= 1_000
-        });
+        let load = AcksAllLoad::start(&broker.bootstrap(), &topic, "load", 64, 3_000)?;
+        let loaded = wait_until(Duration::from_secs(30), || load.acknowledged() >= 1_000);
         let status = broker.terminate();
-        stop.store(true, Ordering::SeqCst);
-        let sent = load
-            .join()
-            .map_err(|_| anyhow!("the producer thread panicked"))??;
+        let LoadOutcome { sent, mut acked } = load.stop()?;
+        acked.insert(0, ("first".to_string(), 0));
         let status = status?;
         if !loaded {
-            bail!(
-                "only {} records acknowledged within 30 s",
-                acked_count.load(Ordering::SeqCst)
-            );
+            bail!("only {} records acknowledged within 30 s", acked.len() - 1);
         }
         ensure_eq!(status.code(), Some(0), "exit code after SIGTERM under load");
         if !broker.stderr().contains("shutdown complete") {
@@ -330,10 +249,6 @@ fn sigterm_during_acks_all_load_exits_0_keeps_every_acknowledged_record_and_rest
             "causeway_storage_partitions_recovered after a clean shutdown"
         );
         let log = read_to_end(&broker.bootstrap(), &topic, 0, Offset::Beginning)?;
-        let acked = acked
-            .lock()
-            .map_err(|_| anyhow!("acked list poisoned"))?
-            .clone();
         for (payload, offset) in &acked {
             let stored = usize::try_from(*offset)
                 .ok()
