@@ -13,6 +13,7 @@
 //! - [`transactions`]: the transaction coordinator.
 
 mod alloc_guard;
+pub mod background;
 pub mod broker;
 pub mod cli;
 pub mod clock;

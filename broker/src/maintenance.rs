@@ -7,24 +7,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::background;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 
 /// Runs until shutdown.
-pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(broker.options.log_retention_check_interval_ms.max(10));
-    let mut ticker = tokio::time::interval(period);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let broker = broker.clone();
-        if let Err(error) = tokio::task::spawn_blocking(move || maintain_all(&broker)).await {
-            tracing::error!(%error, "maintenance task failed");
-        }
-    }
+    background::every(period, "maintenance", broker, shutdown, maintain_all).await;
 }
 
 fn maintain_all(broker: &Broker) {

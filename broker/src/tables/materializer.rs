@@ -11,6 +11,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::watch;
 
 use super::{is_table, merge_mode};
+use crate::background;
 use crate::broker::Broker;
 use crate::metrics;
 use crate::topics::{PartitionHandle, Topic};
@@ -23,18 +24,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 const CHUNKS_PER_PASS_MAX: usize = 64;
 
 /// Runs until shutdown.
-pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(POLL_PERIOD);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let pass = broker.clone();
-        if let Err(error) = tokio::task::spawn_blocking(move || materialize_all(&pass)).await {
-            tracing::error!(%error, "table materializer task failed");
-        }
-    }
+pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    background::every(POLL_PERIOD, "tables", broker, shutdown, materialize_all).await;
 }
 
 fn materialize_all(broker: &Broker) {

@@ -244,19 +244,34 @@ pub async fn end(
     epoch: i16,
     commit: bool,
 ) -> TxnResult<()> {
-    let lock = broker.transactions.lock(transactional_id);
-    let _guard = lock.lock().await;
-    let mut record = broker
-        .transactions
-        .get(transactional_id)
-        .ok_or(ResponseError::InvalidProducerIdMapping)?;
-    record.check_producer(producer_id, epoch)?;
+    let (_guard, mut record) = current(broker, transactional_id, producer_id, epoch).await?;
     if !record.prepare_end(commit, now_ms())? {
         return Ok(());
     }
     save(broker, transactional_id, record.clone()).await?;
     finish(broker, transactional_id, record).await?;
     Ok(())
+}
+
+/// Locks `transactional_id` and returns its record once the request is shown to come from the
+/// current producer; the guard keeps other changes out until dropped.
+async fn current(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+) -> TxnResult<(tokio::sync::OwnedMutexGuard<()>, TxnRecord)> {
+    let guard = broker
+        .transactions
+        .lock(transactional_id)
+        .lock_owned()
+        .await;
+    let record = broker
+        .transactions
+        .get(transactional_id)
+        .ok_or(ResponseError::InvalidProducerIdMapping)?;
+    record.check_producer(producer_id, epoch)?;
+    Ok((guard, record))
 }
 
 /// Validates the producer and applies `edit` to the record under its lock, then persists it.
@@ -267,13 +282,7 @@ async fn change(
     epoch: i16,
     edit: impl FnOnce(&mut TxnRecord, i64) -> TxnResult<()>,
 ) -> TxnResult<()> {
-    let lock = broker.transactions.lock(transactional_id);
-    let _guard = lock.lock().await;
-    let mut record = broker
-        .transactions
-        .get(transactional_id)
-        .ok_or(ResponseError::InvalidProducerIdMapping)?;
-    record.check_producer(producer_id, epoch)?;
+    let (_guard, mut record) = current(broker, transactional_id, producer_id, epoch).await?;
     edit(&mut record, now_ms())?;
     save(broker, transactional_id, record).await
 }
