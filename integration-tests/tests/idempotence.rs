@@ -41,10 +41,11 @@ fn send_all(producer: &FutureProducer, topic: &str) -> Result<()> {
         .map(|value| {
             let record: FutureRecord<'_, (), String> =
                 FutureRecord::to(topic).partition(0).payload(value);
-            producer.send_result(record)
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("enqueue failed: {e}"))
         })
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|(e, _)| anyhow::anyhow!("enqueue failed: {e}"))?;
+        .collect::<Result<_>>()?;
     for delivery in deliveries {
         match block_on(delivery) {
             Ok(Ok(_)) => {}

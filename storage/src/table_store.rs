@@ -21,6 +21,9 @@ use crate::error::StorageError;
 use crate::rocks::{self, db_err};
 
 const ROW_TAG: u8 = b'r';
+
+/// A row as stored: its key and its encoded state.
+pub type StoredRow = (Vec<u8>, Vec<u8>);
 const APPLIED_TAG: u8 = b'a';
 
 /// Rows of every table of this region.
@@ -81,7 +84,7 @@ impl TableStore {
         topic: &str,
         partition: i32,
         next_offset: i64,
-        rows: &[(Vec<u8>, Vec<u8>)],
+        rows: &[StoredRow],
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         for (key, row) in rows {
@@ -99,7 +102,7 @@ impl TableStore {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<StoredRow>, StorageError> {
         let table = topic_prefix(ROW_TAG, topic);
         let wanted = row_key(topic, prefix);
         let start = match after {

@@ -45,7 +45,7 @@ pub async fn handle(
         let topic = find_topic(broker, &name);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
-            let outcome = if !matches!(acks, 0 | 1 | -1) {
+            let outcome = if !(-1..=1).contains(&acks) {
                 Err(ResponseError::InvalidRequiredAcks.code())
             } else {
                 match &topic {

@@ -31,18 +31,25 @@ pub fn routes(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
+/// An HTTP refusal, boxed so results that carry one stay small.
+type Refusal = Box<Response>;
+
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+fn refuse(status: StatusCode, message: String) -> Refusal {
+    Box::new(error(status, message))
+}
+
 /// Refuses topics that are not tables.
-fn check_table(broker: &Broker, topic: &str) -> Result<(), Response> {
+fn check_table(broker: &Broker, topic: &str) -> Result<(), Refusal> {
     match broker.topics.get(topic) {
-        None => Err(error(
+        None => Err(refuse(
             StatusCode::NOT_FOUND,
             format!("topic {topic} does not exist"),
         )),
-        Some(t) if !is_table(&t.overrides()) => Err(error(
+        Some(t) if !is_table(&t.overrides()) => Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("topic {topic} is not a table: set cleanup.policy=compact to make it one"),
         )),
@@ -51,10 +58,10 @@ fn check_table(broker: &Broker, topic: &str) -> Result<(), Response> {
 }
 
 /// The JSON of one live row, or `None` if it is deleted or was never written.
-fn render(key: &[u8], bytes: &[u8]) -> Result<Option<Value>, Response> {
+fn render(key: &[u8], bytes: &[u8]) -> Result<Option<Value>, Refusal> {
     let row = Row::from_bytes(bytes).map_err(|e| {
         tracing::error!(error = %e, "stored row does not decode");
-        error(
+        refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
             "stored row does not decode".into(),
         )
@@ -82,7 +89,7 @@ async fn get_row(
     Path((topic, key)): Path<(String, String)>,
 ) -> Response {
     if let Err(refusal) = check_table(&broker, &topic) {
-        return refusal;
+        return *refusal;
     }
     let stored = match broker.tables.row(&topic, key.as_bytes()) {
         Ok(stored) => stored,
@@ -95,7 +102,7 @@ async fn get_row(
     match rendered {
         Ok(Some(row)) => Json(row).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no row {key:?} in {topic}")),
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 
@@ -114,7 +121,7 @@ async fn scan_rows(
     Query(query): Query<ScanQuery>,
 ) -> Response {
     if let Err(refusal) = check_table(&broker, &topic) {
-        return refusal;
+        return *refusal;
     }
     let limit = query.limit.unwrap_or(SCAN_LIMIT_DEFAULT);
     if limit == 0 || limit > SCAN_LIMIT_MAX {
@@ -141,7 +148,7 @@ async fn scan_rows(
             match render(key, bytes) {
                 Ok(Some(row)) if rows.len() < limit => rows.push(row),
                 Ok(_) => {}
-                Err(refusal) => return refusal,
+                Err(refusal) => return *refusal,
             }
         }
         after = page
