@@ -102,6 +102,69 @@ pub struct ProduceArgs {
     /// Delivery timeout in seconds (librdkafka message.timeout.ms) and flush timeout.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_s: u64,
+
+    /// Idempotent producer: enable.idempotence=true, which forces acks=all
+    /// (overrides --acks).
+    #[arg(long)]
+    pub idempotent: bool,
+
+    /// Transactional producer with this transactional.id (implies --idempotent
+    /// and acks=all): every --txn-records records are wrapped in
+    /// begin_transaction / commit_transaction.
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
+
+    /// Records per transaction (with --transactional-id).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        requires = "transactional_id",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub txn_records: u64,
+}
+
+/// How `produce` delivers its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A plain producer with the configured `--acks`.
+    Plain,
+    /// enable.idempotence=true (acks=all).
+    Idempotent,
+    /// transactional.id set (idempotent, acks=all); `records_per_txn` records
+    /// per committed transaction.
+    Transactional {
+        /// librdkafka `transactional.id`.
+        id: String,
+        /// Records between begin_transaction and commit_transaction.
+        records_per_txn: u64,
+    },
+}
+
+impl Delivery {
+    /// Short name for reports: `plain`, `idempotent` or `transactional`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Delivery::Plain => "plain",
+            Delivery::Idempotent => "idempotent",
+            Delivery::Transactional { .. } => "transactional",
+        }
+    }
+}
+
+impl ProduceArgs {
+    /// The delivery mode selected by `--idempotent` / `--transactional-id`.
+    pub fn delivery(&self) -> Delivery {
+        match &self.transactional_id {
+            Some(id) => Delivery::Transactional {
+                id: id.clone(),
+                records_per_txn: self.txn_records,
+            },
+            None if self.idempotent => Delivery::Idempotent,
+            None => Delivery::Plain,
+        }
+    }
 }
 
 /// Options of `consume`.
@@ -313,5 +376,53 @@ mod tests {
             vec![("a".to_string(), "b".to_string())]
         );
         assert!(Cli::try_parse_from(["causeway-bench", "produce", "--acks", "2"]).is_err());
+    }
+
+    fn produce_args(argv: &[&str]) -> Result<ProduceArgs, clap::Error> {
+        let mut full = vec!["causeway-bench", "produce"];
+        full.extend_from_slice(argv);
+        let cli = Cli::try_parse_from(full)?;
+        let Command::Produce(args) = cli.command else {
+            panic!("expected produce");
+        };
+        Ok(args)
+    }
+
+    #[test]
+    fn delivery_modes() {
+        assert_eq!(
+            produce_args(&[]).expect("parse").delivery(),
+            Delivery::Plain
+        );
+        let args = produce_args(&["--idempotent"]).expect("parse");
+        assert_eq!(args.delivery(), Delivery::Idempotent);
+        assert_eq!(args.delivery().name(), "idempotent");
+        let args = produce_args(&["--transactional-id", "t1"]).expect("parse");
+        assert_eq!(
+            args.delivery(),
+            Delivery::Transactional {
+                id: "t1".into(),
+                records_per_txn: 1000
+            }
+        );
+        // A transactional id wins over --idempotent (it implies it).
+        let args = produce_args(&[
+            "--idempotent",
+            "--transactional-id",
+            "t2",
+            "--txn-records",
+            "50",
+        ])
+        .expect("parse");
+        assert_eq!(
+            args.delivery(),
+            Delivery::Transactional {
+                id: "t2".into(),
+                records_per_txn: 50
+            }
+        );
+        // --txn-records needs a transactional id, and at least 1.
+        assert!(produce_args(&["--txn-records", "10"]).is_err());
+        assert!(produce_args(&["--transactional-id", "t", "--txn-records", "0"]).is_err());
     }
 }

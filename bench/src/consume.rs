@@ -69,6 +69,7 @@ pub fn run(args: &ConsumeArgs) -> Result<Report> {
     );
     Ok(Report {
         mode: "consume",
+        variant: None,
         records,
         record_bytes: common.record_bytes,
         bytes,

@@ -150,6 +150,7 @@ pub fn run(args: &E2eArgs) -> Result<Report> {
     params.insert("warmup_s".into(), json!(args.warmup_s));
     Ok(Report {
         mode: "e2e",
+        variant: None,
         records: produced.measured,
         record_bytes: common.record_bytes,
         bytes: produced.measured * common.record_bytes,

@@ -15,7 +15,7 @@ use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, Delivery};
 
 /// Client context that remembers client-level errors (for clear error
 /// messages) and counts delivery reports.
@@ -163,6 +163,34 @@ pub fn producer_config(common: &CommonArgs, linger_ms: u64, timeout: Duration) -
         .set("message.timeout.ms", timeout.as_millis().to_string())
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576");
+    finish(config, common)
+}
+
+/// Configuration of the `produce` producer: [`producer_config`] plus the
+/// delivery mode. Idempotence and transactions require `acks=all`, so they
+/// override `--acks`; `-X` overrides are still applied last.
+pub fn delivery_producer_config(
+    common: &CommonArgs,
+    delivery: &Delivery,
+    linger_ms: u64,
+    timeout: Duration,
+) -> ClientConfig {
+    let mut config = producer_config(common, linger_ms, timeout);
+    match delivery {
+        Delivery::Plain => {}
+        Delivery::Idempotent => {
+            config.set("enable.idempotence", "true").set("acks", "all");
+        }
+        Delivery::Transactional { id, .. } => {
+            // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+            let txn_timeout = timeout.as_millis().max(60_000);
+            config
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", txn_timeout.to_string());
+        }
+    }
     finish(config, common)
 }
 
@@ -413,5 +441,59 @@ mod tests {
         let _: rdkafka::consumer::BaseConsumer<BenchContext> = consumer
             .create_with_context(BenchContext::default())
             .expect("consumer");
+    }
+
+    #[test]
+    fn delivery_modes_map_to_librdkafka_properties() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["causeway-bench", "produce", "--acks", "1"];
+            argv.extend_from_slice(extra);
+            let cli = crate::cli::Cli::try_parse_from(argv).expect("parse");
+            let crate::cli::Command::Produce(args) = cli.command else {
+                panic!("expected produce");
+            };
+            args
+        };
+        let timeout = Duration::from_secs(30);
+
+        let plain = parse(&[]);
+        let config = delivery_producer_config(&plain.common, &plain.delivery(), 5, timeout);
+        assert_eq!(config.get("acks"), Some("1"));
+        assert_eq!(config.get("enable.idempotence"), None);
+        assert_eq!(config.get("transactional.id"), None);
+
+        let idem = parse(&["--idempotent"]);
+        let config = delivery_producer_config(&idem.common, &idem.delivery(), 5, timeout);
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(
+            config.get("acks"),
+            Some("all"),
+            "idempotence forces acks=all"
+        );
+        assert_eq!(config.get("transactional.id"), None);
+        assert_eq!(config.get("linger.ms"), Some("5"));
+        let _: BaseProducer<BenchContext> = config
+            .create_with_context(BenchContext::default())
+            .expect("idempotent producer");
+
+        let txn = parse(&["--transactional-id", "bench-txn", "--txn-records", "100"]);
+        let config = delivery_producer_config(&txn.common, &txn.delivery(), 5, timeout);
+        assert_eq!(config.get("transactional.id"), Some("bench-txn"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("transaction.timeout.ms"), Some("60000"));
+        let _: BaseProducer<BenchContext> = config
+            .create_with_context(BenchContext::default())
+            .expect("transactional producer");
+        // A delivery timeout above 60 s raises the transaction timeout with it.
+        let config =
+            delivery_producer_config(&txn.common, &txn.delivery(), 5, Duration::from_secs(90));
+        assert_eq!(config.get("transaction.timeout.ms"), Some("90000"));
+
+        // -X still wins.
+        let x = parse(&["--idempotent", "-X", "max.in.flight=3"]);
+        let config = delivery_producer_config(&x.common, &x.delivery(), 5, timeout);
+        assert_eq!(config.get("max.in.flight"), Some("3"));
     }
 }

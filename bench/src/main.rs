@@ -11,6 +11,9 @@
 //! * `produce` sends `--records` records of `--record-bytes` bytes round-robin
 //!   across the topic's partitions as fast as librdkafka allows, waits for
 //!   every delivery report and prints records/s and MB/s (MB = 10^6 bytes).
+//!   `--idempotent` makes it an idempotent producer (acks=all);
+//!   `--transactional-id ID --txn-records N` a transactional one that
+//!   commits every N records.
 //! * `consume` reads `--records` records from the beginning of every
 //!   partition (manual assignment, no group commits) and prints records/s and
 //!   MB/s. Run `produce` first so the topic holds enough records.

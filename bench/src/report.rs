@@ -71,6 +71,8 @@ pub struct E2eResult {
 pub struct Report {
     /// `produce`, `consume` or `e2e`.
     pub mode: &'static str,
+    /// Variant of the mode shown after its name, e.g. `idempotent, acks=all`.
+    pub variant: Option<String>,
     /// Records sent or received in the measured phase.
     pub records: u64,
     /// Configured payload size.
@@ -112,9 +114,13 @@ impl Report {
 
     /// One human-readable line.
     pub fn text(&self) -> String {
+        let mode = match &self.variant {
+            Some(variant) => format!("{} ({variant})", self.mode),
+            None => self.mode.to_string(),
+        };
         let mut out = format!(
             "{}: {} records x {} B in {:.2} s = {:.0} records/s, {:.1} MB/s ({:.1} MiB/s)",
-            self.mode,
+            mode,
             self.records,
             self.record_bytes,
             self.elapsed.as_secs_f64(),
@@ -214,6 +220,7 @@ mod tests {
     fn produce_report() -> Report {
         Report {
             mode: "produce",
+            variant: None,
             records: 1_000_000,
             record_bytes: 100,
             bytes: 100_000_000,
@@ -249,6 +256,18 @@ mod tests {
         assert_eq!(
             r.text(),
             "consume: 1000000 records x 100 B in 1.23 s = 813008 records/s, 81.3 MB/s (77.5 MiB/s)"
+        );
+    }
+
+    #[test]
+    fn variant_follows_the_mode() {
+        let mut r = produce_report();
+        r.broker = None;
+        r.variant = Some("idempotent, acks=all".into());
+        assert_eq!(
+            r.text(),
+            "produce (idempotent, acks=all): 1000000 records x 100 B in 1.23 s = 813008 records/s, \
+             81.3 MB/s (77.5 MiB/s)"
         );
     }
 
