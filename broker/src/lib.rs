@@ -12,7 +12,6 @@
 //! - [`tables`]: compacted topics materialized as CRDT rows, served over HTTP;
 //! - [`transactions`]: the transaction coordinator.
 
-mod alloc_guard;
 pub mod background;
 pub mod broker;
 pub mod cli;
@@ -33,9 +32,6 @@ pub mod transactions;
 use std::process::ExitCode;
 
 use config::{Command, LogFormat};
-
-#[global_allocator]
-static ALLOCATOR: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;
 
 /// Entry point of the `causeway` binary.
 pub fn main() -> ExitCode {

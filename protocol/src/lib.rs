@@ -10,8 +10,12 @@
 //! - [`client`] is the other side: encode a request, read and decode its response, over any
 //!   byte stream (the CLI and tests bring the socket).
 //!
+//! - `alloc_guard` is the process allocator of every binary that decodes requests with this
+//!   crate: the decoder's safety against absurd array counts depends on it (see there).
+//!
 //! This crate knows nothing of sockets or disks.
 
+mod alloc_guard;
 pub mod client;
 pub mod frame;
 pub mod request;
@@ -19,3 +23,6 @@ pub mod response;
 pub mod versions;
 
 pub use kafka_protocol;
+
+#[global_allocator]
+static ALLOCATOR: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;

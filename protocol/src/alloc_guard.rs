@@ -105,8 +105,8 @@ unsafe impl GlobalAlloc for GuardedAllocator {
 
 #[cfg(test)]
 mod tests {
+    use crate::request::{decode_request, RequestError};
     use bytes::{BufMut, Bytes, BytesMut};
-    use causeway_protocol::request::{decode_request, RequestError};
 
     #[test]
     fn array_count_of_two_billion_is_a_malformed_request_not_an_abort() {
