@@ -342,6 +342,7 @@ fn write_markers(
     kind: ControlType,
 ) -> Result<(), StorageError> {
     let now = now_ms();
+    let mut marked = Vec::with_capacity(record.partitions.len());
     for (topic, index) in &record.partitions {
         let Some(partition) = broker.topics.get(topic).and_then(|t| t.partition(*index)) else {
             continue;
@@ -353,7 +354,25 @@ fn write_markers(
             now,
             |previous| broker.stamp_local(previous),
         )?;
-        partition.log.sync_through(appended.last_offset + 1)?;
+        marked.push((partition, appended.last_offset + 1));
+    }
+    // One fsync per partition, all at once: a transaction's end costs one fsync's latency, not
+    // one per partition.
+    std::thread::scope(|scope| {
+        let syncs: Vec<_> = marked
+            .iter()
+            .map(|(partition, end)| scope.spawn(move || partition.log.sync_through(*end)))
+            .collect();
+        syncs.into_iter().try_for_each(|sync| {
+            sync.join().unwrap_or_else(|_| {
+                Err(StorageError::Io {
+                    context: "fsyncing a transaction marker".into(),
+                    source: std::io::Error::other("the fsync thread panicked"),
+                })
+            })
+        })
+    })?;
+    for (partition, _) in &marked {
         partition.appended.notify_waiters();
     }
     if kind == ControlType::Commit {
