@@ -98,6 +98,14 @@ impl Topic {
             .len()
     }
 
+    /// A copy of the topic's catalog record, to edit and store.
+    fn record(&self) -> TopicRecord {
+        self.record
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The topic's config overrides (configs not listed take their defaults).
     pub fn overrides(&self) -> BTreeMap<String, String> {
         self.record
@@ -185,6 +193,12 @@ impl Topics {
         self.by_name.get(name).map(|t| t.clone())
     }
 
+    /// Topic by name, or `TopicError::Unknown`.
+    fn existing(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        self.get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))
+    }
+
     /// Topic by id.
     pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.by_name.iter().find(|t| t.id == id).map(|t| t.clone())
@@ -255,9 +269,7 @@ impl Topics {
     /// Deletes a topic: out of the catalog, then its logs off the disk.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self
-            .get(name)
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic = self.existing(name)?;
         self.catalog.delete_topic(name)?;
         self.by_name.remove(name);
         for partition in topic.partitions() {
@@ -276,9 +288,7 @@ impl Topics {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self
-            .get(name)
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic = self.existing(name)?;
         let current = topic.partition_count();
         if (count as usize) <= current {
             return Err(TopicError::InvalidPartitions(format!(
@@ -288,11 +298,7 @@ impl Topics {
         if validate_only {
             return Ok(());
         }
-        let mut record = topic
-            .record
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut record = topic.record();
         record.partitions = count;
         let config = self.log_config(&record.configs);
         let mut opened = Vec::new();
@@ -318,18 +324,12 @@ impl Topics {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self
-            .get(name)
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic = self.existing(name)?;
         validate_configs(&configs)?;
         if validate_only {
             return Ok(());
         }
-        let mut record = topic
-            .record
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut record = topic.record();
         record.configs = configs;
         self.catalog.put_topic(&record)?;
         let config = self.log_config(&record.configs);
