@@ -259,9 +259,7 @@ impl Topics {
             partitions,
             configs: BTreeMap::new(),
         }) {
-            Err(TopicError::AlreadyExists(_)) => self
-                .get(name)
-                .ok_or_else(|| TopicError::Unknown(name.to_string())),
+            Err(TopicError::AlreadyExists(_)) => self.existing(name),
             other => other,
         }
     }
