@@ -74,10 +74,20 @@ pub fn table_refused(topic: &str, reason: &'static str) {
         .increment(1);
 }
 
-/// Publishes how many offsets a table partition's rows trail its last stable offset.
-pub fn table_lag(topic: &str, partition: i32, records: i64) {
-    gauge!("causeway_table_lag_records", "topic" => topic.to_string(), "partition" => partition.to_string())
-        .set(records as f64);
+/// Publishes how far a table partition's rows trail its last stable offset, in records and in
+/// the age of the oldest record not applied yet.
+pub fn table_lag(topic: &str, partition: i32, records: i64, behind_ms: i64) {
+    let labels = [
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ];
+    gauge!("causeway_table_lag_records", &labels).set(records as f64);
+    gauge!("causeway_table_lag_seconds", &labels).set(behind_ms as f64 / 1000.0);
+}
+
+/// Publishes how many rows of a table are live.
+pub fn table_rows(topic: &str, rows: i64) {
+    gauge!("causeway_table_rows", "topic" => topic.to_string()).set(rows as f64);
 }
 
 /// Counts what Fetch returned from a topic.

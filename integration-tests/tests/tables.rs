@@ -127,10 +127,12 @@ fn patches_counters_sets_and_tombstones_become_rows_that_survive_restart_and_reb
         let refused = format!(
             "causeway_table_refused_records_total{{topic=\"{topic}\",reason=\"not_json\"}} 1"
         );
+        // alice and dave are live; bob was deleted and carol never written.
+        let live = format!("causeway_table_rows{{topic=\"{topic}\"}} 2");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let (_, metrics) = http_get(broker.http_addr(), "/metrics")?;
-            if metrics.contains(&merged) && metrics.contains(&refused) {
+            if metrics.contains(&merged) && metrics.contains(&refused) && metrics.contains(&live) {
                 break;
             }
             if Instant::now() > deadline {

@@ -7,6 +7,7 @@
 //!   Topic names never contain `0x00`, so one topic's rows are contiguous and sorted by key,
 //!   and a prefix scan is a seek.
 //! - `a` + topic + `0x00` + i32 BE partition -> i64 BE: the next offset to apply.
+//! - `c` + topic + `0x00` -> i64 BE: how many rows are live (written and not deleted).
 //!
 //! Rows and the applied offset of a partition are written in one batch, so after a crash the
 //! two agree: either a chunk of records was applied and its offset recorded, or neither. The
@@ -25,6 +26,7 @@ const ROW_TAG: u8 = b'r';
 /// A row as stored: its key and its encoded state.
 pub type StoredRow = (Vec<u8>, Vec<u8>);
 const APPLIED_TAG: u8 = b'a';
+const LIVE_ROWS_TAG: u8 = b'c';
 
 /// Rows of every table of this region.
 pub struct TableStore {
@@ -78,20 +80,42 @@ impl TableStore {
         self.db.get(row_key(topic, key)).map_err(db_err)
     }
 
-    /// Stores changed rows and the partition's new applied offset atomically.
+    /// Stores changed rows, the partition's new applied offset and the change in live rows
+    /// atomically. One writer per table (the materializer) keeps the count exact.
     pub fn commit(
         &self,
         topic: &str,
         partition: i32,
         next_offset: i64,
         rows: &[StoredRow],
+        live_rows_delta: i64,
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         for (key, row) in rows {
             batch.put(row_key(topic, key), row);
         }
         batch.put(applied_key(topic, partition), next_offset.to_be_bytes());
+        if live_rows_delta != 0 {
+            let live = self.live_rows(topic)? + live_rows_delta;
+            batch.put(topic_prefix(LIVE_ROWS_TAG, topic), live.to_be_bytes());
+        }
         self.db.write(batch).map_err(db_err)
+    }
+
+    /// How many rows of `topic` are live.
+    pub fn live_rows(&self, topic: &str) -> Result<i64, StorageError> {
+        match self
+            .db
+            .get(topic_prefix(LIVE_ROWS_TAG, topic))
+            .map_err(db_err)?
+        {
+            None => Ok(0),
+            Some(bytes) => bytes
+                .as_slice()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt(format!("live row count of {topic}"))),
+        }
     }
 
     /// Up to `limit` rows of `topic` whose keys start with `prefix`, in key order, starting
@@ -129,7 +153,7 @@ impl TableStore {
 
     /// Forgets a table (its topic was deleted or stopped being compacted).
     pub fn drop_table(&self, topic: &str) -> Result<(), StorageError> {
-        for tag in [ROW_TAG, APPLIED_TAG] {
+        for tag in [ROW_TAG, APPLIED_TAG, LIVE_ROWS_TAG] {
             let from = topic_prefix(tag, topic);
             let mut to = from.clone();
             if let Some(last) = to.last_mut() {
@@ -153,7 +177,7 @@ mod tests {
         {
             let store = TableStore::open(dir.path()).unwrap();
             store
-                .commit("t", 0, 7, &[(b"a".to_vec(), b"row-a".to_vec())])
+                .commit("t", 0, 7, &[(b"a".to_vec(), b"row-a".to_vec())], 0)
                 .unwrap();
         }
         let store = TableStore::open(dir.path()).unwrap();
@@ -170,9 +194,9 @@ mod tests {
             .iter()
             .map(|k| (k.as_bytes().to_vec(), b"x".to_vec()))
             .collect();
-        store.commit("t", 0, 4, &rows).unwrap();
+        store.commit("t", 0, 4, &rows, 0).unwrap();
         store
-            .commit("t2", 0, 1, &[(b"user:9".to_vec(), b"y".to_vec())])
+            .commit("t2", 0, 1, &[(b"user:9".to_vec(), b"y".to_vec())], 0)
             .unwrap();
         let page = store.scan("t", b"user:", None, 2).unwrap();
         let keys: Vec<&[u8]> = page.iter().map(|(k, _)| k.as_slice()).collect();
@@ -184,14 +208,27 @@ mod tests {
     }
 
     #[test]
+    fn live_row_counts_add_up_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = TableStore::open(dir.path()).unwrap();
+            store.commit("t", 0, 1, &[], 3).unwrap();
+            store.commit("t", 1, 1, &[], -1).unwrap();
+        }
+        let store = TableStore::open(dir.path()).unwrap();
+        assert_eq!(store.live_rows("t").unwrap(), 2);
+        assert_eq!(store.live_rows("other").unwrap(), 0);
+    }
+
+    #[test]
     fn dropping_a_table_leaves_others() {
         let dir = tempfile::tempdir().unwrap();
         let store = TableStore::open(dir.path()).unwrap();
         store
-            .commit("t", 0, 1, &[(b"a".to_vec(), b"1".to_vec())])
+            .commit("t", 0, 1, &[(b"a".to_vec(), b"1".to_vec())], 0)
             .unwrap();
         store
-            .commit("t2", 0, 1, &[(b"a".to_vec(), b"2".to_vec())])
+            .commit("t2", 0, 1, &[(b"a".to_vec(), b"2".to_vec())], 0)
             .unwrap();
         store.drop_table("t").unwrap();
         assert_eq!(store.row("t", b"a").unwrap(), None);

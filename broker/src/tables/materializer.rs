@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::{is_table, merge_mode};
 use crate::background;
 use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::metrics;
 use crate::topics::{PartitionHandle, Topic};
 
@@ -46,17 +47,32 @@ fn materialize_all(broker: &Broker) {
                     }
                 }
             }
-            let applied = broker
-                .tables
-                .applied(&topic.name, partition.index)
-                .unwrap_or(0);
-            metrics::table_lag(
-                &topic.name,
-                partition.index,
-                partition.log.last_stable_offset() - applied,
-            );
+            publish_lag(&broker.tables, &topic, &partition);
+        }
+        if let Ok(live) = broker.tables.live_rows(&topic.name) {
+            metrics::table_rows(&topic.name, live);
         }
     }
+}
+
+/// Publishes how far a table partition's rows trail its log, in records and in seconds (the age
+/// of the oldest record not applied yet).
+fn publish_lag(store: &TableStore, topic: &Topic, partition: &PartitionHandle) {
+    let applied = store.applied(&topic.name, partition.index).unwrap_or(0);
+    let stable = partition.log.last_stable_offset();
+    let behind_ms = if applied < stable {
+        partition
+            .log
+            .read(applied.max(partition.log.log_start_offset()), 1)
+            .ok()
+            .and_then(|read| BatchHeader::parse(&read.records).ok())
+            .map_or(0, |oldest| {
+                now_ms().saturating_sub(oldest.base_timestamp).max(0)
+            })
+    } else {
+        0
+    };
+    metrics::table_lag(&topic.name, partition.index, stable - applied, behind_ms);
 }
 
 /// Applies the next chunk of one partition; returns how many log offsets it advanced.
@@ -87,7 +103,8 @@ fn materialize_chunk(
         .into_iter()
         .collect();
     let aborted = partition.log.aborted_transactions(from, next);
-    let mut rows: HashMap<Vec<u8>, Row> = HashMap::new();
+    // Each touched row with whether it was live before this chunk (for the live-row count).
+    let mut rows: HashMap<Vec<u8>, (Row, bool)> = HashMap::new();
     let mut merges = 0u64;
     for (header, batch) in &batches {
         let skip = header.is_control()
@@ -140,7 +157,7 @@ fn materialize_chunk(
                     continue;
                 }
             };
-            let row = match rows.entry(key.to_vec()) {
+            let (row, _) = match rows.entry(key.to_vec()) {
                 std::collections::hash_map::Entry::Occupied(row) => row.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     let stored = match store.row(&topic.name, key)? {
@@ -149,7 +166,8 @@ fn materialize_chunk(
                         })?,
                         None => Row::new(),
                     };
-                    slot.insert(stored)
+                    let live = stored.materialize().is_some();
+                    slot.insert((stored, live))
                 }
             };
             let index = u32::try_from(record.offset - header.base_offset).unwrap_or(u32::MAX);
@@ -157,11 +175,21 @@ fn materialize_chunk(
             merges += 1;
         }
     }
+    let mut live_rows_delta = 0i64;
     let encoded: Vec<(Vec<u8>, Vec<u8>)> = rows
         .into_iter()
-        .map(|(key, row)| (key, row.to_bytes()))
+        .map(|(key, (row, was_live))| {
+            live_rows_delta += i64::from(row.materialize().is_some()) - i64::from(was_live);
+            (key, row.to_bytes())
+        })
         .collect();
-    store.commit(&topic.name, partition.index, next, &encoded)?;
+    store.commit(
+        &topic.name,
+        partition.index,
+        next,
+        &encoded,
+        live_rows_delta,
+    )?;
     metrics::table_merged(&topic.name, merges);
     Ok(next - from)
 }
