@@ -39,7 +39,7 @@ struct Target {
 }
 
 /// Serves a fetch, waiting for data as the request allows.
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> FetchResponse {
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;

@@ -24,7 +24,7 @@ const EARLIEST_LOCAL: i64 = -4;
 const READ_COMMITTED: i8 = 1;
 
 /// Answers every partition of the request.
-pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = request
         .topics

@@ -50,11 +50,9 @@ pub async fn handle(
     let response = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
-        RequestKind::Produce(r) => return Ok(produce::handle(broker, r, version).await),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
-        RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
-        }
+        RequestKind::Produce(r) => return Ok(produce::handle(broker, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r)),
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(topics::create(broker, r, version))
         }

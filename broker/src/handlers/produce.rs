@@ -28,11 +28,7 @@ struct Pending {
 }
 
 /// Appends every partition's batches; `None` when acks=0.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: ProduceRequest,
-    _version: i16,
-) -> Option<ResponseKind> {
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<ResponseKind> {
     let acks = request.acks;
     let transactional_id = request
         .transactional_id
