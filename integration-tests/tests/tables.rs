@@ -226,3 +226,30 @@ fn topics_that_are_not_tables_and_unknown_topics_get_clear_errors() {
         Ok(())
     });
 }
+
+#[test]
+fn a_table_deleted_and_created_again_starts_without_rows() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("reborn");
+        create_topic(broker, &topic, 1, &[("cleanup.policy", "compact")])?;
+        produce_all(
+            &broker.producer(),
+            &topic,
+            &[record("k", Some(r#"{"v":1}"#), &[])],
+        )?;
+        wait_for_row(broker, &topic, "k", |s, _| s == 200)?;
+        let admin = broker.admin();
+        let deleted = causeway_integration_tests::block_on(
+            admin.delete_topics(&[&topic], &rdkafka::admin::AdminOptions::new()),
+        )?;
+        if !deleted.iter().all(|r| r.is_ok()) {
+            bail!("delete failed: {deleted:?}");
+        }
+        create_topic(broker, &topic, 1, &[("cleanup.policy", "compact")])?;
+        let (status, body) = http_get(broker.http_addr(), &format!("/v1/tables/{topic}/rows/k"))?;
+        if status != 404 {
+            bail!("the recreated table shows the old row: {status} {body}");
+        }
+        Ok(())
+    });
+}

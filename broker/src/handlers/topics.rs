@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::configs::{effective_configs, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::{str_bytes, topic_error_code, topic_name};
 use crate::broker::Broker;
+use crate::tables::store_name;
 use crate::topics::{NewTopic, TopicError};
 
 /// `num_partitions` / `replication_factor` value meaning "the broker default".
@@ -143,11 +144,11 @@ pub fn delete(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> De
                     .ok_or(ResponseError::UnknownTopicId.code()),
             };
             let outcome = resolved.and_then(|name| {
-                broker
-                    .topics
-                    .delete(&name)
-                    .map(|topic| (name, topic.id))
-                    .map_err(|e| topic_error_code(&e))
+                let deleted = broker.topics.delete(&name).map_err(|e| topic_error_code(&e))?;
+                if let Err(error) = broker.tables.drop_table(&store_name(&deleted)) {
+                    tracing::warn!(topic = %name, %error, "could not drop the deleted topic's rows");
+                }
+                Ok((name, deleted.id))
             });
             let result = DeletableTopicResult::default();
             match outcome {

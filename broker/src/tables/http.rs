@@ -15,7 +15,7 @@ use causeway_replication::crdt::{Content, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::is_table;
+use super::{is_table, store_name};
 use crate::broker::Broker;
 
 /// Most rows one scan page returns.
@@ -42,8 +42,8 @@ fn refuse(status: StatusCode, message: String) -> Refusal {
     Box::new(error(status, message))
 }
 
-/// Refuses topics that are not tables.
-fn check_table(broker: &Broker, topic: &str) -> Result<(), Refusal> {
+/// The name a table's rows are stored under; refuses topics that are not tables.
+fn check_table(broker: &Broker, topic: &str) -> Result<String, Refusal> {
     match broker.topics.get(topic) {
         None => Err(refuse(
             StatusCode::NOT_FOUND,
@@ -53,7 +53,7 @@ fn check_table(broker: &Broker, topic: &str) -> Result<(), Refusal> {
             StatusCode::BAD_REQUEST,
             format!("topic {topic} is not a table: set cleanup.policy=compact to make it one"),
         )),
-        Some(_) => Ok(()),
+        Some(t) => Ok(store_name(&t)),
     }
 }
 
@@ -88,10 +88,11 @@ async fn get_row(
     State(broker): State<Arc<Broker>>,
     Path((topic, key)): Path<(String, String)>,
 ) -> Response {
-    if let Err(refusal) = check_table(&broker, &topic) {
-        return *refusal;
-    }
-    let stored = match broker.tables.row(&topic, key.as_bytes()) {
+    let table = match check_table(&broker, &topic) {
+        Ok(table) => table,
+        Err(refusal) => return *refusal,
+    };
+    let stored = match broker.tables.row(&table, key.as_bytes()) {
         Ok(stored) => stored,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -120,9 +121,10 @@ async fn scan_rows(
     Path(topic): Path<String>,
     Query(query): Query<ScanQuery>,
 ) -> Response {
-    if let Err(refusal) = check_table(&broker, &topic) {
-        return *refusal;
-    }
+    let table = match check_table(&broker, &topic) {
+        Ok(table) => table,
+        Err(refusal) => return *refusal,
+    };
     let limit = query.limit.unwrap_or(SCAN_LIMIT_DEFAULT);
     if limit == 0 || limit > SCAN_LIMIT_MAX {
         return error(
@@ -135,7 +137,7 @@ async fn scan_rows(
     // Deleted rows are stored too (their tombstones matter for merging): page past them.
     loop {
         let page = match broker.tables.scan(
-            &topic,
+            &table,
             query.prefix.as_bytes(),
             after.as_deref().map(str::as_bytes),
             limit,

@@ -10,7 +10,7 @@ use causeway_storage::{BatchHeader, CausalMeta, StorageError, TableStore};
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::watch;
 
-use super::{is_table, merge_mode};
+use super::{is_table, merge_mode, store_name};
 use crate::background;
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -49,7 +49,7 @@ fn materialize_all(broker: &Broker) {
             }
             publish_lag(&broker.tables, &topic, &partition);
         }
-        if let Ok(live) = broker.tables.live_rows(&topic.name) {
+        if let Ok(live) = broker.tables.live_rows(&store_name(&topic)) {
             metrics::table_rows(&topic.name, live);
         }
     }
@@ -58,7 +58,9 @@ fn materialize_all(broker: &Broker) {
 /// Publishes how far a table partition's rows trail its log, in records and in seconds (the age
 /// of the oldest record not applied yet).
 fn publish_lag(store: &TableStore, topic: &Topic, partition: &PartitionHandle) {
-    let applied = store.applied(&topic.name, partition.index).unwrap_or(0);
+    let applied = store
+        .applied(&store_name(topic), partition.index)
+        .unwrap_or(0);
     let stable = partition.log.last_stable_offset();
     let behind_ms = if applied < stable {
         partition
@@ -82,7 +84,8 @@ fn materialize_chunk(
     partition: &PartitionHandle,
     mode: MergeMode,
 ) -> Result<i64, StorageError> {
-    let applied = store.applied(&topic.name, partition.index)?;
+    let table = store_name(topic);
+    let applied = store.applied(&table, partition.index)?;
     let from = applied.max(partition.log.log_start_offset());
     let stable = partition.log.last_stable_offset();
     if from >= stable {
@@ -160,7 +163,7 @@ fn materialize_chunk(
             let (row, _) = match rows.entry(key.to_vec()) {
                 std::collections::hash_map::Entry::Occupied(row) => row.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {
-                    let stored = match store.row(&topic.name, key)? {
+                    let stored = match store.row(&table, key)? {
                         Some(bytes) => Row::from_bytes(&bytes).map_err(|e| {
                             StorageError::Corrupt(format!("row of {}: {e}", topic.name))
                         })?,
@@ -183,13 +186,7 @@ fn materialize_chunk(
             (key, row.to_bytes())
         })
         .collect();
-    store.commit(
-        &topic.name,
-        partition.index,
-        next,
-        &encoded,
-        live_rows_delta,
-    )?;
+    store.commit(&table, partition.index, next, &encoded, live_rows_delta)?;
     metrics::table_merged(&topic.name, merges);
     Ok(next - from)
 }

@@ -14,6 +14,13 @@ use std::collections::BTreeMap;
 
 use causeway_replication::crdt::{MergeMode, MERGE_CONFIG};
 
+/// The name a table's rows are stored under: the topic's id, not its name, so a topic deleted
+/// and created again under the same name starts with no rows (and a late write of the old
+/// topic's materializer can never show through).
+pub fn store_name(topic: &crate::topics::Topic) -> String {
+    topic.id.simple().to_string()
+}
+
 /// Whether a topic with these config overrides is a table.
 pub fn is_table(overrides: &BTreeMap<String, String>) -> bool {
     overrides
