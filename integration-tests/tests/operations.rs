@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::load::{AcksAllLoad, LoadOutcome};
 use causeway_integration_tests::{
-    broker_binary, consume_n, ensure_eq, free_port, http_get, payload_str, produce_values,
-    read_partition, read_to_end, topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess,
+    broker_binary, consume_n, create_topic, ensure_eq, free_port, http_get, payload_str,
+    produce_all, produce_values, read_partition, read_to_end, topic_name, wait_until, with_broker,
+    BrokerOptions, BrokerProcess, TestRecord,
 };
 use prometheus_parse::{LineInfo, Scrape, Value};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -572,6 +573,20 @@ fn grafana_dashboard_is_valid_json_whose_queries_name_only_exported_metrics() {
         let mut commit = TopicPartitionList::new();
         commit.add_partition_offset(&topic, 0, Offset::Offset(messages[1].offset() + 1))?;
         consumer.commit(&commit, CommitMode::Sync)?;
+        // Table series: a compacted topic with one keyed record, once the materializer ran.
+        let table = topic_name("grafana-table");
+        create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
+        produce_all(
+            &broker.producer(),
+            &table,
+            &[TestRecord::value("{}").key("k")],
+        )?;
+        let materialized = wait_until(Duration::from_secs(15), || {
+            scrape(broker).is_ok_and(|s| s.has("causeway_table_rows"))
+        });
+        if !materialized {
+            bail!("the table metrics never appeared");
+        }
         let exported = scrape(broker)?;
         for query in &queries {
             let names = metric_names_in(query);
