@@ -26,6 +26,8 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Produce at a fixed --rate while consuming in the same process; report end-to-end latency.
     E2e(E2eArgs),
+    /// Tables: materializer throughput of JSON patch records, then paced HTTP point reads.
+    Table(TableArgs),
 }
 
 /// Options shared by every mode.
@@ -207,6 +209,42 @@ pub struct E2eArgs {
     pub timeout_s: u64,
 }
 
+/// Options of `table`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("topic", |a| a.default_value("bench-table")),
+    mut_arg("record_bytes", |a| a.default_value("200"))
+)]
+pub struct TableArgs {
+    /// Options shared by every mode (--record-bytes is the size of each JSON patch value).
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Broker HTTP listener (host:port) serving /metrics and /v1/tables.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: String,
+
+    /// Number of JSON patch records to produce.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub records: u64,
+
+    /// Number of distinct row keys (k0 .. k<keys-1>); record i has key k<i % keys>.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+
+    /// Point reads per second (the /healthz baseline runs at the same rate, interleaved).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub read_rate: u64,
+
+    /// Seconds of point reads (0 skips the read phase).
+    #[arg(long, default_value_t = 10)]
+    pub read_seconds: u64,
+
+    /// Delivery timeout, and how long to wait for the materializer to catch up, in seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_s: u64,
+}
+
 /// Producer acknowledgement level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
@@ -376,6 +414,45 @@ mod tests {
             vec![("a".to_string(), "b".to_string())]
         );
         assert!(Cli::try_parse_from(["causeway-bench", "produce", "--acks", "2"]).is_err());
+    }
+
+    #[test]
+    fn table_defaults() {
+        let cli = Cli::try_parse_from(["causeway-bench", "table"]).expect("parse");
+        let Command::Table(args) = cli.command else {
+            panic!("expected table");
+        };
+        assert_eq!(args.common.topic, "bench-table");
+        assert_eq!(args.common.record_bytes, 200);
+        assert_eq!(args.http, "127.0.0.1:8080");
+        assert_eq!(args.records, 1_000_000);
+        assert_eq!(args.keys, 10_000);
+        assert_eq!(args.read_rate, 5_000);
+        assert_eq!(args.read_seconds, 10);
+        // The other modes keep their defaults.
+        let cli = Cli::try_parse_from(["causeway-bench", "produce"]).expect("parse");
+        let Command::Produce(args) = cli.command else {
+            panic!("expected produce");
+        };
+        assert_eq!(args.common.topic, "bench");
+        assert_eq!(args.common.record_bytes, 100);
+        let cli = Cli::try_parse_from([
+            "causeway-bench",
+            "table",
+            "--topic",
+            "t",
+            "--record-bytes",
+            "64",
+            "--http",
+            "127.0.0.1:1",
+        ])
+        .expect("parse");
+        let Command::Table(args) = cli.command else {
+            panic!("expected table");
+        };
+        assert_eq!(args.common.topic, "t");
+        assert_eq!(args.common.record_bytes, 64);
+        assert_eq!(args.http, "127.0.0.1:1");
     }
 
     fn produce_args(argv: &[&str]) -> Result<ProduceArgs, clap::Error> {

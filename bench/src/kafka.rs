@@ -274,9 +274,21 @@ pub fn ensure_topic(
     common: &CommonArgs,
     create: bool,
 ) -> Result<i32> {
+    ensure_topic_with_config(producer, common, create, &[])
+}
+
+/// [`ensure_topic`] that creates a missing topic with the topic configs
+/// `configs` (e.g. `cleanup.policy=compact`). An existing topic keeps its
+/// configuration.
+pub fn ensure_topic_with_config(
+    producer: &BaseProducer<BenchContext>,
+    common: &CommonArgs,
+    create: bool,
+    configs: &[(&str, &str)],
+) -> Result<i32> {
     let timeout = Duration::from_secs(common.connect_timeout_s);
     if create {
-        create_topic(common, timeout)?;
+        create_topic(common, timeout, configs)?;
     }
     let deadline = Instant::now() + timeout;
     loop {
@@ -330,15 +342,18 @@ pub fn ensure_topic(
 }
 
 /// Issues CreateTopics; an already existing topic is not an error.
-fn create_topic(common: &CommonArgs, timeout: Duration) -> Result<()> {
+fn create_topic(common: &CommonArgs, timeout: Duration, configs: &[(&str, &str)]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = finish(base_config(common), common)
         .create()
         .context("cannot create the librdkafka admin client")?;
-    let topic = NewTopic::new(
+    let mut topic = NewTopic::new(
         &common.topic,
         common.partitions,
         TopicReplication::Fixed(common.replication_factor),
     );
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let options = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));

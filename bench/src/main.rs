@@ -5,7 +5,7 @@
 //! # Usage
 //!
 //! ```text
-//! cargo run --release --bin causeway-bench -- <produce|consume|e2e> [options]
+//! cargo run --release --bin causeway-bench -- <produce|consume|e2e|table> [options]
 //! ```
 //!
 //! * `produce` sends `--records` records of `--record-bytes` bytes round-robin
@@ -21,6 +21,17 @@
 //!   `--warmup-s` warm-up that is not measured) while a consumer in the same
 //!   process reads the topic from its end; each payload carries its send time,
 //!   and p50/p90/p99/p99.9/max latency is printed in milliseconds.
+//!
+//! * `table` creates `--topic` (default `bench-table`) with
+//!   `cleanup.policy=compact`, produces `--records` JSON merge-patch records
+//!   (header `causeway.op: patch`, `--record-bytes` bytes, keys
+//!   `k<i % --keys>`) as fast as possible and reports how long the broker's
+//!   materializer takes to apply them all (from its
+//!   `causeway_table_merges_total` counter on `--http`); then it reads random
+//!   rows with `GET /v1/tables/{topic}/rows/{key}` at `--read-rate` for
+//!   `--read-seconds` over one keep-alive connection, interleaved with
+//!   `GET /healthz` at the same rate as a baseline, and prints both latency
+//!   distributions.
 //!
 //! Common options: `--brokers` (default `127.0.0.1:9092`, or the
 //! `CAUSEWAY_BENCH_BROKERS` environment variable), `--topic` (`bench`),
@@ -51,6 +62,7 @@ mod payload;
 mod procstat;
 mod produce;
 mod report;
+mod table;
 
 use std::process::ExitCode;
 
@@ -78,6 +90,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Produce(args) => (produce::run(&args)?, args.common.json),
         Command::Consume(args) => (consume::run(&args)?, args.common.json),
         Command::E2e(args) => (e2e::run(&args)?, args.common.json),
+        Command::Table(args) => {
+            let report = table::run(&args)?;
+            println!("{}", report.text());
+            if args.common.json {
+                println!("{}", report.json());
+            }
+            return Ok(());
+        }
     };
     println!("{}", report.text());
     if json {
