@@ -3,6 +3,8 @@
 //! with `send_offsets_to_transaction` is exactly-once across a broker restart.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -397,16 +399,25 @@ fn kill_9_during_commits_leaves_only_whole_transactions_visible() {
         {
             let producer = transactional_producer(broker, &id, 60_000)?;
             let pid = broker.pid().context("broker pid")?;
-            // The broker dies at an arbitrary point, most likely in the middle of a commit.
-            let killer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(700));
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            });
+            let committed = Arc::new(AtomicUsize::new(0));
+            // Once a few transactions committed, the broker dies at an arbitrary point, most
+            // likely in the middle of the next commit (however slow the machine is).
+            let killer = {
+                let committed = committed.clone();
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while committed.load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    std::thread::sleep(Duration::from_millis(7));
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                })
+            };
             let started = Instant::now();
             let mut round = 0;
-            while started.elapsed() < Duration::from_secs(10) {
+            while started.elapsed() < Duration::from_secs(40) {
                 let attempt = (|| -> Result<()> {
                     producer.begin_transaction()?;
                     for i in 0..3 {
@@ -419,6 +430,7 @@ fn kill_9_during_commits_leaves_only_whole_transactions_visible() {
                     break;
                 }
                 round += 1;
+                committed.store(round, Ordering::SeqCst);
             }
             let _ = killer.join();
             if round < 5 {
