@@ -92,7 +92,7 @@ fn idempotent_producer_survives_connection_cuts_without_duplicates_or_reordering
             let (proxy, done) = (proxy.clone(), done.clone());
             thread::spawn(move || {
                 for _ in 0..CUTS {
-                    thread::sleep(Duration::from_millis(250));
+                    thread::sleep(Duration::from_millis(100));
                     if done.load(Ordering::Acquire) {
                         break;
                     }
