@@ -16,10 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
@@ -295,7 +293,7 @@ fn produce(
             buf.copy_from_slice(pool.get(sent));
             payload::write_header(&mut buf, send_ns, shared.run_id);
             let partition = i32::try_from(sent % partitions)?;
-            send(
+            kafka::send_waiting_for_room::<()>(
                 producer,
                 BaseRecord::to(&common.topic)
                     .partition(partition)
@@ -329,31 +327,4 @@ fn produce(
         broker_cpu,
         client_cpu,
     })
-}
-
-/// Enqueues one record, waiting (bounded by `timeout`) while the local queue is full.
-fn send(
-    producer: &BaseProducer<BenchContext>,
-    mut record: BaseRecord<'_, (), [u8]>,
-    timeout: Duration,
-) -> Result<()> {
-    let mut stalled_since: Option<Instant> = None;
-    while let Err((err, returned)) = producer.send(record) {
-        match err {
-            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > timeout {
-                    bail!(producer.context().explain(format!(
-                        "producer queue stayed full for {} s",
-                        timeout.as_secs()
-                    )));
-                }
-                producer.poll(Duration::from_millis(1));
-                producer.context().check_deliveries()?;
-                record = returned;
-            }
-            other => bail!("cannot enqueue record: {other}"),
-        }
-    }
-    Ok(())
 }

@@ -3,9 +3,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use serde_json::json;
 
 use crate::cli::{self, Delivery, ProduceArgs};
@@ -151,26 +150,8 @@ fn send_all(
             record = record.key(&key[..]);
             sent.key_bytes += key.len() as u64;
         }
-        let mut stalled_since: Option<Instant> = None;
-        while let Err((err, returned)) = producer.send(record) {
-            match err {
-                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                    // The local queue is full: serve delivery reports until
-                    // librdkafka has room again.
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > timeout {
-                        bail!(producer.context().explain(format!(
-                            "producer queue stayed full for {} s (broker not accepting records?)",
-                            timeout.as_secs()
-                        )));
-                    }
-                    producer.poll(Duration::from_millis(1));
-                    producer.context().check_deliveries()?;
-                    record = returned;
-                }
-                other => bail!("cannot enqueue record {i}: {other}"),
-            }
-        }
+        kafka::send_waiting_for_room(producer, record, timeout)
+            .with_context(|| format!("record {i}"))?;
         if i % POLL_EVERY == 0 {
             producer.poll(Duration::ZERO);
             producer.context().check_deliveries()?;

@@ -22,10 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use serde_json::{json, Map, Value};
 
 use crate::cli::{self, TableArgs};
@@ -435,28 +433,12 @@ fn send_all(
         // Record i carries field f<i % 20>; its number is that of the first
         // record with the field, which keeps one value buffer per field.
         let value = &values[usize::try_from(i % fields)?];
-        let mut record = BaseRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .key(key.as_bytes())
             .payload(value.as_slice())
             .headers(headers.clone());
-        let mut stalled_since: Option<Instant> = None;
-        while let Err((err, returned)) = producer.send(record) {
-            match err {
-                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > timeout {
-                        bail!(producer.context().explain(format!(
-                            "producer queue stayed full for {} s (broker not accepting records?)",
-                            timeout.as_secs()
-                        )));
-                    }
-                    producer.poll(Duration::from_millis(1));
-                    producer.context().check_deliveries()?;
-                    record = returned;
-                }
-                other => bail!("cannot enqueue record {i}: {other}"),
-            }
-        }
+        kafka::send_waiting_for_room(producer, record, timeout)
+            .with_context(|| format!("record {i}"))?;
         if i % POLL_EVERY == 0 {
             producer.poll(Duration::ZERO);
             producer.context().check_deliveries()?;
