@@ -381,6 +381,34 @@ fn create_topic(common: &CommonArgs, timeout: Duration, configs: &[(&str, &str)]
     Ok(())
 }
 
+/// Enqueues one record, serving delivery reports while librdkafka's local queue is full, for
+/// at most `timeout` (a broker that stops accepting records fails the run instead of hanging).
+pub fn send_waiting_for_room<K: ToBytes + ?Sized>(
+    producer: &BaseProducer<BenchContext>,
+    mut record: BaseRecord<'_, K, [u8]>,
+    timeout: Duration,
+) -> Result<()> {
+    let mut stalled_since: Option<Instant> = None;
+    while let Err((err, returned)) = producer.send(record) {
+        match err {
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > timeout {
+                    bail!(producer.context().explain(format!(
+                        "producer queue stayed full for {} s (broker not accepting records?)",
+                        timeout.as_secs()
+                    )));
+                }
+                producer.poll(Duration::from_millis(1));
+                producer.context().check_deliveries()?;
+                record = returned;
+            }
+            other => bail!("cannot enqueue a record: {other}"),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,32 +540,4 @@ mod tests {
         let config = delivery_producer_config(&x.common, &x.delivery(), 5, timeout);
         assert_eq!(config.get("max.in.flight"), Some("3"));
     }
-}
-
-/// Enqueues one record, serving delivery reports while librdkafka's local queue is full, for
-/// at most `timeout` (a broker that stops accepting records fails the run instead of hanging).
-pub fn send_waiting_for_room<K: ToBytes + ?Sized>(
-    producer: &BaseProducer<BenchContext>,
-    mut record: BaseRecord<'_, K, [u8]>,
-    timeout: Duration,
-) -> Result<()> {
-    let mut stalled_since: Option<Instant> = None;
-    while let Err((err, returned)) = producer.send(record) {
-        match err {
-            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > timeout {
-                    bail!(producer.context().explain(format!(
-                        "producer queue stayed full for {} s (broker not accepting records?)",
-                        timeout.as_secs()
-                    )));
-                }
-                producer.poll(Duration::from_millis(1));
-                producer.context().check_deliveries()?;
-                record = returned;
-            }
-            other => bail!("cannot enqueue a record: {other}"),
-        }
-    }
-    Ok(())
 }
