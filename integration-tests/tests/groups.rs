@@ -130,6 +130,47 @@ fn metric(broker: &BrokerProcess, line_prefix: &str) -> Result<f64> {
         .unwrap_or(0.0))
 }
 
+/// A group of two members (each with its `extra` config) subscribed to a new 4-partition
+/// topic, returned once they have split it between them.
+struct TwoMembers {
+    topic: String,
+    group: String,
+    a: BaseConsumer,
+    b: BaseConsumer,
+    /// Records delivered so far: (member, partition, offset).
+    seen: Vec<(usize, i32, i64)>,
+}
+
+fn two_balanced_members(
+    broker: &BrokerProcess,
+    name: &str,
+    a_extra: &[(&str, &str)],
+    b_extra: &[(&str, &str)],
+) -> Result<TwoMembers> {
+    let topic = topic_name(name);
+    create_topic(broker, &topic, 4, &[])?;
+    let group = topic_name(&format!("g-{name}"));
+    let a = group_consumer(broker, &group, a_extra)?;
+    let b = group_consumer(broker, &group, b_extra)?;
+    a.subscribe(&[&topic])?;
+    b.subscribe(&[&topic])?;
+    let mut seen = Vec::new();
+    poll_until(
+        &[&a, &b],
+        Duration::from_secs(30),
+        &mut seen,
+        "two balanced",
+        |s| balanced(s, 4),
+    )?;
+    Ok(TwoMembers {
+        topic,
+        group,
+        a,
+        b,
+        seen,
+    })
+}
+
 #[test]
 fn two_consumers_split_a_topic_and_read_every_record_once() {
     with_broker(options(3_000), |broker| {
@@ -177,21 +218,13 @@ fn two_consumers_split_a_topic_and_read_every_record_once() {
 #[test]
 fn a_third_consumer_joining_rebalances_the_load() {
     with_broker(options(300), |broker| {
-        let topic = topic_name("third");
-        create_topic(broker, &topic, 4, &[])?;
-        let group = topic_name("g-third");
-        let a = group_consumer(broker, &group, &[])?;
-        let b = group_consumer(broker, &group, &[])?;
-        a.subscribe(&[&topic])?;
-        b.subscribe(&[&topic])?;
-        let mut seen = Vec::new();
-        poll_until(
-            &[&a, &b],
-            Duration::from_secs(30),
-            &mut seen,
-            "two balanced",
-            |s| balanced(s, 4),
-        )?;
+        let TwoMembers {
+            topic,
+            group,
+            a,
+            b,
+            mut seen,
+        } = two_balanced_members(broker, "third", &[], &[])?;
         let c = group_consumer(broker, &group, &[])?;
         c.subscribe(&[&topic])?;
         poll_until(
@@ -266,20 +299,17 @@ fn a_consumer_killed_without_leaving_loses_its_partitions_after_the_session_time
 #[test]
 fn a_static_member_restarting_keeps_its_assignment_without_a_rebalance() {
     with_broker(options(300), |broker| {
-        let topic = topic_name("static");
-        create_topic(broker, &topic, 4, &[])?;
-        let group = topic_name("g-static");
-        let a = group_consumer(broker, &group, &[("group.instance.id", "a")])?;
-        let b = group_consumer(broker, &group, &[("group.instance.id", "b")])?;
-        a.subscribe(&[&topic])?;
-        b.subscribe(&[&topic])?;
-        let mut seen = Vec::new();
-        poll_until(
-            &[&a, &b],
-            Duration::from_secs(30),
-            &mut seen,
-            "balanced",
-            |s| balanced(s, 4),
+        let TwoMembers {
+            topic,
+            group,
+            a,
+            b,
+            mut seen,
+        } = two_balanced_members(
+            broker,
+            "static",
+            &[("group.instance.id", "a")],
+            &[("group.instance.id", "b")],
         )?;
         let before_a = assigned(&a);
         let before_b = assigned(&b);
@@ -415,20 +445,18 @@ fn cooperative_sticky_consumers_rebalance_incrementally() {
 #[test]
 fn list_and_describe_groups_show_members_and_assignments() {
     with_broker(options(300), |broker| {
-        let topic = topic_name("describe");
-        create_topic(broker, &topic, 4, &[])?;
-        let group = topic_name("g-describe");
-        let a = group_consumer(broker, &group, &[("client.id", "member-a")])?;
-        let b = group_consumer(broker, &group, &[("client.id", "member-b")])?;
-        a.subscribe(&[&topic])?;
-        b.subscribe(&[&topic])?;
-        let mut seen = Vec::new();
-        poll_until(
-            &[&a, &b],
-            Duration::from_secs(30),
-            &mut seen,
-            "balanced",
-            |s| balanced(s, 4),
+        // `b` stays bound (unused) so that it stays in the group.
+        let TwoMembers {
+            topic,
+            group,
+            a,
+            b: _member_b,
+            ..
+        } = two_balanced_members(
+            broker,
+            "describe",
+            &[("client.id", "member-a")],
+            &[("client.id", "member-b")],
         )?;
         let list = a.fetch_group_list(None, Duration::from_secs(10))?;
         let listed = list
