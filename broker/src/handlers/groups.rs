@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{code, str_bytes};
 use crate::broker::{Broker, NODE_ID};
 use crate::groups::state::{GroupState, JoinRequest};
 use crate::metrics;
@@ -34,11 +34,6 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 const JOIN_VERSION_MEMBER_ID_REQUIRED: i16 = 4;
 /// The group type ListGroups v5 reports for classic groups.
 const GROUP_TYPE_CLASSIC: &str = "classic";
-
-/// The Kafka error code of a result.
-pub(super) fn code(result: Result<(), ResponseError>) -> i16 {
-    result.err().map_or(0, |e| e.code())
-}
 
 fn count_error(api: ApiKey, error: i16) {
     if error != 0 {

@@ -140,6 +140,11 @@ fn topic_error_code(error: &TopicError) -> i16 {
     .code()
 }
 
+/// The Kafka error code of an outcome (0 for success).
+fn code(result: Result<(), ResponseError>) -> i16 {
+    result.err().map_or(0, |e| e.code())
+}
+
 /// A string for a response field.
 fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())

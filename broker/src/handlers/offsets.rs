@@ -22,8 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::groups::code;
-use super::{str_bytes, topic_name};
+use super::{code, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::groups::CommitRequest;
 use crate::metrics;
@@ -83,22 +82,21 @@ pub async fn commit(
         )
         .await
         .into_iter();
-    let topics = shape
+    let topics = per_partition(shape, &mut errors, ApiKey::OffsetCommit)
         .into_iter()
         .map(|(name, partitions)| {
-            let partitions = partitions
-                .into_iter()
-                .map(|index| {
-                    let error = errors.next().map_or(0, code);
-                    count_error(ApiKey::OffsetCommit, error);
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_error_code(error)
-                })
-                .collect();
             OffsetCommitResponseTopic::default()
                 .with_name(topic_name(name.as_str()))
-                .with_partitions(partitions)
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, error)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_error_code(error)
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
@@ -255,26 +253,47 @@ pub async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDele
             OffsetDeleteResponse::default().with_error_code(error.code())
         }
         Ok(errors) => {
-            let mut errors = errors.into_iter();
-            let topics = shape
+            let topics = per_partition(shape, &mut errors.into_iter(), ApiKey::OffsetDelete)
                 .into_iter()
-                .map(|(name, indexes)| {
-                    let partitions = indexes
-                        .into_iter()
-                        .map(|index| {
-                            let error = errors.next().map_or(0, code);
-                            count_error(ApiKey::OffsetDelete, error);
-                            OffsetDeleteResponsePartition::default()
-                                .with_partition_index(index)
-                                .with_error_code(error)
-                        })
-                        .collect();
+                .map(|(name, partitions)| {
                     OffsetDeleteResponseTopic::default()
                         .with_name(topic_name(name.as_str()))
-                        .with_partitions(partitions)
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|(index, error)| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(index)
+                                        .with_error_code(error)
+                                })
+                                .collect(),
+                        )
                 })
                 .collect();
             OffsetDeleteResponse::default().with_topics(topics)
         }
     }
+}
+
+/// Pairs each requested partition (in request order) with its outcome's error code, counting
+/// the errors in the metrics of `api`.
+fn per_partition(
+    shape: Vec<(StrBytes, Vec<i32>)>,
+    outcomes: &mut impl Iterator<Item = Result<(), ResponseError>>,
+    api: ApiKey,
+) -> Vec<(StrBytes, Vec<(i32, i16)>)> {
+    shape
+        .into_iter()
+        .map(|(name, indexes)| {
+            let partitions = indexes
+                .into_iter()
+                .map(|index| {
+                    let error = outcomes.next().map_or(0, code);
+                    count_error(api, error);
+                    (index, error)
+                })
+                .collect();
+            (name, partitions)
+        })
+        .collect()
 }

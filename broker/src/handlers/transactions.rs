@@ -20,13 +20,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, topic_name};
+use super::{code, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::transactions::{self, PendingOffset, TxnState};
-
-fn code(result: &Result<(), ResponseError>) -> i16 {
-    result.as_ref().err().map_or(0, |e| e.code())
-}
 
 /// AddPartitionsToTxn v0-3: one transaction per request. Unknown partitions fail the request
 /// and the others are answered OPERATION_NOT_ATTEMPTED, as Kafka does.
@@ -75,7 +71,7 @@ pub async fn add_partitions(
                     let error = if unknown(t.name.as_str(), *p) {
                         ResponseError::UnknownTopicOrPartition.code()
                     } else {
-                        code(&outcome)
+                        code(outcome)
                     };
                     AddPartitionsToTxnPartitionResult::default()
                         .with_partition_index(*p)
@@ -103,7 +99,7 @@ pub async fn add_offsets(
         request.group_id.as_str(),
     )
     .await;
-    AddOffsetsToTxnResponse::default().with_error_code(code(&outcome))
+    AddOffsetsToTxnResponse::default().with_error_code(code(outcome))
 }
 
 /// TxnOffsetCommit: stages offsets until the transaction ends.
@@ -150,7 +146,7 @@ pub async fn txn_offset_commit(
                         .map(|p| {
                             TxnOffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(code(&outcome))
+                                .with_error_code(code(outcome))
                         })
                         .collect(),
                 )
@@ -170,7 +166,7 @@ pub async fn end(broker: &Arc<Broker>, request: EndTxnRequest) -> EndTxnResponse
     )
     .await;
     EndTxnResponse::default()
-        .with_error_code(code(&outcome))
+        .with_error_code(code(outcome))
         .with_producer_id(request.producer_id)
         .with_producer_epoch(request.producer_epoch)
 }
