@@ -91,19 +91,21 @@ pub struct Report {
     pub params: Map<String, Value>,
 }
 
-impl Report {
-    fn seconds(&self) -> f64 {
-        self.elapsed.as_secs_f64().max(1e-9)
-    }
+/// `amount` per second over `elapsed` (a zero duration counts as a nanosecond, never a division
+/// by zero).
+pub fn per_second(amount: f64, elapsed: Duration) -> f64 {
+    amount / elapsed.as_secs_f64().max(1e-9)
+}
 
+impl Report {
     /// Records per second over the measured phase.
     pub fn records_per_second(&self) -> f64 {
-        self.records as f64 / self.seconds()
+        per_second(self.records as f64, self.elapsed)
     }
 
     /// Megabytes (10^6 bytes) per second over the measured phase.
     pub fn mb_per_second(&self) -> f64 {
-        self.bytes as f64 / MB / self.seconds()
+        per_second(self.bytes as f64 / MB, self.elapsed)
     }
 
     /// Broker CPU seconds per GB (10^9 bytes) moved, if known.
@@ -126,7 +128,7 @@ impl Report {
             self.elapsed.as_secs_f64(),
             self.records_per_second(),
             self.mb_per_second(),
-            self.bytes as f64 / MIB / self.seconds(),
+            per_second(self.bytes as f64 / MIB, self.elapsed),
         );
         if let Some(e2e) = &self.e2e {
             let l = &e2e.latency;

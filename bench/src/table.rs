@@ -171,18 +171,17 @@ pub struct TableReport {
 }
 
 impl TableReport {
-    fn seconds(&self) -> f64 {
-        self.materialize_elapsed.as_secs_f64().max(1e-9)
-    }
-
     /// Records materialized per second.
     pub fn records_per_second(&self) -> f64 {
-        self.records as f64 / self.seconds()
+        report::per_second(self.records as f64, self.materialize_elapsed)
     }
 
     /// Payload megabytes (10^6 bytes) materialized per second.
     pub fn mb_per_second(&self) -> f64 {
-        (self.records * self.record_bytes) as f64 / MB / self.seconds()
+        report::per_second(
+            (self.records * self.record_bytes) as f64 / MB,
+            self.materialize_elapsed,
+        )
     }
 
     /// Human-readable lines (one per phase).
