@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use causeway_integration_tests::{
     consume_n, create_topic, ensure_eq, kcat, payload_str, produce_all, read_partition,
-    read_to_end, topic_name, with_broker, BrokerOptions, TestRecord, CLIENT_TIMEOUT,
+    read_to_end, topic_name, with_broker, BrokerOptions, KcatOutput, TestRecord, CLIENT_TIMEOUT,
 };
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Headers, Message, Timestamp};
@@ -161,25 +161,7 @@ fn kcat_produce_then_kcat_consume_round_trips_and_lists_topic() {
         if !out.status.success() {
             bail!("kcat -P failed: {:?}\nstderr:\n{}", out.status, out.stderr);
         }
-        let out = kcat(
-            &[
-                "-b",
-                &addr,
-                "-C",
-                "-t",
-                &topic,
-                "-o",
-                "beginning",
-                "-e",
-                "-f",
-                "%k:%s\n",
-            ],
-            b"",
-            KCAT_TIMEOUT,
-        )?;
-        if !out.status.success() {
-            bail!("kcat -C failed: {:?}\nstderr:\n{}", out.status, out.stderr);
-        }
+        let out = kcat_read_all(&addr, &topic, "%k:%s\n")?;
         let got: Vec<&str> = out.stdout.lines().collect();
         ensure_eq!(got, lines, "kcat consumed lines (stderr: {})", out.stderr);
 
@@ -192,6 +174,30 @@ fn kcat_produce_then_kcat_consume_round_trips_and_lists_topic() {
         }
         Ok(())
     });
+}
+
+/// Reads `topic` from the beginning to its end with `kcat -C`, printing each record with `format`.
+fn kcat_read_all(addr: &str, topic: &str, format: &str) -> anyhow::Result<KcatOutput> {
+    let out = kcat(
+        &[
+            "-b",
+            addr,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            format,
+        ],
+        b"",
+        KCAT_TIMEOUT,
+    )?;
+    if !out.status.success() {
+        bail!("kcat -C failed: {:?}\nstderr:\n{}", out.status, out.stderr);
+    }
+    Ok(out)
 }
 
 #[test]
@@ -209,25 +215,7 @@ fn records_from_rdkafka_are_read_by_kcat_and_vice_versa() {
             })
             .collect();
         produce_all(&broker.producer(), &topic, &records)?;
-        let out = kcat(
-            &[
-                "-b",
-                &addr,
-                "-C",
-                "-t",
-                &topic,
-                "-o",
-                "beginning",
-                "-e",
-                "-f",
-                "%k=%s@%o\n",
-            ],
-            b"",
-            KCAT_TIMEOUT,
-        )?;
-        if !out.status.success() {
-            bail!("kcat -C failed: {:?}\nstderr:\n{}", out.status, out.stderr);
-        }
+        let out = kcat_read_all(&addr, &topic, "%k=%s@%o\n")?;
         let expected: Vec<String> = (0..10).map(|i| format!("rk{i}=rv{i}@{i}")).collect();
         let got: Vec<&str> = out.stdout.lines().collect();
         ensure_eq!(got, expected, "kcat read (stderr: {})", out.stderr);
