@@ -21,6 +21,15 @@ impl VectorClock {
         clock
     }
 
+    /// A clock holding exactly these `(region, seq)` entries (as decoded from the wire).
+    pub fn from_deps(deps: &[(u32, u64)]) -> VectorClock {
+        let mut clock = VectorClock::default();
+        for &(region, seq) in deps {
+            clock.advance(region, seq);
+        }
+        clock
+    }
+
     /// Highest applied sequence of `region`.
     pub fn get(&self, region: u32) -> u64 {
         self.entries.get(&region).copied().unwrap_or(0)

@@ -364,6 +364,25 @@ impl<L: BatchLog> PartitionReplica<L> {
         payload: L::Payload,
         wall_ms: u64,
     ) -> Result<CausalMeta, ReplicaError> {
+        self.append_local_with(wall_ms, |log, meta| {
+            log.append(Batch {
+                meta: meta.clone(),
+                payload,
+            })?;
+            Ok(Some(meta.clone()))
+        })?
+        .ok_or(ReplicaError::Poisoned)
+    }
+
+    /// Stamps a batch produced here and lets `write` append it with that metadata. `write` may
+    /// decline (return `None`), for instance when the log recognises an idempotent producer's
+    /// retry that it already holds: then the sequence is not used and nothing changes. The
+    /// broker appends through this because the log, not the replica, knows about producers.
+    pub fn append_local_with<T>(
+        &mut self,
+        wall_ms: u64,
+        write: impl FnOnce(&mut L, &CausalMeta) -> Result<Option<T>, LogError>,
+    ) -> Result<Option<T>, ReplicaError> {
         self.check_poisoned()?;
         let region = self.config.region;
         let meta = CausalMeta {
@@ -372,11 +391,27 @@ impl<L: BatchLog> PartitionReplica<L> {
             hlc: self.hlc.tick(wall_ms),
             deps: self.clock.to_deps(),
         };
-        self.append_to_log(Batch {
-            meta: meta.clone(),
-            payload,
-        })?;
-        Ok(meta)
+        match write(&mut self.log, &meta) {
+            Ok(Some(written)) => {
+                self.clock.advance(region, meta.origin_seq);
+                Ok(Some(written))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => {
+                self.poisoned = true;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Records that everything up to `synced` (a [`PartitionReplica::clock`] read earlier, whose
+    /// batches the caller has since made durable through the log) survives a crash. The broker
+    /// uses this instead of [`PartitionReplica::sync`] so that appends continue while the fsync
+    /// runs (group commit) instead of waiting behind the replica's lock.
+    pub fn mark_durable(&mut self, synced: &VectorClock) {
+        for (region, seq) in synced.to_deps() {
+            self.durable.advance(region, seq.min(self.clock.get(region)));
+        }
     }
 
     /// Makes everything applied so far durable; own batches up to here become servable and the
@@ -903,6 +938,31 @@ mod tests {
             .is_empty());
         a.sync().expect("sync");
         assert_eq!(a.serve_pull(&request, 10).expect("serve").batches.len(), 1);
+    }
+
+    #[test]
+    fn a_declined_local_write_uses_no_sequence() {
+        let mut a = replica(A);
+        let declined: Option<()> = a
+            .append_local_with(NOW, |_, _| Ok(None))
+            .expect("append");
+        assert!(declined.is_none());
+        assert_eq!(a.clock().get(A), 0);
+        let meta = a.append_local(7, NOW).expect("append");
+        assert_eq!(meta.origin_seq, 1);
+    }
+
+    #[test]
+    fn marking_an_earlier_clock_durable_serves_only_what_it_covers() {
+        let mut a = replica(A);
+        a.append_local(1, NOW).expect("append");
+        let synced = a.clock().clone();
+        a.append_local(2, NOW).expect("append");
+        a.mark_durable(&synced);
+        let request = replica(B).pull_request(A);
+        let served = a.serve_pull(&request, 10).expect("serve").batches;
+        assert_eq!(served.len(), 1);
+        assert_eq!(a.durable_clock().get(A), 1);
     }
 
     #[test]

@@ -170,7 +170,7 @@ fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
-fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+pub(crate) fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -178,7 +178,7 @@ fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, DepsDecodeError> {
+pub(crate) fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, DepsDecodeError> {
     let mut value: u64 = 0;
     for shift in 0..10u32 {
         let byte = *buf.get(*at).ok_or(DepsDecodeError::Truncated)?;

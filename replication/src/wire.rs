@@ -1,0 +1,429 @@
+//! The replication stream's messages and their binary encoding. Regions pull from each other over
+//! the Kafka port with a private API key ([`REPLICATION_API_KEY`]): the request frame is a Kafka
+//! request header v0 (`api_key i16`, `api_version i16`, `correlation_id i32`) followed by a
+//! [`PullRequest`] body; the response frame is `correlation_id i32` followed by a
+//! [`PullResponse`] body. One pull covers every partition the requester hosts, so a link costs
+//! one round trip per pull whatever the partition count.
+//!
+//! ## Body encoding (version 0)
+//! Integers are LEB128 varints unless noted, strings and byte strings are a varint length then
+//! the bytes, vector clocks are [`crate::deps_codec`] varint vectors. Per batch: origin, seq, HLC,
+//! the dependency vector delta-encoded against the previous batch of the same partition
+//! ([`crate::deps_codec::encode_delta`]), then the Kafka record batch bytes. Every count and
+//! length is bounded before anything is allocated; a malformed body is an error, never a panic.
+
+use bytes::Bytes;
+use causeway_storage::CausalMeta;
+
+use crate::clock::VectorClock;
+use crate::delivery::Batch;
+use crate::deps_codec::{
+    decode_delta, decode_varint, encode_delta, encode_varint, get_varint, put_varint,
+    DepsDecodeError,
+};
+
+/// The private Kafka API key of the replication pull, far above Kafka's own keys.
+pub const REPLICATION_API_KEY: i16 = 32_000;
+/// The only body version so far.
+pub const REPLICATION_API_VERSION: i16 = 0;
+
+/// Longest topic name accepted (Kafka's limit).
+const TOPIC_BYTES_MAX: usize = 249;
+/// Most partitions one message may name.
+const PARTITIONS_MAX: usize = 1 << 20;
+/// Most batches one partition entry may carry.
+const BATCHES_MAX: usize = 1 << 20;
+/// Longest byte string (batch, secret, catalog) accepted.
+const BYTES_MAX: usize = 256 << 20;
+
+/// What a pulling region asks a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// The requesting region's id.
+    pub region: u32,
+    /// The shared inter-region secret, proving the requester is one of ours.
+    pub secret: Vec<u8>,
+    /// How long the peer may hold the pull when it has nothing new (long poll).
+    pub max_wait_ms: u32,
+    /// A soft bound on the response's batch bytes.
+    pub max_bytes: u32,
+    /// Digest of the requester's topic catalog: the peer sends its own catalog when it differs.
+    pub catalog_digest: u64,
+    /// Every partition the requester hosts, with its clocks.
+    pub partitions: Vec<PartitionPull>,
+}
+
+/// One partition of a pull: "everything above `have`", and what the requester keeps durably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPull {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The requester's vector clock for the partition.
+    pub have: VectorClock,
+    /// The requester's durable clock (for the stable cut).
+    pub durable: VectorClock,
+}
+
+/// Why a pull was refused as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullError {
+    /// Served.
+    None,
+    /// The secret did not match.
+    AuthenticationFailed,
+    /// The requester's region id is not a configured peer.
+    UnknownRegion,
+}
+
+impl PullError {
+    fn code(self) -> u64 {
+        match self {
+            PullError::None => 0,
+            PullError::AuthenticationFailed => 1,
+            PullError::UnknownRegion => 2,
+        }
+    }
+
+    fn from_code(code: u64) -> Result<PullError, WireError> {
+        match code {
+            0 => Ok(PullError::None),
+            1 => Ok(PullError::AuthenticationFailed),
+            2 => Ok(PullError::UnknownRegion),
+            _ => Err(WireError::Malformed("unknown error code")),
+        }
+    }
+}
+
+/// A peer's answer to a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullResponse {
+    /// Whether the pull was served.
+    pub error: PullError,
+    /// The serving region's id.
+    pub region: u32,
+    /// The serving region's encoded topic catalog, sent when the digests differed.
+    pub catalog: Option<Vec<u8>>,
+    /// Per partition the server hosts and the requester named: its clocks and the batches.
+    pub partitions: Vec<PartitionBatches>,
+}
+
+/// One partition of a pull response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionBatches {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The server's vector clock for the partition.
+    pub have: VectorClock,
+    /// The server's durable clock.
+    pub durable: VectorClock,
+    /// Batches the requester lacks, in the server's log order.
+    pub batches: Vec<Batch<Bytes>>,
+}
+
+/// Why a body did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The body ended early.
+    #[error("replication message truncated")]
+    Truncated,
+    /// A count, length or value out of bounds, or bytes left over.
+    #[error("replication message malformed: {0}")]
+    Malformed(&'static str),
+    /// A dependency vector or clock that does not decode.
+    #[error("replication message: {0}")]
+    Deps(#[from] DepsDecodeError),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, WireError> {
+        get_varint(self.buf, &mut self.at).map_err(|e| match e {
+            DepsDecodeError::Truncated => WireError::Truncated,
+            other => WireError::Deps(other),
+        })
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        u32::try_from(self.varint()?).map_err(|_| WireError::Malformed("value beyond 32 bits"))
+    }
+
+    fn count(&mut self, max: usize) -> Result<usize, WireError> {
+        let count = self.varint()?;
+        usize::try_from(count)
+            .ok()
+            .filter(|&c| c <= max)
+            .ok_or(WireError::Malformed("count out of bounds"))
+    }
+
+    fn bytes(&mut self, max: usize) -> Result<&'a [u8], WireError> {
+        let len = self.count(max)?;
+        let end = self.at.checked_add(len).ok_or(WireError::Truncated)?;
+        let out = self.buf.get(self.at..end).ok_or(WireError::Truncated)?;
+        self.at = end;
+        Ok(out)
+    }
+
+    fn topic(&mut self) -> Result<String, WireError> {
+        let raw = self.bytes(TOPIC_BYTES_MAX)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| WireError::Malformed("topic is not UTF-8"))
+    }
+
+    fn clock(&mut self) -> Result<VectorClock, WireError> {
+        let rest = self.buf.get(self.at..).ok_or(WireError::Truncated)?;
+        let (deps, used) = decode_varint(rest)?;
+        self.at += used;
+        Ok(VectorClock::from_deps(&deps))
+    }
+
+    fn deps_after(&mut self, previous: &[(u32, u64)]) -> Result<Vec<(u32, u64)>, WireError> {
+        let rest = self.buf.get(self.at..).ok_or(WireError::Truncated)?;
+        let (deps, used) = decode_delta(previous, rest)?;
+        self.at += used;
+        Ok(deps)
+    }
+
+    fn finish(self) -> Result<(), WireError> {
+        if self.at == self.buf.len() {
+            Ok(())
+        } else {
+            Err(WireError::Malformed("trailing bytes"))
+        }
+    }
+}
+
+fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    put_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+fn put_clock(clock: &VectorClock, out: &mut Vec<u8>) {
+    encode_varint(&clock.to_deps(), out);
+}
+
+impl PullRequest {
+    /// The body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.partitions.len() * 48);
+        put_varint(u64::from(self.region), &mut out);
+        put_bytes(&self.secret, &mut out);
+        put_varint(u64::from(self.max_wait_ms), &mut out);
+        put_varint(u64::from(self.max_bytes), &mut out);
+        put_varint(self.catalog_digest, &mut out);
+        put_varint(self.partitions.len() as u64, &mut out);
+        for p in &self.partitions {
+            put_bytes(p.topic.as_bytes(), &mut out);
+            put_varint(u64::from(p.partition), &mut out);
+            put_clock(&p.have, &mut out);
+            put_clock(&p.durable, &mut out);
+        }
+        out
+    }
+
+    /// Decodes a body, refusing anything malformed.
+    pub fn decode(buf: &[u8]) -> Result<PullRequest, WireError> {
+        let mut r = Reader { buf, at: 0 };
+        let region = r.u32()?;
+        let secret = r.bytes(BYTES_MAX)?.to_vec();
+        let max_wait_ms = r.u32()?;
+        let max_bytes = r.u32()?;
+        let catalog_digest = r.varint()?;
+        let count = r.count(PARTITIONS_MAX)?;
+        let mut partitions = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            partitions.push(PartitionPull {
+                topic: r.topic()?,
+                partition: r.u32()?,
+                have: r.clock()?,
+                durable: r.clock()?,
+            });
+        }
+        r.finish()?;
+        Ok(PullRequest {
+            region,
+            secret,
+            max_wait_ms,
+            max_bytes,
+            catalog_digest,
+            partitions,
+        })
+    }
+}
+
+impl PullResponse {
+    /// The body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let payload: usize = self
+            .partitions
+            .iter()
+            .flat_map(|p| &p.batches)
+            .map(|b| b.payload.len() + 32)
+            .sum();
+        let mut out = Vec::with_capacity(64 + payload);
+        put_varint(self.error.code(), &mut out);
+        put_varint(u64::from(self.region), &mut out);
+        match &self.catalog {
+            Some(catalog) => {
+                out.push(1);
+                put_bytes(catalog, &mut out);
+            }
+            None => out.push(0),
+        }
+        put_varint(self.partitions.len() as u64, &mut out);
+        for p in &self.partitions {
+            put_bytes(p.topic.as_bytes(), &mut out);
+            put_varint(u64::from(p.partition), &mut out);
+            put_clock(&p.have, &mut out);
+            put_clock(&p.durable, &mut out);
+            put_varint(p.batches.len() as u64, &mut out);
+            let mut previous: &[(u32, u64)] = &[];
+            for batch in &p.batches {
+                put_varint(u64::from(batch.meta.origin_region), &mut out);
+                put_varint(batch.meta.origin_seq, &mut out);
+                put_varint(batch.meta.hlc, &mut out);
+                encode_delta(previous, &batch.meta.deps, &mut out);
+                previous = &batch.meta.deps;
+                put_bytes(&batch.payload, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Decodes a body, refusing anything malformed. Batch payloads are copied out of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<PullResponse, WireError> {
+        let mut r = Reader { buf, at: 0 };
+        let error = PullError::from_code(r.varint()?)?;
+        let region = r.u32()?;
+        let catalog = match r.varint()? {
+            0 => None,
+            1 => Some(r.bytes(BYTES_MAX)?.to_vec()),
+            _ => return Err(WireError::Malformed("catalog flag")),
+        };
+        let count = r.count(PARTITIONS_MAX)?;
+        let mut partitions = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let topic = r.topic()?;
+            let partition = r.u32()?;
+            let have = r.clock()?;
+            let durable = r.clock()?;
+            let batch_count = r.count(BATCHES_MAX)?;
+            let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(batch_count.min(1024));
+            for _ in 0..batch_count {
+                let origin_region = r.u32()?;
+                let origin_seq = r.varint()?;
+                let hlc = r.varint()?;
+                let previous = batches.last().map_or(&[][..], |b| &b.meta.deps[..]);
+                let deps = r.deps_after(previous)?;
+                let payload = Bytes::copy_from_slice(r.bytes(BYTES_MAX)?);
+                batches.push(Batch {
+                    meta: CausalMeta {
+                        origin_region,
+                        origin_seq,
+                        hlc,
+                        deps,
+                    },
+                    payload,
+                });
+            }
+            partitions.push(PartitionBatches {
+                topic,
+                partition,
+                have,
+                durable,
+                batches,
+            });
+        }
+        r.finish()?;
+        Ok(PullResponse {
+            error,
+            region,
+            catalog,
+            partitions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn clock(entries: &[(u32, u64)]) -> VectorClock {
+        VectorClock::from_deps(entries)
+    }
+
+    fn sample_response() -> PullResponse {
+        let batch = |origin, seq, deps: &[(u32, u64)], payload: &'static [u8]| Batch {
+            meta: CausalMeta {
+                origin_region: origin,
+                origin_seq: seq,
+                hlc: 1 << 40 | seq,
+                deps: deps.to_vec(),
+            },
+            payload: Bytes::from_static(payload),
+        };
+        PullResponse {
+            error: PullError::None,
+            region: 7,
+            catalog: Some(b"catalog".to_vec()),
+            partitions: vec![PartitionBatches {
+                topic: "orders".into(),
+                partition: 3,
+                have: clock(&[(7, 2), (9, 1)]),
+                durable: clock(&[(7, 1)]),
+                batches: vec![
+                    batch(7, 1, &[], b"first"),
+                    batch(9, 1, &[(7, 1)], b"second"),
+                    batch(7, 2, &[(7, 1), (9, 1)], b"third"),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let request = PullRequest {
+            region: 9,
+            secret: b"s3cret".to_vec(),
+            max_wait_ms: 500,
+            max_bytes: 1 << 20,
+            catalog_digest: u64::MAX,
+            partitions: vec![PartitionPull {
+                topic: "orders".into(),
+                partition: 0,
+                have: clock(&[(7, 10)]),
+                durable: clock(&[(7, 9)]),
+            }],
+        };
+        assert_eq!(PullRequest::decode(&request.encode()), Ok(request));
+        let response = sample_response();
+        assert_eq!(PullResponse::decode(&response.encode()), Ok(response));
+    }
+
+    #[test]
+    fn every_truncation_and_trailing_byte_is_refused() {
+        let bytes = sample_response().encode();
+        for cut in 0..bytes.len() {
+            assert!(PullResponse::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(PullResponse::decode(&longer).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = PullRequest::decode(&bytes);
+            let _ = PullResponse::decode(&bytes);
+        }
+    }
+}
