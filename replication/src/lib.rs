@@ -17,7 +17,9 @@ pub mod crdt;
 pub mod delivery;
 pub mod deps_codec;
 pub mod hlc;
+pub mod region;
 pub mod sim;
+pub mod wire;
 
 pub use clock::{stamp_local_append, VectorClock};
 pub use hlc::HybridClock;
