@@ -19,7 +19,11 @@ pub mod deps_codec;
 pub mod hlc;
 pub mod region;
 pub mod sim;
+pub mod topic_catalog;
 pub mod wire;
 
 pub use clock::{stamp_local_append, VectorClock};
 pub use hlc::HybridClock;
+pub use topic_catalog::{
+    CatalogChange, CatalogError, CatalogStamp, TopicCatalog, TopicState, TopicView,
+};

@@ -1,0 +1,1550 @@
+//! The replicated topic catalog: a state-based CRDT (DESIGN.md section 4, "Catalog").
+//!
+//! Every region accepts CreateTopics, DeleteTopics, CreatePartitions and AlterConfigs locally,
+//! stamps each write with its hybrid logical clock, and regions exchange whole catalog states and
+//! [`TopicCatalog::merge`] them. Merge is commutative, associative and idempotent, so regions that
+//! have seen the same writes hold byte-identical catalogs (compare [`TopicCatalog::digest`]).
+//! Everything here is pure: no I/O, no clock is read; the caller passes the stamps.
+//!
+//! # Semantics, per topic name
+//! - **Life.** A topic keeps the stamps of its creates and the highest delete stamp. Every entry
+//!   stamped at or below the delete is pruned. The topic is *alive* iff a create survives. So a
+//!   delete and a create are last-writer-wins, and two regions creating the same name
+//!   concurrently create the *same* topic (one set of partitions, no data split).
+//! - **Incarnation.** Everything stamped below the oldest surviving create belongs to an earlier
+//!   incarnation (for example a CreatePartitions that raced with the delete that ended it) and is
+//!   ignored, though it is kept until the next delete: dropping it earlier would make merge depend
+//!   on the order, since a concurrent older create may still arrive and lower that floor. A
+//!   re-created topic therefore starts afresh. A write stamped above both a delete and a re-create
+//!   (possible only when it was concurrent with both) applies to the new incarnation.
+//! - **Partitions.** Each create and CreatePartitions records `(stamp, count)`; the partition
+//!   count is the highest count of the current incarnation, so it only grows within one
+//!   incarnation, and concurrent creates converge to the largest count. Only the entries no other
+//!   entry dominates (higher-or-equal stamp *and* count) are kept: dropping a dominated entry never
+//!   changes the count for any future delete or create floor, so the kept set is a function of
+//!   the union of all writes and merge stays associative (property-tested below).
+//! - **Configs.** One last-writer-wins register per key; `None` resets the key to its default.
+//! - **Topic id.** Derived from the name and the delete stamp ([`topic_id`]), so every region
+//!   reports the same Kafka topic id and a re-created topic gets a new one. A merge that changes
+//!   the delete stamp of a topic alive before and after is a [`CatalogChange::Recreated`].
+//! - **Tombstones.** A deleted topic keeps its delete stamp (a few bytes) so a late copy of its
+//!   create cannot revive it; collecting them below the stable cut is future work.
+//!
+//! # Local writes
+//! A local write must carry a stamp above every stamp already in that topic's state, otherwise it
+//! is refused with [`CatalogError::StaleStamp`]: fold [`TopicCatalog::max_stamp`] into the
+//! region's [`crate::HybridClock`] after every merge (as DESIGN.md asks for every applied remote
+//! stamp) and a fresh tick always qualifies. Names, partition counts and config values are
+//! validated by the caller; the catalog only enforces the length bounds its encoding relies on.
+//!
+//! # Encoding
+//! [`TopicCatalog::encode`] / [`TopicState::encode`] are canonical: equal states give equal bytes,
+//! and the decoders accept only canonical input (sorted, pruned, no overlong varint, no trailing
+//! bytes), so `encode(decode(b)) == b` whenever decoding succeeds. Layout (integers are unsigned
+//! LEB128 varints, strings are a varint byte length then UTF-8):
+//! ```text
+//! catalog := version=1, topic_count, { name, topic_body }*        (names strictly increasing)
+//! topic   := version=1, topic_body                                  (stored per topic)
+//! topic_body := deleted: (0 | 1 stamp),
+//!               creates: count, stamp*                              (strictly increasing)
+//!               partitions: count, { stamp, partition_count }*     (stamps up, counts down)
+//!               configs: count, { key, stamp, (0 | 1 value) }*      (keys strictly increasing)
+//! stamp := hlc, region
+//! ```
+//! Every length is checked against the bytes that remain before anything is allocated, so
+//! malformed input is refused with an error, never a panic or a huge allocation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use thiserror::Error;
+
+/// Version byte that starts [`TopicCatalog::encode`] and [`TopicState::encode`] output; bump it
+/// when the layout changes so an old broker refuses a newer state instead of misreading it.
+pub const CATALOG_ENCODING_VERSION: u8 = 1;
+
+/// Kafka's limit on a topic name's length; enforced so every catalog written can be read back.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Bound on a config key's length, checked on write and on decode.
+pub const MAX_CONFIG_KEY_LEN: usize = 255;
+
+/// Bound on a config value's length, checked on write and on decode.
+pub const MAX_CONFIG_VALUE_LEN: usize = 64 * 1024;
+
+/// Kafka carries partition counts as `int32`, so a count above this could not be reported.
+pub const MAX_PARTITIONS: u32 = i32::MAX as u32;
+
+/// The identity and order of one catalog write: compared by `(hlc, region)`.
+///
+/// HLC stamps of one region are strictly increasing, so the pair is unique per write and the
+/// order is total; it roughly follows real time, which is what last-writer-wins should mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CatalogStamp {
+    /// Hybrid logical clock of the write at its origin region (see [`crate::hlc`]).
+    pub hlc: u64,
+    /// Region that accepted the write; breaks ties between equal clocks of different regions.
+    pub region: u32,
+}
+
+impl CatalogStamp {
+    /// The stamp of a write taken at `hlc` in `region`.
+    pub fn new(hlc: u64, region: u32) -> CatalogStamp {
+        CatalogStamp { hlc, region }
+    }
+}
+
+/// Why a catalog write or decode was refused; the first three map to Kafka error codes.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CatalogError {
+    /// CreateTopics of a name that is alive (Kafka `TOPIC_ALREADY_EXISTS`).
+    #[error("topic {0:?} already exists")]
+    AlreadyExists(String),
+    /// A write to a name that is not alive (Kafka `UNKNOWN_TOPIC_OR_PARTITION`).
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    /// A partition count of zero, above [`MAX_PARTITIONS`], or not above the current count
+    /// (Kafka `INVALID_PARTITIONS`).
+    #[error("invalid partition count {requested} (current {current})")]
+    InvalidPartitions {
+        /// The count asked for.
+        requested: u32,
+        /// The current count (0 for a create).
+        current: u32,
+    },
+    /// The write's stamp is not above every stamp the topic already holds; the caller's clock
+    /// has not observed the catalog (see the module docs) and should observe and retry.
+    #[error("stamp {stamp:?} is not above the topic's newest stamp {newest:?}")]
+    StaleStamp {
+        /// The stamp offered.
+        stamp: CatalogStamp,
+        /// The newest stamp already in the topic's state.
+        newest: CatalogStamp,
+    },
+    /// A name, config key or config value longer than its bound.
+    #[error("{what} is {len} bytes, above the limit of {max}")]
+    TooLong {
+        /// Which field.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Encoded state written by an unknown version of the layout.
+    #[error("unsupported catalog encoding version {0}")]
+    UnsupportedVersion(u8),
+    /// Encoded state that is truncated, corrupt or not canonical.
+    #[error("malformed catalog encoding at byte {offset}: {reason}")]
+    Malformed {
+        /// Where decoding stopped.
+        offset: usize,
+        /// What was wrong there.
+        reason: &'static str,
+    },
+}
+
+/// What a merge changed in the set of alive topics, so the broker can act on it.
+///
+/// At most one of `Created` / `Deleted` / `Recreated` per topic per merge, or else any of
+/// `PartitionsAdded` and `ConfigsChanged`; read the rest from [`TopicCatalog::get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogChange {
+    /// The topic was not alive here and now is: create its partitions.
+    Created {
+        /// Topic name.
+        name: String,
+        /// Its partition count.
+        partitions: u32,
+    },
+    /// The topic was alive here and no longer is: delete its data.
+    Deleted {
+        /// Topic name.
+        name: String,
+    },
+    /// The topic is alive before and after, but a delete came in between (its topic id changed):
+    /// wipe its data and create it again.
+    Recreated {
+        /// Topic name.
+        name: String,
+        /// The new incarnation's partition count.
+        partitions: u32,
+    },
+    /// Same incarnation, more partitions: create the new ones.
+    PartitionsAdded {
+        /// Topic name.
+        name: String,
+        /// The partition count now.
+        total: u32,
+    },
+    /// Same incarnation, different effective configs: reload them.
+    ConfigsChanged {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// What the broker sees of an alive topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    /// Kafka topic id, the same in every region (see [`topic_id`]).
+    pub topic_id: [u8; 16],
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Configs set on the topic (keys reset to default are absent).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A config register: the stamp of its last write and the value (`None` = reset to default).
+type ConfigRegister = (CatalogStamp, Option<String>);
+
+/// The replicated state of one topic name, kept canonical (pruned, dominated entries dropped)
+/// after every operation so equal states have equal encodings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TopicState {
+    /// Stamps of the creates above `deleted`; alive iff non-empty.
+    creates: BTreeSet<CatalogStamp>,
+    /// The highest delete stamp seen.
+    deleted: Option<CatalogStamp>,
+    /// `(stamp, count)` of creates and CreatePartitions above `deleted`, none dominated: stamps
+    /// increase while counts strictly decrease.
+    partitions: BTreeSet<(CatalogStamp, u32)>,
+    /// Per key last-writer-wins register, only entries above `deleted`.
+    configs: BTreeMap<String, ConfigRegister>,
+}
+
+impl TopicState {
+    /// Whether the topic exists: some create is stamped above the last delete.
+    pub fn is_alive(&self) -> bool {
+        !self.creates.is_empty()
+    }
+
+    /// The highest delete stamp seen, which (with the name) identifies the incarnation.
+    pub fn deleted(&self) -> Option<CatalogStamp> {
+        self.deleted
+    }
+
+    /// The surviving create stamps (more than one after concurrent creates of the name).
+    pub fn creates(&self) -> &BTreeSet<CatalogStamp> {
+        &self.creates
+    }
+
+    /// The oldest surviving create: writes stamped below it belong to an earlier incarnation.
+    fn floor(&self) -> Option<CatalogStamp> {
+        self.creates.first().copied()
+    }
+
+    /// The partition count, if alive: the highest count of the current incarnation.
+    pub fn partition_count(&self) -> Option<u32> {
+        let floor = self.floor()?;
+        // Counts decrease as stamps increase, so the first entry at or above the floor is the max.
+        self.partitions
+            .range((floor, 0)..)
+            .next()
+            .map(|&(_, count)| count)
+    }
+
+    /// The configs set on the current incarnation (empty if not alive).
+    pub fn effective_configs(&self) -> BTreeMap<String, String> {
+        let Some(floor) = self.floor() else {
+            return BTreeMap::new();
+        };
+        self.configs
+            .iter()
+            .filter(|(_, (stamp, _))| *stamp >= floor)
+            .filter_map(|(key, (_, value))| Some((key.clone(), value.clone()?)))
+            .collect()
+    }
+
+    /// The Kafka topic id of this state under `name` (see [`topic_id`]).
+    pub fn topic_id(&self, name: &str) -> [u8; 16] {
+        topic_id(name, self.deleted)
+    }
+
+    /// What the broker sees of the topic, if alive.
+    pub fn view(&self, name: &str) -> Option<TopicView> {
+        Some(TopicView {
+            topic_id: self.topic_id(name),
+            partitions: self.partition_count()?,
+            configs: self.effective_configs(),
+        })
+    }
+
+    /// The newest stamp in the state, which a local write must exceed.
+    pub fn max_stamp(&self) -> Option<CatalogStamp> {
+        let stamps = [
+            self.deleted,
+            self.creates.last().copied(),
+            self.partitions.last().map(|&(stamp, _)| stamp),
+            self.configs.values().map(|(stamp, _)| *stamp).max(),
+        ];
+        stamps.into_iter().flatten().max()
+    }
+
+    /// Refuses a local write whose stamp does not exceed everything already known.
+    fn check_fresh(&self, stamp: CatalogStamp) -> Result<(), CatalogError> {
+        match self.max_stamp() {
+            Some(newest) if stamp <= newest => Err(CatalogError::StaleStamp { stamp, newest }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Folds `other` in (union, max delete, per-key last writer) and returns whether `self`
+    /// changed. Commutative, associative and idempotent.
+    pub fn merge(&mut self, other: &TopicState) -> bool {
+        let before = self.clone();
+        self.creates.extend(other.creates.iter().copied());
+        self.deleted = self.deleted.max(other.deleted);
+        self.partitions.extend(other.partitions.iter().copied());
+        for (key, register) in &other.configs {
+            put_register(&mut self.configs, key, register.clone());
+        }
+        self.normalize();
+        *self != before
+    }
+
+    /// Restores the canonical form: prune at or below the delete, drop dominated partition
+    /// entries. A function of the union of all writes seen, which is what makes merge a join.
+    fn normalize(&mut self) {
+        if let Some(deleted) = self.deleted {
+            self.creates.retain(|stamp| *stamp > deleted);
+            self.partitions.retain(|(stamp, _)| *stamp > deleted);
+            self.configs.retain(|_, (stamp, _)| *stamp > deleted);
+        }
+        // Walking from the newest stamp down, keep an entry only if its count beats every newer
+        // one (an entry with the same stamp and a higher count comes first, so it wins too).
+        let mut best: Option<u32> = None;
+        let mut kept = BTreeSet::new();
+        for &(stamp, count) in self.partitions.iter().rev() {
+            if best.is_none_or(|best| count > best) {
+                best = Some(count);
+                kept.insert((stamp, count));
+            }
+        }
+        self.partitions = kept;
+    }
+
+    /// Whether the state holds nothing (never the case for a state reachable by operations).
+    fn is_empty(&self) -> bool {
+        self.creates.is_empty() && self.deleted.is_none()
+    }
+
+    /// The canonical encoding of this topic alone (versioned), for storing it under `topic/<name>`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![CATALOG_ENCODING_VERSION];
+        self.encode_body(&mut out);
+        out
+    }
+
+    /// Reads a state written by [`TopicState::encode`]; refuses anything non-canonical.
+    pub fn decode(bytes: &[u8]) -> Result<TopicState, CatalogError> {
+        let mut reader = Reader::new(bytes);
+        reader.version()?;
+        let state = TopicState::decode_body(&mut reader)?;
+        reader.finish()?;
+        Ok(state)
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        match self.deleted {
+            None => out.push(0),
+            Some(stamp) => {
+                out.push(1);
+                put_stamp(out, stamp);
+            }
+        }
+        put_varint(out, self.creates.len() as u64);
+        for &stamp in &self.creates {
+            put_stamp(out, stamp);
+        }
+        put_varint(out, self.partitions.len() as u64);
+        for &(stamp, count) in &self.partitions {
+            put_stamp(out, stamp);
+            put_varint(out, u64::from(count));
+        }
+        put_varint(out, self.configs.len() as u64);
+        for (key, (stamp, value)) in &self.configs {
+            put_str(out, key);
+            put_stamp(out, *stamp);
+            match value {
+                None => out.push(0),
+                Some(value) => {
+                    out.push(1);
+                    put_str(out, value);
+                }
+            }
+        }
+    }
+
+    fn decode_body(reader: &mut Reader<'_>) -> Result<TopicState, CatalogError> {
+        let deleted = match reader.byte()? {
+            0 => None,
+            1 => Some(reader.stamp()?),
+            _ => return Err(reader.malformed("bad deleted flag")),
+        };
+        let above_deleted = |stamp: CatalogStamp| deleted.is_none_or(|deleted| stamp > deleted);
+
+        let mut creates = BTreeSet::new();
+        for _ in 0..reader.count()? {
+            let stamp = reader.stamp()?;
+            if !above_deleted(stamp) || creates.last().is_some_and(|last| *last >= stamp) {
+                return Err(reader.malformed("creates not increasing above the delete"));
+            }
+            creates.insert(stamp);
+        }
+
+        let mut partitions = BTreeSet::new();
+        let mut previous: Option<(CatalogStamp, u32)> = None;
+        for _ in 0..reader.count()? {
+            let stamp = reader.stamp()?;
+            let count = reader.u32()?;
+            let ordered =
+                previous.is_none_or(|(p_stamp, p_count)| p_stamp < stamp && p_count > count);
+            if !above_deleted(stamp) || !ordered || count == 0 || count > MAX_PARTITIONS {
+                return Err(reader.malformed("partition entries not canonical"));
+            }
+            previous = Some((stamp, count));
+            partitions.insert((stamp, count));
+        }
+        // Each create records its count, so some entry is at or above the newest create.
+        if let Some(&newest_create) = creates.last() {
+            if previous.is_none_or(|(stamp, _)| stamp < newest_create) {
+                return Err(reader.malformed("create without a partition count"));
+            }
+        }
+
+        let mut configs = BTreeMap::new();
+        let mut previous_key: Option<String> = None;
+        for _ in 0..reader.count()? {
+            let key = reader.string(MAX_CONFIG_KEY_LEN)?;
+            let stamp = reader.stamp()?;
+            let value = match reader.byte()? {
+                0 => None,
+                1 => Some(reader.string(MAX_CONFIG_VALUE_LEN)?),
+                _ => return Err(reader.malformed("bad config value flag")),
+            };
+            if !above_deleted(stamp) || previous_key.as_ref().is_some_and(|p| *p >= key) {
+                return Err(reader.malformed("config entries not canonical"));
+            }
+            previous_key = Some(key.clone());
+            configs.insert(key, (stamp, value));
+        }
+
+        let state = TopicState {
+            creates,
+            deleted,
+            partitions,
+            configs,
+        };
+        if state.is_empty() {
+            return Err(reader.malformed("topic state with neither create nor delete"));
+        }
+        Ok(state)
+    }
+}
+
+/// Keeps the higher of the current register for `key` and `register` (ties on the stamp, which
+/// real writes never produce, go to the greater value so merge stays commutative).
+fn put_register(
+    configs: &mut BTreeMap<String, ConfigRegister>,
+    key: &str,
+    register: ConfigRegister,
+) {
+    match configs.get_mut(key) {
+        Some(current) => {
+            if register > *current {
+                *current = register;
+            }
+        }
+        None => {
+            configs.insert(key.to_owned(), register);
+        }
+    }
+}
+
+/// Outcome of [`TopicCatalog::merge_topic`]: whether the stored state must be rewritten, and what
+/// the broker must do.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TopicMerge {
+    /// The topic's state changed (persist it), even if nothing visible did.
+    pub state_changed: bool,
+    /// Visible changes, as listed for [`CatalogChange`].
+    pub changes: Vec<CatalogChange>,
+}
+
+/// The whole replicated catalog: every topic name ever created, dead ones as tombstones.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TopicCatalog {
+    topics: BTreeMap<String, TopicState>,
+}
+
+impl TopicCatalog {
+    /// An empty catalog.
+    pub fn new() -> TopicCatalog {
+        TopicCatalog::default()
+    }
+
+    /// CreateTopics accepted locally: `partitions` partitions and the given configs, stamped `stamp`.
+    pub fn create(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+        stamp: CatalogStamp,
+    ) -> Result<(), CatalogError> {
+        check_len("topic name", name, MAX_TOPIC_NAME_LEN)?;
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(CatalogError::InvalidPartitions {
+                requested: partitions,
+                current: 0,
+            });
+        }
+        for (key, value) in &configs {
+            check_len("config key", key, MAX_CONFIG_KEY_LEN)?;
+            check_len("config value", value, MAX_CONFIG_VALUE_LEN)?;
+        }
+        if let Some(state) = self.topics.get(name) {
+            if state.is_alive() {
+                return Err(CatalogError::AlreadyExists(name.to_owned()));
+            }
+            state.check_fresh(stamp)?;
+        }
+        let state = self.topics.entry(name.to_owned()).or_default();
+        state.creates.insert(stamp);
+        state.partitions.insert((stamp, partitions));
+        for (key, value) in configs {
+            state.configs.insert(key, (stamp, Some(value)));
+        }
+        state.normalize();
+        Ok(())
+    }
+
+    /// DeleteTopics accepted locally: the topic dies everywhere once this is merged, unless a
+    /// create stamped later arrives.
+    pub fn delete(&mut self, name: &str, stamp: CatalogStamp) -> Result<(), CatalogError> {
+        let state = self.alive_state_mut(name, stamp)?;
+        state.deleted = Some(stamp);
+        state.normalize();
+        Ok(())
+    }
+
+    /// CreatePartitions accepted locally: raises the partition count to `total`.
+    pub fn add_partitions(
+        &mut self,
+        name: &str,
+        total: u32,
+        stamp: CatalogStamp,
+    ) -> Result<(), CatalogError> {
+        let state = self.alive_state_mut(name, stamp)?;
+        let current = state.partition_count().unwrap_or(0);
+        if total <= current || total > MAX_PARTITIONS {
+            return Err(CatalogError::InvalidPartitions {
+                requested: total,
+                current,
+            });
+        }
+        state.partitions.insert((stamp, total));
+        state.normalize();
+        Ok(())
+    }
+
+    /// AlterConfigs accepted locally: sets (`Some`) or resets (`None`) each key, all under one stamp.
+    pub fn alter_configs(
+        &mut self,
+        name: &str,
+        changes: BTreeMap<String, Option<String>>,
+        stamp: CatalogStamp,
+    ) -> Result<(), CatalogError> {
+        for (key, value) in &changes {
+            check_len("config key", key, MAX_CONFIG_KEY_LEN)?;
+            if let Some(value) = value {
+                check_len("config value", value, MAX_CONFIG_VALUE_LEN)?;
+            }
+        }
+        let state = self.alive_state_mut(name, stamp)?;
+        for (key, value) in changes {
+            state.configs.insert(key, (stamp, value));
+        }
+        Ok(())
+    }
+
+    /// One-key [`TopicCatalog::alter_configs`].
+    pub fn set_config(
+        &mut self,
+        name: &str,
+        key: &str,
+        value: Option<String>,
+        stamp: CatalogStamp,
+    ) -> Result<(), CatalogError> {
+        self.alter_configs(name, BTreeMap::from([(key.to_owned(), value)]), stamp)
+    }
+
+    fn alive_state_mut(
+        &mut self,
+        name: &str,
+        stamp: CatalogStamp,
+    ) -> Result<&mut TopicState, CatalogError> {
+        let state = self
+            .topics
+            .get_mut(name)
+            .filter(|state| state.is_alive())
+            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?;
+        state.check_fresh(stamp)?;
+        Ok(state)
+    }
+
+    /// Folds in another region's catalog; returns what changed here, in name order.
+    pub fn merge(&mut self, other: &TopicCatalog) -> Vec<CatalogChange> {
+        let mut changes = Vec::new();
+        for (name, state) in &other.topics {
+            changes.extend(self.merge_topic(name, state).changes);
+        }
+        changes
+    }
+
+    /// Folds in another region's state of one topic (also how a catalog is loaded topic by
+    /// topic from storage into an empty one).
+    pub fn merge_topic(&mut self, name: &str, other: &TopicState) -> TopicMerge {
+        if other.is_empty() {
+            return TopicMerge::default();
+        }
+        let Some(state) = self.topics.get_mut(name) else {
+            self.topics.insert(name.to_owned(), other.clone());
+            let changes = other
+                .view(name)
+                .map(|view| CatalogChange::Created {
+                    name: name.to_owned(),
+                    partitions: view.partitions,
+                })
+                .into_iter()
+                .collect();
+            return TopicMerge {
+                state_changed: true,
+                changes,
+            };
+        };
+        let before = state.view(name);
+        if !state.merge(other) {
+            return TopicMerge::default();
+        }
+        TopicMerge {
+            state_changed: true,
+            changes: diff(name, before, state.view(name)),
+        }
+    }
+
+    /// The alive topics in name order, with what the broker needs of each.
+    pub fn alive(&self) -> impl Iterator<Item = (&str, TopicView)> + '_ {
+        self.topics
+            .iter()
+            .filter_map(|(name, state)| Some((name.as_str(), state.view(name)?)))
+    }
+
+    /// The view of `name` if it is alive.
+    pub fn get(&self, name: &str) -> Option<TopicView> {
+        self.topics.get(name)?.view(name)
+    }
+
+    /// The replicated state of `name`, alive or tombstone, e.g. to persist it.
+    pub fn topic(&self, name: &str) -> Option<&TopicState> {
+        self.topics.get(name)
+    }
+
+    /// Every topic state, tombstones included, in name order.
+    pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicState)> + '_ {
+        self.topics
+            .iter()
+            .map(|(name, state)| (name.as_str(), state))
+    }
+
+    /// The newest stamp anywhere in the catalog: the region's clock must observe it so its next
+    /// local write is accepted.
+    pub fn max_stamp(&self) -> Option<CatalogStamp> {
+        self.topics.values().filter_map(TopicState::max_stamp).max()
+    }
+
+    /// The canonical, versioned encoding of the whole catalog (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![CATALOG_ENCODING_VERSION];
+        put_varint(&mut out, self.topics.len() as u64);
+        for (name, state) in &self.topics {
+            put_str(&mut out, name);
+            state.encode_body(&mut out);
+        }
+        out
+    }
+
+    /// Reads a catalog written by [`TopicCatalog::encode`]; refuses anything non-canonical.
+    pub fn decode(bytes: &[u8]) -> Result<TopicCatalog, CatalogError> {
+        let mut reader = Reader::new(bytes);
+        reader.version()?;
+        let mut topics: BTreeMap<String, TopicState> = BTreeMap::new();
+        for _ in 0..reader.count()? {
+            let name = reader.string(MAX_TOPIC_NAME_LEN)?;
+            if topics
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= name)
+            {
+                return Err(reader.malformed("topic names not increasing"));
+            }
+            let state = TopicState::decode_body(&mut reader)?;
+            topics.insert(name, state);
+        }
+        reader.finish()?;
+        Ok(TopicCatalog { topics })
+    }
+
+    /// FNV-1a 64 of [`TopicCatalog::encode`]: equal digests mean (with overwhelming likelihood)
+    /// equal catalogs, so regions compare digests before exchanging states.
+    pub fn digest(&self) -> u64 {
+        fnv1a_64(&self.encode())
+    }
+}
+
+/// The changes between the views of one topic before and after a merge.
+fn diff(name: &str, before: Option<TopicView>, after: Option<TopicView>) -> Vec<CatalogChange> {
+    let name = name.to_owned();
+    match (before, after) {
+        (None, None) => Vec::new(),
+        (None, Some(after)) => vec![CatalogChange::Created {
+            name,
+            partitions: after.partitions,
+        }],
+        (Some(_), None) => vec![CatalogChange::Deleted { name }],
+        (Some(before), Some(after)) if before.topic_id != after.topic_id => {
+            vec![CatalogChange::Recreated {
+                name,
+                partitions: after.partitions,
+            }]
+        }
+        (Some(before), Some(after)) => {
+            let mut changes = Vec::new();
+            if after.partitions != before.partitions {
+                changes.push(CatalogChange::PartitionsAdded {
+                    name: name.clone(),
+                    total: after.partitions,
+                });
+            }
+            if after.configs != before.configs {
+                changes.push(CatalogChange::ConfigsChanged { name });
+            }
+            changes
+        }
+    }
+}
+
+/// The Kafka topic id of incarnation `deleted` of `name`: FNV-1a 128 over a domain tag, the
+/// name and the delete stamp, shaped as an RFC 9562 version-8 UUID.
+///
+/// Every region computes the same id; a re-created topic (new delete stamp) gets a new one. The
+/// version bits make it never the nil UUID nor Kafka's reserved metadata topic id `0…01`, and
+/// the first byte is adjusted so Kafka's base64 form never starts with `-` (Kafka avoids those).
+/// Changing this function changes every topic's id: never do it without a migration.
+pub fn topic_id(name: &str, deleted: Option<CatalogStamp>) -> [u8; 16] {
+    let mut input = b"causeway.topic_id.v1\0".to_vec();
+    put_str(&mut input, name);
+    match deleted {
+        None => input.push(0),
+        Some(stamp) => {
+            input.push(1);
+            input.extend_from_slice(&stamp.hlc.to_be_bytes());
+            input.extend_from_slice(&stamp.region.to_be_bytes());
+        }
+    }
+    let mut id = fnv1a_128(&input).to_be_bytes();
+    id[6] = (id[6] & 0x0f) | 0x80;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    if id[0] >> 2 == 62 {
+        id[0] &= 0x7f;
+    }
+    id
+}
+
+fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CatalogError> {
+    if value.len() > max {
+        return Err(CatalogError::TooLong {
+            what,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64-bit: a well-known, dependency-free hash, stable across versions and platforms.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// FNV-1a, 128-bit (same family as [`fnv1a_64`]), for the 16-byte topic id.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    bytes
+        .iter()
+        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d, |hash, &byte| {
+            (hash ^ u128::from(byte)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
+        })
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, value: &str) {
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn put_stamp(out: &mut Vec<u8>, stamp: CatalogStamp) {
+    put_varint(out, stamp.hlc);
+    put_varint(out, u64::from(stamp.region));
+}
+
+/// A bounds-checked cursor over untrusted bytes.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, offset: 0 }
+    }
+
+    fn malformed(&self, reason: &'static str) -> CatalogError {
+        CatalogError::Malformed {
+            offset: self.offset,
+            reason,
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.offset
+    }
+
+    fn byte(&mut self) -> Result<u8, CatalogError> {
+        let byte = *self
+            .bytes
+            .get(self.offset)
+            .ok_or_else(|| self.malformed("truncated"))?;
+        self.offset += 1;
+        Ok(byte)
+    }
+
+    fn version(&mut self) -> Result<(), CatalogError> {
+        match self.byte()? {
+            CATALOG_ENCODING_VERSION => Ok(()),
+            other => Err(CatalogError::UnsupportedVersion(other)),
+        }
+    }
+
+    /// An unsigned LEB128 varint of at most 10 bytes, in its shortest form.
+    fn varint(&mut self) -> Result<u64, CatalogError> {
+        let mut value: u64 = 0;
+        for index in 0..10 {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if index == 9 && byte > 1 {
+                return Err(self.malformed("varint overflows 64 bits"));
+            }
+            value |= bits << (7 * index);
+            if byte & 0x80 == 0 {
+                if index > 0 && byte == 0 {
+                    return Err(self.malformed("overlong varint"));
+                }
+                return Ok(value);
+            }
+        }
+        Err(self.malformed("varint longer than 10 bytes"))
+    }
+
+    fn u32(&mut self) -> Result<u32, CatalogError> {
+        let value = self.varint()?;
+        u32::try_from(value).map_err(|_| self.malformed("value above u32"))
+    }
+
+    /// An element count: every element takes at least one byte, so it cannot exceed what is left.
+    fn count(&mut self) -> Result<usize, CatalogError> {
+        let count = self.varint()?;
+        match usize::try_from(count) {
+            Ok(count) if count <= self.remaining() => Ok(count),
+            _ => Err(self.malformed("count exceeds the input")),
+        }
+    }
+
+    fn string(&mut self, max: usize) -> Result<String, CatalogError> {
+        let len = self.varint()?;
+        let len = match usize::try_from(len) {
+            Ok(len) if len <= max && len <= self.remaining() => len,
+            _ => return Err(self.malformed("string too long")),
+        };
+        let bytes = &self.bytes[self.offset..self.offset + len];
+        let value = std::str::from_utf8(bytes).map_err(|_| self.malformed("string not UTF-8"))?;
+        self.offset += len;
+        Ok(value.to_owned())
+    }
+
+    fn stamp(&mut self) -> Result<CatalogStamp, CatalogError> {
+        let hlc = self.varint()?;
+        let region = self.u32()?;
+        Ok(CatalogStamp { hlc, region })
+    }
+
+    fn finish(&self) -> Result<(), CatalogError> {
+        if self.remaining() != 0 {
+            return Err(self.malformed("trailing bytes"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::collection::{btree_map, vec};
+    use proptest::option;
+    use proptest::prelude::*;
+
+    fn s(hlc: u64, region: u32) -> CatalogStamp {
+        CatalogStamp::new(hlc, region)
+    }
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn merged(a: &TopicCatalog, b: &TopicCatalog) -> TopicCatalog {
+        let mut out = a.clone();
+        out.merge(b);
+        out
+    }
+
+    // ---- unit tests -------------------------------------------------------------------------
+
+    #[test]
+    fn create_view_and_local_errors() {
+        let mut cat = TopicCatalog::new();
+        cat.create("orders", 3, configs(&[("retention.ms", "1000")]), s(10, 1))
+            .unwrap();
+        let view = cat.get("orders").unwrap();
+        assert_eq!(view.partitions, 3);
+        assert_eq!(view.configs, configs(&[("retention.ms", "1000")]));
+        assert_eq!(
+            cat.create("orders", 1, BTreeMap::new(), s(11, 1)),
+            Err(CatalogError::AlreadyExists("orders".into()))
+        );
+        assert_eq!(
+            cat.delete("nope", s(12, 1)),
+            Err(CatalogError::UnknownTopic("nope".into()))
+        );
+        assert!(matches!(
+            cat.add_partitions("orders", 3, s(13, 1)),
+            Err(CatalogError::InvalidPartitions {
+                requested: 3,
+                current: 3
+            })
+        ));
+        assert!(matches!(
+            cat.add_partitions("orders", 5, s(10, 1)),
+            Err(CatalogError::StaleStamp { .. })
+        ));
+        assert!(matches!(
+            cat.create("x", 0, BTreeMap::new(), s(1, 1)),
+            Err(CatalogError::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
+            cat.create(&"n".repeat(250), 1, BTreeMap::new(), s(1, 1)),
+            Err(CatalogError::TooLong { .. })
+        ));
+        cat.add_partitions("orders", 5, s(14, 1)).unwrap();
+        cat.set_config("orders", "retention.ms", None, s(15, 1))
+            .unwrap();
+        cat.set_config("orders", "cleanup.policy", Some("compact".into()), s(16, 1))
+            .unwrap();
+        let view = cat.get("orders").unwrap();
+        assert_eq!(view.partitions, 5);
+        assert_eq!(view.configs, configs(&[("cleanup.policy", "compact")]));
+        assert_eq!(cat.max_stamp(), Some(s(16, 1)));
+        let old_id = view.topic_id;
+
+        cat.delete("orders", s(17, 1)).unwrap();
+        assert!(cat.get("orders").is_none());
+        assert_eq!(cat.alive().count(), 0);
+        assert!(matches!(
+            cat.create("orders", 1, BTreeMap::new(), s(17, 0)),
+            Err(CatalogError::StaleStamp { .. })
+        ));
+        cat.create("orders", 1, BTreeMap::new(), s(18, 1)).unwrap();
+        let view = cat.get("orders").unwrap();
+        assert_eq!(view.partitions, 1, "a re-create starts afresh");
+        assert!(view.configs.is_empty());
+        assert_ne!(view.topic_id, old_id);
+    }
+
+    #[test]
+    fn merge_reports_created_partitions_configs_deleted_recreated() {
+        let mut a = TopicCatalog::new();
+        let mut b = TopicCatalog::new();
+        a.create("t", 2, BTreeMap::new(), s(1, 0)).unwrap();
+        assert_eq!(
+            b.merge(&a),
+            vec![CatalogChange::Created {
+                name: "t".into(),
+                partitions: 2
+            }]
+        );
+        assert_eq!(b.merge(&a), vec![], "idempotent merges report nothing");
+
+        a.add_partitions("t", 4, s(2, 0)).unwrap();
+        a.set_config("t", "k", Some("v".into()), s(3, 0)).unwrap();
+        assert_eq!(
+            b.merge(&a),
+            vec![
+                CatalogChange::PartitionsAdded {
+                    name: "t".into(),
+                    total: 4
+                },
+                CatalogChange::ConfigsChanged { name: "t".into() },
+            ]
+        );
+
+        a.delete("t", s(4, 0)).unwrap();
+        let tombstone = a.clone();
+        assert_eq!(
+            b.merge(&a),
+            vec![CatalogChange::Deleted { name: "t".into() }]
+        );
+
+        a.create("t", 1, BTreeMap::new(), s(5, 0)).unwrap();
+        assert_eq!(
+            b.merge(&a),
+            vec![CatalogChange::Created {
+                name: "t".into(),
+                partitions: 1
+            }]
+        );
+
+        // A region that never saw the delete learns of delete and re-create at once.
+        let mut d = TopicCatalog::new();
+        d.create("t", 9, BTreeMap::new(), s(0, 3)).unwrap();
+        let before_id = d.get("t").unwrap().topic_id;
+        assert_eq!(
+            d.merge(&a),
+            vec![CatalogChange::Recreated {
+                name: "t".into(),
+                partitions: 1
+            }]
+        );
+        assert_ne!(d.get("t").unwrap().topic_id, before_id);
+        assert_eq!(d.encode(), merged(&a, &d).encode());
+
+        // A tombstone-only change is persisted but invisible.
+        let mut e = tombstone.clone();
+        let mut later_delete = tombstone.clone();
+        later_delete
+            .create("t", 1, BTreeMap::new(), s(6, 2))
+            .unwrap();
+        later_delete.delete("t", s(7, 2)).unwrap();
+        let outcome = e.merge_topic("t", later_delete.topic("t").unwrap());
+        assert!(outcome.state_changed);
+        assert!(outcome.changes.is_empty());
+    }
+
+    #[test]
+    fn concurrent_creates_are_one_topic_with_max_partitions_and_merged_configs() {
+        let mut a = TopicCatalog::new();
+        let mut b = TopicCatalog::new();
+        a.create("t", 3, configs(&[("x", "a"), ("y", "a")]), s(10, 0))
+            .unwrap();
+        b.create("t", 8, configs(&[("x", "b")]), s(10, 1)).unwrap();
+        let ab = merged(&a, &b);
+        assert_eq!(ab.encode(), merged(&b, &a).encode());
+        let view = ab.get("t").unwrap();
+        assert_eq!(view.partitions, 8);
+        assert_eq!(view.configs, configs(&[("x", "b"), ("y", "a")]));
+        assert_eq!(
+            view.topic_id,
+            a.get("t").unwrap().topic_id,
+            "same id everywhere"
+        );
+        assert_eq!(
+            a.merge(&b),
+            vec![
+                CatalogChange::PartitionsAdded {
+                    name: "t".into(),
+                    total: 8
+                },
+                CatalogChange::ConfigsChanged { name: "t".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn writes_racing_a_delete_do_not_leak_into_the_next_incarnation() {
+        let mut a = TopicCatalog::new();
+        a.create("t", 2, BTreeMap::new(), s(1, 0)).unwrap();
+        let mut b = a.clone();
+        // b grows the topic and sets a config while a deletes it concurrently (but earlier).
+        a.delete("t", s(2, 0)).unwrap();
+        b.add_partitions("t", 10, s(3, 1)).unwrap();
+        b.set_config("t", "k", Some("v".into()), s(3, 1))
+            .unwrap_err(); // stale: same stamp
+        b.set_config("t", "k", Some("v".into()), s(4, 1)).unwrap();
+        a.merge(&b);
+        assert!(a.get("t").is_none(), "the add does not revive the topic");
+        // a re-creates later: it starts afresh even though it holds the orphaned writes.
+        a.create("t", 1, BTreeMap::new(), s(5, 0)).unwrap();
+        let view = a.get("t").unwrap();
+        assert_eq!(view.partitions, 1);
+        assert!(view.configs.is_empty());
+        b.merge(&a);
+        assert_eq!(a.encode(), b.encode());
+        // The next delete sweeps the orphans away.
+        a.delete("t", s(6, 0)).unwrap();
+        let state = a.topic("t").unwrap();
+        assert!(state.partitions.is_empty() && state.configs.is_empty());
+    }
+
+    #[test]
+    fn dominated_partition_entries_are_dropped() {
+        let mut a = TopicCatalog::new();
+        a.create("t", 2, BTreeMap::new(), s(1, 0)).unwrap();
+        a.add_partitions("t", 4, s(2, 0)).unwrap();
+        a.add_partitions("t", 6, s(3, 0)).unwrap();
+        assert_eq!(
+            a.topic("t").unwrap().partitions,
+            BTreeSet::from([(s(3, 0), 6)])
+        );
+    }
+
+    #[test]
+    fn encoding_is_pinned() {
+        let mut cat = TopicCatalog::new();
+        cat.create("ab", 3, configs(&[("k", "v")]), s(300, 2))
+            .unwrap();
+        let bytes = cat.encode();
+        assert_eq!(
+            bytes,
+            vec![
+                1, 1, 2, b'a', b'b', // version, one topic, name
+                0,    // not deleted
+                1, 0xac, 0x02, 2, // one create at (300, 2)
+                1, 0xac, 0x02, 2, 3, // partitions: (300, 2) -> 3
+                1, 1, b'k', 0xac, 0x02, 2, 1, 1, b'v', // configs: k = v at (300, 2)
+            ]
+        );
+        assert_eq!(TopicCatalog::decode(&bytes).unwrap(), cat);
+        let topic = cat.topic("ab").unwrap();
+        assert_eq!(TopicState::decode(&topic.encode()).unwrap(), *topic);
+        assert_eq!(cat.digest(), fnv1a_64(&bytes));
+        assert_eq!(TopicCatalog::new().encode(), vec![1, 0]);
+        assert_eq!(
+            TopicCatalog::decode(&[2, 0]),
+            Err(CatalogError::UnsupportedVersion(2))
+        );
+        assert!(TopicCatalog::decode(&[1, 0, 0]).is_err(), "trailing bytes");
+        assert!(
+            TopicCatalog::decode(&[1, 0x80, 0]).is_err(),
+            "overlong varint"
+        );
+        assert!(TopicCatalog::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn topic_id_is_pinned_and_well_formed() {
+        // Ids are what Kafka clients cache: they must never change across versions.
+        let id = topic_id("orders", None);
+        assert_eq!(id, topic_id("orders", None));
+        assert_eq!(id[6] >> 4, 8, "version 8");
+        assert_eq!(id[8] >> 6, 2, "RFC variant");
+        let pinned = [
+            0x39, 0x51, 0xf5, 0x69, 0xa5, 0x34, 0x8d, 0x05, 0x83, 0x6c, 0x9e, 0xfe, 0x6e, 0x4c,
+            0xca, 0x9a,
+        ];
+        assert_eq!(id, pinned, "the topic id of \"orders\" changed");
+        assert_ne!(topic_id("orders", Some(s(1, 0))), id);
+        assert_ne!(
+            topic_id("orders", Some(s(1, 0))),
+            topic_id("orders", Some(s(1, 1)))
+        );
+        assert_ne!(topic_id("orderz", None), id);
+        for n in 0..2000u32 {
+            let id = topic_id(&format!("t{n}"), Some(s(u64::from(n), n)));
+            assert_ne!(id, [0; 16]);
+            assert_ne!(id[0] >> 2, 62, "base64 form would start with '-'");
+        }
+    }
+
+    // ---- property tests ---------------------------------------------------------------------
+
+    /// 256 cases unless `PROPTEST_CASES` asks for another number (for long soak runs).
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(256)
+    }
+
+    /// Small ranges so stamps, keys and names collide often.
+    fn stamp_strategy() -> impl Strategy<Value = CatalogStamp> {
+        (0u64..12, 0u32..3).prop_map(|(hlc, region)| s(hlc, region))
+    }
+
+    /// Arbitrary canonical states, including ones no operation history produces exactly (equal
+    /// stamps with different counts or values), so merge is tested beyond the happy path.
+    fn topic_state_strategy() -> impl Strategy<Value = TopicState> {
+        (
+            vec((stamp_strategy(), 1u32..6), 0..4),
+            option::of(stamp_strategy()),
+            vec((stamp_strategy(), 1u32..20), 0..4),
+            vec((0usize..3, stamp_strategy(), option::of(0usize..3)), 0..5),
+        )
+            .prop_map(|(creates, deleted, adds, sets)| {
+                let mut state = TopicState::default();
+                for (stamp, count) in creates {
+                    state.creates.insert(stamp);
+                    state.partitions.insert((stamp, count));
+                }
+                state.deleted = deleted;
+                state.partitions.extend(adds);
+                for (key, stamp, value) in sets {
+                    let value = value.map(|v| format!("v{v}"));
+                    put_register(&mut state.configs, &format!("k{key}"), (stamp, value));
+                }
+                if state.creates.is_empty() && state.deleted.is_none() {
+                    state.deleted = Some(s(0, 0));
+                }
+                state.normalize();
+                state
+            })
+    }
+
+    fn catalog_strategy() -> impl Strategy<Value = TopicCatalog> {
+        btree_map(
+            prop_oneof![
+                Just("a".to_owned()),
+                Just("b".to_owned()),
+                Just("c".to_owned())
+            ],
+            topic_state_strategy(),
+            0..3,
+        )
+        .prop_map(|topics| TopicCatalog { topics })
+    }
+
+    /// One step of a multi-region history.
+    #[derive(Debug, Clone)]
+    enum Action {
+        Create {
+            name: usize,
+            partitions: u32,
+            config: Option<usize>,
+        },
+        Delete {
+            name: usize,
+        },
+        AddPartitions {
+            name: usize,
+            more: u32,
+        },
+        SetConfig {
+            name: usize,
+            key: usize,
+            value: Option<usize>,
+        },
+        Sync {
+            from: usize,
+        },
+    }
+
+    fn action_strategy() -> impl Strategy<Value = (usize, Action)> {
+        let action = prop_oneof![
+            (0usize..2, 1u32..5, option::of(0usize..2)).prop_map(|(name, partitions, config)| {
+                Action::Create {
+                    name,
+                    partitions,
+                    config,
+                }
+            }),
+            (0usize..2).prop_map(|name| Action::Delete { name }),
+            (0usize..2, 1u32..4).prop_map(|(name, more)| Action::AddPartitions { name, more }),
+            (0usize..2, 0usize..2, option::of(0usize..3))
+                .prop_map(|(name, key, value)| Action::SetConfig { name, key, value }),
+            (0usize..3).prop_map(|from| Action::Sync { from }),
+        ];
+        (0usize..3, action)
+    }
+
+    /// A region: its catalog and its clock, which observes every merged stamp.
+    #[derive(Clone)]
+    struct Region {
+        id: u32,
+        hlc: u64,
+        catalog: TopicCatalog,
+    }
+
+    impl Region {
+        fn tick(&mut self) -> CatalogStamp {
+            self.hlc = self.hlc.max(self.catalog.max_stamp().map_or(0, |s| s.hlc)) + 1;
+            s(self.hlc, self.id)
+        }
+
+        fn apply(&mut self, action: &Action) {
+            let names = ["x", "y"];
+            let stamp = self.tick();
+            // Refusals (exists, unknown, ...) are part of the history, like in a real broker.
+            let _ = match *action {
+                Action::Create {
+                    name,
+                    partitions,
+                    config,
+                } => {
+                    let configs = config
+                        .map(|c| BTreeMap::from([(format!("k{c}"), format!("r{}", self.id))]))
+                        .unwrap_or_default();
+                    self.catalog.create(names[name], partitions, configs, stamp)
+                }
+                Action::Delete { name } => self.catalog.delete(names[name], stamp),
+                Action::AddPartitions { name, more } => {
+                    let current = self.catalog.get(names[name]).map_or(0, |v| v.partitions);
+                    self.catalog
+                        .add_partitions(names[name], current + more, stamp)
+                }
+                Action::SetConfig { name, key, value } => self.catalog.set_config(
+                    names[name],
+                    &format!("k{key}"),
+                    value.map(|v| format!("v{v}")),
+                    stamp,
+                ),
+                Action::Sync { .. } => Ok(()),
+            };
+        }
+    }
+
+    type Snapshot = BTreeMap<String, TopicView>;
+
+    fn snapshot(catalog: &TopicCatalog) -> Snapshot {
+        catalog.alive().map(|(n, v)| (n.to_owned(), v)).collect()
+    }
+
+    /// Replays `changes` on the broker's previous picture and checks it lands exactly on the new
+    /// one, and that no change is spurious.
+    fn check_changes(before: &Snapshot, after: &Snapshot, changes: &[CatalogChange]) {
+        let mut model = before.clone();
+        for change in changes {
+            match change {
+                CatalogChange::Created { name, partitions } => {
+                    assert!(!model.contains_key(name));
+                    assert_eq!(after[name].partitions, *partitions);
+                    model.insert(name.clone(), after[name].clone());
+                }
+                CatalogChange::Recreated { name, partitions } => {
+                    assert_ne!(model[name].topic_id, after[name].topic_id);
+                    assert_eq!(after[name].partitions, *partitions);
+                    model.insert(name.clone(), after[name].clone());
+                }
+                CatalogChange::Deleted { name } => {
+                    assert!(model.remove(name).is_some());
+                }
+                CatalogChange::PartitionsAdded { name, total } => {
+                    let view = model.get_mut(name).unwrap();
+                    assert!(*total > view.partitions, "partitions only grow");
+                    view.partitions = *total;
+                }
+                CatalogChange::ConfigsChanged { name } => {
+                    let view = model.get_mut(name).unwrap();
+                    assert_ne!(view.configs, after[name].configs);
+                    view.configs = after[name].configs.clone();
+                }
+            }
+        }
+        assert_eq!(&model, after);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn merge_is_commutative(a in catalog_strategy(), b in catalog_strategy()) {
+            prop_assert_eq!(merged(&a, &b).encode(), merged(&b, &a).encode());
+        }
+
+        #[test]
+        fn merge_is_associative(
+            a in catalog_strategy(),
+            b in catalog_strategy(),
+            c in catalog_strategy(),
+        ) {
+            let left = merged(&merged(&a, &b), &c);
+            let right = merged(&a, &merged(&b, &c));
+            prop_assert_eq!(left.encode(), right.encode());
+        }
+
+        #[test]
+        fn merge_is_idempotent_and_reports_changes_exactly(
+            a in catalog_strategy(),
+            b in catalog_strategy(),
+        ) {
+            prop_assert_eq!(merged(&a, &a).encode(), a.encode());
+            let mut ab = a.clone();
+            let changes = ab.merge(&b);
+            check_changes(&snapshot(&a), &snapshot(&ab), &changes);
+            let again = ab.clone();
+            prop_assert_eq!(ab.merge(&b), vec![]);
+            prop_assert_eq!(ab.merge(&a), vec![]);
+            prop_assert_eq!(ab.encode(), again.encode());
+        }
+
+        #[test]
+        fn encoding_round_trips(a in catalog_strategy()) {
+            let bytes = a.encode();
+            let decoded = TopicCatalog::decode(&bytes).unwrap();
+            prop_assert_eq!(&decoded, &a);
+            prop_assert_eq!(decoded.digest(), a.digest());
+            for (_, state) in a.topics() {
+                prop_assert_eq!(&TopicState::decode(&state.encode()).unwrap(), state);
+            }
+            // Loading topic by topic (as from RocksDB) rebuilds the same catalog.
+            let mut loaded = TopicCatalog::new();
+            for (name, state) in a.topics() {
+                loaded.merge_topic(name, state);
+            }
+            prop_assert_eq!(loaded.encode(), bytes);
+        }
+
+        #[test]
+        fn decode_of_random_bytes_never_panics(bytes in vec(any::<u8>(), 0..200)) {
+            // Whatever decodes is canonical: it re-encodes to the very same bytes.
+            if let Ok(catalog) = TopicCatalog::decode(&bytes) {
+                prop_assert_eq!(catalog.encode(), bytes.clone());
+            }
+            if let Ok(state) = TopicState::decode(&bytes) {
+                prop_assert_eq!(state.encode(), bytes);
+            }
+        }
+
+        #[test]
+        fn decode_of_corrupted_encodings_never_panics(
+            a in catalog_strategy(),
+            flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = a.encode();
+            for (at, byte) in flips {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            if let Ok(catalog) = TopicCatalog::decode(&bytes) {
+                prop_assert_eq!(catalog.encode(), bytes.clone());
+            }
+            let truncated = &bytes[..cut.index(bytes.len())];
+            if let Ok(catalog) = TopicCatalog::decode(truncated) {
+                prop_assert_eq!(catalog.encode(), truncated.to_vec());
+            }
+        }
+
+        #[test]
+        fn any_history_converges_whatever_the_merge_order(
+            actions in vec(action_strategy(), 0..40),
+            order in Just((0usize..3).collect::<Vec<_>>()).prop_shuffle(),
+        ) {
+            let mut regions: Vec<Region> = (0..3)
+                .map(|id| Region { id, hlc: 0, catalog: TopicCatalog::new() })
+                .collect();
+            for (at, action) in &actions {
+                if let Action::Sync { from } = *action {
+                    let source = regions[from].catalog.clone();
+                    let before = snapshot(&regions[*at].catalog);
+                    let changes = regions[*at].catalog.merge(&source);
+                    check_changes(&before, &snapshot(&regions[*at].catalog), &changes);
+                } else {
+                    regions[*at].apply(action);
+                }
+                for region in &regions {
+                    let bytes = region.catalog.encode();
+                    prop_assert_eq!(&TopicCatalog::decode(&bytes).unwrap(), &region.catalog);
+                    for (_, view) in region.catalog.alive() {
+                        prop_assert!(view.partitions >= 1);
+                    }
+                }
+            }
+            // Full merge in a fixed order and in a shuffled one, and a gossip round: all equal.
+            let mut forward = TopicCatalog::new();
+            for region in &regions {
+                forward.merge(&region.catalog);
+            }
+            let mut shuffled = TopicCatalog::new();
+            for &i in &order {
+                shuffled.merge(&regions[i].catalog);
+            }
+            prop_assert_eq!(forward.encode(), shuffled.encode());
+            let snapshot_regions = regions.clone();
+            for region in &mut regions {
+                for other in snapshot_regions.iter().rev() {
+                    region.catalog.merge(&other.catalog);
+                }
+                prop_assert_eq!(region.catalog.encode(), forward.encode());
+                prop_assert_eq!(region.catalog.digest(), forward.digest());
+            }
+        }
+
+        #[test]
+        fn create_after_delete_wins_and_delete_after_create_wins(
+            delete_at in 2u64..50,
+            create_at in 2u64..50,
+            regions in (0u32..4, 0u32..4),
+        ) {
+            prop_assume!(delete_at != create_at);
+            // Region A created the topic at 1 and deletes it; region B, which never saw it,
+            // creates the same name concurrently.
+            let mut a = TopicCatalog::new();
+            a.create("t", 2, BTreeMap::new(), s(1, regions.0)).unwrap();
+            a.delete("t", s(delete_at, regions.0)).unwrap();
+            let mut b = TopicCatalog::new();
+            b.create("t", 5, BTreeMap::new(), s(create_at, regions.1)).unwrap();
+            let ab = merged(&a, &b);
+            prop_assert_eq!(ab.encode(), merged(&b, &a).encode());
+            let view = ab.get("t");
+            prop_assert_eq!(view.is_some(), create_at > delete_at);
+            if let Some(view) = view {
+                prop_assert_eq!(view.partitions, 5);
+            }
+        }
+
+        #[test]
+        fn concurrent_creates_converge_to_one_topic_with_max_partitions(
+            counts in vec((1u32..100, 1u64..20), 2..5),
+        ) {
+            let catalogs: Vec<TopicCatalog> = counts
+                .iter()
+                .enumerate()
+                .map(|(region, &(count, hlc))| {
+                    let mut catalog = TopicCatalog::new();
+                    catalog.create("t", count, BTreeMap::new(), s(hlc, region as u32)).unwrap();
+                    catalog
+                })
+                .collect();
+            let mut forward = TopicCatalog::new();
+            let mut backward = TopicCatalog::new();
+            for catalog in &catalogs {
+                forward.merge(catalog);
+            }
+            for catalog in catalogs.iter().rev() {
+                backward.merge(catalog);
+            }
+            prop_assert_eq!(forward.encode(), backward.encode());
+            prop_assert_eq!(forward.alive().count(), 1);
+            let view = forward.get("t").unwrap();
+            prop_assert_eq!(view.partitions, counts.iter().map(|&(c, _)| c).max().unwrap());
+            prop_assert_eq!(view.topic_id, catalogs[0].get("t").unwrap().topic_id);
+        }
+    }
+}
