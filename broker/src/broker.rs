@@ -2,16 +2,15 @@
 //! shared by every connection and background task.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
-use causeway_replication::{stamp_local_append, HybridClock};
-use causeway_storage::{Catalog, CausalMeta, LogConfig, TableStore, TimestampType};
+use causeway_storage::{Catalog, LogConfig, TableStore, TimestampType};
 
 use crate::clock::now_ms;
 use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
-use crate::topics::{TopicError, Topics};
+use crate::replication::Replication;
+use crate::topics::Topics;
 use crate::transactions::TransactionCoordinator;
 
 /// Node id of this broker in Metadata: every region is the single broker of its own cluster.
@@ -21,8 +20,10 @@ pub const NODE_ID: i32 = 0;
 pub struct Broker {
     /// The options the broker was started with.
     pub options: BrokerOptions,
-    /// This region's stable small id.
+    /// This region's id (derived from its name, the same in every region).
     pub region_id: u32,
+    /// Peers, links and replication progress.
+    pub replication: Replication,
     /// Topics and their logs.
     pub topics: Topics,
     /// Cluster id reported to clients: stable per data dir.
@@ -35,13 +36,14 @@ pub struct Broker {
     pub tables: TableStore,
     /// Consumer groups and their committed offsets (`<data-dir>/groups`).
     pub groups: GroupCoordinator,
-    hlc: Mutex<HybridClock>,
+    /// When this process opened the broker (ms since the epoch).
+    pub started_ms: i64,
     ready: AtomicBool,
 }
 
 impl Broker {
     /// Opens the data directory: catalog, region id, every topic's logs (recovering them).
-    pub fn open(options: BrokerOptions) -> Result<Broker, TopicError> {
+    pub fn open(options: BrokerOptions) -> anyhow::Result<Broker> {
         std::fs::create_dir_all(&options.data_dir).map_err(|source| {
             causeway_storage::StorageError::Io {
                 context: format!("creating {}", options.data_dir.display()),
@@ -49,15 +51,22 @@ impl Broker {
             }
         })?;
         let catalog = Catalog::open(&options.data_dir.join("meta"))?;
-        let region_id = catalog.region_id(&options.region)?;
-        tracing::info!(region = %options.region, region_id, "region identity");
+        let replication = Replication::from_options(&options)?;
+        let region_id = replication.region_id;
+        catalog.bind_region(&options.region, region_id)?;
+        tracing::info!(region = %options.region, region_id, peers = replication.peers.len(), "region identity");
         let cluster_id = format!("causeway-{}", options.region);
         let base_config = LogConfig {
             max_message_bytes: options.message_max_bytes,
             timestamp_type: TimestampType::CreateTime,
             ..LogConfig::default()
         };
-        let topics = Topics::open(catalog, &options.data_dir, base_config)?;
+        let topics = Topics::open(
+            catalog,
+            &options.data_dir,
+            base_config,
+            replication.replica_config(),
+        )?;
         let transactions = TransactionCoordinator::load(topics.catalog())?;
         let tables = TableStore::open(&options.data_dir.join("tables"))?;
         let groups = GroupCoordinator::open(
@@ -65,38 +74,38 @@ impl Broker {
             options.group_initial_rebalance_delay_ms,
             options.offsets_retention_minutes,
         )?;
-        let newest_stamp = topics
-            .all()
-            .iter()
-            .flat_map(|t| t.partitions())
-            .filter_map(|p| p.log.last_causal())
-            .map(|meta| meta.hlc)
-            .max()
-            .unwrap_or(0);
         Ok(Broker {
             options,
             region_id,
+            replication,
             topics,
             cluster_id,
             groups,
             producer_ids: ProducerIds::new(region_id),
             transactions,
             tables,
-            hlc: Mutex::new(HybridClock::resume(newest_stamp)),
+            started_ms: now_ms(),
             ready: AtomicBool::new(false),
         })
     }
 
-    /// Causal metadata for a batch this region is about to append locally, given the
-    /// partition's previous batch.
-    pub fn stamp_local(&self, previous: Option<&CausalMeta>) -> CausalMeta {
-        let wall = u64::try_from(now_ms()).unwrap_or(0);
-        let hlc = self
-            .hlc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tick(wall);
-        stamp_local_append(previous, self.region_id, hlc)
+    /// The digest of this region's topic catalog, sent with every pull.
+    pub fn catalog_digest(&self) -> u64 {
+        self.topics.catalog_digest()
+    }
+
+    /// The encoded catalog for a peer whose catalog digest differs from ours (`None` if equal).
+    pub fn catalog_for_peer(&self, peer_digest: u64) -> Option<Vec<u8>> {
+        (peer_digest != self.catalog_digest()).then(|| self.topics.encoded_catalog())
+    }
+
+    /// Merges a peer's catalog into ours (creating, deleting, growing topics here).
+    pub fn merge_peer_catalog(&self, bytes: &[u8]) -> Result<usize, crate::topics::TopicError> {
+        let changed = self.topics.merge_peer_catalog(bytes)?;
+        if changed > 0 {
+            self.replication.data_progressed();
+        }
+        Ok(changed)
     }
 
     /// Whether storage is recovered and the listeners are up (`/readyz`).

@@ -72,6 +72,23 @@ pub struct BrokerOptions {
     #[arg(long = "peer", env = "CAUSEWAY_PEERS", value_delimiter = ',')]
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Shared secret every region presents when it pulls from a peer; required with `--peer`.
+    /// It travels in the clear: run links over a private network or a tunnel.
+    #[arg(long, env = "CAUSEWAY_REPLICATION_SECRET", default_value = "")]
+    #[serde(default)]
+    pub replication_secret: String,
+    /// How far a replicated batch's clock stamp may run ahead of local time before the batch is
+    /// refused (it is accepted later, once local time catches up).
+    #[arg(long, env = "CAUSEWAY_MAX_CLOCK_SKEW_MS", default_value_t = 10_000)]
+    pub max_clock_skew_ms: u64,
+    /// After how long without contact a peer region is reported stale and no longer holds back
+    /// retention and compaction (it must then be re-seeded if it missed deleted data).
+    #[arg(
+        long,
+        env = "CAUSEWAY_REGION_STALE_AFTER_MS",
+        default_value_t = 3_600_000
+    )]
+    pub region_stale_after_ms: u64,
     /// Partitions of a topic created automatically or without a partition count (`num.partitions`).
     #[arg(long, env = "CAUSEWAY_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: u32,

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
 use causeway_protocol::request::{decode_request, RequestError};
 use causeway_protocol::response::{api_versions_body, encode_response};
+use causeway_replication::wire::{REPLICATION_API_KEY, REPLICATION_API_VERSION};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -16,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::handlers;
-use crate::metrics;
+use crate::replication::serve::Served;
+use crate::{handlers, metrics, replication};
 
 /// Read buffer growth step; frames larger than this grow the buffer to their exact size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -30,7 +31,12 @@ enum Outcome {
     Silent,
     /// Close the connection for this reason.
     Close(String),
+    /// Send these bytes, then close the connection for this reason.
+    RespondAndClose(Bytes, String),
 }
+
+/// Bytes of the replication request header: api key, api version, correlation id.
+const REPLICATION_HEADER_BYTES: usize = 8;
 
 /// Serves one connection until the client closes it, it breaks the protocol, or shutdown.
 pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
@@ -62,6 +68,12 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
                         }
                     }
                     Outcome::Silent => {}
+                    Outcome::RespondAndClose(bytes, reason) => {
+                        tracing::warn!(?peer, %reason, "closing connection");
+                        let _ = writer.write_all(&bytes).await;
+                        let _ = writer.flush().await;
+                        return;
+                    }
                     Outcome::Close(reason) => {
                         tracing::warn!(?peer, %reason, "closing connection");
                         metrics::connection_closed_for_bad_input();
@@ -101,6 +113,9 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
 /// Decodes and handles one frame body.
 async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientContext) -> Outcome {
     let started = Instant::now();
+    if let Some(pull) = replication_pull(&body) {
+        return serve_replication(broker, pull).await;
+    }
     let request = match decode_request(body) {
         Ok(request) => request,
         Err(RequestError::UnsupportedVersion {
@@ -125,6 +140,50 @@ async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientCon
         Ok(Some(body)) => respond(correlation_id, api_key, version, &body),
         Ok(None) => Outcome::Silent,
         Err(reason) => Outcome::Close(reason.to_string()),
+    }
+}
+
+/// A frame on the private replication API key: its correlation id and body (`None` for any
+/// other frame, which goes to the Kafka decoder).
+fn replication_pull(frame: &Bytes) -> Option<(i16, i32, Bytes)> {
+    let header = frame.get(..REPLICATION_HEADER_BYTES)?;
+    let api_key = i16::from_be_bytes([header[0], header[1]]);
+    if api_key != REPLICATION_API_KEY {
+        return None;
+    }
+    let version = i16::from_be_bytes([header[2], header[3]]);
+    let correlation_id = i32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    Some((
+        version,
+        correlation_id,
+        frame.slice(REPLICATION_HEADER_BYTES..),
+    ))
+}
+
+/// Serves a peer region's pull; an unknown version or a malformed body closes the connection.
+async fn serve_replication(
+    broker: &Arc<Broker>,
+    (version, correlation_id, body): (i16, i32, Bytes),
+) -> Outcome {
+    if version != REPLICATION_API_VERSION {
+        metrics::replication_refused("unsupported_version");
+        return Outcome::Close(format!(
+            "replication pull version {version} is not supported"
+        ));
+    }
+    let with_header = |body: Vec<u8>| {
+        let mut frame = Vec::with_capacity(8 + body.len());
+        frame.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        frame.extend_from_slice(&correlation_id.to_be_bytes());
+        frame.extend_from_slice(&body);
+        Bytes::from(frame)
+    };
+    match replication::serve::serve(broker, &body).await {
+        Ok(Served::Respond(body)) => Outcome::Respond(with_header(body)),
+        Ok(Served::RespondAndClose(body, reason)) => {
+            Outcome::RespondAndClose(with_header(body), reason)
+        }
+        Err(reason) => Outcome::Close(reason),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod http;
 pub mod maintenance;
 pub mod metrics;
 pub mod producer_ids;
+pub mod replication;
 pub mod server;
 pub mod tables;
 pub mod topics;

@@ -90,6 +90,54 @@ pub fn table_rows(topic: &str, rows: i64) {
     gauge!("causeway_table_rows", "topic" => topic.to_string()).set(rows as f64);
 }
 
+/// Counts replicated batches applied here, by topic.
+pub fn replication_applied(topic: &str, batches: usize, bytes: u64) {
+    counter!("causeway_replication_applied_batches_total", "topic" => topic.to_string())
+        .increment(batches as u64);
+    counter!("causeway_replication_applied_bytes_total", "topic" => topic.to_string())
+        .increment(bytes);
+}
+
+/// Counts batches served to peers' pulls, by topic.
+pub fn replication_served(topic: &str, batches: usize, bytes: usize) {
+    if batches > 0 {
+        counter!("causeway_replication_served_batches_total", "topic" => topic.to_string())
+            .increment(batches as u64);
+        counter!("causeway_replication_served_bytes_total", "topic" => topic.to_string())
+            .increment(bytes as u64);
+    }
+}
+
+/// Counts something refused on a replication link (never applied), by reason.
+pub fn replication_refused(reason: &'static str) {
+    counter!("causeway_replication_refused_total", "reason" => reason).increment(1);
+}
+
+/// Counts a failed attempt of the link to a peer.
+pub fn replication_link_failure(peer: &str) {
+    counter!("causeway_replication_link_failures_total", "peer" => peer.to_string()).increment(1);
+}
+
+/// Publishes this region's vector clock summed over partitions: batches applied per origin.
+pub fn replication_clock(origin: &str, batches: u64) {
+    gauge!("causeway_replication_clock_batches", "origin" => origin.to_string())
+        .set(batches as f64);
+}
+
+/// Publishes how many batches wait in pending queues for their dependencies.
+pub fn replication_buffered(batches: usize) {
+    gauge!("causeway_replication_buffered_batches").set(batches as f64);
+}
+
+/// Publishes one peer link's lag and health.
+pub fn replication_peer(peer: &str, lag_batches: u64, lag_seconds: f64, up: bool, stale: bool) {
+    let label = || ("peer", peer.to_string());
+    gauge!("causeway_replication_lag_batches", &[label()]).set(lag_batches as f64);
+    gauge!("causeway_replication_lag_seconds", &[label()]).set(lag_seconds);
+    gauge!("causeway_replication_link_up", &[label()]).set(f64::from(u8::from(up)));
+    gauge!("causeway_replication_peer_stale", &[label()]).set(f64::from(u8::from(stale)));
+}
+
 /// Counts what Fetch returned from a topic.
 pub fn fetched(topic: &str, records: u64, bytes: u64) {
     counter!("causeway_fetch_records_total", "topic" => topic.to_string()).increment(records);

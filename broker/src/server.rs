@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
-use crate::{connection, groups, http, maintenance, metrics, tables, transactions};
+use crate::{connection, groups, http, maintenance, metrics, replication, tables, transactions};
 
 /// Most client connections served at once; further ones wait in the accept backlog.
 const CONNECTIONS_MAX: usize = 10_000;
@@ -49,6 +49,19 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     tokio::spawn(groups::run(broker.clone(), shutdown_rx.clone()));
     tokio::spawn(transactions::run(broker.clone(), shutdown_rx.clone()));
     tokio::spawn(tables::run(broker.clone(), shutdown_rx.clone()));
+    if broker.replication.enabled() {
+        tokio::spawn(replication::syncer::run(
+            broker.clone(),
+            shutdown_rx.clone(),
+        ));
+        for index in 0..broker.replication.peers.len() {
+            tokio::spawn(replication::link::run(
+                broker.clone(),
+                index,
+                shutdown_rx.clone(),
+            ));
+        }
+    }
     broker.set_ready(true);
     tracing::info!("ready");
 

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
+use causeway_replication::{CatalogError, CatalogStamp, HybridClock, TopicCatalog, TopicState};
 use causeway_storage::{
     log_config_from, remove_partition_dir, validate_topic_config, Catalog, LogConfig, Partition,
     StorageError, TopicRecord,
@@ -15,6 +17,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::now_ms;
+use crate::replication::log::ReplicaLog;
+use crate::replication::Replica;
 
 /// Kafka's longest legal topic name.
 const TOPIC_NAME_BYTES_MAX: usize = 249;
@@ -40,16 +44,22 @@ pub enum TopicError {
     /// The disk or the catalog failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// A partition's replica could not start over its log.
+    #[error("replica: {0}")]
+    Replica(#[from] ReplicaError),
 }
 
-/// One partition's log and the signal that wakes fetches waiting for its next append.
+/// One partition's log, its replica and the signal that wakes fetches waiting for its next
+/// append.
 pub struct PartitionHandle {
     /// Owning topic.
     pub topic: String,
     /// Partition index.
     pub index: i32,
-    /// The durable log.
-    pub log: Partition,
+    /// The durable log (reads go here directly; appends go through `replica`).
+    pub log: Arc<Partition>,
+    /// The causal-delivery state of the partition; see `crate::replication::handle`.
+    pub(crate) replica: Mutex<Replica>,
     /// Notified after every append.
     pub appended: Notify,
 }
@@ -132,9 +142,38 @@ pub struct Topics {
     catalog: Catalog,
     topics_dir: PathBuf,
     base_config: LogConfig,
+    replica_config: ReplicaConfig,
     by_name: DashMap<String, Arc<Topic>>,
-    /// Serialises changes so that the catalog and the open logs never disagree.
-    changes: Mutex<()>,
+    /// The replicated catalog; its lock serialises changes so that the catalog, the stored
+    /// records and the open logs never disagree.
+    changes: Mutex<Replicated>,
+}
+
+/// The replicated topic catalog (DESIGN.md: the catalog is replicated as CRDT operations) and
+/// the clock that stamps this region's changes to it.
+struct Replicated {
+    catalog: TopicCatalog,
+    clock: HybridClock,
+    region: u32,
+}
+
+impl Replicated {
+    fn stamp(&mut self) -> CatalogStamp {
+        let wall = u64::try_from(now_ms()).unwrap_or(0);
+        CatalogStamp::new(self.clock.tick(wall), self.region)
+    }
+}
+
+fn catalog_error(error: CatalogError) -> TopicError {
+    match error {
+        CatalogError::AlreadyExists(name) => TopicError::AlreadyExists(name),
+        CatalogError::UnknownTopic(name) => TopicError::Unknown(name),
+        CatalogError::InvalidPartitions { requested, current } => TopicError::InvalidPartitions(
+            format!("partition count {requested} is invalid (current {current}); it must grow"),
+        ),
+        CatalogError::TooLong { .. } => TopicError::InvalidConfig(error.to_string()),
+        other => TopicError::Storage(StorageError::Corrupt(format!("topic catalog: {other}"))),
+    }
 }
 
 impl Topics {
@@ -143,31 +182,66 @@ impl Topics {
         catalog: Catalog,
         data_dir: &Path,
         base_config: LogConfig,
+        replica_config: ReplicaConfig,
     ) -> Result<Topics, TopicError> {
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|source| StorageError::Io {
             context: format!("creating {}", topics_dir.display()),
             source,
         })?;
+        let mut replicated = Replicated {
+            catalog: TopicCatalog::new(),
+            clock: HybridClock::resume(0),
+            region: replica_config.region,
+        };
+        for (name, bytes) in catalog.topic_states()? {
+            let state = TopicState::decode(&bytes).map_err(catalog_error)?;
+            replicated.catalog.merge_topic(&name, &state);
+        }
+        let newest = replicated.catalog.max_stamp().map_or(0, |s| s.hlc);
+        replicated.clock = HybridClock::resume(newest);
+        let records = catalog.topics()?;
         let topics = Topics {
             catalog,
             topics_dir,
             base_config,
+            replica_config,
             by_name: DashMap::new(),
-            changes: Mutex::new(()),
+            changes: Mutex::new(replicated),
         };
-        let records = topics.catalog.topics()?;
-        let total = records.len();
-        for (done, record) in records.into_iter().enumerate() {
-            let topic = topics.open_topic(record)?;
-            tracing::info!(
-                topic = %topic.name,
-                partitions = topic.partition_count(),
-                progress = format!("{}/{}", done + 1, total),
-                "opened topic"
-            );
-            topics.by_name.insert(topic.name.clone(), topic);
+        let mut replicated = topics.lock_changes();
+        for record in &records {
+            if replicated.catalog.topic(&record.name).is_none() {
+                // Hosted before the catalog was replicated: enter it as a create made here.
+                let stamp = replicated.stamp();
+                replicated
+                    .catalog
+                    .create(
+                        &record.name,
+                        record.partitions,
+                        record.configs.clone(),
+                        stamp,
+                    )
+                    .map_err(catalog_error)?;
+            }
         }
+        let mut names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
+        names.extend(replicated.catalog.alive().map(|(name, _)| name.to_string()));
+        names.sort();
+        names.dedup();
+        let total = names.len();
+        for (done, name) in names.iter().enumerate() {
+            topics.reconcile(&replicated.catalog, name)?;
+            if let Some(topic) = topics.get(name) {
+                tracing::info!(
+                    topic = %topic.name,
+                    partitions = topic.partition_count(),
+                    progress = format!("{}/{}", done + 1, total),
+                    "opened topic"
+                );
+            }
+        }
+        drop(replicated);
         let partitions: Vec<_> = topics.by_name.iter().flat_map(|t| t.partitions()).collect();
         let recovered = partitions
             .iter()
@@ -231,21 +305,19 @@ impl Topics {
         Ok(())
     }
 
-    /// Creates a topic: catalog first, then its partition directories.
+    /// Creates a topic: catalog first, then its partition directories. Peers learn of it through
+    /// the replicated catalog.
     pub fn create(&self, new: NewTopic) -> Result<Arc<Topic>, TopicError> {
-        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replicated = self.lock_changes();
         self.validate_new(&new)?;
-        let record = TopicRecord {
-            name: new.name,
-            id: *Uuid::new_v4().as_bytes(),
-            partitions: new.partitions,
-            configs: new.configs,
-            created_ms: now_ms(),
-        };
-        self.catalog.put_topic(&record)?;
-        let topic = self.open_topic(record)?;
+        let stamp = replicated.stamp();
+        replicated
+            .catalog
+            .create(&new.name, new.partitions, new.configs, stamp)
+            .map_err(catalog_error)?;
+        self.reconcile(&replicated.catalog, &new.name)?;
+        let topic = self.existing(&new.name)?;
         tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "created topic");
-        self.by_name.insert(topic.name.clone(), topic.clone());
         Ok(topic)
     }
 
@@ -266,14 +338,14 @@ impl Topics {
 
     /// Deletes a topic: out of the catalog, then its logs off the disk.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replicated = self.lock_changes();
         let topic = self.existing(name)?;
-        self.catalog.delete_topic(name)?;
-        self.by_name.remove(name);
-        for partition in topic.partitions() {
-            remove_partition_dir(&self.partition_dir(name, partition.index))?;
-            partition.appended.notify_waiters();
-        }
+        let stamp = replicated.stamp();
+        replicated
+            .catalog
+            .delete(name, stamp)
+            .map_err(catalog_error)?;
+        self.reconcile(&replicated.catalog, name)?;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -285,7 +357,7 @@ impl Topics {
         count: u32,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replicated = self.lock_changes();
         let topic = self.existing(name)?;
         let current = topic.partition_count();
         if (count as usize) <= current {
@@ -296,20 +368,12 @@ impl Topics {
         if validate_only {
             return Ok(());
         }
-        let mut record = topic.record();
-        record.partitions = count;
-        let config = self.log_config(&record.configs);
-        let mut opened = Vec::new();
-        for index in current..count as usize {
-            opened.push(self.open_partition(name, index as i32, &config)?);
-        }
-        self.catalog.put_topic(&record)?;
-        *topic.record.write().unwrap_or_else(|e| e.into_inner()) = record;
-        topic
-            .partitions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(opened);
+        let stamp = replicated.stamp();
+        replicated
+            .catalog
+            .add_partitions(name, count, stamp)
+            .map_err(catalog_error)?;
+        self.reconcile(&replicated.catalog, name)?;
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
@@ -321,22 +385,135 @@ impl Topics {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replicated = self.lock_changes();
         let topic = self.existing(name)?;
         validate_configs(&configs)?;
         if validate_only {
             return Ok(());
         }
-        let mut record = topic.record();
-        record.configs = configs;
-        self.catalog.put_topic(&record)?;
-        let config = self.log_config(&record.configs);
-        for partition in topic.partitions() {
-            partition.log.set_config(config.clone());
-        }
-        *topic.config.write().unwrap_or_else(|e| e.into_inner()) = config;
-        *topic.record.write().unwrap_or_else(|e| e.into_inner()) = record;
+        let mut changes: BTreeMap<String, Option<String>> = topic
+            .overrides()
+            .into_keys()
+            .map(|key| (key, None))
+            .collect();
+        changes.extend(configs.into_iter().map(|(k, v)| (k, Some(v))));
+        let stamp = replicated.stamp();
+        replicated
+            .catalog
+            .alter_configs(name, changes, stamp)
+            .map_err(catalog_error)?;
+        self.reconcile(&replicated.catalog, name)?;
         tracing::info!(topic = name, "changed topic configs");
+        Ok(())
+    }
+
+    /// Folds a peer's encoded catalog into this region's and makes the hosted topics follow:
+    /// topics created elsewhere are created here, deleted ones deleted, grown ones grown.
+    /// Returns how many topics changed.
+    pub fn merge_peer_catalog(&self, bytes: &[u8]) -> Result<usize, TopicError> {
+        let theirs = TopicCatalog::decode(bytes).map_err(catalog_error)?;
+        let mut replicated = self.lock_changes();
+        if let Some(newest) = theirs.max_stamp() {
+            replicated.clock.observe(newest.hlc);
+        }
+        let mut changed = 0;
+        for (name, state) in theirs.topics() {
+            if validate_topic_name(name).is_err() {
+                tracing::warn!(topic = name, "ignoring a peer's topic with an invalid name");
+                continue;
+            }
+            if replicated.catalog.merge_topic(name, state).state_changed {
+                changed += 1;
+                self.reconcile(&replicated.catalog, name)?;
+            }
+        }
+        if changed > 0 {
+            tracing::info!(topics = changed, "merged a peer's topic catalog");
+        }
+        Ok(changed)
+    }
+
+    /// A digest of the replicated catalog: peers exchange catalogs only when digests differ.
+    pub fn catalog_digest(&self) -> u64 {
+        self.lock_changes().catalog.digest()
+    }
+
+    /// The replicated catalog, encoded for a peer.
+    pub fn encoded_catalog(&self) -> Vec<u8> {
+        self.lock_changes().catalog.encode()
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, Replicated> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `name`'s replicated state and makes what this region hosts match it: creates,
+    /// deletes, re-creates (new topic id), grows, or reconfigures the topic. Called with the
+    /// change lock held, after every local change and every merge that changed the state.
+    fn reconcile(&self, catalog: &TopicCatalog, name: &str) -> Result<(), TopicError> {
+        let state = catalog
+            .topic(name)
+            .map(TopicState::encode)
+            .unwrap_or_default();
+        let view = catalog.get(name);
+        let hosted = self.get(name);
+        if let Some(topic) = &hosted {
+            let same_incarnation = view
+                .as_ref()
+                .is_some_and(|v| Uuid::from_bytes(v.topic_id) == topic.id);
+            if !same_incarnation {
+                self.catalog.put_topic_state(name, &state, None)?;
+                self.by_name.remove(name);
+                for partition in topic.partitions() {
+                    remove_partition_dir(&self.partition_dir(name, partition.index))?;
+                    partition.appended.notify_waiters();
+                }
+            }
+        }
+        let Some(view) = view else {
+            return Ok(self.catalog.put_topic_state(name, &state, None)?);
+        };
+        let created_ms = hosted
+            .as_ref()
+            .map_or_else(now_ms, |t| t.record().created_ms);
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: view.topic_id,
+            partitions: view.partitions,
+            configs: view.configs,
+            created_ms,
+        };
+        self.catalog.put_topic_state(name, &state, Some(&record))?;
+        match self.get(name) {
+            Some(topic) => self.follow(&topic, record),
+            None => {
+                let topic = self.open_topic(record)?;
+                self.by_name.insert(name.to_string(), topic);
+                Ok(())
+            }
+        }
+    }
+
+    /// Grows a hosted topic's partitions and applies its configs to match `record`.
+    fn follow(&self, topic: &Topic, record: TopicRecord) -> Result<(), TopicError> {
+        let config = self.log_config(&record.configs);
+        let current = topic.partition_count();
+        let mut opened = Vec::new();
+        for index in current..record.partitions as usize {
+            opened.push(self.open_partition(&record.name, index as i32, &config)?);
+        }
+        if record.configs != topic.overrides() {
+            for partition in topic.partitions() {
+                partition.log.set_config(config.clone());
+            }
+            *topic.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        }
+        topic
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(opened);
+        *topic.record.write().unwrap_or_else(|e| e.into_inner()) = record;
         Ok(())
     }
 
@@ -371,11 +548,23 @@ impl Topics {
         index: i32,
         config: &LogConfig,
     ) -> Result<Arc<PartitionHandle>, TopicError> {
-        let log = Partition::open(&self.partition_dir(topic, index), config.clone(), now_ms())?;
+        let log = Arc::new(Partition::open(
+            &self.partition_dir(topic, index),
+            config.clone(),
+            now_ms(),
+        )?);
+        if !log.opened_cleanly() {
+            // The replica counts everything in the log as durable (peers may rely on it for
+            // the stable cut), so a recovered tail is made durable before it is announced.
+            log.sync()?;
+        }
+        let replica =
+            Replica::recover(self.replica_config.clone(), ReplicaLog::open(log.clone())?)?;
         Ok(Arc::new(PartitionHandle {
             topic: topic.to_string(),
             index,
             log,
+            replica: Mutex::new(replica),
             appended: Notify::new(),
         }))
     }

@@ -369,20 +369,20 @@ impl<L: BatchLog> PartitionReplica<L> {
                 meta: meta.clone(),
                 payload,
             })?;
-            Ok(Some(meta.clone()))
-        })?
-        .ok_or(ReplicaError::Poisoned)
+            Ok((true, meta.clone()))
+        })
     }
 
-    /// Stamps a batch produced here and lets `write` append it with that metadata. `write` may
-    /// decline (return `None`), for instance when the log recognises an idempotent producer's
-    /// retry that it already holds: then the sequence is not used and nothing changes. The
-    /// broker appends through this because the log, not the replica, knows about producers.
+    /// Stamps a batch produced here and lets `write` append it with that metadata. `write`
+    /// returns whether it appended, and may decline (`false`), for instance when the log
+    /// recognises an idempotent producer's retry that it already holds: then the sequence is not
+    /// used and nothing changes. The broker appends through this because the log, not the
+    /// replica, knows about producers.
     pub fn append_local_with<T>(
         &mut self,
         wall_ms: u64,
-        write: impl FnOnce(&mut L, &CausalMeta) -> Result<Option<T>, LogError>,
-    ) -> Result<Option<T>, ReplicaError> {
+        write: impl FnOnce(&mut L, &CausalMeta) -> Result<(bool, T), LogError>,
+    ) -> Result<T, ReplicaError> {
         self.check_poisoned()?;
         let region = self.config.region;
         let meta = CausalMeta {
@@ -392,11 +392,12 @@ impl<L: BatchLog> PartitionReplica<L> {
             deps: self.clock.to_deps(),
         };
         match write(&mut self.log, &meta) {
-            Ok(Some(written)) => {
-                self.clock.advance(region, meta.origin_seq);
-                Ok(Some(written))
+            Ok((appended, written)) => {
+                if appended {
+                    self.clock.advance(region, meta.origin_seq);
+                }
+                Ok(written)
             }
-            Ok(None) => Ok(None),
             Err(error) => {
                 self.poisoned = true;
                 Err(error.into())
@@ -410,7 +411,8 @@ impl<L: BatchLog> PartitionReplica<L> {
     /// runs (group commit) instead of waiting behind the replica's lock.
     pub fn mark_durable(&mut self, synced: &VectorClock) {
         for (region, seq) in synced.to_deps() {
-            self.durable.advance(region, seq.min(self.clock.get(region)));
+            self.durable
+                .advance(region, seq.min(self.clock.get(region)));
         }
     }
 
@@ -943,10 +945,8 @@ mod tests {
     #[test]
     fn a_declined_local_write_uses_no_sequence() {
         let mut a = replica(A);
-        let declined: Option<()> = a
-            .append_local_with(NOW, |_, _| Ok(None))
+        a.append_local_with(NOW, |_, _| Ok((false, ())))
             .expect("append");
-        assert!(declined.is_none());
         assert_eq!(a.clock().get(A), 0);
         let meta = a.append_local(7, NOW).expect("append");
         assert_eq!(meta.origin_seq, 1);

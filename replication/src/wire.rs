@@ -31,6 +31,8 @@ pub const REPLICATION_API_VERSION: i16 = 0;
 const TOPIC_BYTES_MAX: usize = 249;
 /// Most partitions one message may name.
 const PARTITIONS_MAX: usize = 1 << 20;
+/// Most origins one pull may name.
+const ORIGINS_MAX: usize = 1024;
 /// Most batches one partition entry may carry.
 const BATCHES_MAX: usize = 1 << 20;
 /// Longest byte string (batch, secret, catalog) accepted.
@@ -49,6 +51,10 @@ pub struct PullRequest {
     pub max_bytes: u32,
     /// Digest of the requester's topic catalog: the peer sends its own catalog when it differs.
     pub catalog_digest: u64,
+    /// The origins whose batches the requester wants from this peer; empty means all. A region
+    /// pulls each origin's batches from the origin itself, and from other peers only while its
+    /// link to that origin is down, so a healthy mesh carries each batch once per region.
+    pub origins: Vec<u32>,
     /// Every partition the requester hosts, with its clocks.
     pub partitions: Vec<PartitionPull>,
 }
@@ -217,6 +223,10 @@ impl PullRequest {
         put_varint(u64::from(self.max_wait_ms), &mut out);
         put_varint(u64::from(self.max_bytes), &mut out);
         put_varint(self.catalog_digest, &mut out);
+        put_varint(self.origins.len() as u64, &mut out);
+        for origin in &self.origins {
+            put_varint(u64::from(*origin), &mut out);
+        }
         put_varint(self.partitions.len() as u64, &mut out);
         for p in &self.partitions {
             put_bytes(p.topic.as_bytes(), &mut out);
@@ -235,6 +245,10 @@ impl PullRequest {
         let max_wait_ms = r.u32()?;
         let max_bytes = r.u32()?;
         let catalog_digest = r.varint()?;
+        let origin_count = r.count(ORIGINS_MAX)?;
+        let origins = (0..origin_count)
+            .map(|_| r.u32())
+            .collect::<Result<Vec<_>, _>>()?;
         let count = r.count(PARTITIONS_MAX)?;
         let mut partitions = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
@@ -252,6 +266,7 @@ impl PullRequest {
             max_wait_ms,
             max_bytes,
             catalog_digest,
+            origins,
             partitions,
         })
     }
@@ -396,6 +411,7 @@ mod tests {
             max_wait_ms: 500,
             max_bytes: 1 << 20,
             catalog_digest: u64::MAX,
+            origins: vec![7],
             partitions: vec![PartitionPull {
                 topic: "orders".into(),
                 partition: 0,

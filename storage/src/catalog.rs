@@ -2,10 +2,11 @@
 //! `<data-dir>/meta`).
 //!
 //! ## Keys and values (version 0)
-//! - `topic/<name>` -> JSON `TopicRecord`.
-//! - `region/<name>` -> JSON `u32` region id. Ids start at 1 (0 means "no region", the
-//!   `CausalMeta` default) and are never reused.
-//! - `meta/next-region-id` -> JSON `u32`, the next id to hand out.
+//! - `topic/<name>` -> JSON `TopicRecord`: the topic as this region hosts it.
+//! - `topic-state/<name>` -> the topic's replicated catalog state (the replication crate's
+//!   encoding; kept for deleted topics too, so a delete wins over older creates from peers).
+//! - `meta/region` -> JSON `{name, id}`: the region this data dir belongs to (ids are derived
+//!   from region names by the replication crate, so every region agrees on them).
 //!
 //! Every write is a synchronous (WAL-fsynced) write, so an acknowledged CreateTopics or a
 //! region id handed out survives a crash.
@@ -21,13 +22,21 @@ use crate::error::StorageError;
 use crate::rocks::{self, db_err, sync_writes};
 
 const TOPIC_PREFIX: &str = "topic/";
+/// Key prefix of replicated topic-catalog states (`topic-state/<name>`, opaque bytes).
+const TOPIC_STATE_PREFIX: &str = "topic-state/";
 /// Key prefix of transaction coordinator records (`txn/<transactional id>`).
 const TRANSACTION_PREFIX: &str = "txn/";
-const REGION_PREFIX: &str = "region/";
 /// Key of the next unreserved producer-id counter.
 const NEXT_PRODUCER_ID_KEY: &str = "meta/next-producer-id";
-const NEXT_REGION_KEY: &str = "meta/next-region-id";
-const FIRST_REGION_ID: u32 = 1;
+/// Key of the region this data dir belongs to.
+const REGION_KEY: &str = "meta/region";
+
+/// The region a data dir was first started as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RegionBinding {
+    name: String,
+    id: u32,
+}
 
 /// A topic as created by CreateTopics: what the broker needs to recreate it on restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +56,7 @@ pub struct TopicRecord {
 /// Durable broker metadata in RocksDB.
 pub struct Catalog {
     db: DB,
-    /// Serializes region id assignment (read, then write of the counter).
+    /// Serializes producer-id reservations (read, then write of the counter).
     counters_lock: Mutex<()>,
 }
 
@@ -115,40 +124,58 @@ impl Catalog {
             .map_err(db_err)
     }
 
-    /// Stores (or replaces) a topic record with a synchronous write.
-    pub fn put_topic(&self, topic: &TopicRecord) -> Result<(), StorageError> {
-        let key = format!("{TOPIC_PREFIX}{}", topic.name);
-        self.db
-            .put_opt(key, encode(topic)?, &sync_writes())
-            .map_err(db_err)
-    }
-
-    /// Deletes a topic record (absent is fine).
-    pub fn delete_topic(&self, name: &str) -> Result<(), StorageError> {
-        self.db
-            .delete_opt(format!("{TOPIC_PREFIX}{name}"), &sync_writes())
-            .map_err(db_err)
-    }
-
-    /// The stable small integer id of a region, assigned on first use and persisted.
-    pub fn region_id(&self, region: &str) -> Result<u32, StorageError> {
-        let key = format!("{REGION_PREFIX}{region}");
-        let _guard = self.counters_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bytes) = self.db.get(&key).map_err(db_err)? {
-            return decode(key.as_bytes(), &bytes);
+    /// Every stored replicated topic state, by name.
+    pub fn topic_states(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(TOPIC_STATE_PREFIX.as_bytes(), Direction::Forward);
+        for item in self.db.iterator(mode) {
+            let (key, value) = item.map_err(db_err)?;
+            let Some(name) = key.strip_prefix(TOPIC_STATE_PREFIX.as_bytes()) else {
+                break;
+            };
+            out.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
         }
-        let id: u32 = match self.db.get(NEXT_REGION_KEY).map_err(db_err)? {
-            Some(bytes) => decode(NEXT_REGION_KEY.as_bytes(), &bytes)?,
-            None => FIRST_REGION_ID,
-        };
-        let next = id
-            .checked_add(1)
-            .ok_or_else(|| StorageError::Db("region ids exhausted".into()))?;
+        Ok(out)
+    }
+
+    /// Stores a topic's replicated state and, atomically with it, its hosted record (`Some`) or
+    /// the removal of its record (`None`), with one synchronous write.
+    pub fn put_topic_state(
+        &self,
+        name: &str,
+        state: &[u8],
+        record: Option<&TopicRecord>,
+    ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        batch.put(&key, encode(&id)?);
-        batch.put(NEXT_REGION_KEY, encode(&next)?);
-        self.db.write_opt(batch, &sync_writes()).map_err(db_err)?;
-        Ok(id)
+        batch.put(format!("{TOPIC_STATE_PREFIX}{name}"), state);
+        match record {
+            Some(record) => batch.put(format!("{TOPIC_PREFIX}{name}"), encode(record)?),
+            None => batch.delete(format!("{TOPIC_PREFIX}{name}")),
+        }
+        self.db.write_opt(batch, &sync_writes()).map_err(db_err)
+    }
+
+    /// Binds the data directory to the region `name` with id `id` on first start, and refuses a
+    /// later start under another name or id: a data dir holds one region's batches, stamped with
+    /// its id, and must never be served as another region's.
+    pub fn bind_region(&self, name: &str, id: u32) -> Result<(), StorageError> {
+        let wanted = RegionBinding {
+            name: name.to_string(),
+            id,
+        };
+        if let Some(bytes) = self.db.get(REGION_KEY).map_err(db_err)? {
+            let bound: RegionBinding = decode(REGION_KEY.as_bytes(), &bytes)?;
+            if bound != wanted {
+                return Err(StorageError::Corrupt(format!(
+                    "this data dir belongs to region {:?} (id {}), not {name:?} (id {id})",
+                    bound.name, bound.id
+                )));
+            }
+            return Ok(());
+        }
+        self.db
+            .put_opt(REGION_KEY, encode(&wanted)?, &sync_writes())
+            .map_err(db_err)
     }
 
     /// Reserves the next `count` producer-id counters and returns the first. The counter is
@@ -229,31 +256,32 @@ mod tests {
         };
         {
             let catalog = Catalog::open(dir.path()).unwrap();
-            catalog.put_topic(&a).unwrap();
-            catalog.put_topic(&b).unwrap();
-            catalog.region_id("zzz").unwrap();
-            catalog.delete_topic("b").unwrap();
+            catalog.put_topic_state("a", b"state-a", Some(&a)).unwrap();
+            catalog.put_topic_state("b", b"state-b", Some(&b)).unwrap();
+            catalog.bind_region("zzz", 9).unwrap();
+            catalog.put_topic_state("b", b"deleted-b", None).unwrap();
         }
         let catalog = Catalog::open(dir.path()).unwrap();
         assert_eq!(catalog.topics().unwrap(), vec![a]);
+        assert_eq!(
+            catalog.topic_states().unwrap(),
+            vec![
+                ("a".to_string(), b"state-a".to_vec()),
+                ("b".to_string(), b"deleted-b".to_vec())
+            ]
+        );
     }
 
     #[test]
-    fn region_ids_are_stable_across_reopen() {
+    fn a_data_dir_stays_bound_to_its_region() {
         let dir = tempfile::tempdir().unwrap();
-        let (east, west) = {
-            let catalog = Catalog::open(dir.path()).unwrap();
-            let east = catalog.region_id("east").unwrap();
-            let west = catalog.region_id("west").unwrap();
-            assert_eq!(catalog.region_id("east").unwrap(), east);
-            (east, west)
-        };
-        assert_ne!(east, west);
-        assert!(east >= 1 && west >= 1);
+        Catalog::open(dir.path())
+            .unwrap()
+            .bind_region("east", 7)
+            .unwrap();
         let catalog = Catalog::open(dir.path()).unwrap();
-        assert_eq!(catalog.region_id("west").unwrap(), west);
-        assert_eq!(catalog.region_id("east").unwrap(), east);
-        let south = catalog.region_id("south").unwrap();
-        assert!(south != east && south != west);
+        catalog.bind_region("east", 7).unwrap();
+        assert!(catalog.bind_region("west", 8).is_err());
+        assert!(catalog.bind_region("east", 8).is_err());
     }
 }

@@ -25,7 +25,7 @@ use crate::batch::{assign_offsets, stamp_log_append_time, BatchError, BatchHeade
 use crate::causal::CausalMeta;
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, PRODUCERS_FILE};
 use crate::config::{LogConfig, TimestampType};
-use crate::control::{control_batch, ControlType};
+use crate::control::{control_batch, control_type, ControlType};
 use crate::error::{IoContext, StorageError};
 use crate::producers::{AbortedTransaction, ProducerStates, SequenceCheck};
 use crate::retention::{deletable_prefix, SegmentFacts};
@@ -169,6 +169,15 @@ impl LogState {
         }
         Ok(bytes)
     }
+}
+
+/// Where an appended batch comes from, with its transaction marker type if it is one.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Produced in this region (or a marker written by its transaction coordinator).
+    Local(Option<ControlType>),
+    /// Produced in another region and replicated here.
+    Replicated(Option<ControlType>),
 }
 
 /// One partition's log, shared between threads (`&self` methods, internal locking, blocking I/O).
@@ -327,7 +336,35 @@ impl Partition {
             )
             .into());
         }
-        self.append_batch(batch, None, now_ms, stamp)
+        self.append_batch(batch, Source::Local(None), now_ms, stamp)
+    }
+
+    /// Appends ONE batch that another region produced, with the causal metadata its origin
+    /// stamped (never re-stamped, so every region stores the same metadata). Unlike `append`,
+    /// control batches are accepted (transaction markers replicate like any batch), producer
+    /// sequences are recorded but not checked (the origin checked them, and per-origin order is
+    /// kept by the delivery rule), and LogAppendTime is not re-stamped (the origin's stamp is
+    /// part of the replicated data).
+    pub fn append_replicated(
+        &self,
+        batch: &mut [u8],
+        meta: &CausalMeta,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        let header = BatchHeader::parse(batch)?;
+        let control = if header.is_control() {
+            Some(control_type(&header, batch).ok_or_else(|| {
+                BatchError::Corrupt("control batch without a commit or abort marker".into())
+            })?)
+        } else {
+            None
+        };
+        self.append_batch(batch, Source::Replicated(control), now_ms, |_| meta.clone())
+    }
+
+    /// Whether some appended bytes are not fsynced yet.
+    pub fn has_unsynced(&self) -> bool {
+        *self.lock_synced() < self.log_end_offset()
     }
 
     /// Appends a transaction marker for `producer_id` at `epoch`, ending its open transaction in
@@ -341,7 +378,7 @@ impl Partition {
         stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
     ) -> Result<AppendResult, StorageError> {
         let mut batch = control_batch(kind, producer_id, epoch, 0, now_ms);
-        self.append_batch(&mut batch, Some(kind), now_ms, stamp)
+        self.append_batch(&mut batch, Source::Local(Some(kind)), now_ms, stamp)
     }
 
     /// The causal metadata of every batch whose base offset lies in `[from, to)`, by base offset
@@ -379,7 +416,7 @@ impl Partition {
     fn append_batch(
         &self,
         batch: &mut [u8],
-        control: Option<ControlType>,
+        source: Source,
         now_ms: i64,
         stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
     ) -> Result<AppendResult, StorageError> {
@@ -402,10 +439,19 @@ impl Partition {
             }
             .into());
         }
+        let (control, replicated) = match source {
+            Source::Local(control) => (control, false),
+            Source::Replicated(control) => (control, true),
+        };
+        let check = if replicated {
+            SequenceCheck::Append
+        } else {
+            st.producers.check(&header)?
+        };
         if let SequenceCheck::Duplicate {
             base_offset,
             last_offset,
-        } = st.producers.check(&header)?
+        } = check
         {
             return Ok(AppendResult {
                 base_offset,
@@ -431,7 +477,7 @@ impl Partition {
         }
         assign_offsets(batch, base_offset, LEADER_EPOCH);
         let mut log_append_time_ms = -1;
-        if st.config.timestamp_type == TimestampType::LogAppendTime {
+        if !replicated && st.config.timestamp_type == TimestampType::LogAppendTime {
             stamp_log_append_time(batch, now_ms);
             log_append_time_ms = now_ms;
         }

@@ -3,6 +3,7 @@
 //! `acks`: 0 never, 1 once written to the page cache, all (-1) once fsynced (group commit).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use causeway_storage::{
@@ -19,17 +20,23 @@ use crate::metrics;
 use crate::topics::{PartitionHandle, Topic};
 use crate::transactions::TxnState;
 
-/// A partition whose batches were appended and, with acks=all, still need an fsync.
+/// A partition whose batches were appended and, with acks=all, still need an fsync (and, with
+/// `causeway.min.regions` above 1, other regions to hold them).
 struct Pending {
     partition: Arc<PartitionHandle>,
-    end_offset: i64,
+    own_seq: u64,
+    min_regions: usize,
     response: usize,
     topic: usize,
 }
 
+/// Topic config: how many regions must hold a batch before acks=all is answered.
+const MIN_REGIONS_CONFIG: &str = "causeway.min.regions";
+
 /// Appends every partition's batches; `None` when acks=0.
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<ResponseKind> {
     let acks = request.acks;
+    let request_timeout_ms = request.timeout_ms;
     let transactional_id = request
         .transactional_id
         .as_ref()
@@ -51,16 +58,18 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<Res
                         data.index,
                         data.records,
                         transactional_id.as_deref(),
-                    ),
+                    )
+                    .map(|appended| (topic, appended)),
                     Err(code) => Err(*code),
                 }
             };
             let response = match outcome {
-                Ok((partition, result)) => {
+                Ok((topic, (partition, result, own_seq))) => {
                     if acks == -1 {
                         to_sync.push(Pending {
                             partition,
-                            end_offset: result.last_offset + 1,
+                            own_seq,
+                            min_regions: min_regions(topic),
                             response: partitions.len(),
                             topic: topic_index,
                         });
@@ -87,10 +96,11 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<Res
                 .with_partition_responses(partitions),
         );
     }
-    for failed in sync_all(to_sync).await {
+    let timeout = Duration::from_millis(u64::try_from(request_timeout_ms).unwrap_or(0));
+    for (failed, code) in sync_all(broker, to_sync, timeout).await {
         let response = &mut responses[failed.topic].partition_responses[failed.response];
-        response.error_code = ResponseError::KafkaStorageError.code();
-        metrics::request_error(ApiKey::Produce, response.error_code);
+        response.error_code = code;
+        metrics::request_error(ApiKey::Produce, code);
     }
     if acks == 0 {
         return None;
@@ -111,14 +121,24 @@ fn find_topic(broker: &Broker, name: &str) -> Result<Arc<Topic>, i16> {
     }
 }
 
-/// Validates and appends one partition's batches; the result describes the first batch.
+/// `causeway.min.regions` of a topic (1 when unset or unreadable).
+fn min_regions(topic: &Topic) -> usize {
+    topic
+        .overrides()
+        .get(MIN_REGIONS_CONFIG)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Validates and appends one partition's batches; the result describes the first batch, with
+/// this region's own sequence in the partition after the last one.
 fn append_partition(
     broker: &Broker,
     topic: &Topic,
     index: i32,
     records: Option<Bytes>,
     transactional_id: Option<&str>,
-) -> Result<(Arc<PartitionHandle>, AppendResult), i16> {
+) -> Result<(Arc<PartitionHandle>, AppendResult, u64), i16> {
     let partition = topic
         .partition(index)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
@@ -128,6 +148,7 @@ fn append_partition(
     let now = now_ms();
     let mut first: Option<AppendResult> = None;
     let mut last: Option<AppendResult> = None;
+    let mut own_seq = 0;
     let mut record_count = 0u64;
     for range in batches {
         let mut batch = records[range].to_vec();
@@ -137,10 +158,11 @@ fn append_partition(
                 check_in_transaction(broker, transactional_id, &header, &topic.name, index)?;
             }
         }
-        let appended = partition
-            .log
-            .append(&mut batch, now, |previous| broker.stamp_local(previous))
+        let local = partition
+            .append_local(&mut batch, now)
             .map_err(|e| storage_error_code(&e))?;
+        own_seq = local.own_seq;
+        let appended = local.result;
         if appended.duplicate {
             tracing::debug!(topic = %topic.name, partition = index, base_offset = appended.base_offset, "duplicate batch from an idempotent producer");
             metrics::duplicate_batch(&topic.name);
@@ -148,7 +170,6 @@ fn append_partition(
         first.get_or_insert(appended);
         last = Some(appended);
     }
-    partition.appended.notify_waiters();
     metrics::produced(&topic.name, record_count, records.len() as u64);
     match (first, last) {
         (Some(first), Some(last)) => Ok((
@@ -157,6 +178,7 @@ fn append_partition(
                 last_offset: last.last_offset,
                 ..first
             },
+            own_seq,
         )),
         _ => Err(ResponseError::CorruptMessage.code()),
     }
@@ -190,32 +212,69 @@ fn check_in_transaction(
     }
 }
 
-/// fsyncs every pending partition concurrently; returns the ones whose fsync failed.
-async fn sync_all(pending: Vec<Pending>) -> Vec<Pending> {
+/// fsyncs every pending partition concurrently, then waits (up to `timeout`) for partitions
+/// whose topic sets `causeway.min.regions` until enough regions hold the batches; returns the
+/// partitions that failed, with their error code.
+async fn sync_all(
+    broker: &Arc<Broker>,
+    pending: Vec<Pending>,
+    timeout: Duration,
+) -> Vec<(Pending, i16)> {
     let tasks: Vec<_> = pending
         .into_iter()
         .map(|p| {
             let partition = p.partition.clone();
-            let end = p.end_offset;
-            let task = tokio::task::spawn_blocking(move || partition.log.sync_through(end));
+            let broker = broker.clone();
+            let task = tokio::task::spawn_blocking(move || partition.sync(&broker.replication));
             (p, task)
         })
         .collect();
     let mut failed = Vec::new();
+    let mut synced = Vec::new();
     for (pending, task) in tasks {
         match task.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => synced.push(pending),
             Ok(Err(error)) => {
                 tracing::error!(topic = %pending.partition.topic, partition = pending.partition.index, %error, "fsync failed");
-                failed.push(pending);
+                failed.push((pending, ResponseError::KafkaStorageError.code()));
             }
             Err(error) => {
                 tracing::error!(%error, "fsync task failed");
-                failed.push(pending);
+                failed.push((pending, ResponseError::KafkaStorageError.code()));
             }
         }
     }
+    let deadline = tokio::time::Instant::now() + timeout;
+    for pending in synced {
+        if pending.min_regions > 1 && !wait_for_regions(broker, &pending, deadline).await {
+            failed.push((pending, ResponseError::NotEnoughReplicasAfterAppend.code()));
+        }
+    }
     failed
+}
+
+/// Waits until `causeway.min.regions` regions durably hold this region's batches up to the
+/// pending sequence; false at the deadline (the batches stay appended, as in Kafka).
+async fn wait_for_regions(
+    broker: &Broker,
+    pending: &Pending,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let mut peers = broker.replication.watch_peers();
+    loop {
+        let holding = pending
+            .partition
+            .regions_holding(&broker.replication, pending.own_seq);
+        if holding >= pending.min_regions {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, peers.changed())
+            .await
+            .map_or(true, |changed| changed.is_err())
+        {
+            return false;
+        }
+    }
 }
 
 fn batch_error_code(error: &BatchError) -> i16 {

@@ -347,21 +347,15 @@ fn write_markers(
         let Some(partition) = broker.topics.get(topic).and_then(|t| t.partition(*index)) else {
             continue;
         };
-        let appended = partition.log.append_control(
-            kind,
-            record.producer_id,
-            record.epoch,
-            now,
-            |previous| broker.stamp_local(previous),
-        )?;
-        marked.push((partition, appended.last_offset + 1));
+        partition.append_local_control(kind, record.producer_id, record.epoch, now)?;
+        marked.push(partition);
     }
     // One fsync per partition, all at once: a transaction's end costs one fsync's latency, not
     // one per partition.
     std::thread::scope(|scope| {
         let syncs: Vec<_> = marked
             .iter()
-            .map(|(partition, end)| scope.spawn(move || partition.log.sync_through(*end)))
+            .map(|partition| scope.spawn(move || partition.sync(&broker.replication)))
             .collect();
         syncs.into_iter().try_for_each(|sync| {
             sync.join().unwrap_or_else(|_| {
@@ -372,7 +366,7 @@ fn write_markers(
             })
         })
     })?;
-    for (partition, _) in &marked {
+    for partition in &marked {
         partition.appended.notify_waiters();
     }
     if kind == ControlType::Commit {

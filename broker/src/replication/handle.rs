@@ -1,0 +1,141 @@
+//! What the produce path, the transaction coordinator and maintenance do to a partition through
+//! its replica: local appends get their causal stamp from the replica's clock, syncs make own
+//! batches servable to peers, and retention stops at the causally stable offset.
+
+use std::sync::MutexGuard;
+
+use causeway_replication::delivery::{stable_cut, BatchId, ReplicaError};
+use causeway_replication::VectorClock;
+use causeway_storage::{AppendResult, ControlType, StorageError};
+
+use super::log::ReplicaLog;
+use super::{Replica, Replication};
+use crate::topics::PartitionHandle;
+
+/// A local append's outcome and this region's sequence after it, which `causeway.min.regions`
+/// waits for peers to hold.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAppend {
+    /// Offsets, as for Produce.
+    pub result: AppendResult,
+    /// This region's own sequence in the partition once the batch is in.
+    pub own_seq: u64,
+}
+
+fn storage_error(error: ReplicaError) -> StorageError {
+    match error {
+        ReplicaError::Poisoned => StorageError::Poisoned,
+        other => StorageError::Db(format!("replica: {other}")),
+    }
+}
+
+impl PartitionHandle {
+    /// The partition's replica, locked. Appends serialize on this lock (the log's own lock is
+    /// taken inside it), so a clock read here always matches the log.
+    pub fn replica(&self) -> MutexGuard<'_, Replica> {
+        self.replica.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append_stamped(
+        &self,
+        now_ms: i64,
+        write: impl FnOnce(
+            &mut ReplicaLog,
+            &causeway_storage::CausalMeta,
+        ) -> (bool, Result<AppendResult, StorageError>),
+    ) -> Result<LocalAppend, StorageError> {
+        let mut replica = self.replica();
+        let wall = u64::try_from(now_ms).unwrap_or(0);
+        let result = replica
+            .append_local_with(wall, |log, meta| Ok(write(log, meta)))
+            .map_err(storage_error)??;
+        let own_seq = replica.clock().get(replica.region());
+        drop(replica);
+        self.appended.notify_waiters();
+        Ok(LocalAppend { result, own_seq })
+    }
+
+    /// Appends one validated batch produced by a client of this region.
+    pub fn append_local(&self, batch: &mut [u8], now_ms: i64) -> Result<LocalAppend, StorageError> {
+        self.append_stamped(now_ms, |log, meta| log.append_own(batch, meta, now_ms))
+    }
+
+    /// Appends a transaction marker written by this region's coordinator.
+    pub fn append_local_control(
+        &self,
+        kind: ControlType,
+        producer_id: i64,
+        epoch: i16,
+        now_ms: i64,
+    ) -> Result<LocalAppend, StorageError> {
+        self.append_stamped(now_ms, |log, meta| {
+            log.append_own_control(kind, producer_id, epoch, meta, now_ms)
+        })
+    }
+
+    /// Group commit, then marks what it covered durable for replication: own batches become
+    /// servable to peers and the durable clock peers see advances.
+    pub fn sync(&self, replication: &Replication) -> Result<(), StorageError> {
+        let (clock, end) = {
+            let replica = self.replica();
+            (replica.clock().clone(), self.log.log_end_offset())
+        };
+        self.log.sync_through(end)?;
+        let mut replica = self.replica();
+        let advanced = replica.durable_clock() != &clock;
+        replica.mark_durable(&clock);
+        drop(replica);
+        if advanced {
+            replication.data_progressed();
+        }
+        Ok(())
+    }
+
+    /// The offset below which every region holds every batch durably (the causally stable
+    /// point): retention and compaction never go above it. Peers reported stale are left out,
+    /// so a region gone for good does not stop retention forever. In one region, the log end.
+    pub fn stable_offset(&self, replication: &Replication, stale: &[u32]) -> i64 {
+        let end = self.log.log_end_offset();
+        if !replication.enabled() {
+            return end;
+        }
+        let replica = self.replica();
+        let empty = VectorClock::default();
+        let clocks = std::iter::once(replica.durable_clock()).chain(
+            replication
+                .peers
+                .iter()
+                .filter(|p| !stale.contains(&p.id))
+                .map(|p| replica.peer_clock(p.id).unwrap_or(&empty)),
+        );
+        let cut = stable_cut(clocks);
+        replica
+            .clock()
+            .to_deps()
+            .into_iter()
+            .filter(|&(origin, seq)| cut.get(origin) < seq)
+            .filter_map(|(origin, _)| {
+                replica.log().first_offset_of(BatchId {
+                    origin,
+                    seq: cut.get(origin) + 1,
+                })
+            })
+            .min()
+            .unwrap_or(end)
+    }
+
+    /// How many of this region's peers durably hold its own batches up to `own_seq`.
+    pub fn regions_holding(&self, replication: &Replication, own_seq: u64) -> usize {
+        let replica = self.replica();
+        let me = replica.region();
+        1 + replication
+            .peers
+            .iter()
+            .filter(|p| {
+                replica
+                    .peer_clock(p.id)
+                    .is_some_and(|clock| clock.get(me) >= own_seq)
+            })
+            .count()
+    }
+}

@@ -1,0 +1,305 @@
+//! The link that pulls from one peer: connect, then pull in a loop (each pull long-polls at the
+//! peer until it has news), apply what arrives through each partition's replica, and on any
+//! failure log it, back off and reconnect. Nothing a peer sends can touch applied data: bad
+//! batches are dropped before the core sees them, and the core refuses bad metadata.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use causeway_replication::delivery::{Batch, PullResponse as CoreResponse};
+use causeway_replication::wire::{
+    PartitionPull, PullError, PullRequest, PullResponse, REPLICATION_API_KEY,
+    REPLICATION_API_VERSION,
+};
+use causeway_storage::split_batches;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::status::LinkState;
+use super::Peer;
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::metrics;
+
+/// How long a pull may wait at the peer for news.
+const PULL_WAIT_MS: u32 = 500;
+/// Soft bound on one response's batch bytes.
+const PULL_BYTES_MAX: u32 = 8 << 20;
+/// Largest response frame accepted.
+const RESPONSE_BYTES_MAX: usize = 256 << 20;
+/// Time allowed for connecting and for a response beyond the pull's own wait.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest pause between failed attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A link with no successful pull for this long counts as down: its origin's batches are then
+/// pulled from the other peers too.
+const LINK_DOWN_AFTER_MS: i64 = 3 * PULL_WAIT_MS as i64 + 1_000;
+
+/// Why one connection's pull loop ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("peer sent a bad response: {0}")]
+    BadResponse(String),
+    #[error("peer refused us: {0:?}")]
+    Refused(PullError),
+    #[error("applying the response failed: {0}")]
+    Apply(String),
+}
+
+/// Pulls from peer number `index` until shutdown.
+pub async fn run(broker: Arc<Broker>, index: usize, mut shutdown: watch::Receiver<bool>) {
+    let peer = broker.replication.peers[index].clone();
+    let link = &broker.replication.links[index];
+    let mut backoff = BACKOFF_MIN;
+    tracing::info!(peer = %peer.name, addr = %peer.addr, "replication link starting");
+    loop {
+        let attempt_started = now_ms();
+        let outcome = tokio::select! {
+            outcome = pull_until_error(&broker, &peer, index) => outcome,
+            _ = shutdown.changed() => return,
+        };
+        let error = match outcome {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        if link.facts().last_pull_ms >= attempt_started {
+            backoff = BACKOFF_MIN; // the connection worked for a while: retry promptly
+        }
+        let state = if matches!(error, LinkError::Refused(_)) {
+            backoff = BACKOFF_MAX;
+            LinkState::Refused
+        } else {
+            LinkState::Failing
+        };
+        tracing::warn!(peer = %peer.name, %error, retry_in_ms = backoff.as_millis() as u64, "replication link failed");
+        metrics::replication_link_failure(&peer.name);
+        link.update(|f| {
+            f.state = state;
+            f.last_error = Some(error.to_string());
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: pull and apply until something fails.
+async fn pull_until_error(
+    broker: &Arc<Broker>,
+    peer: &Peer,
+    index: usize,
+) -> Result<(), LinkError> {
+    let link = &broker.replication.links[index];
+    let mut stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&peer.addr))
+        .await
+        .map_err(|_| LinkError::Timeout)??;
+    stream.set_nodelay(true)?;
+    let mut correlation_id = 0i32;
+    loop {
+        let for_blocking = broker.clone();
+        let peer_id = peer.id;
+        let request = tokio::task::spawn_blocking(move || build_request(&for_blocking, peer_id))
+            .await
+            .map_err(|e| LinkError::Apply(e.to_string()))?;
+        correlation_id = correlation_id.wrapping_add(1);
+        let body = tokio::time::timeout(
+            IO_TIMEOUT + Duration::from_millis(u64::from(PULL_WAIT_MS)),
+            exchange(&mut stream, correlation_id, &request.encode()),
+        )
+        .await
+        .map_err(|_| LinkError::Timeout)??;
+        let response = PullResponse::decode(&body).map_err(|e| {
+            metrics::replication_refused("malformed_response");
+            LinkError::BadResponse(e.to_string())
+        })?;
+        if response.error != PullError::None {
+            return Err(LinkError::Refused(response.error));
+        }
+        if response.region != peer.id {
+            return Err(LinkError::BadResponse(format!(
+                "answered as region {}, expected {} ({})",
+                response.region, peer.id, peer.name
+            )));
+        }
+        let for_blocking = broker.clone();
+        let peer_id = peer.id;
+        let applied = tokio::task::spawn_blocking(move || apply(&for_blocking, peer_id, response))
+            .await
+            .map_err(|e| LinkError::Apply(e.to_string()))??;
+        link.update(|f| {
+            f.state = LinkState::Connected;
+            f.last_error = None;
+            f.last_pull_ms = now_ms();
+            f.batches_applied += applied.batches;
+            f.bytes_applied += applied.bytes;
+            f.duplicates += applied.duplicates;
+            f.refused += applied.refused;
+        });
+        if applied.backpressured {
+            tokio::time::sleep(BACKOFF_MIN).await;
+        }
+    }
+}
+
+/// Sends one pull frame and reads its response body.
+async fn exchange(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    body: &[u8],
+) -> Result<Vec<u8>, LinkError> {
+    let mut frame = Vec::with_capacity(12 + body.len());
+    let len = u32::try_from(8 + body.len())
+        .map_err(|_| LinkError::BadResponse("pull request too large".into()))?;
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&REPLICATION_API_KEY.to_be_bytes());
+    frame.extend_from_slice(&REPLICATION_API_VERSION.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(body);
+    stream.write_all(&frame).await?;
+    let len = stream.read_u32().await? as usize;
+    if !(4..=RESPONSE_BYTES_MAX).contains(&len) {
+        return Err(LinkError::BadResponse(format!("frame of {len} bytes")));
+    }
+    let answered = stream.read_i32().await?;
+    if answered != correlation_id {
+        return Err(LinkError::BadResponse(format!(
+            "correlation id {answered}, expected {correlation_id}"
+        )));
+    }
+    let mut body = vec![0; len - 4];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// This region's clocks for every partition, and which origins to ask peer `peer` for.
+fn build_request(broker: &Broker, peer: u32) -> PullRequest {
+    let replication = &broker.replication;
+    let now = now_ms();
+    let mut partitions = Vec::new();
+    for topic in broker.topics.all() {
+        for partition in topic.partitions() {
+            let replica = partition.replica();
+            partitions.push(PartitionPull {
+                topic: topic.name.clone(),
+                partition: u32::try_from(partition.index).unwrap_or(0),
+                have: replica.clock().clone(),
+                durable: replica.durable_clock().clone(),
+            });
+        }
+    }
+    PullRequest {
+        region: replication.region_id,
+        secret: replication.secret().to_vec(),
+        max_wait_ms: PULL_WAIT_MS,
+        max_bytes: PULL_BYTES_MAX,
+        catalog_digest: broker.catalog_digest(),
+        origins: wanted_origins(broker, peer, now),
+        partitions,
+    }
+}
+
+/// The origins to ask `peer` for: its own batches, plus those of every origin whose own link is
+/// down (anti-entropy routes around a broken link through any other peer). Asking every peer
+/// for everything would carry each batch once per peer, so while the mesh is healthy each
+/// origin's batches come from the origin itself. This region's own batches are never asked for:
+/// only batches durable here ever left it.
+fn wanted_origins(broker: &Broker, peer: u32, now: i64) -> Vec<u32> {
+    let replication = &broker.replication;
+    replication
+        .peers
+        .iter()
+        .zip(&replication.links)
+        .filter(|(p, link)| {
+            let facts = link.facts();
+            p.id == peer
+                || facts.state != LinkState::Connected
+                || now - facts.last_pull_ms > LINK_DOWN_AFTER_MS
+        })
+        .map(|(p, _)| p.id)
+        .collect()
+}
+
+/// What one response did here.
+#[derive(Debug, Default)]
+struct Applied {
+    batches: u64,
+    bytes: u64,
+    duplicates: u64,
+    refused: u64,
+    backpressured: bool,
+}
+
+/// Whether a replicated payload is exactly one well-formed record batch (length, magic, CRC):
+/// anything else is dropped before it reaches the log.
+fn well_formed(payload: &Bytes) -> bool {
+    split_batches(payload, usize::MAX).is_ok_and(|ranges| ranges.len() == 1)
+}
+
+/// Merges the peer's catalog, then runs each partition's batches through its replica.
+fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, LinkError> {
+    if let Some(catalog) = &response.catalog {
+        broker
+            .merge_peer_catalog(catalog)
+            .map_err(|e| LinkError::BadResponse(format!("catalog: {e}")))?;
+    }
+    let replication = &broker.replication;
+    let mut applied = Applied::default();
+    let wall = u64::try_from(now_ms()).unwrap_or(0);
+    for part in response.partitions {
+        let Some(partition) = broker
+            .topics
+            .get(&part.topic)
+            .and_then(|t| t.partition(i32::try_from(part.partition).ok()?))
+        else {
+            continue;
+        };
+        let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(part.batches.len());
+        for batch in part.batches {
+            if well_formed(&batch.payload) {
+                batches.push(batch);
+            } else {
+                applied.refused += 1;
+                metrics::replication_refused("bad_batch");
+                tracing::warn!(topic = %part.topic, partition = part.partition, origin = batch.meta.origin_region, seq = batch.meta.origin_seq, "dropped a replicated batch that is not one well-formed record batch");
+            }
+        }
+        let bytes: u64 = batches.iter().map(|b| b.payload.len() as u64).sum();
+        let core = CoreResponse {
+            from: peer,
+            to: replication.region_id,
+            have: part.have,
+            durable: part.durable,
+            batches,
+        };
+        let report = partition
+            .replica()
+            .receive_response(core, wall)
+            .map_err(|e| LinkError::Apply(format!("{}/{}: {e}", part.topic, part.partition)))?;
+        for (id, refusal) in &report.refused {
+            tracing::warn!(topic = %part.topic, partition = part.partition, origin = id.origin, seq = id.seq, ?refusal, "refused a replicated batch");
+            metrics::replication_refused("batch_metadata");
+        }
+        if report.applied > 0 {
+            partition.appended.notify_waiters();
+            metrics::replication_applied(&part.topic, report.applied, bytes);
+        }
+        applied.batches += report.applied as u64;
+        applied.bytes += if report.applied > 0 { bytes } else { 0 };
+        applied.duplicates += report.duplicates as u64;
+        applied.refused += report.refused.len() as u64;
+        applied.backpressured |= report.backpressured > 0;
+    }
+    if applied.batches > 0 {
+        replication.data_progressed();
+    }
+    Ok(applied)
+}

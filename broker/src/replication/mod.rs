@@ -1,0 +1,206 @@
+//! Active-active replication between regions (DESIGN.md section 4), wired to the broker: every
+//! partition has a [`Replica`] (the pure core of `causeway_replication::delivery` over its log),
+//! every peer a [`link`] that pulls from it over the Kafka port, and [`serve`] answers peers'
+//! pulls. See `docs/replication.md` for the protocol and the guarantees.
+
+pub mod handle;
+pub mod link;
+pub mod log;
+pub mod serve;
+pub mod status;
+pub mod syncer;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::bail;
+use causeway_replication::delivery::{PartitionReplica, ReplicaConfig};
+use causeway_replication::region::region_id;
+use tokio::sync::watch;
+
+use crate::config::BrokerOptions;
+use status::LinkStatus;
+
+/// One partition's replica: the causal-delivery core over the partition's log.
+pub type Replica = PartitionReplica<log::ReplicaLog>;
+
+/// Most batches held per origin in a partition's pending queue (see `docs/replication.md`).
+const PENDING_PER_ORIGIN_MAX: usize = 1024;
+
+/// A peer region as configured with `--peer NAME@HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Region name.
+    pub name: String,
+    /// Region id derived from the name (the same in every region).
+    pub id: u32,
+    /// Its Kafka listener.
+    pub addr: String,
+}
+
+/// This region's replication settings and the state its links, its pull server and the produce
+/// path share.
+pub struct Replication {
+    /// This region's name.
+    pub region: String,
+    /// This region's id.
+    pub region_id: u32,
+    /// The configured peers, in configuration order.
+    pub peers: Vec<Peer>,
+    secret: Vec<u8>,
+    /// How far ahead of local time a remote stamp may be.
+    pub hlc_skew_ms_max: u64,
+    /// After how long without contact a peer is reported stale and left out of the stable cut.
+    pub stale_after: Duration,
+    /// One per peer, same order as `peers`.
+    pub links: Vec<LinkStatus>,
+    /// Bumped when batches become servable here (a local fsync, a remote apply, a catalog
+    /// change): wakes pulls that wait for news.
+    data_progress: watch::Sender<u64>,
+    /// Bumped when a peer reports its clocks: wakes produce requests waiting for regions.
+    peer_progress: watch::Sender<u64>,
+    /// Peers already reported stale, so the warning is logged once per episode.
+    pub stale_reported: Mutex<BTreeSet<u32>>,
+}
+
+impl Replication {
+    /// Reads the region and peers from the options; refuses duplicate or clashing ids and peers
+    /// without a shared secret.
+    pub fn from_options(options: &BrokerOptions) -> anyhow::Result<Replication> {
+        let own_id = region_id(&options.region);
+        let mut ids = BTreeSet::from([own_id]);
+        let mut peers = Vec::new();
+        for spec in &options.peers {
+            let Some((name, addr)) = spec.split_once('@') else {
+                bail!("--peer {spec:?} is not NAME@HOST:PORT");
+            };
+            let id = region_id(name);
+            if !ids.insert(id) {
+                bail!("--peer {name:?}: its region id {id} clashes with this region or another peer; rename one of them");
+            }
+            peers.push(Peer {
+                name: name.to_string(),
+                id,
+                addr: addr.to_string(),
+            });
+        }
+        if !peers.is_empty() && options.replication_secret.is_empty() {
+            bail!("--replication-secret is required when peers are configured");
+        }
+        Ok(Replication {
+            region: options.region.clone(),
+            region_id: own_id,
+            links: peers.iter().map(|_| LinkStatus::default()).collect(),
+            peers,
+            secret: options.replication_secret.clone().into_bytes(),
+            hlc_skew_ms_max: options.max_clock_skew_ms,
+            stale_after: Duration::from_millis(options.region_stale_after_ms),
+            data_progress: watch::channel(0).0,
+            peer_progress: watch::channel(0).0,
+            stale_reported: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Whether any peer is configured.
+    pub fn enabled(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    /// The core's settings for a partition replica.
+    pub fn replica_config(&self) -> ReplicaConfig {
+        let mut regions = vec![self.region_id];
+        regions.extend(self.peers.iter().map(|p| p.id));
+        ReplicaConfig {
+            region: self.region_id,
+            regions,
+            pending_per_origin_max: PENDING_PER_ORIGIN_MAX,
+            hlc_skew_ms_max: self.hlc_skew_ms_max,
+        }
+    }
+
+    /// The peer with this id and its link status.
+    pub fn peer(&self, id: u32) -> Option<(&Peer, &LinkStatus)> {
+        self.peers
+            .iter()
+            .position(|p| p.id == id)
+            .map(|i| (&self.peers[i], &self.links[i]))
+    }
+
+    /// Whether `secret` is the shared secret (compared in constant time).
+    pub fn authenticates(&self, secret: &[u8]) -> bool {
+        if self.secret.is_empty() || secret.len() != self.secret.len() {
+            return false;
+        }
+        secret
+            .iter()
+            .zip(&self.secret)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+
+    /// The shared secret, sent with this region's pulls.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// Announces that batches became servable here.
+    pub fn data_progressed(&self) {
+        self.data_progress.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Waits for news of servable batches.
+    pub fn watch_data(&self) -> watch::Receiver<u64> {
+        self.data_progress.subscribe()
+    }
+
+    /// Announces that a peer reported its clocks.
+    pub fn peer_progressed(&self) {
+        self.peer_progress.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Waits for peers' clock reports.
+    pub fn watch_peers(&self) -> watch::Receiver<u64> {
+        self.peer_progress.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_cli_from;
+
+    fn options(args: &[&str]) -> BrokerOptions {
+        let mut all = vec!["causeway"];
+        all.extend_from_slice(args);
+        parse_cli_from(all).expect("options").serve
+    }
+
+    #[test]
+    fn peers_get_name_derived_ids_and_need_a_secret() {
+        assert!(Replication::from_options(&options(&["--peer", "us@127.0.0.1:9093"])).is_err());
+        let replication = Replication::from_options(&options(&[
+            "--region",
+            "eu",
+            "--peer",
+            "us@127.0.0.1:9093",
+            "--replication-secret",
+            "s",
+        ]))
+        .expect("replication");
+        assert_eq!(replication.peers[0].id, region_id("us"));
+        assert_eq!(replication.region_id, region_id("eu"));
+        assert!(replication.authenticates(b"s"));
+        assert!(!replication.authenticates(b"t"));
+        assert!(!replication.authenticates(b""));
+        assert!(Replication::from_options(&options(&[
+            "--region",
+            "eu",
+            "--peer",
+            "eu@127.0.0.1:9093",
+            "--replication-secret",
+            "s",
+        ]))
+        .is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! Answers a peer's pull: authenticate it, then for every partition it names, the batches it
+//! lacks (from the origins it asked for), in this log's order, up to a byte budget. A pull with
+//! nothing to return waits for news up to its `max_wait_ms` (long poll), so an idle link costs a
+//! round trip per wait period and a busy one ships batches as soon as they are servable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_replication::delivery::PullRequest as CorePull;
+use causeway_replication::wire::{PartitionBatches, PullError, PullRequest, PullResponse};
+
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::metrics;
+
+/// Batches served per partition per pull.
+const BATCHES_PER_PARTITION_MAX: usize = 256;
+/// Longest a pull may wait for news.
+const WAIT_MS_MAX: u32 = 30_000;
+
+/// What the connection does after a pull.
+pub enum Served {
+    /// Send this body.
+    Respond(Vec<u8>),
+    /// Send this body, then close: the peer was refused.
+    RespondAndClose(Vec<u8>, String),
+}
+
+/// Decodes and serves one pull body. `Err` is a malformed body: the connection is closed.
+pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> {
+    let request = PullRequest::decode(body).map_err(|e| {
+        metrics::replication_refused("malformed_request");
+        format!("replication pull: {e}")
+    })?;
+    let replication = &broker.replication;
+    let refusal = if !replication.authenticates(&request.secret) {
+        Some((PullError::AuthenticationFailed, "authentication failed"))
+    } else if replication.peer(request.region).is_none() {
+        Some((PullError::UnknownRegion, "unknown region"))
+    } else {
+        None
+    };
+    if let Some((error, reason)) = refusal {
+        tracing::warn!(
+            region = request.region,
+            reason,
+            "refused a replication pull"
+        );
+        metrics::replication_refused(reason);
+        let response = PullResponse {
+            error,
+            region: replication.region_id,
+            catalog: None,
+            partitions: Vec::new(),
+        };
+        return Ok(Served::RespondAndClose(
+            response.encode(),
+            format!("replication pull refused: {reason}"),
+        ));
+    }
+    if let Some((_, link)) = replication.peer(request.region) {
+        link.update(|f| f.last_served_ms = now_ms());
+    }
+    let request = Arc::new(request);
+    let mut news = replication.watch_data();
+    news.borrow_and_update();
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::from(request.max_wait_ms.min(WAIT_MS_MAX)));
+    loop {
+        let (for_blocking, pull) = (broker.clone(), request.clone());
+        let response = tokio::task::spawn_blocking(move || collect(&for_blocking, &pull))
+            .await
+            .map_err(|e| format!("replication serve task: {e}"))?;
+        replication.peer_progressed();
+        let has_news =
+            response.catalog.is_some() || response.partitions.iter().any(|p| !p.batches.is_empty());
+        if has_news
+            || tokio::time::timeout_at(deadline, news.changed())
+                .await
+                .is_err()
+        {
+            return Ok(Served::Respond(response.encode()));
+        }
+    }
+}
+
+/// Builds the response from every named partition's replica.
+fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
+    let replication = &broker.replication;
+    let mut budget = request.max_bytes as usize;
+    let mut partitions = Vec::with_capacity(request.partitions.len());
+    for wanted in &request.partitions {
+        let Some(partition) = broker
+            .topics
+            .get(&wanted.topic)
+            .and_then(|t| t.partition(i32::try_from(wanted.partition).ok()?))
+        else {
+            continue;
+        };
+        let mut have = wanted.have.clone();
+        if !request.origins.is_empty() {
+            // Origins not asked for look fully held, so none of their batches are served.
+            let replica = partition.replica();
+            for (origin, _) in replica.clock().to_deps() {
+                if !request.origins.contains(&origin) {
+                    have.advance(origin, u64::MAX / 2);
+                }
+            }
+        }
+        let core = CorePull {
+            from: request.region,
+            to: replication.region_id,
+            have,
+            durable: wanted.durable.clone(),
+        };
+        let limit = if budget == 0 {
+            0
+        } else {
+            BATCHES_PER_PARTITION_MAX
+        };
+        let served = partition.replica().serve_pull(&core, limit);
+        match served {
+            Ok(served) => {
+                let bytes: usize = served.batches.iter().map(|b| b.payload.len()).sum();
+                budget = budget.saturating_sub(bytes);
+                metrics::replication_served(&wanted.topic, served.batches.len(), bytes);
+                partitions.push(PartitionBatches {
+                    topic: wanted.topic.clone(),
+                    partition: wanted.partition,
+                    have: served.have,
+                    durable: served.durable,
+                    batches: served.batches,
+                });
+            }
+            Err(error) => {
+                tracing::error!(topic = %wanted.topic, partition = wanted.partition, %error, "serving a pull failed");
+                let replica = partition.replica();
+                partitions.push(PartitionBatches {
+                    topic: wanted.topic.clone(),
+                    partition: wanted.partition,
+                    have: replica.clock().clone(),
+                    durable: replica.durable_clock().clone(),
+                    batches: Vec::new(),
+                });
+            }
+        }
+    }
+    let catalog = broker.catalog_for_peer(request.catalog_digest);
+    PullResponse {
+        error: PullError::None,
+        region: replication.region_id,
+        catalog,
+        partitions,
+    }
+}
