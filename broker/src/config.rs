@@ -34,6 +34,8 @@ pub enum Command {
     Group(crate::cli::GroupArgs),
     /// Read table rows (compacted topics) from a running broker's HTTP listener.
     Table(crate::cli::TableArgs),
+    /// Show this region's replication state: its vector clock and each peer link.
+    Region(crate::cli::RegionArgs),
 }
 
 /// Format of log lines on stderr.
@@ -74,9 +76,8 @@ pub struct BrokerOptions {
     pub peers: Vec<String>,
     /// Shared secret every region presents when it pulls from a peer; required with `--peer`.
     /// It travels in the clear: run links over a private network or a tunnel.
-    #[arg(long, env = "CAUSEWAY_REPLICATION_SECRET", default_value = "")]
-    #[serde(default)]
-    pub replication_secret: String,
+    #[arg(long, env = "CAUSEWAY_REPLICATION_SECRET")]
+    pub replication_secret: Option<String>,
     /// How far a replicated batch's clock stamp may run ahead of local time before the batch is
     /// refused (it is accepted later, once local time catches up).
     #[arg(long, env = "CAUSEWAY_MAX_CLOCK_SKEW_MS", default_value_t = 10_000)]

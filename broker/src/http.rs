@@ -1,5 +1,4 @@
-//! The HTTP listener: Prometheus metrics, health probes and table rows (region status joins it
-//! with replication).
+//! The HTTP listener: Prometheus metrics, health probes, table rows and region status.
 
 use std::sync::Arc;
 
@@ -31,6 +30,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/regions", get(regions))
         .with_state(HttpState {
             broker: broker.clone(),
             prometheus,
@@ -55,6 +55,15 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus.render(),
     )
+}
+
+/// This region's replication state (`docs/replication.md`, "Observing replication").
+async fn regions(State(state): State<HttpState>) -> impl IntoResponse {
+    let broker = state.broker.clone();
+    match tokio::task::spawn_blocking(move || crate::replication::status::report(&broker)).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -48,6 +48,7 @@ pub fn main() -> ExitCode {
         Some(Command::Topic(args)) => return cli::run_topic(args),
         Some(Command::Group(args)) => return cli::run_group(args),
         Some(Command::Table(args)) => return cli::run_table(args),
+        Some(Command::Region(args)) => return cli::run_region(args),
         None => cli.serve,
     };
     init_logging(options.log_format);

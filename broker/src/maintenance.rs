@@ -1,6 +1,6 @@
 //! Background housekeeping: roll segments by age and apply retention on every partition at the
-//! `log.retention.check.interval.ms` cadence. In one region the causally stable offset is the
-//! log end; replication will lower it to what every region has applied.
+//! `log.retention.check.interval.ms` cadence, never above the causally stable offset (what every
+//! region holds durably; the log end in one region; stale peers left out).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::background;
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::replication::status::stale_peers;
 
 /// Runs until shutdown.
 pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
@@ -19,9 +20,10 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
 
 fn maintain_all(broker: &Broker) {
     let now = now_ms();
+    let stale = stale_peers(broker);
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
-            let stable_offset = partition.log.log_end_offset();
+            let stable_offset = partition.stable_offset(&broker.replication, &stale);
             match partition.log.maintain(now, stable_offset) {
                 Ok(report) if report.segments_deleted > 0 => tracing::info!(
                     topic = %topic.name,

@@ -4,12 +4,15 @@
 
 mod admin;
 mod group;
+mod http_json;
+mod region;
 mod table;
 mod topic;
 
 use std::process::ExitCode;
 
 pub use group::GroupCommand;
+pub use region::RegionCommand;
 pub use table::TableCommand;
 pub use topic::TopicCommand;
 
@@ -49,9 +52,9 @@ pub struct GroupArgs {
     pub command: GroupCommand,
 }
 
-/// `causeway table ...`
-#[derive(Debug, clap::Args)]
-pub struct TableArgs {
+/// Where HTTP-backed commands find the broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpTarget {
     /// The broker's HTTP listener, HOST:PORT.
     #[arg(
         long,
@@ -60,14 +63,38 @@ pub struct TableArgs {
         global = true
     )]
     pub http: String,
+}
+
+/// `causeway table ...`
+#[derive(Debug, clap::Args)]
+pub struct TableArgs {
+    /// Which broker.
+    #[command(flatten)]
+    pub target: HttpTarget,
     /// What to do.
     #[command(subcommand)]
     pub command: TableCommand,
 }
 
+/// `causeway region ...`
+#[derive(Debug, clap::Args)]
+pub struct RegionArgs {
+    /// Which broker.
+    #[command(flatten)]
+    pub target: HttpTarget,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RegionCommand,
+}
+
 /// Runs a table command and turns its outcome into an exit code.
 pub fn run_table(args: TableArgs) -> ExitCode {
-    report(table::run(&args.http, args.command))
+    report(table::run(&args.target.http, args.command))
+}
+
+/// Runs a region command and turns its outcome into an exit code.
+pub fn run_region(args: RegionArgs) -> ExitCode {
+    report(region::run(&args.target.http, args.command))
 }
 
 /// Runs a topic command and turns its outcome into an exit code.

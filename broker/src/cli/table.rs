@@ -2,7 +2,8 @@
 
 use clap::Subcommand;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use serde_json::Value;
+
+use super::http_json::get_json;
 
 /// Reading tables.
 #[derive(Debug, Subcommand)]
@@ -29,30 +30,6 @@ pub enum TableCommand {
 
 fn encode(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
-}
-
-/// GETs `url` and returns the JSON body of a 200, or the server's error message.
-fn get_json(url: &str) -> anyhow::Result<Value> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut response = agent
-        .get(url)
-        .call()
-        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| anyhow::anyhow!("reading the answer of {url}: {e}"))?;
-    let json: Value = serde_json::from_str(&body)
-        .map_err(|e| anyhow::anyhow!("{url} answered non-JSON ({e}): {body}"))?;
-    if status != 200 {
-        let message = json["error"].as_str().unwrap_or(&body).to_string();
-        anyhow::bail!("{message} (HTTP {status})");
-    }
-    Ok(json)
 }
 
 /// Runs one table command against the HTTP listener at `http` (HOST:PORT).

@@ -85,7 +85,8 @@ impl Replication {
                 addr: addr.to_string(),
             });
         }
-        if !peers.is_empty() && options.replication_secret.is_empty() {
+        let secret = options.replication_secret.clone().unwrap_or_default();
+        if !peers.is_empty() && secret.is_empty() {
             bail!("--replication-secret is required when peers are configured");
         }
         Ok(Replication {
@@ -93,7 +94,7 @@ impl Replication {
             region_id: own_id,
             links: peers.iter().map(|_| LinkStatus::default()).collect(),
             peers,
-            secret: options.replication_secret.clone().into_bytes(),
+            secret: secret.into_bytes(),
             hlc_skew_ms_max: options.max_clock_skew_ms,
             stale_after: Duration::from_millis(options.region_stale_after_ms),
             data_progress: watch::channel(0).0,
