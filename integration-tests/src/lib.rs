@@ -8,6 +8,7 @@ pub mod batch;
 pub mod load;
 pub mod proxy;
 pub mod raw;
+pub mod regions;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -174,7 +175,40 @@ impl BrokerProcess {
         Self::start(BrokerOptions::new())
     }
 
+    /// Spawns a broker on the given Kafka and HTTP ports without waiting for it to be ready
+    /// (call [`BrokerProcess::wait_ready`]): regions of a mesh must know each other's ports
+    /// before any of them starts, so they are allocated by the caller and all spawned at once.
+    pub fn spawn_on(options: BrokerOptions, kafka_port: u16, http_port: u16) -> Result<Self> {
+        let binary = broker_binary()?;
+        let workdir = tempfile::Builder::new()
+            .prefix("causeway-it-")
+            .tempdir()
+            .context("create temp dir")?;
+        let data_dir = match &options.data_dir {
+            Some(d) => d.clone(),
+            None => workdir.path().join("data"),
+        };
+        let log_path = workdir.path().join("broker.stderr.log");
+        let mut broker = BrokerProcess {
+            binary,
+            child: None,
+            kafka_port,
+            http_port,
+            data_dir,
+            log_path,
+            extra_args: options.extra_args,
+            _workdir: workdir,
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
     fn spawn_and_wait(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_ready(STARTUP_TIMEOUT)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -207,7 +241,7 @@ impl BrokerProcess {
             .spawn()
             .with_context(|| format!("spawn {}", self.binary.display()))?;
         self.child = Some(child);
-        self.wait_ready(STARTUP_TIMEOUT)
+        Ok(())
     }
 
     /// Waits until `GET /readyz` answers 200; fails early if the process exits.

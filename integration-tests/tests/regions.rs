@@ -1,0 +1,783 @@
+//! Regions: several `causeway` processes replicating every partition active-active, driven with
+//! real clients. Produce in every region at once and every region ends with every record, in an
+//! order that keeps each origin's order and causality; a cut link is routed around through the
+//! third region; a region killed with `kill -9` under load comes back without losing anything
+//! acknowledged; topics and table rows replicate; bad peers and bad frames are refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use causeway_integration_tests::load::AcksAllLoad;
+use causeway_integration_tests::proxy::CuttingProxy;
+use causeway_integration_tests::regions::{
+    metric_sum, partition_counts, peer_status, read_all, regions_status, wait_for_payload,
+    with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
+};
+use causeway_integration_tests::{
+    check_produce_consume, create_topic, ensure_eq, http_get, payload_str, produce_all, topic_name,
+    topic_partition_count, wait_until, BrokerProcess, TestRecord,
+};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use serde_json::Value;
+
+const NAMES: [&str; 3] = ["eu", "us", "ap"];
+
+fn acks_all_producer(broker: &BrokerProcess) -> Result<FutureProducer> {
+    Ok(broker
+        .producer_config()
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .create()?)
+}
+
+/// Waits until `topic` shows `partitions` partitions in the metadata of every region.
+fn wait_topic_everywhere(mesh: &Mesh, topic: &str, partitions: usize) -> Result<()> {
+    mesh.wait_all(
+        &format!("topic {topic} with {partitions} partitions"),
+        Duration::from_secs(20),
+        |r| Ok(topic_partition_count(&r.bootstrap(), topic)? == Some(partitions)),
+    )
+}
+
+/// Waits until every region holds exactly `total` records in `topic` (summed over partitions).
+fn wait_count_everywhere(mesh: &Mesh, topic: &str, partitions: i32, total: i64) -> Result<()> {
+    let mut last = BTreeMap::new();
+    let waited = mesh.wait_all(
+        &format!("{total} records in {topic}"),
+        CONVERGE_TIMEOUT,
+        |r| {
+            let counts = partition_counts(r, topic, partitions)?;
+            let sum: i64 = counts.iter().sum();
+            last.insert(r.bootstrap(), counts);
+            if sum > total {
+                bail!(
+                    "{} holds {sum} records, more than the {total} produced",
+                    r.bootstrap()
+                );
+            }
+            Ok(sum == total)
+        },
+    );
+    waited.with_context(|| format!("per-region partition counts: {last:?}"))
+}
+
+/// Splits `origin:partition:counter` payloads; anything else (markers) is `None`.
+fn parse_load(payload: &str) -> Option<(String, i32, u64)> {
+    let mut parts = payload.split(':');
+    let (origin, p, n) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((origin.to_string(), p.parse().ok()?, n.parse().ok()?))
+}
+
+/// Test 1: three regions take produce for every partition at once; every region gets every
+/// record exactly once, keeps each origin's order, and never delivers a record before one its
+/// producer had already seen.
+#[test]
+fn concurrent_produce_in_every_region_converges_in_causal_order() {
+    const PARTITIONS: i32 = 4;
+    const PER_REGION: usize = 3000;
+    with_mesh(MeshPlan::new(&NAMES).unwrap(), |mesh| {
+        let topic = topic_name("mesh");
+        create_topic(mesh.region(0), &topic, PARTITIONS, &[])?;
+        wait_topic_everywhere(mesh, &topic, PARTITIONS as usize)?;
+
+        // The marker chain: eu writes marker:eu:p; us reads it (in us), then writes after:us:p;
+        // ap reads that (in ap), then writes after:ap:p. All while every region is loaded.
+        let chain = |i: usize| -> String {
+            match i {
+                0 => "marker:eu",
+                1 => "after:us",
+                _ => "after:ap",
+            }
+            .to_string()
+        };
+        let started = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..3)
+                .map(|i| {
+                    let (region, name, topic) = (mesh.region(i), NAMES[i], topic.as_str());
+                    scope.spawn(move || -> Result<()> {
+                        let producer = acks_all_producer(region)?;
+                        let records: Vec<TestRecord> = (0..PER_REGION)
+                            .map(|k| {
+                                let p = (k % PARTITIONS as usize) as i32;
+                                let n = k / PARTITIONS as usize;
+                                TestRecord::value(format!("{name}:{p}:{n:06}"))
+                                    .key(format!("{name}-{k}"))
+                                    .partition(p)
+                            })
+                            .collect();
+                        let (first, second) = records.split_at(PER_REGION / 2);
+                        produce_all(&producer, topic, first)
+                            .with_context(|| format!("{name}: first half"))?;
+                        for p in 0..PARTITIONS {
+                            if i > 0 {
+                                let before = format!("{}:{p}", chain(i - 1));
+                                wait_for_payload(
+                                    region,
+                                    topic,
+                                    p,
+                                    &before,
+                                    Duration::from_secs(30),
+                                )
+                                .with_context(|| format!("{name} waiting for {before}"))?;
+                            }
+                            produce_all(
+                                &producer,
+                                topic,
+                                &[TestRecord::value(format!("{}:{p}", chain(i))).partition(p)],
+                            )?;
+                        }
+                        produce_all(&producer, topic, second)
+                            .with_context(|| format!("{name}: second half"))?;
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow!("a producer thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        let produced_in = started.elapsed();
+        let total = (3 * PER_REGION) as i64 + 3 * i64::from(PARTITIONS);
+        wait_count_everywhere(mesh, &topic, PARTITIONS, total)?;
+        eprintln!(
+            "produced {total} records in 3 regions in {produced_in:?}, converged after {:?}",
+            started.elapsed()
+        );
+
+        // Each origin's order per partition, as its own region logged it.
+        let mut reference: BTreeMap<(String, i32), Vec<u64>> = BTreeMap::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            for p in 0..PARTITIONS {
+                let seq: Vec<u64> = read_all(mesh.region(i), &topic, p)?
+                    .iter()
+                    .filter_map(|m| parse_load(&payload_str(m)))
+                    .filter(|(o, _, _)| o == name)
+                    .map(|(_, _, n)| n)
+                    .collect();
+                let want: BTreeSet<u64> = (0..PER_REGION)
+                    .filter(|k| (k % PARTITIONS as usize) as i32 == p)
+                    .map(|k| (k / PARTITIONS as usize) as u64)
+                    .collect();
+                ensure_eq!(
+                    seq.iter().copied().collect::<BTreeSet<_>>(),
+                    want,
+                    "{name}'s own records in {name}, partition {p}"
+                );
+                ensure_eq!(seq.len(), want.len(), "{name}'s own records are unique");
+                reference.insert((name.to_string(), p), seq);
+            }
+        }
+        for (i, region_name) in NAMES.iter().enumerate() {
+            for p in 0..PARTITIONS {
+                let msgs = read_all(mesh.region(i), &topic, p)?;
+                let mut per_origin: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+                let mut markers = BTreeMap::new();
+                for m in &msgs {
+                    let payload = payload_str(m);
+                    match parse_load(&payload) {
+                        Some((origin, part, n)) => {
+                            ensure_eq!(part, p, "{payload} landed in partition {p}");
+                            per_origin.entry(origin).or_default().push(n);
+                        }
+                        None => {
+                            if markers.insert(payload.clone(), m.offset()).is_some() {
+                                bail!("{payload} twice in {region_name} partition {p}");
+                            }
+                        }
+                    }
+                }
+                for origin in NAMES {
+                    let got = per_origin.remove(origin).unwrap_or_default();
+                    let want = &reference[&(origin.to_string(), p)];
+                    if &got != want {
+                        let first_diff = got.iter().zip(want).position(|(a, b)| a != b);
+                        bail!(
+                            "{region_name} partition {p}: {origin}'s records are not in {origin}'s \
+                             order ({} vs {} records, first difference at index {first_diff:?})",
+                            got.len(),
+                            want.len()
+                        );
+                    }
+                }
+                let offset_of = |i: usize| -> Result<i64> {
+                    let marker = format!("{}:{p}", chain(i));
+                    markers
+                        .get(&marker)
+                        .copied()
+                        .ok_or_else(|| anyhow!("{marker} missing in {region_name}"))
+                };
+                let (m0, m1, m2) = (offset_of(0)?, offset_of(1)?, offset_of(2)?);
+                if !(m0 < m1 && m1 < m2) {
+                    bail!(
+                        "causal order broken in {region_name} partition {p}: marker:eu at {m0}, \
+                         after:us at {m1}, after:ap at {m2}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Test 2: with the eu<->us link cut for good, batches of eu reach us (and back) through ap.
+#[test]
+fn a_permanently_cut_link_converges_through_the_third_region() {
+    const PARTITIONS: i32 = 2;
+    let plan = MeshPlan::new(&NAMES).unwrap();
+    let eu_to_us = CuttingProxy::bind().unwrap();
+    let us_to_eu = CuttingProxy::bind().unwrap();
+    eu_to_us.forward_to(plan.kafka_addr(1)).unwrap();
+    us_to_eu.forward_to(plan.kafka_addr(0)).unwrap();
+    let plan = plan
+        .route(0, 1, eu_to_us.addr())
+        .route(1, 0, us_to_eu.addr());
+    let mut proxies = Some((eu_to_us, us_to_eu));
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("cut");
+        create_topic(mesh.region(0), &topic, PARTITIONS, &[])?;
+        wait_topic_everywhere(mesh, &topic, PARTITIONS as usize)?;
+        let batch = |name: &str, phase: &str, n: usize| -> Vec<TestRecord> {
+            (0..n)
+                .map(|k| {
+                    TestRecord::value(format!("{name}:{phase}:{k:05}"))
+                        .partition((k % PARTITIONS as usize) as i32)
+                })
+                .collect()
+        };
+        // The proxied links work: eu's records reach us directly (and us's reach eu).
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &topic,
+            &batch("eu", "1pre", 100),
+        )?;
+        produce_all(
+            &acks_all_producer(mesh.region(1))?,
+            &topic,
+            &batch("us", "1pre", 100),
+        )?;
+        wait_count_everywhere(mesh, &topic, PARTITIONS, 200)?;
+
+        // Cut eu<->us for good: the proxies stop listening, so reconnects are refused.
+        let (a, b) = proxies.take().expect("proxies");
+        drop((a, b));
+        let down = wait_until(Duration::from_secs(15), || {
+            regions_status(mesh.region(1))
+                .is_ok_and(|s| peer_status(&s, "eu").is_some_and(|p| p["state"] != "connected"))
+        });
+        if !down {
+            bail!("us still reports its link to eu as connected after the cut");
+        }
+        // ap produces nothing, so whatever us applies from its link to ap is relayed.
+        let relayed = |m: &Mesh| -> Result<u64> {
+            let status = regions_status(m.region(1))?;
+            peer_status(&status, "ap")
+                .and_then(|p| p["batches_applied"].as_u64())
+                .ok_or_else(|| anyhow!("no batches_applied for ap in us's /v1/regions: {status}"))
+        };
+        let relayed_before = relayed(mesh)?;
+        let cut_at = Instant::now();
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &topic,
+            &batch("eu", "2post", 500),
+        )?;
+        produce_all(
+            &acks_all_producer(mesh.region(1))?,
+            &topic,
+            &batch("us", "2post", 500),
+        )?;
+        wait_count_everywhere(mesh, &topic, PARTITIONS, 1200)?;
+        eprintln!("converged {:?} after the cut", cut_at.elapsed());
+        for i in 0..3 {
+            for p in 0..PARTITIONS {
+                let mut per_origin: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for m in read_all(mesh.region(i), &topic, p)? {
+                    let payload = payload_str(&m);
+                    let origin = payload.split(':').next().unwrap_or_default().to_string();
+                    per_origin.entry(origin).or_default().push(payload);
+                }
+                for (origin, payloads) in &per_origin {
+                    let mut sorted = payloads.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    if &sorted != payloads {
+                        bail!(
+                            "{} partition {p}: {origin}'s records out of order or duplicated",
+                            mesh.name(i)
+                        );
+                    }
+                }
+                ensure_eq!(per_origin.get("eu").map(Vec::len), Some(300));
+                ensure_eq!(per_origin.get("us").map(Vec::len), Some(300));
+            }
+        }
+        // us learned eu's post-cut batches from ap.
+        let relayed_after = relayed(mesh)?;
+        if relayed_after <= relayed_before {
+            bail!("us applied nothing from ap after the cut ({relayed_before} -> {relayed_after})");
+        }
+        Ok(())
+    });
+}
+
+/// Test 3: a region killed with `kill -9` under load (to it and to the others) restarts on the
+/// same ports and data directory; every record any region acknowledged ends in every region
+/// exactly once, and all regions hold the same records.
+#[test]
+fn a_region_killed_under_load_restarts_and_every_acknowledged_record_converges() {
+    with_mesh(MeshPlan::new(&NAMES).unwrap(), |mesh| {
+        let topic = topic_name("crash");
+        create_topic(mesh.region(0), &topic, 1, &[])?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        let loads: Vec<AcksAllLoad> = (0..3)
+            .map(|i| AcksAllLoad::start(&mesh.region(i).bootstrap(), &topic, NAMES[i], 16, 5000))
+            .collect::<Result<_>>()?;
+        let acks = |loads: &[AcksAllLoad]| {
+            loads
+                .iter()
+                .map(AcksAllLoad::acknowledged)
+                .collect::<Vec<_>>()
+        };
+        if !wait_until(Duration::from_secs(20), || {
+            acks(&loads).iter().all(|&n| n >= 300)
+        }) {
+            bail!("loads did not get going: {:?} acknowledged", acks(&loads));
+        }
+        mesh.region_mut(1).kill9();
+        let at_kill = acks(&loads);
+        eprintln!("killed us with {at_kill:?} acknowledged");
+        if !wait_until(Duration::from_secs(20), || {
+            let now = acks(&loads);
+            now[0] >= at_kill[0] + 300 && now[2] >= at_kill[2] + 300
+        }) {
+            bail!("eu and ap stalled while us was down: {:?}", acks(&loads));
+        }
+        mesh.region_mut(1).restart().context("restart us")?;
+        let at_restart = acks(&loads);
+        if !wait_until(Duration::from_secs(30), || {
+            acks(&loads)
+                .iter()
+                .zip(&at_restart)
+                .all(|(now, then)| *now >= then + 300)
+        }) {
+            bail!(
+                "the loads did not resume after the restart: {at_restart:?} -> {:?}",
+                acks(&loads)
+            );
+        }
+        let mut acked = BTreeSet::new();
+        for load in loads {
+            let outcome = load.stop()?;
+            eprintln!(
+                "load sent {}, acknowledged {}",
+                outcome.sent,
+                outcome.acked.len()
+            );
+            acked.extend(outcome.acked.into_iter().map(|(payload, _)| payload));
+        }
+
+        // Converged: every region holds the same records, each once, with every acknowledged one.
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        loop {
+            let counts: Vec<i64> = (0..3)
+                .map(|i| partition_counts(mesh.region(i), &topic, 1).map(|c| c[0]))
+                .collect::<Result<_>>()?;
+            let settled = counts
+                .iter()
+                .all(|&c| c == counts[0] && c >= acked.len() as i64);
+            if settled {
+                let mut sets = Vec::new();
+                for i in 0..3 {
+                    let payloads: Vec<String> = read_all(mesh.region(i), &topic, 0)?
+                        .iter()
+                        .map(payload_str)
+                        .collect();
+                    let set: BTreeSet<String> = payloads.iter().cloned().collect();
+                    if set.len() != payloads.len() {
+                        bail!(
+                            "{} holds {} records but only {} distinct ones",
+                            mesh.name(i),
+                            payloads.len(),
+                            set.len()
+                        );
+                    }
+                    for origin in NAMES {
+                        let own: Vec<&String> =
+                            payloads.iter().filter(|p| p.starts_with(origin)).collect();
+                        if own.windows(2).any(|w| w[0] >= w[1]) {
+                            bail!("{}: {origin}'s records are out of order", mesh.name(i));
+                        }
+                    }
+                    sets.push(set);
+                }
+                let missing: Vec<(&str, usize)> = sets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (NAMES[i], acked.difference(s).count()))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                if sets.iter().all(|s| s == &sets[0]) && missing.is_empty() {
+                    eprintln!(
+                        "{} acknowledged, {} records in every region",
+                        acked.len(),
+                        sets[0].len()
+                    );
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "regions hold different records; acknowledged records missing: {missing:?}"
+                    );
+                }
+            } else if Instant::now() > deadline {
+                bail!(
+                    "regions did not converge: counts {counts:?}, {} acknowledged",
+                    acked.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+/// Test 4: a topic created with CreateTopics in one region shows up with its partitions in the
+/// others (auto-creation is off, so only the replicated catalog can create it there), takes
+/// produce there, and those records replicate back.
+#[test]
+fn a_topic_created_in_one_region_is_usable_in_every_region() {
+    let mut plan = MeshPlan::new(&NAMES).unwrap();
+    for i in 0..3 {
+        plan = plan.flag(i, "--auto-create-topics", "false");
+    }
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("catalog");
+        create_topic(mesh.region(0), &topic, 3, &[])?;
+        wait_topic_everywhere(mesh, &topic, 3)?;
+        for (i, p) in [(1usize, 2), (2, 1), (0, 0)] {
+            let value = format!("from-{}", mesh.name(i));
+            produce_all(
+                &acks_all_producer(mesh.region(i))?,
+                &topic,
+                &[TestRecord::value(value.clone()).partition(p)],
+            )
+            .with_context(|| format!("produce in {}", mesh.name(i)))?;
+            for j in 0..3 {
+                wait_for_payload(mesh.region(j), &topic, p, &value, Duration::from_secs(15))
+                    .with_context(|| format!("{value} in {}", mesh.name(j)))?;
+            }
+        }
+        Ok(())
+    });
+}
+
+fn table_record(key: &str, value: &str, op: &str) -> TestRecord {
+    TestRecord::value(value)
+        .key(key)
+        .header("causeway.op", Some(op.as_bytes()))
+}
+
+fn row(broker: &BrokerProcess, topic: &str, key: &str) -> Result<(u16, String)> {
+    http_get(
+        broker.http_addr(),
+        &format!("/v1/tables/{topic}/rows/{key}"),
+    )
+}
+
+/// Test 5: the same rows patched and incremented from all three regions at once end
+/// byte-identical in every region, with counters equal to the sum of every increment.
+#[test]
+fn a_table_written_concurrently_in_every_region_converges_to_identical_rows() {
+    const ROUNDS: usize = 20;
+    let keys: Vec<String> = (0..6).map(|k| format!("row{k}")).collect();
+    with_mesh(MeshPlan::new(&NAMES).unwrap(), |mesh| {
+        let topic = topic_name("table");
+        create_topic(mesh.region(0), &topic, 2, &[("cleanup.policy", "compact")])?;
+        wait_topic_everywhere(mesh, &topic, 2)?;
+        // A put first, everywhere, so no put races the counters below.
+        let puts: Vec<TestRecord> = keys
+            .iter()
+            .map(|k| table_record(k, &format!(r#"{{"name":"{k}"}}"#), "put"))
+            .collect();
+        produce_all(&acks_all_producer(mesh.region(0))?, &topic, &puts)?;
+        mesh.wait_all("the initial rows", Duration::from_secs(20), |r| {
+            Ok(keys
+                .iter()
+                .all(|k| row(r, &topic, k).is_ok_and(|(s, _)| s == 200)))
+        })?;
+
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..3)
+                .map(|i| {
+                    let (region, name, topic, keys) = (mesh.region(i), NAMES[i], &topic, &keys);
+                    scope.spawn(move || -> Result<()> {
+                        let producer = acks_all_producer(region)?;
+                        for round in 0..ROUNDS {
+                            let mut records = Vec::new();
+                            for k in keys {
+                                records.push(table_record(
+                                    k,
+                                    &format!(r#"{{"hits":{},"per_region":{{"{name}":1}}}}"#, i + 1),
+                                    "incr",
+                                ));
+                                records.push(table_record(
+                                    k,
+                                    &format!(r#"{{"by_{name}":{round},"last":"{name}-{round}"}}"#),
+                                    "patch",
+                                ));
+                            }
+                            produce_all(&producer, topic, &records)
+                                .with_context(|| format!("{name} round {round}"))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow!("a writer thread panicked"))??;
+            }
+            Ok(())
+        })?;
+
+        let want_hits = ROUNDS as u64 * (1 + 2 + 3);
+        let last_round = ROUNDS as u64 - 1;
+        let check = |key: &str| -> Result<Option<String>> {
+            let mut bodies = Vec::new();
+            for i in 0..3 {
+                let (status, body) = row(mesh.region(i), &topic, key)?;
+                if status != 200 {
+                    return Ok(None);
+                }
+                bodies.push(body);
+            }
+            if bodies.iter().any(|b| b != &bodies[0]) {
+                return Ok(None);
+            }
+            let v: Value = serde_json::from_str(&bodies[0])?;
+            let value = &v["value"];
+            let complete = value["hits"].as_u64() == Some(want_hits)
+                && NAMES.iter().all(|n| {
+                    value[format!("by_{n}")].as_u64() == Some(last_round)
+                        && value["per_region"][n].as_u64() == Some(ROUNDS as u64)
+                });
+            Ok(complete.then(|| bodies[0].clone()))
+        };
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        for key in &keys {
+            loop {
+                if let Some(body) = check(key)? {
+                    let v: Value = serde_json::from_str(&body)?;
+                    ensure_eq!(
+                        v["value"]["name"].as_str(),
+                        Some(key.as_str()),
+                        "{key}: {body}"
+                    );
+                    let last = v["value"]["last"].as_str().unwrap_or_default().to_string();
+                    if !NAMES.iter().any(|n| last == format!("{n}-{last_round}")) {
+                        bail!("{key}: the last-writer-wins field is {last:?}, not a final write");
+                    }
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let rows: Vec<String> = (0..3)
+                        .map(|i| {
+                            let got = row(mesh.region(i), &topic, key)
+                                .map(|(s, b)| format!("{s} {b}"))
+                                .unwrap_or_else(|e| e.to_string());
+                            format!("{}: {got}", mesh.name(i))
+                        })
+                        .collect();
+                    bail!(
+                        "row {key} did not converge to {want_hits} hits:\n{}",
+                        rows.join("\n")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Whole tables are identical too.
+        let scans: Vec<String> = (0..3)
+            .map(|i| {
+                http_get(
+                    mesh.region(i).http_addr(),
+                    &format!("/v1/tables/{topic}/rows?limit=1000"),
+                )
+                .map(|(_, b)| b)
+            })
+            .collect::<Result<_>>()?;
+        if scans.iter().any(|s| s != &scans[0]) {
+            bail!("table scans differ across regions:\n{}", scans.join("\n"));
+        }
+        Ok(())
+    });
+}
+
+/// Test 6a: a region started with the wrong secret is refused by the others, none of its data
+/// reaches them, and they keep replicating between themselves.
+#[test]
+fn a_region_with_the_wrong_secret_is_refused_and_its_data_stays_out() {
+    let plan = MeshPlan::new(&NAMES).unwrap().secret(2, "not-the-secret");
+    with_mesh(plan, |mesh| {
+        let (shared, intruder) = (topic_name("shared"), topic_name("intruder"));
+        create_topic(mesh.region(2), &intruder, 1, &[])?;
+        produce_all(
+            &acks_all_producer(mesh.region(2))?,
+            &intruder,
+            &[TestRecord::value("from-ap").partition(0)],
+        )?;
+        // ap's pulls are refused by eu and us, and theirs by ap.
+        let refused_everywhere = |i: usize, peers: &[&str]| -> bool {
+            regions_status(mesh.region(i)).is_ok_and(|s| {
+                peers
+                    .iter()
+                    .all(|p| peer_status(&s, p).is_some_and(|p| p["state"] == "refused"))
+            })
+        };
+        if !wait_until(Duration::from_secs(20), || {
+            refused_everywhere(2, &["eu", "us"])
+        }) {
+            bail!("ap does not report eu and us as refused");
+        }
+        for i in 0..2 {
+            if !wait_until(Duration::from_secs(20), || refused_everywhere(i, &["ap"])) {
+                bail!("{} does not report ap as refused", mesh.name(i));
+            }
+            let refusals = metric_sum(
+                mesh.region(i),
+                "causeway_replication_refused_total",
+                "authentication",
+            )?;
+            if refusals < 1.0 {
+                bail!(
+                    "{} counted no authentication refusal in causeway_replication_refused_total",
+                    mesh.name(i)
+                );
+            }
+        }
+        // eu and us keep working with each other.
+        create_topic(mesh.region(0), &shared, 1, &[])?;
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &shared,
+            &[TestRecord::value("from-eu").partition(0)],
+        )?;
+        wait_for_payload(
+            mesh.region(1),
+            &shared,
+            0,
+            "from-eu",
+            Duration::from_secs(15),
+        )?;
+        // By now eu and us have pulled from each other many times; nothing of ap's is there.
+        for i in 0..2 {
+            let status = regions_status(mesh.region(i))?;
+            let from_ap = status["clock"]["ap"].as_u64().unwrap_or(0);
+            ensure_eq!(
+                from_ap,
+                0,
+                "{}'s clock entry for ap: {status}",
+                mesh.name(i)
+            );
+            let consumer_md = topic_partition_count(&mesh.region(i).bootstrap(), &intruder)?;
+            ensure_eq!(
+                consumer_md,
+                None,
+                "ap's topic {intruder} in {}",
+                mesh.name(i)
+            );
+        }
+        // And ap never got the topic created in eu.
+        ensure_eq!(
+            topic_partition_count(&mesh.region(2).bootstrap(), &shared)?,
+            None,
+            "eu's topic {shared} in ap"
+        );
+        Ok(())
+    });
+}
+
+/// Sends one raw frame on a fresh connection and reports whether the broker closed it (EOF or
+/// reset) within `timeout`; bytes the broker sent before closing are returned too.
+fn frame_closes_connection(broker: &BrokerProcess, frame: &[u8]) -> Result<(bool, Vec<u8>)> {
+    let mut s = TcpStream::connect(broker.kafka_addr())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(frame)?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok((true, got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok((true, got)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Ok((false, got))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn replication_frame(version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(8 + body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&32_000i16.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Test 6b: a raw client sending a malformed replication frame on the private API key gets its
+/// connection closed, while the region keeps serving Kafka clients and replicating.
+#[test]
+fn a_malformed_replication_frame_closes_the_connection_and_the_region_keeps_serving() {
+    with_mesh(MeshPlan::new(&NAMES[..2]).unwrap(), |mesh| {
+        let eu = mesh.region(0);
+        let garbage: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
+        let frames = [
+            ("garbage body", replication_frame(0, 7, &garbage)),
+            ("empty body", replication_frame(0, 8, &[])),
+            ("all 0xff body", replication_frame(0, 9, &[0xff; 300])),
+            ("unknown version", replication_frame(99, 10, &garbage)),
+        ];
+        for (what, frame) in &frames {
+            let (closed, got) = frame_closes_connection(eu, frame)?;
+            if !closed {
+                bail!(
+                    "a replication frame with {what} left the connection open (got {} bytes)",
+                    got.len()
+                );
+            }
+            eprintln!("{what}: closed after {} response bytes", got.len());
+        }
+        let malformed = metric_sum(eu, "causeway_replication_refused_total", "malformed")?;
+        if malformed < 1.0 {
+            eprintln!("note: no malformed refusal in causeway_replication_refused_total");
+        }
+        let topic = topic_name("after-garbage");
+        create_topic(eu, &topic, 1, &[])?;
+        check_produce_consume(eu, &topic)?;
+        // Replication still flows both ways.
+        for (from, to) in [(0usize, 1usize), (1, 0)] {
+            let value = format!("after-garbage-from-{}", mesh.name(from));
+            produce_all(
+                &acks_all_producer(mesh.region(from))?,
+                &topic,
+                &[TestRecord::value(value.clone()).partition(0)],
+            )?;
+            wait_for_payload(mesh.region(to), &topic, 0, &value, Duration::from_secs(15))?;
+        }
+        let _ = http_get(eu.http_addr(), "/healthz")?;
+        Ok(())
+    });
+}
