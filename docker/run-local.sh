@@ -13,9 +13,11 @@
 #   CAUSEWAY_US_KAFKA_PORT=9093  CAUSEWAY_US_HTTP_PORT=8081
 #   CAUSEWAY_AP_KAFKA_PORT=9094  CAUSEWAY_AP_HTTP_PORT=8082
 #   CAUSEWAY_READY_TIMEOUT_S=60       how long start waits for each region's /readyz
+#   CAUSEWAY_REPLICATION_SECRET       the secret the regions share (default: a random one,
+#                                     written to DIR/secret)
 #
-# Replication between regions is not implemented yet: today the three are independent brokers
-# that know each other's addresses (--peer).
+# Every region lists the other two as peers, so a record produced in any region appears in all
+# three (active-active replication); `causeway region status --http 127.0.0.1:8080` shows links.
 set -euo pipefail
 
 REGIONS=(eu us ap)
@@ -23,7 +25,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
 
 usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -128,6 +130,9 @@ start() {
             exit 1
         fi
     done
+    if [ ! -s "$dir/secret" ]; then
+        (umask 077; echo "${CAUSEWAY_REPLICATION_SECRET:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}" >"$dir/secret")
+    fi
     for region in "${REGIONS[@]}"; do
         peers=()
         for other in "${REGIONS[@]}"; do
@@ -144,6 +149,7 @@ start() {
             --advertised-addr "$kafka" \
             --http-listen "$http" \
             "${peers[@]}" \
+            --replication-secret "$(cat "$dir/secret")" \
             </dev/null >>"$dir/$region.log" 2>&1 &
         echo $! >"$dir/$region.pid"
     done
