@@ -479,6 +479,58 @@ fn topic_cli_exits_1_with_a_clear_message_when_no_broker_listens() -> Result<()>
     Ok(())
 }
 
+/// `causeway region status` against a region with one peer that never answers: the table names
+/// the region and the peer (not connected), `--json` is the `/v1/regions` document, and an
+/// unreachable broker exits 1.
+#[test]
+fn region_status_cli_shows_the_clock_and_each_peer_link() {
+    let ghost = free_port().expect("a free port");
+    let options = BrokerOptions::new()
+        .flag("--region", "north")
+        .flag("--peer", format!("south@127.0.0.1:{ghost}"))
+        .flag("--replication-secret", "cli");
+    with_broker(options, |broker| {
+        let topic = topic_name("region-cli");
+        produce_and_fetch(broker, &topic, &["a"])?;
+        let http = broker.http_addr().to_string();
+        let output = causeway(&["region", "--http", &http, "status"])?;
+        ensure_eq!(output.status.code(), Some(0), "region status exit code");
+        let table = String::from_utf8_lossy(&output.stdout).into_owned();
+        expect_contains(&table, "REGION north", "region status")?;
+        expect_contains(&table, "south", "region status")?;
+        expect_contains(&table, &format!("127.0.0.1:{ghost}"), "region status")?;
+        expect_contains(
+            &table,
+            "north            1",
+            "the clock (one batch from north)",
+        )?;
+        let output = causeway(&["region", "--http", &http, "status", "--json"])?;
+        ensure_eq!(
+            output.status.code(),
+            Some(0),
+            "region status --json exit code"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        ensure_eq!(json["region"].as_str(), Some("north"));
+        ensure_eq!(json["peers"][0]["name"].as_str(), Some("south"));
+        let state = json["peers"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if state == "connected" {
+            bail!("a peer nobody listens for shows as connected");
+        }
+        let nobody = format!("127.0.0.1:{}", free_port()?);
+        let output = causeway(&["region", "--http", &nobody, "status"])?;
+        ensure_eq!(
+            output.status.code(),
+            Some(1),
+            "region status without a broker"
+        );
+        Ok(())
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // docker/: the three-region script and the Grafana dashboard
 // ---------------------------------------------------------------------------------------------
@@ -548,7 +600,12 @@ fn grafana_dashboard_is_valid_json_whose_queries_name_only_exported_metrics() {
     assert!(panels >= 6, "the dashboard has {panels} panels");
     let queries = dashboard_queries(&dashboard);
     assert!(!queries.is_empty(), "the dashboard has no queries");
-    let options = BrokerOptions::new().flag("--group-initial-rebalance-delay-ms", 0);
+    // A peer that never answers gives the per-peer replication series (lag, link state).
+    let ghost = free_port().expect("a free port");
+    let options = BrokerOptions::new()
+        .flag("--group-initial-rebalance-delay-ms", 0)
+        .flag("--peer", format!("ghost@127.0.0.1:{ghost}"))
+        .flag("--replication-secret", "dashboard");
     with_broker(options, |broker| {
         let topic = topic_name("grafana");
         produce_and_fetch(broker, &topic, &["x", "y"])?;
@@ -582,10 +639,12 @@ fn grafana_dashboard_is_valid_json_whose_queries_name_only_exported_metrics() {
             &[TestRecord::value("{}").key("k")],
         )?;
         let materialized = wait_until(Duration::from_secs(15), || {
-            scrape(broker).is_ok_and(|s| s.has("causeway_table_rows"))
+            scrape(broker).is_ok_and(|s| {
+                s.has("causeway_table_rows") && s.has("causeway_replication_link_up")
+            })
         });
         if !materialized {
-            bail!("the table metrics never appeared");
+            bail!("the table or replication metrics never appeared");
         }
         let exported = scrape(broker)?;
         for query in &queries {
@@ -698,6 +757,26 @@ fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -
         produce_values(&producer, &topic, 0, &[region])?;
         let read = read_partition(&bootstrap, &topic, 0, Offset::Beginning, 1)?;
         ensure_eq!(payload_str(&read[0]), region.to_string());
+    }
+    // The regions replicate: a record produced in eu is read in us and ap.
+    let shared = topic_name("replicated");
+    let bootstrap = |region: &str| {
+        format!(
+            "127.0.0.1:{}",
+            ports[&format!("CAUSEWAY_{region}_KAFKA_PORT")]
+        )
+    };
+    let producer: FutureProducer =
+        causeway_integration_tests::producer_config(&bootstrap("EU")).create()?;
+    produce_values(&producer, &shared, 0, &["from-eu"])?;
+    for region in ["US", "AP"] {
+        let replicated = wait_until(Duration::from_secs(30), || {
+            read_partition(&bootstrap(region), &shared, 0, Offset::Beginning, 1)
+                .is_ok_and(|read| read.first().is_some_and(|m| payload_str(m) == "from-eu"))
+        });
+        if !replicated {
+            bail!("the record produced in eu never reached {region}");
+        }
     }
     let scrape_config = std::fs::read_to_string(dir.path().join("prometheus.yml"))
         .context("run-local.sh wrote no prometheus.yml")?;
