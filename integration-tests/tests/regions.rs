@@ -17,9 +17,10 @@ use causeway_integration_tests::regions::{
     with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, http_get, payload_str, produce_all, topic_name,
-    topic_partition_count, wait_until, BrokerProcess, TestRecord,
+    block_on, check_produce_consume, create_topic, ensure_eq, http_get, payload_str, produce_all,
+    topic_name, topic_partition_count, wait_until, BrokerProcess, TestRecord, CLIENT_TIMEOUT,
 };
+use rdkafka::admin::{AdminOptions, NewPartitions};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use serde_json::Value;
@@ -63,6 +64,54 @@ fn wait_count_everywhere(mesh: &Mesh, topic: &str, partitions: i32, total: i64) 
         },
     );
     waited.with_context(|| format!("per-region partition counts: {last:?}"))
+}
+
+/// Waits until every region's `/v1/regions` shows the same clock, nothing buffered, and every
+/// peer link connected with no lag; and `causeway_replication_lag_batches` is 0 for every peer.
+fn wait_regions_settled(mesh: &Mesh) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let statuses: Vec<Value> = (0..mesh.len())
+            .map(|i| regions_status(mesh.region(i)))
+            .collect::<Result<_>>()?;
+        let mut problems = Vec::new();
+        for (i, s) in statuses.iter().enumerate() {
+            let name = mesh.name(i);
+            if s["clock"] != statuses[0]["clock"] {
+                problems.push(format!(
+                    "{name}'s clock {} differs from {}'s",
+                    s["clock"],
+                    mesh.name(0)
+                ));
+            }
+            if s["buffered_batches"].as_u64() != Some(0) {
+                problems.push(format!("{name} buffers {}", s["buffered_batches"]));
+            }
+            for p in s["peers"].as_array().into_iter().flatten() {
+                if p["state"] != "connected" || p["lag_batches"].as_u64() != Some(0) {
+                    problems.push(format!("{name}'s link to {}: {p}", p["name"]));
+                }
+                let peer = p["name"].as_str().unwrap_or_default();
+                let lag = metric_sum(
+                    mesh.region(i),
+                    "causeway_replication_lag_batches",
+                    &format!("peer=\"{peer}\""),
+                )?;
+                if lag != 0.0 {
+                    problems.push(format!(
+                        "{name}: causeway_replication_lag_batches for {peer} is {lag}"
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("/v1/regions did not settle:\n{}", problems.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Splits `origin:partition:counter` payloads; anything else (markers) is `None`.
@@ -153,6 +202,20 @@ fn concurrent_produce_in_every_region_converges_in_causal_order() {
             "produced {total} records in 3 regions in {produced_in:?}, converged after {:?}",
             started.elapsed()
         );
+        wait_regions_settled(mesh)?;
+        for i in 0..3 {
+            let applied = metric_sum(
+                mesh.region(i),
+                "causeway_replication_applied_batches_total",
+                &format!("topic=\"{topic}\""),
+            )?;
+            if applied < 2.0 {
+                bail!(
+                    "{}: causeway_replication_applied_batches_total for {topic} is {applied}",
+                    mesh.name(i)
+                );
+            }
+        }
 
         // Each origin's order per partition, as its own region logged it.
         let mut reference: BTreeMap<(String, i32), Vec<u64>> = BTreeMap::new();
@@ -277,6 +340,22 @@ fn a_permanently_cut_link_converges_through_the_third_region() {
         if !down {
             bail!("us still reports its link to eu as connected after the cut");
         }
+        let link_up = |peer: &str| {
+            metric_sum(
+                mesh.region(1),
+                "causeway_replication_link_up",
+                &format!("peer=\"{peer}\""),
+            )
+        };
+        if !wait_until(Duration::from_secs(15), || {
+            link_up("eu").is_ok_and(|v| v == 0.0)
+        }) {
+            bail!(
+                "causeway_replication_link_up{{peer=\"eu\"}} at us is {:?} after the cut",
+                link_up("eu")
+            );
+        }
+        ensure_eq!(link_up("ap")?, 1.0, "us's link to ap is up");
         // ap produces nothing, so whatever us applies from its link to ap is relayed.
         let relayed = |m: &Mesh| -> Result<u64> {
             let status = regions_status(m.region(1))?;
@@ -432,7 +511,15 @@ fn a_region_killed_under_load_restarts_and_every_acknowledged_record_converges()
                         acked.len(),
                         sets[0].len()
                     );
-                    return Ok(());
+                    let failures = metric_sum(
+                        mesh.region(0),
+                        "causeway_replication_link_failures_total",
+                        "peer=\"us\"",
+                    )?;
+                    if failures < 1.0 {
+                        bail!("eu counted no failure of its link to us while us was down");
+                    }
+                    return wait_regions_settled(mesh);
                 }
                 if Instant::now() > deadline {
                     bail!(
@@ -455,8 +542,9 @@ fn a_region_killed_under_load_restarts_and_every_acknowledged_record_converges()
 /// produce there, and those records replicate back.
 #[test]
 fn a_topic_created_in_one_region_is_usable_in_every_region() {
+    // Only us creates topics on first use; eu and ap can learn them only from the catalog.
     let mut plan = MeshPlan::new(&NAMES).unwrap();
-    for i in 0..3 {
+    for i in [0, 2] {
         plan = plan.flag(i, "--auto-create-topics", "false");
     }
     with_mesh(plan, |mesh| {
@@ -475,6 +563,54 @@ fn a_topic_created_in_one_region_is_usable_in_every_region() {
                 wait_for_payload(mesh.region(j), &topic, p, &value, Duration::from_secs(15))
                     .with_context(|| format!("{value} in {}", mesh.name(j)))?;
             }
+        }
+
+        // Partitions added in ap reach the others, and the new partition replicates.
+        let admin = mesh.region(2).admin();
+        let grown = block_on(admin.create_partitions(
+            [&NewPartitions::new(&topic, 5)],
+            &AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT)),
+        ))?;
+        if !grown.iter().all(|r| r.is_ok()) {
+            bail!("CreatePartitions in ap: {grown:?}");
+        }
+        wait_topic_everywhere(mesh, &topic, 5)?;
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &topic,
+            &[TestRecord::value("eu-in-partition-4").partition(4)],
+        )?;
+        for j in 0..3 {
+            wait_for_payload(
+                mesh.region(j),
+                &topic,
+                4,
+                "eu-in-partition-4",
+                Duration::from_secs(15),
+            )
+            .with_context(|| format!("partition 4 in {}", mesh.name(j)))?;
+        }
+
+        // A topic us creates on first produce appears in eu and ap.
+        let auto = topic_name("auto");
+        produce_all(
+            &acks_all_producer(mesh.region(1))?,
+            &auto,
+            &[TestRecord::value("auto-from-us").partition(0)],
+        )
+        .context("produce to an auto-created topic in us")?;
+        let partitions = topic_partition_count(&mesh.region(1).bootstrap(), &auto)?
+            .ok_or_else(|| anyhow!("{auto} missing in us"))?;
+        wait_topic_everywhere(mesh, &auto, partitions)?;
+        for j in [0, 2] {
+            wait_for_payload(
+                mesh.region(j),
+                &auto,
+                0,
+                "auto-from-us",
+                Duration::from_secs(15),
+            )
+            .with_context(|| format!("auto-created topic in {}", mesh.name(j)))?;
         }
         Ok(())
     });
