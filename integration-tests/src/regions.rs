@@ -186,6 +186,43 @@ impl Mesh {
         out
     }
 
+    /// Lines of every region's stderr that contain `needle`, prefixed with the region's name.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.names
+            .iter()
+            .zip(&self.regions)
+            .flat_map(|(name, region)| {
+                region
+                    .stderr()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .map(|l| format!("{name}: {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Fails if any region refused or dropped a replicated batch (bad metadata or a malformed
+    /// batch): with sane clocks and honest peers that never happens.
+    pub fn ensure_no_batch_refusals(&self) -> Result<()> {
+        for (name, region) in self.names.iter().zip(&self.regions) {
+            for reason in ["batch_metadata", "bad_batch", "malformed_response"] {
+                let n = metric_sum(
+                    region,
+                    "causeway_replication_refused_total",
+                    &format!("reason=\"{reason}\""),
+                )?;
+                if n != 0.0 {
+                    bail!(
+                        "{name} counted {n} replication refusals for {reason}:\n{}",
+                        self.log_lines("refused a replicated batch").join("\n")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until `cond` holds in every region (checked region by region, each with the time
     /// left); fails naming the first region where it did not.
     pub fn wait_all(
