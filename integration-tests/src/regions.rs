@@ -351,7 +351,7 @@ pub fn read_all(broker: &BrokerProcess, topic: &str, partition: i32) -> Result<V
     let deadline = Instant::now() + Duration::from_secs(30);
     while out
         .last()
-        .map_or(true, |m: &OwnedMessage| m.offset() < high - 1)
+        .is_none_or(|m: &OwnedMessage| m.offset() < high - 1)
     {
         if Instant::now() > deadline {
             bail!(

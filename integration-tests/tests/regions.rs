@@ -131,7 +131,7 @@ fn parse_load(payload: &str) -> Option<(String, i32, u64)> {
 fn concurrent_produce_in_every_region_converges_in_causal_order() {
     const PARTITIONS: i32 = 4;
     const PER_REGION: usize = 3000;
-    with_mesh(MeshPlan::new(&NAMES).unwrap(), |mesh| {
+    with_mesh(MeshPlan::new(&NAMES).expect("allocate ports"), |mesh| {
         let topic = topic_name("mesh");
         create_topic(mesh.region(0), &topic, PARTITIONS, &[])?;
         wait_topic_everywhere(mesh, &topic, PARTITIONS as usize)?;
@@ -296,11 +296,15 @@ fn concurrent_produce_in_every_region_converges_in_causal_order() {
 #[test]
 fn a_permanently_cut_link_converges_through_the_third_region() {
     const PARTITIONS: i32 = 2;
-    let plan = MeshPlan::new(&NAMES).unwrap();
-    let eu_to_us = CuttingProxy::bind().unwrap();
-    let us_to_eu = CuttingProxy::bind().unwrap();
-    eu_to_us.forward_to(plan.kafka_addr(1)).unwrap();
-    us_to_eu.forward_to(plan.kafka_addr(0)).unwrap();
+    let plan = MeshPlan::new(&NAMES).expect("allocate ports");
+    let eu_to_us = CuttingProxy::bind().expect("bind a proxy");
+    let us_to_eu = CuttingProxy::bind().expect("bind a proxy");
+    eu_to_us
+        .forward_to(plan.kafka_addr(1))
+        .expect("start the proxy");
+    us_to_eu
+        .forward_to(plan.kafka_addr(0))
+        .expect("start the proxy");
     let plan = plan
         .route(0, 1, eu_to_us.addr())
         .route(1, 0, us_to_eu.addr());
@@ -415,7 +419,7 @@ fn a_permanently_cut_link_converges_through_the_third_region() {
 /// exactly once, and all regions hold the same records.
 #[test]
 fn a_region_killed_under_load_restarts_and_every_acknowledged_record_converges() {
-    with_mesh(MeshPlan::new(&NAMES).unwrap(), |mesh| {
+    with_mesh(MeshPlan::new(&NAMES).expect("allocate ports"), |mesh| {
         let topic = topic_name("crash");
         create_topic(mesh.region(0), &topic, 1, &[])?;
         wait_topic_everywhere(mesh, &topic, 1)?;
@@ -555,7 +559,7 @@ fn a_region_killed_under_load_restarts_and_every_acknowledged_record_converges()
 #[test]
 fn a_topic_created_in_one_region_is_usable_in_every_region() {
     // Only us creates topics on first use; eu and ap can learn them only from the catalog.
-    let mut plan = MeshPlan::new(&NAMES).unwrap();
+    let mut plan = MeshPlan::new(&NAMES).expect("allocate ports");
     for i in [0, 2] {
         plan = plan.flag(i, "--auto-create-topics", "false");
     }
@@ -647,7 +651,7 @@ fn row(broker: &BrokerProcess, topic: &str, key: &str) -> Result<(u16, String)> 
 fn a_table_written_concurrently_in_every_region_converges_to_identical_rows() {
     const ROUNDS: usize = 20;
     let keys: Vec<String> = (0..6).map(|k| format!("row{k}")).collect();
-    with_mesh(MeshPlan::new(&NAMES).unwrap(), |mesh| {
+    with_mesh(MeshPlan::new(&NAMES).expect("allocate ports"), |mesh| {
         let topic = topic_name("table");
         create_topic(mesh.region(0), &topic, 2, &[("cleanup.policy", "compact")])?;
         wait_topic_everywhere(mesh, &topic, 2)?;
@@ -775,7 +779,9 @@ fn a_table_written_concurrently_in_every_region_converges_to_identical_rows() {
 /// reaches them, and they keep replicating between themselves.
 #[test]
 fn a_region_with_the_wrong_secret_is_refused_and_its_data_stays_out() {
-    let plan = MeshPlan::new(&NAMES).unwrap().secret(2, "not-the-secret");
+    let plan = MeshPlan::new(&NAMES)
+        .expect("allocate ports")
+        .secret(2, "not-the-secret");
     with_mesh(plan, |mesh| {
         let (shared, intruder) = (topic_name("shared"), topic_name("intruder"));
         create_topic(mesh.region(2), &intruder, 1, &[])?;
@@ -890,43 +896,46 @@ fn replication_frame(version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> 
 /// connection closed, while the region keeps serving Kafka clients and replicating.
 #[test]
 fn a_malformed_replication_frame_closes_the_connection_and_the_region_keeps_serving() {
-    with_mesh(MeshPlan::new(&NAMES[..2]).unwrap(), |mesh| {
-        let eu = mesh.region(0);
-        let garbage: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
-        let frames = [
-            ("garbage body", replication_frame(0, 7, &garbage)),
-            ("empty body", replication_frame(0, 8, &[])),
-            ("all 0xff body", replication_frame(0, 9, &[0xff; 300])),
-            ("unknown version", replication_frame(99, 10, &garbage)),
-        ];
-        for (what, frame) in &frames {
-            let (closed, got) = frame_closes_connection(eu, frame)?;
-            if !closed {
-                bail!(
-                    "a replication frame with {what} left the connection open (got {} bytes)",
-                    got.len()
-                );
+    with_mesh(
+        MeshPlan::new(&NAMES[..2]).expect("allocate ports"),
+        |mesh| {
+            let eu = mesh.region(0);
+            let garbage: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
+            let frames = [
+                ("garbage body", replication_frame(0, 7, &garbage)),
+                ("empty body", replication_frame(0, 8, &[])),
+                ("all 0xff body", replication_frame(0, 9, &[0xff; 300])),
+                ("unknown version", replication_frame(99, 10, &garbage)),
+            ];
+            for (what, frame) in &frames {
+                let (closed, got) = frame_closes_connection(eu, frame)?;
+                if !closed {
+                    bail!(
+                        "a replication frame with {what} left the connection open (got {} bytes)",
+                        got.len()
+                    );
+                }
+                eprintln!("{what}: closed after {} response bytes", got.len());
             }
-            eprintln!("{what}: closed after {} response bytes", got.len());
-        }
-        let malformed = metric_sum(eu, "causeway_replication_refused_total", "malformed")?;
-        if malformed < 1.0 {
-            eprintln!("note: no malformed refusal in causeway_replication_refused_total");
-        }
-        let topic = topic_name("after-garbage");
-        create_topic(eu, &topic, 1, &[])?;
-        check_produce_consume(eu, &topic)?;
-        // Replication still flows both ways.
-        for (from, to) in [(0usize, 1usize), (1, 0)] {
-            let value = format!("after-garbage-from-{}", mesh.name(from));
-            produce_all(
-                &acks_all_producer(mesh.region(from))?,
-                &topic,
-                &[TestRecord::value(value.clone()).partition(0)],
-            )?;
-            wait_for_payload(mesh.region(to), &topic, 0, &value, Duration::from_secs(15))?;
-        }
-        let _ = http_get(eu.http_addr(), "/healthz")?;
-        Ok(())
-    });
+            let malformed = metric_sum(eu, "causeway_replication_refused_total", "malformed")?;
+            if malformed < 1.0 {
+                eprintln!("note: no malformed refusal in causeway_replication_refused_total");
+            }
+            let topic = topic_name("after-garbage");
+            create_topic(eu, &topic, 1, &[])?;
+            check_produce_consume(eu, &topic)?;
+            // Replication still flows both ways.
+            for (from, to) in [(0usize, 1usize), (1, 0)] {
+                let value = format!("after-garbage-from-{}", mesh.name(from));
+                produce_all(
+                    &acks_all_producer(mesh.region(from))?,
+                    &topic,
+                    &[TestRecord::value(value.clone()).partition(0)],
+                )?;
+                wait_for_payload(mesh.region(to), &topic, 0, &value, Duration::from_secs(15))?;
+            }
+            let _ = http_get(eu.http_addr(), "/healthz")?;
+            Ok(())
+        },
+    );
 }
