@@ -214,6 +214,20 @@ fn put_clock(clock: &VectorClock, out: &mut Vec<u8>) {
     encode_varint(&clock.to_deps(), out);
 }
 
+/// What requests and responses say first about a partition: its name and the sender's clocks.
+fn put_partition_head(
+    topic: &str,
+    partition: u32,
+    have: &VectorClock,
+    durable: &VectorClock,
+    out: &mut Vec<u8>,
+) {
+    put_bytes(topic.as_bytes(), out);
+    put_varint(u64::from(partition), out);
+    put_clock(have, out);
+    put_clock(durable, out);
+}
+
 impl PullRequest {
     /// The body bytes.
     pub fn encode(&self) -> Vec<u8> {
@@ -229,10 +243,7 @@ impl PullRequest {
         }
         put_varint(self.partitions.len() as u64, &mut out);
         for p in &self.partitions {
-            put_bytes(p.topic.as_bytes(), &mut out);
-            put_varint(u64::from(p.partition), &mut out);
-            put_clock(&p.have, &mut out);
-            put_clock(&p.durable, &mut out);
+            put_partition_head(&p.topic, p.partition, &p.have, &p.durable, &mut out);
         }
         out
     }
@@ -293,10 +304,7 @@ impl PullResponse {
         }
         put_varint(self.partitions.len() as u64, &mut out);
         for p in &self.partitions {
-            put_bytes(p.topic.as_bytes(), &mut out);
-            put_varint(u64::from(p.partition), &mut out);
-            put_clock(&p.have, &mut out);
-            put_clock(&p.durable, &mut out);
+            put_partition_head(&p.topic, p.partition, &p.have, &p.durable, &mut out);
             put_varint(p.batches.len() as u64, &mut out);
             let mut previous: &[(u32, u64)] = &[];
             for batch in &p.batches {

@@ -96,14 +96,19 @@ impl Catalog {
 
     /// Every stored transaction record (the coordinator's own JSON), by transactional id.
     pub fn transactions(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.under(TRANSACTION_PREFIX)
+    }
+
+    /// Every `(key without the prefix, value)` whose key starts with `prefix`, in key order.
+    fn under(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let mut out = Vec::new();
-        let mode = IteratorMode::From(TRANSACTION_PREFIX.as_bytes(), Direction::Forward);
+        let mode = IteratorMode::From(prefix.as_bytes(), Direction::Forward);
         for item in self.db.iterator(mode) {
             let (key, value) = item.map_err(db_err)?;
-            let Some(id) = key.strip_prefix(TRANSACTION_PREFIX.as_bytes()) else {
+            let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
                 break;
             };
-            out.push((String::from_utf8_lossy(id).into_owned(), value.to_vec()));
+            out.push((String::from_utf8_lossy(rest).into_owned(), value.to_vec()));
         }
         Ok(out)
     }
@@ -126,16 +131,7 @@ impl Catalog {
 
     /// Every stored replicated topic state, by name.
     pub fn topic_states(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let mut out = Vec::new();
-        let mode = IteratorMode::From(TOPIC_STATE_PREFIX.as_bytes(), Direction::Forward);
-        for item in self.db.iterator(mode) {
-            let (key, value) = item.map_err(db_err)?;
-            let Some(name) = key.strip_prefix(TOPIC_STATE_PREFIX.as_bytes()) else {
-                break;
-            };
-            out.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
-        }
-        Ok(out)
+        self.under(TOPIC_STATE_PREFIX)
     }
 
     /// Stores a topic's replicated state and, atomically with it, its hosted record (`Some`) or
