@@ -410,6 +410,20 @@ fn a_permanently_cut_link_converges_through_the_third_region() {
         if relayed_after <= relayed_before {
             bail!("us applied nothing from ap after the cut ({relayed_before} -> {relayed_after})");
         }
+        // Durable clocks are relayed too: eu learns through ap that us holds all of eu's
+        // batches, so the stable cut (retention, compaction) advances despite the cut link.
+        let eu_sees_us_current = wait_until(Duration::from_secs(15), || {
+            regions_status(mesh.region(0)).is_ok_and(|status| {
+                peer_status(&status, "us").and_then(|p| p["peer_behind_batches"].as_u64())
+                    == Some(0)
+            })
+        });
+        if !eu_sees_us_current {
+            bail!(
+                "eu never learned us's durable clock through ap: {:?}",
+                regions_status(mesh.region(0))
+            );
+        }
         Ok(())
     });
 }

@@ -611,6 +611,22 @@ impl<L: BatchLog> PartitionReplica<L> {
         Ok(())
     }
 
+    /// Records a durable clock of `region` heard through another peer (relayed in its pull
+    /// responses). Durable clocks only grow, so a relayed one is as good as a direct one, and the
+    /// stable cut keeps advancing while the direct link to `region` is down.
+    pub fn note_relayed(&mut self, region: u32, durable: &VectorClock) -> Result<(), ReplicaError> {
+        self.note_peer(region, durable)
+    }
+
+    /// The durable clocks heard from every other region, for relaying to `to`.
+    pub fn relayable(&self, to: u32) -> Vec<(u32, VectorClock)> {
+        self.peer_durable
+            .iter()
+            .filter(|(&region, _)| region != to)
+            .map(|(&region, clock)| (region, clock.clone()))
+            .collect()
+    }
+
     /// Answers a peer's pull with up to `limit` batches it lacks, in this log's order, starting
     /// at the earliest missing one (found through the `(origin, seq)` index). Own batches are
     /// served only up to the durable clock. Records the peer's durable clock.
@@ -963,6 +979,35 @@ mod tests {
         let served = a.serve_pull(&request, 10).expect("serve").batches;
         assert_eq!(served.len(), 1);
         assert_eq!(a.durable_clock().get(A), 1);
+    }
+
+    #[test]
+    fn durable_clocks_relayed_through_a_third_region_advance_the_stable_cut() {
+        let mut a = replica(A);
+        let mut b = replica(B);
+        let mut c = replica(C);
+        a.append_local(1, NOW).expect("append");
+        a.sync().expect("sync");
+        // B and C pull A's batch; A and B never talk directly afterwards.
+        for r in [&mut b, &mut c] {
+            let response = a.serve_pull(&r.pull_request(A), 10).expect("serve");
+            r.receive_response(response, NOW).expect("receive");
+            r.sync().expect("sync");
+        }
+        let from_c = c.serve_pull(&a.pull_request(C), 10).expect("serve");
+        a.receive_response(from_c, NOW).expect("receive");
+        let to_b = b.serve_pull(&c.pull_request(B), 10).expect("serve");
+        c.receive_response(to_b, NOW).expect("receive");
+        assert_eq!(
+            a.stable_cut().get(A),
+            0,
+            "B's durable clock is unknown at A"
+        );
+        for (region, clock) in c.relayable(A) {
+            a.note_relayed(region, &clock).expect("relay");
+        }
+        assert_eq!(a.stable_cut().get(A), 1);
+        assert!(c.relayable(B).iter().all(|(region, _)| *region != B));
     }
 
     #[test]

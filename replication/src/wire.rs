@@ -126,6 +126,9 @@ pub struct PartitionBatches {
     pub have: VectorClock,
     /// The server's durable clock.
     pub durable: VectorClock,
+    /// The durable clocks the server last heard from other regions (not the requester's), so
+    /// the stable cut advances even between regions whose direct link is down.
+    pub relayed: Vec<(u32, VectorClock)>,
     /// Batches the requester lacks, in the server's log order.
     pub batches: Vec<Batch<Bytes>>,
 }
@@ -305,6 +308,11 @@ impl PullResponse {
         put_varint(self.partitions.len() as u64, &mut out);
         for p in &self.partitions {
             put_partition_head(&p.topic, p.partition, &p.have, &p.durable, &mut out);
+            put_varint(p.relayed.len() as u64, &mut out);
+            for (region, clock) in &p.relayed {
+                put_varint(u64::from(*region), &mut out);
+                put_clock(clock, &mut out);
+            }
             put_varint(p.batches.len() as u64, &mut out);
             let mut previous: &[(u32, u64)] = &[];
             for batch in &p.batches {
@@ -336,6 +344,10 @@ impl PullResponse {
             let partition = r.u32()?;
             let have = r.clock()?;
             let durable = r.clock()?;
+            let relayed_count = r.count(ORIGINS_MAX)?;
+            let relayed = (0..relayed_count)
+                .map(|_| Ok((r.u32()?, r.clock()?)))
+                .collect::<Result<Vec<_>, WireError>>()?;
             let batch_count = r.count(BATCHES_MAX)?;
             let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(batch_count.min(1024));
             for _ in 0..batch_count {
@@ -360,6 +372,7 @@ impl PullResponse {
                 partition,
                 have,
                 durable,
+                relayed,
                 batches,
             });
         }
@@ -402,6 +415,7 @@ mod tests {
                 partition: 3,
                 have: clock(&[(7, 2), (9, 1)]),
                 durable: clock(&[(7, 1)]),
+                relayed: vec![(11, clock(&[(7, 1), (11, 4)]))],
                 batches: vec![
                     batch(7, 1, &[], b"first"),
                     batch(9, 1, &[(7, 1)], b"second"),

@@ -280,10 +280,17 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
             durable: part.durable,
             batches,
         };
-        let report = partition
-            .replica()
-            .receive_response(core, wall)
-            .map_err(|e| LinkError::Apply(format!("{}/{}: {e}", part.topic, part.partition)))?;
+        let report = {
+            let mut replica = partition.replica();
+            for (region, durable) in &part.relayed {
+                if *region != replication.region_id {
+                    // A region this one does not know is the peer's business, not an error.
+                    let _ = replica.note_relayed(*region, durable);
+                }
+            }
+            replica.receive_response(core, wall)
+        }
+        .map_err(|e| LinkError::Apply(format!("{}/{}: {e}", part.topic, part.partition)))?;
         for (id, refusal) in &report.refused {
             tracing::warn!(topic = %part.topic, partition = part.partition, origin = id.origin, seq = id.seq, ?refusal, "refused a replicated batch");
             metrics::replication_refused("batch_metadata");

@@ -118,9 +118,14 @@ fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
         } else {
             BATCHES_PER_PARTITION_MAX
         };
-        let served = partition.replica().serve_pull(&core, limit);
+        let served = {
+            let mut replica = partition.replica();
+            replica
+                .serve_pull(&core, limit)
+                .map(|served| (served, replica.relayable(request.region)))
+        };
         match served {
-            Ok(served) => {
+            Ok((served, relayed)) => {
                 let bytes: usize = served.batches.iter().map(|b| b.payload.len()).sum();
                 budget = budget.saturating_sub(bytes);
                 metrics::replication_served(&wanted.topic, served.batches.len(), bytes);
@@ -129,6 +134,7 @@ fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
                     partition: wanted.partition,
                     have: served.have,
                     durable: served.durable,
+                    relayed,
                     batches: served.batches,
                 });
             }
@@ -140,6 +146,7 @@ fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
                     partition: wanted.partition,
                     have: replica.clock().clone(),
                     durable: replica.durable_clock().clone(),
+                    relayed: Vec::new(),
                     batches: Vec::new(),
                 });
             }
