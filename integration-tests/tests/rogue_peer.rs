@@ -1,0 +1,199 @@
+//! A peer that sends bad replication data: a batch whose CRC is wrong, a batch whose causal
+//! metadata is malformed, and a batch stamped far beyond the clock-skew bound. The region pulling
+//! from it refuses each one (counted and logged), applies none of them, and keeps serving.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use causeway_integration_tests::batch::{fix_crc, simple_batch};
+use causeway_integration_tests::regions::{metric_sum, partition_counts};
+use causeway_integration_tests::{
+    free_port, produce_all, wait_until, BrokerOptions, BrokerProcess, TestRecord,
+};
+use causeway_replication::delivery::Batch;
+use causeway_replication::region::region_id;
+use causeway_replication::wire::{PartitionBatches, PullError, PullRequest, PullResponse};
+use causeway_replication::{HybridClock, VectorClock};
+use causeway_storage::CausalMeta;
+
+const SECRET: &str = "rogue-test";
+const TOPIC: &str = "guarded";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One batch from the rogue region with the given metadata and bytes.
+fn rogue_batch(seq: u64, hlc: u64, payload: Vec<u8>) -> Batch<Bytes> {
+    Batch {
+        meta: CausalMeta {
+            origin_region: region_id("rogue"),
+            origin_seq: seq,
+            hlc,
+            deps: if seq > 1 {
+                vec![(region_id("rogue"), seq - 1)]
+            } else {
+                Vec::new()
+            },
+        },
+        payload: Bytes::from(payload),
+    }
+}
+
+/// The three bad answers, one per pull that names the guarded partition.
+fn bad_batches() -> Vec<(&'static str, Batch<Bytes>)> {
+    let mut corrupt = simple_batch("corrupt", 2, now_ms() as i64).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff; // the CRC no longer matches
+    let mut good = simple_batch("skewed", 2, now_ms() as i64).to_vec();
+    fix_crc(&mut good);
+    let stamp_now = HybridClock::default().tick(now_ms());
+    let stamp_tomorrow = HybridClock::default().tick(now_ms() + 86_400_000);
+    vec![
+        ("bad CRC", rogue_batch(1, stamp_now, corrupt)),
+        ("origin sequence 0", rogue_batch(0, stamp_now, good.clone())),
+        ("stamp a day ahead", rogue_batch(1, stamp_tomorrow, good)),
+    ]
+}
+
+fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut frame)?;
+    Ok(frame)
+}
+
+/// Serves pulls like a region would, answering the guarded partition with one bad batch per
+/// pull until the list is used up, then with nothing.
+fn serve_rogue(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<()> {
+    listener.set_nonblocking(false)?;
+    let (mut stream, _) = listener.accept()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut bad = bad_batches().into_iter();
+    while !stop.load(Ordering::Acquire) {
+        let frame = read_frame(&mut stream)?;
+        let correlation = frame.get(4..8).context("short header")?.to_vec();
+        let request = PullRequest::decode(&frame[8..]).context("decoding the region's pull")?;
+        if request.secret != SECRET.as_bytes() || request.region != region_id("home") {
+            bail!(
+                "the region pulled with secret {:?} as {}",
+                request.secret,
+                request.region
+            );
+        }
+        let guarded = request
+            .partitions
+            .iter()
+            .any(|p| p.topic == TOPIC && p.partition == 0);
+        let next_bad = if guarded { bad.next() } else { None };
+        let batches = match next_bad {
+            Some((what, batch)) => {
+                eprintln!("rogue: sending a batch with {what}");
+                vec![batch]
+            }
+            None => {
+                std::thread::sleep(Duration::from_millis(50));
+                Vec::new()
+            }
+        };
+        let response = PullResponse {
+            error: PullError::None,
+            region: region_id("rogue"),
+            catalog: None,
+            partitions: if guarded {
+                vec![PartitionBatches {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    have: VectorClock::default(),
+                    durable: VectorClock::default(),
+                    relayed: Vec::new(),
+                    batches,
+                }]
+            } else {
+                Vec::new()
+            },
+        };
+        let body = response.encode();
+        let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&correlation);
+        out.extend_from_slice(&body);
+        stream.write_all(&out)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_batches_from_a_peer_are_refused_and_nothing_is_applied() -> Result<()> {
+    let rogue_port = free_port()?;
+    let listener = TcpListener::bind(("127.0.0.1", rogue_port))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let rogue = {
+        let stop = stop.clone();
+        std::thread::spawn(move || serve_rogue(listener, stop))
+    };
+    let home = BrokerProcess::start(
+        BrokerOptions::new()
+            .flag("--region", "home")
+            .flag("--peer", format!("rogue@127.0.0.1:{rogue_port}"))
+            .flag("--replication-secret", SECRET),
+    )?;
+    produce_all(
+        &home.producer(),
+        TOPIC,
+        &[TestRecord::value("mine").partition(0)],
+    )?;
+    let refused = |reason: &str| {
+        metric_sum(
+            &home,
+            "causeway_replication_refused_total",
+            &format!("reason=\"{reason}\""),
+        )
+        .unwrap_or(0.0)
+    };
+    let all_refused = wait_until(Duration::from_secs(30), || {
+        refused("bad_batch") >= 1.0 && refused("batch_metadata") >= 2.0
+    });
+    stop.store(true, Ordering::Release);
+    if !all_refused {
+        bail!(
+            "refusals: bad_batch {}, batch_metadata {}\n{}",
+            refused("bad_batch"),
+            refused("batch_metadata"),
+            home.stderr_tail(40)
+        );
+    }
+    let log = home.stderr();
+    for expected in ["not one well-formed record batch", "Malformed", "ClockSkew"] {
+        if !log.contains(expected) {
+            bail!(
+                "no log line mentions {expected:?}:\n{}",
+                home.stderr_tail(40)
+            );
+        }
+    }
+    if partition_counts(&home, TOPIC, 1)? != vec![1] {
+        bail!(
+            "a refused batch was applied: {:?}",
+            partition_counts(&home, TOPIC, 1)?
+        );
+    }
+    produce_all(
+        &home.producer(),
+        TOPIC,
+        &[TestRecord::value("still serving").partition(0)],
+    )?;
+    if partition_counts(&home, TOPIC, 1)? != vec![2] {
+        bail!("the region stopped accepting writes");
+    }
+    drop(home);
+    let _ = rogue.join();
+    Ok(())
+}
