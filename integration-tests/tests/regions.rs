@@ -953,3 +953,44 @@ fn a_malformed_replication_frame_closes_the_connection_and_the_region_keeps_serv
         },
     );
 }
+
+/// `causeway.min.regions=2`: acks=all is answered once a second region holds the batch; with the
+/// other region down it fails with NOT_ENOUGH_REPLICAS_AFTER_APPEND at the request timeout (the
+/// record stays appended, as in Kafka), and succeeds again once the region is back.
+#[test]
+fn min_regions_makes_acks_all_wait_for_another_region() {
+    let plan = MeshPlan::new(&["north", "south"]).expect("plan");
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("min-regions");
+        create_topic(mesh.region(0), &topic, 1, &[("causeway.min.regions", "2")])?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        let records: Vec<TestRecord> = (0..20)
+            .map(|i| TestRecord::value(format!("held-{i}")))
+            .collect();
+        produce_all(&acks_all_producer(mesh.region(0))?, &topic, &records)?;
+        mesh.region_mut(1).kill9();
+        let impatient: FutureProducer = mesh
+            .region(0)
+            .producer_config()
+            .set("acks", "all")
+            .set("enable.idempotence", "false")
+            .set("retries", "0")
+            .set("request.timeout.ms", "1500")
+            .set("message.timeout.ms", "5000")
+            .create()?;
+        let alone = produce_all(&impatient, &topic, &[TestRecord::value("alone")]);
+        match alone {
+            Err(error) if error.to_string().contains("NotEnoughReplicasAfterAppend") => {}
+            other => bail!("acks=all with the other region down answered {other:?}"),
+        }
+        ensure_eq!(partition_counts(mesh.region(0), &topic, 1)?, vec![21]);
+        mesh.region_mut(1).restart()?;
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &topic,
+            &[TestRecord::value("together again")],
+        )?;
+        wait_count_everywhere(mesh, &topic, 1, 22)?;
+        Ok(())
+    });
+}
