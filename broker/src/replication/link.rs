@@ -3,6 +3,7 @@
 //! failure log it, back off and reconnect. Nothing a peer sends can touch applied data: bad
 //! batches are dropped before the core sees them, and the core refuses bad metadata.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use causeway_replication::wire::{
     PartitionPull, PullError, PullRequest, PullResponse, REPLICATION_API_KEY,
     REPLICATION_API_VERSION,
 };
+use causeway_replication::VectorClock;
 use causeway_storage::split_batches;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -92,28 +95,31 @@ pub async fn run(broker: Arc<Broker>, index: usize, mut shutdown: watch::Receive
     }
 }
 
-/// One connection: pull and apply until something fails.
+/// Per partition, the highest sequence per origin a response carries.
+type Ahead = HashMap<(String, u32), VectorClock>;
+
+/// One connection: pull and apply until something fails. Pulls are pipelined: as soon as a
+/// response arrives the next pull goes out, asking for what follows that response, so the peer
+/// serves the next batches while this region applies the previous ones.
 async fn pull_until_error(
     broker: &Arc<Broker>,
     peer: &Peer,
     index: usize,
 ) -> Result<(), LinkError> {
     let link = &broker.replication.links[index];
-    let mut stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&peer.addr))
+    let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&peer.addr))
         .await
         .map_err(|_| LinkError::Timeout)??;
     stream.set_nodelay(true)?;
-    let mut correlation_id = 0i32;
+    let (mut reader, mut writer) = stream.into_split();
+    let mut correlation_id = 1i32;
+    let mut resync = false;
+    let first = request_after(broker, peer.id, None).await?;
+    send_pull(&mut writer, correlation_id, &first.encode()).await?;
     loop {
-        let for_blocking = broker.clone();
-        let peer_id = peer.id;
-        let request = tokio::task::spawn_blocking(move || build_request(&for_blocking, peer_id))
-            .await
-            .map_err(|e| LinkError::Apply(e.to_string()))?;
-        correlation_id = correlation_id.wrapping_add(1);
         let body = tokio::time::timeout(
             IO_TIMEOUT + Duration::from_millis(u64::from(PULL_WAIT_MS)),
-            exchange(&mut stream, correlation_id, &request.encode()),
+            read_response(&mut reader, correlation_id),
         )
         .await
         .map_err(|_| LinkError::Timeout)??;
@@ -130,6 +136,12 @@ async fn pull_until_error(
                 response.region, peer.id, peer.name
             )));
         }
+        // After an incomplete apply the pull in flight may have skipped batches that did not
+        // apply; the next one then starts from the clock itself.
+        let ahead = (!resync).then(|| tops(&response));
+        let next = request_after(broker, peer.id, ahead).await?;
+        correlation_id = correlation_id.wrapping_add(1);
+        send_pull(&mut writer, correlation_id, &next.encode()).await?;
         let for_blocking = broker.clone();
         let peer_id = peer.id;
         let applied = tokio::task::spawn_blocking(move || apply(&for_blocking, peer_id, response))
@@ -144,18 +156,45 @@ async fn pull_until_error(
             f.duplicates += applied.duplicates;
             f.refused += applied.refused;
         });
+        resync = applied.incomplete();
         if applied.backpressured {
             tokio::time::sleep(BACKOFF_MIN).await;
         }
     }
 }
 
-/// Sends one pull frame and reads its response body.
-async fn exchange(
-    stream: &mut TcpStream,
+/// Per partition, the highest sequence per origin among a response's batches.
+fn tops(response: &PullResponse) -> Ahead {
+    let mut ahead = Ahead::new();
+    for part in &response.partitions {
+        for batch in &part.batches {
+            ahead
+                .entry((part.topic.clone(), part.partition))
+                .or_default()
+                .advance(batch.meta.origin_region, batch.meta.origin_seq);
+        }
+    }
+    ahead
+}
+
+/// Builds the next pull on the blocking pool (it locks every partition's replica).
+async fn request_after(
+    broker: &Arc<Broker>,
+    peer: u32,
+    ahead: Option<Ahead>,
+) -> Result<PullRequest, LinkError> {
+    let for_blocking = broker.clone();
+    tokio::task::spawn_blocking(move || build_request(&for_blocking, peer, ahead.as_ref()))
+        .await
+        .map_err(|e| LinkError::Apply(e.to_string()))
+}
+
+/// Sends one pull frame.
+async fn send_pull(
+    writer: &mut OwnedWriteHalf,
     correlation_id: i32,
     body: &[u8],
-) -> Result<Vec<u8>, LinkError> {
+) -> Result<(), LinkError> {
     let mut frame = Vec::with_capacity(12 + body.len());
     let len = u32::try_from(8 + body.len())
         .map_err(|_| LinkError::BadResponse("pull request too large".into()))?;
@@ -164,34 +203,50 @@ async fn exchange(
     frame.extend_from_slice(&REPLICATION_API_VERSION.to_be_bytes());
     frame.extend_from_slice(&correlation_id.to_be_bytes());
     frame.extend_from_slice(body);
-    stream.write_all(&frame).await?;
-    let len = stream.read_u32().await? as usize;
+    writer.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Reads the response body to pull `correlation_id`.
+async fn read_response(
+    reader: &mut OwnedReadHalf,
+    correlation_id: i32,
+) -> Result<Vec<u8>, LinkError> {
+    let len = reader.read_u32().await? as usize;
     if !(4..=RESPONSE_BYTES_MAX).contains(&len) {
         return Err(LinkError::BadResponse(format!("frame of {len} bytes")));
     }
-    let answered = stream.read_i32().await?;
+    let answered = reader.read_i32().await?;
     if answered != correlation_id {
         return Err(LinkError::BadResponse(format!(
             "correlation id {answered}, expected {correlation_id}"
         )));
     }
     let mut body = vec![0; len - 4];
-    stream.read_exact(&mut body).await?;
+    reader.read_exact(&mut body).await?;
     Ok(body)
 }
 
-/// This region's clocks for every partition, and which origins to ask peer `peer` for.
-fn build_request(broker: &Broker, peer: u32) -> PullRequest {
+/// This region's clocks for every partition (advanced by `ahead`, what a response being applied
+/// carries), and which origins to ask peer `peer` for.
+fn build_request(broker: &Broker, peer: u32, ahead: Option<&Ahead>) -> PullRequest {
     let replication = &broker.replication;
     let now = now_ms();
     let mut partitions = Vec::new();
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
             let replica = partition.replica();
+            let index = u32::try_from(partition.index).unwrap_or(0);
+            let mut have = replica.clock().clone();
+            if let Some(tops) = ahead.and_then(|a| a.get(&(topic.name.clone(), index))) {
+                for (origin, seq) in tops.to_deps() {
+                    have.advance(origin, seq);
+                }
+            }
             partitions.push(PartitionPull {
                 topic: topic.name.clone(),
-                partition: u32::try_from(partition.index).unwrap_or(0),
-                have: replica.clock().clone(),
+                partition: index,
+                have,
                 durable: replica.durable_clock().clone(),
             });
         }
@@ -235,7 +290,16 @@ struct Applied {
     bytes: u64,
     duplicates: u64,
     refused: u64,
+    queued: u64,
     backpressured: bool,
+}
+
+impl Applied {
+    /// Whether some batches of the response are not in the log yet (refused, queued, or
+    /// pushed back).
+    fn incomplete(&self) -> bool {
+        self.refused > 0 || self.queued > 0 || self.backpressured
+    }
 }
 
 /// Whether a replicated payload is exactly one well-formed record batch (length, magic, CRC):
@@ -303,6 +367,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
         applied.bytes += if report.applied > 0 { bytes } else { 0 };
         applied.duplicates += report.duplicates as u64;
         applied.refused += report.refused.len() as u64;
+        applied.queued += report.queued as u64;
         applied.backpressured |= report.backpressured > 0;
     }
     if applied.batches > 0 {
