@@ -28,6 +28,8 @@ pub enum Command {
     E2e(E2eArgs),
     /// Tables: materializer throughput of JSON patch records, then paced HTTP point reads.
     Table(TableArgs),
+    /// Regions: start N causeway regions, measure replication latency or throughput and CPU.
+    Replication(crate::replication::ReplicationArgs),
 }
 
 /// Options shared by every mode.

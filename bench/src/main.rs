@@ -5,7 +5,7 @@
 //! # Usage
 //!
 //! ```text
-//! cargo run --release --bin causeway-bench -- <produce|consume|e2e|table> [options]
+//! cargo run --release --bin causeway-bench -- <produce|consume|e2e|table|replication> [options]
 //! ```
 //!
 //! * `produce` sends `--records` records of `--record-bytes` bytes round-robin
@@ -32,6 +32,11 @@
 //!   `--read-seconds` over one keep-alive connection, interleaved with
 //!   `GET /healthz` at the same rate as a baseline, and prints both latency
 //!   distributions.
+//!
+//! * `replication` starts `--regions` causeway regions (child processes on
+//!   loopback) and measures replication latency (`--mode latency`) or time,
+//!   throughput and CPU per GB until every region holds a fixed volume
+//!   (`--mode throughput`); see `replication.rs` and docs/benchmarks.md.
 //!
 //! Common options: `--brokers` (default `127.0.0.1:9092`, or the
 //! `CAUSEWAY_BENCH_BROKERS` environment variable), `--topic` (`bench`),
@@ -61,6 +66,7 @@ mod pacing;
 mod payload;
 mod procstat;
 mod produce;
+mod replication;
 mod report;
 mod table;
 
@@ -90,6 +96,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Produce(args) => (produce::run(&args)?, args.common.json),
         Command::Consume(args) => (consume::run(&args)?, args.common.json),
         Command::E2e(args) => (e2e::run(&args)?, args.common.json),
+        Command::Replication(args) => {
+            let report = replication::run(&args)?;
+            println!("{}", report.text());
+            if args.json {
+                println!("{}", report.json());
+            }
+            return Ok(());
+        }
         Command::Table(args) => {
             let report = table::run(&args)?;
             println!("{}", report.text());
