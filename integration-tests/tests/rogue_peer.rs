@@ -197,3 +197,53 @@ fn bad_batches_from_a_peer_are_refused_and_nothing_is_applied() -> Result<()> {
     let _ = rogue.join();
     Ok(())
 }
+
+/// A pull with the right secret from a region that is not a configured peer is answered with
+/// "unknown region", then the connection is closed; nothing of the region's data is served.
+#[test]
+fn a_pull_from_an_unknown_region_is_refused() -> Result<()> {
+    let home = BrokerProcess::start(
+        BrokerOptions::new()
+            .flag("--region", "home")
+            .flag("--peer", format!("rogue@127.0.0.1:{}", free_port()?))
+            .flag("--replication-secret", SECRET),
+    )?;
+    produce_all(
+        &home.producer(),
+        TOPIC,
+        &[TestRecord::value("private").partition(0)],
+    )?;
+    let pull = PullRequest {
+        region: region_id("stranger"),
+        secret: SECRET.as_bytes().to_vec(),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        catalog_digest: 0,
+        origins: Vec::new(),
+        partitions: vec![causeway_replication::wire::PartitionPull {
+            topic: TOPIC.into(),
+            partition: 0,
+            have: VectorClock::default(),
+            durable: VectorClock::default(),
+        }],
+    };
+    let body = pull.encode();
+    let mut frame = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&32_000i16.to_be_bytes());
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes());
+    frame.extend_from_slice(&body);
+    let mut stream = TcpStream::connect(home.kafka_addr())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(&frame)?;
+    let answer = read_frame(&mut stream)?;
+    let response = PullResponse::decode(&answer[4..]).context("decoding the refusal")?;
+    if response.error != PullError::UnknownRegion || !response.partitions.is_empty() {
+        bail!("an unknown region got {response:?}");
+    }
+    let mut rest = [0u8; 1];
+    match stream.read(&mut rest) {
+        Ok(0) => Ok(()),
+        other => bail!("the connection stayed open after the refusal: {other:?}"),
+    }
+}
