@@ -635,6 +635,19 @@ impl<L: BatchLog> PartitionReplica<L> {
         request: &PullRequest,
         limit: usize,
     ) -> Result<PullResponse<L::Payload>, ReplicaError> {
+        self.serve_pull_within(request, limit, usize::MAX, |_| 0)
+    }
+
+    /// [`PartitionReplica::serve_pull`], also stopping once the batches served reach
+    /// `bytes_max` as measured by `size` (always at least one batch when one is servable), so a
+    /// response stays bounded in memory whatever the batch sizes.
+    pub fn serve_pull_within(
+        &mut self,
+        request: &PullRequest,
+        limit: usize,
+        bytes_max: usize,
+        size: impl Fn(&L::Payload) -> usize,
+    ) -> Result<PullResponse<L::Payload>, ReplicaError> {
         self.check_poisoned()?;
         self.note_peer(request.from, &request.durable)?;
         let own = self.config.region;
@@ -667,6 +680,7 @@ impl<L: BatchLog> PartitionReplica<L> {
             }
         }
         let mut batches = Vec::new();
+        let mut bytes = 0usize;
         if let Some(mut position) = start {
             let scan_max = limit.saturating_mul(SERVE_SCAN_FACTOR);
             let mut scanned = 0usize;
@@ -680,8 +694,9 @@ impl<L: BatchLog> PartitionReplica<L> {
                     scanned += 1;
                     let id = batch.id();
                     if servable(id.origin, id.seq, &self.clock, &self.durable) {
+                        bytes = bytes.saturating_add(size(&batch.payload));
                         batches.push(batch);
-                        if batches.len() >= limit {
+                        if batches.len() >= limit || bytes >= bytes_max {
                             break 'scan;
                         }
                     }
@@ -1008,6 +1023,25 @@ mod tests {
         }
         assert_eq!(a.stable_cut().get(A), 1);
         assert!(c.relayable(B).iter().all(|(region, _)| *region != B));
+    }
+
+    #[test]
+    fn a_byte_bound_serves_at_least_one_batch_and_stops_at_the_bound() {
+        let mut a = replica(A);
+        for payload in 0..10 {
+            a.append_local(payload, NOW).expect("append");
+        }
+        a.sync().expect("sync");
+        let request = replica(B).pull_request(A);
+        let mut served = |bytes_max| {
+            a.serve_pull_within(&request, 100, bytes_max, |_| 4)
+                .expect("serve")
+                .batches
+                .len()
+        };
+        assert_eq!(served(1), 1);
+        assert_eq!(served(12), 3);
+        assert_eq!(served(usize::MAX), 10);
     }
 
     #[test]

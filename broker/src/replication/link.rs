@@ -37,9 +37,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// First and longest pause between failed attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A link with no successful pull for this long counts as down: its origin's batches are then
-/// pulled from the other peers too.
-const LINK_DOWN_AFTER_MS: i64 = 3 * PULL_WAIT_MS as i64 + 1_000;
+/// A link with no successful pull for this long counts as down even while connected (a hung
+/// peer): its origin's batches are then pulled from the other peers too. A refused or broken
+/// connection counts as down at once.
+const LINK_DOWN_AFTER_MS: i64 = 10_000;
 
 /// Why one connection's pull loop ended.
 #[derive(Debug, thiserror::Error)]
@@ -336,7 +337,6 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
                 tracing::warn!(topic = %part.topic, partition = part.partition, origin = batch.meta.origin_region, seq = batch.meta.origin_seq, "dropped a replicated batch that is not one well-formed record batch");
             }
         }
-        let bytes: u64 = batches.iter().map(|b| b.payload.len() as u64).sum();
         let core = CoreResponse {
             from: peer,
             to: replication.region_id,
@@ -344,7 +344,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
             durable: part.durable,
             batches,
         };
-        let report = {
+        let (report, bytes) = {
             let mut replica = partition.replica();
             for (region, durable) in &part.relayed {
                 if *region != replication.region_id {
@@ -352,9 +352,16 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
                     let _ = replica.note_relayed(*region, durable);
                 }
             }
-            replica.receive_response(core, wall)
-        }
-        .map_err(|e| LinkError::Apply(format!("{}/{}: {e}", part.topic, part.partition)))?;
+            // Local appends wait for this lock, so the log grows here only by what applies.
+            let size_before = partition.log.size_bytes();
+            let report = replica.receive_response(core, wall);
+            (
+                report,
+                partition.log.size_bytes().saturating_sub(size_before),
+            )
+        };
+        let report = report
+            .map_err(|e| LinkError::Apply(format!("{}/{}: {e}", part.topic, part.partition)))?;
         for (id, refusal) in &report.refused {
             tracing::warn!(topic = %part.topic, partition = part.partition, origin = id.origin, seq = id.seq, ?refusal, "refused a replicated batch");
             metrics::replication_refused("batch_metadata");
@@ -364,7 +371,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
             metrics::replication_applied(&part.topic, report.applied, bytes);
         }
         applied.batches += report.applied as u64;
-        applied.bytes += if report.applied > 0 { bytes } else { 0 };
+        applied.bytes += bytes;
         applied.duplicates += report.duplicates as u64;
         applied.refused += report.refused.len() as u64;
         applied.queued += report.queued as u64;

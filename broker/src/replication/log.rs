@@ -20,6 +20,9 @@ use crate::clock::now_ms;
 
 /// Bytes read from the log per step while collecting batches for a pull.
 const READ_STEP_BYTES: usize = 1 << 20;
+/// Bytes of batches one `read` returns at most (always at least one batch), so serving a pull
+/// never holds much of the log in memory whatever `max` asks.
+const READ_BYTES_MAX: usize = 8 << 20;
 
 /// One origin's batches: offsets of `first_seq`, `first_seq + 1`, ...
 #[derive(Debug, Default)]
@@ -192,7 +195,8 @@ impl BatchLog for ReplicaLog {
         let mut out = Vec::new();
         let mut offset = i64::try_from(from).map_err(|_| LogError("position beyond i64".into()))?;
         offset = offset.max(self.log.log_start_offset());
-        while out.len() < max && offset < self.log.log_end_offset() {
+        let mut bytes = 0usize;
+        while out.len() < max && bytes < READ_BYTES_MAX && offset < self.log.log_end_offset() {
             let read = self.log.read(offset, READ_STEP_BYTES).map_err(log_error)?;
             if read.records.is_empty() {
                 break;
@@ -222,7 +226,7 @@ impl BatchLog for ReplicaLog {
                 .map_err(log_error)?
                 .into_iter()
                 .collect();
-            for (header, bytes) in &batches {
+            for (header, batch_bytes) in &batches {
                 offset = header.last_offset() + 1;
                 if header.base_offset < i64::try_from(from).unwrap_or(i64::MAX) {
                     continue; // the batch holding `from` started before it
@@ -233,14 +237,15 @@ impl BatchLog for ReplicaLog {
                         header.base_offset
                     ))
                 })?;
+                bytes += batch_bytes.len();
                 out.push((
                     header.base_offset as u64,
                     Batch {
                         meta,
-                        payload: normalized(bytes),
+                        payload: normalized(batch_bytes),
                     },
                 ));
-                if out.len() >= max {
+                if out.len() >= max || bytes >= READ_BYTES_MAX {
                     break;
                 }
             }

@@ -121,7 +121,7 @@ fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
         let served = {
             let mut replica = partition.replica();
             replica
-                .serve_pull(&core, limit)
+                .serve_pull_within(&core, limit, budget, |payload| payload.len())
                 .map(|served| (served, replica.relayable(request.region)))
         };
         match served {
