@@ -43,6 +43,7 @@ fn run_seeds(name: &str, seeds: impl Iterator<Item = u64>) {
         total.skew_refusals += report.skew_refusals;
         total.backpressured += report.backpressured;
         total.evicted += report.evicted;
+        total.tables.add(&report.tables);
     }
     println!(
         "{name}: {count} seeds in {:.1} s: {} appends ({} acknowledged), {} crashes losing {} \
@@ -60,9 +61,36 @@ fn run_seeds(name: &str, seeds: impl Iterator<Item = u64>) {
         total.backpressured,
         total.evicted
     );
+    let t = &total.tables;
+    println!(
+        "{name}: tables byte-identical in every region after {} puts ({} of non-JSON bytes), {} \
+         tombstones, {} patches, {} incrs, {} adds, {} removes; {} rows live, {} deleted at the end",
+        t.puts + t.byte_puts,
+        t.byte_puts,
+        t.deletes,
+        t.patches,
+        t.incrs,
+        t.adds,
+        t.removes,
+        t.live_rows,
+        t.deleted_rows
+    );
     assert!(
         count == 0 || total.appends > 0,
         "the seeds appended nothing"
+    );
+    let kinds = [
+        t.puts,
+        t.byte_puts,
+        t.deletes,
+        t.patches,
+        t.incrs,
+        t.adds,
+        t.removes,
+    ];
+    assert!(
+        count < 100 || (kinds.iter().all(|&n| n > 0) && t.live_rows > 0 && t.deleted_rows > 0),
+        "some kind of table write never ran: {t:?}"
     );
 }
 
@@ -82,6 +110,7 @@ fn regions_converge_causally_without_losing_acknowledged_batches_even_seeds() {
             report.quiesce_ms,
             report.final_log.len()
         );
+        println!("tables: {:?}", report.tables);
         return;
     }
     run_seeds("even seeds", (0..seed_count()).filter(|s| s % 2 == 0));

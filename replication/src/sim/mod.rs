@@ -28,19 +28,31 @@
 //! than clock skew (and only with a bad clock); the stable cut at every region is at or below the
 //! durable clock of every region. At the end: every region holds the same batches, per-origin
 //! order holds in every log, and every acknowledged append is in every region.
+//!
+//! Tables end byte-identical: every payload stands for one table write ([`table_record`]: a put,
+//! tombstone, patch, incr, add or remove on one of a few keys). At the end, each region
+//! materializes rows from its own log in log order the way the broker's materializer does, and
+//! every region's rows must encode ([`crate::crdt::Row::to_bytes`]) to the same bytes; so must
+//! the rows obtained by applying the same batches sorted by `(origin, seq)` (ignoring causality
+//! across origins), and the merge of two tables each built from half of the batches, one half
+//! applied backwards and the other with every write applied twice.
 
 mod memory_log;
 mod rng;
+mod tables;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use memory_log::MemoryLog;
 pub use rng::SimRng;
+pub use tables::{table_record, table_write, TableRecord, TableStats, Tables, KEYS};
 
 use crate::clock::VectorClock;
+use crate::crdt::Op;
 use crate::delivery::{
-    dominated_by, BatchId, PartitionReplica, PullRequest, PullResponse, Refusal, ReplicaConfig,
+    dominated_by, Batch, BatchId, PartitionReplica, PullRequest, PullResponse, Refusal,
+    ReplicaConfig,
 };
 
 /// Wall time at which simulated clocks start, so negative offsets stay positive.
@@ -161,7 +173,9 @@ pub struct SimReport {
     /// Simulated ms from the end of faults to convergence.
     pub quiesce_ms: u64,
     /// The converged log of the first region, in its order (identical sets everywhere).
-    pub final_log: Vec<crate::delivery::Batch<Payload>>,
+    pub final_log: Vec<Batch<Payload>>,
+    /// Table writes in the converged log, by kind, and the rows they left.
+    pub tables: TableStats,
 }
 
 /// A broken invariant, with the seed that replays it.
@@ -718,6 +732,93 @@ impl Sim {
         if let Some(replica) = self.nodes.first().and_then(|n| n.replica.as_ref()) {
             self.report.final_log = replica.log().batches().to_vec();
         }
+        self.check_tables()
+    }
+
+    /// Tables end byte-identical: the rows each region materializes from its own log, in its
+    /// log order, encode to the same bytes everywhere, and to the same bytes as two other
+    /// application orders of the same writes. Runs after `final_checks` has established that
+    /// every region holds the same batches.
+    fn check_tables(&mut self) -> Result<(), Violation> {
+        let logs: Vec<(u32, &[Batch<Payload>])> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref().map(|r| (n.id, r.log().batches())))
+            .collect();
+        let Some(&(first_id, first_log)) = logs.first() else {
+            return Ok(());
+        };
+        let mut writes: BTreeMap<Payload, (usize, Op)> = BTreeMap::new();
+        let mut stats = TableStats::default();
+        for batch in first_log {
+            let write = table_write(batch.payload).map_err(|e| {
+                self.violation(format!(
+                    "table write of payload {} does not decode: {e}",
+                    batch.payload
+                ))
+            })?;
+            stats.count(&write.1);
+            writes.insert(batch.payload, write);
+        }
+        let materialize = |batches: &mut dyn Iterator<Item = &Batch<Payload>>, twice: bool| {
+            let mut tables = Tables::new();
+            for batch in batches {
+                if let Some((key, op)) = writes.get(&batch.payload) {
+                    tables.apply(batch, *key, op);
+                    if twice {
+                        tables.apply(batch, *key, op);
+                    }
+                }
+            }
+            tables
+        };
+        let reference = materialize(&mut first_log.iter(), false);
+        reference.count_rows(&mut stats);
+        let expected = reference.to_bytes();
+        let mut others: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for &(id, log) in &logs[1..] {
+            let rows = materialize(&mut log.iter(), false).to_bytes();
+            others.push((format!("region {id} (its log order)"), rows));
+        }
+        let mut by_origin: Vec<&Batch<Payload>> = first_log.iter().collect();
+        by_origin.sort_by_key(|b| b.id());
+        others.push((
+            "the batches sorted by (origin, seq)".to_owned(),
+            materialize(&mut by_origin.into_iter(), false).to_bytes(),
+        ));
+        let mut halves = materialize(
+            &mut first_log.iter().rev().filter(|b| b.payload % 2 == 0),
+            false,
+        );
+        halves.merge_from(&materialize(
+            &mut first_log.iter().filter(|b| b.payload % 2 == 1),
+            true,
+        ));
+        others.push((
+            "the merge of two halves (one backwards, one applied twice)".to_owned(),
+            halves.to_bytes(),
+        ));
+        for (what, rows) in &others {
+            if let Some((key, theirs, ours)) = tables::first_difference(rows, &expected) {
+                return Err(self.violation(format!(
+                    "tables differ: key {key} materializes to {} from {what} but to {} at \
+                     region {first_id} (its log order)",
+                    shorten(theirs),
+                    shorten(ours)
+                )));
+            }
+        }
+        self.report.tables = stats;
         Ok(())
+    }
+}
+
+/// A row encoding for a message: lossy UTF-8 (rows are JSON), cut to a readable length.
+fn shorten(bytes: &[u8]) -> String {
+    const MAX: usize = 400;
+    let text = String::from_utf8_lossy(bytes);
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.into_owned(),
     }
 }
