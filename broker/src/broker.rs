@@ -103,7 +103,7 @@ impl Broker {
     pub fn merge_peer_catalog(&self, bytes: &[u8]) -> Result<usize, crate::topics::TopicError> {
         let changed = self.topics.merge_peer_catalog(bytes)?;
         if changed > 0 {
-            self.replication.data_progressed();
+            self.replication.data_progressed(true);
         }
         Ok(changed)
     }

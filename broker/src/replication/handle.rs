@@ -82,11 +82,13 @@ impl PartitionHandle {
         };
         self.log.sync_through(end)?;
         let mut replica = self.replica();
+        let me = replica.region();
         let advanced = replica.durable_clock() != &clock;
+        let own_advanced = replica.durable_clock().get(me) < clock.get(me);
         replica.mark_durable(&clock);
         drop(replica);
         if advanced {
-            replication.data_progressed();
+            replication.data_progressed(own_advanced);
         }
         Ok(())
     }

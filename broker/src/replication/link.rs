@@ -378,7 +378,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
         applied.backpressured |= report.backpressured > 0;
     }
     if applied.batches > 0 {
-        replication.data_progressed();
+        replication.data_progressed(false);
     }
     Ok(applied)
 }

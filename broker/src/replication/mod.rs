@@ -56,8 +56,12 @@ pub struct Replication {
     /// One per peer, same order as `peers`.
     pub links: Vec<LinkStatus>,
     /// Bumped when batches become servable here (a local fsync, a remote apply, a catalog
-    /// change): wakes pulls that wait for news.
+    /// change): wakes pulls that wait for news of any origin.
     data_progress: watch::Sender<u64>,
+    /// Bumped when this region's own batches become servable (or the catalog changes): wakes
+    /// pulls that want only this region's batches, the usual case in a healthy mesh, so applies
+    /// of other regions' batches do not wake every peer's idle pull.
+    own_progress: watch::Sender<u64>,
     /// Bumped when a peer reports its clocks: wakes produce requests waiting for regions.
     peer_progress: watch::Sender<u64>,
     /// Peers already reported stale, so the warning is logged once per episode.
@@ -98,6 +102,7 @@ impl Replication {
             hlc_skew_ms_max: options.max_clock_skew_ms,
             stale_after: Duration::from_millis(options.region_stale_after_ms),
             data_progress: watch::channel(0).0,
+            own_progress: watch::channel(0).0,
             peer_progress: watch::channel(0).0,
             stale_reported: Mutex::new(BTreeSet::new()),
         })
@@ -145,14 +150,22 @@ impl Replication {
         &self.secret
     }
 
-    /// Announces that batches became servable here.
-    pub fn data_progressed(&self) {
+    /// Announces that batches became servable here; `own` when some are this region's own
+    /// (or the catalog changed).
+    pub fn data_progressed(&self, own: bool) {
         self.data_progress.send_modify(|g| *g = g.wrapping_add(1));
+        if own {
+            self.own_progress.send_modify(|g| *g = g.wrapping_add(1));
+        }
     }
 
-    /// Waits for news of servable batches.
-    pub fn watch_data(&self) -> watch::Receiver<u64> {
-        self.data_progress.subscribe()
+    /// Waits for news of servable batches: of this region's own only, or of any origin.
+    pub fn watch_data(&self, own_only: bool) -> watch::Receiver<u64> {
+        if own_only {
+            self.own_progress.subscribe()
+        } else {
+            self.data_progress.subscribe()
+        }
     }
 
     /// Announces that a peer reported its clocks.
