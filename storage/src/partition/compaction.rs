@@ -231,7 +231,8 @@ pub struct StagedSegment {
 pub struct SwapReport {
     /// Segments replaced.
     pub swapped: usize,
-    /// `.log` bytes before minus after, over the replaced segments.
+    /// `.log` bytes before minus after, over all replaced segments (0 if they grew: a pass
+    /// may move many keys' merged rows into one segment).
     pub bytes_reclaimed: u64,
 }
 
@@ -525,6 +526,7 @@ impl Partition {
         write_high_water(&self.dir, &high_water)?;
         staged.sort_by_key(|s| std::cmp::Reverse(s.base));
         let mut report = SwapReport::default();
+        let (mut old_total, mut new_total) = (0u64, 0u64);
         for s in staged {
             let mut st = self.write_state();
             let last = st.segments.len() - 1;
@@ -542,9 +544,11 @@ impl Partition {
             segment.load_last_causal()?;
             st.segments[i] = segment;
             report.swapped += 1;
-            report.bytes_reclaimed += s.old_size.saturating_sub(s.new_size);
+            old_total += s.old_size;
+            new_total += s.new_size;
             tracing::debug!(dir = %self.dir.display(), base_offset = s.base, old_bytes = s.old_size, new_bytes = s.new_size, "swapped in a compacted segment");
         }
+        report.bytes_reclaimed = old_total.saturating_sub(new_total);
         checkpoint::write(
             &self.dir,
             CLEANER_FILE,
