@@ -253,3 +253,188 @@ fn a_table_deleted_and_created_again_starts_without_rows() {
         Ok(())
     });
 }
+
+/// Reads partition 0 of `topic` from offset 0 to its end: (key, value, has the row header).
+fn read_log(broker: &BrokerProcess, topic: &str) -> Result<Vec<(String, Option<String>, bool)>> {
+    use rdkafka::message::{Headers, Message};
+    let messages = causeway_integration_tests::read_to_end(
+        &broker.bootstrap(),
+        topic,
+        0,
+        rdkafka::Offset::Beginning,
+    )?;
+    Ok(messages
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let value = m.payload().map(|v| String::from_utf8_lossy(v).into_owned());
+            let has_row = m
+                .headers()
+                .is_some_and(|h| h.iter().any(|h| h.key == "causeway.row"));
+            (key, value, has_row)
+        })
+        .collect())
+}
+
+fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|rest| rest.trim().parse().ok())
+}
+
+#[test]
+fn compaction_keeps_one_merged_record_per_key_drops_old_tombstones_and_rows_rebuild_identically() {
+    let options = BrokerOptions::new().flag("--log-retention-check-interval-ms", 200);
+    with_broker(options, |broker| {
+        let topic = topic_name("compacted");
+        create_topic(
+            broker,
+            &topic,
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "300"),
+                ("segment.ms", "300"),
+                ("delete.retention.ms", "3000"),
+            ],
+        )?;
+        let producer = broker.producer();
+        produce_all(
+            &producer,
+            &topic,
+            &[
+                record("gone", Some(r#"{"soon":"deleted"}"#), &[]),
+                record("doc", Some(r#"{"title":"draft","tags":[]}"#), &[]),
+            ],
+        )?;
+        for i in 0..25 {
+            produce_all(
+                &producer,
+                &topic,
+                &[
+                    record("plain", Some(&format!(r#"{{"v":{i}}}"#)), &[]),
+                    record("views", Some(r#"{"n":1}"#), &[("causeway.op", "incr")]),
+                    record(
+                        "doc",
+                        Some(&format!(r#"{{"title":"rev {i}"}}"#)),
+                        &[("causeway.op", "patch")],
+                    ),
+                ],
+            )?;
+            if i == 3 {
+                produce_all(&producer, &topic, &[record("gone", None, &[])])?;
+            }
+            if i == 10 {
+                produce_all(
+                    &producer,
+                    &topic,
+                    &[record(
+                        "doc",
+                        Some(r#"["a","b"]"#),
+                        &[("causeway.op", "add"), ("causeway.path", "/tags")],
+                    )],
+                )?;
+            }
+        }
+        produce_all(&producer, &topic, &[record("end", Some("{}"), &[])])?;
+        // The newest closed segment waits while the active one is empty (segment.ms rolls it
+        // in the background), as Kafka never compacts the segment holding the newest data: a
+        // later write lets everything up to `end` be compacted.
+        std::thread::sleep(Duration::from_millis(700));
+        produce_all(&producer, &topic, &[record("tail", Some("{}"), &[])])?;
+        wait_for_row(broker, &topic, "tail", |s, _| s == 200)?;
+        let before = scan(broker, &topic)?;
+        let expected = json!({"plain": {"v": 24}, "views": {"n": 25}});
+        for (key, value) in expected.as_object().into_iter().flatten() {
+            let (_, row) = wait_for_row(broker, &topic, key, |s, _| s == 200)?;
+            if &row["value"] != value {
+                bail!(
+                    "{key} is {} before compaction, expected {value}",
+                    row["value"]
+                );
+            }
+        }
+        let records_before = read_log(broker, &topic)?.len();
+        // Wait until a consumer from offset 0 sees one record per key and no tombstone (after
+        // delete.retention.ms): the cleaner ran at least twice.
+        let reclaimed = format!("causeway_compaction_bytes_reclaimed_total{{topic=\"{topic}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let log = loop {
+            let log = read_log(broker, &topic)?;
+            let mut keys: Vec<&str> = log.iter().map(|(k, _, _)| k.as_str()).collect();
+            keys.sort_unstable();
+            if keys == ["doc", "end", "plain", "tail", "views"] {
+                break log;
+            }
+            if Instant::now() > deadline {
+                let files =
+                    causeway_integration_tests::segment_files(&broker.partition_dir(&topic, 0))?;
+                bail!(
+                    "the log still reads {log:?} ({records_before} records before compaction); files {files:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        for (key, value, has_row) in &log {
+            if key == "tail" {
+                continue;
+            }
+            if !has_row {
+                bail!("compacted record of {key} has no causeway.row header");
+            }
+            let (_, row) = wait_for_row(broker, &topic, key, |s, _| s == 200)?;
+            let value: Value = serde_json::from_str(value.as_deref().unwrap_or("null"))?;
+            if value != row["value"] {
+                bail!(
+                    "compacted record of {key} holds {value}, the row is {}",
+                    row["value"]
+                );
+            }
+        }
+        let (_, metrics) = http_get(broker.http_addr(), "/metrics")?;
+        if metric_value(&metrics, &reclaimed).is_none_or(|v| v <= 0.0) {
+            bail!("no bytes reclaimed reported:\n{metrics}");
+        }
+        // kcat reads the same keys.
+        let out = kcat(
+            &[
+                "-b",
+                &broker.bootstrap(),
+                "-C",
+                "-t",
+                &topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k\n",
+            ],
+            b"",
+            Duration::from_secs(20),
+        )?;
+        let mut kcat_keys: Vec<&str> = out.stdout.lines().collect();
+        kcat_keys.sort_unstable();
+        if kcat_keys != ["doc", "end", "plain", "tail", "views"] {
+            bail!("kcat reads {kcat_keys:?}: {}", out.stderr);
+        }
+        if scan(broker, &topic)? != before {
+            bail!("rows changed by compaction");
+        }
+        broker.terminate()?;
+        std::fs::remove_dir_all(broker.data_dir().join("tables"))?;
+        broker.restart()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rebuilt = scan(broker, &topic)?;
+            if rebuilt == before {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("rows rebuilt from the compacted log differ: {rebuilt} vs {before}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    });
+}

@@ -221,6 +221,23 @@ impl Segment {
         Ok(segment)
     }
 
+    /// Opens a closed segment that compaction just rewrote (its indexes were removed with the
+    /// old log) and builds its indexes from the new log.
+    pub(crate) fn open_rewritten(
+        dir: &Path,
+        base: i64,
+        end_offset: i64,
+        index_interval: u32,
+    ) -> Result<Segment, StorageError> {
+        let (oi, ti) = Self::empty_indexes(dir, base)?;
+        let mut segment = Segment::with_files(dir, base, end_offset, oi, ti)?;
+        let batches = segment.scan(false)?;
+        segment.rebuild_indexes(&batches, index_interval)?;
+        segment.close_time_index()?;
+        segment.load_last_causal()?;
+        Ok(segment)
+    }
+
     /// Recovers the active segment after an unclean shutdown (see the module docs). Returns the
     /// segment and the number of bytes cut from the log and causal files.
     pub(crate) fn recover(

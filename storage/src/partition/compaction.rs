@@ -540,9 +540,7 @@ impl Partition {
             };
             s.swap_files()?;
             let interval = st.config.index_interval_bytes;
-            let mut segment = Segment::open_trusted(&self.dir, s.base, s.end_offset, interval, 0)?;
-            segment.load_last_causal()?;
-            st.segments[i] = segment;
+            st.segments[i] = Segment::open_rewritten(&self.dir, s.base, s.end_offset, interval)?;
             report.swapped += 1;
             old_total += s.old_size;
             new_total += s.new_size;
