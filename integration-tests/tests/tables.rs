@@ -438,3 +438,159 @@ fn compaction_keeps_one_merged_record_per_key_drops_old_tombstones_and_rows_rebu
         Ok(())
     });
 }
+
+/// Opens the change feed of `topic` with a real HTTP client (ureq) and forwards its non-empty
+/// lines over a channel until the stream ends (the channel then closes).
+fn open_feed(
+    broker: &BrokerProcess,
+    topic: &str,
+    query: &str,
+    accept: &str,
+) -> Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead;
+    let url = format!(
+        "http://{}/v1/tables/{topic}/changes{query}",
+        broker.http_addr()
+    );
+    let response = ureq::get(&url).header("Accept", accept).call()?;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let wanted = if accept == "text/event-stream" {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    if content_type != wanted {
+        bail!("the feed answered content type {content_type:?}");
+    }
+    let reader = std::io::BufReader::new(response.into_body().into_reader());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if !line.is_empty() && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn next_lines(feed: &std::sync::mpsc::Receiver<String>, n: usize) -> Result<Vec<String>> {
+    (0..n)
+        .map(|i| {
+            feed.recv_timeout(Duration::from_secs(15))
+                .with_context(|| format!("feed line {i} of {n} never came"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_change_feed_replays_from_an_offset_follows_live_writes_and_ends_at_shutdown() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("feed");
+        create_topic(broker, &topic, 1, &[("cleanup.policy", "compact")])?;
+        let producer = broker.producer();
+        produce_all(
+            &producer,
+            &topic,
+            &[
+                record("skipped", Some(r#"{"old":true}"#), &[]),
+                record("a", Some(r#"{"x":1}"#), &[]),
+                record("b", Some(r#"{"n":1}"#), &[("causeway.op", "incr")]),
+            ],
+        )?;
+        // From offset 1: the history after the first record, then live writes.
+        let feed = open_feed(broker, &topic, "?from=1", "*/*")?;
+        let live = open_feed(broker, &topic, "", "text/event-stream")?;
+        produce_all(
+            &producer,
+            &topic,
+            &[
+                record("a", Some(r#"{"y":2}"#), &[("causeway.op", "patch")]),
+                record("b", Some(r#"{"n":4}"#), &[("causeway.op", "incr")]),
+                record("b", None, &[]),
+            ],
+        )?;
+        let lines: Vec<Value> = next_lines(&feed, 5)?
+            .iter()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("line {l:?}")))
+            .collect::<Result<_>>()?;
+        let summary: Vec<(i64, String, Value)> = lines
+            .iter()
+            .map(|l| {
+                let state = if l["deleted"] == json!(true) {
+                    json!("deleted")
+                } else {
+                    l["value"].clone()
+                };
+                (
+                    l["offset"].as_i64().unwrap_or(-1),
+                    l["key"].as_str().unwrap_or_default().to_string(),
+                    state,
+                )
+            })
+            .collect();
+        let expected = vec![
+            (1, "a".to_string(), json!({"x":1})),
+            (2, "b".to_string(), json!({"n":1})),
+            (3, "a".to_string(), json!({"x":1,"y":2})),
+            (4, "b".to_string(), json!({"n":5})),
+            (5, "b".to_string(), json!("deleted")),
+        ];
+        if summary != expected {
+            bail!("the feed read {summary:?}");
+        }
+        if lines
+            .iter()
+            .any(|l| l["partition"] != json!(0) || !l["version"]["hlc"].is_u64())
+        {
+            bail!("feed lines lack partition or version: {lines:?}");
+        }
+        // The live SSE feed started at the end: it sees only the three new writes.
+        let events = next_lines(&live, 6)?;
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
+        if ids != ["0:3", "0:4", "0:5"] {
+            bail!("the live feed read {events:?}");
+        }
+        let last: Value = serde_json::from_str(
+            events[5]
+                .strip_prefix("data: ")
+                .context("an SSE data line")?,
+        )?;
+        if last["key"] != "b" || last["deleted"] != json!(true) {
+            bail!("the live feed's last event is {last}");
+        }
+        // Errors are plain HTTP answers.
+        let (status, _) = http_get(
+            broker.http_addr(),
+            &format!("/v1/tables/{topic}/changes?from=-1"),
+        )?;
+        if status != 400 {
+            bail!("from=-1 answered {status}");
+        }
+        // Shutdown ends open feeds, and the broker still stops gracefully.
+        let status = broker.terminate()?;
+        if !status.success() {
+            bail!("the broker exited with {status} while feeds were open");
+        }
+        let ended = |rx: &std::sync::mpsc::Receiver<String>| {
+            matches!(
+                rx.recv_timeout(Duration::from_secs(10)),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            )
+        };
+        if !ended(&feed) || !ended(&live) {
+            bail!("a feed did not end when the broker shut down");
+        }
+        broker.restart()?;
+        Ok(())
+    });
+}

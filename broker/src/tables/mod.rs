@@ -5,6 +5,7 @@
 //! a restart resumes where it stopped and a lost directory is rebuilt from the log.
 
 mod cleaner;
+mod feed;
 mod http;
 mod materializer;
 mod records;
