@@ -96,7 +96,7 @@ pub struct BrokerOptions {
     )]
     pub log_retention_check_interval_ms: u64,
     /// Most bytes per second the log cleaner reads plus writes when it compacts tables, so
-    /// compaction cannot starve produce and fetch of disk bandwidth (52428800 = 50 MiB/s).
+    /// compaction cannot starve produce and fetch of disk bandwidth (52428800 = 50 MiB/s; 0 = no limit).
     #[arg(
         long,
         env = "CAUSEWAY_LOG_CLEANER_IO_BYTES_PER_SEC",
