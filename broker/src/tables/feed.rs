@@ -128,7 +128,10 @@ impl Follower {
                 continue;
             }
             let Some(meta) = chunk.metas.get(&header.base_offset) else {
-                continue;
+                return Err(causeway_storage::StorageError::Corrupt(format!(
+                    "{topic}-{index}: no causal entry for the batch at offset {}",
+                    header.base_offset
+                )));
             };
             for_each_write(&reader, header, batch, meta, |record| {
                 let row = self.rows.entry(record.key.clone()).or_default();

@@ -202,8 +202,27 @@ pub struct Chunk {
 
 impl Chunk {
     /// Reads about `max_bytes` of `log` from `from`, up to its last stable offset; `None` when
-    /// nothing is there yet.
+    /// nothing is there yet. The batches and their causal entries are two reads; should the
+    /// log cleaner swap a segment in between (some batch then lacks its entry), the chunk is
+    /// read once more.
     pub fn read(
+        log: &causeway_storage::Partition,
+        from: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Chunk>, causeway_storage::StorageError> {
+        let mut chunk = Self::read_once(log, from, max_bytes)?;
+        let torn = chunk.as_ref().is_some_and(|c| {
+            c.batches
+                .iter()
+                .any(|(h, _)| !h.is_control() && !c.metas.contains_key(&h.base_offset))
+        });
+        if torn {
+            chunk = Self::read_once(log, from, max_bytes)?;
+        }
+        Ok(chunk)
+    }
+
+    fn read_once(
         log: &causeway_storage::Partition,
         from: i64,
         max_bytes: usize,
