@@ -113,6 +113,14 @@ pub struct BrokerOptions {
         default_value_t = 300_000
     )]
     pub log_retention_check_interval_ms: u64,
+    /// Most bytes per second the log cleaner reads plus writes when it compacts tables, so
+    /// compaction cannot starve produce and fetch of disk bandwidth (52428800 = 50 MiB/s; 0 = no limit).
+    #[arg(
+        long,
+        env = "CAUSEWAY_LOG_CLEANER_IO_BYTES_PER_SEC",
+        default_value_t = 52_428_800
+    )]
+    pub log_cleaner_io_bytes_per_sec: u64,
     /// Longest a graceful shutdown waits for in-flight requests before closing the logs.
     #[arg(long, env = "CAUSEWAY_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,

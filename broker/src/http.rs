@@ -35,7 +35,7 @@ pub async fn serve(
             broker: broker.clone(),
             prometheus,
         })
-        .merge(crate::tables::routes(broker));
+        .merge(crate::tables::routes(broker, shutdown.clone()));
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };

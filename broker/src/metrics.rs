@@ -85,6 +85,24 @@ pub fn table_lag(topic: &str, partition: i32, records: i64, behind_ms: i64) {
     gauge!("causeway_table_lag_seconds", &labels).set(behind_ms as f64 / 1000.0);
 }
 
+/// Registers a table's compaction counters at zero, so dashboards show the series before the
+/// first pass.
+pub fn compaction_registered(topic: &str) {
+    counter!("causeway_compaction_bytes_reclaimed_total", "topic" => topic.to_string())
+        .increment(0);
+    counter!("causeway_compaction_runs_total", "topic" => topic.to_string()).increment(0);
+}
+
+/// Counts one compaction pass over a table partition: `.log` bytes it reclaimed and how long
+/// it took.
+pub fn compaction_pass(topic: &str, bytes_reclaimed: u64, elapsed: Duration) {
+    counter!("causeway_compaction_bytes_reclaimed_total", "topic" => topic.to_string())
+        .increment(bytes_reclaimed);
+    counter!("causeway_compaction_runs_total", "topic" => topic.to_string()).increment(1);
+    histogram!("causeway_compaction_duration_seconds", "topic" => topic.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
 /// Publishes how many rows of a table are live.
 pub fn table_rows(topic: &str, rows: i64) {
     gauge!("causeway_table_rows", "topic" => topic.to_string()).set(rows as f64);

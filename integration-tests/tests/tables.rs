@@ -253,3 +253,344 @@ fn a_table_deleted_and_created_again_starts_without_rows() {
         Ok(())
     });
 }
+
+/// Reads partition 0 of `topic` from offset 0 to its end: (key, value, has the row header).
+fn read_log(broker: &BrokerProcess, topic: &str) -> Result<Vec<(String, Option<String>, bool)>> {
+    use rdkafka::message::{Headers, Message};
+    let messages = causeway_integration_tests::read_to_end(
+        &broker.bootstrap(),
+        topic,
+        0,
+        rdkafka::Offset::Beginning,
+    )?;
+    Ok(messages
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let value = m.payload().map(|v| String::from_utf8_lossy(v).into_owned());
+            let has_row = m
+                .headers()
+                .is_some_and(|h| h.iter().any(|h| h.key == "causeway.row"));
+            (key, value, has_row)
+        })
+        .collect())
+}
+
+fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|rest| rest.trim().parse().ok())
+}
+
+#[test]
+fn compaction_keeps_one_merged_record_per_key_drops_old_tombstones_and_rows_rebuild_identically() {
+    let options = BrokerOptions::new().flag("--log-retention-check-interval-ms", 200);
+    with_broker(options, |broker| {
+        let topic = topic_name("compacted");
+        create_topic(
+            broker,
+            &topic,
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "300"),
+                ("segment.ms", "300"),
+                ("delete.retention.ms", "3000"),
+            ],
+        )?;
+        let producer = broker.producer();
+        produce_all(
+            &producer,
+            &topic,
+            &[
+                record("gone", Some(r#"{"soon":"deleted"}"#), &[]),
+                record("doc", Some(r#"{"title":"draft","tags":[]}"#), &[]),
+            ],
+        )?;
+        for i in 0..25 {
+            produce_all(
+                &producer,
+                &topic,
+                &[
+                    record("plain", Some(&format!(r#"{{"v":{i}}}"#)), &[]),
+                    record("views", Some(r#"{"n":1}"#), &[("causeway.op", "incr")]),
+                    record(
+                        "doc",
+                        Some(&format!(r#"{{"title":"rev {i}"}}"#)),
+                        &[("causeway.op", "patch")],
+                    ),
+                ],
+            )?;
+            if i == 3 {
+                produce_all(&producer, &topic, &[record("gone", None, &[])])?;
+            }
+            if i == 10 {
+                produce_all(
+                    &producer,
+                    &topic,
+                    &[record(
+                        "doc",
+                        Some(r#"["a","b"]"#),
+                        &[("causeway.op", "add"), ("causeway.path", "/tags")],
+                    )],
+                )?;
+            }
+        }
+        produce_all(&producer, &topic, &[record("end", Some("{}"), &[])])?;
+        // The newest closed segment waits while the active one is empty (segment.ms rolls it
+        // in the background), as Kafka never compacts the segment holding the newest data: a
+        // later write lets everything up to `end` be compacted.
+        std::thread::sleep(Duration::from_millis(700));
+        produce_all(&producer, &topic, &[record("tail", Some("{}"), &[])])?;
+        wait_for_row(broker, &topic, "tail", |s, _| s == 200)?;
+        let before = scan(broker, &topic)?;
+        let expected = json!({"plain": {"v": 24}, "views": {"n": 25}});
+        for (key, value) in expected.as_object().into_iter().flatten() {
+            let (_, row) = wait_for_row(broker, &topic, key, |s, _| s == 200)?;
+            if &row["value"] != value {
+                bail!(
+                    "{key} is {} before compaction, expected {value}",
+                    row["value"]
+                );
+            }
+        }
+        let records_before = read_log(broker, &topic)?.len();
+        // Wait until a consumer from offset 0 sees one record per key and no tombstone (after
+        // delete.retention.ms): the cleaner ran at least twice.
+        let reclaimed = format!("causeway_compaction_bytes_reclaimed_total{{topic=\"{topic}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let log = loop {
+            let log = read_log(broker, &topic)?;
+            let mut keys: Vec<&str> = log.iter().map(|(k, _, _)| k.as_str()).collect();
+            keys.sort_unstable();
+            if keys == ["doc", "end", "plain", "tail", "views"] {
+                break log;
+            }
+            if Instant::now() > deadline {
+                let files =
+                    causeway_integration_tests::segment_files(&broker.partition_dir(&topic, 0))?;
+                bail!(
+                    "the log still reads {log:?} ({records_before} records before compaction); files {files:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        for (key, value, has_row) in &log {
+            if key == "tail" {
+                continue;
+            }
+            if !has_row {
+                bail!("compacted record of {key} has no causeway.row header");
+            }
+            let (_, row) = wait_for_row(broker, &topic, key, |s, _| s == 200)?;
+            let value: Value = serde_json::from_str(value.as_deref().unwrap_or("null"))?;
+            if value != row["value"] {
+                bail!(
+                    "compacted record of {key} holds {value}, the row is {}",
+                    row["value"]
+                );
+            }
+        }
+        let (_, metrics) = http_get(broker.http_addr(), "/metrics")?;
+        if metric_value(&metrics, &reclaimed).is_none_or(|v| v <= 0.0) {
+            bail!("no bytes reclaimed reported:\n{metrics}");
+        }
+        // kcat reads the same keys.
+        let out = kcat(
+            &[
+                "-b",
+                &broker.bootstrap(),
+                "-C",
+                "-t",
+                &topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k\n",
+            ],
+            b"",
+            Duration::from_secs(20),
+        )?;
+        let mut kcat_keys: Vec<&str> = out.stdout.lines().collect();
+        kcat_keys.sort_unstable();
+        if kcat_keys != ["doc", "end", "plain", "tail", "views"] {
+            bail!("kcat reads {kcat_keys:?}: {}", out.stderr);
+        }
+        if scan(broker, &topic)? != before {
+            bail!("rows changed by compaction");
+        }
+        broker.terminate()?;
+        std::fs::remove_dir_all(broker.data_dir().join("tables"))?;
+        broker.restart()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rebuilt = scan(broker, &topic)?;
+            if rebuilt == before {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("rows rebuilt from the compacted log differ: {rebuilt} vs {before}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    });
+}
+
+/// Opens the change feed of `topic` with a real HTTP client (ureq) and forwards its non-empty
+/// lines over a channel until the stream ends (the channel then closes).
+fn open_feed(
+    broker: &BrokerProcess,
+    topic: &str,
+    query: &str,
+    accept: &str,
+) -> Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead;
+    let url = format!(
+        "http://{}/v1/tables/{topic}/changes{query}",
+        broker.http_addr()
+    );
+    let response = ureq::get(&url).header("Accept", accept).call()?;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let wanted = if accept == "text/event-stream" {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    if content_type != wanted {
+        bail!("the feed answered content type {content_type:?}");
+    }
+    let reader = std::io::BufReader::new(response.into_body().into_reader());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if !line.is_empty() && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn next_lines(feed: &std::sync::mpsc::Receiver<String>, n: usize) -> Result<Vec<String>> {
+    (0..n)
+        .map(|i| {
+            feed.recv_timeout(Duration::from_secs(15))
+                .with_context(|| format!("feed line {i} of {n} never came"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_change_feed_replays_from_an_offset_follows_live_writes_and_ends_at_shutdown() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("feed");
+        create_topic(broker, &topic, 1, &[("cleanup.policy", "compact")])?;
+        let producer = broker.producer();
+        produce_all(
+            &producer,
+            &topic,
+            &[
+                record("skipped", Some(r#"{"old":true}"#), &[]),
+                record("a", Some(r#"{"x":1}"#), &[]),
+                record("b", Some(r#"{"n":1}"#), &[("causeway.op", "incr")]),
+            ],
+        )?;
+        // From offset 1: the history after the first record, then live writes.
+        let feed = open_feed(broker, &topic, "?from=1", "*/*")?;
+        let live = open_feed(broker, &topic, "", "text/event-stream")?;
+        produce_all(
+            &producer,
+            &topic,
+            &[
+                record("a", Some(r#"{"y":2}"#), &[("causeway.op", "patch")]),
+                record("b", Some(r#"{"n":4}"#), &[("causeway.op", "incr")]),
+                record("b", None, &[]),
+            ],
+        )?;
+        let lines: Vec<Value> = next_lines(&feed, 5)?
+            .iter()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("line {l:?}")))
+            .collect::<Result<_>>()?;
+        let summary: Vec<(i64, String, Value)> = lines
+            .iter()
+            .map(|l| {
+                let state = if l["deleted"] == json!(true) {
+                    json!("deleted")
+                } else {
+                    l["value"].clone()
+                };
+                (
+                    l["offset"].as_i64().unwrap_or(-1),
+                    l["key"].as_str().unwrap_or_default().to_string(),
+                    state,
+                )
+            })
+            .collect();
+        let expected = vec![
+            (1, "a".to_string(), json!({"x":1})),
+            (2, "b".to_string(), json!({"n":1})),
+            (3, "a".to_string(), json!({"x":1,"y":2})),
+            (4, "b".to_string(), json!({"n":5})),
+            (5, "b".to_string(), json!("deleted")),
+        ];
+        if summary != expected {
+            bail!("the feed read {summary:?}");
+        }
+        if lines
+            .iter()
+            .any(|l| l["partition"] != json!(0) || !l["version"]["hlc"].is_u64())
+        {
+            bail!("feed lines lack partition or version: {lines:?}");
+        }
+        // The live SSE feed started at the end: it sees only the three new writes.
+        let events = next_lines(&live, 6)?;
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .collect();
+        if ids != ["0:3", "0:4", "0:5"] {
+            bail!("the live feed read {events:?}");
+        }
+        let last: Value = serde_json::from_str(
+            events[5]
+                .strip_prefix("data: ")
+                .context("an SSE data line")?,
+        )?;
+        if last["key"] != "b" || last["deleted"] != json!(true) {
+            bail!("the live feed's last event is {last}");
+        }
+        // Errors are plain HTTP answers.
+        let (status, _) = http_get(
+            broker.http_addr(),
+            &format!("/v1/tables/{topic}/changes?from=-1"),
+        )?;
+        if status != 400 {
+            bail!("from=-1 answered {status}");
+        }
+        // Shutdown ends open feeds, and the broker still stops gracefully.
+        let status = broker.terminate()?;
+        if !status.success() {
+            bail!("the broker exited with {status} while feeds were open");
+        }
+        let ended = |rx: &std::sync::mpsc::Receiver<String>| {
+            matches!(
+                rx.recv_timeout(Duration::from_secs(10)),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            )
+        };
+        if !ended(&feed) || !ended(&live) {
+            bail!("a feed did not end when the broker shut down");
+        }
+        broker.restart()?;
+        Ok(())
+    });
+}

@@ -21,6 +21,9 @@ const MAX_TIMESTAMP_OFFSET: usize = 35;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
+/// Attribute bit 7, unused by Kafka (clients ignore bits 7-15): set on batches the log cleaner
+/// wrote, so a record's `causeway.row` header is trusted only there. Producers cannot set it.
+const CLEANED_BIT: i16 = 0x80;
 
 /// The decoded fixed header of one record batch (v2), so storage can reason about offsets,
 /// timestamps and sizes without decoding records.
@@ -140,6 +143,25 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
     }
+
+    /// Whether the log cleaner wrote the batch (see `mark_cleaned`): only such batches carry
+    /// merged table rows that readers may trust.
+    pub fn is_cleaned(&self) -> bool {
+        self.attributes & CLEANED_BIT != 0
+    }
+}
+
+/// Marks a batch the log cleaner built (attribute bit 7) and recomputes its CRC, so tables can
+/// tell merged rows written by the cleaner from records a producer sent. A buffer shorter than a
+/// header is left unchanged.
+pub fn mark_cleaned(batch: &mut [u8]) {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return;
+    }
+    let attributes = be_i16(batch, ATTRIBUTES_OFFSET) | CLEANED_BIT;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Checks one batch that starts at `buf[0]` and is exactly `buf.len()` long: magic, CRC, counts.
@@ -362,6 +384,15 @@ mod tests {
             (h.base_offset, h.partition_leader_epoch, h.last_offset()),
             (1234, 7, 1237)
         );
+    }
+
+    #[test]
+    fn marking_a_batch_cleaned_sets_bit_7_and_keeps_crc_valid() {
+        let mut b = test_batch(1, 5, 8);
+        assert!(!BatchHeader::parse(&b).unwrap().is_cleaned());
+        mark_cleaned(&mut b);
+        let h = validate_batch(&b).unwrap();
+        assert!(h.is_cleaned() && !h.is_control() && !h.is_transactional());
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// message.timestamp.type (default CreateTime).
     pub timestamp_type: TimestampType,
+    /// cleanup.policy holds `delete`: retention.ms / retention.bytes delete old segments
+    /// (default true; a `compact`-only topic keeps every segment, as in Kafka).
+    pub cleanup_delete: bool,
+    /// cleanup.policy holds `compact`: the cleaner rewrites closed segments into one record
+    /// per key (default false).
+    pub cleanup_compact: bool,
+    /// delete.retention.ms: how long a compacted tombstone is kept (default one day).
+    pub delete_retention_ms: i64,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -43,6 +51,9 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: DAY_MS,
         }
     }
 }
@@ -316,7 +327,20 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
             Some("CreateTime") => TimestampType::CreateTime,
             _ => base.timestamp_type,
         },
+        cleanup_delete: overrides
+            .get("cleanup.policy")
+            .map_or(base.cleanup_delete, |p| has_policy(p, "delete")),
+        cleanup_compact: overrides
+            .get("cleanup.policy")
+            .map_or(base.cleanup_compact, |p| has_policy(p, "compact")),
+        delete_retention_ms: get(overrides, "delete.retention.ms")
+            .unwrap_or(base.delete_retention_ms),
     }
+}
+
+/// Whether a `cleanup.policy` value (`delete`, `compact` or both, comma-separated) names `policy`.
+fn has_policy(value: &str, policy: &str) -> bool {
+    value.split(',').any(|p| p.trim() == policy)
 }
 
 #[cfg(test)]
@@ -373,5 +397,14 @@ mod tests {
         assert_eq!(c.segment_bytes, 1000);
         assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(c.retention_ms, 604_800_000);
+        assert!(c.cleanup_delete && !c.cleanup_compact);
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        o.insert("delete.retention.ms".to_string(), "5".to_string());
+        let c = log_config_from(&o, &LogConfig::default());
+        assert!(!c.cleanup_delete && c.cleanup_compact);
+        assert_eq!(c.delete_retention_ms, 5);
+        o.insert("cleanup.policy".to_string(), "compact, delete".to_string());
+        let c = log_config_from(&o, &LogConfig::default());
+        assert!(c.cleanup_delete && c.cleanup_compact);
     }
 }

@@ -12,7 +12,8 @@
 //! - `checkpoint` owns atomic checkpoint files (log start offset, clean-shutdown marker).
 //! - `retention` owns the pure decision of which old segments to delete.
 //! - [`partition`] owns one partition's log: locking, group commit, recovery on open, reads,
-//!   timestamp lookups, DeleteRecords, retention, clean shutdown.
+//!   timestamp lookups, DeleteRecords, retention, clean shutdown; `partition::compaction` owns
+//!   the cleaner's segment rewrite and crash-safe swap (which records survive is the caller's).
 //! - [`producers`] owns idempotent-producer state (sequence checks, deduplication) and its
 //!   snapshot format.
 //! - [`catalog`] owns topic records and region ids in RocksDB.
@@ -43,7 +44,7 @@ pub mod telemetry;
 mod tests;
 
 pub use batch::{
-    assign_offsets, split_batches, stamp_log_append_time, BatchError, BatchHeader,
+    assign_offsets, mark_cleaned, split_batches, stamp_log_append_time, BatchError, BatchHeader,
     BATCH_HEADER_BYTES,
 };
 pub use catalog::{Catalog, TopicRecord};
@@ -55,6 +56,9 @@ pub use config::{
 pub use control::{control_batch, ControlType};
 pub use error::StorageError;
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
+pub use partition::compaction::{
+    CompactionPlan, SegmentSnapshot, SegmentWriter, StagedSegment, StoredBatch, SwapReport,
+};
 pub use partition::{remove_partition_dir, AppendResult, MaintenanceReport, Partition, ReadResult};
 pub use producers::{AbortedTransaction, ProducerStates, SequenceError};
 pub use table_store::TableStore;

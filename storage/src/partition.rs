@@ -32,6 +32,8 @@ use crate::retention::{deletable_prefix, SegmentFacts};
 use crate::segment::{remove_if_exists, Segment, SyncJob};
 use crate::telemetry;
 
+pub mod compaction;
+
 /// The partitionLeaderEpoch written into every appended batch.
 const LEADER_EPOCH: i32 = 0;
 
@@ -219,6 +221,7 @@ impl Partition {
     /// its valid prefix and its indexes rebuilt; other segments' broken indexes are rebuilt.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Partition, StorageError> {
         fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        compaction::finish_swaps(dir)?;
         let bases = list_segments(dir)?;
         let clean = checkpoint::read(dir, CLEAN_SHUTDOWN_FILE)?;
         let checkpointed_start = checkpoint::read(dir, LOG_START_FILE)?
@@ -330,12 +333,14 @@ impl Partition {
         now_ms: i64,
         stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
     ) -> Result<AppendResult, StorageError> {
-        if BatchHeader::parse(batch)?.is_control() {
+        let header = BatchHeader::parse(batch)?;
+        if header.is_control() {
             return Err(BatchError::Corrupt(
                 "control batches are written only by the transaction coordinator".into(),
             )
             .into());
         }
+        compaction::refuse_cleaned(&header)?;
         self.append_batch(batch, Source::Local(None), now_ms, stamp)
     }
 
@@ -548,8 +553,9 @@ impl Partition {
         self.sync_round(&mut synced)
     }
 
-    /// Whole batches starting with the batch that contains `offset`, up to `max_bytes` but
-    /// always at least one batch when `offset` < log end; may stop at a segment end.
+    /// Whole batches starting with the batch that contains `offset` (or, inside a gap left by
+    /// compaction, the next batch), up to `max_bytes` but always at least one batch when a batch
+    /// follows `offset`; may stop at a segment end.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
         let st = self.read_state();
         let log_end = st.log_end();
@@ -563,7 +569,7 @@ impl Partition {
                 .segments
                 .partition_point(|s| s.base() <= offset)
                 .saturating_sub(1);
-            st.segments[i].read(offset, max_bytes)?
+            compaction::read_across_gaps(&st.segments[i..], offset, max_bytes)?
         };
         Ok(ReadResult {
             records,

@@ -4,6 +4,8 @@
 //! - only whole, non-active segments are deleted, oldest first, stopping at the first keeper;
 //! - never a segment holding an offset >= `stable_offset` (a lagging region may still need it);
 //! - a segment entirely below the log start (after DeleteRecords) goes;
+//! - retention.ms and retention.bytes apply only when cleanup.policy holds `delete` (a
+//!   `compact`-only topic keeps its compacted segments, as in Kafka);
 //! - retention.ms: a segment whose largest timestamp is older than `now - retention.ms` goes;
 //! - retention.bytes: a segment goes while the total size minus its size stays >= the limit.
 
@@ -36,9 +38,11 @@ pub(crate) fn deletable_prefix(
             break;
         }
         let below_start = seg.end_offset <= log_start;
-        let too_old = config.retention_ms >= 0
+        let too_old = config.cleanup_delete
+            && config.retention_ms >= 0
             && seg.max_timestamp.unwrap_or(-1) < now_ms.saturating_sub(config.retention_ms);
-        let too_big = config.retention_bytes >= 0
+        let too_big = config.cleanup_delete
+            && config.retention_bytes >= 0
             && remaining.saturating_sub(seg.size) >= config.retention_bytes as u64;
         if !(below_start || too_old || too_big) {
             break;
@@ -82,6 +86,20 @@ mod tests {
         let closed = [seg(10, 1, 0), seg(20, 1, 0)];
         assert_eq!(deletable_prefix(&closed, 3, &config, 1000, 15, 0), 1);
         assert_eq!(deletable_prefix(&closed, 3, &config, 1000, 20, 0), 2);
+    }
+
+    #[test]
+    fn compact_only_topics_are_not_deleted_by_time_or_size() {
+        let config = LogConfig {
+            retention_ms: 10,
+            retention_bytes: 0,
+            cleanup_delete: false,
+            cleanup_compact: true,
+            ..LogConfig::default()
+        };
+        let closed = [seg(10, 1, 0), seg(20, 1, 0)];
+        assert_eq!(deletable_prefix(&closed, 3, &config, 1000, i64::MAX, 0), 0);
+        assert_eq!(deletable_prefix(&closed, 3, &config, 1000, i64::MAX, 10), 1);
     }
 
     #[test]

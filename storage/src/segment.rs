@@ -5,6 +5,9 @@
 //! ## `<base_offset:020>.log`
 //! Kafka v2 record batches byte-for-byte (compressed batches stay compressed), with offsets
 //! assigned, contiguous from `base_offset`. No framing of our own, so Fetch can return a slice.
+//! A closed segment rewritten by compaction (`partition/compaction.rs`) keeps its base and end
+//! offsets but may have gaps between batches and at its end; lookups return the first batch
+//! at or after an offset, and only the active segment (never compacted) is scanned strictly.
 //!
 //! ## Crash behaviour
 //! Writes go to the page cache with positioned writes; `Partition::sync_through` fsyncs. After an
@@ -215,6 +218,23 @@ impl Segment {
             }
         };
         segment.roll_clock_ms = segment.first_batch_clock(now_ms)?;
+        Ok(segment)
+    }
+
+    /// Opens a closed segment that compaction just rewrote (its indexes were removed with the
+    /// old log) and builds its indexes from the new log.
+    pub(crate) fn open_rewritten(
+        dir: &Path,
+        base: i64,
+        end_offset: i64,
+        index_interval: u32,
+    ) -> Result<Segment, StorageError> {
+        let (oi, ti) = Self::empty_indexes(dir, base)?;
+        let mut segment = Segment::with_files(dir, base, end_offset, oi, ti)?;
+        let batches = segment.scan(false)?;
+        segment.rebuild_indexes(&batches, index_interval)?;
+        segment.close_time_index()?;
+        segment.load_last_causal()?;
         Ok(segment)
     }
 
@@ -590,6 +610,17 @@ impl Segment {
     /// The causal metadata of the segment's last batch (or the carried-over one).
     pub(crate) fn last_causal(&self) -> Option<&CausalMeta> {
         self.last_causal.as_ref()
+    }
+
+    /// Shared handles and current sizes of the `.log` and `.causal` files, so a closed segment
+    /// can be read outside the log lock (compaction); the handles stay valid after a swap.
+    pub(crate) fn read_handles(&self) -> (Arc<File>, u64, Arc<File>, u64) {
+        (
+            Arc::clone(&self.log),
+            self.size,
+            Arc::clone(&self.causal),
+            self.causal_size,
+        )
     }
 
     /// Reads the last valid causal entry from disk (trusted segments do not load it eagerly).

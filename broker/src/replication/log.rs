@@ -49,11 +49,13 @@ impl OriginIndex {
                 return; // already indexed (an entry seen twice while rebuilding)
             }
             if !run.offsets.is_empty() {
-                tracing::warn!(
+                // Compaction merges batches away, so a compacted log skips sequences; only
+                // the batches from here on can start a pull.
+                tracing::debug!(
                     origin = meta.origin_region,
                     expected = next,
                     found = meta.origin_seq,
-                    "gap in an origin's sequences; earlier batches of it are no longer indexed"
+                    "gap in an origin's sequences"
                 );
             }
             run.first_seq = meta.origin_seq;
@@ -91,6 +93,8 @@ impl OriginIndex {
 pub struct ReplicaLog {
     log: Arc<Partition>,
     index: OriginIndex,
+    /// Per origin, the highest sequence the log ever held, compacted batches included.
+    high_water: VectorClock,
 }
 
 fn log_error(error: StorageError) -> LogError {
@@ -116,7 +120,12 @@ impl ReplicaLog {
                 index.record(&meta, base_offset);
             }
         }
-        Ok(ReplicaLog { log, index })
+        let high_water = VectorClock::from_deps(&log.origin_high_water()?);
+        Ok(ReplicaLog {
+            log,
+            index,
+            high_water,
+        })
     }
 
     /// The log offset of a batch this log holds (`None` if it does not).
@@ -185,10 +194,13 @@ impl BatchLog for ReplicaLog {
     }
 
     fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError> {
-        Ok(self
-            .index
-            .offset_of(id)
-            .map(|offset| offset.max(self.log.log_start_offset()) as u64))
+        let offset = match self.index.offset_of(id) {
+            Some(offset) => offset.max(self.log.log_start_offset()),
+            // Compacted away (below the stable cut, so every region had it): nothing to serve.
+            None if id.seq <= self.high_water.get(id.origin) => self.log.log_end_offset(),
+            None => return Ok(None),
+        };
+        Ok(Some(offset as u64))
     }
 
     fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<Bytes>>, LogError> {
@@ -254,8 +266,12 @@ impl BatchLog for ReplicaLog {
     }
 
     fn recover(&self) -> Result<LogState, LogError> {
+        let mut clock = self.index.clock();
+        for (origin, seq) in self.high_water.to_deps() {
+            clock.advance(origin, seq);
+        }
         Ok(LogState {
-            clock: self.index.clock(),
+            clock,
             hlc_max: self.index.hlc_max,
         })
     }

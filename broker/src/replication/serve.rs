@@ -62,8 +62,8 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
         link.update(|f| f.last_served_ms = now_ms());
     }
     let request = Arc::new(request);
-    let own_only = !request.origins.is_empty()
-        && request.origins.iter().all(|&o| o == replication.region_id);
+    let own_only =
+        !request.origins.is_empty() && request.origins.iter().all(|&o| o == replication.region_id);
     let mut news = replication.watch_data(own_only);
     news.borrow_and_update();
     let deadline = tokio::time::Instant::now()

@@ -1,4 +1,5 @@
-//! `GET /v1/tables/{topic}/rows/{key}` and `GET /v1/tables/{topic}/rows?prefix=&after=&limit=`.
+//! `GET /v1/tables/{topic}/rows/{key}` and `GET /v1/tables/{topic}/rows?prefix=&after=&limit=`,
+//! and the routes of the change feed (`feed.rs`).
 //! Keys in paths and query parameters are percent-encoded UTF-8. A row answers with its key, its
 //! value (JSON as JSON; other bytes as base64 with `"encoding": "base64"`) and its version (the
 //! stamp of the newest write it holds).
@@ -14,6 +15,7 @@ use base64::Engine;
 use causeway_replication::crdt::{Content, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use super::{is_table, store_name};
 use crate::broker::Broker;
@@ -23,12 +25,20 @@ const SCAN_LIMIT_MAX: usize = 1_000;
 /// Rows per page when the client does not say.
 const SCAN_LIMIT_DEFAULT: usize = 100;
 
-/// The table routes, ready to merge into the HTTP listener's router.
-pub fn routes(broker: Arc<Broker>) -> Router {
+/// The table routes, ready to merge into the HTTP listener's router; change feeds end when
+/// `shutdown` becomes true.
+pub fn routes(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> Router {
+    let feed = Router::new()
+        .route("/v1/tables/{topic}/changes", get(super::feed::changes))
+        .with_state(super::feed::FeedState {
+            broker: broker.clone(),
+            shutdown,
+        });
     Router::new()
         .route("/v1/tables/{topic}/rows/{key}", get(get_row))
         .route("/v1/tables/{topic}/rows", get(scan_rows))
         .with_state(broker)
+        .merge(feed)
 }
 
 /// An HTTP refusal, boxed so results that carry one stay small.

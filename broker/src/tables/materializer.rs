@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_replication::crdt::{decode_op, MergeMode, Row, Stamp, OP_HEADER, PATH_HEADER};
-use causeway_storage::{BatchHeader, CausalMeta, StorageError, TableStore};
-use kafka_protocol::records::RecordBatchDecoder;
+use causeway_replication::crdt::{MergeMode, Row};
+use causeway_storage::{BatchHeader, StorageError, TableStore};
 use tokio::sync::watch;
+
+use super::records::{for_each_write, skipped, Chunk, WriteReader};
 
 use super::{is_table, merge_mode, store_name};
 use crate::background;
@@ -49,6 +50,7 @@ fn materialize_all(broker: &Broker) {
             }
             publish_lag(&broker.tables, &topic, &partition);
         }
+        metrics::compaction_registered(&topic.name);
         if let Ok(live) = broker.tables.live_rows(&store_name(&topic)) {
             metrics::table_rows(&topic.name, live);
         }
@@ -87,95 +89,56 @@ fn materialize_chunk(
     let table = store_name(topic);
     let applied = store.applied(&table, partition.index)?;
     let from = applied.max(partition.log.log_start_offset());
-    let stable = partition.log.last_stable_offset();
-    if from >= stable {
-        return Ok(0);
-    }
-    if applied == 0 && from == 0 {
-        tracing::info!(topic = %topic.name, partition = partition.index, log_end = stable, "materializing table from the start of the log");
-    }
-    let read = partition.log.read(from, CHUNK_BYTES)?;
-    let batches = whole_batches(&read.records, stable);
-    let Some(last) = batches.last() else {
+    let Some(chunk) = Chunk::read(&partition.log, from, CHUNK_BYTES)? else {
         return Ok(0);
     };
-    let next = last.0.last_offset() + 1;
-    let metas: HashMap<i64, CausalMeta> = partition
-        .log
-        .causal_entries(batches[0].0.base_offset, next)?
-        .into_iter()
-        .collect();
-    let aborted = partition.log.aborted_transactions(from, next);
+    if applied == 0 && from == 0 {
+        tracing::info!(topic = %topic.name, partition = partition.index, "materializing table from the start of the log");
+    }
     // Each touched row with whether it was live before this chunk (for the live-row count).
-    let mut rows: HashMap<Vec<u8>, (Row, bool)> = HashMap::new();
+    let mut rows: HashMap<Bytes, (Row, bool)> = HashMap::new();
     let mut merges = 0u64;
-    for (header, batch) in &batches {
-        let skip = header.is_control()
-            || aborted.iter().any(|a| {
-                a.producer_id == header.producer_id
-                    && a.first_offset <= header.base_offset
-                    && header.base_offset < a.last_offset
-            });
-        if skip {
+    let mut failure = None;
+    let reader = WriteReader {
+        topic: &topic.name,
+        mode,
+        from,
+        count_refusals: true,
+    };
+    for (header, batch) in &chunk.batches {
+        if skipped(header, &chunk.aborted) {
             continue;
         }
-        let Some(meta) = metas.get(&header.base_offset) else {
+        let Some(meta) = chunk.metas.get(&header.base_offset) else {
             return Err(StorageError::Corrupt(format!(
                 "{}-{}: no causal entry for the batch at offset {}",
                 topic.name, partition.index, header.base_offset
             )));
         };
-        let mut buf = batch.clone();
-        let records = match RecordBatchDecoder::decode(&mut buf) {
-            Ok(set) => set.records,
-            Err(error) => {
-                tracing::error!(topic = %topic.name, offset = header.base_offset, %error, "stored batch does not decode; skipped");
-                metrics::table_refused(&topic.name, "undecodable_batch");
-                continue;
+        for_each_write(&reader, header, batch, meta, |record| {
+            if failure.is_some() {
+                return;
             }
-        };
-        for record in records.iter().filter(|r| r.offset >= from) {
-            let Some(key) = &record.key else {
-                metrics::table_refused(&topic.name, "no_key");
-                tracing::warn!(topic = %topic.name, offset = record.offset, "record without a key ignored by the table");
-                continue;
-            };
-            let header_value = |name: &str| {
-                record
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k.as_str() == name)
-                    .and_then(|(_, v)| v.as_deref())
-            };
-            let op = match decode_op(
-                header_value(OP_HEADER),
-                header_value(PATH_HEADER),
-                record.value.as_deref(),
-                mode,
-            ) {
-                Ok(op) => op,
-                Err(error) => {
-                    metrics::table_refused(&topic.name, error.reason());
-                    tracing::warn!(topic = %topic.name, offset = record.offset, %error, "record refused by the table");
-                    continue;
-                }
-            };
-            let (row, _) = match rows.entry(key.to_vec()) {
+            let (row, _) = match rows.entry(record.key.clone()) {
                 std::collections::hash_map::Entry::Occupied(row) => row.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {
-                    let stored = match store.row(&table, key)? {
-                        Some(bytes) => Row::from_bytes(&bytes).map_err(|e| {
-                            StorageError::Corrupt(format!("row of {}: {e}", topic.name))
-                        })?,
-                        None => Row::new(),
-                    };
-                    let live = stored.materialize().is_some();
-                    slot.insert((stored, live))
+                    match stored_row(store, &table, &topic.name, &record.key) {
+                        Ok(stored) => {
+                            let live = stored.materialize().is_some();
+                            slot.insert((stored, live))
+                        }
+                        Err(error) => {
+                            failure = Some(error);
+                            return;
+                        }
+                    }
                 }
             };
-            let index = u32::try_from(record.offset - header.base_offset).unwrap_or(u32::MAX);
-            row.apply(&op, Stamp::of_record(meta, index), &meta.deps);
+            record.write.apply_to(row);
             merges += 1;
+        });
+        if let Some(error) = failure {
+            return Err(error);
         }
     }
     let mut live_rows_delta = 0i64;
@@ -183,28 +146,30 @@ fn materialize_chunk(
         .into_iter()
         .map(|(key, (row, was_live))| {
             live_rows_delta += i64::from(row.materialize().is_some()) - i64::from(was_live);
-            (key, row.to_bytes())
+            (key.to_vec(), row.to_bytes())
         })
         .collect();
-    store.commit(&table, partition.index, next, &encoded, live_rows_delta)?;
+    store.commit(
+        &table,
+        partition.index,
+        chunk.next,
+        &encoded,
+        live_rows_delta,
+    )?;
     metrics::table_merged(&topic.name, merges);
-    Ok(next - from)
+    Ok(chunk.next - from)
 }
 
-/// The whole batches of `records` that start below `end`, with their headers.
-fn whole_batches(records: &Bytes, end: i64) -> Vec<(BatchHeader, Bytes)> {
-    let mut position = 0usize;
-    let mut out = Vec::new();
-    while let Some(header) = records
-        .get(position..)
-        .and_then(|rest| BatchHeader::parse(rest).ok())
-    {
-        let size = header.total_bytes();
-        if header.base_offset >= end || position + size > records.len() {
-            break;
-        }
-        out.push((header, records.slice(position..position + size)));
-        position += size;
+/// The stored row of `key`, or a new one.
+fn stored_row(
+    store: &TableStore,
+    table: &str,
+    topic: &str,
+    key: &[u8],
+) -> Result<Row, StorageError> {
+    match store.row(table, key)? {
+        Some(bytes) => Row::from_bytes(&bytes)
+            .map_err(|e| StorageError::Corrupt(format!("row of {topic}: {e}"))),
+        None => Ok(Row::new()),
     }
-    out
 }

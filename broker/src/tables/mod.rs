@@ -4,9 +4,14 @@
 //! offset and stores rows in `<data-dir>/tables`, with the applied offset in the same write, so
 //! a restart resumes where it stopped and a lost directory is rebuilt from the log.
 
+mod cleaner;
+mod feed;
 mod http;
 mod materializer;
+mod records;
+mod survivors;
 
+pub use cleaner::{clean_partition, IoBudget};
 pub use http::routes;
 pub use materializer::run;
 

@@ -1,6 +1,7 @@
 //! Partition-level tests, one file per area; shared helpers live here.
 
 mod append_read;
+mod compaction;
 mod durability;
 mod producers;
 mod properties;

@@ -1,0 +1,421 @@
+//! The log cleaner: compacts a table partition's closed segments into one record per key
+//! holding the merged row (format in `docs/tables.md`), below the causally stable offset and
+//! the last stable offset. Storage (`causeway_storage::partition::compaction`) picks the
+//! segments and swaps the rewrites in crash-safely; `survivors` decides which keys stay.
+//!
+//! A pass reads every segment of the plan (the whole compacted prefix plus the new closed
+//! segments), so a key ends with one record across it; already-cleaned segments whose content
+//! would not change are not rewritten. Aborted transactional records, transaction markers,
+//! records without a key and records the table refused are not written back: markers are not
+//! needed once no transactional record is left, and the row already says what the rest meant.
+//! The pass keeps every key's rows in memory.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use causeway_replication::crdt::{Content, MergeMode, Row};
+use causeway_replication::hlc::HybridClock;
+use causeway_storage::{mark_cleaned, CausalMeta, Partition, StorageError, SwapReport};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+
+use super::records::{for_each_write, skipped, WriteReader, ROW_HEADER};
+use super::survivors::{layout, KeyFacts, RowState};
+
+/// How often a long pass logs its progress.
+const PROGRESS_PERIOD: Duration = Duration::from_secs(10);
+
+/// Paces the cleaner's reads and writes to a byte rate (`--log-cleaner-io-bytes-per-sec`),
+/// and logs the progress of long passes.
+pub struct IoBudget {
+    rate: u64,
+    started: Instant,
+    spent: u64,
+    last_report: Instant,
+}
+
+/// How long to wait so that `spent` bytes over `elapsed` stay within `rate` bytes per second
+/// (0 = unlimited).
+fn pause(spent: u64, elapsed: Duration, rate: u64) -> Duration {
+    if rate == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(spent as f64 / rate as f64).saturating_sub(elapsed)
+}
+
+impl IoBudget {
+    /// A budget of `rate` bytes per second from now (0 = unlimited).
+    pub fn new(rate: u64) -> IoBudget {
+        let now = Instant::now();
+        IoBudget {
+            rate,
+            started: now,
+            spent: 0,
+            last_report: now,
+        }
+    }
+
+    /// Counts `bytes` of I/O, sleeping as long as the rate requires.
+    fn spend(&mut self, bytes: usize, what: &str) {
+        self.spent += bytes as u64;
+        let wait = pause(self.spent, self.started.elapsed(), self.rate);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        if self.last_report.elapsed() >= PROGRESS_PERIOD {
+            self.last_report = Instant::now();
+            tracing::info!(
+                pass = what,
+                bytes = self.spent,
+                seconds = self.started.elapsed().as_secs(),
+                "compaction in progress"
+            );
+        }
+    }
+}
+
+/// What one key accumulates during a pass.
+struct KeyState {
+    facts: KeyFacts,
+    row: Row,
+    meta: CausalMeta,
+    timestamp: i64,
+}
+
+/// What a pass did, for logs and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassReport {
+    /// Segments read.
+    pub segments_read: usize,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Records written back.
+    pub records_written: usize,
+    /// What the swap did.
+    pub swap: SwapReport,
+}
+
+/// Runs one compaction pass over `log` if one is due (a closed segment below `stable_offset`
+/// not cleaned yet, or a kept tombstone come of age); `None` if nothing was due.
+pub fn clean_partition(
+    topic: &str,
+    log: &Partition,
+    mode: MergeMode,
+    stable_offset: i64,
+    now_ms: i64,
+    budget: &mut IoBudget,
+) -> Result<Option<PassReport>, StorageError> {
+    let plan = log.compaction_plan(stable_offset)?;
+    if !plan.is_due(now_ms) {
+        return Ok(None);
+    }
+    let (Some(first), Some(last)) = (plan.segments.first(), plan.segments.last()) else {
+        return Ok(None);
+    };
+    let aborted = log.aborted_transactions(first.base, last.end_offset);
+    let mut keys: HashMap<Bytes, KeyState> = HashMap::new();
+    let mut report = PassReport::default();
+    let reader = WriteReader {
+        topic,
+        mode,
+        from: plan.log_start,
+        count_refusals: false,
+    };
+    for (i, segment) in plan.segments.iter().enumerate() {
+        segment.for_each_batch(|batch| {
+            budget.spend(batch.bytes.len(), topic);
+            report.bytes_read += batch.bytes.len() as u64;
+            if skipped(&batch.header, &aborted) {
+                return Ok(());
+            }
+            let meta = &batch.meta;
+            for_each_write(&reader, &batch.header, &batch.bytes, meta, |record| {
+                let state = keys.entry(record.key).or_insert_with(|| KeyState {
+                    facts: KeyFacts::first(record.offset, i),
+                    row: Row::new(),
+                    meta: meta.clone(),
+                    timestamp: record.timestamp,
+                });
+                state.facts.saw(record.offset, i);
+                state.meta = meta.clone();
+                state.timestamp = record.timestamp;
+                record.write.apply_to(&mut state.row);
+            });
+            Ok(())
+        })?;
+        report.segments_read += 1;
+    }
+    let facts: HashMap<Bytes, KeyFacts> = keys
+        .iter_mut()
+        .map(|(key, state)| {
+            state.facts.state = row_state(&state.row);
+            (key.clone(), state.facts.clone())
+        })
+        .collect();
+    let cleaned: Vec<bool> = plan.segments.iter().map(|s| s.cleaned).collect();
+    let out = layout(&facts, &cleaned, now_ms, plan.delete_retention_ms);
+    let mut staged = Vec::new();
+    for (i, segment) in plan.segments.iter().enumerate() {
+        if !out.changed[i] {
+            continue;
+        }
+        let mut writer = log.segment_writer(segment)?;
+        for (offset, key) in &out.per_segment[i] {
+            let Some(state) = keys.get(key) else { continue };
+            let batch = encode(key, *offset, state)?;
+            writer.append(&batch, &state.meta)?;
+            budget.spend(batch.len(), topic);
+            report.records_written += 1;
+        }
+        staged.push(writer.finish()?);
+    }
+    report.swap = log.swap_segments(staged, last.end_offset, out.tombstones_due_ms)?;
+    Ok(Some(report))
+}
+
+/// The fate-deciding state of a merged row.
+fn row_state(row: &Row) -> RowState {
+    if row.materialize().is_some() {
+        return RowState::Live;
+    }
+    match row.version() {
+        Some(stamp) => RowState::Deleted {
+            deleted_at_ms: i64::try_from(HybridClock::physical_ms(stamp.hlc)).unwrap_or(i64::MAX),
+        },
+        None => RowState::Empty,
+    }
+}
+
+/// One compacted record as a one-record batch at `offset`, marked as written by the cleaner:
+/// the row's value (null when deleted) and the row itself in `causeway.row`.
+fn encode(key: &Bytes, offset: i64, state: &KeyState) -> Result<Vec<u8>, StorageError> {
+    let value = match state.row.materialize() {
+        Some(Content::Json(value)) => {
+            Some(Bytes::from(serde_json::to_vec(&value).map_err(|e| {
+                StorageError::Corrupt(format!("row value does not serialize: {e}"))
+            })?))
+        }
+        Some(Content::Bytes(bytes)) => Some(Bytes::from(bytes)),
+        None => None,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: -1,
+        timestamp: state.timestamp,
+        key: Some(key.clone()),
+        value,
+        headers: [(
+            StrBytes::from_static_str(ROW_HEADER),
+            Some(Bytes::from(state.row.to_bytes())),
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| StorageError::Corrupt(format!("compacted record does not encode: {e}")))?;
+    let mut batch = buf.to_vec();
+    mark_cleaned(&mut batch);
+    Ok(batch)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use causeway_storage::LogConfig;
+
+    use super::super::records::Chunk;
+    use super::*;
+
+    /// One produced batch: `(key, value, op)` records, timestamp `ts`.
+    fn batch(records: &[(&str, Option<&str>, &str)], ts: i64) -> Vec<u8> {
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value, op))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: i as i64,
+                // The encoder keeps offset - sequence constant within a batch; base sequence -1.
+                sequence: i as i32 - 1,
+                timestamp: ts,
+                key: Some(Bytes::from(key.to_string())),
+                value: value.map(|v| Bytes::from(v.to_string())),
+                headers: [(
+                    StrBytes::from_static_str("causeway.op"),
+                    Some(Bytes::from(op.to_string())),
+                )]
+                .into_iter()
+                .collect(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    fn append(log: &Partition, records: &[(&str, Option<&str>, &str)], ts: i64) {
+        let mut b = batch(records, ts);
+        log.append(&mut b, ts, |prev| {
+            let seq = prev.map_or(1, |m| m.origin_seq + 1);
+            CausalMeta {
+                origin_region: 1,
+                origin_seq: seq,
+                hlc: (ts as u64) << 16,
+                deps: vec![(1, seq - 1)],
+            }
+        })
+        .unwrap();
+    }
+
+    /// Rows rebuilt from the log from its start, as the materializer would, and the keys of
+    /// the records read (in order).
+    fn rebuild(log: &Partition) -> (BTreeMap<Bytes, Vec<u8>>, Vec<Bytes>) {
+        let mut rows: BTreeMap<Bytes, Row> = BTreeMap::new();
+        let mut keys = Vec::new();
+        let mut from = log.log_start_offset();
+        while let Some(chunk) = Chunk::read(log, from, 1 << 20).unwrap() {
+            for (header, bytes) in &chunk.batches {
+                let meta = &chunk.metas[&header.base_offset];
+                let reader = WriteReader {
+                    topic: "t",
+                    mode: MergeMode::Crdt,
+                    from,
+                    count_refusals: false,
+                };
+                for_each_write(&reader, header, bytes, meta, |r| {
+                    keys.push(r.key.clone());
+                    r.write.apply_to(rows.entry(r.key).or_default());
+                });
+            }
+            from = chunk.next;
+        }
+        let rows = rows.into_iter().map(|(k, r)| (k, r.to_bytes())).collect();
+        (rows, keys)
+    }
+
+    #[test]
+    fn compaction_keeps_rows_byte_identical_and_drops_aged_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 700,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            delete_retention_ms: 1_000,
+            ..LogConfig::default()
+        };
+        let log = Partition::open(dir.path(), config, 0).unwrap();
+        let t0 = 1_000_000;
+        append(&log, &[("d", Some(r#"{"gone":true}"#), "put")], t0);
+        for i in 0..40i64 {
+            let n = i.to_string();
+            append(
+                &log,
+                &[
+                    ("a", Some(&format!(r#"{{"n":{n}}}"#)), "put"),
+                    ("b", Some(r#"{"hits":1}"#), "incr"),
+                    ("c", Some(&format!(r#"{{"f{}":{n}}}"#, i % 3)), "patch"),
+                ],
+                t0 + i,
+            );
+            if i == 2 {
+                append(&log, &[("d", None, "put")], t0 + i);
+            }
+        }
+        append(&log, &[("e", Some("{}"), "put")], t0 + 50);
+        assert!(log.segment_count() > 5);
+        let (before, keys_before) = rebuild(&log);
+        let high_water = log.origin_high_water().unwrap();
+        let size_before = log.size_bytes();
+        let mut budget = IoBudget::new(0);
+        let end = log.log_end_offset();
+        let report = clean_partition("t", &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
+            .unwrap()
+            .unwrap();
+        assert!(report.swap.bytes_reclaimed > 0);
+        assert_eq!(log.size_bytes(), size_before - report.swap.bytes_reclaimed);
+        let (after, keys_after) = rebuild(&log);
+        assert_eq!(after, before, "rows rebuilt from the compacted log differ");
+        assert!(keys_after.len() < keys_before.len() / 10);
+        // The compacted prefix holds each key once; the active segment (the last a, b, c batch
+        // and e) follows.
+        let mut compacted = keys_after[..4].to_vec();
+        compacted.sort();
+        assert_eq!(
+            compacted,
+            ["a", "b", "c", "d"].map(Bytes::from),
+            "{keys_after:?}"
+        );
+        assert_eq!(keys_after.len(), 8, "{keys_after:?}");
+        assert!(
+            compacted.contains(&Bytes::from("d")),
+            "tombstone kept until due"
+        );
+        assert_eq!(log.origin_high_water().unwrap(), high_water);
+        assert!(
+            clean_partition("t", &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
+                .unwrap()
+                .is_none(),
+            "nothing due"
+        );
+        // After delete.retention.ms the tombstone goes; every other row stays identical.
+        let report = clean_partition("t", &log, MergeMode::Crdt, end, t0 + 5_000, &mut budget)
+            .unwrap()
+            .unwrap();
+        assert!(report.swap.swapped >= 1);
+        let (gone, keys) = rebuild(&log);
+        assert!(!keys.contains(&Bytes::from("d")));
+        let mut expected = before.clone();
+        expected.remove(&Bytes::from("d"));
+        assert_eq!(gone, expected);
+        // Reopening (unclean) reads the same.
+        drop(log);
+        let log = Partition::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(rebuild(&log).0, expected);
+        assert_eq!(log.origin_high_water().unwrap(), high_water);
+    }
+
+    #[test]
+    fn the_budget_waits_only_when_ahead_of_the_rate() {
+        let rate = 1_000_000;
+        assert_eq!(
+            pause(500_000, Duration::from_millis(600), rate),
+            Duration::ZERO
+        );
+        assert_eq!(
+            pause(2_000_000, Duration::from_millis(500), rate),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(pause(u64::MAX, Duration::ZERO, 0), Duration::ZERO);
+    }
+}

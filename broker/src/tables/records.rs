@@ -1,0 +1,252 @@
+//! What a stored batch of a table partition writes to rows: shared by the materializer, the
+//! change feed and the log cleaner, so all three read the log the same way.
+//!
+//! A record is a write to its key's row: an operation (`causeway.op`, see `docs/tables.md`)
+//! stamped with its batch's causal metadata, or, in a batch the log cleaner wrote (attribute
+//! bit 7, which producers cannot set), the merged row itself in the `causeway.row` header,
+//! which is merged into the row (merging is idempotent, so a row that already holds those
+//! writes does not change).
+
+use bytes::Bytes;
+use causeway_replication::crdt::{decode_op, MergeMode, Op, Row, Stamp, OP_HEADER, PATH_HEADER};
+use causeway_storage::{AbortedTransaction, BatchHeader, CausalMeta};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::metrics;
+
+/// Header of a compacted record holding the merged row (`Row::to_bytes`).
+pub const ROW_HEADER: &str = "causeway.row";
+
+/// One write a record makes to its key's row.
+pub enum Write<'a> {
+    /// An operation, stamped, from a batch whose dependency vector is `deps`.
+    Op {
+        /// The operation.
+        op: Op,
+        /// Its stamp.
+        stamp: Stamp,
+        /// Its batch's dependency vector (what a `remove` had seen).
+        deps: &'a [(u32, u64)],
+    },
+    /// A merged row written by the log cleaner.
+    Row(Row),
+}
+
+impl Write<'_> {
+    /// Applies the write to `row`.
+    pub fn apply_to(&self, row: &mut Row) {
+        match self {
+            Write::Op { op, stamp, deps } => row.apply(op, *stamp, deps),
+            Write::Row(merged) => row.merge_from(merged),
+        }
+    }
+}
+
+/// A keyed record of a table and the write it makes.
+pub struct TableRecord<'a> {
+    /// The record key (the row's key).
+    pub key: Bytes,
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp.
+    pub timestamp: i64,
+    /// The write.
+    pub write: Write<'a>,
+}
+
+/// Whether a batch carries no table writes: a transaction marker, or a batch of an aborted
+/// transaction.
+pub fn skipped(header: &BatchHeader, aborted: &[AbortedTransaction]) -> bool {
+    header.is_control()
+        || aborted.iter().any(|a| {
+            a.producer_id == header.producer_id
+                && a.first_offset <= header.base_offset
+                && header.base_offset < a.last_offset
+        })
+}
+
+/// How to read a table partition's records: its topic (for metrics and logs), merge mode,
+/// the first offset wanted and whether refusals are counted.
+pub struct WriteReader<'t> {
+    /// Topic name.
+    pub topic: &'t str,
+    /// `causeway.merge` of the topic.
+    pub mode: MergeMode,
+    /// Records below this offset are skipped.
+    pub from: i64,
+    /// Count and log refusals (the materializer, which sees every record once, does; the
+    /// change feed and the cleaner do not, so nothing is counted twice).
+    pub count_refusals: bool,
+}
+
+/// Calls `f` with every record of `batch` at or after `reader.from` that writes to a row.
+/// Records that cannot (no key, an operation its value does not fit, an undecodable batch)
+/// are skipped and, when `reader.count_refusals`, counted in
+/// `causeway_table_refused_records_total` and logged.
+pub fn for_each_write<'a>(
+    reader: &WriteReader<'_>,
+    header: &BatchHeader,
+    batch: &Bytes,
+    meta: &'a CausalMeta,
+    mut f: impl FnMut(TableRecord<'a>),
+) {
+    let (topic, mode, from, count_refusals) = (
+        reader.topic,
+        reader.mode,
+        reader.from,
+        reader.count_refusals,
+    );
+    let refuse = |reason: &'static str, offset: i64, error: &dyn std::fmt::Display| {
+        if count_refusals {
+            metrics::table_refused(topic, reason);
+            tracing::warn!(topic, offset, %error, reason, "record refused by the table");
+        }
+    };
+    let mut buf = batch.clone();
+    let records = match RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set.records,
+        Err(error) => {
+            refuse("undecodable_batch", header.base_offset, &error);
+            return;
+        }
+    };
+    for record in records.into_iter().filter(|r| r.offset >= from) {
+        let Some(key) = record.key.clone() else {
+            refuse("no_key", record.offset, &"record without a key");
+            continue;
+        };
+        let header_value = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(k, _)| k.as_str() == name)
+                .and_then(|(_, v)| v.as_deref())
+        };
+        let write = if header.is_cleaned() {
+            match header_value(ROW_HEADER).map(Row::from_bytes) {
+                Some(Ok(row)) => Write::Row(row),
+                Some(Err(error)) => {
+                    refuse("bad_row", record.offset, &error);
+                    continue;
+                }
+                None => {
+                    refuse(
+                        "bad_row",
+                        record.offset,
+                        &"compacted record without its row",
+                    );
+                    continue;
+                }
+            }
+        } else {
+            match decode_op(
+                header_value(OP_HEADER),
+                header_value(PATH_HEADER),
+                record.value.as_deref(),
+                mode,
+            ) {
+                Ok(op) => {
+                    let index =
+                        u32::try_from(record.offset - header.base_offset).unwrap_or(u32::MAX);
+                    Write::Op {
+                        op,
+                        stamp: Stamp::of_record(meta, index),
+                        deps: &meta.deps,
+                    }
+                }
+                Err(error) => {
+                    refuse(error.reason(), record.offset, &error);
+                    continue;
+                }
+            }
+        };
+        f(TableRecord {
+            key,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            write,
+        });
+    }
+}
+
+/// The whole batches of `records` that start below `end`, with their headers.
+pub fn whole_batches(records: &Bytes, end: i64) -> Vec<(BatchHeader, Bytes)> {
+    let mut position = 0usize;
+    let mut out = Vec::new();
+    while let Some(header) = records
+        .get(position..)
+        .and_then(|rest| BatchHeader::parse(rest).ok())
+    {
+        let size = header.total_bytes();
+        if header.base_offset >= end || position + size > records.len() {
+            break;
+        }
+        out.push((header, records.slice(position..position + size)));
+        position += size;
+    }
+    out
+}
+
+/// The next stretch of a table partition's log to apply: whole batches from `from` below the
+/// last stable offset, with their causal metadata and the aborted transactions among them.
+pub struct Chunk {
+    /// The batches, in offset order.
+    pub batches: Vec<(BatchHeader, Bytes)>,
+    /// Causal metadata by batch base offset.
+    pub metas: std::collections::HashMap<i64, CausalMeta>,
+    /// Aborted transactions overlapping the chunk.
+    pub aborted: Vec<AbortedTransaction>,
+    /// The offset after the chunk's last batch: where the next chunk starts.
+    pub next: i64,
+}
+
+impl Chunk {
+    /// Reads about `max_bytes` of `log` from `from`, up to its last stable offset; `None` when
+    /// nothing is there yet. The batches and their causal entries are two reads; should the
+    /// log cleaner swap a segment in between (some batch then lacks its entry), the chunk is
+    /// read once more.
+    pub fn read(
+        log: &causeway_storage::Partition,
+        from: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Chunk>, causeway_storage::StorageError> {
+        let mut chunk = Self::read_once(log, from, max_bytes)?;
+        let torn = chunk.as_ref().is_some_and(|c| {
+            c.batches
+                .iter()
+                .any(|(h, _)| !h.is_control() && !c.metas.contains_key(&h.base_offset))
+        });
+        if torn {
+            chunk = Self::read_once(log, from, max_bytes)?;
+        }
+        Ok(chunk)
+    }
+
+    fn read_once(
+        log: &causeway_storage::Partition,
+        from: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Chunk>, causeway_storage::StorageError> {
+        let stable = log.last_stable_offset();
+        if from >= stable {
+            return Ok(None);
+        }
+        let read = log.read(from, max_bytes)?;
+        let batches = whole_batches(&read.records, stable);
+        let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+            return Ok(None);
+        };
+        let next = last.0.last_offset() + 1;
+        let metas = log
+            .causal_entries(first.0.base_offset, next)?
+            .into_iter()
+            .collect();
+        let aborted = log.aborted_transactions(from, next);
+        Ok(Some(Chunk {
+            batches,
+            metas,
+            aborted,
+            next,
+        }))
+    }
+}

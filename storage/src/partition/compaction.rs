@@ -1,0 +1,585 @@
+//! Log compaction mechanics: choosing the closed segments a cleaner may rewrite, reading them
+//! outside the log lock, writing their replacements and swapping them in crash-safely. Which
+//! records survive is the caller's decision (tables decide by key in the broker); this module
+//! only guarantees that offsets, indexes, causal entries and recovery stay right.
+//!
+//! ## Rules
+//! - Only closed segments lying entirely below both the causally stable offset given by the
+//!   caller and the last stable offset (no open transaction) are offered, starting from the
+//!   first segment; the active segment never is. When the active segment is empty the last
+//!   closed one is held back too, so the log never ends in a gap that a consumer could not
+//!   fetch past.
+//! - A rewritten segment keeps its base offset and its end offset (the next segment's base);
+//!   its batches keep their offsets, so it has gaps. Reads inside a gap return the next batch.
+//! - Its `.causal` file keeps the input's carry entry (see `causal.rs`) and has one entry per
+//!   output batch, in order.
+//!
+//! ## Crash-safe swap, per segment
+//! 1. `<base>.log.tmp` and `<base>.causal.tmp` are written and fsynced (a crash here leaves
+//!    `.tmp` files, which open removes).
+//! 2. `<base>.causal.tmp` is renamed to `<base>.causal.swap`, then `<base>.log.tmp` to
+//!    `<base>.log.swap`, and the directory is fsynced. The rename of the log is the commit
+//!    point: with `<base>.log.swap` present the new segment wins, without it the old one does.
+//! 3. The old `.index` / `.timeindex` are removed, `<base>.causal.swap` is renamed over
+//!    `<base>.causal`, then `<base>.log.swap` over `<base>.log`, and the directory is fsynced;
+//!    the indexes are rebuilt from the new log.
+//!
+//! `finish_swaps` (run by `Partition::open` before anything else) replays step 3 for every
+//! `<base>.log.swap` and deletes a `<base>.causal.swap` left without one, so a `kill -9` at
+//! any point leaves either the old or the new segment, never a mix. A pass swaps its segments
+//! newest first: a key's merged record lives in the newest segment holding the key, so while
+//! older segments still hold the key's original records nothing is lost (merging the same
+//! writes twice changes nothing).
+//!
+//! ## `origin-high-water.checkpoint` (version 0)
+//! Text, after the version line: pairs of lines `<origin_region>` `<origin_seq>`. Before the
+//! first swap of a pass it is replaced with the per-origin maximum of itself and every causal
+//! entry of the segments about to be rewritten, so `origin_high_water` (this file joined with
+//! every causal entry still in the log) never goes down when compaction drops batches.
+//!
+//! ## `cleaner-offset.checkpoint` (version 0)
+//! Text: `0\n<cleaned_through>\n<tombstones_due_ms or -1>\n`: every segment ending at or below
+//! `cleaned_through` has been through a pass, and a later pass may drop a kept tombstone from
+//! `tombstones_due_ms` on. Written after a pass's swaps.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{LogState, Partition};
+use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_BYTES};
+use crate::causal::{self, CausalMeta};
+use crate::checkpoint;
+use crate::error::{IoContext, StorageError};
+use crate::segment::{file_name, remove_if_exists, Segment};
+
+/// Per-origin high water of sequences ever in the log (see the module docs).
+const HIGH_WATER_FILE: &str = "origin-high-water.checkpoint";
+/// How far the cleaner got, and when a kept tombstone may go.
+const CLEANER_FILE: &str = "cleaner-offset.checkpoint";
+
+/// Refuses a produced batch that claims to come from the cleaner, so a client cannot forge
+/// merged table rows (only batches the cleaner wrote may carry them).
+pub(super) fn refuse_cleaned(header: &BatchHeader) -> Result<(), StorageError> {
+    if header.is_cleaned() {
+        return Err(BatchError::Corrupt(
+            "attribute bit 7 is reserved for batches written by the log cleaner".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Reads from the first of `segments` (the one whose range holds `offset`), moving on to the
+/// next while a segment has nothing at or after `offset` (its tail was compacted away).
+pub(super) fn read_across_gaps(
+    segments: &[Segment],
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, StorageError> {
+    for segment in segments {
+        let records = segment.read(offset, max_bytes)?;
+        if !records.is_empty() {
+            return Ok(records);
+        }
+    }
+    Ok(Bytes::new())
+}
+
+/// A closed segment offered to the cleaner, readable without the log lock.
+pub struct SegmentSnapshot {
+    /// Base offset (kept by the rewrite).
+    pub base: i64,
+    /// Offset after the segment (the next segment's base; kept by the rewrite).
+    pub end_offset: i64,
+    /// Bytes of its `.log`.
+    pub size: u64,
+    /// Whether an earlier pass already rewrote it.
+    pub cleaned: bool,
+    log: Arc<File>,
+    causal: Arc<File>,
+    causal_size: u64,
+}
+
+/// One stored batch with its causal metadata, as the cleaner reads it.
+pub struct StoredBatch {
+    /// Its header.
+    pub header: BatchHeader,
+    /// The whole batch, as stored.
+    pub bytes: Bytes,
+    /// Its causal entry.
+    pub meta: CausalMeta,
+}
+
+impl SegmentSnapshot {
+    /// Every entry of the `.causal` file, the carry entry included.
+    fn causal_entries(&self) -> Result<Vec<causal::CausalEntry>, StorageError> {
+        let mut bytes = vec![0u8; self.causal_size as usize];
+        self.causal
+            .read_exact_at(&mut bytes, 0)
+            .ctx(|| format!("reading causal index of segment {}", self.base))?;
+        Ok(causal::decode_prefix(&bytes)
+            .into_iter()
+            .map(|(entry, _)| entry)
+            .collect())
+    }
+
+    /// Calls `f` with every batch of the segment in order, with its causal metadata; a batch
+    /// without a causal entry is corruption.
+    pub fn for_each_batch(
+        &self,
+        mut f: impl FnMut(StoredBatch) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let metas: BTreeMap<i64, CausalMeta> = self
+            .causal_entries()?
+            .into_iter()
+            .filter(|e| e.base_offset >= self.base)
+            .map(|e| (e.base_offset, e.meta))
+            .collect();
+        let mut pos = 0u64;
+        while pos + BATCH_HEADER_BYTES as u64 <= self.size {
+            let mut head = [0u8; BATCH_HEADER_BYTES];
+            self.log
+                .read_exact_at(&mut head, pos)
+                .ctx(|| format!("reading segment {} at {pos}", self.base))?;
+            let header = BatchHeader::parse(&head)?;
+            let total = header.total_bytes() as u64;
+            if total < BATCH_HEADER_BYTES as u64 || pos + total > self.size {
+                return Err(StorageError::Corrupt(format!(
+                    "batch at {pos} in segment {} has bad length {}",
+                    self.base, header.batch_length
+                )));
+            }
+            let mut bytes = vec![0u8; total as usize];
+            self.log
+                .read_exact_at(&mut bytes, pos)
+                .ctx(|| format!("reading segment {} at {pos}", self.base))?;
+            let meta = metas.get(&header.base_offset).cloned().ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "segment {}: no causal entry for the batch at offset {}",
+                    self.base, header.base_offset
+                ))
+            })?;
+            f(StoredBatch {
+                header,
+                bytes: Bytes::from(bytes),
+                meta,
+            })?;
+            pos += total;
+        }
+        Ok(())
+    }
+}
+
+/// What the cleaner may do in one partition now (see the module docs for the rules).
+pub struct CompactionPlan {
+    /// The closed segments it may rewrite, oldest first, from the first segment of the log.
+    pub segments: Vec<SegmentSnapshot>,
+    /// The log start: records below it are invisible and must not survive.
+    pub log_start: i64,
+    /// Every segment ending at or below this offset was already cleaned.
+    pub cleaned_through: i64,
+    /// When a tombstone kept by the last pass may be dropped, if one was kept.
+    pub tombstones_due_ms: Option<i64>,
+    /// The topic's `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+}
+
+impl CompactionPlan {
+    /// Whether a pass would do anything: a segment not cleaned yet, or a tombstone that has
+    /// come of age.
+    pub fn is_due(&self, now_ms: i64) -> bool {
+        self.segments.iter().any(|s| !s.cleaned)
+            || (!self.segments.is_empty() && self.tombstones_due_ms.is_some_and(|t| t <= now_ms))
+    }
+}
+
+/// Writes a segment's replacement to temp files; finish with `finish`.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    base: i64,
+    end_offset: i64,
+    old_size: u64,
+    log: File,
+    causal: File,
+    size: u64,
+    causal_size: u64,
+    next_offset: i64,
+    high_water: BTreeMap<u32, u64>,
+}
+
+/// A replacement segment on disk as temp files, fsynced, ready for `Partition::swap_segments`.
+pub struct StagedSegment {
+    dir: PathBuf,
+    /// Base offset of the segment it replaces.
+    pub base: i64,
+    /// End offset of the segment it replaces.
+    pub end_offset: i64,
+    /// Bytes of the replaced `.log`.
+    pub old_size: u64,
+    /// Bytes of the new `.log`.
+    pub new_size: u64,
+    high_water: BTreeMap<u32, u64>,
+}
+
+/// What a swap did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SwapReport {
+    /// Segments replaced.
+    pub swapped: usize,
+    /// `.log` bytes before minus after, over all replaced segments (0 if they grew: a pass
+    /// may move many keys' merged rows into one segment).
+    pub bytes_reclaimed: u64,
+}
+
+fn tmp_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{}.tmp", file_name(base, ext)))
+}
+
+fn swap_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{}.swap", file_name(base, ext)))
+}
+
+fn create_truncated(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), StorageError> {
+    fs::rename(from, to).ctx(|| format!("renaming {} to {}", from.display(), to.display()))
+}
+
+fn join_high_water(into: &mut BTreeMap<u32, u64>, region: u32, seq: u64) {
+    let slot = into.entry(region).or_insert(seq);
+    *slot = (*slot).max(seq);
+}
+
+impl SegmentWriter {
+    /// Appends one batch whose offsets lie in the replaced segment's range, after the previous
+    /// batch's, with the causal metadata readers will stamp it with.
+    pub fn append(&mut self, batch: &[u8], meta: &CausalMeta) -> Result<(), StorageError> {
+        let header = BatchHeader::parse(batch)?;
+        if header.total_bytes() != batch.len() || header.last_offset_delta < 0 {
+            return Err(BatchError::Corrupt(format!(
+                "rewritten batch length field says {} bytes, buffer has {}",
+                header.total_bytes(),
+                batch.len()
+            ))
+            .into());
+        }
+        if header.base_offset < self.next_offset || header.last_offset() >= self.end_offset {
+            return Err(StorageError::Corrupt(format!(
+                "rewritten batch at {}..={} outside [{}, {}) of segment {}",
+                header.base_offset,
+                header.last_offset(),
+                self.next_offset,
+                self.end_offset,
+                self.base
+            )));
+        }
+        if self.size + batch.len() as u64 > u64::from(u32::MAX) {
+            return Err(StorageError::Corrupt(format!(
+                "rewritten segment {} would pass 4 GiB",
+                self.base
+            )));
+        }
+        let entry = causal::encode_entry(header.base_offset, meta);
+        self.log
+            .write_all_at(batch, self.size)
+            .ctx(|| format!("writing rewritten segment {}", self.base))?;
+        self.causal
+            .write_all_at(&entry, self.causal_size)
+            .ctx(|| format!("writing rewritten causal index {}", self.base))?;
+        self.size += batch.len() as u64;
+        self.causal_size += entry.len() as u64;
+        self.next_offset = header.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// fsyncs the temp files; the result can be swapped in.
+    pub fn finish(self) -> Result<StagedSegment, StorageError> {
+        self.log
+            .sync_all()
+            .ctx(|| format!("fsyncing rewritten segment {}", self.base))?;
+        self.causal
+            .sync_all()
+            .ctx(|| format!("fsyncing rewritten causal index {}", self.base))?;
+        Ok(StagedSegment {
+            dir: self.dir,
+            base: self.base,
+            end_offset: self.end_offset,
+            old_size: self.old_size,
+            new_size: self.size,
+            high_water: self.high_water,
+        })
+    }
+}
+
+impl StagedSegment {
+    /// Deletes the temp files of a replacement that will not be swapped in.
+    pub fn discard(self) -> Result<(), StorageError> {
+        remove_if_exists(&tmp_path(&self.dir, self.base, "log"))?;
+        remove_if_exists(&tmp_path(&self.dir, self.base, "causal"))
+    }
+
+    /// Steps 2 and 3 of the swap (module docs).
+    fn swap_files(&self) -> Result<(), StorageError> {
+        let (dir, base) = (&self.dir, self.base);
+        rename(
+            &tmp_path(dir, base, "causal"),
+            &swap_path(dir, base, "causal"),
+        )?;
+        rename(&tmp_path(dir, base, "log"), &swap_path(dir, base, "log"))?;
+        checkpoint::sync_dir(dir)?;
+        complete_swap(dir, base)
+    }
+}
+
+/// Step 3 of the swap for a segment whose `.log.swap` exists (module docs).
+fn complete_swap(dir: &Path, base: i64) -> Result<(), StorageError> {
+    for ext in ["index", "timeindex"] {
+        remove_if_exists(&dir.join(file_name(base, ext)))?;
+    }
+    let causal_swap = swap_path(dir, base, "causal");
+    if causal_swap.exists() {
+        rename(&causal_swap, &dir.join(file_name(base, "causal")))?;
+    }
+    rename(
+        &swap_path(dir, base, "log"),
+        &dir.join(file_name(base, "log")),
+    )?;
+    checkpoint::sync_dir(dir)
+}
+
+/// Completes the swaps a crash interrupted after their commit point and removes the halves of
+/// swaps interrupted before it (module docs). Runs before the segments are listed.
+pub(super) fn finish_swaps(dir: &Path) -> Result<(), StorageError> {
+    let mut committed = Vec::new();
+    let mut orphans = Vec::new();
+    for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".swap") else {
+            continue;
+        };
+        let Some((base, ext)) = stem.split_once('.') else {
+            continue;
+        };
+        let Ok(base) = base.parse::<i64>() else {
+            continue;
+        };
+        match ext {
+            "log" => committed.push(base),
+            _ => orphans.push((base, entry.path())),
+        }
+    }
+    for &base in &committed {
+        tracing::info!(dir = %dir.display(), base_offset = base, "completing a compaction swap interrupted by a crash");
+        complete_swap(dir, base)?;
+    }
+    for (base, path) in orphans {
+        if !committed.contains(&base) {
+            tracing::info!(file = %path.display(), "removing half of a compaction swap interrupted by a crash");
+            remove_if_exists(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The per-origin maxima stored in `origin-high-water.checkpoint`.
+fn read_high_water(dir: &Path) -> Result<BTreeMap<u32, u64>, StorageError> {
+    let mut out = BTreeMap::new();
+    let values = checkpoint::read(dir, HIGH_WATER_FILE)?.unwrap_or_default();
+    for pair in values.chunks_exact(2) {
+        if let (Ok(region), Ok(seq)) = (u32::try_from(pair[0]), u64::try_from(pair[1])) {
+            join_high_water(&mut out, region, seq);
+        }
+    }
+    Ok(out)
+}
+
+fn write_high_water(dir: &Path, high_water: &BTreeMap<u32, u64>) -> Result<(), StorageError> {
+    let mut values = Vec::with_capacity(high_water.len() * 2);
+    for (&region, &seq) in high_water {
+        values.push(i64::from(region));
+        values.push(i64::try_from(seq).unwrap_or(i64::MAX));
+    }
+    checkpoint::write(dir, HIGH_WATER_FILE, &values)
+}
+
+impl LogState {
+    fn snapshot(&self, segment: &Segment, cleaned_through: i64) -> SegmentSnapshot {
+        let (log, size, causal, causal_size) = segment.read_handles();
+        SegmentSnapshot {
+            base: segment.base(),
+            end_offset: segment.end_offset(),
+            size,
+            cleaned: segment.end_offset() <= cleaned_through,
+            log,
+            causal,
+            causal_size,
+        }
+    }
+}
+
+impl Partition {
+    /// The closed segments the cleaner may rewrite now, below `stable_offset` (the causally
+    /// stable cut) and the last stable offset; empty unless the topic's cleanup.policy holds
+    /// `compact`.
+    pub fn compaction_plan(&self, stable_offset: i64) -> Result<CompactionPlan, StorageError> {
+        let saved = checkpoint::read(&self.dir, CLEANER_FILE)?.unwrap_or_default();
+        let cleaned_through = saved.first().copied().unwrap_or(-1);
+        let tombstones_due_ms = saved.get(1).copied().filter(|&t| t >= 0);
+        let st = self.read_state();
+        let lso = st
+            .producers
+            .first_unstable_offset()
+            .unwrap_or_else(|| st.log_end());
+        let limit = stable_offset.min(lso);
+        let mut closed = &st.segments[..st.segments.len() - 1];
+        if st.active().size() == 0 {
+            closed = &closed[..closed.len().saturating_sub(1)];
+        }
+        let segments = if st.config.cleanup_compact {
+            closed
+                .iter()
+                .take_while(|s| s.end_offset() <= limit)
+                .map(|s| st.snapshot(s, cleaned_through))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(CompactionPlan {
+            segments,
+            log_start: st.log_start,
+            cleaned_through,
+            tombstones_due_ms,
+            delete_retention_ms: st.config.delete_retention_ms,
+        })
+    }
+
+    /// Starts the replacement of `snapshot`'s segment as temp files, carrying over its carry
+    /// causal entry.
+    pub fn segment_writer(
+        &self,
+        snapshot: &SegmentSnapshot,
+    ) -> Result<SegmentWriter, StorageError> {
+        let entries = snapshot.causal_entries()?;
+        let mut high_water = BTreeMap::new();
+        for e in &entries {
+            join_high_water(&mut high_water, e.meta.origin_region, e.meta.origin_seq);
+        }
+        let log = create_truncated(&tmp_path(&self.dir, snapshot.base, "log"))?;
+        let causal_file = create_truncated(&tmp_path(&self.dir, snapshot.base, "causal"))?;
+        let mut causal_size = 0u64;
+        if let Some(carry) = entries.iter().find(|e| e.base_offset < snapshot.base) {
+            let bytes = causal::encode_entry(carry.base_offset, &carry.meta);
+            causal_file
+                .write_all_at(&bytes, 0)
+                .ctx(|| format!("writing rewritten causal index {}", snapshot.base))?;
+            causal_size = bytes.len() as u64;
+        }
+        Ok(SegmentWriter {
+            dir: self.dir.clone(),
+            base: snapshot.base,
+            end_offset: snapshot.end_offset,
+            old_size: snapshot.size,
+            log,
+            causal: causal_file,
+            size: 0,
+            causal_size,
+            next_offset: snapshot.base,
+            high_water,
+        })
+    }
+
+    /// Swaps the staged replacements in, newest first (module docs), skipping (and deleting)
+    /// any whose segment is gone or changed meanwhile (retention, DeleteRecords), then records
+    /// `cleaned_through` and when the next kept tombstone may go.
+    pub fn swap_segments(
+        &self,
+        mut staged: Vec<StagedSegment>,
+        cleaned_through: i64,
+        tombstones_due_ms: Option<i64>,
+    ) -> Result<SwapReport, StorageError> {
+        let mut high_water = read_high_water(&self.dir)?;
+        for s in &staged {
+            for (&region, &seq) in &s.high_water {
+                join_high_water(&mut high_water, region, seq);
+            }
+        }
+        write_high_water(&self.dir, &high_water)?;
+        staged.sort_by_key(|s| std::cmp::Reverse(s.base));
+        let mut report = SwapReport::default();
+        let (mut old_total, mut new_total) = (0u64, 0u64);
+        for s in staged {
+            let mut st = self.write_state();
+            let last = st.segments.len() - 1;
+            let Some(i) = st.segments[..last]
+                .iter()
+                .position(|seg| seg.base() == s.base && seg.end_offset() == s.end_offset)
+            else {
+                drop(st);
+                s.discard()?;
+                continue;
+            };
+            s.swap_files()?;
+            let interval = st.config.index_interval_bytes;
+            st.segments[i] = Segment::open_rewritten(&self.dir, s.base, s.end_offset, interval)?;
+            report.swapped += 1;
+            old_total += s.old_size;
+            new_total += s.new_size;
+            tracing::debug!(dir = %self.dir.display(), base_offset = s.base, old_bytes = s.old_size, new_bytes = s.new_size, "swapped in a compacted segment");
+        }
+        report.bytes_reclaimed = old_total.saturating_sub(new_total);
+        checkpoint::write(
+            &self.dir,
+            CLEANER_FILE,
+            &[cleaned_through, tombstones_due_ms.unwrap_or(-1)],
+        )?;
+        Ok(report)
+    }
+
+    /// Per origin region, the highest origin sequence any batch of this partition's log ever
+    /// carried: every causal entry in the log joined with what compaction recorded before it
+    /// dropped batches. What replication rebuilds the vector clock from; compaction never
+    /// lowers it. Reads every `.causal` file.
+    pub fn origin_high_water(&self) -> Result<Vec<(u32, u64)>, StorageError> {
+        let mut high_water = read_high_water(&self.dir)?;
+        let handles: Vec<_> = self
+            .read_state()
+            .segments
+            .iter()
+            .map(|s| s.read_handles())
+            .collect();
+        for (_, _, causal_file, causal_size) in handles {
+            let mut bytes = vec![0u8; causal_size as usize];
+            causal_file
+                .read_exact_at(&mut bytes, 0)
+                .ctx(|| format!("reading causal index in {}", self.dir.display()))?;
+            for (entry, _) in causal::decode_prefix(&bytes) {
+                join_high_water(
+                    &mut high_water,
+                    entry.meta.origin_region,
+                    entry.meta.origin_seq,
+                );
+            }
+        }
+        Ok(high_water.into_iter().collect())
+    }
+}
