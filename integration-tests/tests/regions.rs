@@ -994,3 +994,67 @@ fn min_regions_makes_acks_all_wait_for_another_region() {
         Ok(())
     });
 }
+
+/// Retention never deletes what another region has not got: with the other region down, a
+/// topic far over its `retention.bytes` keeps every record; once the region is back and holds
+/// them, retention deletes segments as usual, and the returning region received everything.
+#[test]
+fn retention_waits_for_every_region_to_hold_the_batches() {
+    let plan = MeshPlan::new(&["east", "west"])
+        .expect("plan")
+        .flag(0, "--log-retention-check-interval-ms", 100)
+        .flag(1, "--log-retention-check-interval-ms", 100);
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("held");
+        create_topic(
+            mesh.region(0),
+            &topic,
+            1,
+            &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
+        )?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        mesh.region_mut(1).kill9();
+        let records: Vec<TestRecord> = (0..300)
+            .map(|i| TestRecord::value(format!("{i:04}-{}", "x".repeat(100))))
+            .collect();
+        let producer = acks_all_producer(mesh.region(0))?;
+        for chunk in records.chunks(10) {
+            produce_all(&producer, &topic, chunk)?;
+        }
+        let watermarks = |broker: &BrokerProcess| -> Result<(i64, i64)> {
+            let consumer: rdkafka::consumer::BaseConsumer = broker.consumer_config().create()?;
+            Ok(rdkafka::consumer::Consumer::fetch_watermarks(
+                &consumer,
+                &topic,
+                0,
+                CLIENT_TIMEOUT,
+            )?)
+        };
+        // Many maintenance passes run while west is away: nothing may be deleted.
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure_eq!(
+            watermarks(mesh.region(0))?,
+            (0, 300),
+            "east's log while west is down"
+        );
+        mesh.region_mut(1).restart()?;
+        // West appends every record (its offsets are its own, so a high watermark of 300 means
+        // all 300 arrived; west may already have applied retention itself).
+        let caught_up = wait_until(CONVERGE_TIMEOUT, || {
+            watermarks(mesh.region(1)).is_ok_and(|(_, high)| high == 300)
+        });
+        if !caught_up {
+            bail!(
+                "west holds {:?} after restarting",
+                watermarks(mesh.region(1))
+            );
+        }
+        let deleted = wait_until(Duration::from_secs(20), || {
+            watermarks(mesh.region(0)).is_ok_and(|(low, _)| low > 0)
+        });
+        if !deleted {
+            bail!("east never applied retention after west caught up");
+        }
+        Ok(())
+    });
+}
