@@ -409,7 +409,9 @@ fn wait_for_merges(
         if Instant::now() > deadline {
             bail!(
                 "the materializer of '{topic}' applied {now} records (target {target}) within {} s after producing; \
-                 is the topic compacted (cleanup.policy=compact) and is {url} the broker's?",
+                 is the topic compacted (cleanup.policy=compact) and is {url} the broker's? (If the log cleaner \
+                 compacted segments before the materializer read them, it applied merged rows instead of every \
+                 record: measure materializer throughput with compaction idle)",
                 timeout.as_secs()
             );
         }

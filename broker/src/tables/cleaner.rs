@@ -285,17 +285,52 @@ mod tests {
     }
 
     fn append(log: &Partition, records: &[(&str, Option<&str>, &str)], ts: i64) {
-        let mut b = batch(records, ts);
-        log.append(&mut b, ts, |prev| {
-            let seq = prev.map_or(1, |m| m.origin_seq + 1);
-            CausalMeta {
-                origin_region: 1,
-                origin_seq: seq,
-                hlc: (ts as u64) << 16,
-                deps: vec![(1, seq - 1)],
-            }
-        })
+        append_bytes(log, batch(records, ts), ts);
+    }
+
+    /// The causal stamp the tests give every batch: region 1, the next sequence.
+    fn stamp(prev: Option<&CausalMeta>, ts: i64) -> CausalMeta {
+        let seq = prev.map_or(1, |m| m.origin_seq + 1);
+        CausalMeta {
+            origin_region: 1,
+            origin_seq: seq,
+            hlc: (ts as u64) << 16,
+            deps: vec![(1, seq - 1)],
+        }
+    }
+
+    /// A one-record transactional batch of producer `pid`, epoch 0, sequence `seq`.
+    fn transactional(key: &str, value: &str, pid: i64, seq: i32, ts: i64) -> Vec<u8> {
+        let record = Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: seq,
+            timestamp: ts,
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
         .unwrap();
+        buf.to_vec()
+    }
+
+    fn append_bytes(log: &Partition, mut b: Vec<u8>, ts: i64) {
+        log.append(&mut b, ts, |prev| stamp(prev, ts)).unwrap();
     }
 
     /// Rows rebuilt from the log from its start, as the materializer would, and the keys of
@@ -306,6 +341,9 @@ mod tests {
         let mut from = log.log_start_offset();
         while let Some(chunk) = Chunk::read(log, from, 1 << 20).unwrap() {
             for (header, bytes) in &chunk.batches {
+                if skipped(header, &chunk.aborted) {
+                    continue;
+                }
                 let meta = &chunk.metas[&header.base_offset];
                 let reader = WriteReader {
                     topic: "t",
@@ -403,6 +441,84 @@ mod tests {
         let log = Partition::open(dir.path(), LogConfig::default(), 0).unwrap();
         assert_eq!(rebuild(&log).0, expected);
         assert_eq!(log.origin_high_water().unwrap(), high_water);
+    }
+
+    #[test]
+    fn aborted_transactions_and_markers_are_dropped_and_open_ones_wait() {
+        use causeway_storage::ControlType;
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 50,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            ..LogConfig::default()
+        };
+        let log = Partition::open(dir.path(), config, 0).unwrap();
+        let t = 1_000_000;
+        append(&log, &[("k", Some(r#"{"v":0}"#), "put")], t);
+        append_bytes(&log, transactional("k", r#"{"v":"aborted"}"#, 7, 0, t), t);
+        log.append_control(ControlType::Abort, 7, 0, t, |p| stamp(p, t))
+            .unwrap();
+        append_bytes(&log, transactional("k", r#"{"v":"committed"}"#, 8, 0, t), t);
+        log.append_control(ControlType::Commit, 8, 0, t, |p| stamp(p, t))
+            .unwrap();
+        // An open transaction of producer 9: nothing from it on may be compacted.
+        append_bytes(&log, transactional("open", r#"{"v":1}"#, 9, 0, t), t);
+        let lso = log.last_stable_offset();
+        assert_eq!(lso, 5);
+        append(&log, &[("after", Some("{}"), "put")], t);
+        append(&log, &[("after", Some("{}"), "put")], t);
+        let (before, _) = rebuild(&log);
+        let k = Row::from_bytes(&before[&Bytes::from("k")]).unwrap();
+        assert_eq!(
+            k.materialize(),
+            Some(Content::Json(serde_json::json!({"v": "committed"})))
+        );
+        assert!(
+            !before.contains_key(&Bytes::from("open")),
+            "open transaction waits"
+        );
+        let mut budget = IoBudget::new(0);
+        let end = log.log_end_offset();
+        clean_partition("t", &log, MergeMode::Crdt, end, t, &mut budget)
+            .unwrap()
+            .unwrap();
+        let (after, _) = rebuild(&log);
+        assert_eq!(after, before);
+        // Below the LSO: one record (k, committed value) and no transactional or control batch.
+        let mut offset = 0;
+        let mut seen = Vec::new();
+        while offset < lso {
+            let read = log.read(offset, 1 << 20).unwrap();
+            let Some((header, bytes)) =
+                super::super::records::whole_batches(&read.records, i64::MAX)
+                    .into_iter()
+                    .next()
+            else {
+                break;
+            };
+            if header.base_offset >= lso {
+                break;
+            }
+            let mut b = bytes.clone();
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b).unwrap();
+            for r in set.records {
+                seen.push((
+                    r.offset,
+                    header.is_control() || header.is_transactional(),
+                    r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                ));
+            }
+            offset = header.last_offset() + 1;
+        }
+        assert_eq!(
+            seen,
+            vec![(3, false, Some(r#"{"v":"committed"}"#.to_string()))]
+        );
+        // The open transaction's batch is still there, untouched.
+        let open = log.read(lso, 1 << 20).unwrap();
+        let first = causeway_storage::BatchHeader::parse(&open.records).unwrap();
+        assert!(first.is_transactional() && first.base_offset == lso);
     }
 
     #[test]
