@@ -59,13 +59,9 @@ pub struct CommonArgs {
     #[arg(long)]
     pub linger_ms: Option<u64>,
 
-    /// Producer batch size in bytes (librdkafka batch.size).
-    #[arg(long, default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
-    pub batch_bytes: u64,
-
-    /// Producer acks: 0, 1, all (or -1).
-    #[arg(long, default_value = "1", value_parser = parse_acks, allow_hyphen_values = true)]
-    pub acks: Acks,
+    /// Producer batch size and acks.
+    #[command(flatten)]
+    pub producer: ProducerTuning,
 
     /// Producer compression codec.
     #[arg(long, value_enum, default_value_t = Compression::None)]
@@ -86,6 +82,18 @@ pub struct CommonArgs {
     /// Also print the results as one JSON line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Producer options shared by every mode that produces.
+#[derive(Debug, Clone, Args)]
+pub struct ProducerTuning {
+    /// Producer batch size in bytes (librdkafka batch.size).
+    #[arg(long, default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
+    pub batch_bytes: u64,
+
+    /// Producer acks: 0, 1, all (or -1).
+    #[arg(long, default_value = "1", value_parser = parse_acks, allow_hyphen_values = true)]
+    pub acks: Acks,
 }
 
 /// Options of `produce`.
@@ -389,8 +397,8 @@ mod tests {
         assert_eq!(args.common.record_bytes, 100);
         assert_eq!(args.common.linger_ms_or(DEFAULT_LINGER_MS), 5);
         assert_eq!(args.common.linger_ms, None);
-        assert_eq!(args.common.batch_bytes, 1_048_576);
-        assert_eq!(args.common.acks, Acks::Leader);
+        assert_eq!(args.common.producer.batch_bytes, 1_048_576);
+        assert_eq!(args.common.producer.acks, Acks::Leader);
         assert_eq!(args.common.compression, Compression::None);
         assert_eq!(args.timeout_s, 30);
 
@@ -401,7 +409,7 @@ mod tests {
         };
         assert_eq!(args.rate, 20_000);
         assert_eq!(args.duration_s, 10);
-        assert_eq!(args.common.acks, Acks::All);
+        assert_eq!(args.common.producer.acks, Acks::All);
         assert!(args.common.json);
 
         let cli = Cli::try_parse_from(["causeway-bench", "consume", "--acks=-1", "-X", "a=b"])
@@ -410,7 +418,7 @@ mod tests {
             panic!("expected consume");
         };
         assert_eq!(args.timeout_s, 120);
-        assert_eq!(args.common.acks, Acks::All);
+        assert_eq!(args.common.producer.acks, Acks::All);
         assert_eq!(
             args.common.rdkafka,
             vec![("a".to_string(), "b".to_string())]

@@ -6,57 +6,22 @@
 //! ignored. The first `--warmup-s` seconds of traffic warm up connections and
 //! are not measured.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, Producer};
 use serde_json::json;
 
 use crate::cli::{self, E2eArgs};
 use crate::kafka::{self, BenchContext};
-use crate::pacing;
-use crate::payload::{self, PayloadPool, HEADER_LEN};
+use crate::latency::{self, Drain, PacedLoad, Shared};
+use crate::payload::HEADER_LEN;
 use crate::procstat::{CpuMeter, ProcessMonitor};
 use crate::report::{self, BrokerUsage, E2eResult, LatencySummary, Report};
-
-/// How long the consumer polls after assignment before producing starts, so
-/// that its connection and first fetch are established.
-const SETTLE: Duration = Duration::from_millis(500);
-
-/// Highest latency the histogram can hold, in microseconds (one hour).
-const MAX_LATENCY_US: u64 = 3_600_000_000;
-
-/// State shared by the producing (main) thread and the consumer thread.
-struct Shared {
-    /// Time base of the send timestamps.
-    base: Instant,
-    /// Identifies this run's records.
-    run_id: u64,
-    /// Send time (ns since `base`) of the first measured record; records sent
-    /// earlier are warm-up. `u64::MAX` until measuring starts.
-    measure_from_ns: AtomicU64,
-    /// Total records sent, once the producer has finished; `u64::MAX` before.
-    expected: AtomicU64,
-    /// Set when the producer failed: the consumer stops.
-    abort: AtomicBool,
-    /// How long the consumer waits for missing records after the producer finished.
-    drain_timeout: Duration,
-}
-
-impl Shared {
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
 
 /// What the consumer thread saw.
 struct Consumed {
@@ -99,16 +64,9 @@ pub fn run(args: &E2eArgs) -> Result<Report> {
     let consumer: BaseConsumer<BenchContext> = kafka::consumer_config(common)
         .create_with_context(BenchContext::default())
         .context("cannot create the librdkafka consumer (check -X properties)")?;
-    assign_at_end(&consumer, &common.topic, partitions, connect_timeout)?;
+    latency::assign_at_end(&consumer, &common.topic, partitions, connect_timeout)?;
 
-    let shared = Shared {
-        base: Instant::now(),
-        run_id: run_id(),
-        measure_from_ns: AtomicU64::new(u64::MAX),
-        expected: AtomicU64::new(u64::MAX),
-        abort: AtomicBool::new(false),
-        drain_timeout: timeout,
-    };
+    let shared = Shared::new(timeout);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (produced, consumed) = thread::scope(|scope| {
         let reader = scope.spawn(|| consume(&consumer, &shared, ready_tx));
@@ -116,10 +74,7 @@ pub fn run(args: &E2eArgs) -> Result<Report> {
             .recv()
             .map_err(|_| anyhow!("the consumer stopped before producing started"))
             .and_then(|()| produce(&producer, args, partitions, broker, &shared));
-        match &produced {
-            Ok(p) => shared.expected.store(p.total, Ordering::Release),
-            Err(_) => shared.abort.store(true, Ordering::Release),
-        }
+        shared.producer_done(produced.as_ref().ok().map(|p| p.total));
         let consumed = reader
             .join()
             .map_err(|_| anyhow!("the consumer thread panicked"))?;
@@ -164,35 +119,6 @@ pub fn run(args: &E2eArgs) -> Result<Report> {
     })
 }
 
-/// A random id for this run's records.
-fn run_id() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    RandomState::new().hash_one((nanos, std::process::id()))
-}
-
-/// Assigns every partition at its current high watermark, so the consumer
-/// sees exactly the records produced from now on.
-fn assign_at_end(
-    consumer: &BaseConsumer<BenchContext>,
-    topic: &str,
-    partitions: i32,
-    timeout: Duration,
-) -> Result<()> {
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("cannot read the end offset of {topic}/{p}"))?;
-        assignment.add_partition_offset(topic, p, Offset::Offset(high))?;
-    }
-    consumer
-        .assign(&assignment)
-        .context("cannot assign partitions")
-}
-
 /// Consumer thread: settles, signals readiness, then records latencies until
 /// every record is received, the drain timeout expires or the producer aborts.
 fn consume(
@@ -200,54 +126,32 @@ fn consume(
     shared: &Shared,
     ready: mpsc::Sender<()>,
 ) -> Result<Consumed> {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
-        .context("cannot create the latency histogram")?;
-    let settle_end = Instant::now() + SETTLE;
-    while Instant::now() < settle_end {
-        if let Some(Err(err)) = consumer.poll(Duration::from_millis(50)) {
-            eprintln!("warning: consumer error while starting: {err}");
-        }
-    }
+    let mut histogram = latency::histogram()?;
+    latency::settle(consumer, |err| {
+        eprintln!("warning: consumer error while starting: {err}");
+    });
     // The receiver only disappears if the producer side is already gone.
     let _ = ready.send(());
 
     let mut received = 0u64;
-    let mut drain_deadline: Option<Instant> = None;
     let mut last_error: Option<String> = None;
-    loop {
-        match consumer.poll(Duration::from_millis(20)) {
+    let drained = latency::poll_until_drained(consumer, shared, |polled| {
+        match polled {
             Some(Ok(msg)) => {
                 let now_ns = shared.now_ns();
-                if let Some(sent_ns) = msg
-                    .payload()
-                    .and_then(|p| payload::read_header(p, shared.run_id))
-                {
+                if let Some(sent_ns) = shared.sent_ns(&msg) {
                     received += 1;
-                    if sent_ns >= shared.measure_from_ns.load(Ordering::Acquire) {
-                        let micros = now_ns.saturating_sub(sent_ns).div_ceil(1000);
-                        histogram.saturating_record(micros.max(1));
-                    }
+                    shared.record(&mut histogram, sent_ns, now_ns);
                 }
             }
             Some(Err(err)) => last_error = Some(err.to_string()),
             None => {}
         }
-        if shared.abort.load(Ordering::Acquire) {
-            break;
-        }
-        let expected = shared.expected.load(Ordering::Acquire);
-        if received >= expected {
-            break;
-        }
-        if expected != u64::MAX {
-            let deadline =
-                *drain_deadline.get_or_insert_with(|| Instant::now() + shared.drain_timeout);
-            if Instant::now() >= deadline {
-                if let Some(err) = last_error.or_else(|| consumer.context().client_errors()) {
-                    eprintln!("warning: last consumer error: {err}");
-                }
-                break;
-            }
+        received
+    });
+    if drained == Drain::TimedOut {
+        if let Some(err) = last_error.or_else(|| consumer.context().client_errors()) {
+            eprintln!("warning: last consumer error: {err}");
         }
     }
     Ok(Consumed {
@@ -267,49 +171,24 @@ fn produce(
 ) -> Result<Produced> {
     let common = &args.common;
     let timeout = Duration::from_secs(args.timeout_s);
-    let partitions = u64::try_from(partitions)?;
-    let warmup = args.rate.saturating_mul(args.warmup_s);
-    let total = warmup.saturating_add(args.rate.saturating_mul(args.duration_s));
-    let pool = PayloadPool::new(usize::try_from(common.record_bytes)?);
-    let mut buf = vec![0u8; pool.size()];
-
+    let load = PacedLoad {
+        topic: &common.topic,
+        partitions,
+        record_bytes: common.record_bytes,
+        rate: args.rate,
+        warmup_s: args.warmup_s,
+        duration_s: args.duration_s,
+        timeout,
+    };
     let mut broker_cpu = None;
     let mut client_cpu = None;
-    let mut measure_start = None;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    loop {
-        let due = pacing::due(args.rate, start.elapsed()).min(total);
-        while sent < due {
-            let send_ns = shared.now_ns();
-            if sent == warmup {
-                shared.measure_from_ns.store(send_ns, Ordering::Release);
-                broker_cpu = broker.map(CpuMeter::start).transpose()?;
-                client_cpu = ProcessMonitor::new(std::process::id())
-                    .and_then(CpuMeter::start)
-                    .ok();
-                measure_start = Some(Instant::now());
-            }
-            buf.copy_from_slice(pool.get(sent));
-            payload::write_header(&mut buf, send_ns, shared.run_id);
-            let partition = i32::try_from(sent % partitions)?;
-            kafka::send_waiting_for_room::<()>(
-                producer,
-                BaseRecord::to(&common.topic)
-                    .partition(partition)
-                    .payload(&buf[..]),
-                timeout,
-            )?;
-            sent += 1;
-        }
-        producer.poll(Duration::ZERO);
-        producer.context().check_deliveries()?;
-        if sent >= total {
-            break;
-        }
-        thread::sleep(pacing::until_next_tick(start.elapsed()));
-    }
-    let elapsed = measure_start.map_or(Duration::ZERO, |s| s.elapsed());
+    let paced = latency::produce_paced(producer, &load, shared, || {
+        broker_cpu = broker.map(CpuMeter::start).transpose()?;
+        client_cpu = ProcessMonitor::new(std::process::id())
+            .and_then(CpuMeter::start)
+            .ok();
+        Ok(())
+    })?;
 
     let context = producer.context();
     if let Err(err) = producer.flush(timeout) {
@@ -321,9 +200,9 @@ fn produce(
     }
     context.check_deliveries()?;
     Ok(Produced {
-        total,
-        measured: total - warmup,
-        elapsed,
+        total: paced.total,
+        measured: paced.total - paced.warmup,
+        elapsed: paced.elapsed,
         broker_cpu,
         client_cpu,
     })

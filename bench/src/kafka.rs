@@ -154,12 +154,16 @@ pub fn producer_config(common: &CommonArgs, linger_ms: u64, timeout: Duration) -
     let mut config = base_config(common);
     // librdkafka caps a batch at min(batch.size, message.max.bytes), so raise
     // message.max.bytes when a batch larger than its default is requested.
-    let max_message = common.batch_bytes.saturating_add(1024).max(1_000_000);
+    let max_message = common
+        .producer
+        .batch_bytes
+        .saturating_add(1024)
+        .max(1_000_000);
     config
         .set("linger.ms", linger_ms.to_string())
-        .set("batch.size", common.batch_bytes.to_string())
+        .set("batch.size", common.producer.batch_bytes.to_string())
         .set("message.max.bytes", max_message.to_string())
-        .set("acks", common.acks.as_config())
+        .set("acks", common.producer.acks.as_config())
         .set("compression.codec", common.compression.as_config())
         .set("message.timeout.ms", timeout.as_millis().to_string())
         .set("queue.buffering.max.messages", "1000000")
@@ -405,6 +409,26 @@ pub fn send_waiting_for_room<K: ToBytes + ?Sized>(
             }
             other => bail!("cannot enqueue a record: {other}"),
         }
+    }
+    Ok(())
+}
+
+/// Serves delivery reports in 1 ms polls until `done` holds. Past `timeout` it fails with the
+/// first failed delivery, if any, else with `what()` explained.
+pub fn poll_until(
+    producer: &BaseProducer<BenchContext>,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let context = producer.context();
+    while !done() {
+        if Instant::now() >= deadline {
+            context.check_deliveries()?;
+            bail!(context.explain(what()));
+        }
+        producer.poll(Duration::from_millis(1));
     }
     Ok(())
 }

@@ -61,7 +61,9 @@
 mod cli;
 mod consume;
 mod e2e;
+mod http;
 mod kafka;
+mod latency;
 mod pacing;
 mod payload;
 mod procstat;

@@ -28,7 +28,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,25 +37,19 @@ use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Map, Value};
 
-use crate::cli::{parse_acks, parse_key_value, Acks, CommonArgs, Compression};
+use crate::cli::{parse_key_value, CommonArgs, Compression, ProducerTuning};
+use crate::http::get_text;
 use crate::kafka::{self, BenchContext};
-use crate::pacing;
-use crate::payload::{self, PayloadPool, HEADER_LEN};
+use crate::latency::{self, PacedLoad, Shared};
+use crate::payload::{PayloadPool, HEADER_LEN};
 use crate::procstat::ProcessMonitor;
 use crate::report::LatencySummary;
 
 /// Bytes in a megabyte (10^6) and a gigabyte (10^9).
 const MB: f64 = 1e6;
 const GB: f64 = 1e9;
-
-/// Highest latency the histogram can hold, in microseconds (one hour).
-const MAX_LATENCY_US: u64 = 3_600_000_000;
-
-/// How long consumers poll after assignment before producing starts.
-const SETTLE: Duration = Duration::from_millis(500);
 
 /// Interval between convergence polls of `/v1/regions`.
 const POLL: Duration = Duration::from_millis(20);
@@ -123,13 +116,9 @@ pub struct ReplicationArgs {
     #[arg(long)]
     pub linger_ms: Option<u64>,
 
-    /// Producer batch size in bytes (librdkafka batch.size).
-    #[arg(long, default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
-    pub batch_bytes: u64,
-
-    /// Producer acks: 0, 1, all (or -1).
-    #[arg(long, default_value = "1", value_parser = parse_acks, allow_hyphen_values = true)]
-    pub acks: Acks,
+    /// Producer batch size and acks.
+    #[command(flatten)]
+    pub producer: ProducerTuning,
 
     /// Extra librdkafka property for every client, as key=value (repeatable).
     #[arg(short = 'X', long = "rdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -295,20 +284,6 @@ fn http_agent() -> ureq::Agent {
         .into()
 }
 
-/// GETs `url` and returns the status and body.
-fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, String)> {
-    let mut response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url} failed"))?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("reading the body of GET {url} failed"))?;
-    Ok((status, body))
-}
-
 /// The last `max` bytes of a file, for error messages.
 fn tail(path: &Path, max: u64) -> String {
     let Ok(mut file) = fs::File::open(path) else {
@@ -411,7 +386,7 @@ impl Mesh {
             loop {
                 self.check_alive()?;
                 let url = format!("http://{}/readyz", self.regions[i].http);
-                if matches!(get(&self.agent, &url), Ok((200, _))) {
+                if matches!(get_text(&self.agent, &url), Ok((200, _))) {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -431,7 +406,7 @@ impl Mesh {
     /// `/v1/regions` of region `i`.
     fn status(&self, i: usize) -> Result<Value> {
         let url = format!("http://{}/v1/regions", self.regions[i].http);
-        let (code, body) = get(&self.agent, &url)?;
+        let (code, body) = get_text(&self.agent, &url)?;
         if code != 200 {
             bail!("GET {url}: HTTP {code}: {body}");
         }
@@ -560,8 +535,7 @@ fn common_for(
         replication_factor: 1,
         record_bytes,
         linger_ms: args.linger_ms,
-        batch_bytes: args.batch_bytes,
-        acks: args.acks,
+        producer: args.producer.clone(),
         compression: Compression::None,
         rdkafka: args.rdkafka.clone(),
         broker_pid: None,
@@ -629,16 +603,6 @@ fn create_topic_everywhere(
     Ok(())
 }
 
-/// A random id for this run's records.
-fn run_id() -> u64 {
-    use std::hash::BuildHasher;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
-}
-
 /// Median of a list (the mean of the two middle values for an even count).
 fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
@@ -656,24 +620,6 @@ fn median(values: &[f64]) -> Option<f64> {
 
 // ---------------------------------------------------------------------------
 // Latency
-
-/// State shared by the producer (main thread) and the consumer threads.
-struct Shared {
-    base: Instant,
-    run_id: u64,
-    /// Send time (ns since `base`) of the first measured record; `u64::MAX` before.
-    measure_from_ns: AtomicU64,
-    /// Records sent in total once the producer is done; `u64::MAX` before.
-    expected: AtomicU64,
-    abort: AtomicBool,
-    drain_timeout: Duration,
-}
-
-impl Shared {
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
 
 /// What one region's consumer saw.
 struct Consumed {
@@ -697,43 +643,20 @@ fn run_latency(args: &ReplicationArgs, mesh: &Mesh) -> Result<ReplicationReport>
     for r in &mesh.regions {
         let common = common_for(args, &r.kafka, partitions, record_bytes);
         let consumer = create_consumer(&common)?;
-        let mut assignment = TopicPartitionList::new();
-        for p in 0..partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(&args.topic, p, Duration::from_secs(30))
-                .with_context(|| {
-                    format!(
-                        "cannot read the end offset of {}/{p} in {}",
-                        args.topic, r.name
-                    )
-                })?;
-            assignment.add_partition_offset(&args.topic, p, Offset::Offset(high))?;
-        }
-        consumer
-            .assign(&assignment)
-            .context("cannot assign partitions")?;
+        latency::assign_at_end(&consumer, &args.topic, partitions, Duration::from_secs(30))
+            .with_context(|| format!("in region {}", r.name))?;
         consumers.push(consumer);
     }
 
-    let shared = Shared {
-        base: Instant::now(),
-        run_id: run_id(),
-        measure_from_ns: AtomicU64::new(u64::MAX),
-        expected: AtomicU64::new(u64::MAX),
-        abort: AtomicBool::new(false),
-        drain_timeout: timeout,
-    };
+    let shared = Shared::new(timeout);
     let (sent, elapsed, consumed) = thread::scope(|scope| {
         let readers: Vec<_> = consumers
             .iter()
             .map(|c| scope.spawn(|| consume(c, &shared)))
             .collect();
-        thread::sleep(SETTLE + Duration::from_millis(100));
+        thread::sleep(latency::SETTLE + Duration::from_millis(100));
         let produced = produce_paced(&producer, args, partitions, record_bytes, &shared);
-        match &produced {
-            Ok((total, _)) => shared.expected.store(*total, Ordering::Release),
-            Err(_) => shared.abort.store(true, Ordering::Release),
-        }
+        shared.producer_done(produced.as_ref().ok().map(|(total, _)| *total));
         let consumed = readers
             .into_iter()
             .map(|h| {
@@ -758,7 +681,7 @@ fn run_latency(args: &ReplicationArgs, mesh: &Mesh) -> Result<ReplicationReport>
         args.warmup_s,
         record_bytes,
         partitions,
-        args.acks,
+        args.producer.acks,
         elapsed.as_secs_f64()
     )];
     let mut per_region = Vec::new();
@@ -815,7 +738,7 @@ fn run_latency(args: &ReplicationArgs, mesh: &Mesh) -> Result<ReplicationReport>
         "partitions": partitions,
         "record_bytes": record_bytes,
         "linger_ms": linger_ms,
-        "acks": args.acks.as_config(),
+        "acks": args.producer.acks.as_config(),
         "rate": args.rate,
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
@@ -830,53 +753,29 @@ fn run_latency(args: &ReplicationArgs, mesh: &Mesh) -> Result<ReplicationReport>
 /// Consumer thread: settles, then records latencies until every record is received, the drain
 /// timeout expires or the producer aborts.
 fn consume(consumer: &BaseConsumer<BenchContext>, shared: &Shared) -> Result<Consumed> {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
-        .context("cannot create the latency histogram")?;
-    let settle_end = Instant::now() + SETTLE;
-    while Instant::now() < settle_end {
-        let _ = consumer.poll(Duration::from_millis(50));
-    }
+    let mut histogram = latency::histogram()?;
+    latency::settle(consumer, |_| {});
     let mut received = 0u64;
     let mut duplicates = 0u64;
     let mut last_seen_ns = 0u64;
-    let mut drain_deadline: Option<Instant> = None;
-    loop {
-        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(20)) {
+    latency::poll_until_drained(consumer, shared, |polled| {
+        if let Some(Ok(msg)) = polled {
             let now_ns = shared.now_ns();
-            if let Some(sent_ns) = msg
-                .payload()
-                .and_then(|p| payload::read_header(p, shared.run_id))
-            {
+            if let Some(sent_ns) = shared.sent_ns(&msg) {
                 // One partition per default: send times only grow, so a repeat is a duplicate.
                 if sent_ns <= last_seen_ns && msg.partition() == 0 && received > 0 {
                     duplicates += 1;
                 } else {
                     received += 1;
-                    if sent_ns >= shared.measure_from_ns.load(Ordering::Acquire) {
-                        let micros = now_ns.saturating_sub(sent_ns).div_ceil(1000);
-                        histogram.saturating_record(micros.max(1));
-                    }
+                    shared.record(&mut histogram, sent_ns, now_ns);
                 }
                 if msg.partition() == 0 {
                     last_seen_ns = last_seen_ns.max(sent_ns);
                 }
             }
         }
-        if shared.abort.load(Ordering::Acquire) {
-            break;
-        }
-        let expected = shared.expected.load(Ordering::Acquire);
-        if received >= expected {
-            break;
-        }
-        if expected != u64::MAX {
-            let deadline =
-                *drain_deadline.get_or_insert_with(|| Instant::now() + shared.drain_timeout);
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-    }
+        received
+    });
     Ok(Consumed {
         histogram,
         received,
@@ -894,63 +793,36 @@ fn produce_paced(
     shared: &Shared,
 ) -> Result<(u64, Duration)> {
     let timeout = Duration::from_secs(args.timeout_s);
-    let partitions = u64::try_from(partitions)?;
-    let warmup = args.rate.saturating_mul(args.warmup_s);
-    let total = warmup.saturating_add(args.rate.saturating_mul(args.duration_s));
-    let pool = PayloadPool::new(usize::try_from(record_bytes)?);
-    let mut buf = vec![0u8; pool.size()];
-    let mut measure_start = None;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    loop {
-        let due = pacing::due(args.rate, start.elapsed()).min(total);
-        while sent < due {
-            let send_ns = shared.now_ns();
-            if sent == warmup {
-                shared.measure_from_ns.store(send_ns, Ordering::Release);
-                measure_start = Some(Instant::now());
-            }
-            buf.copy_from_slice(pool.get(sent));
-            payload::write_header(&mut buf, send_ns, shared.run_id);
-            let partition = i32::try_from(sent % partitions)?;
-            kafka::send_waiting_for_room::<()>(
-                producer,
-                BaseRecord::to(&args.topic)
-                    .partition(partition)
-                    .payload(&buf[..]),
-                timeout,
-            )?;
-            sent += 1;
-        }
-        producer.poll(Duration::ZERO);
-        producer.context().check_deliveries()?;
-        if sent >= total {
-            break;
-        }
-        thread::sleep(pacing::until_next_tick(start.elapsed()));
-    }
-    let elapsed = measure_start.map_or(Duration::ZERO, |s| s.elapsed());
+    let load = PacedLoad {
+        topic: &args.topic,
+        partitions,
+        record_bytes,
+        rate: args.rate,
+        warmup_s: args.warmup_s,
+        duration_s: args.duration_s,
+        timeout,
+    };
+    let paced = latency::produce_paced(producer, &load, shared, || Ok(()))?;
     flush(producer, timeout)?;
-    Ok((total, elapsed))
+    Ok((paced.total, paced.elapsed))
 }
 
 /// Flushes in 1 ms polls (see the note on transactions in docs/benchmarks.md) and fails on any
 /// failed delivery.
 fn flush(producer: &BaseProducer<BenchContext>, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let context = producer.context();
-    while producer.in_flight_count() > 0 {
-        if Instant::now() >= deadline {
-            context.check_deliveries()?;
-            bail!(context.explain(format!(
+    kafka::poll_until(
+        producer,
+        timeout,
+        || producer.in_flight_count() == 0,
+        || {
+            format!(
                 "{} record(s) not acknowledged within {} s",
                 producer.in_flight_count(),
                 timeout.as_secs()
-            )));
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    context.check_deliveries()
+            )
+        },
+    )?;
+    producer.context().check_deliveries()
 }
 
 // ---------------------------------------------------------------------------
@@ -1168,7 +1040,7 @@ fn run_throughput(args: &ReplicationArgs, mesh: &Mesh) -> Result<ReplicationRepo
                 })?;
             held += high - low;
         }
-        let metrics = get(&mesh.agent, &format!("http://{}/metrics", r.http))
+        let metrics = get_text(&mesh.agent, &format!("http://{}/metrics", r.http))
             .ok()
             .map(|(_, body)| body);
         let metric = |name: &str| {
@@ -1211,7 +1083,7 @@ fn run_throughput(args: &ReplicationArgs, mesh: &Mesh) -> Result<ReplicationRepo
         match args.writers { Writers::One => "one", Writers::All => "all" },
         writer_names.join(","),
         total_payload as f64 / MB,
-        args.acks,
+        args.producer.acks,
         produced.as_secs_f64(),
         wall.as_secs_f64(),
         total_payload as f64 / MB / wall.as_secs_f64().max(1e-9),
@@ -1317,7 +1189,7 @@ fn run_throughput(args: &ReplicationArgs, mesh: &Mesh) -> Result<ReplicationRepo
         "records": total_records,
         "payload_bytes": total_payload,
         "linger_ms": linger_ms,
-        "acks": args.acks.as_config(),
+        "acks": args.producer.acks.as_config(),
         "produce_s": produced.as_secs_f64(),
         "converged_s": wall.as_secs_f64(),
         "idle_s": args.idle_s,

@@ -206,8 +206,8 @@ pub fn common_params(common: &CommonArgs, partitions: i32, linger_ms: u64) -> Ma
     params.insert("topic".into(), json!(common.topic));
     params.insert("partitions".into(), json!(partitions));
     params.insert("linger_ms".into(), json!(linger_ms));
-    params.insert("batch_bytes".into(), json!(common.batch_bytes));
-    params.insert("acks".into(), json!(common.acks.as_config()));
+    params.insert("batch_bytes".into(), json!(common.producer.batch_bytes));
+    params.insert("acks".into(), json!(common.producer.acks.as_config()));
     params.insert("compression".into(), json!(common.compression.as_config()));
     if let Some(pid) = common.broker_pid {
         params.insert("broker_pid".into(), json!(pid));

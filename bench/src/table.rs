@@ -27,6 +27,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{self, TableArgs};
+use crate::http::get;
 use crate::kafka::{self, BenchContext};
 use crate::procstat::{CpuMeter, ProcessMonitor};
 use crate::report::{self, BrokerUsage, LatencySummary};
@@ -351,20 +352,6 @@ pub fn run(args: &TableArgs) -> Result<TableReport> {
     })
 }
 
-/// GETs `url` and returns the status and body.
-fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, Vec<u8>)> {
-    let mut response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url} failed"))?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_vec()
-        .with_context(|| format!("reading the body of GET {url} failed"))?;
-    Ok((status, body))
-}
-
 /// Current value of the merges counter of `topic` (0 before the first merge).
 fn merges(agent: &ureq::Agent, url: &str, topic: &str) -> Result<f64> {
     let (status, body) = get(agent, url)?;
@@ -451,18 +438,18 @@ fn send_all(
 /// Flushes the producer and waits until every delivery report is in.
 fn finish(producer: &BaseProducer<BenchContext>, records: u64, timeout: Duration) -> Result<()> {
     let context = producer.context();
-    let deadline = Instant::now() + timeout;
-    while producer.flush(Duration::ZERO).is_err() {
-        if Instant::now() >= deadline {
-            context.check_deliveries()?;
-            bail!(context.explain(format!(
+    kafka::poll_until(
+        producer,
+        timeout,
+        || producer.flush(Duration::ZERO).is_ok(),
+        || {
+            format!(
                 "flush did not complete within {} s ({} of {records} records delivered)",
                 timeout.as_secs(),
                 context.delivered()
-            )));
-        }
-        producer.poll(Duration::from_millis(1));
-    }
+            )
+        },
+    )?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while context.delivered() + context.failed() < records && Instant::now() < deadline {
         producer.poll(Duration::from_millis(1));

@@ -123,26 +123,7 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts a broker with `options` and waits until `GET /readyz` answers 200.
     pub fn start(options: BrokerOptions) -> Result<Self> {
-        let binary = broker_binary()?;
-        let workdir = tempfile::Builder::new()
-            .prefix("causeway-it-")
-            .tempdir()
-            .context("create temp dir")?;
-        let data_dir = match &options.data_dir {
-            Some(d) => d.clone(),
-            None => workdir.path().join("data"),
-        };
-        let log_path = workdir.path().join("broker.stderr.log");
-        let mut broker = BrokerProcess {
-            binary,
-            child: None,
-            kafka_port: 0,
-            http_port: 0,
-            data_dir,
-            log_path,
-            extra_args: options.extra_args,
-            _workdir: workdir,
-        };
+        let mut broker = Self::unspawned(options, 0, 0)?;
         // The free ports are only free until somebody else binds them: another test running in
         // parallel may take one between our probe and the broker's bind. Retry with new ports if
         // the process dies during startup.
@@ -179,6 +160,13 @@ impl BrokerProcess {
     /// (call [`BrokerProcess::wait_ready`]): regions of a mesh must know each other's ports
     /// before any of them starts, so they are allocated by the caller and all spawned at once.
     pub fn spawn_on(options: BrokerOptions, kafka_port: u16, http_port: u16) -> Result<Self> {
+        let mut broker = Self::unspawned(options, kafka_port, http_port)?;
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    /// A broker on the given ports with its own working directory, not spawned yet.
+    fn unspawned(options: BrokerOptions, kafka_port: u16, http_port: u16) -> Result<Self> {
         let binary = broker_binary()?;
         let workdir = tempfile::Builder::new()
             .prefix("causeway-it-")
@@ -189,7 +177,7 @@ impl BrokerProcess {
             None => workdir.path().join("data"),
         };
         let log_path = workdir.path().join("broker.stderr.log");
-        let mut broker = BrokerProcess {
+        Ok(BrokerProcess {
             binary,
             child: None,
             kafka_port,
@@ -198,9 +186,7 @@ impl BrokerProcess {
             log_path,
             extra_args: options.extra_args,
             _workdir: workdir,
-        };
-        broker.spawn()?;
-        Ok(broker)
+        })
     }
 
     fn spawn_and_wait(&mut self) -> Result<()> {
