@@ -58,6 +58,29 @@ fn scan(broker: &BrokerProcess, topic: &str) -> Result<Value> {
     Ok(serde_json::from_str(&body)?)
 }
 
+/// Stops the broker, deletes its RocksDB rows, restarts it and waits until the rows rebuilt from
+/// the log equal `before`.
+fn rebuild_rows_from_the_log(
+    broker: &mut BrokerProcess,
+    topic: &str,
+    before: &Value,
+) -> Result<()> {
+    broker.terminate()?;
+    std::fs::remove_dir_all(broker.data_dir().join("tables"))?;
+    broker.restart()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rebuilt = scan(broker, topic)?;
+        if &rebuilt == before {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("rows rebuilt from the log differ: {rebuilt} vs {before}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn write_operations(broker: &BrokerProcess, topic: &str) -> Result<()> {
     let records = vec![
         record("alice", Some(r#"{"name":"Alice","age":30}"#), &[]),
@@ -183,21 +206,7 @@ fn patches_counters_sets_and_tombstones_become_rows_that_survive_restart_and_reb
         if scan(broker, &topic)? != before {
             bail!("rows changed across a restart");
         }
-        broker.terminate()?;
-        std::fs::remove_dir_all(broker.data_dir().join("tables"))?;
-        broker.restart()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let rebuilt = scan(broker, &topic)?;
-            if rebuilt == before {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("rebuilt rows differ: {rebuilt} vs {before}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        rebuild_rows_from_the_log(broker, &topic, &before)
     });
 }
 
@@ -421,21 +430,7 @@ fn compaction_keeps_one_merged_record_per_key_drops_old_tombstones_and_rows_rebu
         if scan(broker, &topic)? != before {
             bail!("rows changed by compaction");
         }
-        broker.terminate()?;
-        std::fs::remove_dir_all(broker.data_dir().join("tables"))?;
-        broker.restart()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let rebuilt = scan(broker, &topic)?;
-            if rebuilt == before {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("rows rebuilt from the compacted log differ: {rebuilt} vs {before}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        rebuild_rows_from_the_log(broker, &topic, &before)
     });
 }
 
