@@ -130,6 +130,23 @@ pub(crate) fn decode_prefix(buf: &[u8]) -> Vec<(CausalEntry, u64)> {
     out
 }
 
+/// Every valid entry of a `.causal` file of `size` bytes (its longest intact prefix), read with
+/// one positioned read so it can run beside appends.
+pub(crate) fn read_entries(
+    file: &std::fs::File,
+    size: u64,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<CausalEntry>, crate::error::StorageError> {
+    use crate::error::IoContext;
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; size as usize];
+    file.read_exact_at(&mut bytes, 0).ctx(what)?;
+    Ok(decode_prefix(&bytes)
+        .into_iter()
+        .map(|(entry, _)| entry)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

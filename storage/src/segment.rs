@@ -339,13 +339,10 @@ impl Segment {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, CausalMeta)>, StorageError> {
-        let mut bytes = vec![0u8; self.causal_size as usize];
-        self.causal
-            .read_exact_at(&mut bytes, 0)
-            .ctx(|| format!("reading causal index of segment {}", self.base))?;
-        Ok(causal::decode_prefix(&bytes)
+        let what = || format!("reading causal index of segment {}", self.base);
+        Ok(causal::read_entries(&self.causal, self.causal_size, &what)?
             .into_iter()
-            .map(|(entry, _)| (entry.base_offset, entry.meta))
+            .map(|entry| (entry.base_offset, entry.meta))
             .filter(|(offset, _)| *offset >= from && *offset < to && *offset >= self.base)
             .collect())
     }

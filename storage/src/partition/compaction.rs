@@ -118,14 +118,8 @@ pub struct StoredBatch {
 impl SegmentSnapshot {
     /// Every entry of the `.causal` file, the carry entry included.
     fn causal_entries(&self) -> Result<Vec<causal::CausalEntry>, StorageError> {
-        let mut bytes = vec![0u8; self.causal_size as usize];
-        self.causal
-            .read_exact_at(&mut bytes, 0)
-            .ctx(|| format!("reading causal index of segment {}", self.base))?;
-        Ok(causal::decode_prefix(&bytes)
-            .into_iter()
-            .map(|(entry, _)| entry)
-            .collect())
+        let what = || format!("reading causal index of segment {}", self.base);
+        causal::read_entries(&self.causal, self.causal_size, &what)
     }
 
     /// Calls `f` with every batch of the segment in order, with its causal metadata; a batch
@@ -568,11 +562,8 @@ impl Partition {
             .map(|s| s.read_handles())
             .collect();
         for (_, _, causal_file, causal_size) in handles {
-            let mut bytes = vec![0u8; causal_size as usize];
-            causal_file
-                .read_exact_at(&mut bytes, 0)
-                .ctx(|| format!("reading causal index in {}", self.dir.display()))?;
-            for (entry, _) in causal::decode_prefix(&bytes) {
+            let what = || format!("reading causal index in {}", self.dir.display());
+            for entry in causal::read_entries(&causal_file, causal_size, &what)? {
                 join_high_water(
                     &mut high_water,
                     entry.meta.origin_region,
