@@ -66,6 +66,7 @@ impl Broker {
             &options.data_dir,
             base_config,
             replication.replica_config(),
+            options.max_partitions,
         )?;
         let transactions = TransactionCoordinator::load(topics.catalog())?;
         let tables = TableStore::open(&options.data_dir.join("tables"))?;

@@ -93,6 +93,10 @@ pub struct BrokerOptions {
     /// Partitions of a topic created automatically or without a partition count (`num.partitions`).
     #[arg(long, env = "CAUSEWAY_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: u32,
+    /// Most partitions this broker hosts over all topics; creating or growing topics past it is
+    /// refused with INVALID_PARTITIONS (each partition holds open files and memory).
+    #[arg(long, env = "CAUSEWAY_MAX_PARTITIONS", default_value_t = 4_000)]
+    pub max_partitions: u32,
     /// Create unknown topics on Metadata and Produce (`auto.create.topics.enable`).
     #[arg(long, env = "CAUSEWAY_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
@@ -103,6 +107,28 @@ pub struct BrokerOptions {
         default_value_t = 104_857_600
     )]
     pub socket_request_max_bytes: u32,
+    /// Most client connections open at once (`max.connections`); peer regions get a small
+    /// reserve beyond it.
+    #[arg(long, env = "CAUSEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: u32,
+    /// Most connections open at once from one client address (`max.connections.per.ip`).
+    #[arg(long, env = "CAUSEWAY_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: u32,
+    /// A connection that sends nothing for this long is closed (`connections.max.idle.ms`).
+    #[arg(
+        long,
+        env = "CAUSEWAY_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
+    pub connections_max_idle_ms: u64,
+    /// Most bytes of requests read but not yet answered, across all connections
+    /// (`queued.max.request.bytes`); readers wait for room, and one that waits 30 s is closed.
+    #[arg(
+        long,
+        env = "CAUSEWAY_QUEUED_MAX_REQUEST_BYTES",
+        default_value_t = 536_870_912
+    )]
+    pub queued_max_request_bytes: u64,
     /// Default `max.message.bytes` of topics: the largest record batch accepted (`message.max.bytes`).
     #[arg(long, env = "CAUSEWAY_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub message_max_bytes: u32,
@@ -175,6 +201,9 @@ impl BrokerOptions {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
                 _ => bail!("--advertised-addr {addr:?} is not HOST:PORT"),
             }
+        }
+        if self.queued_max_request_bytes < u64::from(self.socket_request_max_bytes) {
+            bail!("--queued-max-request-bytes must be at least --socket-request-max-bytes");
         }
         if self.num_partitions == 0 {
             bail!("--num-partitions must be at least 1");

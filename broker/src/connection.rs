@@ -3,7 +3,7 @@
 //! handled one at a time, as Kafka does; clients pipeline by sending several before reading.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
@@ -17,11 +17,19 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::connection_limits::RequestBudget;
 use crate::replication::serve::Served;
 use crate::{handlers, metrics, replication};
 
-/// Read buffer growth step; frames larger than this grow the buffer to their exact size.
+/// Most bytes read from a socket at once (and taken from the request budget at once).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes of buffered requests that count against the shared budget: each connection buffers
+/// its first chunk free, so small requests (metadata, fetch, heartbeats) of well-behaved
+/// clients are never queued behind other clients' large frames.
+fn budgeted(buffered: usize) -> usize {
+    buffered.saturating_sub(READ_CHUNK_BYTES)
+}
 
 /// What to do after one frame.
 enum Outcome {
@@ -38,8 +46,26 @@ enum Outcome {
 /// Bytes of the replication request header: api key, api version, correlation id.
 const REPLICATION_HEADER_BYTES: usize = 8;
 
-/// Serves one connection until the client closes it, it breaks the protocol, or shutdown.
-pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+/// What the listener gives each connection besides its socket.
+pub struct Admission {
+    /// Budget for bytes of requests read but not yet answered, shared by every connection.
+    pub budget: Arc<RequestBudget>,
+    /// Close the connection after this long without a byte from the client
+    /// (`connections.max.idle.ms`).
+    pub idle_max: Duration,
+    /// Admitted into the reserve kept for peer regions: the first request must be a
+    /// replication pull, or the connection is closed.
+    pub peers_only: bool,
+}
+
+/// Serves one connection until the client closes it, it breaks the protocol, idles too long, or
+/// shutdown.
+pub async fn serve(
+    stream: TcpStream,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    admission: Admission,
+) {
     let peer = stream.peer_addr().ok();
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(?peer, %error, "set_nodelay failed");
@@ -51,6 +77,8 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
     let mut writer = BufWriter::with_capacity(READ_CHUNK_BYTES, writer);
     let mut buffered = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let frame_bytes_max = broker.options.socket_request_max_bytes as usize;
+    let mut held = admission.budget.holder();
+    let mut peers_only = admission.peers_only;
     loop {
         match check_frame(&buffered, frame_bytes_max) {
             Err(error) => {
@@ -61,7 +89,17 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
             Ok(FrameCheck::Complete { body_bytes }) => {
                 let mut frame = buffered.split_to(FRAME_PREFIX_BYTES + body_bytes);
                 let body = frame.split_off(FRAME_PREFIX_BYTES).freeze();
-                match process(&broker, body, &client).await {
+                if std::mem::take(&mut peers_only) && replication_pull(&body).is_none() {
+                    tracing::warn!(
+                        ?peer,
+                        "closing connection: over the connection limit and not a peer region"
+                    );
+                    metrics::connection_refused("connection_limit");
+                    return;
+                }
+                let outcome = process(&broker, body, &client).await;
+                held.release_to(budgeted(buffered.len()));
+                match outcome {
                     Outcome::Respond(bytes) => {
                         if writer.write_all(&bytes).await.is_err() {
                             return;
@@ -93,15 +131,33 @@ pub async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::
                 }
             }
             Ok(FrameCheck::Incomplete { needed }) => {
-                let wanted = needed.unwrap_or(FRAME_PREFIX_BYTES).max(buffered.len() + 1);
-                let spare = buffered.capacity() - buffered.len();
-                if spare < wanted - buffered.len() || spare < 4096 {
-                    buffered.reserve((wanted - buffered.len()).max(READ_CHUNK_BYTES));
+                // Read what the frame still lacks, a chunk at a time and only once the shared
+                // budget covers it: a length prefix alone reserves nothing.
+                let want = needed
+                    .map_or(READ_CHUNK_BYTES, |total| total - buffered.len())
+                    .clamp(1, READ_CHUNK_BYTES);
+                if held.hold(budgeted(buffered.len() + want)).await.is_err() {
+                    tracing::warn!(
+                        ?peer,
+                        "closing connection: buffered requests over queued-max-request-bytes"
+                    );
+                    metrics::connection_refused("request_budget");
+                    return;
                 }
+                // Room for the whole frame at once (address space, not memory: pages are
+                // touched only as budgeted bytes arrive), so growing never copies.
+                buffered.reserve(needed.map_or(want, |total| total - buffered.len()));
+                let mut limited = (&mut reader).take(want as u64);
+                let read = limited.read_buf(&mut buffered);
                 tokio::select! {
-                    read = reader.read_buf(&mut buffered) => match read {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
+                    read = tokio::time::timeout(admission.idle_max, read) => match read {
+                        Err(_) => {
+                            tracing::debug!(?peer, "closing idle connection");
+                            metrics::connection_refused("idle");
+                            return;
+                        }
+                        Ok(Ok(0) | Err(_)) => return,
+                        Ok(Ok(_)) => {}
                     },
                     _ = shutdown.changed() => return,
                 }
@@ -165,6 +221,10 @@ async fn serve_replication(
     broker: &Arc<Broker>,
     (version, correlation_id, body): (i16, i32, Bytes),
 ) -> Outcome {
+    if !broker.replication.enabled() {
+        metrics::replication_refused("not_configured");
+        return Outcome::Close("replication pull on a broker without peers".to_string());
+    }
     if version != REPLICATION_API_VERSION {
         metrics::replication_refused("unsupported_version");
         return Outcome::Close(format!(

@@ -4,6 +4,7 @@
 //! - [`cli`]: admin subcommands that talk to a running broker;
 //! - [`server`]: listeners, background tasks and graceful shutdown;
 //! - [`connection`]: one client connection's frame loop;
+//! - [`connection_limits`]: connections per address and buffered request bytes, shared by all;
 //! - [`handlers`]: one module per Kafka API;
 //! - [`topics`] and [`broker`]: the shared state handlers act on;
 //! - [`groups`]: the consumer group coordinator and committed offsets;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 pub mod groups;
 pub mod handlers;
 pub mod http;

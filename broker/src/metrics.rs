@@ -52,6 +52,12 @@ pub fn connection_closed_for_bad_input() {
     counter!("causeway_connections_closed_bad_input_total").increment(1);
 }
 
+/// Counts a connection refused or closed by a listener limit (`connection_limit`,
+/// `per_ip_limit`, `request_budget`, `idle`).
+pub fn connection_refused(reason: &'static str) {
+    counter!("causeway_connections_refused_total", "reason" => reason).increment(1);
+}
+
 /// Counts what Produce appended to a topic.
 pub fn produced(topic: &str, records: u64, bytes: u64) {
     counter!("causeway_produce_records_total", "topic" => topic.to_string()).increment(records);

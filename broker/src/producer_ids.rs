@@ -43,6 +43,27 @@ impl ProducerIds {
     }
 }
 
+impl ProducerIds {
+    /// Whether this region handed out `id` (in this run or an earlier one): a produce with an id
+    /// that was never issued could fence or shadow another producer's sequence state.
+    pub fn was_issued(&self, id: i64, catalog: &Catalog) -> Result<bool, StorageError> {
+        let Ok(id) = u64::try_from(id) else {
+            return Ok(false);
+        };
+        if id >> COUNTER_BITS != u64::from(self.region_id) {
+            return Ok(false);
+        }
+        let counter = id & ((1 << COUNTER_BITS) - 1);
+        let reserved_end = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).1;
+        if counter < reserved_end {
+            return Ok(true);
+        }
+        // After a restart nothing is reserved in memory until the next InitProducerId: what
+        // earlier runs handed out is below the catalog's counter.
+        Ok(counter < catalog.producer_ids_reserved()?)
+    }
+}
+
 /// The id for `counter` in `region_id`, if it fits.
 fn compose(region_id: u32, counter: u64) -> Option<i64> {
     if counter >= 1 << COUNTER_BITS || region_id >= 1 << (63 - COUNTER_BITS) {
@@ -65,6 +86,27 @@ mod tests {
     fn ids_outside_the_space_are_refused() {
         assert_eq!(compose(1, 1 << COUNTER_BITS), None);
         assert_eq!(compose(1 << 23, 0), None);
+    }
+
+    #[test]
+    fn only_ids_this_region_handed_out_were_issued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issued = {
+            let catalog = Catalog::open(dir.path()).expect("open");
+            let ids = ProducerIds::new(3);
+            let issued = ids.next(&catalog).expect("id");
+            assert!(ids.was_issued(issued, &catalog).expect("check"));
+            assert!(!ids.was_issued(issued + 5_000, &catalog).expect("check"));
+            assert!(!ids
+                .was_issued(compose(4, 0).expect("id"), &catalog)
+                .expect("check"));
+            assert!(!ids.was_issued(-1, &catalog).expect("check"));
+            issued
+        };
+        let catalog = Catalog::open(dir.path()).expect("reopen");
+        assert!(ProducerIds::new(3)
+            .was_issued(issued, &catalog)
+            .expect("check"));
     }
 
     #[test]

@@ -11,10 +11,14 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
+use crate::connection_limits::{PerAddressCount, RequestBudget};
 use crate::{connection, groups, http, maintenance, metrics, replication, tables, transactions};
 
-/// Most client connections served at once; further ones wait in the accept backlog.
-const CONNECTIONS_MAX: usize = 10_000;
+/// Connections admitted beyond `--max-connections` for peer regions only (their first request
+/// must be a replication pull), so a flood of clients cannot cut replication.
+const PEER_RESERVE_CONNECTIONS: usize = 64;
+/// Longest a connection waits for request budget before it is closed.
+const REQUEST_BUDGET_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the broker until a shutdown signal, then shuts it down cleanly.
 pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
@@ -89,38 +93,59 @@ async fn accept_until_shutdown(
     shutdown: &watch::Receiver<bool>,
     done: &mpsc::Sender<()>,
 ) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let options = &broker.options;
+    let clients = Arc::new(Semaphore::new(options.max_connections as usize));
+    let peers = Arc::new(Semaphore::new(PEER_RESERVE_CONNECTIONS));
+    let per_address = PerAddressCount::new(options.max_connections_per_ip);
+    let budget = RequestBudget::new(
+        usize::try_from(options.queued_max_request_bytes).unwrap_or(usize::MAX),
+        REQUEST_BUDGET_WAIT,
+    );
+    let idle_max = Duration::from_millis(options.connections_max_idle_ms);
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = &mut signal => return,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut signal => return,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let broker = broker.clone();
-                let shutdown = shutdown.clone();
-                let done = done.clone();
-                tokio::spawn(async move {
-                    let _gauge = metrics::ConnectionGauge::open();
-                    connection::serve(stream, broker, shutdown).await;
-                    drop(permit);
-                    drop(done);
-                });
-            }
+        let (stream, address) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let Some(slot) = per_address.admit(address.ip()) else {
+            tracing::debug!(%address, "refused: max-connections-per-ip reached");
+            metrics::connection_refused("per_ip_limit");
+            continue;
+        };
+        let (permit, peers_only) = match clients.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => match peers.clone().try_acquire_owned() {
+                Ok(permit) => (permit, true),
+                Err(_) => {
+                    tracing::warn!(%address, "refused: max-connections reached");
+                    metrics::connection_refused("connection_limit");
+                    continue;
+                }
+            },
+        };
+        let admission = connection::Admission {
+            budget: budget.clone(),
+            idle_max,
+            peers_only,
+        };
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let _gauge = metrics::ConnectionGauge::open();
+            connection::serve(stream, broker, shutdown, admission).await;
+            drop((permit, slot, done));
+        });
     }
 }
 

@@ -143,6 +143,8 @@ pub struct Topics {
     topics_dir: PathBuf,
     base_config: LogConfig,
     replica_config: ReplicaConfig,
+    /// Most partitions this broker hosts, over all topics (`--max-partitions`).
+    partitions_max: u32,
     by_name: DashMap<String, Arc<Topic>>,
     /// The replicated catalog; its lock serialises changes so that the catalog, the stored
     /// records and the open logs never disagree.
@@ -183,6 +185,7 @@ impl Topics {
         data_dir: &Path,
         base_config: LogConfig,
         replica_config: ReplicaConfig,
+        partitions_max: u32,
     ) -> Result<Topics, TopicError> {
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|source| StorageError::Io {
@@ -206,6 +209,7 @@ impl Topics {
             topics_dir,
             base_config,
             replica_config,
+            partitions_max,
             by_name: DashMap::new(),
             changes: Mutex::new(replicated),
         };
@@ -290,6 +294,21 @@ impl Topics {
         log_config_from(overrides, &self.base_config)
     }
 
+    /// Refuses `more` partitions that would take the broker past `--max-partitions`: every
+    /// partition holds open files and memory, and a catalog that cannot be opened again would
+    /// keep the broker (and every peer that merges it) from restarting.
+    fn check_room_for(&self, more: u32) -> Result<(), TopicError> {
+        let hosted: usize = self.by_name.iter().map(|t| t.partition_count()).sum();
+        let after = hosted as u64 + u64::from(more);
+        if after > u64::from(self.partitions_max) {
+            return Err(TopicError::InvalidPartitions(format!(
+                "{more} more partitions would make {after}, over this broker's limit of {} (--max-partitions)",
+                self.partitions_max
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks a new topic without creating it (CreateTopics validate_only).
     pub fn validate_new(&self, new: &NewTopic) -> Result<(), TopicError> {
         validate_topic_name(&new.name)?;
@@ -298,6 +317,7 @@ impl Topics {
                 "number of partitions must be at least 1".into(),
             ));
         }
+        self.check_room_for(new.partitions)?;
         validate_configs(&new.configs)?;
         if self.by_name.contains_key(&new.name) {
             return Err(TopicError::AlreadyExists(new.name.clone()));
@@ -365,6 +385,7 @@ impl Topics {
                 "topic {name} has {current} partitions; the new count {count} must be larger"
             )));
         }
+        self.check_room_for(count - current as u32)?;
         if validate_only {
             return Ok(());
         }

@@ -234,3 +234,183 @@ fn huge_array_count_closes_the_connection_without_harming_the_broker() {
         assert_still_serving(broker)
     });
 }
+
+const INVALID_TIMESTAMP: i16 = 32;
+/// Offsets of the batch header fields the tests below tamper with.
+const LAST_OFFSET_DELTA_OFFSET: usize = 23;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+const RECORDS_COUNT_OFFSET: usize = 57;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Produces `batch` to a new topic (with `configs`) and expects `code`; a refused batch must
+/// leave the log empty, and the broker must keep serving.
+fn produce_expecting(
+    broker: &mut BrokerProcess,
+    name: &str,
+    configs: &[(&str, &str)],
+    batch: bytes::Bytes,
+    code: i16,
+) -> Result<()> {
+    let topic = topic_name(name);
+    create_topic(broker, &topic, 1, configs)?;
+    let resp = broker.raw()?.produce(&topic, 0, 1, batch)?;
+    ensure_eq!(resp.error_code, code, "error code");
+    if code != 0 {
+        ensure_eq!(high_watermark(broker, &topic)?, 0, "refused batch appended");
+    }
+    assert_still_serving(broker)
+}
+
+#[test]
+fn a_batch_claiming_two_billion_records_is_corrupt() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let mut batch = simple_batch("count", 1, now_ms());
+        batch[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+            .copy_from_slice(&2_000_000_000i32.to_be_bytes());
+        batch[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&1_999_999_999i32.to_be_bytes());
+        causeway_integration_tests::batch::fix_crc(&mut batch);
+        produce_expecting(broker, "count", &[], batch.freeze(), CORRUPT_MESSAGE)
+    });
+}
+
+#[test]
+fn a_record_announcing_two_billion_headers_is_corrupt() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let record = RawRecord {
+            key: Some(b"k".to_vec()),
+            value: Some(b"{}".to_vec()),
+            ..Default::default()
+        };
+        let mut batch = encode_batch(&[record], now_ms());
+        // The record's last byte is its header count (0): make it the varint of 0x7FFFFFFF and
+        // grow the record's and the batch's lengths to match.
+        let last = batch.len() - 1;
+        batch.truncate(last);
+        batch.put_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        let record_length_at = 61;
+        batch[record_length_at] += 8; // zig-zag: +4 bytes
+        let batch_length = i32::from_be_bytes([batch[8], batch[9], batch[10], batch[11]]) + 4;
+        batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        causeway_integration_tests::batch::fix_crc(&mut batch);
+        produce_expecting(
+            broker,
+            "headers",
+            &[("cleanup.policy", "compact")],
+            batch.freeze(),
+            CORRUPT_MESSAGE,
+        )
+    });
+}
+
+#[test]
+fn a_zstd_bomb_is_refused_and_tables_never_decode_it() {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    with_broker(BrokerOptions::new(), |broker| {
+        // 80 records of 1 MiB of zeros: about 80 KiB compressed, 80 MiB decompressed.
+        let zeros = bytes::Bytes::from(vec![0u8; 1 << 20]);
+        let now = now_ms();
+        let records: Vec<Record> = (0..80)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                // Constant offset minus sequence keeps all 80 records in one batch.
+                sequence: i as i32 - 1,
+                timestamp: now,
+                key: Some(bytes::Bytes::from(format!("k{i}"))),
+                value: Some(zeros.clone()),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut batch = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Zstd,
+            },
+        )?;
+        if batch.len() > 1 << 20 {
+            bail!("the bomb is {} bytes compressed", batch.len());
+        }
+        produce_expecting(
+            broker,
+            "bomb",
+            &[("cleanup.policy", "compact")],
+            batch.freeze(),
+            MESSAGE_TOO_LARGE,
+        )
+    });
+}
+
+#[test]
+fn timestamps_beyond_message_timestamp_after_max_ms_are_refused() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let two_hours = 2 * 3_600_000;
+        // Kafka 4's default: at most one hour ahead.
+        let future = simple_batch("future", 2, now_ms() + two_hours);
+        produce_expecting(broker, "future", &[], future.freeze(), INVALID_TIMESTAMP)?;
+        // maxTimestamp = i64::MAX would keep the segment from ever expiring.
+        let mut forever = simple_batch("forever", 2, now_ms());
+        forever[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&i64::MAX.to_be_bytes());
+        causeway_integration_tests::batch::fix_crc(&mut forever);
+        produce_expecting(broker, "forever", &[], forever.freeze(), INVALID_TIMESTAMP)?;
+        // The topic's own bounds apply: a wider after-bound accepts, a before-bound refuses.
+        let future = simple_batch("future", 2, now_ms() + two_hours);
+        let wide = ("message.timestamp.after.max.ms", "86400000");
+        produce_expecting(broker, "wide", &[wide], future.freeze(), 0)?;
+        let old = simple_batch("old", 2, now_ms() - two_hours);
+        let narrow = ("message.timestamp.before.max.ms", "3600000");
+        produce_expecting(broker, "old", &[narrow], old.freeze(), INVALID_TIMESTAMP)
+    });
+}
+
+#[test]
+fn an_idempotent_batch_with_a_producer_id_never_issued_is_refused() {
+    const UNKNOWN_PRODUCER_ID: i16 = 59;
+    with_broker(BrokerOptions::new(), |broker| {
+        let mut batch = simple_batch("forged", 2, now_ms());
+        batch[43..51].copy_from_slice(&12_345i64.to_be_bytes()); // producer id
+        batch[51..53].copy_from_slice(&0i16.to_be_bytes()); // producer epoch
+        batch[53..57].copy_from_slice(&0i32.to_be_bytes()); // base sequence
+        causeway_integration_tests::batch::fix_crc(&mut batch);
+        produce_expecting(broker, "forged", &[], batch.freeze(), UNKNOWN_PRODUCER_ID)?;
+        // A real idempotent producer (its id issued by InitProducerId) still works.
+        let topic = topic_name("idempotent");
+        create_topic(broker, &topic, 1, &[])?;
+        let producer: rdkafka::producer::FutureProducer = broker
+            .producer_config()
+            .set("enable.idempotence", "true")
+            .create()?;
+        causeway_integration_tests::block_on(
+            producer.send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .payload("ok")
+                    .key("k"),
+                CLIENT_TIMEOUT,
+            ),
+        )
+        .map_err(|(e, _)| e)?;
+        ensure_eq!(
+            high_watermark(broker, &topic)?,
+            1,
+            "idempotent record appended"
+        );
+        Ok(())
+    });
+}

@@ -7,6 +7,7 @@
 //! - [`request`] decodes a frame's header and body through the `kafka-protocol` crate, after the
 //!   API key and version were checked against [`versions`].
 //! - [`response`] encodes a response body with its header and length prefix.
+//! - [`records`] reads a record batch's records with decompression and every count bounded.
 //! - [`client`] is the other side: encode a request, read and decode its response, over any
 //!   byte stream (the CLI and tests bring the socket).
 //!
@@ -18,6 +19,7 @@
 mod alloc_guard;
 pub mod client;
 pub mod frame;
+pub mod records;
 pub mod request;
 pub mod response;
 pub mod versions;

@@ -251,6 +251,15 @@ impl PullRequest {
         out
     }
 
+    /// Reads only the requester's region and secret off the front of a body, so a pull can
+    /// be authenticated before anything else in it is decoded.
+    pub fn credentials(buf: &[u8]) -> Result<(u32, &[u8]), WireError> {
+        let mut r = Reader { buf, at: 0 };
+        let region = r.u32()?;
+        let secret = r.bytes(BYTES_MAX)?;
+        Ok((region, secret))
+    }
+
     /// Decodes a body, refusing anything malformed.
     pub fn decode(buf: &[u8]) -> Result<PullRequest, WireError> {
         let mut r = Reader { buf, at: 0 };

@@ -174,6 +174,15 @@ impl Catalog {
             .map_err(db_err)
     }
 
+    /// The first producer id counter not reserved yet: every counter below it was handed out
+    /// (or reserved to be) by this region, in this run or an earlier one.
+    pub fn producer_ids_reserved(&self) -> Result<u64, StorageError> {
+        match self.db.get(NEXT_PRODUCER_ID_KEY).map_err(db_err)? {
+            Some(bytes) => decode(NEXT_PRODUCER_ID_KEY.as_bytes(), &bytes),
+            None => Ok(0),
+        }
+    }
+
     /// Reserves the next `count` producer-id counters and returns the first. The counter is
     /// persisted before the ids are handed out, so no id is given twice across restarts (ids
     /// lost in a crash are skipped, never reused).

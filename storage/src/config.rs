@@ -29,6 +29,13 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// message.timestamp.type (default CreateTime).
     pub timestamp_type: TimestampType,
+    /// message.timestamp.before.max.ms: how far in the past a CreateTime timestamp may be
+    /// (default unlimited, as in Kafka).
+    pub timestamp_before_max_ms: i64,
+    /// message.timestamp.after.max.ms: how far in the future a CreateTime timestamp may be
+    /// (default one hour, as in Kafka 4), so no batch can claim a time that keeps its segment
+    /// from ever expiring.
+    pub timestamp_after_max_ms: i64,
     /// cleanup.policy holds `delete`: retention.ms / retention.bytes delete old segments
     /// (default true; a `compact`-only topic keeps every segment, as in Kafka).
     pub cleanup_delete: bool,
@@ -39,7 +46,8 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
 }
 
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+const HOUR_MS: i64 = 60 * 60 * 1000;
+const DAY_MS: i64 = 24 * HOUR_MS;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -51,6 +59,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: HOUR_MS,
             cleanup_delete: true,
             cleanup_compact: false,
             delete_retention_ms: DAY_MS,
@@ -125,7 +135,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
     def(
         "message.timestamp.after.max.ms",
-        LONG_MAX,
+        "3600000",
         "max allowed future skew of a timestamp",
     ),
     def(
@@ -327,6 +337,10 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
             Some("CreateTime") => TimestampType::CreateTime,
             _ => base.timestamp_type,
         },
+        timestamp_before_max_ms: get(overrides, "message.timestamp.before.max.ms")
+            .unwrap_or(base.timestamp_before_max_ms),
+        timestamp_after_max_ms: get(overrides, "message.timestamp.after.max.ms")
+            .unwrap_or(base.timestamp_after_max_ms),
         cleanup_delete: overrides
             .get("cleanup.policy")
             .map_or(base.cleanup_delete, |p| has_policy(p, "delete")),

@@ -38,13 +38,20 @@ struct Target {
     partition_max_bytes: usize,
 }
 
+/// Most record bytes one Fetch response carries, whatever the client asks (Kafka's broker-side
+/// `fetch.max.bytes` default, 55 MiB): a client asking for 2 GiB cannot make the broker build
+/// a response that large. At least one whole batch is still returned.
+const FETCH_RESPONSE_MAX_BYTES: usize = 57_671_680;
+
 /// Serves a fetch, waiting for data as the request allows.
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(FETCH_RESPONSE_MAX_BYTES);
     let read_committed = request.isolation_level == READ_COMMITTED;
     let topics: Vec<(String, Vec<Target>)> = request
         .topics

@@ -24,7 +24,8 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
-mod records;
+mod record_checks;
+pub(crate) mod records;
 mod topics;
 mod transactions;
 

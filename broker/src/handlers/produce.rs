@@ -13,6 +13,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
+use super::record_checks::check_produced;
 use super::{topic_error_code, topic_name};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -143,7 +144,8 @@ fn append_partition(
         .partition(index)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
     let records = records.ok_or(ResponseError::CorruptMessage.code())?;
-    let max_batch_bytes = topic.log_config().max_message_bytes as usize;
+    let config = topic.log_config();
+    let max_batch_bytes = config.max_message_bytes as usize;
     let batches = split_batches(&records, max_batch_bytes).map_err(|e| batch_error_code(&e))?;
     let now = now_ms();
     let mut first: Option<AppendResult> = None;
@@ -151,13 +153,16 @@ fn append_partition(
     let mut own_seq = 0;
     let mut record_count = 0u64;
     for range in batches {
-        let mut batch = records[range].to_vec();
-        if let Ok(header) = BatchHeader::parse(&batch) {
-            record_count += u64::try_from(header.records_count).unwrap_or(0);
-            if header.is_transactional() {
-                check_in_transaction(broker, transactional_id, &header, &topic.name, index)?;
-            }
+        let header =
+            BatchHeader::parse(&records[range.clone()]).map_err(|e| batch_error_code(&e))?;
+        check_produced(&header, &records.slice(range.clone()), &config, now)?;
+        record_count += u64::try_from(header.records_count).unwrap_or(0);
+        if header.is_transactional() {
+            check_in_transaction(broker, transactional_id, &header, &topic.name, index)?;
+        } else if header.producer_id >= 0 {
+            check_issued(broker, header.producer_id)?;
         }
+        let mut batch = records[range].to_vec();
         let local = partition
             .append_local(&mut batch, now)
             .map_err(|e| storage_error_code(&e))?;
@@ -209,6 +214,22 @@ fn check_in_transaction(
         Ok(())
     } else {
         Err(ResponseError::InvalidTxnState.code())
+    }
+}
+
+/// An idempotent batch must carry a producer id this region issued; any other could fence or
+/// shadow a real producer's sequence state.
+fn check_issued(broker: &Broker, producer_id: i64) -> Result<(), i16> {
+    match broker
+        .producer_ids
+        .was_issued(producer_id, broker.topics.catalog())
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ResponseError::UnknownProducerId.code()),
+        Err(error) => {
+            tracing::error!(%error, "reading the producer id counter");
+            Err(ResponseError::KafkaStorageError.code())
+        }
     }
 }
 

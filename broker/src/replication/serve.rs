@@ -28,24 +28,22 @@ pub enum Served {
 
 /// Decodes and serves one pull body. `Err` is a malformed body: the connection is closed.
 pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> {
-    let request = PullRequest::decode(body).map_err(|e| {
+    let malformed = |e: causeway_replication::wire::WireError| {
         metrics::replication_refused("malformed_request");
         format!("replication pull: {e}")
-    })?;
+    };
+    // Authenticate from the region and secret at the front before decoding the rest.
+    let (region, secret) = PullRequest::credentials(body).map_err(malformed)?;
     let replication = &broker.replication;
-    let refusal = if !replication.authenticates(&request.secret) {
+    let refusal = if !replication.authenticates(secret) {
         Some((PullError::AuthenticationFailed, "authentication failed"))
-    } else if replication.peer(request.region).is_none() {
+    } else if replication.peer(region).is_none() {
         Some((PullError::UnknownRegion, "unknown region"))
     } else {
         None
     };
     if let Some((error, reason)) = refusal {
-        tracing::warn!(
-            region = request.region,
-            reason,
-            "refused a replication pull"
-        );
+        tracing::warn!(region, reason, "refused a replication pull");
         metrics::replication_refused(reason);
         let response = PullResponse {
             error,
@@ -58,6 +56,7 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
             format!("replication pull refused: {reason}"),
         ));
     }
+    let request = PullRequest::decode(body).map_err(malformed)?;
     if let Some((_, link)) = replication.peer(request.region) {
         link.update(|f| f.last_served_ms = now_ms());
     }

@@ -117,12 +117,14 @@ async fn get_row(
     }
 }
 
-/// Query of a scan.
+/// Query of a scan. `after` resumes after a key given as text; `after_base64` after exact key
+/// bytes (what `next_base64` answers), for keys that are not UTF-8.
 #[derive(Debug, Deserialize)]
 struct ScanQuery {
     #[serde(default)]
     prefix: String,
     after: Option<String>,
+    after_base64: Option<String>,
     limit: Option<usize>,
 }
 
@@ -142,39 +144,53 @@ async fn scan_rows(
             format!("limit must be between 1 and {SCAN_LIMIT_MAX}"),
         );
     }
-    let mut after = query.after.clone();
+    let base64 = base64::engine::general_purpose::STANDARD;
+    // Resume keys are exact bytes: a lossy conversion of a key that is not UTF-8 sorts before
+    // it, and paging from there would return the same page forever.
+    let mut after: Option<Vec<u8>> = match (&query.after_base64, &query.after) {
+        (Some(encoded), _) => match base64.decode(encoded) {
+            Ok(bytes) => Some(bytes),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "after_base64 is not base64".into()),
+        },
+        (None, after) => after.as_ref().map(|a| a.as_bytes().to_vec()),
+    };
     let mut rows = Vec::new();
-    // Deleted rows are stored too (their tombstones matter for merging): page past them.
+    let mut last_key: Option<Vec<u8>> = None;
+    // Deleted rows are stored too (their tombstones matter for merging): page past them,
+    // yielding between pages so a table of tombstones cannot hold a runtime worker.
     loop {
-        let page = match broker.tables.scan(
-            &table,
-            query.prefix.as_bytes(),
-            after.as_deref().map(str::as_bytes),
-            limit,
-        ) {
-            Ok(page) => page,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        };
+        let page =
+            match broker
+                .tables
+                .scan(&table, query.prefix.as_bytes(), after.as_deref(), limit)
+            {
+                Ok(page) => page,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
         let exhausted = page.len() < limit;
         for (key, bytes) in &page {
             match render(key, bytes) {
-                Ok(Some(row)) if rows.len() < limit => rows.push(row),
+                Ok(Some(row)) if rows.len() < limit => {
+                    rows.push(row);
+                    last_key = Some(key.to_vec());
+                }
                 Ok(_) => {}
                 Err(refusal) => return *refusal,
             }
         }
-        after = page
-            .last()
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+        match page.last() {
+            Some((key, _)) if after.as_deref() != Some(&key[..]) => after = Some(key.to_vec()),
+            _ => break,
+        }
         if exhausted || rows.len() >= limit {
             break;
         }
+        tokio::task::yield_now().await;
     }
-    let next = if rows.len() >= limit {
-        rows.last()
-            .and_then(|r| r["key"].as_str().map(str::to_string))
-    } else {
-        None
-    };
-    Json(json!({"rows": rows, "next": next})).into_response()
+    let next = last_key.filter(|_| rows.len() >= limit);
+    let next_text = next
+        .as_ref()
+        .and_then(|k| std::str::from_utf8(k).ok().map(str::to_string));
+    let next_base64 = next.map(|k| base64.encode(k));
+    Json(json!({"rows": rows, "next": next_text, "next_base64": next_base64})).into_response()
 }

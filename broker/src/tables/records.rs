@@ -10,7 +10,8 @@
 use bytes::Bytes;
 use causeway_replication::crdt::{decode_op, MergeMode, Op, Row, Stamp, OP_HEADER, PATH_HEADER};
 use causeway_storage::{AbortedTransaction, BatchHeader, CausalMeta};
-use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::handlers::records::decode_batch;
 
 use crate::metrics;
 
@@ -102,11 +103,10 @@ pub fn for_each_write<'a>(
             tracing::warn!(topic, offset, %error, reason, "record refused by the table");
         }
     };
-    let mut buf = batch.clone();
-    let records = match RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set.records,
+    let records = match decode_batch(header, batch) {
+        Ok(records) => records,
         Err(error) => {
-            refuse("undecodable_batch", header.base_offset, &error);
+            refuse(error.reason(), header.base_offset, &error);
             return;
         }
     };
@@ -115,13 +115,7 @@ pub fn for_each_write<'a>(
             refuse("no_key", record.offset, &"record without a key");
             continue;
         };
-        let header_value = |name: &str| {
-            record
-                .headers
-                .iter()
-                .find(|(k, _)| k.as_str() == name)
-                .and_then(|(_, v)| v.as_deref())
-        };
+        let header_value = |name: &str| record.header(name);
         let write = if header.is_cleaned() {
             match header_value(ROW_HEADER).map(Row::from_bytes) {
                 Some(Ok(row)) => Write::Row(row),
