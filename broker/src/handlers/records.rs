@@ -5,7 +5,7 @@
 //! `causeway_protocol::records`).
 
 use bytes::Bytes;
-use causeway_protocol::records::{self, Codec, RecordHeader, RecordsError};
+use causeway_protocol::records::{self, Codec, Record, RecordsError};
 use causeway_storage::{BatchHeader, BATCH_HEADER_BYTES};
 
 /// Attribute bit saying the batch carries the broker's append time for every record.
@@ -23,22 +23,8 @@ pub struct StoredRecord {
     pub offset: i64,
     /// The record's timestamp, or the batch's append time for LogAppendTime batches.
     pub timestamp: i64,
-    /// The key, `None` when null.
-    pub key: Option<Bytes>,
-    /// The value, `None` when null.
-    pub value: Option<Bytes>,
-    /// Headers in the order sent.
-    pub headers: Vec<RecordHeader>,
-}
-
-impl StoredRecord {
-    /// The value of the first header named `name`, if it has one.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.key.as_ref() == name.as_bytes())
-            .and_then(|h| h.value.as_deref())
-    }
+    /// Key, value and headers as decoded.
+    pub record: Record,
 }
 
 /// Why a stored batch's records could not be read.
@@ -81,9 +67,7 @@ pub fn decode_batch(
             } else {
                 header.base_timestamp.saturating_add(r.timestamp_delta)
             },
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
+            record: r,
         })
         .collect())
 }

@@ -111,11 +111,11 @@ pub fn for_each_write<'a>(
         }
     };
     for record in records.into_iter().filter(|r| r.offset >= from) {
-        let Some(key) = record.key.clone() else {
+        let Some(key) = record.record.key.clone() else {
             refuse("no_key", record.offset, &"record without a key");
             continue;
         };
-        let header_value = |name: &str| record.header(name);
+        let header_value = |name: &str| record.record.header(name);
         let write = if header.is_cleaned() {
             match header_value(ROW_HEADER).map(Row::from_bytes) {
                 Some(Ok(row)) => Write::Row(row),
@@ -136,7 +136,7 @@ pub fn for_each_write<'a>(
             match decode_op(
                 header_value(OP_HEADER),
                 header_value(PATH_HEADER),
-                record.value.as_deref(),
+                record.record.value.as_deref(),
                 mode,
             ) {
                 Ok(op) => {
