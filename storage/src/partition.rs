@@ -4,7 +4,9 @@
 //! ## Directory layout
 //! `<base:020>.log|.index|.timeindex|.causal` per segment (formats in `segment.rs`, `index.rs`,
 //! `causal.rs`) plus `log-start-offset.checkpoint` and `clean-shutdown.checkpoint`
-//! (`checkpoint.rs`). The last segment is the active one; only it is appended to.
+//! (`checkpoint.rs`), `origin-high-water.checkpoint` (`partition/high_water.rs`: what the
+//! deleted and compacted batches leave of the vector clock) and the cleaner's files
+//! (`partition/compaction.rs`). The last segment is the active one; only it is appended to.
 //!
 //! ## Durability
 //! `append` writes to the page cache (survives `kill -9`, not power loss): enough for acks=1.
@@ -33,6 +35,7 @@ use crate::segment::{remove_if_exists, Segment, SyncJob};
 use crate::telemetry;
 
 pub mod compaction;
+mod high_water;
 
 /// The partitionLeaderEpoch written into every appended batch.
 const LEADER_EPOCH: i32 = 0;
@@ -154,8 +157,23 @@ impl LogState {
     }
 
     /// Removes the first `count` segments (never the active one), returning bytes removed.
+    /// Their batches' per-origin high water is joined into the high-water file and fsynced
+    /// first (`partition/high_water.rs`), so the vector clock replication rebuilds from the
+    /// log after a restart does not go backwards when retention or DeleteRecords delete the
+    /// only batches holding an origin's newest sequence.
     fn delete_leading(&mut self, count: usize, dir: &Path) -> Result<u64, StorageError> {
         let count = count.min(self.segments.len() - 1);
+        if count == 0 {
+            return Ok(0);
+        }
+        let deleted = high_water::of_causal_files(
+            dir,
+            self.segments[..count].iter().map(|s| {
+                let (_, _, causal_file, causal_size) = s.read_handles();
+                (causal_file, causal_size)
+            }),
+        )?;
+        high_water::persist_join(dir, &deleted)?;
         let mut bytes = 0;
         for segment in self.segments.drain(..count) {
             tracing::info!(
