@@ -366,8 +366,9 @@ impl Partition {
     /// stamped (never re-stamped, so every region stores the same metadata). Unlike `append`,
     /// control batches are accepted (transaction markers replicate like any batch), producer
     /// sequences are recorded but not checked (the origin checked them, and per-origin order is
-    /// kept by the delivery rule), and LogAppendTime is not re-stamped (the origin's stamp is
-    /// part of the replicated data).
+    /// kept by the delivery rule), LogAppendTime is not re-stamped (the origin's stamp is part
+    /// of the replicated data), and `max.message.bytes` does not apply (the origin judged the
+    /// batch under its own limit; every region must be able to hold what any region accepted).
     pub fn append_replicated(
         &self,
         batch: &mut [u8],
@@ -454,18 +455,21 @@ impl Partition {
             .into());
         }
         let mut st = self.write_state();
+        let (control, replicated) = match source {
+            Source::Local(control) => (control, false),
+            Source::Replicated(control) => (control, true),
+        };
+        // max.message.bytes limits what clients produce here. A replicated batch was accepted
+        // at its origin, whose limit may be larger (another --message-max-bytes); refusing it
+        // here would stop this partition's replication for good.
         let max = st.config.max_message_bytes as usize;
-        if batch.len() > max {
+        if !replicated && batch.len() > max {
             return Err(BatchError::TooLarge {
                 size: batch.len(),
                 max,
             }
             .into());
         }
-        let (control, replicated) = match source {
-            Source::Local(control) => (control, false),
-            Source::Replicated(control) => (control, true),
-        };
         let check = if replicated {
             SequenceCheck::Append
         } else {
