@@ -202,11 +202,17 @@ impl Mesh {
             .collect()
     }
 
-    /// Fails if any region refused or dropped a replicated batch (bad metadata or a malformed
-    /// batch): with sane clocks and honest peers that never happens.
+    /// Fails if any region refused or dropped a replicated batch (bad metadata, a malformed
+    /// batch, or one its log would not hold): with sane clocks and honest peers that never
+    /// happens.
     pub fn ensure_no_batch_refusals(&self) -> Result<()> {
         for (name, region) in self.names.iter().zip(&self.regions) {
-            for reason in ["batch_metadata", "bad_batch", "malformed_response"] {
+            for reason in [
+                "batch_metadata",
+                "bad_batch",
+                "log_refused",
+                "malformed_response",
+            ] {
                 let n = metric_sum(
                     region,
                     "causeway_replication_refused_total",
@@ -215,7 +221,7 @@ impl Mesh {
                 if n != 0.0 {
                     bail!(
                         "{name} counted {n} replication refusals for {reason}:\n{}",
-                        self.log_lines("refused a replicated batch").join("\n")
+                        self.log_lines("replicated batches not applied").join("\n")
                     );
                 }
             }

@@ -114,6 +114,17 @@ fn wait_regions_settled(mesh: &Mesh) -> Result<()> {
     }
 }
 
+/// The low and high watermarks of partition 0 of `topic` in one region.
+fn watermarks(broker: &BrokerProcess, topic: &str) -> Result<(i64, i64)> {
+    let consumer: rdkafka::consumer::BaseConsumer = broker.consumer_config().create()?;
+    Ok(rdkafka::consumer::Consumer::fetch_watermarks(
+        &consumer,
+        topic,
+        0,
+        CLIENT_TIMEOUT,
+    )?)
+}
+
 /// Splits `origin:partition:counter` payloads; anything else (markers) is `None`.
 fn parse_load(payload: &str) -> Option<(String, i32, u64)> {
     let mut parts = payload.split(':');
@@ -1021,15 +1032,7 @@ fn retention_waits_for_every_region_to_hold_the_batches() {
         for chunk in records.chunks(10) {
             produce_all(&producer, &topic, chunk)?;
         }
-        let watermarks = |broker: &BrokerProcess| -> Result<(i64, i64)> {
-            let consumer: rdkafka::consumer::BaseConsumer = broker.consumer_config().create()?;
-            Ok(rdkafka::consumer::Consumer::fetch_watermarks(
-                &consumer,
-                &topic,
-                0,
-                CLIENT_TIMEOUT,
-            )?)
-        };
+        let watermarks = |broker: &BrokerProcess| watermarks(broker, &topic);
         // Many maintenance passes run while west is away: nothing may be deleted.
         std::thread::sleep(Duration::from_millis(1500));
         ensure_eq!(
@@ -1056,5 +1059,146 @@ fn retention_waits_for_every_region_to_hold_the_batches() {
             bail!("east never applied retention after west caught up");
         }
         Ok(())
+    });
+}
+
+/// Issue 11: retention deletes every segment that holds a region's own batches (its log then
+/// ends with the other region's batches), the region restarts, and its vector clock must not
+/// go backwards: new records in either region still reach the other. Before the fix the
+/// restarted region reused its own sequences (dropped by the peer as duplicates) and refused
+/// the peer's new batches, which depend on the forgotten ones.
+#[test]
+fn a_region_restarted_after_retention_deleted_its_own_batches_keeps_replicating() {
+    let plan = MeshPlan::new(&["east", "west"]).expect("plan").flag(
+        0,
+        "--log-retention-check-interval-ms",
+        100,
+    );
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("retained");
+        // One batch per segment; retention a second after the records' timestamps.
+        create_topic(
+            mesh.region(0),
+            &topic,
+            1,
+            &[("segment.bytes", "100"), ("retention.ms", "1000")],
+        )?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        let (east, west) = (
+            acks_all_producer(mesh.region(0))?,
+            acks_all_producer(mesh.region(1))?,
+        );
+        for i in 0..5 {
+            produce_all(&east, &topic, &[TestRecord::value(format!("east-{i}"))])?;
+        }
+        wait_for_payload(mesh.region(1), &topic, 0, "east-4", CONVERGE_TIMEOUT)?;
+        for i in 0..3 {
+            produce_all(&west, &topic, &[TestRecord::value(format!("west-{i}"))])?;
+        }
+        wait_for_payload(mesh.region(0), &topic, 0, "west-2", CONVERGE_TIMEOUT)?;
+        // East deletes every closed segment: only the active one (west's last batch) is left.
+        let deleted = wait_until(CONVERGE_TIMEOUT, || {
+            watermarks(mesh.region(0), &topic).is_ok_and(|(low, high)| high == 8 && low == 7)
+        });
+        if !deleted {
+            bail!(
+                "east's retention did not delete down to the last batch: {:?}",
+                watermarks(mesh.region(0), &topic)
+            );
+        }
+        drop((east, west));
+        mesh.region_mut(0).restart()?;
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &topic,
+            &[TestRecord::value("east-after-restart")],
+        )?;
+        produce_all(
+            &acks_all_producer(mesh.region(1))?,
+            &topic,
+            &[TestRecord::value("west-after-restart")],
+        )?;
+        wait_for_payload(
+            mesh.region(1),
+            &topic,
+            0,
+            "east-after-restart",
+            Duration::from_secs(15),
+        )
+        .context("west never got east's record written after the restart")?;
+        wait_for_payload(
+            mesh.region(0),
+            &topic,
+            0,
+            "west-after-restart",
+            Duration::from_secs(15),
+        )
+        .context("east never got west's record written after the restart")?;
+        ensure_eq!(watermarks(mesh.region(1), &topic)?.1, 10, "west's log end");
+        mesh.ensure_no_batch_refusals()
+    });
+}
+
+/// Issue 11: regions run with different `--message-max-bytes`, so a record east accepts is
+/// larger than west's default `max.message.bytes`. West must apply it anyway (size limits judge
+/// produce from clients, not batches already accepted at their origin), and nothing else may
+/// stall: another partition on the same link, later records of the same partition, local
+/// produce in west and replication back to east. Before the fix west's log refused the batch,
+/// which stopped the link for every partition and made local produce fail.
+#[test]
+fn a_record_over_the_peers_size_limit_replicates_and_stalls_nothing() {
+    const BIG: usize = 2 << 20;
+    let plan =
+        MeshPlan::new(&["east", "west"])
+            .expect("plan")
+            .flag(0, "--message-max-bytes", 4 << 20);
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("large");
+        create_topic(mesh.region(0), &topic, 2, &[])?;
+        wait_topic_everywhere(mesh, &topic, 2)?;
+        let big_producer: FutureProducer = mesh
+            .region(0)
+            .producer_config()
+            .set("acks", "all")
+            .set("message.max.bytes", (4 << 20).to_string())
+            .create()?;
+        produce_all(
+            &big_producer,
+            &topic,
+            &[TestRecord::value(vec![b'b'; BIG]).partition(0)],
+        )?;
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &topic,
+            &[
+                TestRecord::value("east-small-0").partition(0),
+                TestRecord::value("east-small-1").partition(1),
+            ],
+        )?;
+        let west = mesh.region(1);
+        wait_for_payload(west, &topic, 1, "east-small-1", Duration::from_secs(15))
+            .context("the other partition stalled behind the large batch")?;
+        wait_for_payload(west, &topic, 0, "east-small-0", Duration::from_secs(15))
+            .context("the partition stalled at the large batch")?;
+        produce_all(
+            &acks_all_producer(west)?,
+            &topic,
+            &[TestRecord::value("west-local").partition(0)],
+        )
+        .context("local produce in west after the large batch")?;
+        wait_for_payload(
+            mesh.region(0),
+            &topic,
+            0,
+            "west-local",
+            Duration::from_secs(15),
+        )?;
+        let sizes: Vec<usize> = read_all(west, &topic, 0)?
+            .iter()
+            .map(|m| m.payload().map_or(0, <[u8]>::len))
+            .collect();
+        ensure_eq!(sizes.first(), Some(&BIG), "west's copy of the large record");
+        ensure_eq!(sizes.len(), 3);
+        mesh.ensure_no_batch_refusals()
     });
 }

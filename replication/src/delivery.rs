@@ -91,6 +91,21 @@ pub type Positioned<P> = (u64, Batch<P>);
 #[error("partition log: {0}")]
 pub struct LogError(pub String);
 
+/// Why a log did not append a remote batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The log will not hold this batch (it breaks one of the log's own rules, say a batch that
+    /// does not parse as the log expects) and is unchanged: the batch is refused like bad remote
+    /// input and the replica carries on. Only for rules about the batch itself; a local limit
+    /// that a batch accepted at its origin might exceed must not refuse it, or the regions could
+    /// never converge.
+    #[error("the log refused the batch: {0}")]
+    Refused(String),
+    /// The log failed and may or may not hold the batch: the replica is poisoned.
+    #[error(transparent)]
+    Failed(#[from] LogError),
+}
+
 /// What a log knows about itself after it was opened, from which a replica restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogState {
@@ -111,7 +126,8 @@ pub trait BatchLog {
     type Payload: Clone + PartialEq;
 
     /// Appends one batch at the end of the log (page cache; durability comes from `sync`).
-    fn append(&mut self, batch: Batch<Self::Payload>) -> Result<(), LogError>;
+    /// [`AppendError::Refused`] must leave the log unchanged.
+    fn append(&mut self, batch: Batch<Self::Payload>) -> Result<(), AppendError>;
 
     /// Makes everything appended so far survive a crash.
     fn sync(&mut self) -> Result<(), LogError>;
@@ -183,6 +199,9 @@ pub enum Refusal {
     /// A different batch with the same `(origin, seq)` is already queued: a sequence was
     /// reused for different data somewhere.
     Conflict,
+    /// The log refused the batch ([`AppendError::Refused`]); the text says why. Nothing
+    /// changed, so it is pulled again later; the transport should back off the partition.
+    LogRefused(String),
 }
 
 /// What happened to one received batch.
@@ -345,15 +364,22 @@ impl<L: BatchLog> PartitionReplica<L> {
         }
     }
 
-    fn append_to_log(&mut self, batch: Batch<L::Payload>) -> Result<(), ReplicaError> {
+    /// Appends a deliverable remote batch; `Ok(Some(refusal))` if the log refused it (nothing
+    /// changed).
+    fn append_to_log(&mut self, batch: Batch<L::Payload>) -> Result<Option<Refusal>, ReplicaError> {
         let id = batch.id();
-        if let Err(error) = self.log.append(batch) {
-            // The log may or may not hold the batch now; only a reopen knows.
-            self.poisoned = true;
-            return Err(error.into());
+        match self.log.append(batch) {
+            Ok(()) => {
+                self.clock.advance(id.origin, id.seq);
+                Ok(None)
+            }
+            Err(AppendError::Refused(reason)) => Ok(Some(Refusal::LogRefused(reason))),
+            Err(AppendError::Failed(error)) => {
+                // The log may or may not hold the batch now; only a reopen knows.
+                self.poisoned = true;
+                Err(error.into())
+            }
         }
-        self.clock.advance(id.origin, id.seq);
-        Ok(())
     }
 
     /// Stamps and appends a batch produced here: `seq = V[self] + 1`, dependencies `V` before the
@@ -368,6 +394,12 @@ impl<L: BatchLog> PartitionReplica<L> {
             log.append(Batch {
                 meta: meta.clone(),
                 payload,
+            })
+            .map_err(|error| match error {
+                AppendError::Failed(error) => error,
+                AppendError::Refused(reason) => {
+                    LogError(format!("refused a local batch: {reason}"))
+                }
             })?;
             Ok((true, meta.clone()))
         })
@@ -476,12 +508,24 @@ impl<L: BatchLog> PartitionReplica<L> {
     }
 
     /// Receives one remote batch at local wall time `wall_ms` and applies the delivery rule.
-    /// `Err` only for log failures (the replica is then poisoned); bad input is an
-    /// [`Outcome::Refused`].
+    /// `Err` only for log failures (the replica is then poisoned); bad input, and a batch the
+    /// log refuses, is an [`Outcome::Refused`]. A queued batch the log refuses when it becomes
+    /// deliverable is dropped (it is pulled again); [`PartitionReplica::receive_response`]
+    /// reports those too.
     pub fn receive(
         &mut self,
         batch: Batch<L::Payload>,
         wall_ms: u64,
+    ) -> Result<Outcome, ReplicaError> {
+        self.receive_reporting(batch, wall_ms, &mut Vec::new())
+    }
+
+    /// [`PartitionReplica::receive`], adding queued batches the log refused to `refused`.
+    fn receive_reporting(
+        &mut self,
+        batch: Batch<L::Payload>,
+        wall_ms: u64,
+        refused: &mut Vec<(BatchId, Refusal)>,
     ) -> Result<Outcome, ReplicaError> {
         self.check_poisoned()?;
         if let Err(refusal) = self.validate(&batch.meta) {
@@ -504,9 +548,11 @@ impl<L: BatchLog> PartitionReplica<L> {
         }
         if self.deliverable(&batch.meta) {
             let hlc = batch.meta.hlc;
-            self.append_to_log(batch)?;
+            if let Some(refusal) = self.append_to_log(batch)? {
+                return Ok(Outcome::Refused(refusal));
+            }
             self.hlc.observe(hlc);
-            let released = self.drain()?;
+            let released = self.drain(refused)?;
             return Ok(Outcome::Applied { released });
         }
         self.enqueue(batch)
@@ -541,8 +587,9 @@ impl<L: BatchLog> PartitionReplica<L> {
     }
 
     /// Applies queued batches until no queue progresses; returns how many were applied. Each
-    /// pass removes at least one entry or stops, so it is bounded by the queued count.
-    fn drain(&mut self) -> Result<usize, ReplicaError> {
+    /// pass removes at least one entry or stops, so it is bounded by the queued count. A batch
+    /// the log refuses is dropped and added to `refused`; its origin's later batches stay queued.
+    fn drain(&mut self, refused: &mut Vec<(BatchId, Refusal)>) -> Result<usize, ReplicaError> {
         let mut released = 0;
         loop {
             let mut progressed = false;
@@ -571,8 +618,11 @@ impl<L: BatchLog> PartitionReplica<L> {
                         break;
                     };
                     if apply {
-                        let hlc = batch.meta.hlc;
-                        self.append_to_log(batch)?;
+                        let (id, hlc) = (batch.id(), batch.meta.hlc);
+                        if let Some(refusal) = self.append_to_log(batch)? {
+                            refused.push((id, refusal));
+                            break;
+                        }
                         self.hlc.observe(hlc);
                         released += 1;
                         progressed = true;
@@ -727,7 +777,7 @@ impl<L: BatchLog> PartitionReplica<L> {
         let mut report = PullReport::default();
         for batch in response.batches {
             let id = batch.id();
-            match self.receive(batch, wall_ms)? {
+            match self.receive_reporting(batch, wall_ms, &mut report.refused)? {
                 Outcome::Applied { released } => report.applied += 1 + released,
                 Outcome::Duplicate => report.duplicates += 1,
                 Outcome::Queued { evicted } => {
@@ -1138,8 +1188,8 @@ mod tests {
         struct FailingLog;
         impl BatchLog for FailingLog {
             type Payload = u64;
-            fn append(&mut self, _: Batch<u64>) -> Result<(), LogError> {
-                Err(LogError("disk full".into()))
+            fn append(&mut self, _: Batch<u64>) -> Result<(), AppendError> {
+                Err(LogError("disk full".into()).into())
             }
             fn sync(&mut self) -> Result<(), LogError> {
                 Ok(())
@@ -1158,6 +1208,76 @@ mod tests {
         assert!(matches!(a.append_local(1, NOW), Err(ReplicaError::Log(_))));
         assert_eq!(a.clock(), &VectorClock::default());
         assert_eq!(a.sync(), Err(ReplicaError::Poisoned));
+    }
+
+    /// A memory log that refuses payload 666 (as the broker's log refuses a batch it cannot
+    /// hold) and otherwise appends.
+    struct PickyLog(MemoryLog<u64>);
+
+    impl BatchLog for PickyLog {
+        type Payload = u64;
+        fn append(&mut self, batch: Batch<u64>) -> Result<(), AppendError> {
+            if batch.payload == 666 {
+                return Err(AppendError::Refused("not here".into()));
+            }
+            self.0.append(batch)
+        }
+        fn sync(&mut self) -> Result<(), LogError> {
+            self.0.sync()
+        }
+        fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError> {
+            self.0.position_of(id)
+        }
+        fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<u64>>, LogError> {
+            self.0.read(from, max)
+        }
+        fn recover(&self) -> Result<LogState, LogError> {
+            self.0.recover()
+        }
+    }
+
+    #[test]
+    fn a_batch_the_log_refuses_is_refused_without_poisoning_the_replica() {
+        let mut a =
+            PartitionReplica::recover(config(A), PickyLog(MemoryLog::new())).expect("recover");
+        let refused = BatchId { origin: B, seq: 1 };
+        let response = PullResponse {
+            from: B,
+            to: A,
+            have: clock(&[(B, 1), (C, 1)]),
+            durable: clock(&[(B, 1), (C, 1)]),
+            batches: vec![batch(B, 1, &[], 666), batch(C, 1, &[], 3)],
+        };
+        let report = a
+            .receive_response(response, NOW)
+            .expect("not a log failure");
+        assert_eq!(report.applied, 1, "the next batch still applies");
+        assert_eq!(
+            report.refused,
+            vec![(refused, Refusal::LogRefused("not here".into()))]
+        );
+        assert_eq!(a.clock(), &clock(&[(C, 1)]));
+        a.append_local(1, NOW).expect("local appends go on");
+        // A queued batch the log refuses once it becomes deliverable is reported too.
+        let mut q =
+            PartitionReplica::recover(config(A), PickyLog(MemoryLog::new())).expect("recover");
+        let response = PullResponse {
+            from: B,
+            to: A,
+            have: clock(&[(B, 1), (C, 1)]),
+            durable: clock(&[(B, 1), (C, 1)]),
+            batches: vec![batch(B, 1, &[(C, 1)], 666), batch(C, 1, &[], 3)],
+        };
+        let report = q
+            .receive_response(response, NOW)
+            .expect("not a log failure");
+        assert_eq!((report.queued, report.applied), (1, 1));
+        assert_eq!(
+            report.refused,
+            vec![(refused, Refusal::LogRefused("not here".into()))]
+        );
+        assert_eq!(q.pending_len(), 0);
+        q.sync().expect("not poisoned");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! ## Directory layout
 //! `<base:020>.log|.index|.timeindex|.causal` per segment (formats in `segment.rs`, `index.rs`,
 //! `causal.rs`) plus `log-start-offset.checkpoint` and `clean-shutdown.checkpoint`
-//! (`checkpoint.rs`). The last segment is the active one; only it is appended to.
+//! (`checkpoint.rs`), `origin-high-water.checkpoint` (`partition/high_water.rs`: what the
+//! deleted and compacted batches leave of the vector clock) and the cleaner's files
+//! (`partition/compaction.rs`). The last segment is the active one; only it is appended to.
 //!
 //! ## Durability
 //! `append` writes to the page cache (survives `kill -9`, not power loss): enough for acks=1.
@@ -33,6 +35,7 @@ use crate::segment::{remove_if_exists, Segment, SyncJob};
 use crate::telemetry;
 
 pub mod compaction;
+mod high_water;
 
 /// The partitionLeaderEpoch written into every appended batch.
 const LEADER_EPOCH: i32 = 0;
@@ -154,8 +157,23 @@ impl LogState {
     }
 
     /// Removes the first `count` segments (never the active one), returning bytes removed.
+    /// Their batches' per-origin high water is joined into the high-water file and fsynced
+    /// first (`partition/high_water.rs`), so the vector clock replication rebuilds from the
+    /// log after a restart does not go backwards when retention or DeleteRecords delete the
+    /// only batches holding an origin's newest sequence.
     fn delete_leading(&mut self, count: usize, dir: &Path) -> Result<u64, StorageError> {
         let count = count.min(self.segments.len() - 1);
+        if count == 0 {
+            return Ok(0);
+        }
+        let deleted = high_water::of_causal_files(
+            dir,
+            self.segments[..count].iter().map(|s| {
+                let (_, _, causal_file, causal_size) = s.read_handles();
+                (causal_file, causal_size)
+            }),
+        )?;
+        high_water::persist_join(dir, &deleted)?;
         let mut bytes = 0;
         for segment in self.segments.drain(..count) {
             tracing::info!(
@@ -348,8 +366,9 @@ impl Partition {
     /// stamped (never re-stamped, so every region stores the same metadata). Unlike `append`,
     /// control batches are accepted (transaction markers replicate like any batch), producer
     /// sequences are recorded but not checked (the origin checked them, and per-origin order is
-    /// kept by the delivery rule), and LogAppendTime is not re-stamped (the origin's stamp is
-    /// part of the replicated data).
+    /// kept by the delivery rule), LogAppendTime is not re-stamped (the origin's stamp is part
+    /// of the replicated data), and `max.message.bytes` does not apply (the origin judged the
+    /// batch under its own limit; every region must be able to hold what any region accepted).
     pub fn append_replicated(
         &self,
         batch: &mut [u8],
@@ -436,18 +455,21 @@ impl Partition {
             .into());
         }
         let mut st = self.write_state();
+        let (control, replicated) = match source {
+            Source::Local(control) => (control, false),
+            Source::Replicated(control) => (control, true),
+        };
+        // max.message.bytes limits what clients produce here. A replicated batch was accepted
+        // at its origin, whose limit may be larger (another --message-max-bytes); refusing it
+        // here would stop this partition's replication for good.
         let max = st.config.max_message_bytes as usize;
-        if batch.len() > max {
+        if !replicated && batch.len() > max {
             return Err(BatchError::TooLarge {
                 size: batch.len(),
                 max,
             }
             .into());
         }
-        let (control, replicated) = match source {
-            Source::Local(control) => (control, false),
-            Source::Replicated(control) => (control, true),
-        };
         let check = if replicated {
             SequenceCheck::Append
         } else {

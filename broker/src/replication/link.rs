@@ -2,13 +2,17 @@
 //! peer until it has news), apply what arrives through each partition's replica, and on any
 //! failure log it, back off and reconnect. Nothing a peer sends can touch applied data: bad
 //! batches are dropped before the core sees them, and the core refuses bad metadata.
+//!
+//! Partitions are independent: one whose batches are refused, or whose log fails, is left out
+//! of this link's pulls for a pause that doubles while the trouble lasts ([`Holds`]), and is
+//! logged at most once per period; the link and the other partitions carry on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_replication::delivery::{Batch, PullResponse as CoreResponse};
+use causeway_replication::delivery::{Batch, PullResponse as CoreResponse, Refusal};
 use causeway_replication::wire::{
     PartitionPull, PullError, PullRequest, PullResponse, REPLICATION_API_KEY,
     REPLICATION_API_VERSION,
@@ -41,6 +45,98 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// peer): its origin's batches are then pulled from the other peers too. A refused or broken
 /// connection counts as down at once.
 const LINK_DOWN_AFTER_MS: i64 = 10_000;
+/// First and longest pause before a partition whose last response did not apply cleanly is
+/// pulled again.
+const HOLD_MIN_MS: i64 = 100;
+const HOLD_MAX_MS: i64 = 5_000;
+/// At most one warning per partition and link in this period about batches it did not apply.
+const TROUBLE_LOG_PERIOD_MS: i64 = 10_000;
+
+/// A partition as pulls name it.
+type PartitionKey = (String, u32);
+
+/// Why a partition's part of a response did not apply cleanly.
+#[derive(Debug)]
+struct Trouble {
+    /// What kind of trouble (a refusal reason, `log_failure`), for the log rate limit.
+    kind: &'static str,
+    /// Batches refused (0 if the log failed).
+    refused: u64,
+    /// The first refusal or the log failure, for the log line.
+    first: String,
+}
+
+/// One held partition.
+#[derive(Debug)]
+struct Hold {
+    until_ms: i64,
+    delay_ms: i64,
+    last_logged_ms: Option<i64>,
+    last_logged_kind: &'static str,
+    unlogged: u64,
+}
+
+/// Partitions of one link left out of its pulls for a while because their batches were refused
+/// or their log failed. Without it a refused batch is pulled again at once, about as fast as
+/// the peer can answer (tens of thousands of warnings a second), and a failing partition used to
+/// end the link for every partition.
+#[derive(Debug, Default)]
+struct Holds {
+    by_partition: HashMap<PartitionKey, Hold>,
+}
+
+impl Holds {
+    /// The partitions to leave out of a pull sent at `now`.
+    fn held(&self, now: i64) -> HashSet<PartitionKey> {
+        self.by_partition
+            .iter()
+            .filter(|(_, hold)| hold.until_ms > now)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Records trouble in a partition: holds it (doubling the pause if it was held already) and
+    /// logs it unless the same kind was logged less than a period ago; returns whether it
+    /// logged.
+    fn trouble(&mut self, peer: &str, key: PartitionKey, trouble: &Trouble, now: i64) -> bool {
+        let hold = self.by_partition.entry(key.clone()).or_insert(Hold {
+            until_ms: now,
+            delay_ms: 0,
+            last_logged_ms: None,
+            last_logged_kind: "",
+            unlogged: 0,
+        });
+        hold.delay_ms = (hold.delay_ms * 2).clamp(HOLD_MIN_MS, HOLD_MAX_MS);
+        hold.until_ms = now + hold.delay_ms;
+        hold.unlogged += trouble.refused.max(1);
+        if hold.last_logged_kind != trouble.kind
+            || hold
+                .last_logged_ms
+                .is_none_or(|at| now - at >= TROUBLE_LOG_PERIOD_MS)
+        {
+            tracing::warn!(peer, topic = %key.0, partition = key.1, refused = trouble.refused, first = %trouble.first, not_applied_since_last_warning = hold.unlogged, retry_in_ms = hold.delay_ms, "replicated batches not applied; pulling this partition again after a pause");
+            hold.last_logged_ms = Some(now);
+            hold.last_logged_kind = trouble.kind;
+            hold.unlogged = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Records that a partition applied cleanly: its pause starts from the minimum again (the
+    /// log rate limit is kept until its period ends).
+    fn clean(&mut self, key: &PartitionKey, now: i64) {
+        let expired = self.by_partition.get(key).is_some_and(|hold| {
+            hold.last_logged_ms
+                .is_none_or(|at| now - at >= TROUBLE_LOG_PERIOD_MS)
+        });
+        if expired {
+            self.by_partition.remove(key);
+        } else if let Some(hold) = self.by_partition.get_mut(key) {
+            hold.delay_ms = 0;
+        }
+    }
+}
 
 /// Why one connection's pull loop ended.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +158,12 @@ pub async fn run(broker: Arc<Broker>, index: usize, mut shutdown: watch::Receive
     let peer = broker.replication.peers[index].clone();
     let link = &broker.replication.links[index];
     let mut backoff = BACKOFF_MIN;
+    let mut holds = Holds::default();
     tracing::info!(peer = %peer.name, addr = %peer.addr, "replication link starting");
     loop {
         let attempt_started = now_ms();
         let outcome = tokio::select! {
-            outcome = pull_until_error(&broker, &peer, index) => outcome,
+            outcome = pull_until_error(&broker, &peer, index, &mut holds) => outcome,
             _ = shutdown.changed() => return,
         };
         let error = match outcome {
@@ -106,6 +203,7 @@ async fn pull_until_error(
     broker: &Arc<Broker>,
     peer: &Peer,
     index: usize,
+    holds: &mut Holds,
 ) -> Result<(), LinkError> {
     let link = &broker.replication.links[index];
     let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&peer.addr))
@@ -115,7 +213,7 @@ async fn pull_until_error(
     let (mut reader, mut writer) = stream.into_split();
     let mut correlation_id = 1i32;
     let mut resync = false;
-    let first = request_after(broker, peer.id, None).await?;
+    let first = request_after(broker, peer.id, None, holds.held(now_ms())).await?;
     send_pull(&mut writer, correlation_id, &first.encode()).await?;
     loop {
         let body = tokio::time::timeout(
@@ -140,18 +238,28 @@ async fn pull_until_error(
         // After an incomplete apply the pull in flight may have skipped batches that did not
         // apply; the next one then starts from the clock itself.
         let ahead = (!resync).then(|| tops(&response));
-        let next = request_after(broker, peer.id, ahead).await?;
+        let next = request_after(broker, peer.id, ahead, holds.held(now_ms())).await?;
         correlation_id = correlation_id.wrapping_add(1);
         send_pull(&mut writer, correlation_id, &next.encode()).await?;
         let for_blocking = broker.clone();
         let peer_id = peer.id;
-        let applied = tokio::task::spawn_blocking(move || apply(&for_blocking, peer_id, response))
-            .await
-            .map_err(|e| LinkError::Apply(e.to_string()))??;
+        let mut applied =
+            tokio::task::spawn_blocking(move || apply(&for_blocking, peer_id, response))
+                .await
+                .map_err(|e| LinkError::Apply(e.to_string()))??;
+        let now = now_ms();
+        for key in &applied.clean {
+            holds.clean(key, now);
+        }
+        let mut last_trouble = None;
+        for (key, trouble) in applied.troubles.drain(..) {
+            holds.trouble(&peer.name, key.clone(), &trouble, now);
+            last_trouble = Some(format!("{}/{}: {}", key.0, key.1, trouble.first));
+        }
         link.update(|f| {
             f.state = LinkState::Connected;
-            f.last_error = None;
-            f.last_pull_ms = now_ms();
+            f.last_error = last_trouble;
+            f.last_pull_ms = now;
             f.batches_applied += applied.batches;
             f.bytes_applied += applied.bytes;
             f.duplicates += applied.duplicates;
@@ -178,14 +286,16 @@ fn tops(response: &PullResponse) -> Ahead {
     ahead
 }
 
-/// Builds the next pull on the blocking pool (it locks every partition's replica).
+/// Builds the next pull on the blocking pool (it locks every partition's replica), leaving out
+/// the `held` partitions.
 async fn request_after(
     broker: &Arc<Broker>,
     peer: u32,
     ahead: Option<Ahead>,
+    held: HashSet<PartitionKey>,
 ) -> Result<PullRequest, LinkError> {
     let for_blocking = broker.clone();
-    tokio::task::spawn_blocking(move || build_request(&for_blocking, peer, ahead.as_ref()))
+    tokio::task::spawn_blocking(move || build_request(&for_blocking, peer, ahead.as_ref(), &held))
         .await
         .map_err(|e| LinkError::Apply(e.to_string()))
 }
@@ -228,16 +338,24 @@ async fn read_response(
     Ok(body)
 }
 
-/// This region's clocks for every partition (advanced by `ahead`, what a response being applied
-/// carries), and which origins to ask peer `peer` for.
-fn build_request(broker: &Broker, peer: u32, ahead: Option<&Ahead>) -> PullRequest {
+/// This region's clocks for every partition but the `held` ones (advanced by `ahead`, what a
+/// response being applied carries), and which origins to ask peer `peer` for.
+fn build_request(
+    broker: &Broker,
+    peer: u32,
+    ahead: Option<&Ahead>,
+    held: &HashSet<PartitionKey>,
+) -> PullRequest {
     let replication = &broker.replication;
     let now = now_ms();
     let mut partitions = Vec::new();
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
-            let replica = partition.replica();
             let index = u32::try_from(partition.index).unwrap_or(0);
+            if !held.is_empty() && held.contains(&(topic.name.clone(), index)) {
+                continue;
+            }
+            let replica = partition.replica();
             let mut have = replica.clock().clone();
             if let Some(tops) = ahead.and_then(|a| a.get(&(topic.name.clone(), index))) {
                 for (origin, seq) in tops.to_deps() {
@@ -293,6 +411,10 @@ struct Applied {
     refused: u64,
     queued: u64,
     backpressured: bool,
+    /// Partitions that applied batches without refusal or failure.
+    clean: Vec<PartitionKey>,
+    /// Partitions that did not.
+    troubles: Vec<(PartitionKey, Trouble)>,
 }
 
 impl Applied {
@@ -303,13 +425,27 @@ impl Applied {
     }
 }
 
+/// A refusal's reason as a short name (for the log rate limit).
+fn refusal_kind(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::ClockSkew { .. } => "clock_skew",
+        Refusal::Malformed(_) => "malformed",
+        Refusal::UnknownOrigin(_) => "unknown_origin",
+        Refusal::OwnBatchAhead { .. } => "own_batch_ahead",
+        Refusal::Conflict => "conflict",
+        Refusal::LogRefused(_) => "log_refused",
+    }
+}
+
 /// Whether a replicated payload is exactly one well-formed record batch (length, magic, CRC):
 /// anything else is dropped before it reaches the log.
 fn well_formed(payload: &Bytes) -> bool {
     split_batches(payload, usize::MAX).is_ok_and(|ranges| ranges.len() == 1)
 }
 
-/// Merges the peer's catalog, then runs each partition's batches through its replica.
+/// Merges the peer's catalog, then runs each partition's batches through its replica. A
+/// partition whose batches are refused or whose log fails is reported in `troubles` and the
+/// others still apply.
 fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, LinkError> {
     if let Some(catalog) = &response.catalog {
         broker
@@ -327,14 +463,27 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
         else {
             continue;
         };
+        let key = (part.topic.clone(), part.partition);
         let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(part.batches.len());
+        let mut trouble: Option<Trouble> = None;
         for batch in part.batches {
             if well_formed(&batch.payload) {
                 batches.push(batch);
             } else {
                 applied.refused += 1;
                 metrics::replication_refused("bad_batch");
-                tracing::warn!(topic = %part.topic, partition = part.partition, origin = batch.meta.origin_region, seq = batch.meta.origin_seq, "dropped a replicated batch that is not one well-formed record batch");
+                let first = || {
+                    format!(
+                        "batch {}:{} is not one well-formed record batch",
+                        batch.meta.origin_region, batch.meta.origin_seq
+                    )
+                };
+                let t = trouble.get_or_insert_with(|| Trouble {
+                    kind: "bad_batch",
+                    refused: 0,
+                    first: first(),
+                });
+                t.refused += 1;
             }
         }
         let core = CoreResponse {
@@ -360,11 +509,40 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
                 partition.log.size_bytes().saturating_sub(size_before),
             )
         };
-        let report = report
-            .map_err(|e| LinkError::Apply(format!("{}/{}: {e}", part.topic, part.partition)))?;
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
+                // The replica is poisoned (a log failure): this partition applies nothing until
+                // it is reopened, the others go on.
+                applied.troubles.push((
+                    key,
+                    Trouble {
+                        kind: "log_failure",
+                        refused: 0,
+                        first: format!("applying failed: {error}"),
+                    },
+                ));
+                continue;
+            }
+        };
         for (id, refusal) in &report.refused {
-            tracing::warn!(topic = %part.topic, partition = part.partition, origin = id.origin, seq = id.seq, ?refusal, "refused a replicated batch");
-            metrics::replication_refused("batch_metadata");
+            metrics::replication_refused(match refusal {
+                Refusal::LogRefused(_) => "log_refused",
+                _ => "batch_metadata",
+            });
+            let t = trouble.get_or_insert_with(|| Trouble {
+                kind: refusal_kind(refusal),
+                refused: 0,
+                first: format!("batch {}:{} refused: {refusal:?}", id.origin, id.seq),
+            });
+            t.refused += 1;
+        }
+        match trouble {
+            Some(trouble) => applied.troubles.push((key, trouble)),
+            // Only progress resets a pause: an empty answer from a pull sent before the trouble
+            // was known says nothing.
+            None if report.applied > 0 => applied.clean.push(key),
+            None => {}
         }
         if report.applied > 0 {
             partition.appended.notify_waiters();
@@ -381,4 +559,51 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
         replication.data_progressed(false);
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: &'static str) -> Trouble {
+        Trouble {
+            kind,
+            refused: 1,
+            first: "batch 1:1 refused".into(),
+        }
+    }
+
+    #[test]
+    fn a_troubled_partition_is_held_with_a_doubling_pause_and_logged_at_most_once_a_period() {
+        let mut holds = Holds::default();
+        let key: PartitionKey = ("t".into(), 0);
+        let other: PartitionKey = ("t".into(), 1);
+        let mut now = 1_000_000;
+        let mut logged = 0;
+        let mut pauses = Vec::new();
+        // A batch refused on every retry for a minute.
+        while now < 1_060_000 {
+            if holds.held(now).contains(&key) {
+                now += 10;
+                continue;
+            }
+            logged += usize::from(holds.trouble("p", key.clone(), &refused("log_refused"), now));
+            pauses.push(holds.by_partition[&key].delay_ms);
+            assert!(!holds.held(now).contains(&other), "other partitions go on");
+        }
+        assert_eq!(&pauses[..7], &[100, 200, 400, 800, 1600, 3200, 5000]);
+        assert!(pauses.len() < 25, "{} retries in a minute", pauses.len());
+        assert!((6..=7).contains(&logged), "{logged} warnings in a minute");
+        // A new kind of trouble is logged at once; a clean apply resets the pause.
+        assert!(holds.trouble("p", key.clone(), &refused("clock_skew"), now));
+        holds.clean(&key, now);
+        assert_eq!(
+            holds.by_partition[&key].delay_ms, 0,
+            "the current pause still ends"
+        );
+        holds.trouble("p", key.clone(), &refused("clock_skew"), now);
+        assert_eq!(holds.by_partition[&key].delay_ms, HOLD_MIN_MS);
+        holds.clean(&key, now + TROUBLE_LOG_PERIOD_MS);
+        assert!(holds.by_partition.is_empty());
+    }
 }

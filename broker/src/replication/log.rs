@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use causeway_replication::delivery::{Batch, BatchId, BatchLog, LogError, LogState, Positioned};
+use causeway_replication::delivery::{
+    AppendError, Batch, BatchId, BatchLog, LogError, LogState, Positioned,
+};
 use causeway_replication::VectorClock;
 use causeway_storage::{AppendResult, BatchHeader, CausalMeta, Partition, StorageError};
 
@@ -179,12 +181,19 @@ impl ReplicaLog {
 impl BatchLog for ReplicaLog {
     type Payload = Bytes;
 
-    fn append(&mut self, batch: Batch<Bytes>) -> Result<(), LogError> {
+    /// A batch the log judges unfit (it does not parse as a record batch, a control batch
+    /// without a marker) is refused with the log unchanged; anything else is a log failure.
+    fn append(&mut self, batch: Batch<Bytes>) -> Result<(), AppendError> {
         let mut bytes = batch.payload.to_vec();
         let appended = self
             .log
             .append_replicated(&mut bytes, &batch.meta, now_ms())
-            .map_err(log_error)?;
+            .map_err(|error| match error {
+                StorageError::Batch(_) | StorageError::Sequence(_) => {
+                    AppendError::Refused(error.to_string())
+                }
+                other => AppendError::Failed(log_error(other)),
+            })?;
         self.index.record(&batch.meta, appended.base_offset);
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::clock::VectorClock;
-use crate::delivery::{Batch, BatchId, BatchLog, LogError, LogState, Positioned};
+use crate::delivery::{AppendError, Batch, BatchId, BatchLog, LogError, LogState, Positioned};
 
 /// A partition log held in a `Vec`: the simulator's stand-in for storage. Every append is checked
 /// against the log's own clock (per-origin order, dependencies already present), so a replica
@@ -83,21 +83,23 @@ fn clock_of<P>(batches: &[Batch<P>]) -> VectorClock {
 impl<P: Clone + PartialEq> BatchLog for MemoryLog<P> {
     type Payload = P;
 
-    fn append(&mut self, batch: Batch<P>) -> Result<(), LogError> {
+    fn append(&mut self, batch: Batch<P>) -> Result<(), AppendError> {
         let id = batch.id();
         let expected = self.clock.get(id.origin) + 1;
         if id.seq != expected {
             return Err(LogError(format!(
                 "causal contract: batch {}:{} appended where {}:{} was due",
                 id.origin, id.seq, id.origin, expected
-            )));
+            ))
+            .into());
         }
         for &(region, seq) in &batch.meta.deps {
             if seq > self.clock.get(region) {
                 return Err(LogError(format!(
                     "causal contract: batch {}:{} depends on {}:{} which the log lacks",
                     id.origin, id.seq, region, seq
-                )));
+                ))
+                .into());
             }
         }
         self.index.insert(id, self.batches.len() as u64);

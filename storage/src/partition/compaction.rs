@@ -31,11 +31,10 @@
 //! older segments still hold the key's original records nothing is lost (merging the same
 //! writes twice changes nothing).
 //!
-//! ## `origin-high-water.checkpoint` (version 0)
-//! Text, after the version line: pairs of lines `<origin_region>` `<origin_seq>`. Before the
-//! first swap of a pass it is replaced with the per-origin maximum of itself and every causal
-//! entry of the segments about to be rewritten, so `origin_high_water` (this file joined with
-//! every causal entry still in the log) never goes down when compaction drops batches.
+//! ## Origin high water
+//! Before the first swap of a pass, the per-origin maximum of every causal entry of the
+//! segments about to be rewritten is joined into `origin-high-water.checkpoint` (`high_water.rs`),
+//! so `origin_high_water` never goes down when compaction drops batches.
 //!
 //! ## `cleaner-offset.checkpoint` (version 0)
 //! Text: `0\n<cleaned_through>\n<tombstones_due_ms or -1>\n`: every segment ending at or below
@@ -50,15 +49,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{LogState, Partition};
+use super::{high_water, LogState, Partition};
 use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_BYTES};
 use crate::causal::{self, CausalMeta};
 use crate::checkpoint;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{file_name, remove_if_exists, Segment};
 
-/// Per-origin high water of sequences ever in the log (see the module docs).
-const HIGH_WATER_FILE: &str = "origin-high-water.checkpoint";
 /// How far the cleaner got, and when a kept tombstone may go.
 const CLEANER_FILE: &str = "cleaner-offset.checkpoint";
 
@@ -252,11 +249,6 @@ fn rename(from: &Path, to: &Path) -> Result<(), StorageError> {
     fs::rename(from, to).ctx(|| format!("renaming {} to {}", from.display(), to.display()))
 }
 
-fn join_high_water(into: &mut BTreeMap<u32, u64>, region: u32, seq: u64) {
-    let slot = into.entry(region).or_insert(seq);
-    *slot = (*slot).max(seq);
-}
-
 impl SegmentWriter {
     /// Appends one batch whose offsets lie in the replaced segment's range, after the previous
     /// batch's, with the causal metadata readers will stamp it with.
@@ -395,27 +387,6 @@ pub(super) fn finish_swaps(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// The per-origin maxima stored in `origin-high-water.checkpoint`.
-fn read_high_water(dir: &Path) -> Result<BTreeMap<u32, u64>, StorageError> {
-    let mut out = BTreeMap::new();
-    let values = checkpoint::read(dir, HIGH_WATER_FILE)?.unwrap_or_default();
-    for pair in values.chunks_exact(2) {
-        if let (Ok(region), Ok(seq)) = (u32::try_from(pair[0]), u64::try_from(pair[1])) {
-            join_high_water(&mut out, region, seq);
-        }
-    }
-    Ok(out)
-}
-
-fn write_high_water(dir: &Path, high_water: &BTreeMap<u32, u64>) -> Result<(), StorageError> {
-    let mut values = Vec::with_capacity(high_water.len() * 2);
-    for (&region, &seq) in high_water {
-        values.push(i64::from(region));
-        values.push(i64::try_from(seq).unwrap_or(i64::MAX));
-    }
-    checkpoint::write(dir, HIGH_WATER_FILE, &values)
-}
-
 impl LogState {
     fn snapshot(&self, segment: &Segment, cleaned_through: i64) -> SegmentSnapshot {
         let (log, size, causal, causal_size) = segment.read_handles();
@@ -476,7 +447,7 @@ impl Partition {
         let entries = snapshot.causal_entries()?;
         let mut high_water = BTreeMap::new();
         for e in &entries {
-            join_high_water(&mut high_water, e.meta.origin_region, e.meta.origin_seq);
+            high_water::join(&mut high_water, e.meta.origin_region, e.meta.origin_seq);
         }
         let log = create_truncated(&tmp_path(&self.dir, snapshot.base, "log"))?;
         let causal_file = create_truncated(&tmp_path(&self.dir, snapshot.base, "causal"))?;
@@ -511,13 +482,13 @@ impl Partition {
         cleaned_through: i64,
         tombstones_due_ms: Option<i64>,
     ) -> Result<SwapReport, StorageError> {
-        let mut high_water = read_high_water(&self.dir)?;
+        let mut dropped = high_water::HighWater::new();
         for s in &staged {
             for (&region, &seq) in &s.high_water {
-                join_high_water(&mut high_water, region, seq);
+                high_water::join(&mut dropped, region, seq);
             }
         }
-        write_high_water(&self.dir, &high_water)?;
+        high_water::persist_join(&self.dir, &dropped)?;
         staged.sort_by_key(|s| std::cmp::Reverse(s.base));
         let mut report = SwapReport::default();
         let (mut old_total, mut new_total) = (0u64, 0u64);
@@ -554,22 +525,18 @@ impl Partition {
     /// dropped batches. What replication rebuilds the vector clock from; compaction never
     /// lowers it. Reads every `.causal` file.
     pub fn origin_high_water(&self) -> Result<Vec<(u32, u64)>, StorageError> {
-        let mut high_water = read_high_water(&self.dir)?;
+        let mut high_water = high_water::read(&self.dir)?;
         let handles: Vec<_> = self
             .read_state()
             .segments
             .iter()
-            .map(|s| s.read_handles())
+            .map(|s| {
+                let (_, _, causal_file, causal_size) = s.read_handles();
+                (causal_file, causal_size)
+            })
             .collect();
-        for (_, _, causal_file, causal_size) in handles {
-            let what = || format!("reading causal index in {}", self.dir.display());
-            for entry in causal::read_entries(&causal_file, causal_size, &what)? {
-                join_high_water(
-                    &mut high_water,
-                    entry.meta.origin_region,
-                    entry.meta.origin_seq,
-                );
-            }
+        for (region, seq) in high_water::of_causal_files(&self.dir, handles)? {
+            high_water::join(&mut high_water, region, seq);
         }
         Ok(high_water.into_iter().collect())
     }

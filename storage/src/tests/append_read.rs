@@ -183,3 +183,33 @@ fn causal_entries_are_returned_for_the_asked_range_across_segments() {
     assert_eq!(offsets, (3..9).collect::<Vec<_>>());
     assert_eq!(entries[0].1.origin_seq, 4);
 }
+
+#[test]
+fn max_message_bytes_limits_local_appends_not_replicated_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(
+        dir.path(),
+        LogConfig {
+            max_message_bytes: 500,
+            ..small_config()
+        },
+    );
+    let mut local = crate::batch::test_batch(2, 1, 600);
+    assert!(matches!(
+        p.append(&mut local, 1, |_| meta(1)),
+        Err(crate::StorageError::Batch(
+            crate::BatchError::TooLarge { .. }
+        ))
+    ));
+    // The same size, accepted at its origin under a larger limit, replicates here.
+    let mut remote = crate::batch::test_batch(2, 1, 600);
+    let remote_meta = CausalMeta {
+        origin_region: 7,
+        origin_seq: 1,
+        hlc: 1,
+        deps: Vec::new(),
+    };
+    let appended = p.append_replicated(&mut remote, &remote_meta, 1).unwrap();
+    assert_eq!((appended.base_offset, appended.last_offset), (0, 1));
+    assert_eq!(p.log_end_offset(), 2);
+}

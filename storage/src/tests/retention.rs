@@ -86,3 +86,57 @@ fn delete_records_before_survives_reopen() {
     let at = p.batch_at_timestamp(0).unwrap().unwrap();
     assert_eq!(crate::BatchHeader::parse(&at).unwrap().base_offset, 12);
 }
+
+/// `filled` (origin 1, seqs 1..=20), then 13 batches from origin 7 (seqs 1..=13): the active
+/// segment and its carry entry then hold only origin 7, so origin 1's newest sequence lives
+/// only in closed segments.
+fn filled_then_remote(dir: &Path) -> Partition {
+    let p = filled(dir, small_config());
+    for seq in 1..=13u64 {
+        let mut b = crate::batch::test_batch(2, 3000 + seq as i64, 100);
+        p.append(&mut b, 3000, |_| CausalMeta {
+            origin_region: 7,
+            origin_seq: seq,
+            hlc: 5000 + seq,
+            deps: vec![(1, 20), (7, seq)],
+        })
+        .unwrap();
+    }
+    assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20), (7, 13)]);
+    p
+}
+
+#[test]
+fn retention_never_lowers_the_origin_high_water_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled_then_remote(dir.path());
+    p.set_config(LogConfig {
+        retention_ms: 0,
+        ..small_config()
+    });
+    let deleted = p.maintain(1_000_000, i64::MAX).unwrap().segments_deleted;
+    assert!(deleted >= 5, "deleted {deleted} segments");
+    assert_eq!(p.segment_count(), 1);
+    assert!(p
+        .causal_entries(0, i64::MAX)
+        .unwrap()
+        .iter()
+        .all(|e| e.1.origin_region == 7));
+    assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20), (7, 13)]);
+    drop(p);
+    let p = open(dir.path(), small_config());
+    assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20), (7, 13)]);
+}
+
+#[test]
+fn delete_records_never_lowers_the_origin_high_water_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled_then_remote(dir.path());
+    let end = p.log_end_offset();
+    assert_eq!(p.delete_records_before(end).unwrap(), end);
+    assert_eq!(p.segment_count(), 1);
+    assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20), (7, 13)]);
+    drop(p);
+    let p = open(dir.path(), small_config());
+    assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20), (7, 13)]);
+}
