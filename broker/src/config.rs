@@ -25,6 +25,8 @@ pub struct Cli {
 
 /// Subcommands of the `causeway` binary.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the `Serve` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the broker (the default).
     Serve(BrokerOptions),
