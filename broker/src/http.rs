@@ -1,15 +1,18 @@
 //! The HTTP listener: Prometheus metrics, health probes, table rows and region status.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 
@@ -36,15 +39,65 @@ pub async fn serve(
             prometheus,
         })
         .merge(crate::tables::routes(broker, shutdown.clone()));
-    let stop = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(%error, "HTTP listener failed");
+    let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut shutdown) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            crate::metrics::connection_refused("http_connection_limit");
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            app.clone(),
+            shutdown.clone(),
+            slot,
+        ));
     }
+}
+
+/// Resolves once shutdown is signalled.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Most HTTP connections served at once; more are closed on accept, so scrapers, probes and
+/// table readers cannot exhaust the broker's tasks or file descriptors.
+const HTTP_CONNECTIONS_MAX: usize = 1_024;
+/// Longest a client may take to send a request's headers: a client that trickles them
+/// (slowloris) is closed instead of holding a connection slot forever.
+const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One HTTP/1 connection until it ends; on shutdown it finishes its request and closes.
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+    slot: OwnedSemaphorePermit,
+) {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopped(&mut shutdown) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+    drop(slot);
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

@@ -142,3 +142,36 @@ fn buffered_requests_stay_within_queued_max_request_bytes() {
         Ok(())
     });
 }
+
+#[test]
+fn an_http_client_that_trickles_its_headers_is_closed() {
+    use std::io::{Read, Write};
+    with_broker(BrokerOptions::new(), |broker| {
+        let mut slow = std::net::TcpStream::connect(broker.http_addr())?;
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")?;
+        slow.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        // The header read timeout answers 408 or just closes; either way the read ends.
+        loop {
+            match slow.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    bail!(
+                        "an HTTP connection with unfinished headers is still open after {:?}",
+                        started.elapsed()
+                    )
+                }
+                Err(_) => break,
+            }
+        }
+        // Complete requests are still served.
+        let (status, _) = causeway_integration_tests::http_get(broker.http_addr(), "/healthz")?;
+        ensure_eq!(status, 200, "healthz");
+        still_serving(broker)
+    });
+}
