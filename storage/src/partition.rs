@@ -109,6 +109,13 @@ impl LogState {
         self.segments.iter().rev().find_map(Segment::last_causal)
     }
 
+    /// The first offset still on disk (at most the log start).
+    fn retained_start(&self) -> i64 {
+        self.segments
+            .first()
+            .map_or(self.log_start, |s| s.base().min(self.log_start))
+    }
+
     fn out_of_range(&self, offset: i64) -> StorageError {
         StorageError::OffsetOutOfRange {
             offset,
@@ -580,8 +587,28 @@ impl Partition {
     /// follows `offset`; may stop at a segment end.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
         let st = self.read_state();
+        let floor = st.log_start;
+        Self::read_above(&st, floor, offset, max_bytes)
+    }
+
+    /// Like [`Partition::read`], but from anything still on disk, also below a log start that
+    /// DeleteRecords moved: replication serves peers what this region still holds, so a peer
+    /// that had not received those batches yet still gets them (see
+    /// [`Partition::delete_records_before`]).
+    pub fn read_retained(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        let st = self.read_state();
+        let floor = st.retained_start();
+        Self::read_above(&st, floor, offset, max_bytes)
+    }
+
+    fn read_above(
+        st: &LogState,
+        floor: i64,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, StorageError> {
         let log_end = st.log_end();
-        if offset < st.log_start || offset > log_end {
+        if offset < floor || offset > log_end {
             return Err(st.out_of_range(offset));
         }
         let records = if offset == log_end {
@@ -603,6 +630,13 @@ impl Partition {
     /// The first readable offset (ListOffsets EARLIEST).
     pub fn log_start_offset(&self) -> i64 {
         self.read_state().log_start
+    }
+
+    /// The first offset still on disk: the log start, or lower while segments below a
+    /// DeleteRecords start wait for the causally stable offset (see
+    /// [`Partition::delete_records_before`]).
+    pub fn retained_start_offset(&self) -> i64 {
+        self.read_state().retained_start()
     }
 
     /// The next offset to be assigned (= high watermark in one region).
@@ -658,7 +692,12 @@ impl Partition {
     }
 
     /// Kafka DeleteRecords: the log start becomes `offset` (checkpointed, so it survives a
-    /// restart) and whole segments below it are deleted. Returns the new log start.
+    /// restart); clients can no longer read below it. Returns the new log start.
+    ///
+    /// The segments wholly below it are deleted by the next [`Partition::maintain`], like
+    /// Kafka's, and like retention never above the causally stable offset: until every region
+    /// holds those batches, replication still serves them ([`Partition::read_retained`]), so a
+    /// peer that had not pulled them yet is not left waiting forever for a dependency.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         let mut st = self.write_state();
         if offset < 0 || offset > st.log_end() {
@@ -669,17 +708,12 @@ impl Partition {
         }
         checkpoint::write(&self.dir, LOG_START_FILE, &[offset])?;
         st.log_start = offset;
-        let below = st.segments[..st.segments.len() - 1]
-            .iter()
-            .take_while(|s| s.end_offset() <= offset)
-            .count();
-        st.delete_leading(below, &self.dir)?;
         Ok(offset)
     }
 
     /// Background housekeeping: rolls the active segment if segment.ms elapsed, then deletes old
-    /// whole segments by retention.ms / retention.bytes, never one holding offsets >=
-    /// `stable_offset`, and advances the log start past them.
+    /// whole segments by retention.ms / retention.bytes or below a DeleteRecords log start,
+    /// never one holding offsets >= `stable_offset`, and advances the log start past them.
     pub fn maintain(
         &self,
         now_ms: i64,

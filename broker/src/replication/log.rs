@@ -117,8 +117,9 @@ impl ReplicaLog {
     /// Wraps an opened partition, indexing every causal entry it holds.
     pub fn open(log: Arc<Partition>) -> Result<ReplicaLog, StorageError> {
         let mut index = OriginIndex::default();
-        for (base_offset, meta) in log.causal_entries(log.log_start_offset(), i64::MAX)? {
-            if base_offset >= log.log_start_offset() {
+        let retained = log.retained_start_offset();
+        for (base_offset, meta) in log.causal_entries(retained, i64::MAX)? {
+            if base_offset >= retained {
                 index.record(&meta, base_offset);
             }
         }
@@ -204,7 +205,7 @@ impl BatchLog for ReplicaLog {
 
     fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError> {
         let offset = match self.index.offset_of(id) {
-            Some(offset) => offset.max(self.log.log_start_offset()),
+            Some(offset) => offset.max(self.log.retained_start_offset()),
             // Compacted away (below the stable cut, so every region had it): nothing to serve.
             None if id.seq <= self.high_water.get(id.origin) => self.log.log_end_offset(),
             None => return Ok(None),
@@ -215,10 +216,13 @@ impl BatchLog for ReplicaLog {
     fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<Bytes>>, LogError> {
         let mut out = Vec::new();
         let mut offset = i64::try_from(from).map_err(|_| LogError("position beyond i64".into()))?;
-        offset = offset.max(self.log.log_start_offset());
+        offset = offset.max(self.log.retained_start_offset());
         let mut bytes = 0usize;
         while out.len() < max && bytes < READ_BYTES_MAX && offset < self.log.log_end_offset() {
-            let read = self.log.read(offset, READ_STEP_BYTES).map_err(log_error)?;
+            let read = self
+                .log
+                .read_retained(offset, READ_STEP_BYTES)
+                .map_err(log_error)?;
             if read.records.is_empty() {
                 break;
             }

@@ -107,6 +107,7 @@ fn reads_inside_gaps_return_the_next_batch_and_survive_reopen() {
     assert_eq!(bases(&p.read(10, 1).unwrap().records), vec![24]);
     assert_eq!(p.segment_count(), 4);
     assert_eq!(p.delete_records_before(30).unwrap(), 30);
+    p.maintain(5000, i64::MAX).unwrap();
     assert_eq!(p.segment_count(), 2, "segments wholly below the start go");
 }
 
@@ -231,6 +232,7 @@ fn a_segment_changed_meanwhile_is_not_swapped() {
     let plan = plan_of(&p);
     let staged = rewrite(&p, &plan.segments[0], |_| false);
     p.delete_records_before(12).unwrap();
+    p.maintain(0, i64::MAX).unwrap();
     let report = p.swap_segments(vec![staged], 12, None).unwrap();
     assert_eq!(report.swapped, 0);
     assert_eq!(visible(&p)[0], 12);

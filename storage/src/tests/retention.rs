@@ -65,11 +65,36 @@ fn retention_never_deletes_at_or_above_the_stable_offset() {
 }
 
 #[test]
+fn delete_records_deletes_segments_only_below_the_stable_offset_and_replication_still_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled(dir.path(), small_config());
+    let end = p.log_end_offset();
+    assert_eq!(p.delete_records_before(end).unwrap(), end);
+    // Clients see nothing below the new start; replication still reads what is on disk.
+    assert!(p.read(0, 1).is_err());
+    assert_eq!(p.retained_start_offset(), 0);
+    assert_eq!(bases(&p.read_retained(0, 1).unwrap().records), vec![0]);
+    // Another region lacks everything from offset 12: only the segment below it may go.
+    assert_eq!(p.maintain(0, 12).unwrap().segments_deleted, 1);
+    assert_eq!(p.retained_start_offset(), 12);
+    assert_eq!(p.log_start_offset(), end);
+    assert_eq!(bases(&p.read_retained(12, 1).unwrap().records), vec![12]);
+    assert!(p.read_retained(11, 1).is_err());
+    // Once every region holds everything, the rest below the start goes too (not the active
+    // segment, [36, 40)).
+    assert_eq!(p.maintain(0, i64::MAX).unwrap().segments_deleted, 2);
+    assert_eq!(p.segment_count(), 1);
+    assert_eq!(p.retained_start_offset(), 36);
+}
+
+#[test]
 fn delete_records_before_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let p = filled(dir.path(), small_config());
         assert_eq!(p.delete_records_before(13).unwrap(), 13);
+        assert_eq!(p.segment_count(), 4, "segments go at the next maintenance");
+        p.maintain(0, i64::MAX).unwrap();
         assert_eq!(p.segment_count(), 3);
         assert_eq!(p.delete_records_before(5).unwrap(), 13);
         assert!(matches!(
@@ -134,6 +159,7 @@ fn delete_records_never_lowers_the_origin_high_water_across_a_reopen() {
     let p = filled_then_remote(dir.path());
     let end = p.log_end_offset();
     assert_eq!(p.delete_records_before(end).unwrap(), end);
+    p.maintain(0, i64::MAX).unwrap();
     assert_eq!(p.segment_count(), 1);
     assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20), (7, 13)]);
     drop(p);
