@@ -59,6 +59,8 @@ impl Broker {
         let base_config = LogConfig {
             max_message_bytes: options.message_max_bytes,
             timestamp_type: TimestampType::CreateTime,
+            segment_bytes_min: options.log_segment_bytes_min,
+            segment_ms_min: i64::try_from(options.log_segment_ms_min).unwrap_or(i64::MAX),
             ..LogConfig::default()
         };
         let topics = Topics::open(

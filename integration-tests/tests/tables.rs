@@ -294,7 +294,10 @@ fn metric_value(metrics: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn compaction_keeps_one_merged_record_per_key_drops_old_tombstones_and_rows_rebuild_identically() {
-    let options = BrokerOptions::new().flag("--log-retention-check-interval-ms", 200);
+    let options = BrokerOptions::new()
+        .flag("--log-retention-check-interval-ms", 200)
+        .flag("--log-segment-bytes-min", 1)
+        .flag("--log-segment-ms-min", 0);
     with_broker(options, |broker| {
         let topic = topic_name("compacted");
         create_topic(

@@ -44,6 +44,13 @@ pub struct LogConfig {
     pub cleanup_compact: bool,
     /// delete.retention.ms: how long a compacted tombstone is kept (default one day).
     pub delete_retention_ms: i64,
+    /// The smallest `segment.bytes` a topic override takes effect with; a smaller one is raised
+    /// to it (1 MiB, Kafka 4's minimum from KIP-1030), so a topic cannot make a segment per batch
+    /// and exhaust file descriptors. A broker setting, not a topic config.
+    pub segment_bytes_min: u64,
+    /// The smallest `segment.ms` a topic override takes effect with; a smaller one is raised to
+    /// it (10 minutes, as Redpanda's `log_segment_ms_min`). A broker setting.
+    pub segment_ms_min: i64,
 }
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
@@ -64,9 +71,16 @@ impl Default for LogConfig {
             cleanup_delete: true,
             cleanup_compact: false,
             delete_retention_ms: DAY_MS,
+            segment_bytes_min: SEGMENT_BYTES_MIN,
+            segment_ms_min: SEGMENT_MS_MIN,
         }
     }
 }
+
+/// Default of [`LogConfig::segment_bytes_min`]: 1 MiB.
+pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+/// Default of [`LogConfig::segment_ms_min`]: 10 minutes.
+pub const SEGMENT_MS_MIN: i64 = 10 * 60 * 1000;
 
 /// One accepted topic config, for DescribeConfigs and validation.
 pub struct TopicConfigDef {
@@ -325,8 +339,9 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
     LogConfig {
         segment_bytes: get::<i64>(overrides, "segment.bytes")
             .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(base.segment_bytes),
-        segment_ms: get(overrides, "segment.ms").unwrap_or(base.segment_ms),
+            .map_or(base.segment_bytes, |v| v.max(base.segment_bytes_min)),
+        segment_ms: get::<i64>(overrides, "segment.ms")
+            .map_or(base.segment_ms, |v| v.max(base.segment_ms_min)),
         retention_ms: get(overrides, "retention.ms").unwrap_or(base.retention_ms),
         retention_bytes: get(overrides, "retention.bytes").unwrap_or(base.retention_bytes),
         index_interval_bytes: get(overrides, "index.interval.bytes")
@@ -349,6 +364,8 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
             .map_or(base.cleanup_compact, |p| has_policy(p, "compact")),
         delete_retention_ms: get(overrides, "delete.retention.ms")
             .unwrap_or(base.delete_retention_ms),
+        segment_bytes_min: base.segment_bytes_min,
+        segment_ms_min: base.segment_ms_min,
     }
 }
 
@@ -408,7 +425,7 @@ mod tests {
             "LogAppendTime".to_string(),
         );
         let c = log_config_from(&o, &LogConfig::default());
-        assert_eq!(c.segment_bytes, 1000);
+        assert_eq!(c.segment_bytes, SEGMENT_BYTES_MIN, "raised to the floor");
         assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(c.retention_ms, 604_800_000);
         assert!(c.cleanup_delete && !c.cleanup_compact);
@@ -420,5 +437,27 @@ mod tests {
         o.insert("cleanup.policy".to_string(), "compact, delete".to_string());
         let c = log_config_from(&o, &LogConfig::default());
         assert!(c.cleanup_delete && c.cleanup_compact);
+    }
+
+    #[test]
+    fn segment_overrides_below_the_floors_take_effect_as_the_floors() {
+        let mut o = BTreeMap::new();
+        o.insert("segment.bytes".to_string(), "14".to_string());
+        o.insert("segment.ms".to_string(), "1".to_string());
+        let c = log_config_from(&o, &LogConfig::default());
+        assert_eq!(
+            (c.segment_bytes, c.segment_ms),
+            (SEGMENT_BYTES_MIN, SEGMENT_MS_MIN)
+        );
+        let lowered = LogConfig {
+            segment_bytes_min: 1,
+            segment_ms_min: 0,
+            ..LogConfig::default()
+        };
+        let c = log_config_from(&o, &lowered);
+        assert_eq!((c.segment_bytes, c.segment_ms), (14, 1));
+        o.insert("segment.bytes".to_string(), "5000000".to_string());
+        let c = log_config_from(&o, &LogConfig::default());
+        assert_eq!(c.segment_bytes, 5_000_000, "above the floor: as set");
     }
 }
