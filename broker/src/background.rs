@@ -26,7 +26,10 @@ pub async fn every(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let broker = broker.clone();
-        if let Err(error) = tokio::task::spawn_blocking(move || pass(&broker)).await {
+        if let Err(error) = crate::blocking::MAINTENANCE
+            .run(move || pass(&broker))
+            .await
+        {
             tracing::error!(task = name, %error, "background pass failed");
         }
     }

@@ -10,10 +10,12 @@
 //! - [`groups`]: the consumer group coordinator and committed offsets;
 //! - [`http`] and [`metrics`]: what operators scrape and probe;
 //! - [`maintenance`]: retention and segment rolls in the background;
+//! - [`blocking`]: one bounded lane per kind of blocking work;
 //! - [`tables`]: compacted topics materialized as CRDT rows, served over HTTP;
 //! - [`transactions`]: the transaction coordinator.
 
 pub mod background;
+pub mod blocking;
 pub mod broker;
 pub mod cli;
 pub mod clock;
@@ -55,6 +57,7 @@ pub fn main() -> ExitCode {
     };
     init_logging(options.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(blocking::pool_threads())
         .enable_all()
         .build()
     {

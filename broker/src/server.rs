@@ -25,7 +25,8 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     let prometheus = metrics::install()?;
     tracing::info!(data_dir = %options.data_dir.display(), "opening storage");
     let open_options = options.clone();
-    let broker = tokio::task::spawn_blocking(move || Broker::open(open_options))
+    let broker = crate::blocking::MAINTENANCE
+        .run(move || Broker::open(open_options))
         .await
         .context("storage recovery task")?
         .context("opening storage")?;
@@ -80,7 +81,8 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
         tracing::warn!(?grace, "in-flight requests did not finish in time");
     }
     let closing = broker.clone();
-    tokio::task::spawn_blocking(move || closing.topics.close_all())
+    crate::blocking::MAINTENANCE
+        .run(move || closing.topics.close_all())
         .await
         .context("closing logs")?;
     tracing::info!("shutdown complete");

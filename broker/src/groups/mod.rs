@@ -374,7 +374,9 @@ impl GroupCoordinator {
         }
         let store = self.store.clone();
         let group = group_id.to_string();
-        let written = tokio::task::spawn_blocking(move || store.commit(&group, &entries)).await;
+        let written = crate::blocking::METADATA
+            .run(move || store.commit(&group, &entries))
+            .await;
         let failed = match written {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),
@@ -486,7 +488,10 @@ impl GroupCoordinator {
         }
         let store = self.store.clone();
         let group = group_id.to_string();
-        match tokio::task::spawn_blocking(move || store.delete_group(&group)).await {
+        match crate::blocking::METADATA
+            .run(move || store.delete_group(&group))
+            .await
+        {
             Ok(Ok(0)) if !in_memory => Err(ResponseError::GroupIdNotFound),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => {
@@ -543,7 +548,10 @@ impl GroupCoordinator {
         }
         let store = self.store.clone();
         let group = group_id.to_string();
-        match tokio::task::spawn_blocking(move || store.delete_offsets(&group, &delete)).await {
+        match crate::blocking::METADATA
+            .run(move || store.delete_offsets(&group, &delete))
+            .await
+        {
             Ok(Ok(())) => Ok(errors),
             _ => Err(ResponseError::KafkaStorageError),
         }
@@ -708,8 +716,9 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         if now - last_retention_check >= RETENTION_CHECK_MS as i64 {
             last_retention_check = now;
             let broker = broker.clone();
-            let expired =
-                tokio::task::spawn_blocking(move || broker.groups.expire_offsets(now)).await;
+            let expired = crate::blocking::METADATA
+                .run(move || broker.groups.expire_offsets(now))
+                .await;
             match expired {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::error!(%error, "offset retention failed"),

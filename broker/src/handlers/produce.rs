@@ -241,19 +241,16 @@ async fn sync_all(
     pending: Vec<Pending>,
     timeout: Duration,
 ) -> Vec<(Pending, i16)> {
-    let tasks: Vec<_> = pending
-        .into_iter()
-        .map(|p| {
-            let partition = p.partition.clone();
-            let broker = broker.clone();
-            let task = tokio::task::spawn_blocking(move || partition.sync(&broker.replication));
-            (p, task)
-        })
-        .collect();
+    let syncs = pending.iter().map(|p| {
+        let partition = p.partition.clone();
+        let broker = broker.clone();
+        crate::blocking::FSYNC.run(move || partition.sync(&broker.replication))
+    });
+    let results = futures_util::future::join_all(syncs).await;
     let mut failed = Vec::new();
     let mut synced = Vec::new();
-    for (pending, task) in tasks {
-        match task.await {
+    for (pending, result) in pending.into_iter().zip(results) {
+        match result {
             Ok(Ok(())) => synced.push(pending),
             Ok(Err(error)) => {
                 tracing::error!(topic = %pending.partition.topic, partition = pending.partition.index, %error, "fsync failed");

@@ -243,10 +243,10 @@ async fn pull_until_error(
         send_pull(&mut writer, correlation_id, &next.encode()).await?;
         let for_blocking = broker.clone();
         let peer_id = peer.id;
-        let mut applied =
-            tokio::task::spawn_blocking(move || apply(&for_blocking, peer_id, response))
-                .await
-                .map_err(|e| LinkError::Apply(e.to_string()))??;
+        let mut applied = crate::blocking::REPLICATION
+            .run(move || apply(&for_blocking, peer_id, response))
+            .await
+            .map_err(|e| LinkError::Apply(e.to_string()))??;
         let now = now_ms();
         for key in &applied.clean {
             holds.clean(key, now);
@@ -295,7 +295,8 @@ async fn request_after(
     held: HashSet<PartitionKey>,
 ) -> Result<PullRequest, LinkError> {
     let for_blocking = broker.clone();
-    tokio::task::spawn_blocking(move || build_request(&for_blocking, peer, ahead.as_ref(), &held))
+    crate::blocking::REPLICATION
+        .run(move || build_request(&for_blocking, peer, ahead.as_ref(), &held))
         .await
         .map_err(|e| LinkError::Apply(e.to_string()))
 }

@@ -69,7 +69,8 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
         + Duration::from_millis(u64::from(request.max_wait_ms.min(WAIT_MS_MAX)));
     loop {
         let (for_blocking, pull) = (broker.clone(), request.clone());
-        let response = tokio::task::spawn_blocking(move || collect(&for_blocking, &pull))
+        let response = crate::blocking::REPLICATION
+            .run(move || collect(&for_blocking, &pull))
             .await
             .map_err(|e| format!("replication serve task: {e}"))?;
         replication.peer_progressed();

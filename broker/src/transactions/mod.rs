@@ -85,9 +85,9 @@ async fn save(broker: &Arc<Broker>, id: &str, record: TxnRecord) -> TxnResult<()
     let bytes = serde_json::to_vec(&record).map_err(|_| ResponseError::KafkaStorageError)?;
     let writer = broker.clone();
     let key = id.to_string();
-    let written =
-        tokio::task::spawn_blocking(move || writer.topics.catalog().put_transaction(&key, &bytes))
-            .await;
+    let written = crate::blocking::METADATA
+        .run(move || writer.topics.catalog().put_transaction(&key, &bytes))
+        .await;
     match written {
         Ok(Ok(())) => {
             broker.transactions.records.insert(id.to_string(), record);
@@ -318,7 +318,9 @@ async fn finish(
     };
     let writer = broker.clone();
     let marking = record.clone();
-    let written = tokio::task::spawn_blocking(move || write_markers(&writer, &marking, kind)).await;
+    let written = crate::blocking::METADATA
+        .run(move || write_markers(&writer, &marking, kind))
+        .await;
     match written {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
