@@ -131,9 +131,25 @@ pub struct BrokerOptions {
         default_value_t = 536_870_912
     )]
     pub queued_max_request_bytes: u64,
+    /// Most table change feeds (`GET /v1/tables/{topic}/changes`) open at once; more are
+    /// answered 503. Each open feed holds its table's rows in memory.
+    #[arg(long, env = "CAUSEWAY_MAX_CHANGE_FEEDS", default_value_t = 256)]
+    pub max_change_feeds: u32,
     /// Default `max.message.bytes` of topics: the largest record batch accepted (`message.max.bytes`).
     #[arg(long, env = "CAUSEWAY_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub message_max_bytes: u32,
+    /// Smallest `segment.bytes` a topic override takes effect with; smaller ones are raised to
+    /// it (1 MiB, Kafka 4's minimum), so no topic makes a segment per batch.
+    #[arg(
+        long,
+        env = "CAUSEWAY_LOG_SEGMENT_BYTES_MIN",
+        default_value_t = 1_048_576
+    )]
+    pub log_segment_bytes_min: u64,
+    /// Smallest `segment.ms` a topic override takes effect with; smaller ones are raised to it
+    /// (10 minutes, as Redpanda's `log_segment_ms_min`).
+    #[arg(long, env = "CAUSEWAY_LOG_SEGMENT_MS_MIN", default_value_t = 600_000)]
+    pub log_segment_ms_min: u64,
     /// How often segments are rolled by age and deleted by retention (`log.retention.check.interval.ms`).
     #[arg(
         long,

@@ -13,6 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
 
 use crate::broker::Broker;
 
@@ -78,6 +79,10 @@ const HTTP_CONNECTIONS_MAX: usize = 1_024;
 /// (slowloris) is closed instead of holding a connection slot forever.
 const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a response write may wait for the client to read: a client that stops reading (a
+/// stalled change feed, a frozen scraper) is closed instead of holding its buffers forever.
+const HTTP_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// One HTTP/1 connection until it ends; on shutdown it finishes its request and closes.
 async fn serve_connection(
     stream: TcpStream,
@@ -85,19 +90,42 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
 ) {
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(HTTP_WRITE_STALL_TIMEOUT));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HTTP_HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        .serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(app),
+        );
     tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
         _ = stopped(&mut shutdown) => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            connection.await
         }
+    };
+    if ended.as_ref().is_err_and(write_stalled) {
+        crate::metrics::http_write_stalled();
     }
     drop(slot);
+}
+
+/// Whether a connection ended because a write waited longer than [`HTTP_WRITE_STALL_TIMEOUT`].
+fn write_stalled(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
@@ -113,7 +141,10 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
 /// This region's replication state (`docs/replication.md`, "Observing replication").
 async fn regions(State(state): State<HttpState>) -> impl IntoResponse {
     let broker = state.broker.clone();
-    match tokio::task::spawn_blocking(move || crate::replication::status::report(&broker)).await {
+    match crate::blocking::MAINTENANCE
+        .run(move || crate::replication::status::report(&broker))
+        .await
+    {
         Ok(report) => axum::Json(report).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }

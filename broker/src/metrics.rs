@@ -58,6 +58,47 @@ pub fn connection_refused(reason: &'static str) {
     counter!("causeway_connections_refused_total", "reason" => reason).increment(1);
 }
 
+/// Marks a blocking-pool thread busy in a lane (`blocking.rs`) while it lives: a lane that
+/// stays at its size is where blocking work queues.
+pub struct BlockingBusy {
+    lane: &'static str,
+}
+
+impl BlockingBusy {
+    /// Counts the task and marks its thread busy.
+    pub fn enter(lane: &'static str) -> BlockingBusy {
+        counter!("causeway_blocking_tasks_total", "lane" => lane).increment(1);
+        gauge!("causeway_blocking_busy_threads", "lane" => lane).increment(1.0);
+        BlockingBusy { lane }
+    }
+}
+
+impl Drop for BlockingBusy {
+    fn drop(&mut self) {
+        gauge!("causeway_blocking_busy_threads", "lane" => self.lane).decrement(1.0);
+    }
+}
+
+/// Counts a change feed refused because `--max-change-feeds` were open.
+pub fn change_feed_refused() {
+    counter!("causeway_table_feeds_refused_total").increment(1);
+}
+
+/// Counts a change feed opened (`true`) or closed (`false`) in `causeway_table_feeds_open`.
+pub fn change_feed_open(opened: bool) {
+    let open = gauge!("causeway_table_feeds_open");
+    if opened {
+        open.increment(1.0);
+    } else {
+        open.decrement(1.0);
+    }
+}
+
+/// Counts an HTTP connection closed because its client stopped reading what it was sent.
+pub fn http_write_stalled() {
+    counter!("causeway_http_connections_closed_total", "reason" => "write_stalled").increment(1);
+}
+
 /// Counts what Produce appended to a topic.
 pub fn produced(topic: &str, records: u64, bytes: u64) {
     counter!("causeway_produce_records_total", "topic" => topic.to_string()).increment(records);

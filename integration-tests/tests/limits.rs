@@ -1,13 +1,15 @@
 //! Listener and creation limits against the real binary: a greedy or idle client is refused or
 //! closed, other clients keep their service, memory stays bounded, and a restart works.
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::raw::check_api_versions;
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, topic_name, with_broker, BrokerOptions,
-    BrokerProcess,
+    check_produce_consume, create_topic, ensure_eq, produce_all, segment_files, topic_name,
+    wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
@@ -145,7 +147,6 @@ fn buffered_requests_stay_within_queued_max_request_bytes() {
 
 #[test]
 fn an_http_client_that_trickles_its_headers_is_closed() {
-    use std::io::{Read, Write};
     with_broker(BrokerOptions::new(), |broker| {
         let mut slow = std::net::TcpStream::connect(broker.http_addr())?;
         slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")?;
@@ -172,6 +173,197 @@ fn an_http_client_that_trickles_its_headers_is_closed() {
         // Complete requests are still served.
         let (status, _) = causeway_integration_tests::http_get(broker.http_addr(), "/healthz")?;
         ensure_eq!(status, 200, "healthz");
+        still_serving(broker)
+    });
+}
+
+/// Opens a change feed over a raw socket and reads its status line and headers; the socket is
+/// left open (and unread) for the caller.
+fn open_raw_feed(broker: &BrokerProcess, topic: &str, query: &str) -> Result<(u16, TcpStream)> {
+    let mut stream = TcpStream::connect(broker.http_addr())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /v1/tables/{topic}/changes{query} HTTP/1.1\r\nHost: causeway\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            bail!("the feed closed before its headers");
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    Ok((status, stream))
+}
+
+/// 600 idle change feeds used to take a blocking thread each, until acks=all produce (whose
+/// fsync waits for one) and shutdown stopped. Feeds past `--max-change-feeds` are refused, the
+/// open ones hold no thread, and everything else keeps its service.
+#[test]
+fn idle_change_feeds_are_capped_and_starve_nothing() {
+    const FEEDS: usize = 600;
+    const CAP: usize = 256;
+    with_broker(BrokerOptions::new(), |broker| {
+        let table = topic_name("feeds");
+        create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for _ in 0..FEEDS {
+            match open_raw_feed(broker, &table, "")? {
+                (200, stream) => open.push(stream),
+                (503, _) => refused += 1,
+                (status, _) => bail!("a change feed answered {status}"),
+            }
+        }
+        ensure_eq!(
+            open.len(),
+            CAP,
+            "feeds served (the default --max-change-feeds)"
+        );
+        ensure_eq!(refused, FEEDS - CAP, "feeds refused with 503");
+        // acks=all produce needs an fsync thread; the open feeds must not hold them.
+        still_serving(broker)?;
+        // A closed feed frees its slot.
+        drop(open.pop());
+        let reopened = wait_until(Duration::from_secs(15), || {
+            open_raw_feed(broker, &table, "").is_ok_and(|(status, stream)| {
+                let served = status == 200;
+                if served {
+                    open.push(stream);
+                }
+                served
+            })
+        });
+        if !reopened {
+            bail!("no change feed was served again after one of {CAP} closed");
+        }
+        let started = Instant::now();
+        let status = broker.terminate()?;
+        if !status.success() {
+            bail!("the broker exited with {status} with {CAP} feeds open");
+        }
+        eprintln!("shut down in {:?} with {CAP} feeds open", started.elapsed());
+        broker.restart()?;
+        still_serving(broker)
+    });
+}
+
+/// A change feed whose client stops reading used to keep its connection and buffers forever; the
+/// HTTP write timeout closes it, and other clients keep their service.
+#[test]
+fn a_change_feed_client_that_stops_reading_is_closed() {
+    const RECORDS: usize = 4_000;
+    with_broker(BrokerOptions::new(), |broker| {
+        let table = topic_name("stall");
+        create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
+        let value = "v".repeat(8 * 1024);
+        let records: Vec<TestRecord> = (0..RECORDS)
+            .map(|i| {
+                TestRecord::value(format!("{{\"i\":{i},\"pad\":\"{value}\"}}"))
+                    .key(format!("key-{i:05}"))
+                    .partition(0)
+            })
+            .collect();
+        produce_all(&broker.producer(), &table, &records)?;
+        let (status, mut stalled) = open_raw_feed(broker, &table, "?from=0")?;
+        ensure_eq!(status, 200, "the feed's status");
+        // Read nothing: the broker fills the socket and the feed's buffer, then gives up.
+        let closed = wait_until(Duration::from_secs(60), || {
+            metric_value(
+                broker,
+                "causeway_http_connections_closed_total{reason=\"write_stalled\"}",
+            )
+            .is_ok_and(|v| v >= 1.0)
+        });
+        if !closed {
+            bail!("a change feed nobody reads was not closed within 60 s");
+        }
+        still_serving(broker)?;
+        // What was already in the socket buffers can be read; then the connection ends short of
+        // the whole table.
+        let mut received = Vec::new();
+        stalled.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let ended = loop {
+            let mut buf = [0u8; 64 * 1024];
+            match stalled.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break false
+                }
+                // Reset by the broker: closed too.
+                Err(_) => break true,
+            }
+        };
+        if !ended {
+            bail!("the stalled feed's connection is still open");
+        }
+        let lines = received
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"{"))
+            .count();
+        if lines >= RECORDS {
+            bail!("the stalled feed delivered all {lines} lines; it was never stalled");
+        }
+        let open = wait_until(Duration::from_secs(10), || {
+            metric_value(broker, "causeway_table_feeds_open").is_ok_and(|v| v == 0.0)
+        });
+        if !open {
+            bail!("causeway_table_feeds_open did not return to 0");
+        }
+        Ok(())
+    });
+}
+
+/// One sample of `/metrics` by its exact series name (labels as the broker prints them); an
+/// absent series is an error, not 0.
+fn metric_value(broker: &BrokerProcess, series: &str) -> Result<f64> {
+    causeway_integration_tests::regions::metric(broker, series)?
+        .with_context(|| format!("{series} is not in /metrics"))
+}
+
+/// `segment.bytes=14` and `segment.ms=1` used to make a segment (and its open files) per batch;
+/// they now take effect as the floors (`--log-segment-bytes-min`, `--log-segment-ms-min`).
+#[test]
+fn tiny_segment_settings_do_not_make_a_segment_per_batch() {
+    const BATCHES: usize = 30;
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("tiny-segments");
+        create_topic(
+            broker,
+            &topic,
+            1,
+            &[("segment.bytes", "14"), ("segment.ms", "1")],
+        )?;
+        let producer = broker.producer();
+        for i in 0..BATCHES {
+            // One at a time, so every record is its own batch.
+            produce_all(
+                &producer,
+                &topic,
+                &[TestRecord::value(format!("record-{i}")).partition(0)],
+            )?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let segments = segment_files(&broker.partition_dir(&topic, 0))?;
+        ensure_eq!(
+            segments.len(),
+            1,
+            "segments after {BATCHES} one-record batches"
+        );
+        broker.restart()?;
         still_serving(broker)
     });
 }

@@ -18,7 +18,8 @@ use causeway_integration_tests::regions::{
 };
 use causeway_integration_tests::{
     block_on, check_produce_consume, create_topic, ensure_eq, http_get, payload_str, produce_all,
-    topic_name, topic_partition_count, wait_until, BrokerProcess, TestRecord, CLIENT_TIMEOUT,
+    segment_files, topic_name, topic_partition_count, wait_until, BrokerProcess, TestRecord,
+    CLIENT_TIMEOUT,
 };
 use rdkafka::admin::{AdminOptions, NewPartitions};
 use rdkafka::message::Message;
@@ -363,7 +364,8 @@ fn a_permanently_cut_link_converges_through_the_third_region() {
             )
         };
         if !wait_until(Duration::from_secs(15), || {
-            link_up("eu").is_ok_and(|v| v == Some(0.0)) && link_up("ap").is_ok_and(|v| v == Some(1.0))
+            link_up("eu").is_ok_and(|v| v == Some(0.0))
+                && link_up("ap").is_ok_and(|v| v == Some(1.0))
         }) {
             bail!(
                 "after the cut, us reports causeway_replication_link_up {:?} for eu and {:?} for ap",
@@ -1014,7 +1016,9 @@ fn retention_waits_for_every_region_to_hold_the_batches() {
     let plan = MeshPlan::new(&["east", "west"])
         .expect("plan")
         .flag(0, "--log-retention-check-interval-ms", 100)
-        .flag(1, "--log-retention-check-interval-ms", 100);
+        .flag(1, "--log-retention-check-interval-ms", 100)
+        .flag(0, "--log-segment-bytes-min", 1)
+        .flag(1, "--log-segment-bytes-min", 1);
     with_mesh(plan, |mesh| {
         let topic = topic_name("held");
         create_topic(
@@ -1069,11 +1073,11 @@ fn retention_waits_for_every_region_to_hold_the_batches() {
 /// the peer's new batches, which depend on the forgotten ones.
 #[test]
 fn a_region_restarted_after_retention_deleted_its_own_batches_keeps_replicating() {
-    let plan = MeshPlan::new(&["east", "west"]).expect("plan").flag(
-        0,
-        "--log-retention-check-interval-ms",
-        100,
-    );
+    let plan = MeshPlan::new(&["east", "west"])
+        .expect("plan")
+        .flag(0, "--log-retention-check-interval-ms", 100)
+        .flag(0, "--log-segment-bytes-min", 1)
+        .flag(1, "--log-segment-bytes-min", 1);
     with_mesh(plan, |mesh| {
         let topic = topic_name("retained");
         // One batch per segment; retention a second after the records' timestamps.
@@ -1199,6 +1203,76 @@ fn a_record_over_the_peers_size_limit_replicates_and_stalls_nothing() {
             .collect();
         ensure_eq!(sizes.first(), Some(&BIG), "west's copy of the large record");
         ensure_eq!(sizes.len(), 3);
+        mesh.ensure_no_batch_refusals()
+    });
+}
+
+/// Issue 11: DeleteRecords is a region's own (offsets are per region) and, like retention,
+/// never deletes what another region has not got. Before the fix east deleted the segments at
+/// once; west, down meanwhile, then received only the later batches, which depend on the
+/// deleted ones, queued them forever and never showed another record of the partition.
+#[test]
+fn delete_records_in_one_region_leaves_every_batch_for_a_region_that_lacks_it() {
+    use rdkafka::TopicPartitionList;
+    let plan = MeshPlan::new(&["east", "west"])
+        .expect("plan")
+        .flag(0, "--log-retention-check-interval-ms", 100)
+        .flag(0, "--log-segment-bytes-min", 1);
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("delrec");
+        create_topic(mesh.region(0), &topic, 1, &[("segment.bytes", "2048")])?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        mesh.region_mut(1).kill9();
+        let producer = acks_all_producer(mesh.region(0))?;
+        let records = |phase: &str, n: usize| -> Vec<TestRecord> {
+            (0..n)
+                .map(|i| TestRecord::value(format!("{phase}-{i:04}-{}", "x".repeat(100))))
+                .collect()
+        };
+        for chunk in records("before", 300).chunks(10) {
+            produce_all(&producer, &topic, chunk)?;
+        }
+        let admin = mesh.region(0).admin();
+        let mut deleted = TopicPartitionList::new();
+        deleted.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(300))?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let result = block_on(admin.delete_records(&deleted, &options))?;
+        let partition = result
+            .find_partition(&topic, 0)
+            .context("no partition in the DeleteRecords result")?;
+        partition.error().context("DeleteRecords")?;
+        // Many maintenance passes run while west is away.
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure_eq!(
+            watermarks(mesh.region(0), &topic)?,
+            (300, 300),
+            "east's watermarks after DeleteRecords"
+        );
+        produce_all(&producer, &topic, &records("after", 10))?;
+        mesh.region_mut(1).restart()?;
+        // West receives every batch east held when it went down, then the new ones.
+        let caught_up = wait_until(CONVERGE_TIMEOUT, || {
+            watermarks(mesh.region(1), &topic).is_ok_and(|(_, high)| high == 310)
+        });
+        if !caught_up {
+            bail!(
+                "west holds {:?} of east's 310 records after restarting",
+                watermarks(mesh.region(1), &topic)
+            );
+        }
+        // West's own log is untouched by east's DeleteRecords.
+        ensure_eq!(watermarks(mesh.region(1), &topic)?.0, 0, "west's log start");
+        // Once west holds everything, east deletes the segments below its log start.
+        let dir = mesh.region(0).partition_dir(&topic, 0);
+        let removed = wait_until(Duration::from_secs(20), || {
+            segment_files(&dir).is_ok_and(|files| files.len() <= 2)
+        });
+        if !removed {
+            bail!(
+                "east still holds {:?} segments below its log start",
+                segment_files(&dir).map(|f| f.len())
+            );
+        }
         mesh.ensure_no_batch_refusals()
     });
 }

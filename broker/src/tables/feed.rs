@@ -13,9 +13,11 @@
 //! keep-alive every 5 s (an empty line, or an SSE comment), so a vanished client is noticed.
 //!
 //! Each feed follows the log itself from the partition's start with rows of its own (silently
-//! below `from`), on a blocking thread, so a line shows the row exactly as it was after that
-//! change, whatever the materializer has done meanwhile. Opening a feed costs one read of the
-//! table's log (after compaction, one record per key) and memory for its rows.
+//! below `from`), so a line shows the row exactly as it was after that change, whatever the
+//! materializer has done meanwhile. Opening a feed costs one read of the table's log (after
+//! compaction, one record per key) and memory for its rows, so at most `--max-change-feeds` are
+//! open at once (more are answered 503). A feed is a task: its reads run a step at a time in the
+//! change-feed lane of the blocking pool (`blocking.rs`), and between steps it holds no thread.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,12 +34,13 @@ use bytes::Bytes;
 use causeway_replication::crdt::{Content, MergeMode, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::records::{for_each_write, skipped, Chunk, WriteReader};
 use super::{is_table, merge_mode};
 use crate::broker::Broker;
 use crate::topics::PartitionHandle;
+use crate::{blocking, metrics};
 
 /// How often an idle feed looks for new records.
 const POLL_PERIOD: Duration = Duration::from_millis(20);
@@ -45,16 +48,51 @@ const POLL_PERIOD: Duration = Duration::from_millis(20);
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Log bytes read per step.
 const CHUNK_BYTES: usize = 1 << 20;
-/// Lines buffered for a slow client before the feed waits for it.
+/// Lines buffered for a slow client before the feed waits for it (a client that stops reading
+/// is closed by the HTTP listener's write timeout).
 const BUFFERED_LINES: usize = 1024;
 
-/// What the change feed handler needs: the broker and the shutdown signal.
+/// What the change feed handler needs: the broker, the shutdown signal and the feeds' slots.
 #[derive(Clone)]
 pub struct FeedState {
-    /// The broker.
-    pub broker: Arc<Broker>,
-    /// Becomes true when the broker shuts down; feeds end then.
-    pub shutdown: watch::Receiver<bool>,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+    /// One permit per feed that may be open (`--max-change-feeds`): each open feed holds a
+    /// table's rows in memory and polls its log.
+    slots: Arc<Semaphore>,
+    slots_max: usize,
+}
+
+impl FeedState {
+    /// Feed state for the HTTP listener; feeds end when `shutdown` becomes true.
+    pub fn new(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> FeedState {
+        let slots_max = broker.options.max_change_feeds as usize;
+        FeedState {
+            broker,
+            shutdown,
+            slots: Arc::new(Semaphore::new(slots_max)),
+            slots_max,
+        }
+    }
+}
+
+/// A feed's place under `--max-change-feeds`, counted in `causeway_table_feeds_open` while held.
+struct FeedSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl FeedSlot {
+    fn take(state: &FeedState) -> Option<FeedSlot> {
+        let permit = state.slots.clone().try_acquire_owned().ok()?;
+        metrics::change_feed_open(true);
+        Some(FeedSlot { _permit: permit })
+    }
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        metrics::change_feed_open(false);
+    }
 }
 
 /// Query of the change feed.
@@ -176,48 +214,89 @@ impl Framing {
     }
 }
 
-/// The feed's loop, on a blocking thread: steps every follower, sends lines, sleeps when idle;
-/// ends when the client is gone or the broker shuts down.
-fn follow(
+/// A feed's state between steps: what it follows and how it frames lines.
+struct Feed {
     topic: String,
     mode: MergeMode,
-    mut followers: Vec<Follower>,
+    followers: Vec<Follower>,
     framing: Framing,
+}
+
+impl Feed {
+    /// Steps every follower once (blocking reads), returning the framed lines and whether any
+    /// follower found new records.
+    fn step(
+        mut self,
+    ) -> (
+        Feed,
+        Result<(Vec<Bytes>, bool), causeway_storage::StorageError>,
+    ) {
+        let mut progressed = false;
+        let mut lines = Vec::new();
+        let framing = self.framing;
+        for follower in &mut self.followers {
+            match follower.step(&self.topic, self.mode, &mut |change| {
+                lines.push(framing.frame(&change))
+            }) {
+                Ok(stepped) => progressed |= stepped,
+                Err(error) => return (self, Err(error)),
+            }
+        }
+        (self, Ok((lines, progressed)))
+    }
+}
+
+/// The feed's loop, a task that holds no thread between steps: each step's reads run in the
+/// change-feed lane; lines go out through a bounded channel (a client that stops reading stalls
+/// its connection until the HTTP write timeout closes it); idle, it sleeps and keeps the
+/// connection alive. Ends when the client is gone or the broker shuts down; `_slot` is the
+/// feed's place under `--max-change-feeds`.
+async fn follow(
+    mut feed: Feed,
     tx: mpsc::Sender<Bytes>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    _slot: FeedSlot,
 ) {
     let mut last_sent = Instant::now();
     loop {
         if *shutdown.borrow() || tx.is_closed() {
             return;
         }
-        let mut progressed = false;
-        let mut lines = Vec::new();
-        for follower in &mut followers {
-            match follower.step(&topic, mode, &mut |change| {
-                lines.push(framing.frame(&change))
-            }) {
-                Ok(stepped) => progressed |= stepped,
-                Err(error) => {
-                    tracing::warn!(topic, %error, "change feed stopped");
-                    return;
-                }
-            }
-        }
-        for line in lines {
-            if tx.blocking_send(line).is_err() {
+        let stepped = match blocking::FEEDS.run(move || feed.step()).await {
+            Ok(stepped) => stepped,
+            Err(error) => {
+                tracing::warn!(%error, "change feed step failed");
                 return;
+            }
+        };
+        let lines;
+        let progressed;
+        (feed, (lines, progressed)) = match stepped {
+            (feed, Ok(step)) => (feed, step),
+            (feed, Err(error)) => {
+                tracing::warn!(topic = feed.topic, %error, "change feed stopped");
+                return;
+            }
+        };
+        for line in lines {
+            tokio::select! {
+                sent = tx.send(line) => if sent.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
             }
             last_sent = Instant::now();
         }
         if !progressed {
             if last_sent.elapsed() >= KEEP_ALIVE {
-                if tx.blocking_send(framing.keep_alive()).is_err() {
+                if tx.send(feed.framing.keep_alive()).await.is_err() {
                     return;
                 }
                 last_sent = Instant::now();
             }
-            std::thread::sleep(POLL_PERIOD);
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_PERIOD) => {}
+                _ = tx.closed() => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
         }
     }
 }
@@ -249,6 +328,16 @@ pub async fn changes(
     if query.from.is_some_and(|from| from < 0) {
         return refuse(StatusCode::BAD_REQUEST, "from must be at least 0".into());
     }
+    let Some(slot) = FeedSlot::take(&state) else {
+        metrics::change_feed_refused();
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} change feeds are open (--max-change-feeds); try again later",
+                state.slots_max
+            ),
+        );
+    };
     let followers: Vec<Follower> = topic
         .partitions()
         .into_iter()
@@ -264,9 +353,13 @@ pub async fn changes(
         _ => Framing::JsonLines,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_LINES);
-    let mode = merge_mode(&overrides);
-    let shutdown = state.shutdown.clone();
-    tokio::task::spawn_blocking(move || follow(topic_name, mode, followers, framing, tx, shutdown));
+    let feed = Feed {
+        mode: merge_mode(&overrides),
+        topic: topic_name,
+        followers,
+        framing,
+    };
+    tokio::spawn(follow(feed, tx, state.shutdown.clone(), slot));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
     });

@@ -30,10 +30,7 @@ const SCAN_LIMIT_DEFAULT: usize = 100;
 pub fn routes(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> Router {
     let feed = Router::new()
         .route("/v1/tables/{topic}/changes", get(super::feed::changes))
-        .with_state(super::feed::FeedState {
-            broker: broker.clone(),
-            shutdown,
-        });
+        .with_state(super::feed::FeedState::new(broker.clone(), shutdown));
     Router::new()
         .route("/v1/tables/{topic}/rows/{key}", get(get_row))
         .route("/v1/tables/{topic}/rows", get(scan_rows))

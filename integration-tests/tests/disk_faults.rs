@@ -1,0 +1,161 @@
+//! Disk faults against the real binary: a full disk during produce gives producers an error,
+//! loses nothing acknowledged, and the broker resumes by itself when space returns.
+//!
+//! The data directory lives on a small tmpfs the test mounts (it needs `CAP_SYS_ADMIN`, as the
+//! network-namespace tests need `CAP_NET_ADMIN`); a machine that refuses the mount fails the
+//! test, it does not skip it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use causeway_integration_tests::{
+    check_produce_consume, create_topic, ensure_eq, payload_str, produce_all, read_partition,
+    read_to_end, topic_name, with_broker, BrokerOptions, BrokerProcess, TestRecord,
+};
+use rdkafka::producer::FutureProducer;
+use rdkafka::Offset;
+use tempfile::TempDir;
+
+/// A tmpfs of a fixed size, unmounted when dropped.
+struct SmallDisk {
+    dir: TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Result<SmallDisk> {
+        let dir = tempfile::Builder::new()
+            .prefix("causeway-small-disk-")
+            .tempdir()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .context("run mount")?;
+        if !out.status.success() {
+            bail!(
+                "mounting a {megabytes} MiB tmpfs failed (the test needs root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes zeros to a file until the disk is full; returns the file.
+    fn fill(&self) -> Result<PathBuf> {
+        let filler = self.path().join("filler");
+        let mut file = std::fs::File::create(&filler)?;
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(error) = file.write_all(&chunk) {
+                if error.kind() == std::io::ErrorKind::StorageFull {
+                    return Ok(filler);
+                }
+                return Err(error).context("filling the disk");
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Produces `records` one at a time; returns the values acknowledged and how many failed.
+fn produce_each(producer: &FutureProducer, topic: &str, values: &[String]) -> (Vec<String>, usize) {
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for value in values {
+        match produce_all(
+            producer,
+            topic,
+            &[TestRecord::value(value.as_bytes()).partition(0)],
+        ) {
+            Ok(_) => acked.push(value.clone()),
+            Err(_) => failed += 1,
+        }
+    }
+    (acked, failed)
+}
+
+/// Every acknowledged value is in the partition, in order. (A record whose producer gave up may
+/// still be in the log; acknowledged ones must all be there.)
+fn expect_all(broker: &BrokerProcess, topic: &str, acked: &[String], when: &str) -> Result<()> {
+    let read = read_to_end(&broker.bootstrap(), topic, 0, Offset::Beginning)?;
+    let log: Vec<String> = read.iter().map(payload_str).collect();
+    let missing: Vec<&String> = acked.iter().filter(|v| !log.contains(v)).collect();
+    if let Some(first) = missing.first() {
+        bail!(
+            "{} acknowledged records are missing {when}, the first {:.12}",
+            missing.len(),
+            first
+        );
+    }
+    let positions: Vec<usize> = acked
+        .iter()
+        .filter_map(|v| log.iter().position(|l| l == v))
+        .collect();
+    if !positions.windows(2).all(|w| w[0] < w[1]) {
+        bail!("acknowledged records are out of order {when}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_full_disk_refuses_produce_loses_nothing_acknowledged_and_recovers_by_itself() {
+    let disk = SmallDisk::mount(64).expect("a small disk");
+    let data = disk.path().join("data");
+    with_broker(BrokerOptions::new().data_dir(&data), |broker| {
+        let topic = topic_name("full");
+        create_topic(broker, &topic, 1, &[])?;
+        let mut producer_config = broker.producer_config();
+        producer_config
+            .set("message.timeout.ms", "3000")
+            .set("retry.backoff.ms", "200");
+        let producer: FutureProducer = producer_config.create()?;
+        let pad = "x".repeat(32 * 1024);
+        let values = |phase: &str, n: usize| -> Vec<String> {
+            (0..n).map(|i| format!("{phase}-{i:04}-{pad}")).collect()
+        };
+
+        let (mut acked, failed) = produce_each(&producer, &topic, &values("before", 20));
+        ensure_eq!(failed, 0, "produce failures before the disk filled");
+
+        let filler = disk.fill()?;
+        let (during, failed) = produce_each(&producer, &topic, &values("full", 6));
+        if failed == 0 {
+            bail!("every produce succeeded on a full disk");
+        }
+        acked.extend(during);
+        // Reads keep working while the disk is full.
+        let read = read_partition(&broker.bootstrap(), &topic, 0, Offset::Beginning, 20)?;
+        ensure_eq!(read.len(), 20, "records readable on a full disk");
+
+        // Space returns: produce resumes without a restart.
+        std::fs::remove_file(&filler)?;
+        let (after, failed) = produce_each(&producer, &topic, &values("after", 20));
+        ensure_eq!(failed, 0, "produce failures after space returned");
+        acked.extend(after);
+        if !broker.is_running() {
+            bail!("the broker exited");
+        }
+        check_produce_consume(broker, &topic_name("health"))?;
+
+        // Nothing acknowledged is lost, in order, before and after a restart.
+        expect_all(broker, &topic, &acked, "after the disk was full")?;
+        broker.restart()?;
+        expect_all(broker, &topic, &acked, "after a restart")
+    });
+    // Keep the disk mounted until the broker has stopped.
+    drop(disk);
+}
