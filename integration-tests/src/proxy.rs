@@ -53,7 +53,8 @@ impl CuttingProxy {
             while !accept_stopped.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        if let Err(error) = forward(client, upstream, &accept_open, &accept_refusing)
+                        if let Err(error) =
+                            forward(client, upstream, &accept_open, &accept_refusing)
                         {
                             eprintln!("proxy: {error:#}");
                         }

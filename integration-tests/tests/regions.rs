@@ -364,7 +364,8 @@ fn a_permanently_cut_link_converges_through_the_third_region() {
             )
         };
         if !wait_until(Duration::from_secs(15), || {
-            link_up("eu").is_ok_and(|v| v == Some(0.0)) && link_up("ap").is_ok_and(|v| v == Some(1.0))
+            link_up("eu").is_ok_and(|v| v == Some(0.0))
+                && link_up("ap").is_ok_and(|v| v == Some(1.0))
         }) {
             bail!(
                 "after the cut, us reports causeway_replication_link_up {:?} for eu and {:?} for ap",
