@@ -21,6 +21,7 @@ use causeway_integration_tests::{
     block_on, check_produce_consume, create_topic, ensure_eq, http_get, payload_str, produce_all,
     topic_name, topic_partition_count, wait_until, BrokerProcess, TestRecord, CLIENT_TIMEOUT,
 };
+use causeway_replication::wire::REPLICATION_API_VERSION;
 use rdkafka::admin::{AdminOptions, NewPartitions};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
@@ -1104,11 +1105,13 @@ fn a_malformed_replication_frame_closes_the_connection_and_the_region_keeps_serv
         MeshPlan::new(&NAMES[..2]).expect("allocate ports"),
         |mesh| {
             let eu = mesh.region(0);
+            let version = REPLICATION_API_VERSION;
             let garbage: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
             let frames = [
-                ("garbage body", replication_frame(0, 7, &garbage)),
-                ("empty body", replication_frame(0, 8, &[])),
-                ("all 0xff body", replication_frame(0, 9, &[0xff; 300])),
+                ("garbage body", replication_frame(version, 7, &garbage)),
+                ("empty body", replication_frame(version, 8, &[])),
+                ("all 0xff body", replication_frame(version, 9, &[0xff; 300])),
+                ("body of version 0", replication_frame(0, 11, &garbage)),
                 ("unknown version", replication_frame(99, 10, &garbage)),
             ];
             for (what, frame) in &frames {
