@@ -1,6 +1,7 @@
 //! A TCP proxy for fault injection: forwards every connection to an upstream address and can cut
 //! all of them at once, as a network failure would, so tests can check what clients and broker
-//! do when a connection dies with requests in flight.
+//! do when a connection dies with requests in flight. It can also stay cut (refusing every new
+//! connection) until restored, for a network partition that heals.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,6 +18,8 @@ pub struct CuttingProxy {
     listener: Mutex<Option<TcpListener>>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stopped: Arc<AtomicBool>,
+    /// Set while the proxy is cut until restored; read and written under the `open` lock.
+    refusing: Arc<AtomicBool>,
     cuts: AtomicUsize,
 }
 
@@ -30,6 +33,7 @@ impl CuttingProxy {
             listener: Mutex::new(Some(listener)),
             open: Arc::default(),
             stopped: Arc::new(AtomicBool::new(false)),
+            refusing: Arc::new(AtomicBool::new(false)),
             cuts: AtomicUsize::new(0),
         })
     }
@@ -44,11 +48,14 @@ impl CuttingProxy {
             .context("the proxy is already forwarding")?;
         listener.set_nonblocking(true)?;
         let (accept_open, accept_stopped) = (self.open.clone(), self.stopped.clone());
+        let accept_refusing = self.refusing.clone();
         thread::spawn(move || {
             while !accept_stopped.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        if let Err(error) = forward(client, upstream, &accept_open) {
+                        if let Err(error) =
+                            forward(client, upstream, &accept_open, &accept_refusing)
+                        {
                             eprintln!("proxy: {error:#}");
                         }
                     }
@@ -75,6 +82,22 @@ impl CuttingProxy {
         count
     }
 
+    /// Closes every forwarded connection now and closes each new one as soon as it is accepted,
+    /// until [`CuttingProxy::restore`]: a link that stays down, as in a network partition.
+    pub fn cut_until_restored(&self) -> usize {
+        {
+            let _open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            self.refusing.store(true, Ordering::Release);
+        }
+        self.cut_all()
+    }
+
+    /// Forwards new connections again after [`CuttingProxy::cut_until_restored`].
+    pub fn restore(&self) {
+        let _open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        self.refusing.store(false, Ordering::Release);
+    }
+
     /// Connections cut so far.
     pub fn cuts(&self) -> usize {
         self.cuts.load(Ordering::Acquire)
@@ -88,13 +111,25 @@ impl Drop for CuttingProxy {
     }
 }
 
-fn forward(client: TcpStream, upstream: SocketAddr, open: &Mutex<Vec<TcpStream>>) -> Result<()> {
+/// Connects `client` to `upstream` and pumps both ways, unless the proxy is refusing (checked
+/// under the `open` lock, so a connection accepted while the proxy is being cut is closed too).
+fn forward(
+    client: TcpStream,
+    upstream: SocketAddr,
+    open: &Mutex<Vec<TcpStream>>,
+    refusing: &AtomicBool,
+) -> Result<()> {
     client.set_nonblocking(false)?;
     let server = TcpStream::connect(upstream).with_context(|| format!("connect {upstream}"))?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     {
         let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        if refusing.load(Ordering::Acquire) {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         open.push(client.try_clone()?);
         open.push(server.try_clone()?);
     }

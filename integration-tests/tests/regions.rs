@@ -1,7 +1,8 @@
 //! Regions: several `causeway` processes replicating every partition active-active, driven with
 //! real clients. Produce in every region at once and every region ends with every record, in an
 //! order that keeps each origin's order and causality; a cut link is routed around through the
-//! third region; a region killed with `kill -9` under load comes back without losing anything
+//! third region; a topic re-created while a region is cut off never mixes with its old
+//! incarnation; a region killed with `kill -9` under load comes back without losing anything
 //! acknowledged; topics and table rows replicate; bad peers and bad frames are refused.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,7 @@ use causeway_integration_tests::{
     segment_files, topic_name, topic_partition_count, wait_until, BrokerProcess, TestRecord,
     CLIENT_TIMEOUT,
 };
+use causeway_replication::wire::REPLICATION_API_VERSION;
 use rdkafka::admin::{AdminOptions, NewPartitions};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
@@ -436,6 +438,183 @@ fn a_permanently_cut_link_converges_through_the_third_region() {
                 "eu never learned us's durable clock through ap: {:?}",
                 regions_status(mesh.region(0))
             );
+        }
+        Ok(())
+    });
+}
+
+/// Test 2b: eu deletes and re-creates a topic while its links to us are down, and us, which has
+/// not seen the delete, goes on writing the old incarnation. Replication names partitions by
+/// incarnation (topic id), not by name alone: when eu's pulls reach us again, eu's new topic
+/// takes in none of us's old records; when us's pulls reach eu, us learns the delete, drops its
+/// old topic and takes the new one; both end with exactly the new incarnation's records and the
+/// same clocks.
+#[test]
+fn a_topic_recreated_while_a_region_is_cut_off_never_takes_in_the_old_incarnation() {
+    const PARTITIONS: i32 = 2;
+    let plan = MeshPlan::new(&NAMES[..2]).expect("allocate ports");
+    let eu_to_us = CuttingProxy::bind().expect("bind a proxy");
+    let us_to_eu = CuttingProxy::bind().expect("bind a proxy");
+    eu_to_us
+        .forward_to(plan.kafka_addr(1))
+        .expect("start the proxy");
+    us_to_eu
+        .forward_to(plan.kafka_addr(0))
+        .expect("start the proxy");
+    // Topics come only from CreateTopics and the catalog, never from a client's metadata request.
+    let plan = plan
+        .route(0, 1, eu_to_us.addr())
+        .route(1, 0, us_to_eu.addr())
+        .flag(0, "--auto-create-topics", "false")
+        .flag(1, "--auto-create-topics", "false");
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("reborn");
+        // `origin:phase:counter`, one record per partition in turn.
+        let records = |origin: &str, phase: &str, from: usize, to: usize| -> Vec<TestRecord> {
+            (from..to)
+                .map(|k| {
+                    TestRecord::value(format!("{origin}:{phase}:{k:05}"))
+                        .partition((k % PARTITIONS as usize) as i32)
+                })
+                .collect()
+        };
+        let values = |records: &[TestRecord]| -> Vec<String> {
+            records
+                .iter()
+                .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into())
+                .collect()
+        };
+        let payloads = |i: usize| -> Result<Vec<String>> {
+            let mut all = Vec::new();
+            for p in 0..PARTITIONS {
+                all.extend(read_all(mesh.region(i), &topic, p)?.iter().map(payload_str));
+            }
+            all.sort();
+            Ok(all)
+        };
+        let link_state = |i: usize, peer: &str| -> Option<(String, i64)> {
+            let status = regions_status(mesh.region(i)).ok()?;
+            let link = peer_status(&status, peer)?;
+            Some((
+                link["state"].as_str()?.to_string(),
+                link["last_pull_ms"].as_i64()?,
+            ))
+        };
+
+        // The first incarnation, written in both regions, replicates both ways. eu writes one
+        // batch per partition, so every dependency of us's old batches on eu is covered by eu's
+        // own batches in the new incarnation too: a broker that mixed incarnations would apply
+        // us's old batches there, not refuse them.
+        create_topic(mesh.region(0), &topic, PARTITIONS, &[])?;
+        wait_topic_everywhere(mesh, &topic, PARTITIONS as usize)?;
+        produce_all(
+            &acks_all_producer(mesh.region(0))?,
+            &topic,
+            &records("eu", "old", 0, PARTITIONS as usize),
+        )?;
+        produce_all(
+            &acks_all_producer(mesh.region(1))?,
+            &topic,
+            &records("us", "old", 0, 40),
+        )?;
+        wait_count_everywhere(mesh, &topic, PARTITIONS, 40 + i64::from(PARTITIONS))?;
+
+        // Partition the regions.
+        eu_to_us.cut_until_restored();
+        us_to_eu.cut_until_restored();
+        let apart = wait_until(Duration::from_secs(15), || {
+            [(0, "us"), (1, "eu")]
+                .iter()
+                .all(|&(i, peer)| link_state(i, peer).is_some_and(|(s, _)| s != "connected"))
+        });
+        if !apart {
+            bail!(
+                "the links still report connected after the cut: eu->us {:?}, us->eu {:?}",
+                link_state(0, "us"),
+                link_state(1, "eu")
+            );
+        }
+
+        // us, cut off, goes on writing the old incarnation; eu deletes the topic, re-creates it
+        // and writes the new incarnation.
+        produce_all(
+            &acks_all_producer(mesh.region(1))?,
+            &topic,
+            &records("us", "old", 40, 80),
+        )?;
+        let deleted = block_on(mesh.region(0).admin().delete_topics(
+            &[&topic],
+            &AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT)),
+        ))?;
+        if !deleted.iter().all(|r| r.is_ok()) {
+            bail!("DeleteTopics in eu: {deleted:?}");
+        }
+        ensure_eq!(
+            topic_partition_count(&mesh.region(0).bootstrap(), &topic)?,
+            None,
+            "the deleted topic is still in eu's metadata"
+        );
+        create_topic(mesh.region(0), &topic, PARTITIONS, &[])?;
+        let eu_new = records("eu", "new", 0, 20);
+        produce_all(&acks_all_producer(mesh.region(0))?, &topic, &eu_new)?;
+
+        // eu's pulls reach us again, us's pulls do not yet: us still serves the old incarnation
+        // under the same name. Let eu pull for a while, then check that it took in nothing old.
+        eu_to_us.restore();
+        let mut first_pull = None;
+        let pulled = wait_until(CONVERGE_TIMEOUT, || match link_state(0, "us") {
+            Some((state, last)) if state == "connected" => {
+                let first = *first_pull.get_or_insert(last);
+                last >= first + 2_000
+            }
+            _ => false,
+        });
+        if !pulled {
+            bail!(
+                "eu did not pull from us for 2 s after the link came back: {:?}",
+                link_state(0, "us")
+            );
+        }
+        let in_eu = payloads(0)?;
+        let mixed: Vec<&String> = in_eu.iter().filter(|p| !p.contains(":new:")).collect();
+        if !mixed.is_empty() {
+            bail!(
+                "eu's re-created topic took in {} records of the old incarnation from us, e.g. {:?}",
+                mixed.len(),
+                &mixed[..mixed.len().min(5)]
+            );
+        }
+
+        // us's pulls reach eu: us learns the delete, drops its old topic, takes the new one.
+        us_to_eu.restore();
+        let mut expected: Vec<String> = values(&eu_new);
+        expected.sort();
+        wait_count_everywhere(mesh, &topic, PARTITIONS, expected.len() as i64)?;
+        for i in 0..mesh.len() {
+            ensure_eq!(payloads(i)?, expected, "records of {}", mesh.name(i));
+        }
+
+        // The new incarnation replicates both ways and the regions settle with equal clocks.
+        let us_new = records("us", "new", 0, 20);
+        produce_all(&acks_all_producer(mesh.region(1))?, &topic, &us_new)?;
+        expected.extend(values(&us_new));
+        expected.sort();
+        wait_count_everywhere(mesh, &topic, PARTITIONS, expected.len() as i64)?;
+        for i in 0..mesh.len() {
+            ensure_eq!(payloads(i)?, expected, "records of {}", mesh.name(i));
+        }
+        wait_regions_settled(mesh)?;
+        let mismatches: f64 = (0..mesh.len())
+            .map(|i| {
+                metric_sum(
+                    mesh.region(i),
+                    "causeway_replication_refused_total",
+                    "reason=\"incarnation_mismatch\"",
+                )
+            })
+            .sum::<Result<f64>>()?;
+        if mismatches < 1.0 {
+            bail!("no region counted an incarnation mismatch: the scenario did not happen");
         }
         Ok(())
     });
@@ -927,11 +1106,13 @@ fn a_malformed_replication_frame_closes_the_connection_and_the_region_keeps_serv
         MeshPlan::new(&NAMES[..2]).expect("allocate ports"),
         |mesh| {
             let eu = mesh.region(0);
+            let version = REPLICATION_API_VERSION;
             let garbage: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
             let frames = [
-                ("garbage body", replication_frame(0, 7, &garbage)),
-                ("empty body", replication_frame(0, 8, &[])),
-                ("all 0xff body", replication_frame(0, 9, &[0xff; 300])),
+                ("garbage body", replication_frame(version, 7, &garbage)),
+                ("empty body", replication_frame(version, 8, &[])),
+                ("all 0xff body", replication_frame(version, 9, &[0xff; 300])),
+                ("body of version 0", replication_frame(0, 11, &garbage)),
                 ("unknown version", replication_frame(99, 10, &garbage)),
             ];
             for (what, frame) in &frames {

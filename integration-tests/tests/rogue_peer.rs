@@ -17,7 +17,9 @@ use causeway_integration_tests::{
 };
 use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
-use causeway_replication::wire::{PartitionBatches, PullError, PullRequest, PullResponse};
+use causeway_replication::wire::{
+    PartitionBatches, PullError, PullRequest, PullResponse, REPLICATION_API_VERSION,
+};
 use causeway_replication::{HybridClock, VectorClock};
 use causeway_storage::CausalMeta;
 
@@ -71,8 +73,9 @@ fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// Serves pulls like a region would, answering the guarded partition with one bad batch per
-/// pull until the list is used up, then with nothing.
+/// Serves pulls like a region would, answering the guarded partition (for the incarnation the
+/// region names, so the batches are judged and not ignored) with one bad batch per pull until the
+/// list is used up, then with nothing.
 fn serve_rogue(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<()> {
     listener.set_nonblocking(false)?;
     let (mut stream, _) = listener.accept()?;
@@ -92,8 +95,9 @@ fn serve_rogue(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<()> {
         let guarded = request
             .partitions
             .iter()
-            .any(|p| p.topic == TOPIC && p.partition == 0);
-        let next_bad = if guarded { bad.next() } else { None };
+            .find(|p| p.topic == TOPIC && p.partition == 0)
+            .map(|p| p.topic_id);
+        let next_bad = if guarded.is_some() { bad.next() } else { None };
         let batches = match next_bad {
             Some((what, batch)) => {
                 eprintln!("rogue: sending a batch with {what}");
@@ -108,17 +112,17 @@ fn serve_rogue(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<()> {
             error: PullError::None,
             region: region_id("rogue"),
             catalog: None,
-            partitions: if guarded {
-                vec![PartitionBatches {
+            partitions: match guarded {
+                Some(topic_id) => vec![PartitionBatches {
                     topic: TOPIC.into(),
+                    topic_id,
                     partition: 0,
                     have: VectorClock::default(),
                     durable: VectorClock::default(),
                     relayed: Vec::new(),
                     batches,
-                }]
-            } else {
-                Vec::new()
+                }],
+                None => Vec::new(),
             },
         };
         let body = response.encode();
@@ -222,6 +226,7 @@ fn a_pull_from_an_unknown_region_is_refused() -> Result<()> {
         origins: Vec::new(),
         partitions: vec![causeway_replication::wire::PartitionPull {
             topic: TOPIC.into(),
+            topic_id: [0; 16],
             partition: 0,
             have: VectorClock::default(),
             durable: VectorClock::default(),
@@ -230,7 +235,7 @@ fn a_pull_from_an_unknown_region_is_refused() -> Result<()> {
     let body = pull.encode();
     let mut frame = ((body.len() + 8) as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&32_000i16.to_be_bytes());
-    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&REPLICATION_API_VERSION.to_be_bytes());
     frame.extend_from_slice(&7i32.to_be_bytes());
     frame.extend_from_slice(&body);
     let mut stream = TcpStream::connect(home.kafka_addr())?;

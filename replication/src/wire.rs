@@ -5,12 +5,28 @@
 //! [`PullResponse`] body. One pull covers every partition the requester hosts, so a link costs
 //! one round trip per pull whatever the partition count.
 //!
-//! ## Body encoding (version 0)
+//! ## Incarnations
+//! A partition is named by topic name, topic id and index. The topic id
+//! ([`crate::topic_catalog::topic_id`]) is derived from the name and the topic's delete stamp, so
+//! it is the same in every region for one incarnation and differs after a delete and re-create.
+//! A region that has not yet merged a delete still hosts the old incarnation under the same name;
+//! the id keeps the two apart: a peer answers a partition whose id differs from its own with no
+//! batches and does not record the requester's clocks for it, and the requester ignores a
+//! response partition whose id differs from its own ([`PartitionPull::same_incarnation`]). Each
+//! partition is judged alone, so the others keep flowing while the catalogs converge.
+//!
+//! ## Body encoding (version 1)
 //! Integers are LEB128 varints unless noted, strings and byte strings are a varint length then
-//! the bytes, vector clocks are [`crate::deps_codec`] varint vectors. Per batch: origin, seq, HLC,
-//! the dependency vector delta-encoded against the previous batch of the same partition
+//! the bytes, vector clocks are [`crate::deps_codec`] varint vectors. Every partition entry, in
+//! requests and responses, starts with the topic name, the topic id (16 bytes as is), the
+//! partition index and the sender's two clocks. Per batch: origin, seq, HLC, the dependency vector
+//! delta-encoded against the previous batch of the same partition
 //! ([`crate::deps_codec::encode_delta`]), then the Kafka record batch bytes. Every count and
 //! length is bounded before anything is allocated; a malformed body is an error, never a panic.
+//!
+//! Version 0 had no topic id. A server refuses a version it does not speak by closing the
+//! connection, so regions on versions 0 and 1 do not replicate with each other until all run
+//! version 1; they never misread each other.
 
 use bytes::Bytes;
 use causeway_storage::CausalMeta;
@@ -24,8 +40,12 @@ use crate::deps_codec::{
 
 /// The private Kafka API key of the replication pull, far above Kafka's own keys.
 pub const REPLICATION_API_KEY: i16 = 32_000;
-/// The only body version so far.
-pub const REPLICATION_API_VERSION: i16 = 0;
+/// The body version spoken (and the only one accepted): 1 added the topic id to every
+/// partition entry (see the module docs).
+pub const REPLICATION_API_VERSION: i16 = 1;
+
+/// A Kafka topic id: which incarnation of a topic name (see [`crate::topic_catalog::topic_id`]).
+pub type TopicId = [u8; 16];
 
 /// Longest topic name accepted (Kafka's limit).
 const TOPIC_BYTES_MAX: usize = 249;
@@ -64,12 +84,22 @@ pub struct PullRequest {
 pub struct PartitionPull {
     /// Topic name.
     pub topic: String,
+    /// The incarnation of the topic the requester hosts; the peer serves only the same one.
+    pub topic_id: TopicId,
     /// Partition index.
     pub partition: u32,
     /// The requester's vector clock for the partition.
     pub have: VectorClock,
     /// The requester's durable clock (for the stable cut).
     pub durable: VectorClock,
+}
+
+impl PartitionPull {
+    /// Whether the requester names the incarnation `hosted` (the server's current topic id):
+    /// only then may its batches be served and its clocks recorded.
+    pub fn same_incarnation(&self, hosted: &TopicId) -> bool {
+        self.topic_id == *hosted
+    }
 }
 
 /// Why a pull was refused as a whole.
@@ -120,6 +150,8 @@ pub struct PullResponse {
 pub struct PartitionBatches {
     /// Topic name.
     pub topic: String,
+    /// The incarnation of the topic the server hosts; the requester applies only the same one.
+    pub topic_id: TopicId,
     /// Partition index.
     pub partition: u32,
     /// The server's vector clock for the partition.
@@ -131,6 +163,14 @@ pub struct PartitionBatches {
     pub relayed: Vec<(u32, VectorClock)>,
     /// Batches the requester lacks, in the server's log order.
     pub batches: Vec<Batch<Bytes>>,
+}
+
+impl PartitionBatches {
+    /// Whether the server answered for the incarnation `hosted` (the requester's current topic
+    /// id): only then may its batches be applied and its clocks recorded.
+    pub fn same_incarnation(&self, hosted: &TopicId) -> bool {
+        self.topic_id == *hosted
+    }
 }
 
 /// Why a body did not decode.
@@ -185,6 +225,15 @@ impl<'a> Reader<'a> {
         String::from_utf8(raw.to_vec()).map_err(|_| WireError::Malformed("topic is not UTF-8"))
     }
 
+    fn topic_id(&mut self) -> Result<TopicId, WireError> {
+        let end = self.at.checked_add(16).ok_or(WireError::Truncated)?;
+        let raw = self.buf.get(self.at..end).ok_or(WireError::Truncated)?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(raw);
+        self.at = end;
+        Ok(id)
+    }
+
     fn clock(&mut self) -> Result<VectorClock, WireError> {
         let rest = self.buf.get(self.at..).ok_or(WireError::Truncated)?;
         let (deps, used) = decode_varint(rest)?;
@@ -217,15 +266,18 @@ fn put_clock(clock: &VectorClock, out: &mut Vec<u8>) {
     encode_varint(&clock.to_deps(), out);
 }
 
-/// What requests and responses say first about a partition: its name and the sender's clocks.
+/// What requests and responses say first about a partition: its name, incarnation and index,
+/// and the sender's clocks.
 fn put_partition_head(
     topic: &str,
+    topic_id: &TopicId,
     partition: u32,
     have: &VectorClock,
     durable: &VectorClock,
     out: &mut Vec<u8>,
 ) {
     put_bytes(topic.as_bytes(), out);
+    out.extend_from_slice(topic_id);
     put_varint(u64::from(partition), out);
     put_clock(have, out);
     put_clock(durable, out);
@@ -246,7 +298,14 @@ impl PullRequest {
         }
         put_varint(self.partitions.len() as u64, &mut out);
         for p in &self.partitions {
-            put_partition_head(&p.topic, p.partition, &p.have, &p.durable, &mut out);
+            put_partition_head(
+                &p.topic,
+                &p.topic_id,
+                p.partition,
+                &p.have,
+                &p.durable,
+                &mut out,
+            );
         }
         out
     }
@@ -277,6 +336,7 @@ impl PullRequest {
         for _ in 0..count {
             partitions.push(PartitionPull {
                 topic: r.topic()?,
+                topic_id: r.topic_id()?,
                 partition: r.u32()?,
                 have: r.clock()?,
                 durable: r.clock()?,
@@ -316,7 +376,14 @@ impl PullResponse {
         }
         put_varint(self.partitions.len() as u64, &mut out);
         for p in &self.partitions {
-            put_partition_head(&p.topic, p.partition, &p.have, &p.durable, &mut out);
+            put_partition_head(
+                &p.topic,
+                &p.topic_id,
+                p.partition,
+                &p.have,
+                &p.durable,
+                &mut out,
+            );
             put_varint(p.relayed.len() as u64, &mut out);
             for (region, clock) in &p.relayed {
                 put_varint(u64::from(*region), &mut out);
@@ -350,6 +417,7 @@ impl PullResponse {
         let mut partitions = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             let topic = r.topic()?;
+            let topic_id = r.topic_id()?;
             let partition = r.u32()?;
             let have = r.clock()?;
             let durable = r.clock()?;
@@ -378,6 +446,7 @@ impl PullResponse {
             }
             partitions.push(PartitionBatches {
                 topic,
+                topic_id,
                 partition,
                 have,
                 durable,
@@ -400,6 +469,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::topic_catalog::{topic_id, CatalogStamp};
 
     fn clock(entries: &[(u32, u64)]) -> VectorClock {
         VectorClock::from_deps(entries)
@@ -421,6 +491,7 @@ mod tests {
             catalog: Some(b"catalog".to_vec()),
             partitions: vec![PartitionBatches {
                 topic: "orders".into(),
+                topic_id: topic_id("orders", Some(CatalogStamp::new(1 << 41, 9))),
                 partition: 3,
                 have: clock(&[(7, 2), (9, 1)]),
                 durable: clock(&[(7, 1)]),
@@ -443,16 +514,86 @@ mod tests {
             max_bytes: 1 << 20,
             catalog_digest: u64::MAX,
             origins: vec![7],
-            partitions: vec![PartitionPull {
-                topic: "orders".into(),
-                partition: 0,
-                have: clock(&[(7, 10)]),
-                durable: clock(&[(7, 9)]),
-            }],
+            partitions: vec![
+                PartitionPull {
+                    topic: "orders".into(),
+                    topic_id: topic_id("orders", None),
+                    partition: 0,
+                    have: clock(&[(7, 10)]),
+                    durable: clock(&[(7, 9)]),
+                },
+                PartitionPull {
+                    topic: "audit".into(),
+                    topic_id: [0xff; 16],
+                    partition: 2,
+                    have: clock(&[]),
+                    durable: clock(&[]),
+                },
+            ],
         };
         assert_eq!(PullRequest::decode(&request.encode()), Ok(request));
         let response = sample_response();
         assert_eq!(PullResponse::decode(&response.encode()), Ok(response));
+    }
+
+    #[test]
+    fn the_topic_id_travels_as_sixteen_bytes_after_the_name() {
+        let id = topic_id("orders", Some(CatalogStamp::new(5, 1)));
+        let pull = PartitionPull {
+            topic: "orders".into(),
+            topic_id: id,
+            partition: 1,
+            have: clock(&[]),
+            durable: clock(&[]),
+        };
+        let mut head = Vec::new();
+        put_partition_head(&pull.topic, &id, 1, &pull.have, &pull.durable, &mut head);
+        assert_eq!(head[0], 6, "name length");
+        assert_eq!(&head[1..7], b"orders");
+        assert_eq!(&head[7..23], &id[..]);
+        assert_eq!(head[23], 1, "partition index");
+        // Any id decodes, and a body cut inside the id is truncated, not misread.
+        let request = PullRequest {
+            region: 1,
+            secret: Vec::new(),
+            max_wait_ms: 0,
+            max_bytes: 0,
+            catalog_digest: 0,
+            origins: Vec::new(),
+            partitions: vec![pull],
+        };
+        let bytes = request.encode();
+        let id_end = bytes.len() - 3; // partition index and two empty clocks follow the id
+        for cut in id_end - 16..id_end {
+            assert_eq!(
+                PullRequest::decode(&bytes[..cut]),
+                Err(WireError::Truncated),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_same_incarnation_is_served_or_applied() {
+        let old = topic_id("orders", None);
+        let new = topic_id("orders", Some(CatalogStamp::new(1 << 41, 7)));
+        let other_name = topic_id("payments", None);
+        assert_ne!(old, new, "a re-created topic is another incarnation");
+        let pull = |topic_id| PartitionPull {
+            topic: "orders".into(),
+            topic_id,
+            partition: 0,
+            have: clock(&[]),
+            durable: clock(&[]),
+        };
+        assert!(pull(old).same_incarnation(&old));
+        assert!(!pull(old).same_incarnation(&new));
+        assert!(!pull(new).same_incarnation(&old));
+        assert!(!pull(old).same_incarnation(&other_name));
+        let mut answer = sample_response().partitions.remove(0);
+        answer.topic_id = new;
+        assert!(answer.same_incarnation(&new));
+        assert!(!answer.same_incarnation(&old));
     }
 
     #[test]

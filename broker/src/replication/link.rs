@@ -3,8 +3,10 @@
 //! failure log it, back off and reconnect. Nothing a peer sends can touch applied data: bad
 //! batches are dropped before the core sees them, and the core refuses bad metadata.
 //!
-//! Partitions are independent: one whose batches are refused, or whose log fails, is left out
-//! of this link's pulls for a pause that doubles while the trouble lasts ([`Holds`]), and is
+//! Partitions are independent: one whose batches are refused, or whose log fails, or which the
+//! peer answers for another incarnation of the topic (a delete and re-create not yet merged by
+//! both regions: nothing of it is applied, the peer's clocks for it are not recorded), is left
+//! out of this link's pulls for a pause that doubles while the trouble lasts ([`Holds`]), and is
 //! logged at most once per period; the link and the other partitions carry on.
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use causeway_replication::delivery::{Batch, PullResponse as CoreResponse, Refusal};
 use causeway_replication::wire::{
-    PartitionPull, PullError, PullRequest, PullResponse, REPLICATION_API_KEY,
+    PartitionPull, PullError, PullRequest, PullResponse, TopicId, REPLICATION_API_KEY,
     REPLICATION_API_VERSION,
 };
 use causeway_replication::VectorClock;
@@ -193,8 +195,9 @@ pub async fn run(broker: Arc<Broker>, index: usize, mut shutdown: watch::Receive
     }
 }
 
-/// Per partition, the highest sequence per origin a response carries.
-type Ahead = HashMap<(String, u32), VectorClock>;
+/// Per partition, the incarnation a response answered for and the highest sequence per origin
+/// among its batches.
+type Ahead = HashMap<PartitionKey, (TopicId, VectorClock)>;
 
 /// One connection: pull and apply until something fails. Pulls are pipelined: as soon as a
 /// response arrives the next pull goes out, asking for what follows that response, so the peer
@@ -272,18 +275,36 @@ async fn pull_until_error(
     }
 }
 
-/// Per partition, the highest sequence per origin among a response's batches.
+/// Per partition, the incarnation and the highest sequence per origin among a response's
+/// batches.
 fn tops(response: &PullResponse) -> Ahead {
     let mut ahead = Ahead::new();
     for part in &response.partitions {
         for batch in &part.batches {
             ahead
                 .entry((part.topic.clone(), part.partition))
-                .or_default()
+                .or_insert_with(|| (part.topic_id, VectorClock::default()))
+                .1
                 .advance(batch.meta.origin_region, batch.meta.origin_seq);
         }
     }
     ahead
+}
+
+/// `have` advanced past the batches of a response being applied (`ahead`), unless they belong
+/// to another incarnation than `topic_id` (the one hosted here): those are not applied, so the
+/// next pull must not claim them.
+fn have_after(
+    mut have: VectorClock,
+    topic_id: &TopicId,
+    ahead: Option<&(TopicId, VectorClock)>,
+) -> VectorClock {
+    if let Some((_, tops)) = ahead.filter(|(id, _)| id == topic_id) {
+        for (origin, seq) in tops.to_deps() {
+            have.advance(origin, seq);
+        }
+    }
+    have
 }
 
 /// Builds the next pull on the blocking pool (it locks every partition's replica), leaving out
@@ -351,20 +372,22 @@ fn build_request(
     let now = now_ms();
     let mut partitions = Vec::new();
     for topic in broker.topics.all() {
+        let topic_id = *topic.id.as_bytes();
         for partition in topic.partitions() {
             let index = u32::try_from(partition.index).unwrap_or(0);
-            if !held.is_empty() && held.contains(&(topic.name.clone(), index)) {
+            let key = (topic.name.clone(), index);
+            if !held.is_empty() && held.contains(&key) {
                 continue;
             }
             let replica = partition.replica();
-            let mut have = replica.clock().clone();
-            if let Some(tops) = ahead.and_then(|a| a.get(&(topic.name.clone(), index))) {
-                for (origin, seq) in tops.to_deps() {
-                    have.advance(origin, seq);
-                }
-            }
+            let have = have_after(
+                replica.clock().clone(),
+                &topic_id,
+                ahead.and_then(|a| a.get(&key)),
+            );
             partitions.push(PartitionPull {
                 topic: topic.name.clone(),
+                topic_id,
                 partition: index,
                 have,
                 durable: replica.durable_clock().clone(),
@@ -457,14 +480,31 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
     let mut applied = Applied::default();
     let wall = u64::try_from(now_ms()).unwrap_or(0);
     for part in response.partitions {
-        let Some(partition) = broker
-            .topics
-            .get(&part.topic)
-            .and_then(|t| t.partition(i32::try_from(part.partition).ok()?))
-        else {
+        let Some((topic_id, partition)) = broker.topics.get(&part.topic).and_then(|t| {
+            let partition = t.partition(i32::try_from(part.partition).ok()?)?;
+            Some((t.id, partition))
+        }) else {
             continue;
         };
         let key = (part.topic.clone(), part.partition);
+        if !part.same_incarnation(topic_id.as_bytes()) {
+            // The peer hosts another incarnation of the name: one of the two regions has not
+            // merged a delete and re-create yet. Its batches and clocks describe that one, so
+            // nothing of it is applied or recorded here until the catalogs agree.
+            metrics::replication_refused("incarnation_mismatch");
+            applied.troubles.push((
+                key,
+                Trouble {
+                    kind: "incarnation_mismatch",
+                    refused: part.batches.len() as u64,
+                    first: format!(
+                        "the peer answered for topic id {}, this region hosts {topic_id} (a delete and re-create not yet merged by both regions)",
+                        uuid::Uuid::from_bytes(part.topic_id)
+                    ),
+                },
+            ));
+            continue;
+        }
         let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(part.batches.len());
         let mut trouble: Option<Trouble> = None;
         for batch in part.batches {
@@ -564,7 +604,16 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use causeway_storage::ControlType;
+    use tempfile::TempDir;
+
     use super::*;
+    use crate::config::parse_cli_from;
+    use crate::replication::serve::collect;
+    use crate::topics::NewTopic;
 
     fn refused(kind: &'static str) -> Trouble {
         Trouble {
@@ -606,5 +655,177 @@ mod tests {
         assert_eq!(holds.by_partition[&key].delay_ms, HOLD_MIN_MS);
         holds.clean(&key, now + TROUBLE_LOG_PERIOD_MS);
         assert!(holds.by_partition.is_empty());
+    }
+
+    #[test]
+    fn a_pull_claims_the_batches_in_flight_only_for_the_same_incarnation() {
+        let (old, new) = ([1; 16], [2; 16]);
+        let have = VectorClock::from_deps(&[(7, 3)]);
+        let in_flight = (new, VectorClock::from_deps(&[(7, 5), (9, 2)]));
+        let after = |ahead| have_after(have.clone(), &new, ahead).to_deps();
+        assert_eq!(after(Some(&in_flight)), vec![(7, 5), (9, 2)]);
+        assert_eq!(after(None), vec![(7, 3)]);
+        let of_old = (old, in_flight.1.clone());
+        assert_eq!(
+            after(Some(&of_old)),
+            vec![(7, 3)],
+            "not applied, so not claimed"
+        );
+    }
+
+    /// A region's broker over `dir`, with `peer` as its only peer (no link or server runs: the
+    /// tests hand pulls and responses over themselves).
+    fn region(dir: &Path, name: &str, peer: &str) -> Broker {
+        let dir = dir.to_str().expect("UTF-8 temp dir");
+        let peer = format!("{peer}@127.0.0.1:9");
+        let args = [
+            "causeway",
+            "--data-dir",
+            dir,
+            "--region",
+            name,
+            "--peer",
+            &peer,
+            "--replication-secret",
+            "s",
+        ];
+        Broker::open(parse_cli_from(args).expect("options").serve).expect("broker opens")
+    }
+
+    const TOPIC: &str = "orders";
+
+    fn topic_id(broker: &Broker) -> TopicId {
+        *broker
+            .topics
+            .get(TOPIC)
+            .expect("topic hosted")
+            .id
+            .as_bytes()
+    }
+
+    fn clock(broker: &Broker) -> Vec<(u32, u64)> {
+        let topic = broker.topics.get(TOPIC).expect("topic hosted");
+        let partition = topic.partition(0).expect("partition 0");
+        let deps = partition.replica().clock().to_deps();
+        deps
+    }
+
+    /// What `broker`'s replica of the topic last recorded of `peer`'s durable clock, for `origin`.
+    fn recorded(broker: &Broker, peer: u32, origin: u32) -> u64 {
+        let topic = broker.topics.get(TOPIC).expect("topic hosted");
+        let partition = topic.partition(0).expect("partition 0");
+        let replica = partition.replica();
+        replica.peer_clock(peer).map_or(0, |c| c.get(origin))
+    }
+
+    /// Appends one durable batch (a transaction marker, which needs no producer state) made
+    /// here.
+    fn write(broker: &Broker) {
+        let topic = broker.topics.get(TOPIC).expect("topic hosted");
+        let partition = topic.partition(0).expect("partition 0");
+        partition
+            .append_local_control(ControlType::Abort, 1, 0, now_ms())
+            .expect("append");
+        partition.sync(&broker.replication).expect("sync");
+    }
+
+    /// `puller`'s next pull, as `server` answers it.
+    fn pull(puller: &Broker, server: &Broker) -> PullResponse {
+        let request = build_request(puller, server.replication.region_id, None, &HashSet::new());
+        collect(server, &request)
+    }
+
+    #[test]
+    fn a_pull_and_a_response_apply_only_to_the_same_incarnation() {
+        let dirs = [TempDir::new().expect("dir"), TempDir::new().expect("dir")];
+        let eu = region(dirs[0].path(), "eu", "us");
+        let us = region(dirs[1].path(), "us", "eu");
+        let (eu_id, us_id) = (eu.replication.region_id, us.replication.region_id);
+        eu.topics
+            .create(NewTopic {
+                name: TOPIC.into(),
+                partitions: 1,
+                configs: BTreeMap::new(),
+            })
+            .expect("create");
+        apply(&us, eu_id, pull(&us, &eu)).expect("us learns the topic");
+        let old = topic_id(&us);
+        assert_eq!(old, topic_id(&eu));
+
+        // eu deletes and re-creates the topic and writes to it; us, not knowing, writes to the old one.
+        eu.topics.delete(TOPIC).expect("delete");
+        eu.topics
+            .create(NewTopic {
+                name: TOPIC.into(),
+                partitions: 1,
+                configs: BTreeMap::new(),
+            })
+            .expect("re-create");
+        let new = topic_id(&eu);
+        assert_ne!(old, new);
+        write(&eu);
+        write(&us);
+        write(&us);
+
+        // eu pulls us: us serves its old topic nothing and does not record eu's clocks in it; eu
+        // applies nothing of it and records nothing of us's.
+        let answer = pull(&eu, &us);
+        let part = &answer.partitions[0];
+        assert_eq!((part.topic_id, part.batches.len()), (old, 0));
+        assert_eq!(
+            recorded(&us, eu_id, eu_id),
+            0,
+            "eu's clock of another incarnation"
+        );
+        let applied = apply(&eu, us_id, answer).expect("apply");
+        assert_eq!(applied.troubles.len(), 1);
+        assert_eq!(applied.troubles[0].1.kind, "incarnation_mismatch");
+        assert_eq!(clock(&eu), vec![(eu_id, 1)]);
+        assert_eq!(recorded(&eu, us_id, us_id), 0);
+
+        // Even batches served under the old id (a server that judged otherwise) are not applied,
+        // and the next pull does not claim them.
+        let mut forged = build_request(&eu, us_id, None, &HashSet::new());
+        forged.partitions[0].topic_id = old;
+        let answer = collect(&us, &forged);
+        assert_eq!(answer.partitions[0].batches.len(), 2);
+        let ahead = tops(&answer);
+        let next = build_request(&eu, us_id, Some(&ahead), &HashSet::new());
+        assert_eq!(next.partitions[0].have.get(us_id), 0);
+        let applied = apply(&eu, us_id, answer).expect("apply");
+        assert_eq!((applied.batches, applied.troubles[0].1.refused), (0, 2));
+        assert_eq!(clock(&eu), vec![(eu_id, 1)]);
+        assert_eq!(recorded(&eu, us_id, us_id), 0);
+
+        // us pulls eu: eu serves the new topic nothing and records nothing of us's old clocks;
+        // the catalog in the answer makes us drop its old topic for the new one, whose clocks it
+        // then takes.
+        let answer = pull(&us, &eu);
+        let part = &answer.partitions[0];
+        assert_eq!((part.topic_id, part.batches.len()), (new, 0));
+        assert!(answer.catalog.is_some());
+        assert_eq!(
+            recorded(&eu, us_id, us_id),
+            0,
+            "us's clock of another incarnation"
+        );
+        let applied = apply(&us, eu_id, answer).expect("apply");
+        assert!(applied.troubles.is_empty(), "{:?}", applied.troubles);
+        assert_eq!(topic_id(&us), new);
+        assert!(
+            clock(&us).is_empty(),
+            "the old incarnation's batches went with it"
+        );
+        assert_eq!(recorded(&us, eu_id, eu_id), 1);
+
+        // From now on the new incarnation replicates both ways.
+        let applied = apply(&us, eu_id, pull(&us, &eu)).expect("apply");
+        assert_eq!(applied.batches, 1);
+        write(&us);
+        let applied = apply(&eu, us_id, pull(&eu, &us)).expect("apply");
+        assert_eq!((applied.batches, applied.troubles.len()), (1, 0));
+        assert_eq!(clock(&eu), clock(&us));
+        let both = VectorClock::from_deps(&[(eu_id, 1), (us_id, 1)]);
+        assert_eq!(clock(&eu), both.to_deps());
     }
 }

@@ -1,5 +1,7 @@
 //! Answers a peer's pull: authenticate it, then for every partition it names, the batches it
-//! lacks (from the origins it asked for), in this log's order, up to a byte budget. A pull with
+//! lacks (from the origins it asked for), in this log's order, up to a byte budget. A partition
+//! named with another incarnation (topic id) than the one hosted here is answered with no
+//! batches, and the requester's clocks for it are not recorded. A pull with
 //! nothing to return waits for news up to its `max_wait_ms` (long poll), so an idle link costs a
 //! round trip per wait period and a busy one ships batches as soon as they are servable.
 
@@ -87,18 +89,37 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
 }
 
 /// Builds the response from every named partition's replica.
-fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
+pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
     let replication = &broker.replication;
     let mut budget = request.max_bytes as usize;
     let mut partitions = Vec::with_capacity(request.partitions.len());
     for wanted in &request.partitions {
-        let Some(partition) = broker
-            .topics
-            .get(&wanted.topic)
-            .and_then(|t| t.partition(i32::try_from(wanted.partition).ok()?))
-        else {
+        let Some((topic_id, partition)) = broker.topics.get(&wanted.topic).and_then(|t| {
+            let partition = t.partition(i32::try_from(wanted.partition).ok()?)?;
+            Some((*t.id.as_bytes(), partition))
+        }) else {
             continue;
         };
+        if !wanted.same_incarnation(&topic_id) {
+            // The requester hosts another incarnation of the name (one of the two regions has
+            // not merged a delete and re-create yet): nothing of this one is served to it, and
+            // its clocks, which describe the other one, are not recorded (they would count
+            // towards `causeway.min.regions` and the stable cut). The answer carries this
+            // incarnation's id and clocks; the catalog in the same response settles it.
+            metrics::replication_refused("incarnation_mismatch");
+            tracing::debug!(topic = %wanted.topic, partition = wanted.partition, region = request.region, "pull names another incarnation of the topic; serving it nothing");
+            let replica = partition.replica();
+            partitions.push(PartitionBatches {
+                topic: wanted.topic.clone(),
+                topic_id,
+                partition: wanted.partition,
+                have: replica.clock().clone(),
+                durable: replica.durable_clock().clone(),
+                relayed: Vec::new(),
+                batches: Vec::new(),
+            });
+            continue;
+        }
         let mut have = wanted.have.clone();
         if !request.origins.is_empty() {
             // Origins not asked for look fully held, so none of their batches are served.
@@ -133,6 +154,7 @@ fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
                 metrics::replication_served(&wanted.topic, served.batches.len(), bytes);
                 partitions.push(PartitionBatches {
                     topic: wanted.topic.clone(),
+                    topic_id,
                     partition: wanted.partition,
                     have: served.have,
                     durable: served.durable,
@@ -145,6 +167,7 @@ fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
                 let replica = partition.replica();
                 partitions.push(PartitionBatches {
                     topic: wanted.topic.clone(),
+                    topic_id,
                     partition: wanted.partition,
                     have: replica.clock().clone(),
                     durable: replica.durable_clock().clone(),
