@@ -101,6 +101,15 @@ mod tests {
                 running.fetch_sub(1, Ordering::SeqCst);
             })));
         }
+        // The lane fills to its size.
+        let started = tokio::time::Instant::now();
+        while running.load(Ordering::SeqCst) < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the lane never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Another lane runs at once although this one is full.
         let other = tokio::time::timeout(Duration::from_secs(5), FSYNC.run(|| 7)).await;
         assert!(matches!(other, Ok(Ok(7))), "the fsync lane waited");
