@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_replication::delivery::PullRequest as CorePull;
-use causeway_replication::wire::{PartitionBatches, PullError, PullRequest, PullResponse};
+use causeway_replication::wire::{
+    PartitionBatches, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
+};
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::metrics;
+use crate::topics::PartitionHandle;
 
 /// Batches served per partition per pull.
 const BATCHES_PER_PARTITION_MAX: usize = 256;
@@ -88,6 +91,24 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
     }
 }
 
+/// A partition's answer with no batches: this region's clocks for it, nothing relayed.
+fn nothing_served(
+    wanted: &PartitionPull,
+    topic_id: TopicId,
+    partition: &PartitionHandle,
+) -> PartitionBatches {
+    let replica = partition.replica();
+    PartitionBatches {
+        topic: wanted.topic.clone(),
+        topic_id,
+        partition: wanted.partition,
+        have: replica.clock().clone(),
+        durable: replica.durable_clock().clone(),
+        relayed: Vec::new(),
+        batches: Vec::new(),
+    }
+}
+
 /// Builds the response from every named partition's replica.
 pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
     let replication = &broker.replication;
@@ -108,16 +129,7 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
             // incarnation's id and clocks; the catalog in the same response settles it.
             metrics::replication_refused("incarnation_mismatch");
             tracing::debug!(topic = %wanted.topic, partition = wanted.partition, region = request.region, "pull names another incarnation of the topic; serving it nothing");
-            let replica = partition.replica();
-            partitions.push(PartitionBatches {
-                topic: wanted.topic.clone(),
-                topic_id,
-                partition: wanted.partition,
-                have: replica.clock().clone(),
-                durable: replica.durable_clock().clone(),
-                relayed: Vec::new(),
-                batches: Vec::new(),
-            });
+            partitions.push(nothing_served(wanted, topic_id, &partition));
             continue;
         }
         let mut have = wanted.have.clone();
@@ -164,16 +176,7 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
             }
             Err(error) => {
                 tracing::error!(topic = %wanted.topic, partition = wanted.partition, %error, "serving a pull failed");
-                let replica = partition.replica();
-                partitions.push(PartitionBatches {
-                    topic: wanted.topic.clone(),
-                    topic_id,
-                    partition: wanted.partition,
-                    have: replica.clock().clone(),
-                    durable: replica.durable_clock().clone(),
-                    relayed: Vec::new(),
-                    batches: Vec::new(),
-                });
+                partitions.push(nothing_served(wanted, topic_id, &partition));
             }
         }
     }
