@@ -154,10 +154,23 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.broker.is_ready() {
-        (StatusCode::OK, "ready\n")
+/// Ready or not, then one line per damaged batch found on disk: the broker still serves, but an
+/// operator looking at a region should see what its disk lost.
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    let (status, mut body) = if state.broker.is_ready() {
+        (StatusCode::OK, "ready\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string())
+    };
+    for topic in state.broker.topics.all() {
+        for partition in topic.partitions() {
+            for range in partition.log.damaged_ranges() {
+                body.push_str(&format!(
+                    "damaged batch: {}-{} offsets {}..={}: {}\n",
+                    topic.name, partition.index, range.first, range.last, range.reason
+                ));
+            }
+        }
     }
+    (status, body)
 }

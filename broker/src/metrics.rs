@@ -222,6 +222,8 @@ pub fn publish_partition_gauges(topics: &Topics) {
             gauge!("causeway_partition_log_start_offset", &labels)
                 .set(partition.log.log_start_offset() as f64);
             gauge!("causeway_partition_size_bytes", &labels).set(partition.log.size_bytes() as f64);
+            gauge!("causeway_partition_damaged_batches", &labels)
+                .set(partition.log.damaged_ranges().len() as f64);
         }
     }
 }

@@ -1457,3 +1457,119 @@ fn delete_records_in_one_region_leaves_every_batch_for_a_region_that_lacks_it() 
         mesh.ensure_no_batch_refusals()
     });
 }
+
+/// Byte ranges `(position, length)` of the record batches in a segment file.
+fn batch_spans(log: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while let Some(len) = log.get(at + 8..at + 12) {
+        let total = 12 + i32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        spans.push((at, total));
+        at += total;
+    }
+    spans
+}
+
+#[test]
+fn a_batch_damaged_on_one_regions_disk_reaches_a_lagging_region_from_another() {
+    let plan = MeshPlan::new(&NAMES).expect("allocate ports");
+    let us_to_eu = CuttingProxy::bind().expect("bind a proxy");
+    let us_to_ap = CuttingProxy::bind().expect("bind a proxy");
+    us_to_eu
+        .forward_to(plan.kafka_addr(0))
+        .expect("start the proxy");
+    us_to_ap
+        .forward_to(plan.kafka_addr(2))
+        .expect("start the proxy");
+    let plan = plan
+        .route(1, 0, us_to_eu.addr())
+        .route(1, 2, us_to_ap.addr());
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("damaged");
+        create_topic(mesh.region(0), &topic, 1, &[])?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        // us hears from nobody while eu writes and ap copies.
+        us_to_eu.cut_until_restored();
+        us_to_ap.cut_until_restored();
+        let producer = acks_all_producer(mesh.region(0))?;
+        let sent: Vec<TestRecord> = (0..50)
+            .map(|i| TestRecord::value(format!("eu-{i:03}")))
+            .collect();
+        for chunk in sent.chunks(5) {
+            produce_all(&producer, &topic, chunk)?;
+        }
+        let copied = wait_until(CONVERGE_TIMEOUT, || {
+            watermarks(mesh.region(2), &topic).is_ok_and(|(_, high)| high == 50)
+        });
+        if !copied {
+            bail!(
+                "ap holds {:?} of eu's 50 records",
+                watermarks(mesh.region(2), &topic)
+            );
+        }
+
+        // eu's disk damages its third batch (page cache included: the broker reads the change).
+        let log_path = mesh
+            .region(0)
+            .partition_dir(&topic, 0)
+            .join("00000000000000000000.log");
+        let log = std::fs::read(&log_path)?;
+        let spans = batch_spans(&log);
+        ensure_eq!(spans.len() >= 4, true, "eu's log holds several batches");
+        let last_byte = spans[2].0 + spans[2].1 - 1;
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new().write(true).open(&log_path)?,
+            &[log[last_byte] ^ 0xFF],
+            last_byte as u64,
+        )?;
+
+        // us reaches eu only: it gets the damaged copy, refuses it, and stays short.
+        us_to_eu.restore();
+        let found = wait_until(CONVERGE_TIMEOUT, || {
+            metric(mesh.region(0), "causeway_storage_corrupt_batches_total")
+                .is_ok_and(|v| v.unwrap_or(0.0) >= 1.0)
+        });
+        if !found {
+            bail!(
+                "eu never reported its damaged batch:\n{}",
+                mesh.diagnostics()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let (_, short) = watermarks(mesh.region(1), &topic)?;
+        ensure_eq!(
+            short < 50,
+            true,
+            "us holds {short} records before reaching ap"
+        );
+        let (_, readyz) = http_get(mesh.region(0).http_addr(), "/readyz")?;
+        ensure_eq!(
+            readyz.contains(&format!("damaged batch: {topic}-0")),
+            true,
+            "eu's /readyz: {readyz}"
+        );
+
+        // Once ap is reachable, us fetches eu's batch from ap's intact copy.
+        us_to_ap.restore();
+        let healed = wait_until(CONVERGE_TIMEOUT, || {
+            watermarks(mesh.region(1), &topic).is_ok_and(|(_, high)| high == 50)
+        });
+        if !healed {
+            bail!(
+                "us holds {:?} of 50 records after reaching ap:\n{}",
+                watermarks(mesh.region(1), &topic),
+                mesh.diagnostics()
+            );
+        }
+        let got: Vec<String> = read_all(mesh.region(1), &topic, 0)?
+            .iter()
+            .map(payload_str)
+            .collect();
+        let want: Vec<String> = sent
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into())
+            .collect();
+        ensure_eq!(got, want, "us's copy of eu's records");
+        Ok(())
+    });
+}

@@ -59,6 +59,8 @@ pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
 pub use partition::compaction::{
     CompactionPlan, SegmentSnapshot, SegmentWriter, StagedSegment, StoredBatch, SwapReport,
 };
-pub use partition::{remove_partition_dir, AppendResult, MaintenanceReport, Partition, ReadResult};
+pub use partition::{
+    remove_partition_dir, AppendResult, DamagedRange, MaintenanceReport, Partition, ReadResult,
+};
 pub use producers::{AbortedTransaction, ProducerStates, SequenceError};
 pub use table_store::TableStore;

@@ -35,7 +35,10 @@ use crate::segment::{remove_if_exists, Segment, SyncJob};
 use crate::telemetry;
 
 pub mod compaction;
+mod damage;
 mod high_water;
+
+pub use damage::DamagedRange;
 
 /// The partitionLeaderEpoch written into every appended batch.
 const LEADER_EPOCH: i32 = 0;
@@ -218,6 +221,8 @@ pub struct Partition {
     /// Whether a new segment file was created since the directory was last fsynced.
     dir_dirty: AtomicBool,
     opened_cleanly: bool,
+    /// Batches found damaged when read (see `partition/damage.rs`).
+    damage: damage::Damage,
 }
 
 /// Segment base offsets found in `dir`, ascending; stale temp files are removed.
@@ -324,6 +329,7 @@ impl Partition {
             poisoned: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
             opened_cleanly,
+            damage: damage::Damage::default(),
         })
     }
 

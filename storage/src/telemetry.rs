@@ -6,6 +6,8 @@ pub const FSYNC_SECONDS: &str = "causeway_storage_fsync_seconds";
 pub const FSYNCS_TOTAL: &str = "causeway_storage_fsyncs_total";
 /// Counter: bytes cut from segment and causal files by recovery.
 pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "causeway_storage_recovery_truncated_bytes_total";
+/// Counter: stored batches found damaged (CRC or framing) when read.
+pub const CORRUPT_BATCHES_TOTAL: &str = "causeway_storage_corrupt_batches_total";
 /// Counter: segments deleted by retention or DeleteRecords.
 pub const SEGMENTS_DELETED_TOTAL: &str = "causeway_storage_segments_deleted_total";
 
@@ -23,4 +25,9 @@ pub(crate) fn recovery_truncated(bytes: u64) {
 /// Records deleted segments.
 pub(crate) fn segments_deleted(count: u64) {
     metrics::counter!(SEGMENTS_DELETED_TOTAL).increment(count);
+}
+
+/// Records a stored batch found damaged.
+pub(crate) fn corrupt_batch_found() {
+    metrics::counter!(CORRUPT_BATCHES_TOTAL).increment(1);
 }

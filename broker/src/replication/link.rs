@@ -406,10 +406,10 @@ fn build_request(
 }
 
 /// The origins to ask `peer` for: its own batches, plus those of every origin whose own link is
-/// down (anti-entropy routes around a broken link through any other peer). Asking every peer
-/// for everything would carry each batch once per peer, so while the mesh is healthy each
-/// origin's batches come from the origin itself. This region's own batches are never asked for:
-/// only batches durable here ever left it.
+/// down (anti-entropy routes around a broken link through any other peer) or that a peer served
+/// damaged (`detour.rs`). Asking every peer for everything would carry each batch once per peer,
+/// so while the mesh is healthy each origin's batches come from the origin itself. This
+/// region's own batches are never asked for: only batches durable here ever left it.
 fn wanted_origins(broker: &Broker, peer: u32, now: i64) -> Vec<u32> {
     let replication = &broker.replication;
     replication
@@ -421,6 +421,7 @@ fn wanted_origins(broker: &Broker, peer: u32, now: i64) -> Vec<u32> {
             p.id == peer
                 || facts.state != LinkState::Connected
                 || now - facts.last_pull_ms > LINK_DOWN_AFTER_MS
+                || replication.detours.active(p.id, now)
         })
         .map(|(p, _)| p.id)
         .collect()
@@ -513,6 +514,9 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
             } else {
                 applied.refused += 1;
                 metrics::replication_refused("bad_batch");
+                replication
+                    .detours
+                    .damaged_copy(batch.meta.origin_region, now_ms());
                 let first = || {
                     format!(
                         "batch {}:{} is not one well-formed record batch",

@@ -262,6 +262,9 @@ impl BatchLog for ReplicaLog {
                         header.base_offset
                     ))
                 })?;
+                // A damaged copy is still served: the peer refuses it and fetches the batch
+                // from another region (`replication/detour.rs`).
+                self.log.verify_stored(header, batch_bytes);
                 bytes += batch_bytes.len();
                 out.push((
                     header.base_offset as u64,

@@ -3,6 +3,7 @@
 //! every peer a [`link`] that pulls from it over the Kafka port, and [`serve`] answers peers'
 //! pulls. See `docs/replication.md` for the protocol and the guarantees.
 
+pub mod detour;
 pub mod handle;
 pub mod link;
 pub mod log;
@@ -66,6 +67,8 @@ pub struct Replication {
     peer_progress: watch::Sender<u64>,
     /// Peers already reported stale, so the warning is logged once per episode.
     pub stale_reported: Mutex<BTreeSet<u32>>,
+    /// Origins asked of every peer because a peer served a damaged copy.
+    pub detours: detour::Detours,
 }
 
 impl Replication {
@@ -105,6 +108,7 @@ impl Replication {
             own_progress: watch::channel(0).0,
             peer_progress: watch::channel(0).0,
             stale_reported: Mutex::new(BTreeSet::new()),
+            detours: detour::Detours::default(),
         })
     }
 

@@ -2,6 +2,7 @@
 
 mod append_read;
 mod compaction;
+mod damage;
 mod durability;
 mod producers;
 mod properties;
