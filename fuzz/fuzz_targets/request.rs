@@ -8,6 +8,12 @@ use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
 use causeway_protocol::request::decode_request;
 use libfuzzer_sys::fuzz_target;
 
+/// The broker's allocator: without it an array count of 2^31 is a 150 GB allocation the broker
+/// never makes (see `causeway_protocol::alloc_guard`).
+#[global_allocator]
+static ALLOCATOR: causeway_protocol::alloc_guard::GuardedAllocator =
+    causeway_protocol::alloc_guard::GuardedAllocator;
+
 /// The broker's default `socket.request.max.bytes`.
 const BODY_BYTES_MAX: usize = 104_857_600;
 

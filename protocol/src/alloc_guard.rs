@@ -24,7 +24,8 @@ const RESERVE_LAZILY_BYTES: usize = 1 << 32;
 /// Largest alignment an mmap'd block satisfies (it is page aligned).
 const PAGE_BYTES: usize = 4096;
 
-/// The global allocator of every binary linking the broker.
+/// The global allocator for every binary that decodes requests: install it with
+/// `#[global_allocator]` in the binary (the `causeway` binary and the request fuzz target do).
 pub struct GuardedAllocator;
 
 fn reserved_lazily(layout: Layout) -> bool {

@@ -11,12 +11,13 @@
 //! - [`client`] is the other side: encode a request, read and decode its response, over any
 //!   byte stream (the CLI and tests bring the socket).
 //!
-//! - `alloc_guard` is the process allocator of every binary that decodes requests with this
-//!   crate: the decoder's safety against absurd array counts depends on it (see there).
+//! - [`alloc_guard`] is the allocator every binary that decodes requests with this crate should
+//!   install: the decoder's safety against absurd array counts depends on it (see there). The
+//!   crate offers it and does not install it, so each binary chooses its own allocator.
 //!
 //! This crate knows nothing of sockets or disks.
 
-mod alloc_guard;
+pub mod alloc_guard;
 pub mod client;
 pub mod frame;
 pub mod records;
@@ -26,5 +27,7 @@ pub mod versions;
 
 pub use kafka_protocol;
 
+/// This crate's own tests decode hostile frames, so they run under the allocator the broker uses.
+#[cfg(test)]
 #[global_allocator]
-static ALLOCATOR: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;
+static TEST_ALLOCATOR: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;

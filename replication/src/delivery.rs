@@ -31,7 +31,7 @@
 //! temporary: once local time catches up, the same batch is accepted on a later pull.
 //!
 //! ## Durability and sequence reuse
-//! A region serves its *own* batches only once they are durable ([`PartitionReplica::sync`]),
+//! A region serves its *own* batches only once they are durable ([`PartitionReplica::synced`]),
 //! so a crash can lose only an own tail that nobody else has seen, and reusing those sequence
 //! numbers after restart can never give two regions different data for the same
 //! `(origin, seq)`. Remote batches are served whether synced locally or not: their origin holds
@@ -40,7 +40,8 @@
 
 use std::collections::BTreeMap;
 
-use causeway_storage::CausalMeta;
+pub use causeway_causal::BatchId;
+use causeway_causal::CausalMeta;
 
 use crate::clock::VectorClock;
 use crate::hlc::HybridClock;
@@ -53,15 +54,6 @@ const SERVE_READ_CHUNK: usize = 256;
 /// whose requester already has most of the log (progress is still guaranteed: the first entry
 /// scanned is always one the requester lacks).
 const SERVE_SCAN_FACTOR: usize = 16;
-
-/// Identity of a batch across all regions: its origin region and its sequence there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BatchId {
-    /// Region that produced the batch.
-    pub origin: u32,
-    /// Sequence among that region's batches of the partition, starting at 1.
-    pub seq: u64,
-}
 
 /// A replicated batch: the causal metadata stamped at its origin and an opaque payload (the Kafka
 /// record batch in the broker, a digest in the simulator), so this core never parses records.
@@ -76,10 +68,7 @@ pub struct Batch<P> {
 impl<P> Batch<P> {
     /// The batch's `(origin, seq)`.
     pub fn id(&self) -> BatchId {
-        BatchId {
-            origin: self.meta.origin_region,
-            seq: self.meta.origin_seq,
-        }
+        self.meta.id()
     }
 }
 
@@ -119,18 +108,17 @@ pub struct LogState {
 /// partition and its `(origin, seq) -> offset` index; the simulator over a `Vec`.
 ///
 /// Contract: appends arrive in an order where every batch's dependencies and its predecessor
-/// from the same origin come first (the replica guarantees it); a crash keeps a prefix of the
-/// appended batches that includes everything before the last successful [`BatchLog::sync`].
+/// from the same origin come first (the replica guarantees it for remote batches, and its stamp
+/// for own ones); a crash keeps a prefix of the appended batches that includes everything before
+/// the last sync the caller reported with [`PartitionReplica::synced`]. Syncing is the caller's
+/// business, not the replica's: the broker syncs by group commit outside the replica's lock.
 pub trait BatchLog {
     /// The payload stored with each batch; compared only to detect conflicting copies.
     type Payload: Clone + PartialEq;
 
-    /// Appends one batch at the end of the log (page cache; durability comes from `sync`).
+    /// Appends one batch at the end of the log (page cache; the caller syncs and reports it).
     /// [`AppendError::Refused`] must leave the log unchanged.
     fn append(&mut self, batch: Batch<Self::Payload>) -> Result<(), AppendError>;
-
-    /// Makes everything appended so far survive a crash.
-    fn sync(&mut self) -> Result<(), LogError>;
 
     /// Log position of a batch, or `None` if the log does not hold it.
     fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError>;
@@ -382,82 +370,50 @@ impl<L: BatchLog> PartitionReplica<L> {
         }
     }
 
-    /// Stamps and appends a batch produced here: `seq = V[self] + 1`, dependencies `V` before the
-    /// append, a fresh HLC stamp at `wall_ms`. The batch is replicated once a later
-    /// [`PartitionReplica::sync`] makes it durable (acks=all is answered then, too).
-    pub fn append_local(
-        &mut self,
-        payload: L::Payload,
-        wall_ms: u64,
-    ) -> Result<CausalMeta, ReplicaError> {
-        self.append_local_with(wall_ms, |log, meta| {
-            log.append(Batch {
-                meta: meta.clone(),
-                payload,
-            })
-            .map_err(|error| match error {
-                AppendError::Failed(error) => error,
-                AppendError::Refused(reason) => {
-                    LogError(format!("refused a local batch: {reason}"))
-                }
-            })?;
-            Ok((true, meta.clone()))
-        })
+    /// The log, for the caller's own appends: a batch produced here is stamped by
+    /// [`PartitionReplica::stamp_local`], appended by the caller (which alone knows what else
+    /// the log checks, such as an idempotent producer's retry) and reported with
+    /// [`PartitionReplica::local_appended`]; the caller holds the replica across the three so
+    /// no other stamp comes between.
+    pub fn log_mut(&mut self) -> &mut L {
+        &mut self.log
     }
 
-    /// Stamps a batch produced here and lets `write` append it with that metadata. `write`
-    /// returns whether it appended, and may decline (`false`), for instance when the log
-    /// recognises an idempotent producer's retry that it already holds: then the sequence is not
-    /// used and nothing changes. The broker appends through this because the log, not the
-    /// replica, knows about producers.
-    pub fn append_local_with<T>(
-        &mut self,
-        wall_ms: u64,
-        write: impl FnOnce(&mut L, &CausalMeta) -> Result<(bool, T), LogError>,
-    ) -> Result<T, ReplicaError> {
+    /// The causal metadata for the next batch produced here: `seq = V[self] + 1`, dependencies
+    /// `V` as it is now, a fresh HLC stamp at `wall_ms`. Nothing else changes until the caller
+    /// reports the append with [`PartitionReplica::local_appended`]; a stamp never reported
+    /// (the log declined or failed the append) is simply handed out again.
+    pub fn stamp_local(&mut self, wall_ms: u64) -> Result<CausalMeta, ReplicaError> {
         self.check_poisoned()?;
         let region = self.config.region;
-        let meta = CausalMeta {
+        Ok(CausalMeta {
             origin_region: region,
             origin_seq: self.clock.get(region) + 1,
             hlc: self.hlc.tick(wall_ms),
             deps: self.clock.to_deps(),
-        };
-        match write(&mut self.log, &meta) {
-            Ok((appended, written)) => {
-                if appended {
-                    self.clock.advance(region, meta.origin_seq);
-                }
-                Ok(written)
-            }
-            Err(error) => {
-                self.poisoned = true;
-                Err(error.into())
-            }
+        })
+    }
+
+    /// Records that the log now holds the batch stamped `meta` by the last
+    /// [`PartitionReplica::stamp_local`]. The batch is replicated once a later
+    /// [`PartitionReplica::synced`] covers it (acks=all is answered then, too). A stamp that is
+    /// not the next own sequence (stale, or never handed out) changes nothing.
+    pub fn local_appended(&mut self, meta: &CausalMeta) {
+        let region = self.config.region;
+        if meta.origin_region == region && meta.origin_seq == self.clock.get(region) + 1 {
+            self.clock.advance(region, meta.origin_seq);
         }
     }
 
-    /// Records that everything up to `synced` (a [`PartitionReplica::clock`] read earlier, whose
-    /// batches the caller has since made durable through the log) survives a crash. The broker
-    /// uses this instead of [`PartitionReplica::sync`] so that appends continue while the fsync
-    /// runs (group commit) instead of waiting behind the replica's lock.
-    pub fn mark_durable(&mut self, synced: &VectorClock) {
+    /// Records that everything up to `synced` (a [`PartitionReplica::clock`] read before the
+    /// caller made the log durable) survives a crash: own batches up to it become servable and
+    /// the durable clock (what peers use for the stable cut) advances. Reading the clock first
+    /// and syncing outside the replica lets appends continue while the fsync runs (group commit).
+    pub fn synced(&mut self, synced: &VectorClock) {
         for (region, seq) in synced.to_deps() {
             self.durable
                 .advance(region, seq.min(self.clock.get(region)));
         }
-    }
-
-    /// Makes everything applied so far durable; own batches up to here become servable and the
-    /// durable clock (what peers use for the stable cut) catches up with the clock.
-    pub fn sync(&mut self) -> Result<(), ReplicaError> {
-        self.check_poisoned()?;
-        if let Err(error) = self.log.sync() {
-            self.poisoned = true;
-            return Err(error.into());
-        }
-        self.durable = self.clock.clone();
-        Ok(())
     }
 
     /// Checks a remote batch's metadata against the configuration and itself.
@@ -678,20 +634,11 @@ impl<L: BatchLog> PartitionReplica<L> {
     }
 
     /// Answers a peer's pull with up to `limit` batches it lacks, in this log's order, starting
-    /// at the earliest missing one (found through the `(origin, seq)` index). Own batches are
-    /// served only up to the durable clock. Records the peer's durable clock.
+    /// at the earliest missing one (found through the `(origin, seq)` index), and stopping once
+    /// the batches served reach `bytes_max` as measured by `size` (always at least one batch
+    /// when one is servable), so a response stays bounded in memory whatever the batch sizes.
+    /// Own batches are served only up to the durable clock. Records the peer's durable clock.
     pub fn serve_pull(
-        &mut self,
-        request: &PullRequest,
-        limit: usize,
-    ) -> Result<PullResponse<L::Payload>, ReplicaError> {
-        self.serve_pull_within(request, limit, usize::MAX, |_| 0)
-    }
-
-    /// [`PartitionReplica::serve_pull`], also stopping once the batches served reach
-    /// `bytes_max` as measured by `size` (always at least one batch when one is servable), so a
-    /// response stays bounded in memory whatever the batch sizes.
-    pub fn serve_pull_within(
         &mut self,
         request: &PullRequest,
         limit: usize,
@@ -843,7 +790,7 @@ fn dep(deps: &[(u32, u64)], region: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::MemoryLog;
+    use crate::sim::{LocalWrites, MemoryLog, SyncableLog};
 
     const A: u32 = 1;
     const B: u32 = 2;
@@ -1015,20 +962,26 @@ mod tests {
         a.append_local(1, NOW).expect("append");
         let request = replica(B).pull_request(A);
         assert!(a
-            .serve_pull(&request, 10)
+            .serve_pull(&request, 10, usize::MAX, |_| 0)
             .expect("serve")
             .batches
             .is_empty());
-        a.sync().expect("sync");
-        assert_eq!(a.serve_pull(&request, 10).expect("serve").batches.len(), 1);
+        a.sync();
+        assert_eq!(
+            a.serve_pull(&request, 10, usize::MAX, |_| 0)
+                .expect("serve")
+                .batches
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn a_declined_local_write_uses_no_sequence() {
         let mut a = replica(A);
-        a.append_local_with(NOW, |_, _| Ok((false, ())))
-            .expect("append");
-        assert_eq!(a.clock().get(A), 0);
+        let declined = a.stamp_local(NOW).expect("stamp");
+        assert_eq!(declined.origin_seq, 1);
+        assert_eq!(a.clock().get(A), 0, "a stamp alone takes no sequence");
         let meta = a.append_local(7, NOW).expect("append");
         assert_eq!(meta.origin_seq, 1);
     }
@@ -1039,9 +992,12 @@ mod tests {
         a.append_local(1, NOW).expect("append");
         let synced = a.clock().clone();
         a.append_local(2, NOW).expect("append");
-        a.mark_durable(&synced);
+        a.synced(&synced);
         let request = replica(B).pull_request(A);
-        let served = a.serve_pull(&request, 10).expect("serve").batches;
+        let served = a
+            .serve_pull(&request, 10, usize::MAX, |_| 0)
+            .expect("serve")
+            .batches;
         assert_eq!(served.len(), 1);
         assert_eq!(a.durable_clock().get(A), 1);
     }
@@ -1052,16 +1008,22 @@ mod tests {
         let mut b = replica(B);
         let mut c = replica(C);
         a.append_local(1, NOW).expect("append");
-        a.sync().expect("sync");
+        a.sync();
         // B and C pull A's batch; A and B never talk directly afterwards.
         for r in [&mut b, &mut c] {
-            let response = a.serve_pull(&r.pull_request(A), 10).expect("serve");
+            let response = a
+                .serve_pull(&r.pull_request(A), 10, usize::MAX, |_| 0)
+                .expect("serve");
             r.receive_response(response, NOW).expect("receive");
-            r.sync().expect("sync");
+            r.sync();
         }
-        let from_c = c.serve_pull(&a.pull_request(C), 10).expect("serve");
+        let from_c = c
+            .serve_pull(&a.pull_request(C), 10, usize::MAX, |_| 0)
+            .expect("serve");
         a.receive_response(from_c, NOW).expect("receive");
-        let to_b = b.serve_pull(&c.pull_request(B), 10).expect("serve");
+        let to_b = b
+            .serve_pull(&c.pull_request(B), 10, usize::MAX, |_| 0)
+            .expect("serve");
         c.receive_response(to_b, NOW).expect("receive");
         assert_eq!(
             a.stable_cut().get(A),
@@ -1081,10 +1043,10 @@ mod tests {
         for payload in 0..10 {
             a.append_local(payload, NOW).expect("append");
         }
-        a.sync().expect("sync");
+        a.sync();
         let request = replica(B).pull_request(A);
         let mut served = |bytes_max| {
-            a.serve_pull_within(&request, 100, bytes_max, |_| 4)
+            a.serve_pull(&request, 100, bytes_max, |_| 4)
                 .expect("serve")
                 .batches
                 .len()
@@ -1102,15 +1064,21 @@ mod tests {
         for payload in 0..5 {
             a.append_local(payload, NOW).expect("append");
         }
-        a.sync().expect("sync");
-        let from_a = a.serve_pull(&b.pull_request(A), 3).expect("serve");
+        a.sync();
+        let from_a = a
+            .serve_pull(&b.pull_request(A), 3, usize::MAX, |_| 0)
+            .expect("serve");
         assert_eq!(from_a.batches.len(), 3);
         b.receive_response(from_a, NOW).expect("receive");
         b.append_local(100, NOW).expect("append");
-        b.sync().expect("sync");
+        b.sync();
         // C never talks to A: it gets A's batches and B's from B, in an order it can apply.
         let report = c
-            .receive_response(b.serve_pull(&c.pull_request(B), 10).expect("serve"), NOW)
+            .receive_response(
+                b.serve_pull(&c.pull_request(B), 10, usize::MAX, |_| 0)
+                    .expect("serve"),
+                NOW,
+            )
             .expect("receive");
         assert_eq!((report.applied, report.queued), (4, 0));
         assert_eq!(c.clock(), &clock(&[(A, 3), (B, 1)]));
@@ -1122,10 +1090,10 @@ mod tests {
         for payload in 0..10 {
             a.append_local(payload, NOW).expect("append");
         }
-        a.sync().expect("sync");
+        a.sync();
         let mut request = replica(B).pull_request(A);
         request.have = clock(&[(A, 6)]);
-        let served = a.serve_pull(&request, 2).expect("serve");
+        let served = a.serve_pull(&request, 2, usize::MAX, |_| 0).expect("serve");
         let seqs: Vec<u64> = served.batches.iter().map(|b| b.meta.origin_seq).collect();
         assert_eq!(seqs, vec![7, 8]);
     }
@@ -1135,18 +1103,28 @@ mod tests {
         let mut a = replica(A);
         a.append_local(1, NOW).expect("append");
         a.append_local(2, NOW).expect("append");
-        a.sync().expect("sync");
+        a.sync();
         let mut b = replica(B);
-        b.receive_response(a.serve_pull(&b.pull_request(A), 1).expect("serve"), NOW)
-            .expect("receive");
-        b.sync().expect("sync");
-        a.serve_pull(&b.pull_request(A), 10).expect("serve");
+        b.receive_response(
+            a.serve_pull(&b.pull_request(A), 1, usize::MAX, |_| 0)
+                .expect("serve"),
+            NOW,
+        )
+        .expect("receive");
+        b.sync();
+        a.serve_pull(&b.pull_request(A), 10, usize::MAX, |_| 0)
+            .expect("serve");
         assert_eq!(a.stable_cut(), VectorClock::default(), "C never reported");
         let mut c = replica(C);
-        c.receive_response(a.serve_pull(&c.pull_request(A), 10).expect("serve"), NOW)
-            .expect("receive");
-        c.sync().expect("sync");
-        a.serve_pull(&c.pull_request(A), 0).expect("serve");
+        c.receive_response(
+            a.serve_pull(&c.pull_request(A), 10, usize::MAX, |_| 0)
+                .expect("serve"),
+            NOW,
+        )
+        .expect("receive");
+        c.sync();
+        a.serve_pull(&c.pull_request(A), 0, usize::MAX, |_| 0)
+            .expect("serve");
         assert_eq!(a.stable_cut(), clock(&[(A, 1)]), "B durably holds only A:1");
         assert_eq!(
             stable_cut([&clock(&[(A, 2), (B, 1)]), &clock(&[(A, 1), (B, 3)])]),
@@ -1160,12 +1138,12 @@ mod tests {
         let mut request = replica(B).pull_request(A);
         request.from = 9;
         assert_eq!(
-            a.serve_pull(&request, 10),
+            a.serve_pull(&request, 10, usize::MAX, |_| 0),
             Err(ReplicaError::UnknownPeer(9))
         );
         request.from = A;
         assert_eq!(
-            a.serve_pull(&request, 10),
+            a.serve_pull(&request, 10, usize::MAX, |_| 0),
             Err(ReplicaError::UnknownPeer(A))
         );
     }
@@ -1175,7 +1153,7 @@ mod tests {
         let mut c = replica(C);
         c.receive(batch(A, 1, &[], 1), NOW).expect("receive");
         c.receive(batch(A, 3, &[(A, 2)], 3), NOW).expect("receive");
-        c.sync().expect("sync");
+        c.sync();
         let c = PartitionReplica::recover(config(C), c.into_log()).expect("recover");
         assert_eq!(c.clock(), &clock(&[(A, 1)]));
         assert_eq!(c.durable_clock(), c.clock());
@@ -1191,9 +1169,6 @@ mod tests {
             fn append(&mut self, _: Batch<u64>) -> Result<(), AppendError> {
                 Err(LogError("disk full".into()).into())
             }
-            fn sync(&mut self) -> Result<(), LogError> {
-                Ok(())
-            }
             fn position_of(&self, _: BatchId) -> Result<Option<u64>, LogError> {
                 Ok(None)
             }
@@ -1205,9 +1180,16 @@ mod tests {
             }
         }
         let mut a = PartitionReplica::recover(config(A), FailingLog).expect("recover");
-        assert!(matches!(a.append_local(1, NOW), Err(ReplicaError::Log(_))));
+        assert!(matches!(
+            a.receive(batch(B, 1, &[], 1), NOW),
+            Err(ReplicaError::Log(_))
+        ));
         assert_eq!(a.clock(), &VectorClock::default());
-        assert_eq!(a.sync(), Err(ReplicaError::Poisoned));
+        assert_eq!(a.stamp_local(NOW), Err(ReplicaError::Poisoned));
+        assert_eq!(
+            a.receive(batch(C, 1, &[], 2), NOW),
+            Err(ReplicaError::Poisoned)
+        );
     }
 
     /// A memory log that refuses payload 666 (as the broker's log refuses a batch it cannot
@@ -1222,9 +1204,6 @@ mod tests {
             }
             self.0.append(batch)
         }
-        fn sync(&mut self) -> Result<(), LogError> {
-            self.0.sync()
-        }
         fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError> {
             self.0.position_of(id)
         }
@@ -1233,6 +1212,15 @@ mod tests {
         }
         fn recover(&self) -> Result<LogState, LogError> {
             self.0.recover()
+        }
+    }
+
+    impl SyncableLog for PickyLog {
+        fn end(&self) -> usize {
+            self.0.len()
+        }
+        fn sync_through(&mut self, end: usize) {
+            self.0.sync_through(end);
         }
     }
 
@@ -1277,7 +1265,7 @@ mod tests {
             vec![(refused, Refusal::LogRefused("not here".into()))]
         );
         assert_eq!(q.pending_len(), 0);
-        q.sync().expect("not poisoned");
+        q.stamp_local(NOW).expect("not poisoned");
     }
 
     #[test]

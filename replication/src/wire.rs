@@ -29,7 +29,7 @@
 //! version 1; they never misread each other.
 
 use bytes::Bytes;
-use causeway_storage::CausalMeta;
+use causeway_causal::CausalMeta;
 
 use crate::clock::VectorClock;
 use crate::delivery::Batch;

@@ -133,6 +133,7 @@ fn calm(regions: usize) -> SimConfig {
         sync_per_million: 100_000,
         pull_interval_ms: 5,
         pull_limit: 32,
+        pull_bytes_max: 8 << 20,
         delay_ms_max: 10,
         drop_per_million: 0,
         dup_per_million: 0,

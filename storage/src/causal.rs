@@ -27,19 +27,7 @@ const ENTRY_HEADER_BYTES: usize = 8;
 const FIXED_PAYLOAD_BYTES: usize = 8 + 4 + 8 + 8 + 4;
 const DEP_BYTES: usize = 12;
 
-/// What replication needs to know about one batch: where it came from, its hybrid logical clock
-/// and the vector of per-region sequences it causally depends on.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CausalMeta {
-    /// Id of the region that produced the batch (see `Catalog::region_id`).
-    pub origin_region: u32,
-    /// Sequence of the batch among its origin region's batches.
-    pub origin_seq: u64,
-    /// Hybrid logical clock stamp.
-    pub hlc: u64,
-    /// Dependencies as (region id, sequence), sorted by region id.
-    pub deps: Vec<(u32, u64)>,
-}
+pub use causeway_causal::CausalMeta;
 
 /// One decoded `.causal` entry: the batch it belongs to and its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -356,13 +356,13 @@ impl Partition {
     /// Appends ONE already-validated batch (from `split_batches`): assigns offsets, stamps
     /// LogAppendTime if configured, rolls first if the active segment is full or older than
     /// segment.ms, writes the batch (page cache, no fsync), its causal entry and index entries.
-    /// `stamp` runs under the write lock with the previous batch's metadata, so stamping and
-    /// appending are atomic.
+    /// `meta` is the causal stamp the replica gave the batch; the caller holds the replica
+    /// across stamping and appending, so stamps reach the log in order.
     pub fn append(
         &self,
         batch: &mut [u8],
         now_ms: i64,
-        stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
+        meta: &CausalMeta,
     ) -> Result<AppendResult, StorageError> {
         let header = BatchHeader::parse(batch)?;
         if header.is_control() {
@@ -372,7 +372,7 @@ impl Partition {
             .into());
         }
         compaction::refuse_cleaned(&header)?;
-        self.append_batch(batch, Source::Local(None), now_ms, stamp)
+        self.append_batch(batch, Source::Local(None), now_ms, meta)
     }
 
     /// Appends ONE batch that another region produced, with the causal metadata its origin
@@ -396,7 +396,7 @@ impl Partition {
         } else {
             None
         };
-        self.append_batch(batch, Source::Replicated(control), now_ms, |_| meta.clone())
+        self.append_batch(batch, Source::Replicated(control), now_ms, meta)
     }
 
     /// Whether some appended bytes are not fsynced yet.
@@ -412,10 +412,10 @@ impl Partition {
         producer_id: i64,
         epoch: i16,
         now_ms: i64,
-        stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
+        meta: &CausalMeta,
     ) -> Result<AppendResult, StorageError> {
         let mut batch = control_batch(kind, producer_id, epoch, 0, now_ms);
-        self.append_batch(&mut batch, Source::Local(Some(kind)), now_ms, stamp)
+        self.append_batch(&mut batch, Source::Local(Some(kind)), now_ms, meta)
     }
 
     /// The causal metadata of every batch whose base offset lies in `[from, to)`, by base offset
@@ -455,7 +455,7 @@ impl Partition {
         batch: &mut [u8],
         source: Source,
         now_ms: i64,
-        stamp: impl FnOnce(Option<&CausalMeta>) -> CausalMeta,
+        meta: &CausalMeta,
     ) -> Result<AppendResult, StorageError> {
         self.check_poisoned()?;
         let header = BatchHeader::parse(batch)?;
@@ -522,11 +522,10 @@ impl Partition {
             log_append_time_ms = now_ms;
         }
         let header = BatchHeader::parse(batch)?;
-        let meta = stamp(st.last_causal());
         let interval = st.config.index_interval_bytes;
         if let Err(failure) = st
             .active_mut()
-            .append(batch, &header, &meta, interval, now_ms)
+            .append(batch, &header, meta, interval, now_ms)
         {
             if !failure.consistent {
                 tracing::error!(dir = %self.dir.display(), error = %failure.error, "append left a partial batch; poisoning partition");

@@ -46,9 +46,12 @@ impl PartitionHandle {
     ) -> Result<LocalAppend, StorageError> {
         let mut replica = self.replica();
         let wall = u64::try_from(now_ms).unwrap_or(0);
-        let result = replica
-            .append_local_with(wall, |log, meta| Ok(write(log, meta)))
-            .map_err(storage_error)??;
+        let meta = replica.stamp_local(wall).map_err(storage_error)?;
+        let (appended, result) = write(replica.log_mut(), &meta);
+        if appended {
+            replica.local_appended(&meta);
+        }
+        let result = result?;
         let own_seq = replica.clock().get(replica.region());
         drop(replica);
         self.appended.notify_waiters();
@@ -85,7 +88,7 @@ impl PartitionHandle {
         let me = replica.region();
         let advanced = replica.durable_clock() != &clock;
         let own_advanced = replica.durable_clock().get(me) < clock.get(me);
-        replica.mark_durable(&clock);
+        replica.synced(&clock);
         drop(replica);
         if advanced {
             replication.data_progressed(own_advanced);

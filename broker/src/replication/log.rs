@@ -145,7 +145,7 @@ impl ReplicaLog {
         meta: &CausalMeta,
         now_ms: i64,
     ) -> (bool, Result<AppendResult, StorageError>) {
-        let result = self.log.append(batch, now_ms, |_| meta.clone());
+        let result = self.log.append(batch, now_ms, meta);
         self.note(meta, result)
     }
 
@@ -160,7 +160,7 @@ impl ReplicaLog {
     ) -> (bool, Result<AppendResult, StorageError>) {
         let result = self
             .log
-            .append_control(kind, producer_id, epoch, now_ms, |_| meta.clone());
+            .append_control(kind, producer_id, epoch, now_ms, meta);
         self.note(meta, result)
     }
 
@@ -197,10 +197,6 @@ impl BatchLog for ReplicaLog {
             })?;
         self.index.record(&batch.meta, appended.base_offset);
         Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), LogError> {
-        self.log.sync().map_err(log_error)
     }
 
     fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError> {

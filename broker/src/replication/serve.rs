@@ -156,7 +156,7 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
         let served = {
             let mut replica = partition.replica();
             replica
-                .serve_pull_within(&core, limit, budget, |payload| payload.len())
+                .serve_pull(&core, limit, budget, |payload| payload.len())
                 .map(|served| (served, replica.relayable(request.region)))
         };
         match served {

@@ -330,7 +330,8 @@ mod tests {
     }
 
     fn append_bytes(log: &Partition, mut b: Vec<u8>, ts: i64) {
-        log.append(&mut b, ts, |prev| stamp(prev, ts)).unwrap();
+        log.append(&mut b, ts, &stamp(log.last_causal().as_ref(), ts))
+            .unwrap();
     }
 
     /// Rows rebuilt from the log from its start, as the materializer would, and the keys of
@@ -457,11 +458,23 @@ mod tests {
         let t = 1_000_000;
         append(&log, &[("k", Some(r#"{"v":0}"#), "put")], t);
         append_bytes(&log, transactional("k", r#"{"v":"aborted"}"#, 7, 0, t), t);
-        log.append_control(ControlType::Abort, 7, 0, t, |p| stamp(p, t))
-            .unwrap();
+        log.append_control(
+            ControlType::Abort,
+            7,
+            0,
+            t,
+            &stamp(log.last_causal().as_ref(), t),
+        )
+        .unwrap();
         append_bytes(&log, transactional("k", r#"{"v":"committed"}"#, 8, 0, t), t);
-        log.append_control(ControlType::Commit, 8, 0, t, |p| stamp(p, t))
-            .unwrap();
+        log.append_control(
+            ControlType::Commit,
+            8,
+            0,
+            t,
+            &stamp(log.last_causal().as_ref(), t),
+        )
+        .unwrap();
         // An open transaction of producer 9: nothing from it on may be compacted.
         append_bytes(&log, transactional("open", r#"{"v":1}"#, 9, 0, t), t);
         let lso = log.last_stable_offset();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use causeway_storage::CausalMeta;
+use causeway_causal::CausalMeta;
 use serde::{Deserialize, Serialize};
 
 /// The position of one record in the merged order of all regions' writes.

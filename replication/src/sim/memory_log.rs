@@ -56,6 +56,27 @@ impl<P: Clone + PartialEq> MemoryLog<P> {
         &self.durable
     }
 
+    /// How many batches the log holds (the end a group commit syncs through).
+    pub fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Whether the log holds no batch.
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Makes the first `len` batches survive a crash (a group commit that covers what was
+    /// appended before it started, not what came in meanwhile).
+    pub fn sync_through(&mut self, len: usize) {
+        let len = len.min(self.batches.len());
+        for batch in self.batches.iter().take(len).skip(self.synced_len) {
+            self.durable
+                .advance(batch.meta.origin_region, batch.meta.origin_seq);
+        }
+        self.synced_len = self.synced_len.max(len);
+    }
+
     /// A power loss: everything after the last sync is gone. Returns how many batches were lost.
     pub fn crash(&mut self) -> usize {
         let lost = self.batches.len() - self.synced_len;
@@ -105,12 +126,6 @@ impl<P: Clone + PartialEq> BatchLog for MemoryLog<P> {
         self.index.insert(id, self.batches.len() as u64);
         self.clock.advance(id.origin, id.seq);
         self.batches.push(batch);
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), LogError> {
-        self.synced_len = self.batches.len();
-        self.durable = self.clock.clone();
         Ok(())
     }
 

@@ -37,6 +37,7 @@
 //! across origins), and the merge of two tables each built from half of the batches, one half
 //! applied backwards and the other with every write applied twice.
 
+mod local_writes;
 mod memory_log;
 mod rng;
 mod tables;
@@ -44,6 +45,7 @@ mod tables;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use local_writes::{LocalWrites, PendingSync, SyncableLog};
 pub use memory_log::MemoryLog;
 pub use rng::SimRng;
 pub use tables::{table_record, table_write, TableRecord, TableStats, Tables, KEYS};
@@ -65,6 +67,12 @@ const QUIESCE_CHECK_MS: u64 = 10;
 /// batch's content hash.
 pub type Payload = u64;
 
+/// The size a simulated batch counts for in a pull response's byte budget: 1 to 64 bytes, so
+/// budgets cut responses after a varying number of batches as real batch sizes do.
+pub fn payload_bytes(payload: &Payload) -> usize {
+    (payload % 64 + 1) as usize
+}
+
 type Replica = PartitionReplica<MemoryLog<Payload>>;
 
 /// Parameters of one simulated run; [`SimConfig::random`] draws them from the seed.
@@ -84,6 +92,8 @@ pub struct SimConfig {
     pub pull_interval_ms: u64,
     /// Most batches one pull response carries.
     pub pull_limit: usize,
+    /// Bytes of batches (as [`payload_bytes`] sizes them) after which a response stops.
+    pub pull_bytes_max: usize,
     /// Largest one-way message delay, in ms (at least 1).
     pub delay_ms_max: u64,
     /// Chance that a message is lost, per million.
@@ -129,6 +139,7 @@ impl SimConfig {
             sync_per_million: rng.range(20_000, 300_000) as u32,
             pull_interval_ms: rng.range(1, 20),
             pull_limit: rng.range(1, 64) as usize,
+            pull_bytes_max: rng.range(1, 2_000) as usize,
             delay_ms_max: rng.range(1, 50),
             drop_per_million: rng.range(0, 300_000) as u32,
             dup_per_million: rng.range(0, 200_000) as u32,
@@ -223,6 +234,9 @@ struct Node {
     next_pull_ms: u64,
     /// Own appends not yet covered by a sync.
     unacked: Vec<(u64, Payload)>,
+    /// A group commit started and not finished: appends may come in before it finishes, and
+    /// it covers only what was appended before it started.
+    syncing: Option<PendingSync>,
 }
 
 /// One simulated run.
@@ -281,6 +295,7 @@ impl Sim {
                 down_until_ms: 0,
                 next_pull_ms: rng.below(config.pull_interval_ms),
                 unacked: Vec::new(),
+                syncing: None,
             });
         }
         let n = config.regions;
@@ -483,14 +498,30 @@ impl Sim {
         Ok(())
     }
 
+    /// One step of the broker's group commit: finish the sync in flight, or start one (which
+    /// half the time finishes at once, half the time lets appends in before it finishes).
     fn sync(&mut self, i: usize) -> Result<(), Violation> {
         let id = self.ids[i];
-        let result = match self.nodes[i].replica.as_mut() {
-            Some(replica) => replica.sync(),
-            None => return Ok(()),
+        let finish_now = self.rng.chance(500_000);
+        let node = &mut self.nodes[i];
+        let Some(replica) = node.replica.as_mut() else {
+            return Ok(());
         };
-        result.map_err(|e| self.violation(format!("sync at {id}: {e}")))?;
-        for (seq, payload) in std::mem::take(&mut self.nodes[i].unacked) {
+        let started = match node.syncing.take() {
+            Some(started) => started,
+            None if finish_now => replica.start_sync(),
+            None => {
+                node.syncing = Some(replica.start_sync());
+                return Ok(());
+            }
+        };
+        let covered = started.clock().get(id);
+        replica.finish_sync(started);
+        let (acked, unacked): (Vec<_>, Vec<_>) = std::mem::take(&mut node.unacked)
+            .into_iter()
+            .partition(|&(seq, _)| seq <= covered);
+        node.unacked = unacked;
+        for (seq, payload) in acked {
             self.acknowledged
                 .insert(BatchId { origin: id, seq }, payload);
             self.report.acknowledged += 1;
@@ -507,6 +538,7 @@ impl Sim {
         self.report.lost_unsynced += log.crash() as u64;
         self.report.crashes += 1;
         self.nodes[i].unacked.clear();
+        self.nodes[i].syncing = None;
         let kept = log.clock().get(id);
         let acked = self
             .acknowledged
@@ -584,10 +616,11 @@ impl Sim {
         }
         let wall = self.wall_ms(to);
         let limit = self.config.pull_limit;
+        let bytes_max = self.config.pull_bytes_max;
         match message {
             Message::Pull(request) => {
                 let result = match self.nodes[to].replica.as_mut() {
-                    Some(replica) => replica.serve_pull(&request, limit),
+                    Some(replica) => replica.serve_pull(&request, limit, bytes_max, payload_bytes),
                     None => return Ok(()),
                 };
                 let response = result.map_err(|e| {

@@ -92,12 +92,12 @@ fn segment_rolls_when_segment_ms_elapses_since_first_batch() {
     };
     let p = open(dir.path(), config);
     let mut b = test_batch(1, 0, 0);
-    p.append(&mut b, 100, |_| meta(1)).unwrap();
+    p.append(&mut b, 100, &meta(1)).unwrap();
     let mut b = test_batch(1, 0, 0);
-    p.append(&mut b, 1099, |_| meta(2)).unwrap();
+    p.append(&mut b, 1099, &meta(2)).unwrap();
     assert_eq!(p.segment_count(), 1);
     let mut b = test_batch(1, 0, 0);
-    p.append(&mut b, 1100, |_| meta(3)).unwrap();
+    p.append(&mut b, 1100, &meta(3)).unwrap();
     assert_eq!(p.segment_count(), 2);
 }
 
@@ -110,7 +110,7 @@ fn log_append_time_is_stamped_into_the_stored_batch() {
     };
     let p = open(dir.path(), config);
     let mut b = test_batch(1, 5, 10);
-    let r = p.append(&mut b, 777, |_| meta(1)).unwrap();
+    let r = p.append(&mut b, 777, &meta(1)).unwrap();
     assert_eq!(r.log_append_time_ms, 777);
     let records = p.read(0, 1000).unwrap().records;
     let h = crate::batch::validate_batch(&records).unwrap();
@@ -154,20 +154,18 @@ fn max_timestamp_batch_is_the_earliest_batch_with_the_largest_timestamp() {
 }
 
 #[test]
-fn causal_stamp_sees_the_previous_batch_meta() {
+fn the_last_causal_stamp_is_the_one_appended_last() {
     let dir = tempfile::tempdir().unwrap();
     let p = open(dir.path(), LogConfig::default());
-    let mut seen = Vec::new();
-    for i in 0..3u64 {
+    assert_eq!(p.last_causal(), None);
+    for i in 1..=3u64 {
         let mut b = test_batch(1, 0, 0);
-        p.append(&mut b, 0, |prev| {
-            seen.push(prev.cloned());
-            meta(i)
-        })
-        .unwrap();
+        p.append(&mut b, 0, &meta(i)).unwrap();
+        assert_eq!(p.last_causal(), Some(meta(i)));
     }
-    assert_eq!(seen, vec![None, Some(meta(0)), Some(meta(1))]);
-    assert_eq!(p.last_causal(), Some(meta(2)));
+    drop(p);
+    let p = open(dir.path(), LogConfig::default());
+    assert_eq!(p.last_causal(), Some(meta(3)), "and it survives a reopen");
 }
 
 #[test]
@@ -196,7 +194,7 @@ fn max_message_bytes_limits_local_appends_not_replicated_ones() {
     );
     let mut local = crate::batch::test_batch(2, 1, 600);
     assert!(matches!(
-        p.append(&mut local, 1, |_| meta(1)),
+        p.append(&mut local, 1, &meta(1)),
         Err(crate::StorageError::Batch(
             crate::BatchError::TooLarge { .. }
         ))

@@ -37,14 +37,16 @@ fn meta(seq: u64) -> CausalMeta {
     }
 }
 
+/// The stamp of the next batch of region 1 after whatever `p` holds.
+fn next_meta(p: &Partition) -> CausalMeta {
+    meta(p.last_causal().map_or(1, |m| m.origin_seq + 1))
+}
+
 /// Appends a `count`-record batch with `payload` bytes and timestamp `ts`, stamping the causal
 /// meta with the previous sequence + 1.
 fn append(p: &Partition, count: i32, ts: i64, payload: usize) -> AppendResult {
     let mut b = test_batch(count, ts, payload);
-    p.append(&mut b, ts, |prev| {
-        meta(prev.map_or(1, |m| m.origin_seq + 1))
-    })
-    .unwrap()
+    p.append(&mut b, ts, &next_meta(p)).unwrap()
 }
 
 /// The expected stored bytes of a batch appended at `base` (offsets assigned, epoch 0).

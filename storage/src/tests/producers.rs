@@ -21,9 +21,7 @@ fn append_idempotent(
     first_seq: i32,
 ) -> Result<AppendResult, StorageError> {
     let mut b = idempotent_batch(count, producer_id, epoch, first_seq);
-    p.append(&mut b, 1_000, |prev| {
-        meta(prev.map_or(1, |m| m.origin_seq + 1))
-    })
+    p.append(&mut b, 1_000, &next_meta(p))
 }
 
 #[test]
@@ -115,17 +113,12 @@ fn append_transactional(p: &Partition, producer_id: i64, first_seq: i32) -> Appe
     b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
-    p.append(&mut b, 1_000, |prev| {
-        meta(prev.map_or(1, |m| m.origin_seq + 1))
-    })
-    .unwrap()
+    p.append(&mut b, 1_000, &next_meta(p)).unwrap()
 }
 
 fn mark(p: &Partition, kind: crate::ControlType, producer_id: i64) -> AppendResult {
-    p.append_control(kind, producer_id, 0, 1_000, |prev| {
-        meta(prev.map_or(1, |m| m.origin_seq + 1))
-    })
-    .unwrap()
+    p.append_control(kind, producer_id, 0, 1_000, &next_meta(p))
+        .unwrap()
 }
 
 #[test]
@@ -164,7 +157,7 @@ fn clients_cannot_append_control_batches() {
     let p = open(dir.path(), small_config());
     let mut b = crate::control_batch(crate::ControlType::Commit, 1, 0, 0, 0);
     assert!(matches!(
-        p.append(&mut b, 0, |_| meta(1)),
+        p.append(&mut b, 0, &meta(1)),
         Err(StorageError::Batch(_))
     ));
 }

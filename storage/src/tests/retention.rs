@@ -119,12 +119,16 @@ fn filled_then_remote(dir: &Path) -> Partition {
     let p = filled(dir, small_config());
     for seq in 1..=13u64 {
         let mut b = crate::batch::test_batch(2, 3000 + seq as i64, 100);
-        p.append(&mut b, 3000, |_| CausalMeta {
-            origin_region: 7,
-            origin_seq: seq,
-            hlc: 5000 + seq,
-            deps: vec![(1, 20), (7, seq)],
-        })
+        p.append(
+            &mut b,
+            3000,
+            &CausalMeta {
+                origin_region: 7,
+                origin_seq: seq,
+                hlc: 5000 + seq,
+                deps: vec![(1, 20), (7, seq)],
+            },
+        )
         .unwrap();
     }
     assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20), (7, 13)]);

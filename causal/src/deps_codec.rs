@@ -15,21 +15,30 @@
 pub const DEPS_ENTRIES_MAX: usize = 1024;
 
 /// Why a dependency vector did not decode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DepsDecodeError {
     /// The input ended inside the vector.
-    #[error("dependency vector truncated")]
     Truncated,
     /// A varint longer than 10 bytes or overflowing 64 bits.
-    #[error("dependency vector has an overlong varint")]
     Overlong,
     /// More entries than [`DEPS_ENTRIES_MAX`], or a region id beyond 32 bits.
-    #[error("dependency vector out of bounds")]
     OutOfBounds,
     /// Entries not strictly sorted by region, or a zero sequence where none may be.
-    #[error("dependency vector not canonical")]
     NotCanonical,
 }
+
+impl std::fmt::Display for DepsDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DepsDecodeError::Truncated => "dependency vector truncated",
+            DepsDecodeError::Overlong => "dependency vector has an overlong varint",
+            DepsDecodeError::OutOfBounds => "dependency vector out of bounds",
+            DepsDecodeError::NotCanonical => "dependency vector not canonical",
+        })
+    }
+}
+
+impl std::error::Error for DepsDecodeError {}
 
 /// Appends the fixed (storage) encoding of `deps` to `out`.
 pub fn encode_fixed(deps: &[(u32, u64)], out: &mut Vec<u8>) {
@@ -170,7 +179,8 @@ fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
-pub(crate) fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+/// Appends `value` as an unsigned LEB128 varint (the one varint writer of the replication wire).
+pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -178,7 +188,9 @@ pub(crate) fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-pub(crate) fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, DepsDecodeError> {
+/// Reads an unsigned LEB128 varint at `*at`, advancing it; refuses truncated and overlong
+/// encodings (the one varint reader of the replication wire).
+pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, DepsDecodeError> {
     let mut value: u64 = 0;
     for shift in 0..10u32 {
         let byte = *buf.get(*at).ok_or(DepsDecodeError::Truncated)?;
