@@ -216,7 +216,7 @@ async fn pull_until_error(
     let (mut reader, mut writer) = stream.into_split();
     let mut correlation_id = 1i32;
     let mut resync = false;
-    let first = request_after(broker, peer.id, None, holds.held(now_ms())).await?;
+    let first = request_after(broker, peer.id, None, holds.held(now_ms()), None).await?;
     send_pull(&mut writer, correlation_id, &first.encode()).await?;
     loop {
         let body = tokio::time::timeout(
@@ -241,7 +241,14 @@ async fn pull_until_error(
         // After an incomplete apply the pull in flight may have skipped batches that did not
         // apply; the next one then starts from the clock itself.
         let ahead = (!resync).then(|| tops(&response));
-        let next = request_after(broker, peer.id, ahead, holds.held(now_ms())).await?;
+        let next = request_after(
+            broker,
+            peer.id,
+            ahead,
+            holds.held(now_ms()),
+            last_served(&response),
+        )
+        .await?;
         correlation_id = correlation_id.wrapping_add(1);
         send_pull(&mut writer, correlation_id, &next.encode()).await?;
         let for_blocking = broker.clone();
@@ -273,6 +280,16 @@ async fn pull_until_error(
             tokio::time::sleep(BACKOFF_MIN).await;
         }
     }
+}
+
+/// The last partition in a response that carried batches: where the server's budget ran out.
+fn last_served(response: &PullResponse) -> Option<PartitionKey> {
+    response
+        .partitions
+        .iter()
+        .rev()
+        .find(|p| !p.batches.is_empty())
+        .map(|p| (p.topic.clone(), p.partition))
 }
 
 /// Per partition, the incarnation and the highest sequence per origin among a response's
@@ -308,16 +325,25 @@ fn have_after(
 }
 
 /// Builds the next pull on the blocking pool (it locks every partition's replica), leaving out
-/// the `held` partitions.
+/// the `held` partitions and starting after `resume_after`.
 async fn request_after(
     broker: &Arc<Broker>,
     peer: u32,
     ahead: Option<Ahead>,
     held: HashSet<PartitionKey>,
+    resume_after: Option<PartitionKey>,
 ) -> Result<PullRequest, LinkError> {
     let for_blocking = broker.clone();
     crate::blocking::REPLICATION
-        .run(move || build_request(&for_blocking, peer, ahead.as_ref(), &held))
+        .run(move || {
+            build_request(
+                &for_blocking,
+                peer,
+                ahead.as_ref(),
+                &held,
+                resume_after.as_ref(),
+            )
+        })
         .await
         .map_err(|e| LinkError::Apply(e.to_string()))
 }
@@ -367,6 +393,7 @@ fn build_request(
     peer: u32,
     ahead: Option<&Ahead>,
     held: &HashSet<PartitionKey>,
+    resume_after: Option<&PartitionKey>,
 ) -> PullRequest {
     let replication = &broker.replication;
     let now = now_ms();
@@ -392,6 +419,17 @@ fn build_request(
                 have,
                 durable: replica.durable_clock().clone(),
             });
+        }
+    }
+    if let Some(last) = resume_after {
+        // The server fills the response budget in request order, so one partition with a long
+        // backlog would take it every time and the partitions behind it would wait until it
+        // caught up. Starting after the last partition served rotates the budget among all.
+        if let Some(at) = partitions
+            .iter()
+            .position(|p| p.topic == last.0 && p.partition == last.1)
+        {
+            partitions.rotate_left(at + 1);
         }
     }
     PullRequest {
@@ -479,6 +517,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
     }
     let replication = &broker.replication;
     let mut applied = Applied::default();
+    let mut clocks_noted = false;
     let wall = u64::try_from(now_ms()).unwrap_or(0);
     for part in response.partitions {
         let Some((topic_id, partition)) = broker.topics.get(&part.topic).and_then(|t| {
@@ -549,6 +588,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
             // Local appends wait for this lock, so the log grows here only by what applies.
             let size_before = partition.log.size_bytes();
             let report = replica.receive_response(core, wall);
+            clocks_noted = true;
             (
                 report,
                 partition.log.size_bytes().saturating_sub(size_before),
@@ -602,6 +642,12 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
     }
     if applied.batches > 0 {
         replication.data_progressed(false);
+    }
+    if clocks_noted {
+        // The peer's durable clocks (and those it relayed) were recorded: produces waiting for
+        // `causeway.min.regions` re-check, even when no pull from that peer ever reaches here
+        // (its link to this region is down and its clocks arrive only relayed).
+        replication.peer_progressed();
     }
     Ok(applied)
 }
@@ -725,17 +771,117 @@ mod tests {
     /// Appends one durable batch (a transaction marker, which needs no producer state) made
     /// here.
     fn write(broker: &Broker) {
+        write_to(broker, 0);
+    }
+
+    /// [`write`] to partition `index`.
+    fn write_to(broker: &Broker, index: i32) {
         let topic = broker.topics.get(TOPIC).expect("topic hosted");
-        let partition = topic.partition(0).expect("partition 0");
+        let partition = topic.partition(index).expect("partition");
         partition
             .append_local_control(ControlType::Abort, 1, 0, now_ms())
             .expect("append");
         partition.sync(&broker.replication).expect("sync");
     }
 
+    /// Two regions hosting `TOPIC` with `partitions` partitions, created in the first.
+    fn two_regions(dirs: &[TempDir; 2], partitions: u32) -> (Broker, Broker) {
+        let eu = region(dirs[0].path(), "eu", "us");
+        let us = region(dirs[1].path(), "us", "eu");
+        eu.topics
+            .create(NewTopic {
+                name: TOPIC.into(),
+                partitions,
+                configs: BTreeMap::new(),
+            })
+            .expect("create");
+        apply(&us, eu.replication.region_id, pull(&us, &eu)).expect("us learns the topic");
+        (eu, us)
+    }
+
+    #[test]
+    fn a_partition_with_a_long_backlog_does_not_take_every_responses_budget() {
+        let dirs = [TempDir::new().expect("dir"), TempDir::new().expect("dir")];
+        let (eu, us) = two_regions(&dirs, 2);
+        let eu_id = eu.replication.region_id;
+        for _ in 0..20 {
+            write_to(&eu, 0);
+        }
+        write_to(&eu, 1);
+        let batches_in = |index: i32| {
+            let topic = us.topics.get(TOPIC).expect("topic");
+            let partition = topic.partition(index).expect("partition");
+            let replica = partition.replica();
+            replica.clock().get(eu_id)
+        };
+        // A budget that two markers exhaust: partition 0 alone could fill ten responses.
+        let small = |mut request: PullRequest| {
+            request.max_bytes = 100;
+            request
+        };
+        let first = collect(
+            &eu,
+            &small(build_request(&us, eu_id, None, &HashSet::new(), None)),
+        );
+        let resume = last_served(&first);
+        assert_eq!(resume, Some((TOPIC.to_owned(), 0)));
+        apply(&us, eu_id, first).expect("apply");
+        assert_eq!((batches_in(0), batches_in(1)), (2, 0));
+        let second = small(build_request(
+            &us,
+            eu_id,
+            None,
+            &HashSet::new(),
+            resume.as_ref(),
+        ));
+        assert_eq!(
+            second.partitions[0].partition, 1,
+            "starts after partition 0"
+        );
+        apply(&us, eu_id, collect(&eu, &second)).expect("apply");
+        assert_eq!(
+            batches_in(1),
+            1,
+            "partition 1 served before partition 0 caught up"
+        );
+    }
+
+    #[test]
+    fn durable_clocks_in_a_pull_response_wake_produces_waiting_for_min_regions() {
+        let dirs = [TempDir::new().expect("dir"), TempDir::new().expect("dir")];
+        let (eu, us) = two_regions(&dirs, 1);
+        let (eu_id, us_id) = (eu.replication.region_id, us.replication.region_id);
+        write(&eu);
+        let topic = eu.topics.get(TOPIC).expect("topic");
+        let partition = topic.partition(0).expect("partition 0");
+        assert_eq!(partition.regions_holding(&eu.replication, 1), 1);
+        apply(&us, eu_id, pull(&us, &eu)).expect("us applies eu's batch");
+        partition_sync(&us);
+        // eu learns that us holds its batch from us's answer to eu's own pull (us never pulls
+        // eu again here, as when us's link to eu is down): a waiting produce must wake.
+        let mut waiting = eu.replication.watch_peers();
+        waiting.borrow_and_update();
+        apply(&eu, us_id, pull(&eu, &us)).expect("apply");
+        assert!(waiting.has_changed().expect("watch open"), "not woken");
+        assert_eq!(partition.regions_holding(&eu.replication, 1), 2);
+    }
+
+    /// Syncs `broker`'s partition 0, as the background fsync does for applied remote batches.
+    fn partition_sync(broker: &Broker) {
+        let topic = broker.topics.get(TOPIC).expect("topic");
+        let partition = topic.partition(0).expect("partition 0");
+        partition.sync(&broker.replication).expect("sync");
+    }
+
     /// `puller`'s next pull, as `server` answers it.
     fn pull(puller: &Broker, server: &Broker) -> PullResponse {
-        let request = build_request(puller, server.replication.region_id, None, &HashSet::new());
+        let request = build_request(
+            puller,
+            server.replication.region_id,
+            None,
+            &HashSet::new(),
+            None,
+        );
         collect(server, &request)
     }
 
@@ -789,12 +935,12 @@ mod tests {
 
         // Even batches served under the old id (a server that judged otherwise) are not applied,
         // and the next pull does not claim them.
-        let mut forged = build_request(&eu, us_id, None, &HashSet::new());
+        let mut forged = build_request(&eu, us_id, None, &HashSet::new(), None);
         forged.partitions[0].topic_id = old;
         let answer = collect(&us, &forged);
         assert_eq!(answer.partitions[0].batches.len(), 2);
         let ahead = tops(&answer);
-        let next = build_request(&eu, us_id, Some(&ahead), &HashSet::new());
+        let next = build_request(&eu, us_id, Some(&ahead), &HashSet::new(), None);
         assert_eq!(next.partitions[0].have.get(us_id), 0);
         let applied = apply(&eu, us_id, answer).expect("apply");
         assert_eq!((applied.batches, applied.troubles[0].1.refused), (0, 2));
