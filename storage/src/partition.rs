@@ -11,6 +11,8 @@
 //! ## Durability
 //! `append` writes to the page cache (survives `kill -9`, not power loss): enough for acks=1.
 //! `sync_through` is the group commit for acks=all: concurrent callers share one fsync round.
+//! A segment is fsynced when it is closed (rolled), so after any stop only the last segment can
+//! have lost a tail, and open recovers only that one (closed segments are trusted).
 //! A failed fsync poisons the partition: every later append and sync returns `Poisoned`, because
 //! after a failed fsync the kernel may have dropped the dirty pages and we cannot know what is on
 //! disk. Leader epochs are not tracked by storage: appended batches get partitionLeaderEpoch 0.
@@ -127,10 +129,9 @@ impl LogState {
         }
     }
 
-    /// Closes the active segment and starts a new one at the log end.
-    fn roll(&mut self, dir: &Path) -> Result<(), StorageError> {
+    /// Starts a new segment at the log end (the caller closed and fsynced the active one).
+    fn start_segment(&mut self, dir: &Path) -> Result<(), StorageError> {
         let end = self.log_end();
-        self.active_mut().close_time_index()?;
         let carry = self.last_causal().cloned();
         let segment = Segment::create(dir, end, carry.as_ref().map(|m| (end - 1, m)))?;
         tracing::debug!(dir = %dir.display(), base_offset = end, "rolled segment");
@@ -512,8 +513,7 @@ impl Partition {
         let offsets_overflow =
             base_offset + i64::from(header.last_offset_delta) - active.base() > i64::from(u32::MAX);
         if active.size() > 0 && (too_big || too_old || offsets_overflow) {
-            st.roll(&self.dir)?;
-            self.dir_dirty.store(true, Ordering::Release);
+            self.roll(&mut st)?;
         }
         assign_offsets(batch, base_offset, LEADER_EPOCH);
         let mut log_append_time_ms = -1;
@@ -541,6 +541,37 @@ impl Partition {
             log_start_offset: st.log_start,
             duplicate: false,
         })
+    }
+
+    /// Closes the active segment and starts the next, fsyncing the closed one first: open trusts
+    /// every segment but the last after an unclean stop, so a closed segment must never hold
+    /// bytes a power loss could take (a lost tail there would leave a hole inside the log,
+    /// behind a vector clock that claims the batches in it). The fsync runs under the log lock,
+    /// but the background fsync keeps what is unsynced at a roll to a few milliseconds of writes.
+    fn roll(&self, st: &mut LogState) -> Result<(), StorageError> {
+        st.active_mut().close_time_index()?;
+        if let Some(job) = st.active().sync_job() {
+            if let Err(error) = job.fsync() {
+                tracing::error!(dir = %self.dir.display(), error = %error, "fsync of a segment being closed failed; poisoning partition");
+                self.poisoned.store(true, Ordering::Release);
+                return Err(error);
+            }
+            job.mark_synced();
+        }
+        st.start_segment(&self.dir)?;
+        self.dir_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// How many closed segments (all but the active one) hold writes no fsync covered yet.
+    #[cfg(test)]
+    pub(crate) fn unsynced_closed_segments(&self) -> usize {
+        let st = self.read_state();
+        let closed = st.segments.len().saturating_sub(1);
+        st.segments[..closed]
+            .iter()
+            .filter(|segment| segment.sync_job().is_some())
+            .count()
     }
 
     /// One fsync round: fsyncs every segment with unsynced writes (outside the log lock, on
@@ -731,8 +762,7 @@ impl Partition {
             .roll_clock_ms()
             .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.segment_ms);
         if active.size() > 0 && expired {
-            st.roll(&self.dir)?;
-            self.dir_dirty.store(true, Ordering::Release);
+            self.roll(&mut st)?;
             report.rolled = true;
         }
         let log_start = st.log_start;

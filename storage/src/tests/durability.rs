@@ -91,3 +91,20 @@ fn removing_a_partition_dir_deletes_everything() {
     assert!(!pdir.exists());
     crate::remove_partition_dir(&pdir).unwrap();
 }
+
+/// Open trusts every segment but the last after an unclean stop, so a roll must leave nothing
+/// of the closed segment to a power loss, even when nobody asked for a sync (acks=0/1 writes).
+#[test]
+fn a_rolled_segment_is_durable_without_any_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), small_config());
+    for i in 0..30 {
+        append(&p, 2, 1_000 + i, 100);
+    }
+    assert!(p.segment_count() > 3, "the appends rolled several segments");
+    assert_eq!(p.unsynced_closed_segments(), 0);
+    assert!(
+        p.has_unsynced(),
+        "the active segment waits for the group commit as before"
+    );
+}
