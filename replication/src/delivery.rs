@@ -790,7 +790,7 @@ fn dep(deps: &[(u32, u64)], region: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{LocalWrites, MemoryLog, SyncableLog};
+    use crate::sim::{CallerLog, LocalWrites, MemoryLog};
 
     const A: u32 = 1;
     const B: u32 = 2;
@@ -966,7 +966,7 @@ mod tests {
             .expect("serve")
             .batches
             .is_empty());
-        a.sync();
+        a.sync().expect("sync");
         assert_eq!(
             a.serve_pull(&request, 10, usize::MAX, |_| 0)
                 .expect("serve")
@@ -1008,14 +1008,14 @@ mod tests {
         let mut b = replica(B);
         let mut c = replica(C);
         a.append_local(1, NOW).expect("append");
-        a.sync();
+        a.sync().expect("sync");
         // B and C pull A's batch; A and B never talk directly afterwards.
         for r in [&mut b, &mut c] {
             let response = a
                 .serve_pull(&r.pull_request(A), 10, usize::MAX, |_| 0)
                 .expect("serve");
             r.receive_response(response, NOW).expect("receive");
-            r.sync();
+            r.sync().expect("sync");
         }
         let from_c = c
             .serve_pull(&a.pull_request(C), 10, usize::MAX, |_| 0)
@@ -1043,7 +1043,7 @@ mod tests {
         for payload in 0..10 {
             a.append_local(payload, NOW).expect("append");
         }
-        a.sync();
+        a.sync().expect("sync");
         let request = replica(B).pull_request(A);
         let mut served = |bytes_max| {
             a.serve_pull(&request, 100, bytes_max, |_| 4)
@@ -1064,14 +1064,14 @@ mod tests {
         for payload in 0..5 {
             a.append_local(payload, NOW).expect("append");
         }
-        a.sync();
+        a.sync().expect("sync");
         let from_a = a
             .serve_pull(&b.pull_request(A), 3, usize::MAX, |_| 0)
             .expect("serve");
         assert_eq!(from_a.batches.len(), 3);
         b.receive_response(from_a, NOW).expect("receive");
         b.append_local(100, NOW).expect("append");
-        b.sync();
+        b.sync().expect("sync");
         // C never talks to A: it gets A's batches and B's from B, in an order it can apply.
         let report = c
             .receive_response(
@@ -1090,7 +1090,7 @@ mod tests {
         for payload in 0..10 {
             a.append_local(payload, NOW).expect("append");
         }
-        a.sync();
+        a.sync().expect("sync");
         let mut request = replica(B).pull_request(A);
         request.have = clock(&[(A, 6)]);
         let served = a.serve_pull(&request, 2, usize::MAX, |_| 0).expect("serve");
@@ -1103,7 +1103,7 @@ mod tests {
         let mut a = replica(A);
         a.append_local(1, NOW).expect("append");
         a.append_local(2, NOW).expect("append");
-        a.sync();
+        a.sync().expect("sync");
         let mut b = replica(B);
         b.receive_response(
             a.serve_pull(&b.pull_request(A), 1, usize::MAX, |_| 0)
@@ -1111,7 +1111,7 @@ mod tests {
             NOW,
         )
         .expect("receive");
-        b.sync();
+        b.sync().expect("sync");
         a.serve_pull(&b.pull_request(A), 10, usize::MAX, |_| 0)
             .expect("serve");
         assert_eq!(a.stable_cut(), VectorClock::default(), "C never reported");
@@ -1122,7 +1122,7 @@ mod tests {
             NOW,
         )
         .expect("receive");
-        c.sync();
+        c.sync().expect("sync");
         a.serve_pull(&c.pull_request(A), 0, usize::MAX, |_| 0)
             .expect("serve");
         assert_eq!(a.stable_cut(), clock(&[(A, 1)]), "B durably holds only A:1");
@@ -1153,7 +1153,7 @@ mod tests {
         let mut c = replica(C);
         c.receive(batch(A, 1, &[], 1), NOW).expect("receive");
         c.receive(batch(A, 3, &[(A, 2)], 3), NOW).expect("receive");
-        c.sync();
+        c.sync().expect("sync");
         let c = PartitionReplica::recover(config(C), c.into_log()).expect("recover");
         assert_eq!(c.clock(), &clock(&[(A, 1)]));
         assert_eq!(c.durable_clock(), c.clock());
@@ -1215,12 +1215,15 @@ mod tests {
         }
     }
 
-    impl SyncableLog for PickyLog {
-        fn end(&self) -> usize {
-            self.0.len()
+    impl CallerLog for PickyLog {
+        fn append_own(&mut self, batch: Batch<u64>) -> Result<(), AppendError> {
+            self.0.append_own(batch)
         }
-        fn sync_through(&mut self, end: usize) {
-            self.0.sync_through(end);
+        fn end(&self) -> u64 {
+            self.0.end()
+        }
+        fn sync_through(&mut self, end: u64) -> Result<(), LogError> {
+            CallerLog::sync_through(&mut self.0, end)
         }
     }
 

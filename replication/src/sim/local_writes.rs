@@ -8,21 +8,29 @@ use causeway_causal::CausalMeta;
 use super::MemoryLog;
 use crate::delivery::{AppendError, Batch, BatchLog, LogError, PartitionReplica, ReplicaError};
 
-/// A log whose appended prefix the caller can make durable, as storage's group commit does.
-pub trait SyncableLog: BatchLog {
-    /// How many batches the log holds now.
-    fn end(&self) -> usize;
-    /// Makes the first `end` batches survive a crash.
-    fn sync_through(&mut self, end: usize);
+/// What the caller, not the replica, does to a log: append batches produced here (with the
+/// replica's stamp) and make an appended prefix durable, as storage's group commit does.
+pub trait CallerLog: BatchLog {
+    /// Appends a batch produced here; the broker's log also checks producer state here.
+    fn append_own(&mut self, batch: Batch<Self::Payload>) -> Result<(), AppendError>;
+    /// Where the log ends now, in whatever unit [`CallerLog::sync_through`] takes.
+    fn end(&self) -> u64;
+    /// Makes everything before `end` survive a crash.
+    fn sync_through(&mut self, end: u64) -> Result<(), LogError>;
 }
 
-impl<P: Clone + PartialEq> SyncableLog for MemoryLog<P> {
-    fn end(&self) -> usize {
-        self.len()
+impl<P: Clone + PartialEq> CallerLog for MemoryLog<P> {
+    fn append_own(&mut self, batch: Batch<P>) -> Result<(), AppendError> {
+        self.append(batch)
     }
 
-    fn sync_through(&mut self, end: usize) {
-        MemoryLog::sync_through(self, end);
+    fn end(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn sync_through(&mut self, end: u64) -> Result<(), LogError> {
+        MemoryLog::sync_through(self, usize::try_from(end).unwrap_or(usize::MAX));
+        Ok(())
     }
 }
 
@@ -36,12 +44,12 @@ pub trait LocalWrites<P> {
     fn start_sync(&self) -> PendingSync;
 
     /// Makes the log durable through the started sync's end and reports its clock.
-    fn finish_sync(&mut self, started: PendingSync);
+    fn finish_sync(&mut self, started: PendingSync) -> Result<(), ReplicaError>;
 
     /// A sync with nothing in between.
-    fn sync(&mut self) {
+    fn sync(&mut self) -> Result<(), ReplicaError> {
         let started = self.start_sync();
-        self.finish_sync(started);
+        self.finish_sync(started)
     }
 }
 
@@ -49,7 +57,7 @@ pub trait LocalWrites<P> {
 #[derive(Debug, Clone)]
 pub struct PendingSync {
     clock: crate::VectorClock,
-    end: usize,
+    end: u64,
 }
 
 impl PendingSync {
@@ -59,7 +67,7 @@ impl PendingSync {
     }
 }
 
-impl<L: SyncableLog> LocalWrites<L::Payload> for PartitionReplica<L> {
+impl<L: CallerLog> LocalWrites<L::Payload> for PartitionReplica<L> {
     fn append_local(
         &mut self,
         payload: L::Payload,
@@ -70,12 +78,14 @@ impl<L: SyncableLog> LocalWrites<L::Payload> for PartitionReplica<L> {
             meta: meta.clone(),
             payload,
         };
-        self.log_mut().append(batch).map_err(|error| match error {
-            AppendError::Failed(error) => ReplicaError::Log(error),
-            AppendError::Refused(reason) => {
-                ReplicaError::Log(LogError(format!("refused a local batch: {reason}")))
-            }
-        })?;
+        self.log_mut()
+            .append_own(batch)
+            .map_err(|error| match error {
+                AppendError::Failed(error) => ReplicaError::Log(error),
+                AppendError::Refused(reason) => {
+                    ReplicaError::Log(LogError(format!("refused a local batch: {reason}")))
+                }
+            })?;
         self.local_appended(&meta);
         Ok(meta)
     }
@@ -87,8 +97,9 @@ impl<L: SyncableLog> LocalWrites<L::Payload> for PartitionReplica<L> {
         }
     }
 
-    fn finish_sync(&mut self, started: PendingSync) {
-        self.log_mut().sync_through(started.end);
+    fn finish_sync(&mut self, started: PendingSync) -> Result<(), ReplicaError> {
+        self.log_mut().sync_through(started.end)?;
         self.synced(&started.clock);
+        Ok(())
     }
 }

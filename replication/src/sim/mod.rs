@@ -40,20 +40,22 @@
 mod local_writes;
 mod memory_log;
 mod rng;
+mod storage;
 mod tables;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use local_writes::{LocalWrites, PendingSync, SyncableLog};
+pub use local_writes::{CallerLog, LocalWrites, PendingSync};
 pub use memory_log::MemoryLog;
 pub use rng::SimRng;
+pub use storage::{LogPayload, MemoryStorage, SimStorage};
 pub use tables::{table_record, table_write, TableRecord, TableStats, Tables, KEYS};
 
 use crate::clock::VectorClock;
 use crate::crdt::Op;
 use crate::delivery::{
-    dominated_by, Batch, BatchId, PartitionReplica, PullRequest, PullResponse, Refusal,
+    dominated_by, Batch, BatchId, BatchLog, PartitionReplica, PullRequest, PullResponse, Refusal,
     ReplicaConfig,
 };
 
@@ -72,8 +74,6 @@ pub type Payload = u64;
 pub fn payload_bytes(payload: &Payload) -> usize {
     (payload % 64 + 1) as usize
 }
-
-type Replica = PartitionReplica<MemoryLog<Payload>>;
 
 /// Parameters of one simulated run; [`SimConfig::random`] draws them from the seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,38 +198,39 @@ pub struct Violation {
     pub at_ms: u64,
     /// What broke.
     pub message: String,
+    /// The test command that replays the seed (with `CAUSEWAY_SIM_SEED` set).
+    pub replay: &'static str,
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} at {} ms: {} (replay: CAUSEWAY_SIM_SEED={} cargo test --release -p \
-             causeway-replication --test simulation)",
-            self.seed, self.at_ms, self.message, self.seed
+            "seed {} at {} ms: {} (replay: CAUSEWAY_SIM_SEED={} {})",
+            self.seed, self.at_ms, self.message, self.seed, self.replay
         )
     }
 }
 
 impl std::error::Error for Violation {}
 
-enum Message {
+enum Message<P> {
     Pull(PullRequest),
-    Response(PullResponse<Payload>),
+    Response(PullResponse<P>),
 }
 
-struct InFlight {
+struct InFlight<P> {
     from: usize,
     to: usize,
-    message: Message,
+    message: Message<P>,
 }
 
-struct Node {
+struct Node<L: CallerLog> {
     id: u32,
     offset_ms: i64,
-    replica: Option<Replica>,
+    replica: Option<PartitionReplica<L>>,
     /// The log while the region is down.
-    parked: Option<MemoryLog<Payload>>,
+    parked: Option<L>,
     down_until_ms: u64,
     next_pull_ms: u64,
     /// Own appends not yet covered by a sync.
@@ -240,15 +241,16 @@ struct Node {
 }
 
 /// One simulated run.
-struct Sim {
+struct Sim<S: SimStorage> {
+    storage: S,
     seed: u64,
     config: SimConfig,
     rng: SimRng,
     now_ms: u64,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<S::Log>>,
     ids: Vec<u32>,
     cut: Vec<Vec<bool>>,
-    network: BTreeMap<(u64, u64), InFlight>,
+    network: BTreeMap<(u64, u64), InFlight<LogPayload<S>>>,
     send_order: u64,
     faults: bool,
     next_payload: Payload,
@@ -265,15 +267,24 @@ pub fn run(seed: u64) -> Result<SimReport, Violation> {
     run_with(seed, config)
 }
 
-/// Runs `config` with randomness from `seed`.
+/// Runs `config` with randomness from `seed`, over logs in memory.
 pub fn run_with(seed: u64, config: SimConfig) -> Result<SimReport, Violation> {
-    let mut sim = Sim::new(seed, config)?;
+    run_on(seed, config, MemoryStorage)
+}
+
+/// Runs `config` with randomness from `seed`, over logs kept by `storage`.
+pub fn run_on<S: SimStorage>(
+    seed: u64,
+    config: SimConfig,
+    storage: S,
+) -> Result<SimReport, Violation> {
+    let mut sim = Sim::new(seed, config, storage)?;
     sim.run()?;
     Ok(sim.report)
 }
 
-impl Sim {
-    fn new(seed: u64, config: SimConfig) -> Result<Sim, Violation> {
+impl<S: SimStorage> Sim<S> {
+    fn new(seed: u64, config: SimConfig, mut storage: S) -> Result<Self, Violation> {
         // A different stream from the one that drew the config.
         let mut rng = SimRng::new(seed ^ 0x5EED_CA05_E3A7_0001);
         // Sparse, unordered ids: nothing may assume ids are 0..n.
@@ -291,7 +302,12 @@ impl Sim {
                 id,
                 offset_ms,
                 replica: None,
-                parked: Some(MemoryLog::new()),
+                parked: Some(storage.create(i).map_err(|e| Violation {
+                    seed,
+                    at_ms: 0,
+                    message: format!("creating the log of {id}: {e}"),
+                    replay: S::REPLAY,
+                })?),
                 down_until_ms: 0,
                 next_pull_ms: rng.below(config.pull_interval_ms),
                 unacked: Vec::new(),
@@ -300,6 +316,7 @@ impl Sim {
         }
         let n = config.regions;
         let mut sim = Sim {
+            storage,
             seed,
             config,
             rng,
@@ -336,6 +353,7 @@ impl Sim {
             seed: self.seed,
             at_ms: self.now_ms,
             message: message.into(),
+            replay: S::REPLAY,
         }
     }
 
@@ -478,8 +496,9 @@ impl Sim {
         self.next_payload += 1;
         let wall = self.wall_ms(i);
         let id = self.ids[i];
+        let stored = self.storage.payload(payload);
         let result = match self.nodes[i].replica.as_mut() {
-            Some(replica) => replica.append_local(payload, wall),
+            Some(replica) => replica.append_local(stored, wall),
             None => return Ok(()),
         };
         let meta = result.map_err(|e| self.violation(format!("append at {id}: {e}")))?;
@@ -516,7 +535,10 @@ impl Sim {
             }
         };
         let covered = started.clock().get(id);
-        replica.finish_sync(started);
+        if let Err(e) = replica.finish_sync(started) {
+            return Err(self.violation(format!("sync at {id}: {e}")));
+        }
+        let node = &mut self.nodes[i];
         let (acked, unacked): (Vec<_>, Vec<_>) = std::mem::take(&mut node.unacked)
             .into_iter()
             .partition(|&(seq, _)| seq <= covered);
@@ -534,12 +556,19 @@ impl Sim {
             return Ok(());
         };
         let id = self.ids[i];
-        let mut log = replica.into_log();
-        self.report.lost_unsynced += log.crash() as u64;
+        let (log, lost) = self
+            .storage
+            .crash(i, replica.into_log())
+            .map_err(|e| self.violation(format!("crash of {id}: {e}")))?;
+        self.report.lost_unsynced += lost;
         self.report.crashes += 1;
         self.nodes[i].unacked.clear();
         self.nodes[i].syncing = None;
-        let kept = log.clock().get(id);
+        let kept = log
+            .recover()
+            .map_err(|e| self.violation(format!("reopening {id}: {e}")))?
+            .clock
+            .get(id);
         let acked = self
             .acknowledged
             .range(
@@ -571,7 +600,7 @@ impl Sim {
         Ok(())
     }
 
-    fn send(&mut self, from: usize, to: usize, message: Message) {
+    fn send(&mut self, from: usize, to: usize, message: Message<LogPayload<S>>) {
         self.report.messages += 1;
         if self.cut[from][to] || (self.faults && self.rng.chance(self.config.drop_per_million)) {
             self.report.dropped += 1;
@@ -608,7 +637,7 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, flight: InFlight) -> Result<(), Violation> {
+    fn deliver(&mut self, flight: InFlight<LogPayload<S>>) -> Result<(), Violation> {
         let InFlight { from, to, message } = flight;
         if self.cut[from][to] || self.nodes[to].replica.is_none() {
             self.report.dropped += 1;
@@ -619,8 +648,12 @@ impl Sim {
         let bytes_max = self.config.pull_bytes_max;
         match message {
             Message::Pull(request) => {
+                let storage = &self.storage;
+                let size = |payload: &LogPayload<S>| {
+                    storage.number(payload).map_or(1, |n| payload_bytes(&n))
+                };
                 let result = match self.nodes[to].replica.as_mut() {
-                    Some(replica) => replica.serve_pull(&request, limit, bytes_max, payload_bytes),
+                    Some(replica) => replica.serve_pull(&request, limit, bytes_max, size),
                     None => return Ok(()),
                 };
                 let response = result.map_err(|e| {
@@ -631,11 +664,17 @@ impl Sim {
                 })?;
                 for batch in &response.batches {
                     let id = batch.id();
-                    let known = *self.escaped.entry(id).or_insert(batch.payload);
-                    if known != batch.payload {
+                    let number = self.storage.number(&batch.payload).map_err(|e| {
+                        self.violation(format!(
+                            "{} served {}:{}: {e}",
+                            self.ids[to], id.origin, id.seq
+                        ))
+                    })?;
+                    let known = *self.escaped.entry(id).or_insert(number);
+                    if known != number {
                         return Err(self.violation(format!(
-                            "{} served {}:{} with payload {}, but {known} left earlier",
-                            self.ids[to], id.origin, id.seq, batch.payload
+                            "{} served {}:{} with payload {number}, but {known} left earlier",
+                            self.ids[to], id.origin, id.seq
                         )));
                     }
                 }
@@ -686,11 +725,11 @@ impl Sim {
     /// Each region's stable cut is at or below every region's durable log, so retention acting
     /// on it could never delete a batch some region may still need after a crash.
     fn check_stable_cuts(&self) -> Result<(), Violation> {
-        let durable: Vec<&VectorClock> = self
+        let durable: Vec<VectorClock> = self
             .nodes
             .iter()
             .filter_map(|n| n.replica.as_ref().map(|r| r.log()).or(n.parked.as_ref()))
-            .map(MemoryLog::durable_clock)
+            .map(|log| self.storage.durable_clock(log))
             .collect();
         for node in &self.nodes {
             let Some(replica) = &node.replica else {
@@ -709,13 +748,27 @@ impl Sim {
         Ok(())
     }
 
-    fn final_checks(&mut self) -> Result<(), Violation> {
-        let mut reference: Option<Vec<(BatchId, Payload)>> = None;
+    /// Every region's final log, payloads as numbers.
+    fn final_logs(&self) -> Result<Vec<(u32, Vec<Batch<Payload>>)>, Violation> {
+        let mut logs = Vec::new();
         for node in &self.nodes {
             let Some(replica) = &node.replica else {
                 return Err(self.violation(format!("{} is down at the end", node.id)));
             };
-            let log = replica.log().batches();
+            let batches = self
+                .storage
+                .batches(replica.log())
+                .map_err(|e| self.violation(format!("reading the log of {}: {e}", node.id)))?;
+            logs.push((node.id, batches));
+        }
+        Ok(logs)
+    }
+
+    fn final_checks(&mut self) -> Result<(), Violation> {
+        let logs = self.final_logs()?;
+        let mut reference: Option<Vec<(BatchId, Payload)>> = None;
+        for (node_id, log) in &logs {
+            let node_id = *node_id;
             // Per-origin order and causality, re-checked on the final log.
             let mut clock = VectorClock::default();
             for batch in log {
@@ -725,7 +778,7 @@ impl Sim {
                 {
                     return Err(self.violation(format!(
                         "log of {} holds {}:{} out of causal order",
-                        node.id, id.origin, id.seq
+                        node_id, id.origin, id.seq
                     )));
                 }
                 clock.advance(id.origin, id.seq);
@@ -733,7 +786,7 @@ impl Sim {
                     if escaped != batch.payload {
                         return Err(self.violation(format!(
                             "{} holds {}:{} with payload {}, others have {escaped}",
-                            node.id, id.origin, id.seq, batch.payload
+                            node_id, id.origin, id.seq, batch.payload
                         )));
                     }
                 }
@@ -745,7 +798,7 @@ impl Sim {
                 if set.binary_search(&(*id, *payload)).is_err() {
                     return Err(self.violation(format!(
                         "acknowledged {}:{} (payload {payload}) missing at {}",
-                        id.origin, id.seq, node.id
+                        id.origin, id.seq, node_id
                     )));
                 }
             }
@@ -754,7 +807,7 @@ impl Sim {
                 Some(first) if *first != set => {
                     return Err(self.violation(format!(
                         "{} ends with {} batches, the first region with {}, or different ones",
-                        node.id,
+                        node_id,
                         set.len(),
                         first.len()
                     )))
@@ -762,25 +815,22 @@ impl Sim {
                 Some(_) => {}
             }
         }
-        if let Some(replica) = self.nodes.first().and_then(|n| n.replica.as_ref()) {
-            self.report.final_log = replica.log().batches().to_vec();
+        self.check_tables(&logs)?;
+        if let Some((_, first)) = logs.into_iter().next() {
+            self.report.final_log = first;
         }
-        self.check_tables()
+        Ok(())
     }
 
     /// Tables end byte-identical: the rows each region materializes from its own log, in its
     /// log order, encode to the same bytes everywhere, and to the same bytes as two other
     /// application orders of the same writes. Runs after `final_checks` has established that
     /// every region holds the same batches.
-    fn check_tables(&mut self) -> Result<(), Violation> {
-        let logs: Vec<(u32, &[Batch<Payload>])> = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.replica.as_ref().map(|r| (n.id, r.log().batches())))
-            .collect();
-        let Some(&(first_id, first_log)) = logs.first() else {
+    fn check_tables(&mut self, logs: &[(u32, Vec<Batch<Payload>>)]) -> Result<(), Violation> {
+        let Some((first_id, first_log)) = logs.first() else {
             return Ok(());
         };
+        let first_id = *first_id;
         let mut writes: BTreeMap<Payload, (usize, Op)> = BTreeMap::new();
         let mut stats = TableStats::default();
         for batch in first_log {
@@ -809,7 +859,7 @@ impl Sim {
         reference.count_rows(&mut stats);
         let expected = reference.to_bytes();
         let mut others: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
-        for &(id, log) in &logs[1..] {
+        for (id, log) in &logs[1..] {
             let rows = materialize(&mut log.iter(), false).to_bytes();
             others.push((format!("region {id} (its log order)"), rows));
         }

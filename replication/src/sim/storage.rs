@@ -1,0 +1,74 @@
+//! What a simulated region stores its log on: [`MemoryStorage`] here, or the broker's real
+//! adapter over segment files (its tests implement [`SimStorage`] for that), so the same
+//! scenarios and checks run over the code the broker runs.
+
+use super::{CallerLog, MemoryLog, Payload};
+use crate::clock::VectorClock;
+use crate::delivery::{Batch, BatchLog};
+
+/// The payload type of a storage's logs.
+pub type LogPayload<S> = <<S as SimStorage>::Log as BatchLog>::Payload;
+
+/// The storage simulated regions run on. Errors are texts: any of them fails the run.
+pub trait SimStorage {
+    /// One region's log.
+    type Log: CallerLog;
+
+    /// The test command that runs the simulation over this storage, for replaying a seed.
+    const REPLAY: &'static str;
+
+    /// A new, empty log for the region at `index`.
+    fn create(&mut self, index: usize) -> Result<Self::Log, String>;
+
+    /// The region at `index` stops abruptly: its log as a restart finds it, and how many
+    /// batches the stop took (a power loss takes what no sync covered; a killed process
+    /// loses nothing the kernel holds).
+    fn crash(&mut self, index: usize, log: Self::Log) -> Result<(Self::Log, u64), String>;
+
+    /// The payload that stands for the simulated write `number`.
+    fn payload(&self, number: Payload) -> LogPayload<Self>;
+
+    /// The simulated write `payload` stands for.
+    fn number(&self, payload: &LogPayload<Self>) -> Result<Payload, String>;
+
+    /// Every batch of `log` in log order, with payloads as numbers.
+    fn batches(&self, log: &Self::Log) -> Result<Vec<Batch<Payload>>, String>;
+
+    /// The clock of what `log` keeps through [`SimStorage::crash`].
+    fn durable_clock(&self, log: &Self::Log) -> VectorClock;
+}
+
+/// Logs in memory that lose everything after their last sync on a crash (a power loss).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStorage;
+
+impl SimStorage for MemoryStorage {
+    type Log = MemoryLog<Payload>;
+
+    const REPLAY: &'static str = "cargo test --release -p causeway-replication --test simulation";
+
+    fn create(&mut self, _index: usize) -> Result<Self::Log, String> {
+        Ok(MemoryLog::new())
+    }
+
+    fn crash(&mut self, _index: usize, mut log: Self::Log) -> Result<(Self::Log, u64), String> {
+        let lost = log.crash() as u64;
+        Ok((log, lost))
+    }
+
+    fn payload(&self, number: Payload) -> Payload {
+        number
+    }
+
+    fn number(&self, payload: &Payload) -> Result<Payload, String> {
+        Ok(*payload)
+    }
+
+    fn batches(&self, log: &Self::Log) -> Result<Vec<Batch<Payload>>, String> {
+        Ok(log.batches().to_vec())
+    }
+
+    fn durable_clock(&self, log: &Self::Log) -> VectorClock {
+        log.durable_clock().clone()
+    }
+}
