@@ -214,6 +214,9 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
+/// A region's id and its final log, payloads as numbers.
+type RegionLog = (u32, Vec<Batch<Payload>>);
+
 enum Message<P> {
     Pull(PullRequest),
     Response(PullResponse<P>),
@@ -749,7 +752,7 @@ impl<S: SimStorage> Sim<S> {
     }
 
     /// Every region's final log, payloads as numbers.
-    fn final_logs(&self) -> Result<Vec<(u32, Vec<Batch<Payload>>)>, Violation> {
+    fn final_logs(&self) -> Result<Vec<RegionLog>, Violation> {
         let mut logs = Vec::new();
         for node in &self.nodes {
             let Some(replica) = &node.replica else {
@@ -826,7 +829,7 @@ impl<S: SimStorage> Sim<S> {
     /// log order, encode to the same bytes everywhere, and to the same bytes as two other
     /// application orders of the same writes. Runs after `final_checks` has established that
     /// every region holds the same batches.
-    fn check_tables(&mut self, logs: &[(u32, Vec<Batch<Payload>>)]) -> Result<(), Violation> {
+    fn check_tables(&mut self, logs: &[RegionLog]) -> Result<(), Violation> {
         let Some((first_id, first_log)) = logs.first() else {
             return Ok(());
         };
