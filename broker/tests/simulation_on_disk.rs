@@ -81,9 +81,10 @@ impl CallerLog for DiskLog {
 }
 
 /// Partitions in a temporary directory (on `/dev/shm` when there is one: fsyncs are real
-/// calls, but cheap there).
+/// calls, but cheap there), and per region the batches maintenance deleted, in log order.
 struct DiskStorage {
     root: TempDir,
+    deleted: Vec<Vec<Batch<Payload>>>,
 }
 
 impl DiskStorage {
@@ -98,6 +99,7 @@ impl DiskStorage {
         };
         DiskStorage {
             root: root.expect("temporary directory"),
+            deleted: Vec::new(),
         }
     }
 
@@ -156,6 +158,9 @@ impl SimStorage for DiskStorage {
         "cargo test --release -p causeway-broker --test simulation_on_disk";
 
     fn create(&mut self, index: usize) -> Result<DiskLog, String> {
+        if self.deleted.len() <= index {
+            self.deleted.resize_with(index + 1, Vec::new);
+        }
         self.open(index)
     }
 
@@ -206,7 +211,68 @@ impl SimStorage for DiskStorage {
         Ok(number)
     }
 
-    fn batches(&self, log: &DiskLog) -> Result<Vec<Batch<Payload>>, String> {
+    fn batches(&self, index: usize, log: &DiskLog) -> Result<Vec<Batch<Payload>>, String> {
+        let mut out = self.deleted.get(index).cloned().unwrap_or_default();
+        out.extend(self.retained(log)?);
+        Ok(out)
+    }
+
+    fn durable_clock(&self, log: &DiskLog) -> VectorClock {
+        // A killed process loses nothing the kernel holds: the whole log survives.
+        log.log
+            .recover()
+            .map(|state| state.clock)
+            .unwrap_or_default()
+    }
+
+    /// DeleteRecords to a random offset half of the time, then the maintenance pass the broker
+    /// runs, bounded by the offset below the stable cut as the broker computes it.
+    fn maintain(
+        &mut self,
+        index: usize,
+        log: &mut DiskLog,
+        clock: &VectorClock,
+        cut: &VectorClock,
+        choice: u64,
+    ) -> Result<u64, String> {
+        let before = self.retained(log)?;
+        let start = log.partition.log_start_offset();
+        let end = log.partition.log_end_offset();
+        if choice % 2 == 0 && end > start {
+            let span = u64::try_from(end - start + 1).unwrap_or(1);
+            let to = start + i64::try_from((choice / 2) % span).unwrap_or(0);
+            log.partition
+                .delete_records_before(to)
+                .map_err(|e| format!("DeleteRecords to {to}: {e}"))?;
+        }
+        let stable = log.log.offset_below_cut(clock, cut);
+        log.partition
+            .maintain(now_ms(), stable)
+            .map_err(|e| format!("maintenance below {stable}: {e}"))?;
+        let after = self.retained(log)?;
+        let gone = after
+            .first()
+            .and_then(|first| before.iter().position(|b| b.meta == first.meta))
+            .unwrap_or(before.len());
+        if before[gone..].len() != after.len() {
+            return Err(format!(
+                "maintenance removed batches other than a prefix: {} before, {} after, {gone} deleted",
+                before.len(),
+                after.len()
+            ));
+        }
+        let deleted = before.into_iter().take(gone);
+        self.deleted
+            .get_mut(index)
+            .ok_or("maintenance of an unknown region")?
+            .extend(deleted);
+        Ok(gone as u64)
+    }
+}
+
+impl DiskStorage {
+    /// The batches `log` holds now, in log order, with payloads as numbers.
+    fn retained(&self, log: &DiskLog) -> Result<Vec<Batch<Payload>>, String> {
         let mut out = Vec::new();
         let mut from = 0u64;
         loop {
@@ -222,14 +288,6 @@ impl SimStorage for DiskStorage {
             }
             from = last + 1;
         }
-    }
-
-    fn durable_clock(&self, log: &DiskLog) -> VectorClock {
-        // A killed process loses nothing the kernel holds: the whole log survives.
-        log.log
-            .recover()
-            .map(|state| state.clock)
-            .unwrap_or_default()
     }
 }
 
@@ -251,7 +309,7 @@ fn seeds() -> Vec<u64> {
 fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches() {
     let started = Instant::now();
     let seeds = seeds();
-    let (mut appends, mut crashes, mut batches) = (0u64, 0u64, 0usize);
+    let (mut appends, mut crashes, mut deleted, mut batches) = (0u64, 0u64, 0u64, 0usize);
     for &seed in &seeds {
         let mut rng = SimRng::new(seed);
         let config = SimConfig::random(&mut rng);
@@ -262,12 +320,16 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
             .unwrap_or_else(|violation| panic!("{violation}"));
         appends += report.appends;
         crashes += report.crashes;
+        deleted += report.deleted;
         batches += report.final_log.len();
     }
     println!(
-        "{} seeds on disk in {:.1} s: {appends} appends, {crashes} crashes (killed and reopened), {batches} batches in the final logs",
+        "{} seeds on disk in {:.1} s: {appends} appends, {crashes} crashes (killed and reopened), {deleted} batches deleted by maintenance, {batches} batches in the final histories",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(appends > 0 && crashes > 0, "the runs appended and crashed");
+    assert!(
+        appends > 0 && crashes > 0 && deleted > 0,
+        "the runs appended, crashed and deleted"
+    );
 }

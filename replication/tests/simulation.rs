@@ -147,6 +147,7 @@ fn calm(regions: usize) -> SimConfig {
         hlc_skew_ms_max: 100,
         bad_clock: false,
         pending_per_origin_max: 8,
+        maintain_per_million: 0,
         permanent_cut: None,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::MutexGuard;
 
-use causeway_replication::delivery::{stable_cut, BatchId, ReplicaError};
+use causeway_replication::delivery::{stable_cut, ReplicaError};
 use causeway_replication::VectorClock;
 use causeway_storage::{AppendResult, ControlType, StorageError};
 
@@ -100,9 +100,8 @@ impl PartitionHandle {
     /// point): retention and compaction never go above it. Peers reported stale are left out,
     /// so a region gone for good does not stop retention forever. In one region, the log end.
     pub fn stable_offset(&self, replication: &Replication, stale: &[u32]) -> i64 {
-        let end = self.log.log_end_offset();
         if !replication.enabled() {
-            return end;
+            return self.log.log_end_offset();
         }
         let replica = self.replica();
         let empty = VectorClock::default();
@@ -114,19 +113,7 @@ impl PartitionHandle {
                 .map(|p| replica.peer_clock(p.id).unwrap_or(&empty)),
         );
         let cut = stable_cut(clocks);
-        replica
-            .clock()
-            .to_deps()
-            .into_iter()
-            .filter(|&(origin, seq)| cut.get(origin) < seq)
-            .filter_map(|(origin, _)| {
-                replica.log().first_offset_of(BatchId {
-                    origin,
-                    seq: cut.get(origin) + 1,
-                })
-            })
-            .min()
-            .unwrap_or(end)
+        replica.log().offset_below_cut(replica.clock(), &cut)
     }
 
     /// How many of this region's peers durably hold its own batches up to `own_seq`.

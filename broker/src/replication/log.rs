@@ -136,6 +136,24 @@ impl ReplicaLog {
         self.index.offset_of(id)
     }
 
+    /// The offset below which every batch is covered by `cut` (a stable cut), given the
+    /// replica's `clock`: the first batch above the cut of any origin, or the log end. Retention,
+    /// DeleteRecords and compaction never delete at or above it.
+    pub fn offset_below_cut(&self, clock: &VectorClock, cut: &VectorClock) -> i64 {
+        clock
+            .to_deps()
+            .into_iter()
+            .filter(|&(origin, seq)| cut.get(origin) < seq)
+            .filter_map(|(origin, _)| {
+                self.first_offset_of(BatchId {
+                    origin,
+                    seq: cut.get(origin) + 1,
+                })
+            })
+            .min()
+            .unwrap_or_else(|| self.log.log_end_offset())
+    }
+
     /// Appends a batch produced here with the metadata the replica stamped; returns whether it
     /// was written (an idempotent retry is answered from the log without writing) and the
     /// outcome. Request errors (bad batch, sequence errors) are outcomes, not log failures.

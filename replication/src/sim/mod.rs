@@ -121,6 +121,9 @@ pub struct SimConfig {
     pub bad_clock: bool,
     /// The replicas' pending queue bound per origin.
     pub pending_per_origin_max: usize,
+    /// Chance per region per ms of a log maintenance pass (retention, DeleteRecords), per
+    /// million; storage that keeps everything ignores it.
+    pub maintain_per_million: u32,
     /// A link (by region index) cut for the whole run, quiescence included: its two ends must
     /// converge through a third region.
     pub permanent_cut: Option<(usize, usize)>,
@@ -153,6 +156,7 @@ impl SimConfig {
             hlc_skew_ms_max: 2 * clock_offset_ms_max + rng.range(1, 100),
             bad_clock: rng.chance(125_000),
             pending_per_origin_max: rng.range(1, 16) as usize,
+            maintain_per_million: rng.range(0, 20_000) as u32,
             permanent_cut: None,
         }
     }
@@ -169,6 +173,8 @@ pub struct SimReport {
     pub crashes: u64,
     /// Unsynced batches lost in crashes (never acknowledged, never served).
     pub lost_unsynced: u64,
+    /// Batches log maintenance deleted (retention, DeleteRecords).
+    pub deleted: u64,
     /// Messages sent.
     pub messages: u64,
     /// Messages dropped by faults or cut links.
@@ -468,6 +474,10 @@ impl<S: SimStorage> Sim<S> {
             if self.nodes[i].replica.is_some() && self.rng.chance(self.config.sync_per_million) {
                 self.sync(i)?;
             }
+            if self.nodes[i].replica.is_some() && self.rng.chance(self.config.maintain_per_million)
+            {
+                self.maintain(i)?;
+            }
         }
         for i in 0..n {
             if self.nodes[i].replica.is_some() && self.now_ms >= self.nodes[i].next_pull_ms {
@@ -554,11 +564,28 @@ impl<S: SimStorage> Sim<S> {
         Ok(())
     }
 
+    /// A maintenance pass over region `i`'s log, bounded by its replica's stable cut.
+    fn maintain(&mut self, i: usize) -> Result<(), Violation> {
+        let choice = self.rng.next_u64();
+        let id = self.ids[i];
+        let Some(replica) = self.nodes[i].replica.as_mut() else {
+            return Ok(());
+        };
+        let (clock, cut) = (replica.clock().clone(), replica.stable_cut());
+        let deleted = self
+            .storage
+            .maintain(i, replica.log_mut(), &clock, &cut, choice)
+            .map_err(|e| self.violation(format!("maintenance at {id}: {e}")))?;
+        self.report.deleted += deleted;
+        Ok(())
+    }
+
     fn crash(&mut self, i: usize) -> Result<(), Violation> {
         let Some(replica) = self.nodes[i].replica.take() else {
             return Ok(());
         };
         let id = self.ids[i];
+        let durable_before = replica.durable_clock().clone();
         let (log, lost) = self
             .storage
             .crash(i, replica.into_log())
@@ -567,11 +594,18 @@ impl<S: SimStorage> Sim<S> {
         self.report.crashes += 1;
         self.nodes[i].unacked.clear();
         self.nodes[i].syncing = None;
-        let kept = log
+        let recovered = log
             .recover()
             .map_err(|e| self.violation(format!("reopening {id}: {e}")))?
-            .clock
-            .get(id);
+            .clock;
+        if !dominated_by(&durable_before, &recovered) {
+            return Err(self.violation(format!(
+                "the clock of {id} went backwards across a restart: durable {:?} before, {:?} after",
+                durable_before.to_deps(),
+                recovered.to_deps()
+            )));
+        }
+        let kept = recovered.get(id);
         let acked = self
             .acknowledged
             .range(
@@ -754,13 +788,13 @@ impl<S: SimStorage> Sim<S> {
     /// Every region's final log, payloads as numbers.
     fn final_logs(&self) -> Result<Vec<RegionLog>, Violation> {
         let mut logs = Vec::new();
-        for node in &self.nodes {
+        for (index, node) in self.nodes.iter().enumerate() {
             let Some(replica) = &node.replica else {
                 return Err(self.violation(format!("{} is down at the end", node.id)));
             };
             let batches = self
                 .storage
-                .batches(replica.log())
+                .batches(index, replica.log())
                 .map_err(|e| self.violation(format!("reading the log of {}: {e}", node.id)))?;
             logs.push((node.id, batches));
         }

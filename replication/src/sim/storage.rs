@@ -31,8 +31,24 @@ pub trait SimStorage {
     /// The simulated write `payload` stands for.
     fn number(&self, payload: &LogPayload<Self>) -> Result<Payload, String>;
 
-    /// Every batch of `log` in log order, with payloads as numbers.
-    fn batches(&self, log: &Self::Log) -> Result<Vec<Batch<Payload>>, String>;
+    /// Every batch the log of the region at `index` ever held, in log order, with payloads as
+    /// numbers: what maintenance deleted, then what `log` holds now.
+    fn batches(&self, index: usize, log: &Self::Log) -> Result<Vec<Batch<Payload>>, String>;
+
+    /// Runs the broker's log maintenance (retention, DeleteRecords) on the region at `index`,
+    /// whose replica has `clock` and stable cut `cut`; `choice` is a random number for the
+    /// storage's own decisions. Returns how many batches it deleted. Logs in memory keep
+    /// everything.
+    fn maintain(
+        &mut self,
+        _index: usize,
+        _log: &mut Self::Log,
+        _clock: &VectorClock,
+        _cut: &VectorClock,
+        _choice: u64,
+    ) -> Result<u64, String> {
+        Ok(0)
+    }
 
     /// The clock of what `log` keeps through [`SimStorage::crash`].
     fn durable_clock(&self, log: &Self::Log) -> VectorClock;
@@ -64,7 +80,7 @@ impl SimStorage for MemoryStorage {
         Ok(*payload)
     }
 
-    fn batches(&self, log: &Self::Log) -> Result<Vec<Batch<Payload>>, String> {
+    fn batches(&self, _index: usize, log: &Self::Log) -> Result<Vec<Batch<Payload>>, String> {
         Ok(log.batches().to_vec())
     }
 
