@@ -238,7 +238,7 @@ impl SimStorage for DiskStorage {
         let before = self.retained(log)?;
         let start = log.partition.log_start_offset();
         let end = log.partition.log_end_offset();
-        if choice % 2 == 0 && end > start {
+        if choice.is_multiple_of(2) && end > start {
             let span = u64::try_from(end - start + 1).unwrap_or(1);
             let to = start + i64::try_from((choice / 2) % span).unwrap_or(0);
             log.partition
