@@ -27,6 +27,7 @@ pub mod handlers;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;
+pub mod open_files;
 pub mod producer_ids;
 pub mod replication;
 pub mod server;
@@ -56,6 +57,7 @@ pub fn main() -> ExitCode {
         None => cli.serve,
     };
     init_logging(options.log_format);
+    open_files::raise_limit(&options);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(blocking::pool_threads())
         .enable_all()
