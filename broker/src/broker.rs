@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use causeway_storage::{Catalog, LogConfig, TableStore, TimestampType};
 
-use crate::clock::now_ms;
 use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
 use crate::replication::Replication;
 use crate::topics::Topics;
 use crate::transactions::TransactionCoordinator;
+use crate::wall_clock::now_ms;
 
 /// Node id of this broker in Metadata: every region is the single broker of its own cluster.
 pub const NODE_ID: i32 = 0;

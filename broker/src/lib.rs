@@ -18,7 +18,6 @@ pub mod background;
 pub mod blocking;
 pub mod broker;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod connection_limits;
@@ -34,6 +33,7 @@ pub mod server;
 pub mod tables;
 pub mod topics;
 pub mod transactions;
+pub mod wall_clock;
 
 use std::process::ExitCode;
 

@@ -9,11 +9,11 @@ use tokio::sync::watch;
 
 use crate::background;
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::metrics;
 use crate::replication::status::stale_peers;
 use crate::tables::{clean_partition, is_table, merge_mode, IoBudget};
 use crate::topics::{PartitionHandle, Topic};
+use crate::wall_clock::now_ms;
 
 /// Runs until shutdown.
 pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {

@@ -16,9 +16,9 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::clock::now_ms;
 use crate::replication::log::ReplicaLog;
 use crate::replication::Replica;
+use crate::wall_clock::now_ms;
 
 /// Kafka's longest legal topic name.
 const TOPIC_NAME_BYTES_MAX: usize = 249;

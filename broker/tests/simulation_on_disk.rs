@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use causeway_broker::clock::now_ms;
 use causeway_broker::replication::log::ReplicaLog;
+use causeway_broker::wall_clock::now_ms;
 use causeway_replication::delivery::{
-    AppendError, Batch, BatchId, BatchLog, LogError, LogState, Positioned,
+    AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
 };
 use causeway_replication::sim::{run_on, CallerLog, Payload, SimConfig, SimRng, SimStorage};
 use causeway_replication::VectorClock;
@@ -54,7 +54,7 @@ impl BatchLog for DiskLog {
         self.log.read(from, max)
     }
 
-    fn recover(&self) -> Result<LogState, LogError> {
+    fn recover(&self) -> Result<RecoveredLog, LogError> {
         self.log.recover()
     }
 }

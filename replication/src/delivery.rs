@@ -97,7 +97,7 @@ pub enum AppendError {
 
 /// What a log knows about itself after it was opened, from which a replica restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogState {
+pub struct RecoveredLog {
     /// Per origin, the highest sequence in the log (the log holds every lower one too).
     pub clock: VectorClock,
     /// The newest HLC stamp in the log, so the clock resumes after it.
@@ -127,7 +127,7 @@ pub trait BatchLog {
     fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<Self::Payload>>, LogError>;
 
     /// The clock and newest stamp of the log as it is now (called once, right after opening).
-    fn recover(&self) -> Result<LogState, LogError>;
+    fn recover(&self) -> Result<RecoveredLog, LogError>;
 }
 
 /// Static settings of one replica.
@@ -218,7 +218,7 @@ pub enum Outcome {
 /// durable clock (for the stable cut). The same request can go to any peer, which is what lets
 /// batches route around a broken link.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullRequest {
+pub struct ReplicaPull {
     /// Requesting region.
     pub from: u32,
     /// Region asked.
@@ -229,10 +229,10 @@ pub struct PullRequest {
     pub durable: VectorClock,
 }
 
-/// The answer to a [`PullRequest`]: batches in the server's log order (a causal order), so a
+/// The answer to a [`ReplicaPull`]: batches in the server's log order (a causal order), so a
 /// requester that receives them in order applies each one at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullResponse<P> {
+pub struct ReplicaAnswer<P> {
     /// Serving region.
     pub from: u32,
     /// Requesting region.
@@ -245,7 +245,7 @@ pub struct PullResponse<P> {
     pub batches: Vec<Batch<P>>,
 }
 
-/// Totals of receiving one [`PullResponse`], for metrics and backoff decisions.
+/// Totals of receiving one [`ReplicaAnswer`], for metrics and backoff decisions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullReport {
     /// Batches applied, including queued ones released by them.
@@ -596,8 +596,8 @@ impl<L: BatchLog> PartitionReplica<L> {
     /// What to ask `peer`: everything above this region's clock, from every origin (anti-entropy
     /// by clock exchange: any peer can fill in any origin's batches). Sent periodically even
     /// when idle, it is also the heartbeat that tells peers this region's durable clock.
-    pub fn pull_request(&self, peer: u32) -> PullRequest {
-        PullRequest {
+    pub fn pull_request(&self, peer: u32) -> ReplicaPull {
+        ReplicaPull {
             from: self.config.region,
             to: peer,
             have: self.clock.clone(),
@@ -640,11 +640,11 @@ impl<L: BatchLog> PartitionReplica<L> {
     /// Own batches are served only up to the durable clock. Records the peer's durable clock.
     pub fn serve_pull(
         &mut self,
-        request: &PullRequest,
+        request: &ReplicaPull,
         limit: usize,
         bytes_max: usize,
         size: impl Fn(&L::Payload) -> usize,
-    ) -> Result<PullResponse<L::Payload>, ReplicaError> {
+    ) -> Result<ReplicaAnswer<L::Payload>, ReplicaError> {
         self.check_poisoned()?;
         self.note_peer(request.from, &request.durable)?;
         let own = self.config.region;
@@ -703,7 +703,7 @@ impl<L: BatchLog> PartitionReplica<L> {
                 }
             }
         }
-        Ok(PullResponse {
+        Ok(ReplicaAnswer {
             from: own,
             to: request.from,
             have: self.clock.clone(),
@@ -712,11 +712,11 @@ impl<L: BatchLog> PartitionReplica<L> {
         })
     }
 
-    /// Receives a peer's [`PullResponse`] at local wall time `wall_ms`: records its durable
+    /// Receives a peer's [`ReplicaAnswer`] at local wall time `wall_ms`: records its durable
     /// clock and runs every batch through [`PartitionReplica::receive`].
     pub fn receive_response(
         &mut self,
-        response: PullResponse<L::Payload>,
+        response: ReplicaAnswer<L::Payload>,
         wall_ms: u64,
     ) -> Result<PullReport, ReplicaError> {
         self.check_poisoned()?;
@@ -1175,8 +1175,8 @@ mod tests {
             fn read(&self, _: u64, _: usize) -> Result<Vec<Positioned<u64>>, LogError> {
                 Ok(Vec::new())
             }
-            fn recover(&self) -> Result<LogState, LogError> {
-                Ok(LogState::default())
+            fn recover(&self) -> Result<RecoveredLog, LogError> {
+                Ok(RecoveredLog::default())
             }
         }
         let mut a = PartitionReplica::recover(config(A), FailingLog).expect("recover");
@@ -1210,7 +1210,7 @@ mod tests {
         fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<u64>>, LogError> {
             self.0.read(from, max)
         }
-        fn recover(&self) -> Result<LogState, LogError> {
+        fn recover(&self) -> Result<RecoveredLog, LogError> {
             self.0.recover()
         }
     }
@@ -1232,7 +1232,7 @@ mod tests {
         let mut a =
             PartitionReplica::recover(config(A), PickyLog(MemoryLog::new())).expect("recover");
         let refused = BatchId { origin: B, seq: 1 };
-        let response = PullResponse {
+        let response = ReplicaAnswer {
             from: B,
             to: A,
             have: clock(&[(B, 1), (C, 1)]),
@@ -1252,7 +1252,7 @@ mod tests {
         // A queued batch the log refuses once it becomes deliverable is reported too.
         let mut q =
             PartitionReplica::recover(config(A), PickyLog(MemoryLog::new())).expect("recover");
-        let response = PullResponse {
+        let response = ReplicaAnswer {
             from: B,
             to: A,
             have: clock(&[(B, 1), (C, 1)]),

@@ -29,8 +29,8 @@ use self::state::{
     Output, Reply, SyncResult, WaiterId,
 };
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::metrics;
+use crate::wall_clock::now_ms;
 
 /// How often group timers (session, rebalance, sync timeouts, initial delay) are checked: the
 /// precision of every group timeout.

@@ -16,10 +16,10 @@ use kafka_protocol::ResponseError;
 use super::record_checks::check_produced;
 use super::{topic_error_code, topic_name};
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::metrics;
 use crate::topics::{PartitionHandle, Topic};
 use crate::transactions::TxnState;
+use crate::wall_clock::now_ms;
 
 /// A partition whose batches were appended and, with acks=all, still need an fsync (and, with
 /// `causeway.min.regions` above 1, other regions to hold them).

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_replication::delivery::{Batch, PullResponse as CoreResponse, Refusal};
+use causeway_replication::delivery::{Batch, Refusal, ReplicaAnswer};
 use causeway_replication::wire::{
     PartitionPull, PullError, PullRequest, PullResponse, TopicId, REPLICATION_API_KEY,
     REPLICATION_API_VERSION,
@@ -29,8 +29,8 @@ use tokio::sync::watch;
 use super::status::LinkState;
 use super::Peer;
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::metrics;
+use crate::wall_clock::now_ms;
 
 /// How long a pull may wait at the peer for news.
 const PULL_WAIT_MS: u32 = 500;
@@ -570,7 +570,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
                 t.refused += 1;
             }
         }
-        let core = CoreResponse {
+        let core = ReplicaAnswer {
             from: peer,
             to: replication.region_id,
             have: part.have,

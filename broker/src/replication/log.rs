@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use causeway_replication::delivery::{
-    AppendError, Batch, BatchId, BatchLog, LogError, LogState, Positioned,
+    AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
 };
 use causeway_replication::VectorClock;
 use causeway_storage::{AppendResult, BatchHeader, CausalMeta, Partition, StorageError};
 
-use crate::clock::now_ms;
+use crate::wall_clock::now_ms;
 
 /// Bytes read from the log per step while collecting batches for a pull.
 const READ_STEP_BYTES: usize = 1 << 20;
@@ -295,12 +295,12 @@ impl BatchLog for ReplicaLog {
         Ok(out)
     }
 
-    fn recover(&self) -> Result<LogState, LogError> {
+    fn recover(&self) -> Result<RecoveredLog, LogError> {
         let mut clock = self.index.clock();
         for (origin, seq) in self.high_water.to_deps() {
             clock.advance(origin, seq);
         }
-        Ok(LogState {
+        Ok(RecoveredLog {
             clock,
             hlc_max: self.index.hlc_max,
         })

@@ -8,15 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_replication::delivery::PullRequest as CorePull;
+use causeway_replication::delivery::ReplicaPull;
 use causeway_replication::wire::{
     PartitionBatches, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
 };
 
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::metrics;
 use crate::topics::PartitionHandle;
+use crate::wall_clock::now_ms;
 
 /// Batches served per partition per pull.
 const BATCHES_PER_PARTITION_MAX: usize = 256;
@@ -142,7 +142,7 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
                 }
             }
         }
-        let core = CorePull {
+        let core = ReplicaPull {
             from: request.region,
             to: replication.region_id,
             have,

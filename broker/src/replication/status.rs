@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Replication;
 use crate::broker::Broker;
-use crate::clock::now_ms;
+use crate::wall_clock::now_ms;
 
 /// State of the link that pulls from one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]

@@ -14,9 +14,9 @@ use super::records::{for_each_write, skipped, Chunk, WriteReader};
 use super::{is_table, merge_mode, store_name};
 use crate::background;
 use crate::broker::Broker;
-use crate::clock::now_ms;
 use crate::metrics;
 use crate::topics::{PartitionHandle, Topic};
+use crate::wall_clock::now_ms;
 
 /// How often the materializer looks for new records.
 const POLL_PERIOD: Duration = Duration::from_millis(20);

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 pub use state::{PendingOffset, TxnRecord, TxnState};
 
 use crate::broker::Broker;
-use crate::clock::now_ms;
+use crate::wall_clock::now_ms;
 
 /// How often ongoing transactions are checked against their timeouts.
 const TIMEOUT_CHECK_PERIOD: Duration = Duration::from_millis(500);

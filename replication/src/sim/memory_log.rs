@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::clock::VectorClock;
-use crate::delivery::{AppendError, Batch, BatchId, BatchLog, LogError, LogState, Positioned};
+use crate::delivery::{AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog};
 
 /// A partition log held in a `Vec`: the simulator's stand-in for storage. Every append is checked
 /// against the log's own clock (per-origin order, dependencies already present), so a replica
@@ -145,8 +145,8 @@ impl<P: Clone + PartialEq> BatchLog for MemoryLog<P> {
             .collect())
     }
 
-    fn recover(&self) -> Result<LogState, LogError> {
-        Ok(LogState {
+    fn recover(&self) -> Result<RecoveredLog, LogError> {
+        Ok(RecoveredLog {
             clock: self.clock.clone(),
             hlc_max: self.batches.iter().map(|b| b.meta.hlc).max().unwrap_or(0),
         })

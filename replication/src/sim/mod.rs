@@ -55,8 +55,8 @@ pub use tables::{table_record, table_write, TableRecord, TableStats, Tables, KEY
 use crate::clock::VectorClock;
 use crate::crdt::Op;
 use crate::delivery::{
-    dominated_by, Batch, BatchId, BatchLog, PartitionReplica, PullRequest, PullResponse, Refusal,
-    ReplicaConfig,
+    dominated_by, Batch, BatchId, BatchLog, PartitionReplica, Refusal, ReplicaAnswer,
+    ReplicaConfig, ReplicaPull,
 };
 
 /// Wall time at which simulated clocks start, so negative offsets stay positive.
@@ -224,8 +224,8 @@ impl std::error::Error for Violation {}
 type RegionLog = (u32, Vec<Batch<Payload>>);
 
 enum Message<P> {
-    Pull(PullRequest),
-    Response(PullResponse<P>),
+    Pull(ReplicaPull),
+    Response(ReplicaAnswer<P>),
 }
 
 struct InFlight<P> {
