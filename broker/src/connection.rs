@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
 use causeway_protocol::request::{decode_request, RequestError};
 use causeway_protocol::response::{api_versions_body, encode_response};
-use causeway_replication::wire::{REPLICATION_API_KEY, REPLICATION_API_VERSION};
+use causeway_replication::wire::{response_frame, split_pull, PullHeader, REPLICATION_API_VERSION};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -42,9 +42,6 @@ enum Outcome {
     /// Send these bytes, then close the connection for this reason.
     RespondAndClose(Bytes, String),
 }
-
-/// Bytes of the replication request header: api key, api version, correlation id.
-const REPLICATION_HEADER_BYTES: usize = 8;
 
 /// What the listener gives each connection besides its socket.
 pub struct Admission {
@@ -199,27 +196,23 @@ async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientCon
     }
 }
 
-/// A frame on the private replication API key: its correlation id and body (`None` for any
-/// other frame, which goes to the Kafka decoder).
-fn replication_pull(frame: &Bytes) -> Option<(i16, i32, Bytes)> {
-    let header = frame.get(..REPLICATION_HEADER_BYTES)?;
-    let api_key = i16::from_be_bytes([header[0], header[1]]);
-    if api_key != REPLICATION_API_KEY {
-        return None;
-    }
-    let version = i16::from_be_bytes([header[2], header[3]]);
-    let correlation_id = i32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    Some((
-        version,
-        correlation_id,
-        frame.slice(REPLICATION_HEADER_BYTES..),
-    ))
+/// A frame on the private replication API key: its header and body (`None` for any other
+/// frame, which goes to the Kafka decoder).
+fn replication_pull(frame: &Bytes) -> Option<(PullHeader, Bytes)> {
+    let (header, body) = split_pull(frame)?;
+    Some((header, frame.slice_ref(body)))
 }
 
 /// Serves a peer region's pull; an unknown version or a malformed body closes the connection.
 async fn serve_replication(
     broker: &Arc<Broker>,
-    (version, correlation_id, body): (i16, i32, Bytes),
+    (
+        PullHeader {
+            version,
+            correlation_id,
+        },
+        body,
+    ): (PullHeader, Bytes),
 ) -> Outcome {
     if !broker.replication.enabled() {
         metrics::replication_refused("not_configured");
@@ -231,13 +224,7 @@ async fn serve_replication(
             "replication pull version {version} is not supported"
         ));
     }
-    let with_header = |body: Vec<u8>| {
-        let mut frame = Vec::with_capacity(8 + body.len());
-        frame.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        frame.extend_from_slice(&correlation_id.to_be_bytes());
-        frame.extend_from_slice(&body);
-        Bytes::from(frame)
-    };
+    let with_header = |body: Vec<u8>| Bytes::from(response_frame(correlation_id, &body));
     match replication::serve::serve(broker, &body).await {
         Ok(Served::Respond(body)) => Outcome::Respond(with_header(body)),
         Ok(Served::RespondAndClose(body, reason)) => {

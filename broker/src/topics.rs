@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
+use causeway_replication::topic_catalog::MAX_TOPIC_NAME_LEN;
 use causeway_replication::{CatalogError, CatalogStamp, HybridClock, TopicCatalog, TopicState};
 use causeway_storage::{
     log_config_from, remove_partition_dir, validate_topic_config, Catalog, LogConfig, Partition,
@@ -19,9 +20,6 @@ use uuid::Uuid;
 use crate::replication::log::ReplicaLog;
 use crate::replication::Replica;
 use crate::wall_clock::now_ms;
-
-/// Kafka's longest legal topic name.
-const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 /// Why a topic operation was refused; each maps to one Kafka error code.
 #[derive(Debug, thiserror::Error)]
@@ -598,7 +596,7 @@ impl Topics {
 /// Kafka's topic naming rules.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let legal = !name.is_empty()
-        && name.len() <= TOPIC_NAME_BYTES_MAX
+        && name.len() <= MAX_TOPIC_NAME_LEN
         && name != "."
         && name != ".."
         && name

@@ -179,7 +179,8 @@ fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
-/// Appends `value` as an unsigned LEB128 varint (the one varint writer of the replication wire).
+/// Appends `value` as an unsigned LEB128 varint in its shortest form (the one varint writer of
+/// the replication wire, the dependency vectors and the topic catalog).
 pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
@@ -188,8 +189,9 @@ pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-/// Reads an unsigned LEB128 varint at `*at`, advancing it; refuses truncated and overlong
-/// encodings (the one varint reader of the replication wire).
+/// Reads an unsigned LEB128 varint at `*at`, advancing it; refuses truncated encodings and any
+/// but the shortest (so every value has exactly one encoding). The one varint reader of the
+/// replication wire, the dependency vectors and the topic catalog.
 pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, DepsDecodeError> {
     let mut value: u64 = 0;
     for shift in 0..10u32 {
@@ -201,6 +203,10 @@ pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, DepsDecodeError> {
         }
         value |= bits << (7 * shift);
         if byte & 0x80 == 0 {
+            if shift > 0 && byte == 0 {
+                // A trailing zero group: the same value has a shorter encoding.
+                return Err(DepsDecodeError::Overlong);
+            }
             return Ok(value);
         }
     }
@@ -211,6 +217,19 @@ pub fn get_varint(buf: &[u8], at: &mut usize) -> Result<u64, DepsDecodeError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_the_shortest_varint_encoding_is_read() {
+        let read = |bytes: &[u8]| get_varint(bytes, &mut 0);
+        assert_eq!(read(&[0x00]), Ok(0));
+        assert_eq!(read(&[0x80, 0x01]), Ok(128));
+        assert_eq!(read(&[0x80, 0x00]), Err(DepsDecodeError::Overlong));
+        assert_eq!(read(&[0xff, 0x80, 0x00]), Err(DepsDecodeError::Overlong));
+        assert_eq!(read(&[0x80]), Err(DepsDecodeError::Truncated));
+        let mut max = Vec::new();
+        put_varint(u64::MAX, &mut max);
+        assert_eq!(read(&max), Ok(u64::MAX));
+    }
 
     fn deps_strategy() -> impl Strategy<Value = Vec<(u32, u64)>> {
         proptest::collection::btree_map(any::<u32>(), 1..=u64::MAX, 0..12)

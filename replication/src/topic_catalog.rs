@@ -56,6 +56,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use causeway_causal::deps_codec::{get_varint, put_varint, DepsDecodeError};
 use thiserror::Error;
 
 /// Version byte that starts [`TopicCatalog::encode`] and [`TopicState::encode`] output; bump it
@@ -352,16 +353,16 @@ impl TopicState {
                 put_stamp(out, stamp);
             }
         }
-        put_varint(out, self.creates.len() as u64);
+        put_varint(self.creates.len() as u64, out);
         for &stamp in &self.creates {
             put_stamp(out, stamp);
         }
-        put_varint(out, self.partitions.len() as u64);
+        put_varint(self.partitions.len() as u64, out);
         for &(stamp, count) in &self.partitions {
             put_stamp(out, stamp);
-            put_varint(out, u64::from(count));
+            put_varint(u64::from(count), out);
         }
-        put_varint(out, self.configs.len() as u64);
+        put_varint(self.configs.len() as u64, out);
         for (key, (stamp, value)) in &self.configs {
             put_str(out, key);
             put_stamp(out, *stamp);
@@ -665,7 +666,7 @@ impl TopicCatalog {
     /// The canonical, versioned encoding of the whole catalog (see the module docs).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![CATALOG_ENCODING_VERSION];
-        put_varint(&mut out, self.topics.len() as u64);
+        put_varint(self.topics.len() as u64, &mut out);
         for (name, state) in &self.topics {
             put_str(&mut out, name);
             state.encode_body(&mut out);
@@ -786,22 +787,14 @@ fn fnv1a_128(bytes: &[u8]) -> u128 {
         })
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
 fn put_str(out: &mut Vec<u8>, value: &str) {
-    put_varint(out, value.len() as u64);
+    put_varint(value.len() as u64, out);
     out.extend_from_slice(value.as_bytes());
 }
 
 fn put_stamp(out: &mut Vec<u8>, stamp: CatalogStamp) {
-    put_varint(out, stamp.hlc);
-    put_varint(out, u64::from(stamp.region));
+    put_varint(stamp.hlc, out);
+    put_varint(u64::from(stamp.region), out);
 }
 
 /// A bounds-checked cursor over untrusted bytes.
@@ -842,24 +835,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An unsigned LEB128 varint of at most 10 bytes, in its shortest form.
+    /// An unsigned LEB128 varint of at most 10 bytes, in its shortest form (the workspace's one
+    /// varint reader, `causeway_causal::deps_codec::get_varint`).
     fn varint(&mut self) -> Result<u64, CatalogError> {
-        let mut value: u64 = 0;
-        for index in 0..10 {
-            let byte = self.byte()?;
-            let bits = u64::from(byte & 0x7f);
-            if index == 9 && byte > 1 {
-                return Err(self.malformed("varint overflows 64 bits"));
-            }
-            value |= bits << (7 * index);
-            if byte & 0x80 == 0 {
-                if index > 0 && byte == 0 {
-                    return Err(self.malformed("overlong varint"));
-                }
-                return Ok(value);
-            }
-        }
-        Err(self.malformed("varint longer than 10 bytes"))
+        get_varint(self.bytes, &mut self.offset).map_err(|error| match error {
+            DepsDecodeError::Truncated => self.malformed("truncated"),
+            _ => self.malformed("overlong varint"),
+        })
     }
 
     fn u32(&mut self) -> Result<u32, CatalogError> {

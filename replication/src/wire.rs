@@ -3,7 +3,9 @@
 //! request header v0 (`api_key i16`, `api_version i16`, `correlation_id i32`) followed by a
 //! [`PullRequest`] body; the response frame is `correlation_id i32` followed by a
 //! [`PullResponse`] body. One pull covers every partition the requester hosts, so a link costs
-//! one round trip per pull whatever the partition count.
+//! one round trip per pull whatever the partition count. Both ends build and read frames with
+//! the same functions ([`pull_frame`], [`split_pull`], [`response_frame`],
+//! [`response_length_ok`]); every varint is `causeway_causal::deps_codec`'s.
 //!
 //! ## Incarnations
 //! A partition is named by topic name, topic id and index. The topic id
@@ -44,19 +46,80 @@ pub const REPLICATION_API_KEY: i16 = 32_000;
 /// partition entry (see the module docs).
 pub const REPLICATION_API_VERSION: i16 = 1;
 
+/// Bytes of a pull frame's header after the length prefix: API key, version, correlation id.
+pub const PULL_HEADER_BYTES: usize = 8;
+
+/// Bytes of a response frame's header after the length prefix: the correlation id.
+pub const RESPONSE_HEADER_BYTES: usize = 4;
+
+/// A pull frame as the requester sends it: length prefix, the request header (private API key,
+/// [`REPLICATION_API_VERSION`], `correlation_id`), then `body`.
+pub fn pull_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + PULL_HEADER_BYTES + body.len());
+    frame.extend_from_slice(&frame_length(PULL_HEADER_BYTES + body.len()));
+    frame.extend_from_slice(&REPLICATION_API_KEY.to_be_bytes());
+    frame.extend_from_slice(&REPLICATION_API_VERSION.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// The header of a pull, read by the server from a frame without its length prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullHeader {
+    /// The body version the requester speaks.
+    pub version: i16,
+    /// Echoed in the response.
+    pub correlation_id: i32,
+}
+
+/// Splits a frame (without its length prefix) into its pull header and body; `None` if it is not
+/// on the replication API key (a Kafka request) or too short to hold the header.
+pub fn split_pull(frame: &[u8]) -> Option<(PullHeader, &[u8])> {
+    let header = frame.get(..PULL_HEADER_BYTES)?;
+    if i16::from_be_bytes([header[0], header[1]]) != REPLICATION_API_KEY {
+        return None;
+    }
+    let pull = PullHeader {
+        version: i16::from_be_bytes([header[2], header[3]]),
+        correlation_id: i32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+    };
+    Some((pull, &frame[PULL_HEADER_BYTES..]))
+}
+
+/// A response frame as the server sends it: length prefix, `correlation_id`, then `body`.
+pub fn response_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + RESPONSE_HEADER_BYTES + body.len());
+    frame.extend_from_slice(&frame_length(RESPONSE_HEADER_BYTES + body.len()));
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Whether a response's length prefix is one the requester reads: at least its header, at most
+/// [`MESSAGE_BYTES_MAX`].
+pub fn response_length_ok(length: usize) -> bool {
+    (RESPONSE_HEADER_BYTES..=MESSAGE_BYTES_MAX).contains(&length)
+}
+
+/// The length prefix; messages are bounded far below `u32::MAX` by [`MESSAGE_BYTES_MAX`], so a
+/// larger one is saturated (and refused by the reader) rather than wrapped.
+fn frame_length(length: usize) -> [u8; 4] {
+    u32::try_from(length).unwrap_or(u32::MAX).to_be_bytes()
+}
+
 /// A Kafka topic id: which incarnation of a topic name (see [`crate::topic_catalog::topic_id`]).
 pub type TopicId = [u8; 16];
 
-/// Longest topic name accepted (Kafka's limit).
-const TOPIC_BYTES_MAX: usize = 249;
 /// Most partitions one message may name.
 const PARTITIONS_MAX: usize = 1 << 20;
 /// Most origins one pull may name.
 const ORIGINS_MAX: usize = 1024;
 /// Most batches one partition entry may carry.
 const BATCHES_MAX: usize = 1 << 20;
-/// Longest byte string (batch, secret, catalog) accepted.
-const BYTES_MAX: usize = 256 << 20;
+/// Longest replication message, and so longest byte string in one (batch, secret, catalog):
+/// both ends bound what they read by it.
+pub const MESSAGE_BYTES_MAX: usize = 256 << 20;
 
 /// What a pulling region asks a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +284,7 @@ impl<'a> Reader<'a> {
     }
 
     fn topic(&mut self) -> Result<String, WireError> {
-        let raw = self.bytes(TOPIC_BYTES_MAX)?;
+        let raw = self.bytes(crate::topic_catalog::MAX_TOPIC_NAME_LEN)?;
         String::from_utf8(raw.to_vec()).map_err(|_| WireError::Malformed("topic is not UTF-8"))
     }
 
@@ -315,7 +378,7 @@ impl PullRequest {
     pub fn credentials(buf: &[u8]) -> Result<(u32, &[u8]), WireError> {
         let mut r = Reader { buf, at: 0 };
         let region = r.u32()?;
-        let secret = r.bytes(BYTES_MAX)?;
+        let secret = r.bytes(MESSAGE_BYTES_MAX)?;
         Ok((region, secret))
     }
 
@@ -323,7 +386,7 @@ impl PullRequest {
     pub fn decode(buf: &[u8]) -> Result<PullRequest, WireError> {
         let mut r = Reader { buf, at: 0 };
         let region = r.u32()?;
-        let secret = r.bytes(BYTES_MAX)?.to_vec();
+        let secret = r.bytes(MESSAGE_BYTES_MAX)?.to_vec();
         let max_wait_ms = r.u32()?;
         let max_bytes = r.u32()?;
         let catalog_digest = r.varint()?;
@@ -410,7 +473,7 @@ impl PullResponse {
         let region = r.u32()?;
         let catalog = match r.varint()? {
             0 => None,
-            1 => Some(r.bytes(BYTES_MAX)?.to_vec()),
+            1 => Some(r.bytes(MESSAGE_BYTES_MAX)?.to_vec()),
             _ => return Err(WireError::Malformed("catalog flag")),
         };
         let count = r.count(PARTITIONS_MAX)?;
@@ -433,7 +496,7 @@ impl PullResponse {
                 let hlc = r.varint()?;
                 let previous = batches.last().map_or(&[][..], |b| &b.meta.deps[..]);
                 let deps = r.deps_after(previous)?;
-                let payload = Bytes::copy_from_slice(r.bytes(BYTES_MAX)?);
+                let payload = Bytes::copy_from_slice(r.bytes(MESSAGE_BYTES_MAX)?);
                 batches.push(Batch {
                     meta: CausalMeta {
                         origin_region,
@@ -466,6 +529,31 @@ impl PullResponse {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn frames_round_trip_through_the_functions_both_ends_use() {
+        let pull = pull_frame(7, b"body");
+        let length = u32::from_be_bytes([pull[0], pull[1], pull[2], pull[3]]) as usize;
+        assert_eq!(length, pull.len() - 4);
+        let (header, body) = split_pull(&pull[4..]).expect("a pull");
+        assert_eq!(
+            header,
+            PullHeader {
+                version: REPLICATION_API_VERSION,
+                correlation_id: 7
+            }
+        );
+        assert_eq!(body, b"body");
+        assert_eq!(split_pull(&[0, 3, 0, 12, 0, 0, 0, 1]), None, "Metadata v12");
+        assert_eq!(split_pull(&pull[4..10]), None, "too short");
+        let response = response_frame(7, b"answer");
+        let length = u32::from_be_bytes([response[0], response[1], response[2], response[3]]);
+        assert!(response_length_ok(length as usize));
+        assert_eq!(&response[4..8], &7i32.to_be_bytes());
+        assert_eq!(&response[8..], b"answer");
+        assert!(!response_length_ok(3));
+        assert!(!response_length_ok(MESSAGE_BYTES_MAX + 1));
+    }
+
     use proptest::prelude::*;
 
     use super::*;

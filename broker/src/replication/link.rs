@@ -16,8 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use causeway_replication::delivery::{Batch, Refusal, ReplicaAnswer};
 use causeway_replication::wire::{
-    PartitionPull, PullError, PullRequest, PullResponse, TopicId, REPLICATION_API_KEY,
-    REPLICATION_API_VERSION,
+    pull_frame, response_length_ok, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
 };
 use causeway_replication::VectorClock;
 use causeway_storage::split_batches;
@@ -36,8 +35,6 @@ use crate::wall_clock::now_ms;
 const PULL_WAIT_MS: u32 = 500;
 /// Soft bound on one response's batch bytes.
 const PULL_BYTES_MAX: u32 = 8 << 20;
-/// Largest response frame accepted.
-const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Time allowed for connecting and for a response beyond the pull's own wait.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// First and longest pause between failed attempts.
@@ -354,14 +351,7 @@ async fn send_pull(
     correlation_id: i32,
     body: &[u8],
 ) -> Result<(), LinkError> {
-    let mut frame = Vec::with_capacity(12 + body.len());
-    let len = u32::try_from(8 + body.len())
-        .map_err(|_| LinkError::BadResponse("pull request too large".into()))?;
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&REPLICATION_API_KEY.to_be_bytes());
-    frame.extend_from_slice(&REPLICATION_API_VERSION.to_be_bytes());
-    frame.extend_from_slice(&correlation_id.to_be_bytes());
-    frame.extend_from_slice(body);
+    let frame = pull_frame(correlation_id, body);
     writer.write_all(&frame).await?;
     Ok(())
 }
@@ -372,7 +362,7 @@ async fn read_response(
     correlation_id: i32,
 ) -> Result<Vec<u8>, LinkError> {
     let len = reader.read_u32().await? as usize;
-    if !(4..=RESPONSE_BYTES_MAX).contains(&len) {
+    if !response_length_ok(len) {
         return Err(LinkError::BadResponse(format!("frame of {len} bytes")));
     }
     let answered = reader.read_i32().await?;
