@@ -47,6 +47,22 @@ impl Lane {
         })
         .await
     }
+
+    /// Returns once no work of this lane is running or queued, including work whose caller
+    /// stopped waiting for it (a task cancelled at shutdown leaves its blocking work running):
+    /// shutdown waits here before it closes the logs that work writes to.
+    pub async fn idle(&'static self) {
+        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
+        // The semaphore is never closed, so acquiring cannot fail; the permits go back at once.
+        let _ = self.permits.acquire_many(all).await;
+    }
+}
+
+/// Waits until every lane is idle (see [`Lane::idle`]).
+pub async fn all_idle() {
+    for lane in LANES {
+        lane.idle().await;
+    }
 }
 
 /// fsyncs that acknowledge produce requests (acks=all) and the replication syncer's.
@@ -82,6 +98,31 @@ mod tests {
     use super::*;
 
     static SMALL: Lane = Lane::new("test_small", 2);
+    static ABANDONED: Lane = Lane::new("test_abandoned", 2);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_waits_for_work_whose_caller_stopped_waiting() {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let done = finished.clone();
+        let caller = tokio::spawn(ABANDONED.run(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        caller.abort();
+        let _ = caller.await;
+        assert_eq!(finished.load(Ordering::SeqCst), 0, "still running");
+        ABANDONED.idle().await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "idle returned before the work ended"
+        );
+        tokio::time::timeout(Duration::from_secs(5), ABANDONED.run(|| ()))
+            .await
+            .expect("the lane is free again")
+            .expect("runs");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_lane_queues_its_own_work_and_leaves_other_lanes_free() {

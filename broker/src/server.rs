@@ -1,6 +1,8 @@
 //! Listeners and the broker's lifetime: open storage, bind the Kafka and HTTP listeners, run
 //! background maintenance, and on SIGTERM or Ctrl-C stop accepting, let in-flight requests
-//! finish (bounded), then fsync and close every log so the next start needs no recovery scan.
+//! finish, stop every background task and wait for the blocking work they started (all within
+//! `--shutdown-timeout-ms`), then fsync and close every log so the next start needs no recovery
+//! scan.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
@@ -44,23 +47,25 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    tokio::spawn(http::serve(
+    // Every background task, so shutdown can wait for each before it closes the logs.
+    let mut background = JoinSet::new();
+    background.spawn(http::serve(
         http_listener,
         broker.clone(),
         prometheus,
         shutdown_rx.clone(),
     ));
-    tokio::spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
-    tokio::spawn(groups::run(broker.clone(), shutdown_rx.clone()));
-    tokio::spawn(transactions::run(broker.clone(), shutdown_rx.clone()));
-    tokio::spawn(tables::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(groups::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(transactions::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(tables::run(broker.clone(), shutdown_rx.clone()));
     if broker.replication.enabled() {
-        tokio::spawn(replication::syncer::run(
+        background.spawn(replication::syncer::run(
             broker.clone(),
             shutdown_rx.clone(),
         ));
         for index in 0..broker.replication.peers.len() {
-            tokio::spawn(replication::link::run(
+            background.spawn(replication::link::run(
                 broker.clone(),
                 index,
                 shutdown_rx.clone(),
@@ -77,8 +82,23 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     drop(done_tx);
     let grace = Duration::from_millis(options.shutdown_timeout_ms);
-    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, done_rx.recv())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "in-flight requests did not finish in time");
+    }
+    // Links, the materializer, the cleaner, maintenance, group and transaction timers, HTTP:
+    // each stops at the signal; then whatever blocking work they had started ends too (a link
+    // stopped mid-apply leaves its apply running), so nothing writes to a log being closed.
+    let stopped = async {
+        while background.join_next().await.is_some() {}
+        crate::blocking::all_idle().await;
+    };
+    if tokio::time::timeout_at(deadline, stopped).await.is_err() {
+        tracing::warn!(?grace, "background tasks did not stop in time");
+        background.abort_all();
     }
     let closing = broker.clone();
     crate::blocking::MAINTENANCE
