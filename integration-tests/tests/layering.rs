@@ -138,15 +138,24 @@ fn the_causal_types_are_a_leaf_with_no_dependencies() {
     assert!(reached.is_empty(), "causeway-causal depends on {reached:?}");
 }
 
+/// The crates of `forbidden` that `package` reaches.
+fn reached_among<'a>(
+    workspace: &Workspace,
+    package: &str,
+    forbidden: impl Iterator<Item = &'a &'a str>,
+) -> Vec<&'a str> {
+    let reached = workspace.reachable(package);
+    forbidden
+        .filter(|name| reached.contains(**name))
+        .copied()
+        .collect()
+}
+
 #[test]
 fn storage_and_protocol_take_no_networking_crate() {
     let workspace = Workspace::load();
     for package in ["causeway-storage", "causeway-protocol", "causeway-causal"] {
-        let reached = workspace.reachable(package);
-        let networking: Vec<&&str> = NETWORKING
-            .iter()
-            .filter(|name| reached.contains(**name))
-            .collect();
+        let networking = reached_among(&workspace, package, NETWORKING.iter());
         assert!(
             networking.is_empty(),
             "{package} depends on networking crates {networking:?}"
@@ -157,12 +166,11 @@ fn storage_and_protocol_take_no_networking_crate() {
 #[test]
 fn the_replication_core_takes_no_io_crate() {
     let workspace = Workspace::load();
-    let reached = workspace.reachable("causeway-replication");
-    let io: Vec<&&str> = NETWORKING
-        .iter()
-        .chain(DISK_AND_OS)
-        .filter(|name| reached.contains(**name))
-        .collect();
+    let io = reached_among(
+        &workspace,
+        "causeway-replication",
+        NETWORKING.iter().chain(DISK_AND_OS),
+    );
     assert!(
         io.is_empty(),
         "causeway-replication depends on I/O crates {io:?}"
