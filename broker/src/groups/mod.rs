@@ -26,7 +26,7 @@ use tokio::sync::{oneshot, watch};
 
 use self::state::{
     Answer, Event, Group, GroupConfig, GroupState, JoinRequest, JoinResult, MemberDescription,
-    Output, Reply, SyncResult, WaiterId,
+    Output, Reply, SyncRequest, SyncResult, WaiterId,
 };
 use crate::broker::Broker;
 use crate::metrics;
@@ -184,64 +184,54 @@ impl GroupCoordinator {
     /// JoinGroup: parks until the rebalance completes (or answers at once).
     pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinResult {
         let member_id = request.member_id.clone();
-        let Some(slot) = self.slot(group_id, member_id.is_empty()) else {
-            return join_error(ResponseError::UnknownMemberId, &member_id);
-        };
-        let rx = {
-            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.dead {
-                return join_error(ResponseError::CoordinatorNotAvailable, &member_id);
-            }
-            let id = self.waiter_id();
-            let (tx, rx) = oneshot::channel();
-            slot.waiters.insert(id, Waiter::Join(tx));
-            let mut out = Output::default();
-            let answer = slot.group.join(now_ms(), request, id, self.salt, &mut out);
-            Self::dispatch(group_id, &mut slot, out);
-            match answer {
-                Answer::Now(result) => {
-                    slot.waiters.remove(&id);
-                    return result;
-                }
-                Answer::Parked => rx,
-            }
-        };
-        rx.await
-            .unwrap_or_else(|_| join_error(ResponseError::CoordinatorNotAvailable, &member_id))
+        let salt = self.salt;
+        self.park(
+            group_id,
+            member_id.is_empty(),
+            Waiter::Join,
+            |group, id, out| group.join(now_ms(), request, id, salt, out),
+            |error| JoinResult::error(error, &member_id),
+        )
+        .await
     }
 
     /// SyncGroup: parks until the leader's assignment arrives (or answers at once).
-    pub async fn sync(
+    pub async fn sync(&self, group_id: &str, request: SyncRequest) -> SyncResult {
+        self.park(
+            group_id,
+            false,
+            Waiter::Sync,
+            |group, id, out| group.sync(now_ms(), request, id, out),
+            SyncResult::error,
+        )
+        .await
+    }
+
+    /// Runs `call` on the group under its lock with a waiter registered for it (`waiter` wraps
+    /// the reply channel), then answers at once or waits for the reply a later event sends.
+    /// `failed` answers when the group does not exist (created only if `create`), was deleted,
+    /// or the coordinator stops before replying.
+    async fn park<T>(
         &self,
         group_id: &str,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation_id: i32,
-        protocol: (Option<&str>, Option<&str>),
-        assignments: Vec<(String, Bytes)>,
-    ) -> SyncResult {
-        let Some(slot) = self.slot(group_id, false) else {
-            return sync_error(ResponseError::UnknownMemberId);
+        create: bool,
+        waiter: fn(oneshot::Sender<T>) -> Waiter,
+        call: impl FnOnce(&mut Group, WaiterId, &mut Output) -> Answer<T>,
+        failed: impl Fn(ResponseError) -> T,
+    ) -> T {
+        let Some(slot) = self.slot(group_id, create) else {
+            return failed(ResponseError::UnknownMemberId);
         };
         let rx = {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             if slot.dead {
-                return sync_error(ResponseError::CoordinatorNotAvailable);
+                return failed(ResponseError::CoordinatorNotAvailable);
             }
             let id = self.waiter_id();
             let (tx, rx) = oneshot::channel();
-            slot.waiters.insert(id, Waiter::Sync(tx));
+            slot.waiters.insert(id, waiter(tx));
             let mut out = Output::default();
-            let answer = slot.group.sync(
-                now_ms(),
-                member_id,
-                instance_id,
-                generation_id,
-                protocol,
-                assignments,
-                id,
-                &mut out,
-            );
+            let answer = call(&mut slot.group, id, &mut out);
             Self::dispatch(group_id, &mut slot, out);
             match answer {
                 Answer::Now(result) => {
@@ -252,7 +242,7 @@ impl GroupCoordinator {
             }
         };
         rx.await
-            .unwrap_or_else(|_| sync_error(ResponseError::CoordinatorNotAvailable))
+            .unwrap_or_else(|_| failed(ResponseError::CoordinatorNotAvailable))
     }
 
     /// Heartbeat.
@@ -658,28 +648,6 @@ impl GroupCoordinator {
 
 /// Kafka's `offset.metadata.max.bytes`.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-
-fn join_error(error: ResponseError, member_id: &str) -> JoinResult {
-    JoinResult {
-        error: error.code(),
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        member_id: member_id.to_string(),
-        members: Vec::new(),
-        skip_assignment: false,
-    }
-}
-
-fn sync_error(error: ResponseError) -> SyncResult {
-    SyncResult {
-        error: error.code(),
-        protocol_type: None,
-        protocol_name: None,
-        assignment: Bytes::new(),
-    }
-}
 
 /// Topics named in a consumer-protocol subscription (empty if it does not decode).
 fn subscribed_topics(metadata: &Bytes) -> Vec<String> {

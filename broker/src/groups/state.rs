@@ -91,6 +91,23 @@ pub struct JoinRequest {
     pub require_known_member_id: bool,
 }
 
+/// What a SyncGroup asks of the group.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    /// The member's id.
+    pub member_id: String,
+    /// `group.instance.id` (static membership).
+    pub instance_id: Option<String>,
+    /// The generation the member joined.
+    pub generation_id: i32,
+    /// v5+: the protocol type the member expects (checked when given).
+    pub protocol_type: Option<String>,
+    /// v5+: the assignor the member expects (checked when given).
+    pub protocol_name: Option<String>,
+    /// The leader's assignment per member id (empty from followers).
+    pub assignments: Vec<(String, Bytes)>,
+}
+
 /// A JoinGroup answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinResult {
@@ -113,7 +130,8 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(error: ResponseError, member_id: &str) -> JoinResult {
+    /// A JoinGroup answer carrying only `error`.
+    pub(crate) fn error(error: ResponseError, member_id: &str) -> JoinResult {
         JoinResult {
             error: error.code(),
             generation_id: -1,
@@ -152,7 +170,8 @@ pub struct SyncResult {
 }
 
 impl SyncResult {
-    fn error(error: ResponseError) -> SyncResult {
+    /// A SyncGroup answer carrying only `error`.
+    pub(crate) fn error(error: ResponseError) -> SyncResult {
         SyncResult {
             error: error.code(),
             protocol_type: None,
@@ -908,18 +927,22 @@ impl Group {
     }
 
     /// Handles a SyncGroup.
-    #[allow(clippy::too_many_arguments)]
     pub fn sync(
         &mut self,
         now_ms: i64,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation_id: i32,
-        protocol: (Option<&str>, Option<&str>),
-        assignments: Vec<(String, Bytes)>,
+        request: SyncRequest,
         waiter: WaiterId,
         out: &mut Output,
     ) -> Answer<SyncResult> {
+        let SyncRequest {
+            member_id,
+            instance_id,
+            generation_id,
+            protocol_type,
+            protocol_name,
+            assignments,
+        } = request;
+        let (member_id, instance_id) = (member_id.as_str(), instance_id.as_deref());
         if !self.members.contains_key(member_id) {
             return Answer::Now(SyncResult::error(ResponseError::UnknownMemberId));
         }
@@ -929,9 +952,12 @@ impl Group {
         if generation_id != self.generation_id {
             return Answer::Now(SyncResult::error(ResponseError::IllegalGeneration));
         }
-        let (protocol_type, protocol_name) = protocol;
-        if protocol_type.is_some_and(|t| Some(t) != self.protocol_type.as_deref())
-            || protocol_name.is_some_and(|n| Some(n) != self.protocol_name.as_deref())
+        if protocol_type
+            .as_deref()
+            .is_some_and(|t| Some(t) != self.protocol_type.as_deref())
+            || protocol_name
+                .as_deref()
+                .is_some_and(|n| Some(n) != self.protocol_name.as_deref())
         {
             return Answer::Now(SyncResult::error(ResponseError::InconsistentGroupProtocol));
         }

@@ -4,7 +4,6 @@
 //! handler awaits the coordinator's reply while the connection, like Kafka's, serves one request
 //! at a time.
 
-use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -23,7 +22,7 @@ use kafka_protocol::ResponseError;
 
 use super::{code, str_bytes};
 use crate::broker::{Broker, NODE_ID};
-use crate::groups::state::{GroupState, JoinRequest};
+use crate::groups::state::{GroupState, JoinRequest, SyncRequest};
 use crate::metrics;
 
 /// FindCoordinator key type of consumer groups.
@@ -163,30 +162,22 @@ pub async fn join(
 
 /// SyncGroup: parks until the leader's assignment arrives.
 pub async fn sync(broker: &Broker, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
-    let assignments: Vec<(String, Bytes)> = request
-        .assignments
-        .into_iter()
-        .map(|a| (a.member_id.as_str().to_string(), a.assignment))
-        .collect();
     let result = if request.group_id.is_empty() {
         None
     } else {
-        Some(
-            broker
-                .groups
-                .sync(
-                    request.group_id.as_str(),
-                    request.member_id.as_str(),
-                    opt_str(&request.group_instance_id),
-                    request.generation_id,
-                    (
-                        opt_str(&request.protocol_type),
-                        opt_str(&request.protocol_name),
-                    ),
-                    assignments,
-                )
-                .await,
-        )
+        let sync = SyncRequest {
+            member_id: request.member_id.as_str().to_string(),
+            instance_id: opt_str(&request.group_instance_id).map(str::to_string),
+            generation_id: request.generation_id,
+            protocol_type: opt_str(&request.protocol_type).map(str::to_string),
+            protocol_name: opt_str(&request.protocol_name).map(str::to_string),
+            assignments: request
+                .assignments
+                .into_iter()
+                .map(|a| (a.member_id.as_str().to_string(), a.assignment))
+                .collect(),
+        };
+        Some(broker.groups.sync(request.group_id.as_str(), sync).await)
     };
     let Some(result) = result else {
         count_error(ApiKey::SyncGroup, ResponseError::InvalidGroupId.code());

@@ -87,13 +87,9 @@ fn stable_pair(g: &mut Group) -> (String, String) {
     assert_eq!(
         g.sync(
             DELAY_MS + 200,
-            follower,
-            None,
-            1,
-            (None, None),
-            vec![],
+            sync_request(follower, None, 1, vec![]),
             3,
-            &mut out
+            &mut out,
         ),
         Answer::Parked
     );
@@ -104,13 +100,9 @@ fn stable_pair(g: &mut Group) -> (String, String) {
     assert_eq!(
         g.sync(
             DELAY_MS + 200,
-            &leader,
-            None,
-            1,
-            (None, None),
-            assignments,
+            sync_request(&leader, None, 1, assignments),
             4,
-            &mut out
+            &mut out,
         ),
         Answer::Parked
     );
@@ -140,7 +132,7 @@ fn two_members_get_their_own_assignments_from_the_leader() {
     let mut g = group();
     let (a, b) = stable_pair(&mut g);
     let mut out = Output::default();
-    let Answer::Now(again) = g.sync(5_000, &a, None, 1, (None, None), vec![], 9, &mut out) else {
+    let Answer::Now(again) = g.sync(5_000, sync_request(&a, None, 1, vec![]), 9, &mut out) else {
         panic!("stable sync answers at once");
     };
     assert_eq!(again.assignment, Bytes::from_static(b"A"));
@@ -161,7 +153,7 @@ fn stale_generation_and_unknown_member_get_kafka_errors() {
     );
     let mut out = Output::default();
     assert_eq!(
-        g.sync(5_000, &a, None, 7, (None, None), vec![], 1, &mut out),
+        g.sync(5_000, sync_request(&a, None, 7, vec![]), 1, &mut out,),
         Answer::Now(SyncResult::error(ResponseError::IllegalGeneration))
     );
     assert_eq!(
@@ -301,11 +293,7 @@ fn static_member_restart_keeps_its_assignment_without_rebalance() {
     let mut out = Output::default();
     g.sync(
         DELAY_MS,
-        &leader,
-        None,
-        1,
-        (None, None),
-        assignments,
+        sync_request(&leader, None, 1, assignments),
         3,
         &mut out,
     );
@@ -314,7 +302,7 @@ fn static_member_restart_keeps_its_assignment_without_rebalance() {
         .find(|id| **id != leader)
         .cloned()
         .unwrap_or_default();
-    g.sync(DELAY_MS, &other, None, 1, (None, None), vec![], 4, &mut out);
+    g.sync(DELAY_MS, sync_request(&other, None, 1, vec![]), 4, &mut out);
     assert_eq!(g.state(), GroupState::Stable);
     let i2_old = joins
         .iter()
@@ -331,11 +319,7 @@ fn static_member_restart_keeps_its_assignment_without_rebalance() {
     assert_eq!(g.state(), GroupState::Stable);
     let Answer::Now(sync) = g.sync(
         8_000,
-        &rejoin.member_id,
-        Some("i2"),
-        1,
-        (None, None),
-        vec![],
+        sync_request(&rejoin.member_id, Some(String::from("i2")), 1, vec![]),
         6,
         &mut out,
     ) else {
@@ -405,13 +389,9 @@ fn a_leader_that_never_syncs_is_removed_at_the_sync_timeout() {
     assert_eq!(
         g.sync(
             DELAY_MS,
-            &follower,
-            None,
-            1,
-            (None, None),
-            vec![],
+            sync_request(&follower, None, 1, vec![]),
             3,
-            &mut out
+            &mut out,
         ),
         Answer::Parked
     );
@@ -426,4 +406,21 @@ fn a_leader_that_never_syncs_is_removed_at_the_sync_timeout() {
         g.heartbeat(DELAY_MS + 30_001, &leader, None, 1),
         Err(ResponseError::UnknownMemberId)
     );
+}
+
+/// A SyncGroup of `member` in `generation` with the leader's `assignments` (empty from a
+/// follower) and no protocol check.
+fn sync_request(
+    member: &str,
+    instance_id: Option<String>,
+    generation_id: i32,
+    assignments: Vec<(String, Bytes)>,
+) -> SyncRequest {
+    SyncRequest {
+        member_id: member.to_string(),
+        instance_id,
+        generation_id,
+        assignments,
+        ..SyncRequest::default()
+    }
 }
