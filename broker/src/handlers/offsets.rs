@@ -11,6 +11,9 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -143,82 +146,58 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
             .into_iter()
             .map(|g| {
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                let committed = match broker.groups.fetch_offsets(g.group_id.as_str()) {
-                    Ok(c) => c,
-                    Err(error) => {
-                        tracing::error!(%error, "reading offsets failed");
-                        count_error(
-                            ApiKey::OffsetFetch,
-                            ResponseError::CoordinatorNotAvailable.code(),
-                        );
-                        return group
-                            .with_error_code(ResponseError::CoordinatorNotAvailable.code());
-                    }
-                };
-                let asked = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
-                        .collect()
-                });
-                let topics = wanted(&committed, asked)
-                    .into_iter()
-                    .map(|(topic, partitions)| {
-                        let partitions = partitions
+                match fetch_group(broker, g.group_id.as_str(), asked_topics(g.topics)) {
+                    Ok(topics) => group.with_topics(
+                        topics
                             .into_iter()
-                            .map(|p| {
-                                let (offset, epoch, metadata) = fetched(&committed, &topic, p);
-                                OffsetFetchResponsePartitions::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(epoch)
-                                    .with_metadata(Some(str_bytes(metadata)))
+                            .map(|(topic, partitions)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(topic_name(&topic))
+                                    .with_partitions(
+                                        partitions
+                                            .into_iter()
+                                            .map(|p| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p.index)
+                                                    .with_committed_offset(p.offset)
+                                                    .with_committed_leader_epoch(p.leader_epoch)
+                                                    .with_metadata(Some(str_bytes(p.metadata)))
+                                            })
+                                            .collect(),
+                                    )
                             })
-                            .collect();
-                        OffsetFetchResponseTopics::default()
-                            .with_name(topic_name(&topic))
-                            .with_partitions(partitions)
-                    })
-                    .collect();
-                group.with_topics(topics)
+                            .collect(),
+                    ),
+                    Err(error) => group.with_error_code(error.code()),
+                }
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let committed = match broker.groups.fetch_offsets(request.group_id.as_str()) {
-        Ok(c) => c,
-        Err(error) => {
-            tracing::error!(%error, "reading offsets failed");
-            count_error(
-                ApiKey::OffsetFetch,
-                ResponseError::CoordinatorNotAvailable.code(),
-            );
-            let response = OffsetFetchResponse::default();
-            return if version >= 2 {
-                response.with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            } else {
-                response
-            };
-        }
-    };
     // v1 has no null "all topics" form; an empty list then means nothing.
-    let asked = request.topics.map(|ts| {
-        ts.into_iter()
-            .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
-            .collect()
-    });
-    let topics = wanted(&committed, asked)
+    let topics = match fetch_group(
+        broker,
+        request.group_id.as_str(),
+        asked_topics(request.topics),
+    ) {
+        Ok(topics) => topics,
+        Err(error) if version >= 2 => {
+            return OffsetFetchResponse::default().with_error_code(error.code())
+        }
+        Err(_) => return OffsetFetchResponse::default(),
+    };
+    let topics = topics
         .into_iter()
         .map(|(topic, partitions)| {
             let partitions = partitions
                 .into_iter()
                 .map(|p| {
-                    let (offset, epoch, metadata) = fetched(&committed, &topic, p);
                     let partition = OffsetFetchResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_committed_offset(offset)
-                        .with_metadata(Some(str_bytes(metadata)));
+                        .with_partition_index(p.index)
+                        .with_committed_offset(p.offset)
+                        .with_metadata(Some(str_bytes(p.metadata)));
                     if version >= FETCH_VERSION_LEADER_EPOCH {
-                        partition.with_committed_leader_epoch(epoch)
+                        partition.with_committed_leader_epoch(p.leader_epoch)
                     } else {
                         partition
                     }
@@ -230,6 +209,71 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// One partition's committed position as OffsetFetch reports it, whatever the version.
+struct FetchedPartition {
+    index: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+}
+
+/// The topics and partitions an OffsetFetch names (`None`: every committed one).
+fn asked_topics<T: AskedTopic>(topics: Option<Vec<T>>) -> Option<Vec<(String, Vec<i32>)>> {
+    topics.map(|ts| ts.into_iter().map(AskedTopic::parts).collect())
+}
+
+/// A topic entry of an OffsetFetch request; the versions before and from 8 use two types.
+trait AskedTopic {
+    fn parts(self) -> (String, Vec<i32>);
+}
+
+impl AskedTopic for OffsetFetchRequestTopic {
+    fn parts(self) -> (String, Vec<i32>) {
+        (self.name.as_str().to_string(), self.partition_indexes)
+    }
+}
+
+impl AskedTopic for OffsetFetchRequestTopics {
+    fn parts(self) -> (String, Vec<i32>) {
+        (self.name.as_str().to_string(), self.partition_indexes)
+    }
+}
+
+/// One group's committed positions for what was asked, by topic; the version-neutral half of
+/// OffsetFetch. A store failure is COORDINATOR_NOT_AVAILABLE (logged and counted).
+fn fetch_group(
+    broker: &Broker,
+    group_id: &str,
+    asked: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<(String, Vec<FetchedPartition>)>, ResponseError> {
+    let committed = broker.groups.fetch_offsets(group_id).map_err(|error| {
+        tracing::error!(%error, "reading offsets failed");
+        count_error(
+            ApiKey::OffsetFetch,
+            ResponseError::CoordinatorNotAvailable.code(),
+        );
+        ResponseError::CoordinatorNotAvailable
+    })?;
+    Ok(wanted(&committed, asked)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|index| {
+                    let (offset, leader_epoch, metadata) = fetched(&committed, &topic, index);
+                    FetchedPartition {
+                        index,
+                        offset,
+                        leader_epoch,
+                        metadata,
+                    }
+                })
+                .collect();
+            (topic, partitions)
+        })
+        .collect())
 }
 
 /// OffsetDelete.
