@@ -178,6 +178,11 @@ pub fn replication_refused(reason: &'static str) {
     counter!("causeway_replication_refused_total", "reason" => reason).increment(1);
 }
 
+/// Counts a pull from `peer` that asked for batches this region deleted.
+pub fn replication_deleted_asked(peer: &str) {
+    counter!("causeway_replication_deleted_asked_total", "peer" => peer.to_string()).increment(1);
+}
+
 /// Counts a failed attempt of the link to a peer.
 pub fn replication_link_failure(peer: &str) {
     counter!("causeway_replication_link_failures_total", "peer" => peer.to_string()).increment(1);

@@ -1247,6 +1247,65 @@ fn retention_waits_for_every_region_to_hold_the_batches() {
     });
 }
 
+/// Issue 11: a region away longer than `--region-stale-after-ms` is left out of the stable cut,
+/// so retention deletes batches it never received; when it comes back it cannot catch up from
+/// that region, and that must not be silent: the serving region logs it by name, once a minute,
+/// and counts every such pull.
+#[test]
+fn a_region_back_after_retention_deleted_what_it_lacks_is_reported_loudly() {
+    let plan = MeshPlan::new(&["east", "west"])
+        .expect("plan")
+        .flag(0, "--log-retention-check-interval-ms", 100)
+        .flag(0, "--log-segment-bytes-min", 1)
+        .flag(0, "--region-stale-after-ms", 300);
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("gone");
+        create_topic(
+            mesh.region(0),
+            &topic,
+            1,
+            &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
+        )?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        mesh.region_mut(1).kill9();
+        let records: Vec<TestRecord> = (0..300)
+            .map(|i| TestRecord::value(format!("{i:04}-{}", "x".repeat(100))))
+            .collect();
+        let producer = acks_all_producer(mesh.region(0))?;
+        for chunk in records.chunks(10) {
+            produce_all(&producer, &topic, chunk)?;
+        }
+        let deleted = wait_until(Duration::from_secs(20), || {
+            watermarks(mesh.region(0), &topic).is_ok_and(|(low, _)| low > 0)
+        });
+        if !deleted {
+            bail!("east never applied retention with west stale");
+        }
+        mesh.region_mut(1).restart()?;
+        let reported = wait_until(Duration::from_secs(20), || {
+            mesh.region(0)
+                .stderr()
+                .contains("region west asks for batches this region deleted")
+        });
+        if !reported {
+            bail!(
+                "east never reported west's unservable pull:\n{}",
+                mesh.region(0).stderr_tail(20)
+            );
+        }
+        let asked = metric(
+            mesh.region(0),
+            "causeway_replication_deleted_asked_total{peer=\"west\"}",
+        )?;
+        ensure_eq!(
+            asked.is_some_and(|n| n > 0.0),
+            true,
+            "counted pulls asking for deleted batches"
+        );
+        Ok(())
+    });
+}
+
 /// Issue 11: retention deletes every segment that holds a region's own batches (its log then
 /// ends with the other region's batches), the region restarts, and its vector clock must not
 /// go backwards: new records in either region still reach the other. Before the fix the

@@ -66,6 +66,14 @@ impl OriginIndex {
         run.offsets.push(base_offset);
     }
 
+    /// The log offset of exactly this batch, if it was indexed (deleted batches included while
+    /// the index still has them).
+    fn exact_offset(&self, id: BatchId) -> Option<i64> {
+        let run = self.runs.get(&id.origin)?;
+        let at = usize::try_from(id.seq.checked_sub(run.first_seq)?).ok()?;
+        run.offsets.get(at).copied()
+    }
+
     /// The log offset of a batch; a batch that was indexed but lies below the retained run
     /// (deleted by retention) maps to the run's first batch, so a pull that wants it starts at
     /// the oldest data there is instead of failing.
@@ -134,6 +142,28 @@ impl ReplicaLog {
     /// The log offset of a batch this log holds (`None` if it does not).
     pub fn first_offset_of(&self, id: BatchId) -> Option<i64> {
         self.index.offset_of(id)
+    }
+
+    /// Whether this log held `id` once and does not any more: deleted by retention or
+    /// DeleteRecords (below the retained start), or left out of the index after compaction or a
+    /// restart (below the first indexed batch of its origin, at or below the high water).
+    pub fn no_longer_holds(&self, id: BatchId) -> bool {
+        match self.index.exact_offset(id) {
+            Some(offset) => offset < self.log.retained_start_offset(),
+            None => {
+                let first_indexed = self
+                    .index
+                    .runs
+                    .get(&id.origin)
+                    .filter(|run| !run.offsets.is_empty())
+                    .map(|run| run.first_seq);
+                let held_once = id.seq <= self.high_water.get(id.origin);
+                match first_indexed {
+                    Some(first) => id.seq < first,
+                    None => held_once,
+                }
+            }
+        }
     }
 
     /// The offset below which every batch is covered by `cut` (a stable cut), given the

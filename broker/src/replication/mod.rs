@@ -3,6 +3,7 @@
 //! every peer a [`link`] that pulls from it over the Kafka port, and [`serve`] answers peers'
 //! pulls. See `docs/replication.md` for the protocol and the guarantees.
 
+pub mod deleted_for_peer;
 pub mod detour;
 pub mod handle;
 pub mod link;
@@ -69,6 +70,8 @@ pub struct Replication {
     pub stale_reported: Mutex<BTreeSet<u32>>,
     /// Origins asked of every peer because a peer served a damaged copy.
     pub detours: detour::Detours,
+    /// Peers asking for batches deleted here, logged at a bounded rate.
+    pub deleted_for_peer: deleted_for_peer::DeletedForPeer,
 }
 
 impl Replication {
@@ -109,6 +112,7 @@ impl Replication {
             peer_progress: watch::channel(0).0,
             stale_reported: Mutex::new(BTreeSet::new()),
             detours: detour::Detours::default(),
+            deleted_for_peer: deleted_for_peer::DeletedForPeer::default(),
         })
     }
 

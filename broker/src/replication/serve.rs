@@ -12,7 +12,9 @@ use causeway_replication::delivery::ReplicaPull;
 use causeway_replication::wire::{
     PartitionBatches, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
 };
+use causeway_replication::{BatchId, VectorClock};
 
+use super::Replica;
 use crate::broker::Broker;
 use crate::metrics;
 use crate::topics::PartitionHandle;
@@ -109,6 +111,22 @@ fn nothing_served(
     }
 }
 
+/// The first batch of each origin that a puller holding `have` lacks, where this region no
+/// longer holds it (see `deleted_for_peer.rs`).
+fn deleted_wanted(replica: &Replica, have: &VectorClock) -> Vec<BatchId> {
+    replica
+        .clock()
+        .to_deps()
+        .into_iter()
+        .filter(|&(origin, seq)| have.get(origin) < seq)
+        .map(|(origin, _)| BatchId {
+            origin,
+            seq: have.get(origin) + 1,
+        })
+        .filter(|&id| replica.log().no_longer_holds(id))
+        .collect()
+}
+
 /// Builds the response from every named partition's replica.
 pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
     let replication = &broker.replication;
@@ -153,12 +171,24 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
         } else {
             BATCHES_PER_PARTITION_MAX
         };
-        let served = {
+        let (served, deleted) = {
             let mut replica = partition.replica();
-            replica
+            let deleted = deleted_wanted(&replica, &core.have);
+            let served = replica
                 .serve_pull(&core, limit, budget, |payload| payload.len())
-                .map(|served| (served, replica.relayable(request.region)))
+                .map(|served| (served, replica.relayable(request.region)));
+            (served, deleted)
         };
+        if !deleted.is_empty() {
+            if let Some((peer, _)) = replication.peer(request.region) {
+                replication.deleted_for_peer.asked(
+                    (peer.id, &peer.name),
+                    (&wanted.topic, wanted.partition),
+                    &deleted,
+                    now_ms(),
+                );
+            }
+        }
         match served {
             Ok((served, relayed)) => {
                 let bytes: usize = served.batches.iter().map(|b| b.payload.len()).sum();
