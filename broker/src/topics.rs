@@ -316,7 +316,7 @@ impl Topics {
             ));
         }
         self.check_room_for(new.partitions)?;
-        validate_configs(&new.configs)?;
+        validate_configs(&new.configs, self.replica_config.regions.len())?;
         if self.by_name.contains_key(&new.name) {
             return Err(TopicError::AlreadyExists(new.name.clone()));
         }
@@ -406,7 +406,7 @@ impl Topics {
     ) -> Result<(), TopicError> {
         let mut replicated = self.lock_changes();
         let topic = self.existing(name)?;
-        validate_configs(&configs)?;
+        validate_configs(&configs, self.replica_config.regions.len())?;
         if validate_only {
             return Ok(());
         }
@@ -609,9 +609,23 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     }
 }
 
-fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
+/// The topic config naming how many regions must hold a batch before acks=all answers.
+pub const MIN_REGIONS_CONFIG: &str = "causeway.min.regions";
+
+/// Checks each config's type and range, and that `causeway.min.regions` is at most the number
+/// of regions in the mesh (`regions`): more could never be satisfied, and every acks=all
+/// produce would wait for its timeout.
+fn validate_configs(configs: &BTreeMap<String, String>, regions: usize) -> Result<(), TopicError> {
     for (name, value) in configs {
         validate_topic_config(name, value).map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+    }
+    let min_regions = configs
+        .get(MIN_REGIONS_CONFIG)
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(min_regions) = min_regions.filter(|&n| n > regions) {
+        return Err(TopicError::InvalidConfig(format!(
+            "{MIN_REGIONS_CONFIG}={min_regions} is more than the {regions} region(s) of this mesh (this one and its --peer regions): acks=all produce could never be answered"
+        )));
     }
     Ok(())
 }

@@ -201,6 +201,40 @@ fn alter_configs_changes_retention_and_rejects_invalid_values() {
     });
 }
 
+/// `causeway.min.regions` above the number of regions could never be satisfied: every acks=all
+/// produce would wait for its timeout. Creation and alteration refuse it with INVALID_CONFIG.
+#[test]
+fn min_regions_above_the_regions_of_the_mesh_is_refused() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let admin = broker.admin();
+        let topic = topic_name("minregions");
+        let nt =
+            NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("causeway.min.regions", "2");
+        let res = block_on(admin.create_topics([&nt], &opts()))?;
+        match res.first() {
+            Some(Err((_, RDKafkaErrorCode::InvalidConfig))) => {}
+            other => bail!("min.regions=2 on a single region returned {other:?}"),
+        }
+        ensure_eq!(topic_partition_count(&broker.bootstrap(), &topic)?, None);
+        create_topic(broker, &topic, 1, &[("causeway.min.regions", "1")])?;
+        let (code, message) =
+            broker
+                .raw()?
+                .alter_topic_configs(&topic, &[("causeway.min.regions", "3")], false)?;
+        ensure_eq!(
+            code,
+            INVALID_CONFIG,
+            "AlterConfigs min.regions=3 ({message:?})"
+        );
+        ensure_eq!(
+            message.as_deref().is_some_and(|m| m.contains("region")),
+            true,
+            "the message says why: {message:?}"
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn create_partitions_grows_a_topic_to_five_partitions() {
     with_broker(BrokerOptions::new().no_auto_create(), |broker| {

@@ -17,7 +17,7 @@ use super::record_checks::check_produced;
 use super::{topic_error_code, topic_name};
 use crate::broker::Broker;
 use crate::metrics;
-use crate::topics::{PartitionHandle, Topic};
+use crate::topics::{PartitionHandle, Topic, MIN_REGIONS_CONFIG};
 use crate::transactions::TxnState;
 use crate::wall_clock::now_ms;
 
@@ -30,9 +30,6 @@ struct Pending {
     response: usize,
     topic: usize,
 }
-
-/// Topic config: how many regions must hold a batch before acks=all is answered.
-const MIN_REGIONS_CONFIG: &str = "causeway.min.regions";
 
 /// Appends every partition's batches; `None` when acks=0.
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<ResponseKind> {
