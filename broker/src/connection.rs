@@ -63,12 +63,14 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     admission: Admission,
 ) {
-    let peer = stream.peer_addr().ok();
+    let address = stream.peer_addr().ok();
+    // Logged by address, without Rust's `Some(...)` around it.
+    let peer = address.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(?peer, %error, "set_nodelay failed");
+        tracing::debug!(%peer, %error, "set_nodelay failed");
     }
     let client = handlers::ClientContext {
-        host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        host: address.map(|a| format!("/{}", a.ip())).unwrap_or_default(),
     };
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::with_capacity(READ_CHUNK_BYTES, writer);
@@ -79,7 +81,7 @@ pub async fn serve(
     loop {
         match check_frame(&buffered, frame_bytes_max) {
             Err(error) => {
-                tracing::warn!(?peer, %error, "closing connection");
+                tracing::warn!(%peer, %error, "closing connection");
                 metrics::connection_closed_for_bad_input();
                 return;
             }
@@ -88,7 +90,7 @@ pub async fn serve(
                 let body = frame.split_off(FRAME_PREFIX_BYTES).freeze();
                 if std::mem::take(&mut peers_only) && replication_pull(&body).is_none() {
                     tracing::warn!(
-                        ?peer,
+                        %peer,
                         "closing connection: over the connection limit and not a peer region"
                     );
                     metrics::connection_refused("connection_limit");
@@ -104,13 +106,13 @@ pub async fn serve(
                     }
                     Outcome::Silent => {}
                     Outcome::RespondAndClose(bytes, reason) => {
-                        tracing::warn!(?peer, %reason, "closing connection");
+                        tracing::warn!(%peer, %reason, "closing connection");
                         let _ = writer.write_all(&bytes).await;
                         let _ = writer.flush().await;
                         return;
                     }
                     Outcome::Close(reason) => {
-                        tracing::warn!(?peer, %reason, "closing connection");
+                        tracing::warn!(%peer, %reason, "closing connection");
                         metrics::connection_closed_for_bad_input();
                         let _ = writer.flush().await;
                         return;
@@ -135,7 +137,7 @@ pub async fn serve(
                     .clamp(1, READ_CHUNK_BYTES);
                 if held.hold(budgeted(buffered.len() + want)).await.is_err() {
                     tracing::warn!(
-                        ?peer,
+                        %peer,
                         "closing connection: buffered requests over queued-max-request-bytes"
                     );
                     metrics::connection_refused("request_budget");
@@ -149,7 +151,7 @@ pub async fn serve(
                 tokio::select! {
                     read = tokio::time::timeout(admission.idle_max, read) => match read {
                         Err(_) => {
-                            tracing::debug!(?peer, "closing idle connection");
+                            tracing::debug!(%peer, "closing idle connection");
                             metrics::connection_refused("idle");
                             return;
                         }

@@ -479,6 +479,47 @@ fn topic_cli_exits_1_with_a_clear_message_when_no_broker_listens() -> Result<()>
     Ok(())
 }
 
+/// Errors that say what went wrong: the CLI pointed at the HTTP port, an HTTP request on the
+/// Kafka port (logged by the broker by name, without `Some(...)` around the address), and a
+/// group that does not exist.
+#[test]
+fn cli_and_broker_errors_name_the_mistake() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let http = broker.http_addr().to_string();
+        let (_, err) = topic_cli(&http, &["list"], 1)?;
+        expect_contains(&err, "looks like an HTTP listener", "CLI at the HTTP port")?;
+
+        let mut stream = std::net::TcpStream::connect(broker.bootstrap())?;
+        std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let closed = wait_until(Duration::from_secs(10), || {
+            broker
+                .stderr()
+                .contains("an HTTP request (\"GET \"...) on the Kafka port")
+        });
+        if !closed {
+            bail!("no clear log line:\n{}", broker.stderr_tail(10));
+        }
+        ensure_eq!(
+            broker.stderr().contains("peer=Some("),
+            false,
+            "addresses logged without Some(...)"
+        );
+
+        let output = causeway(&["group", "-b", &broker.bootstrap(), "describe", "nosuch"])?;
+        ensure_eq!(
+            output.status.code(),
+            Some(1),
+            "describe of an unknown group"
+        );
+        expect_contains(
+            &String::from_utf8_lossy(&output.stderr),
+            "group nosuch does not exist",
+            "describe of an unknown group",
+        )?;
+        Ok(())
+    });
+}
+
 /// `causeway region status` against a region with one peer that never answers: the table names
 /// the region and the peer (not connected), `--json` is the `/v1/regions` document, and an
 /// unreachable broker exits 1.

@@ -35,6 +35,9 @@ pub enum ClientError {
     /// The response frame announces an impossible length.
     #[error("response frame of {0} bytes refused")]
     FrameLength(i64),
+    /// The answer is HTTP: the address is an HTTP listener, not a Kafka one.
+    #[error("the server answered in HTTP: this looks like an HTTP listener, not a Kafka one (point the client at the broker's Kafka port)")]
+    HttpListener,
 }
 
 /// Encodes `request` as a frame (length prefix included).
@@ -69,6 +72,9 @@ pub fn encode_request<R: Request>(
 pub fn read_frame(stream: &mut impl Read) -> Result<Bytes, ClientError> {
     let mut prefix = [0u8; FRAME_PREFIX_BYTES];
     stream.read_exact(&mut prefix)?;
+    if &prefix == b"HTTP" {
+        return Err(ClientError::HttpListener);
+    }
     let length = i32::from_be_bytes(prefix);
     let length = usize::try_from(length)
         .ok()
@@ -130,6 +136,14 @@ mod tests {
         let request = decode_request(frame.slice(FRAME_PREFIX_BYTES..)).expect("decodes");
         assert_eq!(request.header.correlation_id, 5);
         assert!(matches!(request.body, RequestKind::Metadata(_)));
+    }
+
+    #[test]
+    fn an_http_answer_is_named_as_such() {
+        let mut stream: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\r\n";
+        let error = read_frame(&mut stream).expect_err("not Kafka");
+        assert!(matches!(error, ClientError::HttpListener));
+        assert!(error.to_string().contains("HTTP listener"));
     }
 
     #[test]

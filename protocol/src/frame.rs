@@ -35,6 +35,23 @@ pub enum FrameError {
     /// The prefix is negative.
     #[error("negative frame length {0}")]
     NegativeLength(i32),
+    /// The "length" is the start of an HTTP request (`GET `, `POST`, ...): a client speaking
+    /// HTTP to the Kafka port.
+    #[error("an HTTP request ({0:?}...) on the Kafka port; HTTP is served on the HTTP listener")]
+    Http(&'static str),
+}
+
+/// HTTP method prefixes, as the four bytes a Kafka reader would take for a length.
+const HTTP_STARTS: [&str; 9] = [
+    "GET ", "POST", "PUT ", "HEAD", "DELE", "OPTI", "PATC", "CONN", "TRAC",
+];
+
+/// The HTTP method `prefix` starts, if it is one.
+pub fn http_start(prefix: [u8; FRAME_PREFIX_BYTES]) -> Option<&'static str> {
+    HTTP_STARTS
+        .iter()
+        .find(|start| start.as_bytes() == prefix)
+        .copied()
 }
 
 /// Looks at the start of `buffered` and says whether a whole frame is there.
@@ -45,6 +62,9 @@ pub fn check_frame(buffered: &[u8], body_bytes_max: usize) -> Result<FrameCheck,
     let length = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
     let body_bytes = usize::try_from(length).map_err(|_| FrameError::NegativeLength(length))?;
     if body_bytes > body_bytes_max {
+        if let Some(method) = http_start([prefix[0], prefix[1], prefix[2], prefix[3]]) {
+            return Err(FrameError::Http(method));
+        }
         return Err(FrameError::TooLarge {
             size: body_bytes,
             max: body_bytes_max,
@@ -102,6 +122,18 @@ mod tests {
         assert_eq!(
             check_frame(&[0xff, 0xff, 0xff, 0xff], 255),
             Err(FrameError::NegativeLength(-1))
+        );
+    }
+
+    #[test]
+    fn an_http_request_is_named_as_such() {
+        assert_eq!(
+            check_frame(b"GET /metrics HTTP/1.1\r\n", 104_857_600),
+            Err(FrameError::Http("GET "))
+        );
+        assert_eq!(
+            check_frame(b"POST /v1 HTTP/1.1\r\n", 104_857_600),
+            Err(FrameError::Http("POST"))
         );
     }
 }

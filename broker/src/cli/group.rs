@@ -75,6 +75,10 @@ fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<()> {
         .first()
         .ok_or_else(|| anyhow!("no description of {group}"))?;
     check(info.error_code, group)?;
+    if info.group_state.as_str() == "Dead" {
+        // What Kafka answers for a group it does not know.
+        bail!("group {group} does not exist");
+    }
     println!("group    {group}");
     println!("state    {}", info.group_state.as_str());
     println!("protocol {}", info.protocol_data.as_str());
