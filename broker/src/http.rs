@@ -129,13 +129,13 @@ fn write_stalled(error: &hyper::Error) -> bool {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    crate::metrics::publish_partition_gauges(&state.broker.topics);
-    crate::metrics::publish_group_gauges(&state.broker.topics, &state.broker.groups);
     state.prometheus.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.prometheus.render(),
-    )
+    let mut body = state.prometheus.render();
+    body.push_str(&crate::state_gauges::render(
+        &state.broker.topics,
+        &state.broker.groups,
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 /// This region's replication state (`docs/replication.md`, "Observing replication").

@@ -30,6 +30,7 @@ pub mod open_files;
 pub mod producer_ids;
 pub mod replication;
 pub mod server;
+pub mod state_gauges;
 pub mod tables;
 pub mod topics;
 pub mod transactions;

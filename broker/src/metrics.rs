@@ -8,10 +8,6 @@ use kafka_protocol::messages::ApiKey;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::groups::state::GroupState;
-use crate::groups::GroupCoordinator;
-use crate::topics::Topics;
-
 /// Latency buckets in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -214,63 +210,9 @@ pub fn fetched(topic: &str, records: u64, bytes: u64) {
     counter!("causeway_fetch_bytes_total", "topic" => topic.to_string()).increment(bytes);
 }
 
-/// Publishes every partition's offsets and size (called periodically, not per append).
-pub fn publish_partition_gauges(topics: &Topics) {
-    for topic in topics.all() {
-        for partition in topic.partitions() {
-            let labels = [
-                ("topic", topic.name.clone()),
-                ("partition", partition.index.to_string()),
-            ];
-            gauge!("causeway_partition_log_end_offset", &labels)
-                .set(partition.log.log_end_offset() as f64);
-            gauge!("causeway_partition_log_start_offset", &labels)
-                .set(partition.log.log_start_offset() as f64);
-            gauge!("causeway_partition_size_bytes", &labels).set(partition.log.size_bytes() as f64);
-            gauge!("causeway_partition_damaged_batches", &labels)
-                .set(partition.log.damaged_ranges().len() as f64);
-        }
-    }
-}
-
 /// Counts a completed rebalance of a consumer group.
 pub fn group_rebalanced(group: &str) {
     counter!("causeway_consumer_group_rebalances_total", "group" => group.to_string()).increment(1);
-}
-
-/// Publishes consumer lag per group and partition (log end offset minus committed offset, never
-/// negative) and the number of groups per state. Called when `/metrics` is scraped.
-pub fn publish_group_gauges(topics: &Topics, groups: &GroupCoordinator) {
-    match groups.all_offsets() {
-        Ok(offsets) => {
-            for (group, entry) in offsets {
-                let Some(partition) = topics
-                    .get(&entry.topic)
-                    .and_then(|t| t.partition(entry.partition))
-                else {
-                    continue;
-                };
-                let lag = (partition.log.log_end_offset() - entry.committed.offset).max(0);
-                gauge!(
-                    "causeway_consumer_group_lag",
-                    "group" => group,
-                    "topic" => entry.topic,
-                    "partition" => entry.partition.to_string()
-                )
-                .set(lag as f64);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "reading committed offsets for the lag gauge failed"),
-    }
-    match groups.state_counts() {
-        Ok(counts) => {
-            for state in GroupState::ALL {
-                let count = counts.get(&state).copied().unwrap_or(0);
-                gauge!("causeway_consumer_groups", "state" => state.name()).set(count as f64);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "counting groups failed"),
-    }
 }
 
 /// Publishes how many partitions the last start had to scan for torn writes (0 after a clean

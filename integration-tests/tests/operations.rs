@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::load::{AcksAllLoad, LoadOutcome};
 use causeway_integration_tests::{
-    broker_binary, consume_n, create_topic, ensure_eq, free_port, http_get, payload_str,
+    block_on, broker_binary, consume_n, create_topic, ensure_eq, free_port, http_get, payload_str,
     produce_all, produce_values, read_partition, read_to_end, topic_name, wait_until, with_broker,
     BrokerOptions, BrokerProcess, TestRecord,
 };
@@ -179,6 +179,39 @@ fn metrics_parse_as_prometheus_text_and_counters_move_after_produce_and_fetch() 
         if after.value("causeway_connections_total", &[]) < 1.0 {
             bail!("causeway_connections_total did not count the clients");
         }
+        Ok(())
+    });
+}
+
+/// A deleted topic's partition gauges and its groups' lag leave `/metrics` with it (they used
+/// to be exported for the life of the process).
+#[test]
+fn a_deleted_topics_gauges_leave_the_scrape() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("gone-gauges");
+        produce_and_fetch(broker, &topic, &["a", "b"])?;
+        let labels = [("topic", topic.as_str()), ("partition", "0")];
+        let present = |metrics: &Metrics| {
+            metrics.values.keys().any(|(name, series)| {
+                name.starts_with("causeway_partition_")
+                    && series.iter().any(|(k, v)| k == "topic" && *v == topic)
+            })
+        };
+        let before = scrape(broker)?;
+        ensure_eq!(
+            before.value("causeway_partition_log_end_offset", &labels),
+            2.0,
+            "log end before the delete"
+        );
+        ensure_eq!(present(&before), true, "partition gauges before the delete");
+        let admin = broker.admin();
+        let deleted =
+            block_on(admin.delete_topics(&[topic.as_str()], &rdkafka::admin::AdminOptions::new()))?;
+        if let Some(Err(error)) = deleted.first() {
+            bail!("delete failed: {error:?}");
+        }
+        let after = scrape(broker)?;
+        ensure_eq!(present(&after), false, "partition gauges after the delete");
         Ok(())
     });
 }

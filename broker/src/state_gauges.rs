@@ -1,0 +1,139 @@
+//! Gauges of what exists right now, rendered in Prometheus text at each scrape from the current
+//! topics and committed offsets rather than kept in the metrics registry: a registered series
+//! lives for the life of the process, so a deleted topic's partitions or a deleted group's lag
+//! would be exported for ever. Rendered here, a series goes when its topic or group goes.
+
+use std::fmt::Write;
+
+use crate::groups::state::GroupState;
+use crate::groups::GroupCoordinator;
+use crate::topics::Topics;
+
+/// One gauge family: its name, help text and samples (label pairs, value).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} gauge", self.name);
+        for (labels, value) in &self.samples {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+                .collect();
+            let _ = writeln!(out, "{}{{{}}} {value}", self.name, labels.join(","));
+        }
+    }
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The partition and consumer-group gauges of the current state, in Prometheus text format.
+pub fn render(topics: &Topics, groups: &GroupCoordinator) -> String {
+    let mut end = Family::new("causeway_partition_log_end_offset", "Log end offset.");
+    let mut start = Family::new("causeway_partition_log_start_offset", "Log start offset.");
+    let mut size = Family::new(
+        "causeway_partition_size_bytes",
+        "Bytes of the partition's segments.",
+    );
+    let mut damaged = Family::new(
+        "causeway_partition_damaged_batches",
+        "Ranges of batches found damaged on disk.",
+    );
+    for topic in topics.all() {
+        for partition in topic.partitions() {
+            let labels = vec![
+                ("topic", topic.name.clone()),
+                ("partition", partition.index.to_string()),
+            ];
+            let log = &partition.log;
+            end.samples
+                .push((labels.clone(), log.log_end_offset() as f64));
+            start
+                .samples
+                .push((labels.clone(), log.log_start_offset() as f64));
+            size.samples.push((labels.clone(), log.size_bytes() as f64));
+            damaged
+                .samples
+                .push((labels, log.damaged_ranges().len() as f64));
+        }
+    }
+    let mut lag = Family::new(
+        "causeway_consumer_group_lag",
+        "Log end offset minus the committed offset, per group and partition.",
+    );
+    match groups.all_offsets() {
+        Ok(offsets) => {
+            for (group, entry) in offsets {
+                let Some(partition) = topics
+                    .get(&entry.topic)
+                    .and_then(|t| t.partition(entry.partition))
+                else {
+                    continue;
+                };
+                let behind = (partition.log.log_end_offset() - entry.committed.offset).max(0);
+                let labels = vec![
+                    ("group", group),
+                    ("topic", entry.topic),
+                    ("partition", entry.partition.to_string()),
+                ];
+                lag.samples.push((labels, behind as f64));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "reading committed offsets for the lag gauge failed"),
+    }
+    let mut states = Family::new("causeway_consumer_groups", "Consumer groups per state.");
+    match groups.state_counts() {
+        Ok(counts) => {
+            for state in GroupState::ALL {
+                let count = counts.get(&state).copied().unwrap_or(0);
+                states
+                    .samples
+                    .push((vec![("state", state.name().to_owned())], count as f64));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "counting groups failed"),
+    }
+    let mut out = String::new();
+    for family in [&end, &start, &size, &damaged, &lag, &states] {
+        family.render(&mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_samples_rendered() {
+        let mut family = Family::new("causeway_x", "An example.");
+        family
+            .samples
+            .push((vec![("group", "a\"b\\c\nd".to_owned())], 3.0));
+        let mut out = String::new();
+        family.render(&mut out);
+        assert_eq!(
+            out,
+            "# HELP causeway_x An example.\n# TYPE causeway_x gauge\ncauseway_x{group=\"a\\\"b\\\\c\\nd\"} 3\n"
+        );
+    }
+}
