@@ -443,7 +443,9 @@ impl Topics {
             }
             if replicated.catalog.merge_topic(name, state).state_changed {
                 changed += 1;
+                let before = self.get(name);
                 self.reconcile(&replicated.catalog, name)?;
+                log_merged_change(name, before.as_deref(), self.get(name).as_deref());
             }
         }
         if changed > 0 {
@@ -611,6 +613,35 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 
 /// The topic config naming how many regions must hold a batch before acks=all answers.
 pub const MIN_REGIONS_CONFIG: &str = "causeway.min.regions";
+
+/// Says by name what a peer's catalog changed here: operators of every region see a delete,
+/// re-create or growth that came from another region in their own logs.
+fn log_merged_change(name: &str, before: Option<&Topic>, after: Option<&Topic>) {
+    match (before, after) {
+        (Some(_), None) => tracing::info!(topic = name, "deleted topic (merged from a peer)"),
+        (None, Some(topic)) => tracing::info!(
+            topic = name,
+            partitions = topic.partition_count(),
+            "created topic (merged from a peer)"
+        ),
+        (Some(old), Some(new)) if old.id != new.id => tracing::info!(
+            topic = name,
+            partitions = new.partition_count(),
+            "re-created topic, a new incarnation (merged from a peer)"
+        ),
+        (Some(old), Some(new)) if old.partition_count() != new.partition_count() => {
+            tracing::info!(
+                topic = name,
+                partitions = new.partition_count(),
+                "added partitions (merged from a peer)"
+            )
+        }
+        (Some(_), Some(_)) => {
+            tracing::info!(topic = name, "changed topic configs (merged from a peer)")
+        }
+        (None, None) => {}
+    }
+}
 
 /// Checks each config's type and range, and that `causeway.min.regions` is at most the number
 /// of regions in the mesh (`regions`): more could never be satisfied, and every acks=all

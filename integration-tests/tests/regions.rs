@@ -590,6 +590,12 @@ fn a_topic_recreated_while_a_region_is_cut_off_never_takes_in_the_old_incarnatio
         let mut expected: Vec<String> = values(&eu_new);
         expected.sort();
         wait_count_everywhere(mesh, &topic, PARTITIONS, expected.len() as i64)?;
+        let said = mesh.region(1).stderr();
+        let named = said.lines().any(|line| {
+            line.contains("re-created topic, a new incarnation (merged from a peer)")
+                && line.contains(&topic)
+        });
+        ensure_eq!(named, true, "us logs the merged re-create by topic name");
         for i in 0..mesh.len() {
             ensure_eq!(payloads(i)?, expected, "records of {}", mesh.name(i));
         }
