@@ -129,6 +129,7 @@ fn write_stalled(error: &hyper::Error) -> bool {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    crate::metrics::collect_process();
     state.prometheus.run_upkeep();
     let mut body = state.prometheus.render();
     body.push_str(&crate::state_gauges::render(

@@ -25,6 +25,40 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// The standard process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, ...), read at each
+/// scrape.
+static PROCESS: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+
+/// Refreshes the process metrics; called before each render.
+pub fn collect_process() {
+    PROCESS
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
+}
+
+/// Publishes what this process is: `causeway_build_info{version,commit}` and
+/// `causeway_region_info{region,region_id}` (both 1), so a dashboard over several regions can
+/// join on the region without relabelling.
+pub fn publish_identity(region: &str, region_id: u32) {
+    gauge!(
+        "causeway_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("CAUSEWAY_COMMIT")
+    )
+    .set(1.0);
+    gauge!(
+        "causeway_region_info",
+        "region" => region.to_owned(),
+        "region_id" => region_id.to_string()
+    )
+    .set(1.0);
+}
+
 /// Counts a handled request and records its latency.
 pub fn request_handled(api_key: ApiKey, version: i16, elapsed: Duration) {
     let api = api_name(api_key);

@@ -34,6 +34,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
         .context("storage recovery task")?
         .context("opening storage")?;
     let broker = Arc::new(broker);
+    metrics::publish_identity(&broker.replication.region, broker.replication.region_id);
     tracing::info!(topics = broker.topics.all().len(), "storage recovered");
 
     let kafka = TcpListener::bind(options.kafka_listen)

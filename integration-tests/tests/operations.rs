@@ -183,6 +183,43 @@ fn metrics_parse_as_prometheus_text_and_counters_move_after_produce_and_fetch() 
     });
 }
 
+/// The standard process metrics and the identity gauges a dashboard over several regions joins
+/// on: build version and commit, region name and id.
+#[test]
+fn process_and_identity_metrics_are_exported() {
+    let options = BrokerOptions::new().flag("--region", "eu-west");
+    with_broker(options, |broker| {
+        let metrics = scrape(broker)?;
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_cpu_seconds_total",
+        ] {
+            ensure_eq!(metrics.has(name), true, "{name} exported");
+        }
+        ensure_eq!(
+            metrics.value("process_open_fds", &[]) > 0.0,
+            true,
+            "open fds counted"
+        );
+        ensure_eq!(
+            metrics.value(
+                "causeway_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            1.0,
+            "build info"
+        );
+        ensure_eq!(
+            metrics.value("causeway_region_info", &[("region", "eu-west")]),
+            1.0,
+            "region info"
+        );
+        Ok(())
+    });
+}
+
 /// A deleted topic's partition gauges and its groups' lag leave `/metrics` with it (they used
 /// to be exported for the life of the process).
 #[test]
