@@ -92,6 +92,11 @@ pub struct BrokerOptions {
         default_value_t = 3_600_000
     )]
     pub region_stale_after_ms: u64,
+    /// Make `/readyz` answer 503 while replication is degraded (every peer refuses this region's
+    /// pulls), instead of only saying so in its body: for load balancers that should send
+    /// clients to a region whose links work.
+    #[arg(long, env = "CAUSEWAY_READYZ_FAILS_ON_DEGRADED_REPLICATION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub readyz_fails_on_degraded_replication: bool,
     /// Partitions of a topic created automatically or without a partition count (`num.partitions`).
     #[arg(long, env = "CAUSEWAY_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: u32,

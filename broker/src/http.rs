@@ -16,6 +16,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
 use crate::broker::Broker;
+use crate::replication::status::LinkState;
 
 #[derive(Clone)]
 struct HttpState {
@@ -139,6 +140,34 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
+/// A line for `/readyz` when every peer refuses this region's pulls (a wrong secret or an
+/// unknown region on both sides): nothing replicates in or out while the broker itself works.
+fn degraded_replication(replication: &crate::replication::Replication) -> Option<String> {
+    if !replication.enabled() {
+        return None;
+    }
+    let refusals: Vec<String> = replication
+        .peers
+        .iter()
+        .zip(&replication.links)
+        .map(|(peer, link)| (peer, link.facts()))
+        .filter(|(_, facts)| facts.state == LinkState::Refused)
+        .map(|(peer, facts)| {
+            format!(
+                "{}: {}",
+                peer.name,
+                facts.last_error.unwrap_or_else(|| "refused".to_owned())
+            )
+        })
+        .collect();
+    (refusals.len() == replication.peers.len()).then(|| {
+        format!(
+            "replication degraded: every peer refuses this region ({})\n",
+            refusals.join("; ")
+        )
+    })
+}
+
 /// This region's replication state (`docs/replication.md`, "Observing replication").
 async fn regions(State(state): State<HttpState>) -> impl IntoResponse {
     let broker = state.broker.clone();
@@ -158,12 +187,25 @@ async fn healthz() -> &'static str {
 /// Ready or not, then one line per damaged batch found on disk: the broker still serves, but an
 /// operator looking at a region should see what its disk lost.
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
-    let (status, mut body) = if state.broker.is_ready() {
+    readiness(&state.broker)
+}
+
+/// `/readyz`: 200 once started (503 before and while shutting down), with a line per damaged
+/// batch range and one when replication is degraded, which fails the check too when
+/// `--readyz-fails-on-degraded-replication` asks.
+fn readiness(broker: &Broker) -> (StatusCode, String) {
+    let (mut status, mut body) = if broker.is_ready() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string())
     };
-    for topic in state.broker.topics.all() {
+    if let Some(degraded) = degraded_replication(&broker.replication) {
+        body.push_str(&degraded);
+        if broker.options.readyz_fails_on_degraded_replication {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    for topic in broker.topics.all() {
         for partition in topic.partitions() {
             for range in partition.log.damaged_ranges() {
                 body.push_str(&format!(
@@ -174,4 +216,59 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
         }
     }
     (status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_cli_from;
+    use crate::replication::status::LinkState;
+
+    fn region(dir: &std::path::Path, fail_on_degraded: &str) -> Broker {
+        let dir = dir.to_str().expect("UTF-8 temp dir");
+        let args = [
+            "causeway",
+            "--data-dir",
+            dir,
+            "--region",
+            "eu",
+            "--peer",
+            "us@127.0.0.1:9",
+            "--peer",
+            "ap@127.0.0.1:9",
+            "--replication-secret",
+            "s",
+            "--readyz-fails-on-degraded-replication",
+            fail_on_degraded,
+        ];
+        let broker = Broker::open(parse_cli_from(args).expect("options").serve).expect("opens");
+        broker.set_ready(true);
+        broker
+    }
+
+    fn refuse(broker: &Broker, peer: usize) {
+        broker.replication.links[peer].update(|f| {
+            f.state = LinkState::Refused;
+            f.last_error = Some("AuthenticationFailed".into());
+        });
+    }
+
+    #[test]
+    fn readyz_reports_degraded_replication_and_fails_on_it_when_asked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let eu = region(dir.path(), "false");
+        refuse(&eu, 0);
+        let (status, body) = readiness(&eu);
+        assert_eq!(status, StatusCode::OK);
+        assert!(!body.contains("degraded"), "one link still works: {body}");
+        refuse(&eu, 1);
+        let (status, body) = readiness(&eu);
+        assert_eq!(status, StatusCode::OK, "reported, not failed, by default");
+        assert!(body.contains("replication degraded: every peer refuses this region (us: AuthenticationFailed; ap: AuthenticationFailed)"), "{body}");
+        drop(eu);
+        let strict = region(dir.path(), "true");
+        refuse(&strict, 0);
+        refuse(&strict, 1);
+        assert_eq!(readiness(&strict).0, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

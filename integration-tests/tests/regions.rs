@@ -1015,6 +1015,14 @@ fn a_region_with_the_wrong_secret_is_refused_and_its_data_stays_out() {
         }) {
             bail!("ap does not report eu and us as refused");
         }
+        // ap says so in /readyz (still 200 unless --readyz-fails-on-degraded-replication);
+        // eu and us, with one working link, do not.
+        let (code, body) = http_get(mesh.region(2).http_addr(), "/readyz")?;
+        ensure_eq!(code, 200, "ap's /readyz with every link refused: {body}");
+        expect_line(
+            &body,
+            "replication degraded: every peer refuses this region",
+        )?;
         for i in 0..2 {
             if !wait_until(Duration::from_secs(20), || refused_everywhere(i, &["ap"])) {
                 bail!("{} does not report ap as refused", mesh.name(i));
@@ -1030,6 +1038,16 @@ fn a_region_with_the_wrong_secret_is_refused_and_its_data_stays_out() {
                     mesh.name(i)
                 );
             }
+        }
+        for i in 0..2 {
+            let (code, body) = http_get(mesh.region(i).http_addr(), "/readyz")?;
+            ensure_eq!(code, 200, "{}'s /readyz: {body}", mesh.name(i));
+            ensure_eq!(
+                body.contains("replication degraded"),
+                false,
+                "{} has a working link: {body}",
+                mesh.name(i)
+            );
         }
         // eu and us keep working with each other.
         create_topic(mesh.region(0), &shared, 1, &[])?;
@@ -1251,6 +1269,14 @@ fn retention_waits_for_every_region_to_hold_the_batches() {
         }
         Ok(())
     });
+}
+
+fn expect_line(body: &str, needle: &str) -> Result<()> {
+    if body.contains(needle) {
+        Ok(())
+    } else {
+        bail!("{needle:?} missing from:\n{body}")
+    }
 }
 
 /// Issue 11: a region away longer than `--region-stale-after-ms` is left out of the stable cut,
