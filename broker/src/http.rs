@@ -136,6 +136,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     body.push_str(&crate::state_gauges::render(
         &state.broker.topics,
         &state.broker.groups,
+        &state.broker.tables,
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -180,11 +180,6 @@ pub fn compaction_pass(topic: &str, bytes_reclaimed: u64, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-/// Publishes how many rows of a table are live.
-pub fn table_rows(topic: &str, rows: i64) {
-    gauge!("causeway_table_rows", "topic" => topic.to_string()).set(rows as f64);
-}
-
 /// Counts replicated batches applied here, by topic.
 pub fn replication_applied(topic: &str, batches: usize, bytes: u64) {
     counter!("causeway_replication_applied_batches_total", "topic" => topic.to_string())

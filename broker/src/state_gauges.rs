@@ -5,8 +5,11 @@
 
 use std::fmt::Write;
 
+use causeway_storage::TableStore;
+
 use crate::groups::state::GroupState;
 use crate::groups::GroupCoordinator;
+use crate::tables::{is_table, store_name};
 use crate::topics::Topics;
 
 /// One gauge family: its name, help text and samples (label pairs, value).
@@ -46,8 +49,9 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The partition and consumer-group gauges of the current state, in Prometheus text format.
-pub fn render(topics: &Topics, groups: &GroupCoordinator) -> String {
+/// The partition, table and consumer-group gauges of the current state, in Prometheus text
+/// format.
+pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -> String {
     let mut end = Family::new("causeway_partition_log_end_offset", "Log end offset.");
     let mut start = Family::new("causeway_partition_log_start_offset", "Log start offset.");
     let mut size = Family::new(
@@ -58,7 +62,18 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator) -> String {
         "causeway_partition_damaged_batches",
         "Ranges of batches found damaged on disk.",
     );
+    let mut rows = Family::new("causeway_table_rows", "Live rows of a table topic.");
     for topic in topics.all() {
+        if is_table(&topic.overrides()) {
+            match tables.live_rows(&store_name(&topic)) {
+                Ok(live) => rows
+                    .samples
+                    .push((vec![("topic", topic.name.clone())], live as f64)),
+                Err(error) => {
+                    tracing::warn!(topic = %topic.name, %error, "counting table rows failed")
+                }
+            }
+        }
         for partition in topic.partitions() {
             let labels = vec![
                 ("topic", topic.name.clone()),
@@ -113,7 +128,7 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator) -> String {
         Err(error) => tracing::warn!(%error, "counting groups failed"),
     }
     let mut out = String::new();
-    for family in [&end, &start, &size, &damaged, &lag, &states] {
+    for family in [&end, &start, &size, &damaged, &rows, &lag, &states] {
         family.render(&mut out);
     }
     out

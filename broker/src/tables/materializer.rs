@@ -51,9 +51,6 @@ fn materialize_all(broker: &Broker) {
             publish_lag(&broker.tables, &topic, &partition);
         }
         metrics::compaction_registered(&topic.name);
-        if let Ok(live) = broker.tables.live_rows(&store_name(&topic)) {
-            metrics::table_rows(&topic.name, live);
-        }
     }
 }
 
