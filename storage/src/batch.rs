@@ -9,6 +9,8 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
+
 /// Size of the fixed v2 batch header; every valid batch is at least this long.
 pub const BATCH_HEADER_BYTES: usize = 61;
 
@@ -199,6 +201,47 @@ pub(crate) fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// The whole batches at the start of `records`, in order, each with its header: the one walk
+/// over a read's batches (Fetch trimming, table chunks, replication reads). It stops at the
+/// first batch whose header does not parse or that runs past the end, so a read cut inside a
+/// batch yields only the batches before the cut; [`WholeBatches::consumed`] says how far it got.
+pub fn whole_batches(records: &Bytes) -> WholeBatches<'_> {
+    WholeBatches {
+        records,
+        position: 0,
+    }
+}
+
+/// Iterator of [`whole_batches`].
+#[derive(Debug)]
+pub struct WholeBatches<'a> {
+    records: &'a Bytes,
+    position: usize,
+}
+
+impl WholeBatches<'_> {
+    /// Bytes of the batches yielded so far.
+    pub fn consumed(&self) -> usize {
+        self.position
+    }
+}
+
+impl Iterator for WholeBatches<'_> {
+    type Item = (BatchHeader, Bytes);
+
+    fn next(&mut self) -> Option<(BatchHeader, Bytes)> {
+        let rest = self.records.get(self.position..)?;
+        let header = BatchHeader::parse(rest).ok()?;
+        let end = self.position.checked_add(header.total_bytes())?;
+        if header.total_bytes() < BATCH_HEADER_BYTES || end > self.records.len() {
+            return None;
+        }
+        let batch = self.records.slice(self.position..end);
+        self.position = end;
+        Some((header, batch))
+    }
+}
+
 /// Splits a Produce partition's `records` bytes into validated batches (magic==2, length within
 /// the buffer, CRC-32C ok, count consistent), so the log only ever stores well-formed batches.
 /// Magic sits at byte 16 in every Kafka message format, so it is checked first and v0/v1 give
@@ -302,6 +345,23 @@ pub(crate) fn test_batch(count: i32, max_timestamp: i64, payload_bytes: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_batches_stop_before_a_cut_batch() {
+        let (first, second) = (test_batch(3, 10, 20), test_batch(1, 11, 5));
+        let mut records = first.clone();
+        records.extend_from_slice(&second);
+        let third = test_batch(2, 12, 30);
+        records.extend_from_slice(&third[..third.len() - 1]);
+        let records = Bytes::from(records);
+        let mut walk = whole_batches(&records);
+        let batches: Vec<(BatchHeader, Bytes)> = walk.by_ref().collect();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].1.as_ref(), first.as_slice());
+        assert_eq!(batches[1].1.as_ref(), second.as_slice());
+        assert_eq!(walk.consumed(), first.len() + second.len());
+        assert_eq!(whole_batches(&Bytes::from_static(&[0xff; 12])).count(), 0);
+    }
 
     #[test]
     fn concatenated_batches_are_split_at_their_boundaries() {

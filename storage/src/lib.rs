@@ -44,8 +44,8 @@ pub mod telemetry;
 mod tests;
 
 pub use batch::{
-    assign_offsets, mark_cleaned, split_batches, stamp_log_append_time, BatchError, BatchHeader,
-    BATCH_HEADER_BYTES,
+    assign_offsets, mark_cleaned, split_batches, stamp_log_append_time, whole_batches, BatchError,
+    BatchHeader, WholeBatches, BATCH_HEADER_BYTES,
 };
 pub use catalog::{Catalog, TopicRecord};
 pub use causal::CausalMeta;

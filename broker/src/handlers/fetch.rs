@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_storage::{BatchHeader, StorageError};
+use causeway_storage::{whole_batches, BatchHeader, StorageError};
 use futures_util::future::select_all;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
@@ -203,34 +203,16 @@ fn read_one(
 /// The leading whole batches of `records` that start below `end` (read_committed stops at the
 /// last stable offset).
 fn batches_below(records: Bytes, end: i64) -> Bytes {
-    let mut keep = 0usize;
-    while let Some(header) = records
-        .get(keep..)
-        .and_then(|rest| BatchHeader::parse(rest).ok())
-    {
-        if header.base_offset >= end || keep + header.total_bytes() > records.len() {
-            break;
-        }
-        keep += header.total_bytes();
-    }
+    let keep: usize = whole_batches(&records)
+        .take_while(|(header, _)| header.base_offset < end)
+        .map(|(header, _)| header.total_bytes())
+        .sum();
     records.slice(..keep)
 }
 
 /// Headers of the whole batches in `records`, in order.
 fn headers_in(records: &Bytes) -> Vec<BatchHeader> {
-    let mut position = 0usize;
-    let mut headers = Vec::new();
-    while let Some(header) = records
-        .get(position..)
-        .and_then(|rest| BatchHeader::parse(rest).ok())
-    {
-        if position + header.total_bytes() > records.len() {
-            break;
-        }
-        headers.push(header);
-        position += header.total_bytes();
-    }
-    headers
+    whole_batches(records).map(|(header, _)| header).collect()
 }
 
 /// Offset of the last record in `records`, if any whole batch is there.

@@ -16,7 +16,9 @@ use causeway_replication::delivery::{
     AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
 };
 use causeway_replication::VectorClock;
-use causeway_storage::{AppendResult, BatchHeader, CausalMeta, Partition, StorageError};
+use causeway_storage::{
+    whole_batches, AppendResult, BatchHeader, CausalMeta, Partition, StorageError,
+};
 
 use crate::wall_clock::now_ms;
 
@@ -270,21 +272,12 @@ impl BatchLog for ReplicaLog {
             if read.records.is_empty() {
                 break;
             }
-            let mut batches = Vec::new();
-            let mut at = 0usize;
-            while at < read.records.len() {
-                let header = BatchHeader::parse(&read.records[at..]).map_err(|e| {
-                    LogError(format!(
-                        "stored batch at offset {offset} does not parse: {e}"
-                    ))
-                })?;
-                let end = at + header.total_bytes();
-                let bytes = read
-                    .records
-                    .get(at..end)
-                    .ok_or_else(|| LogError("stored batch runs past the read".into()))?;
-                batches.push((header, bytes));
-                at = end;
+            let mut walk = whole_batches(&read.records);
+            let batches: Vec<(BatchHeader, Bytes)> = walk.by_ref().collect();
+            if walk.consumed() < read.records.len() {
+                return Err(LogError(format!(
+                    "a stored batch after offset {offset} does not parse or runs past the read"
+                )));
             }
             let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
                 break;

@@ -165,20 +165,9 @@ pub fn for_each_write<'a>(
 
 /// The whole batches of `records` that start below `end`, with their headers.
 pub fn whole_batches(records: &Bytes, end: i64) -> Vec<(BatchHeader, Bytes)> {
-    let mut position = 0usize;
-    let mut out = Vec::new();
-    while let Some(header) = records
-        .get(position..)
-        .and_then(|rest| BatchHeader::parse(rest).ok())
-    {
-        let size = header.total_bytes();
-        if header.base_offset >= end || position + size > records.len() {
-            break;
-        }
-        out.push((header, records.slice(position..position + size)));
-        position += size;
-    }
-    out
+    causeway_storage::whole_batches(records)
+        .take_while(|(header, _)| header.base_offset < end)
+        .collect()
 }
 
 /// The next stretch of a table partition's log to apply: whole batches from `from` below the
