@@ -1213,6 +1213,31 @@ fn min_regions_makes_acks_all_wait_for_another_region() {
     });
 }
 
+/// Creates `topic` (2 KiB segments, `retention.bytes` 4 KiB) in the first region of a two-region
+/// mesh, kills the second, and writes 300 records of about 100 bytes (far over retention) to
+/// the first.
+fn write_far_over_retention_while_the_second_region_is_down(
+    mesh: &mut Mesh,
+    topic: &str,
+) -> Result<()> {
+    create_topic(
+        mesh.region(0),
+        topic,
+        1,
+        &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
+    )?;
+    wait_topic_everywhere(mesh, topic, 1)?;
+    mesh.region_mut(1).kill9();
+    let records: Vec<TestRecord> = (0..300)
+        .map(|i| TestRecord::value(format!("{i:04}-{}", "x".repeat(100))))
+        .collect();
+    let producer = acks_all_producer(mesh.region(0))?;
+    for chunk in records.chunks(10) {
+        produce_all(&producer, topic, chunk)?;
+    }
+    Ok(())
+}
+
 /// Retention never deletes what another region has not got: with the other region down, a
 /// topic far over its `retention.bytes` keeps every record; once the region is back and holds
 /// them, retention deletes segments as usual, and the returning region received everything.
@@ -1226,21 +1251,7 @@ fn retention_waits_for_every_region_to_hold_the_batches() {
         .flag(1, "--log-segment-bytes-min", 1);
     with_mesh(plan, |mesh| {
         let topic = topic_name("held");
-        create_topic(
-            mesh.region(0),
-            &topic,
-            1,
-            &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
-        )?;
-        wait_topic_everywhere(mesh, &topic, 1)?;
-        mesh.region_mut(1).kill9();
-        let records: Vec<TestRecord> = (0..300)
-            .map(|i| TestRecord::value(format!("{i:04}-{}", "x".repeat(100))))
-            .collect();
-        let producer = acks_all_producer(mesh.region(0))?;
-        for chunk in records.chunks(10) {
-            produce_all(&producer, &topic, chunk)?;
-        }
+        write_far_over_retention_while_the_second_region_is_down(mesh, &topic)?;
         let watermarks = |broker: &BrokerProcess| watermarks(broker, &topic);
         // Many maintenance passes run while west is away: nothing may be deleted.
         std::thread::sleep(Duration::from_millis(1500));
@@ -1292,21 +1303,7 @@ fn a_region_back_after_retention_deleted_what_it_lacks_is_reported_loudly() {
         .flag(0, "--region-stale-after-ms", 300);
     with_mesh(plan, |mesh| {
         let topic = topic_name("gone");
-        create_topic(
-            mesh.region(0),
-            &topic,
-            1,
-            &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
-        )?;
-        wait_topic_everywhere(mesh, &topic, 1)?;
-        mesh.region_mut(1).kill9();
-        let records: Vec<TestRecord> = (0..300)
-            .map(|i| TestRecord::value(format!("{i:04}-{}", "x".repeat(100))))
-            .collect();
-        let producer = acks_all_producer(mesh.region(0))?;
-        for chunk in records.chunks(10) {
-            produce_all(&producer, &topic, chunk)?;
-        }
+        write_far_over_retention_while_the_second_region_is_down(mesh, &topic)?;
         let deleted = wait_until(Duration::from_secs(20), || {
             watermarks(mesh.region(0), &topic).is_ok_and(|(low, _)| low > 0)
         });
