@@ -549,6 +549,59 @@ fn topic_cli_exits_1_with_a_clear_message_when_no_broker_listens() -> Result<()>
     Ok(())
 }
 
+/// `topic add-partitions` grows a topic (and refuses to shrink it); `group delete` removes a
+/// group with its offsets (and exits 1 for a group that does not exist).
+#[test]
+fn topic_add_partitions_and_group_delete_cli() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let bootstrap = broker.bootstrap();
+        let topic = topic_name("grow-cli");
+        topic_cli(&bootstrap, &["create", &topic, "-p", "1"], 0)?;
+        let (out, _) = topic_cli(&bootstrap, &["add-partitions", &topic, "-p", "3"], 0)?;
+        expect_contains(&out, "now has 3 partitions", "add-partitions")?;
+        let (out, _) = topic_cli(&bootstrap, &["describe", &topic], 0)?;
+        expect_contains(&out, "partitions 3", "describe after add-partitions")?;
+        let (_, err) = topic_cli(&bootstrap, &["add-partitions", &topic, "-p", "2"], 1)?;
+        expect_contains(&err, "InvalidPartitions", "shrinking")?;
+
+        produce_values(&broker.producer(), &topic, 0, &["a", "b"])?;
+        let consumer: BaseConsumer = broker
+            .consumer_config()
+            .set("group.id", "cli-delete")
+            .create()?;
+        let mut position = TopicPartitionList::new();
+        position.add_partition_offset(&topic, 0, Offset::Offset(2))?;
+        consumer.commit(&position, CommitMode::Sync)?;
+        drop(consumer);
+        let group = |args: &[&str]| {
+            let mut all = vec!["group", "-b", bootstrap.as_str()];
+            all.extend_from_slice(args);
+            causeway(&all)
+        };
+        ensure_eq!(group(&["describe", "cli-delete"])?.status.code(), Some(0));
+        let deleted = group(&["delete", "cli-delete"])?;
+        ensure_eq!(deleted.status.code(), Some(0), "group delete: {deleted:?}");
+        expect_contains(
+            &String::from_utf8_lossy(&deleted.stdout),
+            "deleted group cli-delete",
+            "group delete",
+        )?;
+        ensure_eq!(
+            group(&["describe", "cli-delete"])?.status.code(),
+            Some(1),
+            "the deleted group is gone"
+        );
+        let missing = group(&["delete", "never-was"])?;
+        ensure_eq!(missing.status.code(), Some(1), "deleting an unknown group");
+        expect_contains(
+            &String::from_utf8_lossy(&missing.stderr),
+            "GroupIdNotFound",
+            "deleting an unknown group",
+        )?;
+        Ok(())
+    });
+}
+
 /// Errors that say what went wrong: the CLI pointed at the HTTP port, an HTTP request on the
 /// Kafka port (logged by the broker by name, without `Some(...)` around the address), and a
 /// group that does not exist.

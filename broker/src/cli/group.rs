@@ -1,4 +1,4 @@
-//! `causeway group list|describe`.
+//! `causeway group list|describe|delete`.
 
 use std::collections::BTreeMap;
 
@@ -6,8 +6,8 @@ use anyhow::{anyhow, bail};
 use bytes::{Buf, Bytes};
 use clap::Subcommand;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DescribeGroupsRequest, GroupId, ListGroupsRequest,
-    OffsetFetchRequest,
+    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
+    ListGroupsRequest, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
@@ -28,6 +28,12 @@ pub enum GroupCommand {
         /// Group id.
         group: String,
     },
+    /// Delete groups and their committed offsets (only groups without active members).
+    Delete {
+        /// Group ids.
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
 }
 
 /// Runs one group command against the broker at `bootstrap`.
@@ -36,6 +42,7 @@ pub fn run(bootstrap: &str, command: GroupCommand) -> anyhow::Result<()> {
     match command {
         GroupCommand::List => list(&mut broker),
         GroupCommand::Describe { group } => describe(&mut broker, &group),
+        GroupCommand::Delete { groups } => delete(&mut broker, &groups),
     }
 }
 
@@ -44,6 +51,25 @@ fn check(code: i16, what: &str) -> anyhow::Result<()> {
         None => Ok(()),
         Some(error) => bail!("{what}: {error:?}"),
     }
+}
+
+fn delete(broker: &mut AdminConnection, groups: &[String]) -> anyhow::Result<()> {
+    let response = broker.send(
+        &DeleteGroupsRequest::default()
+            .with_groups_names(groups.iter().map(|g| GroupId(text(g))).collect()),
+    )?;
+    let mut failed = Vec::new();
+    for result in &response.results {
+        let group = result.group_id.as_str();
+        match check(result.error_code, &format!("deleting {group}")) {
+            Ok(()) => println!("deleted group {group}"),
+            Err(error) => failed.push(format!("{error:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
 }
 
 fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {

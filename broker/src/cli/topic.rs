@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail};
 use clap::Subcommand;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -13,7 +14,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -56,6 +57,14 @@ pub enum TopicCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Grow a topic to a larger partition count (CreatePartitions; partitions are never removed).
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The partition count after the change.
+        #[arg(long, short = 'p')]
+        partitions: u32,
+    },
     /// Set or remove topic configs.
     AlterConfig {
         /// Topic name.
@@ -88,6 +97,9 @@ pub fn run(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::List => list(&mut broker),
         TopicCommand::Describe { name } => describe(&mut broker, &name),
         TopicCommand::Delete { names } => delete(&mut broker, &names),
+        TopicCommand::AddPartitions { name, partitions } => {
+            add_partitions(&mut broker, &name, partitions)
+        }
         TopicCommand::AlterConfig { name, set, delete } => {
             alter_config(&mut broker, &name, &set, &delete)
         }
@@ -151,6 +163,26 @@ fn create(
             "created topic {name} with {} partitions",
             result.num_partitions
         );
+    }
+    Ok(())
+}
+
+fn add_partitions(broker: &mut AdminConnection, name: &str, count: u32) -> anyhow::Result<()> {
+    let count = i32::try_from(count).map_err(|_| anyhow!("too many partitions"))?;
+    let response = broker.send(
+        &CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(text(name)))
+                .with_count(count)])
+            .with_timeout_ms(30_000),
+    )?;
+    for result in &response.results {
+        check(
+            result.error_code,
+            result.error_message.as_ref(),
+            &format!("growing {name}"),
+        )?;
+        println!("topic {name} now has {count} partitions");
     }
     Ok(())
 }
