@@ -549,7 +549,8 @@ fn topic_cli_exits_1_with_a_clear_message_when_no_broker_listens() -> Result<()>
     Ok(())
 }
 
-/// `topic add-partitions` grows a topic (and refuses to shrink it); `group delete` removes a
+/// `topic add-partitions` grows a topic (and refuses to shrink it); `topic delete-records`
+/// moves a partition's start (and refuses an offset past the end); `group delete` removes a
 /// group with its offsets (and exits 1 for a group that does not exist).
 #[test]
 fn topic_add_partitions_and_group_delete_cli() {
@@ -565,6 +566,18 @@ fn topic_add_partitions_and_group_delete_cli() {
         expect_contains(&err, "InvalidPartitions", "shrinking")?;
 
         produce_values(&broker.producer(), &topic, 0, &["a", "b"])?;
+        let (out, _) = topic_cli(
+            &bootstrap,
+            &["delete-records", &topic, "-p", "0", "--before", "1"],
+            0,
+        )?;
+        expect_contains(&out, "now starts at offset 1", "delete-records")?;
+        let (_, err) = topic_cli(
+            &bootstrap,
+            &["delete-records", &topic, "-p", "0", "--before", "9"],
+            1,
+        )?;
+        expect_contains(&err, "OffsetOutOfRange", "delete-records past the end")?;
         let consumer: BaseConsumer = broker
             .consumer_config()
             .set("group.id", "cli-delete")

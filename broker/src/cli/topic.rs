@@ -6,6 +6,9 @@ use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -14,8 +17,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -65,6 +69,17 @@ pub enum TopicCommand {
         #[arg(long, short = 'p')]
         partitions: u32,
     },
+    /// Delete a partition's records below an offset (DeleteRecords): the log start moves there.
+    DeleteRecords {
+        /// Topic name.
+        name: String,
+        /// Partition index.
+        #[arg(long, short = 'p')]
+        partition: i32,
+        /// Records below this offset are deleted; -1 means the high watermark (everything).
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
     /// Set or remove topic configs.
     AlterConfig {
         /// Topic name.
@@ -100,6 +115,11 @@ pub fn run(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::AddPartitions { name, partitions } => {
             add_partitions(&mut broker, &name, partitions)
         }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            before,
+        } => delete_records(&mut broker, &name, partition, before),
         TopicCommand::AlterConfig { name, set, delete } => {
             alter_config(&mut broker, &name, &set, &delete)
         }
@@ -184,6 +204,39 @@ fn add_partitions(broker: &mut AdminConnection, name: &str, count: u32) -> anyho
         )?;
         println!("topic {name} now has {count} partitions");
     }
+    Ok(())
+}
+
+fn delete_records(
+    broker: &mut AdminConnection,
+    name: &str,
+    partition: i32,
+    before: i64,
+) -> anyhow::Result<()> {
+    let response = broker.send(
+        &DeleteRecordsRequest::default()
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(TopicName(text(name)))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(before)])])
+            .with_timeout_ms(30_000),
+    )?;
+    let result = response
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .find(|p| p.partition_index == partition)
+        .ok_or_else(|| anyhow!("no answer for {name}-{partition}"))?;
+    check(
+        result.error_code,
+        None,
+        &format!("deleting records of {name}-{partition}"),
+    )?;
+    println!(
+        "{name}-{partition} now starts at offset {}",
+        result.low_watermark
+    );
     Ok(())
 }
 
