@@ -170,6 +170,18 @@ pub struct BrokerOptions {
         default_value_t = 52_428_800
     )]
     pub log_cleaner_io_bytes_per_sec: u64,
+    /// Most bytes per second the background scrub reads while it checks closed segments for
+    /// damage (16777216 = 16 MiB/s; 0 = no scrub).
+    #[arg(
+        long,
+        env = "CAUSEWAY_SCRUB_BYTES_PER_SEC",
+        default_value_t = 16_777_216
+    )]
+    pub scrub_bytes_per_sec: u64,
+    /// Least time from the start of one scrub pass over every closed segment to the start of
+    /// the next (86400000 = one day).
+    #[arg(long, env = "CAUSEWAY_SCRUB_INTERVAL_MS", default_value_t = 86_400_000)]
+    pub scrub_interval_ms: u64,
     /// Longest a graceful shutdown waits for in-flight requests before closing the logs.
     #[arg(long, env = "CAUSEWAY_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,

@@ -10,6 +10,7 @@
 //! - [`groups`]: the consumer group coordinator and committed offsets;
 //! - [`http`] and [`metrics`]: what operators scrape and probe;
 //! - [`maintenance`]: retention and segment rolls in the background;
+//! - [`scrub`]: reading closed segments in the background to find damage before readers do;
 //! - [`blocking`]: one bounded lane per kind of blocking work;
 //! - [`tables`]: compacted topics materialized as CRDT rows, served over HTTP;
 //! - [`transactions`]: the transaction coordinator.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod open_files;
 pub mod producer_ids;
 pub mod replication;
+pub mod scrub;
 pub mod server;
 pub mod state_gauges;
 pub mod tables;

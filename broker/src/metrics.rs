@@ -180,6 +180,12 @@ pub fn compaction_pass(topic: &str, bytes_reclaimed: u64, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
+/// Counts one completed scrub pass over every partition's closed segments and how long it took.
+pub fn scrub_pass(elapsed: Duration) {
+    counter!("causeway_scrub_passes_total").increment(1);
+    gauge!("causeway_scrub_last_pass_seconds").set(elapsed.as_secs_f64());
+}
+
 /// Counts replicated batches applied here, by topic.
 pub fn replication_applied(topic: &str, batches: usize, bytes: u64) {
     counter!("causeway_replication_applied_batches_total", "topic" => topic.to_string())

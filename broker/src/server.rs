@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
 use crate::connection_limits::{PerAddressCount, RequestBudget};
-use crate::{connection, groups, http, maintenance, metrics, replication, tables, transactions};
+use crate::{
+    connection, groups, http, maintenance, metrics, replication, scrub, tables, transactions,
+};
 
 /// Connections admitted beyond `--max-connections` for peer regions only (their first request
 /// must be a replication pull), so a flood of clients cannot cut replication.
@@ -57,6 +59,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     background.spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(scrub::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(groups::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(transactions::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(tables::run(broker.clone(), shutdown_rx.clone()));

@@ -11,6 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use causeway_integration_tests::batch::batch_spans;
 use causeway_integration_tests::load::AcksAllLoad;
 use causeway_integration_tests::proxy::CuttingProxy;
 use causeway_integration_tests::regions::{
@@ -1544,18 +1545,6 @@ fn delete_records_in_one_region_leaves_every_batch_for_a_region_that_lacks_it() 
         }
         mesh.ensure_no_batch_refusals()
     });
-}
-
-/// Byte ranges `(position, length)` of the record batches in a segment file.
-fn batch_spans(log: &[u8]) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut at = 0;
-    while let Some(len) = log.get(at + 8..at + 12) {
-        let total = 12 + i32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        spans.push((at, total));
-        at += total;
-    }
-    spans
 }
 
 #[test]

@@ -61,6 +61,7 @@ pub use partition::compaction::{
 };
 pub use partition::{
     remove_partition_dir, AppendResult, DamagedRange, MaintenanceReport, Partition, ReadResult,
+    ScrubStep,
 };
 pub use producers::{AbortedTransaction, ProducerStates, SequenceError};
 pub use table_store::TableStore;

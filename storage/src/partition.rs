@@ -39,8 +39,10 @@ use crate::telemetry;
 pub mod compaction;
 mod damage;
 mod high_water;
+mod scrub;
 
 pub use damage::DamagedRange;
+pub use scrub::ScrubStep;
 
 /// The partitionLeaderEpoch written into every appended batch.
 const LEADER_EPOCH: i32 = 0;

@@ -8,6 +8,8 @@ pub const FSYNCS_TOTAL: &str = "causeway_storage_fsyncs_total";
 pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "causeway_storage_recovery_truncated_bytes_total";
 /// Counter: stored batches found damaged (CRC or framing) when read.
 pub const CORRUPT_BATCHES_TOTAL: &str = "causeway_storage_corrupt_batches_total";
+/// Counter: bytes of closed segments read and checked by the background scrub.
+pub const SCRUBBED_BYTES_TOTAL: &str = "causeway_storage_scrubbed_bytes_total";
 /// Counter: segments deleted by retention or DeleteRecords.
 pub const SEGMENTS_DELETED_TOTAL: &str = "causeway_storage_segments_deleted_total";
 
@@ -30,4 +32,9 @@ pub(crate) fn segments_deleted(count: u64) {
 /// Records a stored batch found damaged.
 pub(crate) fn corrupt_batch_found() {
     metrics::counter!(CORRUPT_BATCHES_TOTAL).increment(1);
+}
+
+/// Records bytes checked by the scrub.
+pub(crate) fn scrubbed(bytes: u64) {
+    metrics::counter!(SCRUBBED_BYTES_TOTAL).increment(bytes);
 }

@@ -1,7 +1,8 @@
 //! Batches found damaged on disk: a closed segment whose bytes no longer match their CRC (a bad
 //! sector, a write lost by the device, a file edited by hand). Recovery only scans the active
-//! segment, so such a batch is found when it is read to be sent to another region: every batch
-//! leaving for a peer is checked here first.
+//! segment, so such a batch is found when it is read to be sent to another region (every batch
+//! leaving for a peer is checked here first) or by the background scrub (`scrub.rs`), whichever
+//! reads it first.
 //!
 //! A damaged batch is recorded once (offset range and reason), logged at error level, counted in
 //! `causeway_storage_corrupt_batches_total` and listed by [`Partition::damaged_ranges`] (the
@@ -47,19 +48,25 @@ impl Partition {
         let Err(error) = validate_batch(batch) else {
             return true;
         };
+        self.record_damage(header.base_offset, header.last_offset(), error.to_string());
+        false
+    }
+
+    /// Records offsets `first..=last` as damaged, once per first offset: logged, counted and
+    /// listed until retention deletes them.
+    pub(super) fn record_damage(&self, first: i64, last: i64, reason: String) {
         let mut damage = self.damage.lock();
-        if let Entry::Vacant(slot) = damage.entry(header.base_offset) {
+        if let Entry::Vacant(slot) = damage.entry(first) {
             tracing::error!(
                 dir = %self.dir.display(),
-                first_offset = header.base_offset,
-                last_offset = header.last_offset(),
-                %error,
+                first_offset = first,
+                last_offset = last,
+                error = %reason,
                 "damaged batch on disk: peers will fetch it from another region; consumers here may fail on it"
             );
             telemetry::corrupt_batch_found();
-            slot.insert((header.last_offset(), error.to_string()));
+            slot.insert((last, reason));
         }
-        false
     }
 
     /// Damaged batches found so far that are still on disk, in offset order.
