@@ -104,6 +104,10 @@ pub struct BrokerOptions {
     /// refused with INVALID_PARTITIONS (each partition holds open files and memory).
     #[arg(long, env = "CAUSEWAY_MAX_PARTITIONS", default_value_t = 4_000)]
     pub max_partitions: u32,
+    /// Most files of closed segments held open at once for reading (least recently used ones
+    /// are closed), so open descriptors do not grow with the data retained.
+    #[arg(long, env = "CAUSEWAY_MAX_OPEN_SEGMENT_FILES", default_value_t = 8_192)]
+    pub max_open_segment_files: u32,
     /// Create unknown topics on Metadata and Produce (`auto.create.topics.enable`).
     #[arg(long, env = "CAUSEWAY_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,

@@ -61,6 +61,7 @@ pub fn main() -> ExitCode {
     };
     init_logging(options.log_format);
     open_files::raise_limit(&options);
+    causeway_storage::set_open_segment_files_max(options.max_open_segment_files as usize);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(blocking::pool_threads())
         .enable_all()

@@ -58,10 +58,36 @@ fn rewrite(path: &Path, bytes: &[u8]) -> Result<File, StorageError> {
     Ok(file)
 }
 
+/// An index's file: open while its segment is active, closed once the segment is (lookups use
+/// the entries in memory, and a closed segment's index never changes).
+struct IndexFile {
+    path: PathBuf,
+    file: Option<Arc<File>>,
+}
+
+impl IndexFile {
+    fn open(path: &Path, file: File) -> IndexFile {
+        IndexFile {
+            path: path.to_path_buf(),
+            file: Some(Arc::new(file)),
+        }
+    }
+
+    fn write_at(&self, bytes: &[u8], at: u64) -> Result<(), StorageError> {
+        let Some(file) = &self.file else {
+            return Err(StorageError::Corrupt(format!(
+                "{} belongs to a closed segment: nothing may be written to it",
+                self.path.display()
+            )));
+        };
+        file.write_all_at(bytes, at)
+            .ctx(|| format!("appending to {}", self.path.display()))
+    }
+}
+
 /// Sparse map from batch base offset to file position within one segment.
 pub(crate) struct OffsetIndex {
-    path: PathBuf,
-    file: Arc<File>,
+    file: IndexFile,
     entries: Vec<(u32, u32)>,
 }
 
@@ -84,10 +110,8 @@ impl OffsetIndex {
             }
             entries.push((rel, pos));
         }
-        let file = Arc::new(open_rw(path)?);
         Ok(Some(OffsetIndex {
-            path: path.to_path_buf(),
-            file,
+            file: IndexFile::open(path, open_rw(path)?),
             entries,
         }))
     }
@@ -102,10 +126,8 @@ impl OffsetIndex {
             bytes.extend_from_slice(&rel.to_be_bytes());
             bytes.extend_from_slice(&pos.to_be_bytes());
         }
-        let file = Arc::new(rewrite(path, &bytes)?);
         Ok(OffsetIndex {
-            path: path.to_path_buf(),
-            file,
+            file: IndexFile::open(path, rewrite(path, &bytes)?),
             entries,
         })
     }
@@ -116,9 +138,7 @@ impl OffsetIndex {
         bytes[..4].copy_from_slice(&rel.to_be_bytes());
         bytes[4..].copy_from_slice(&pos.to_be_bytes());
         let at = (self.entries.len() * OFFSET_ENTRY_BYTES) as u64;
-        self.file
-            .write_all_at(&bytes, at)
-            .ctx(|| format!("appending to {}", self.path.display()))?;
+        self.file.write_at(&bytes, at)?;
         self.entries.push((rel, pos));
         Ok(())
     }
@@ -133,16 +153,20 @@ impl OffsetIndex {
         }
     }
 
-    /// Shares the file handle, for fsync outside the log lock.
-    pub(crate) fn file(&self) -> Arc<File> {
-        Arc::clone(&self.file)
+    /// Shares the file handle, for fsync outside the log lock; none once the segment is closed.
+    pub(crate) fn file(&self) -> Option<Arc<File>> {
+        self.file.file.clone()
+    }
+
+    /// Closes the file: the segment stopped being active.
+    pub(crate) fn close_file(&mut self) {
+        self.file.file = None;
     }
 }
 
 /// Sparse, monotonic map from max timestamp to relative offset within one segment.
 pub(crate) struct TimeIndex {
-    path: PathBuf,
-    file: Arc<File>,
+    file: IndexFile,
     entries: Vec<(i64, u32)>,
 }
 
@@ -167,10 +191,8 @@ impl TimeIndex {
             }
             entries.push((ts, rel));
         }
-        let file = Arc::new(open_rw(path)?);
         Ok(Some(TimeIndex {
-            path: path.to_path_buf(),
-            file,
+            file: IndexFile::open(path, open_rw(path)?),
             entries,
         }))
     }
@@ -182,10 +204,8 @@ impl TimeIndex {
             bytes.extend_from_slice(&ts.to_be_bytes());
             bytes.extend_from_slice(&rel.to_be_bytes());
         }
-        let file = Arc::new(rewrite(path, &bytes)?);
         Ok(TimeIndex {
-            path: path.to_path_buf(),
-            file,
+            file: IndexFile::open(path, rewrite(path, &bytes)?),
             entries,
         })
     }
@@ -199,9 +219,7 @@ impl TimeIndex {
         bytes[..8].copy_from_slice(&ts.to_be_bytes());
         bytes[8..].copy_from_slice(&rel.to_be_bytes());
         let at = (self.entries.len() * TIME_ENTRY_BYTES) as u64;
-        self.file
-            .write_all_at(&bytes, at)
-            .ctx(|| format!("appending to {}", self.path.display()))?;
+        self.file.write_at(&bytes, at)?;
         self.entries.push((ts, rel));
         Ok(())
     }
@@ -223,9 +241,14 @@ impl TimeIndex {
         }
     }
 
-    /// Shares the file handle, for fsync outside the log lock.
-    pub(crate) fn file(&self) -> Arc<File> {
-        Arc::clone(&self.file)
+    /// Shares the file handle, for fsync outside the log lock; none once the segment is closed.
+    pub(crate) fn file(&self) -> Option<Arc<File>> {
+        self.file.file.clone()
+    }
+
+    /// Closes the file: the segment stopped being active.
+    pub(crate) fn close_file(&mut self) {
+        self.file.file = None;
     }
 }
 

@@ -30,6 +30,7 @@ mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod error;
+mod file_cache;
 pub mod group_store;
 mod index;
 pub mod partition;
@@ -55,6 +56,7 @@ pub use config::{
 };
 pub use control::{control_batch, ControlType};
 pub use error::StorageError;
+pub use file_cache::{open_segment_files, set_open_segment_files_max};
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
 pub use partition::compaction::{
     CompactionPlan, SegmentSnapshot, SegmentWriter, StagedSegment, StoredBatch, SwapReport,

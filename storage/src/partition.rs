@@ -137,6 +137,7 @@ impl LogState {
         let carry = self.last_causal().cloned();
         let segment = Segment::create(dir, end, carry.as_ref().map(|m| (end - 1, m)))?;
         tracing::debug!(dir = %dir.display(), base_offset = end, "rolled segment");
+        self.active_mut().close_files();
         self.segments.push(segment);
         self.snapshot_producers(dir)
     }
@@ -179,13 +180,14 @@ impl LogState {
         if count == 0 {
             return Ok(0);
         }
-        let deleted = high_water::of_causal_files(
-            dir,
-            self.segments[..count].iter().map(|s| {
-                let (_, _, causal_file, causal_size) = s.read_handles();
-                (causal_file, causal_size)
-            }),
-        )?;
+        let handles = self.segments[..count]
+            .iter()
+            .map(|s| {
+                let (_, _, causal_file, causal_size) = s.read_handles()?;
+                Ok((causal_file, causal_size))
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        let deleted = high_water::of_causal_files(dir, handles)?;
         high_water::persist_join(dir, &deleted)?;
         let mut bytes = 0;
         for segment in self.segments.drain(..count) {
@@ -265,7 +267,9 @@ impl Partition {
         let mut opened_cleanly = false;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(&next) = bases.get(i + 1) {
-                segments.push(Segment::open_trusted(dir, base, next, interval, now_ms)?);
+                let mut segment = Segment::open_trusted(dir, base, next, interval, now_ms)?;
+                segment.close_files();
+                segments.push(segment);
                 continue;
             }
             let active_size = fs::metadata(dir.join(crate::segment::file_name(base, "log")))

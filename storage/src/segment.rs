@@ -28,6 +28,7 @@ use crate::batch::{validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use crate::causal::{self, CausalMeta};
 use crate::control::{control_type, ControlType};
 use crate::error::{IoContext, StorageError};
+use crate::file_cache::{ClosedSegmentKey, SegmentFile};
 use crate::index::{open_rw, OffsetIndex, TimeIndex};
 
 /// File name of a segment component, e.g. `00000000000000000042.log`.
@@ -82,8 +83,7 @@ pub(crate) struct AppendFailure {
 pub(crate) struct Segment {
     base: i64,
     dir: PathBuf,
-    log: Arc<File>,
-    causal: Arc<File>,
+    files: Files,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
     size: u64,
@@ -97,6 +97,15 @@ pub(crate) struct Segment {
     last_causal: Option<CausalMeta>,
     write_generation: u64,
     synced_generation: Arc<AtomicU64>,
+}
+
+/// A segment's `.log` and `.causal` handles.
+enum Files {
+    /// The active segment keeps its files open for appends and group commit.
+    Active { log: Arc<File>, causal: Arc<File> },
+    /// A closed segment reads through the process-wide cache of open files (`file_cache.rs`),
+    /// so descriptors do not grow with the data retained.
+    Closed(ClosedSegmentKey),
 }
 
 impl Segment {
@@ -130,8 +139,10 @@ impl Segment {
         Ok(Segment {
             base,
             dir: dir.to_path_buf(),
-            log: Arc::new(log),
-            causal: Arc::new(causal_file),
+            files: Files::Active {
+                log: Arc::new(log),
+                causal: Arc::new(causal_file),
+            },
             offset_index: OffsetIndex::create(&Self::path(dir, base, "index"), vec![])?,
             time_index: TimeIndex::create(&Self::path(dir, base, "timeindex"), vec![])?,
             size: 0,
@@ -163,8 +174,10 @@ impl Segment {
         Ok(Segment {
             base,
             dir: dir.to_path_buf(),
-            log: Arc::new(log),
-            causal: Arc::new(causal_file),
+            files: Files::Active {
+                log: Arc::new(log),
+                causal: Arc::new(causal_file),
+            },
             max_timestamp: time_index.last(),
             offset_index,
             time_index,
@@ -235,6 +248,7 @@ impl Segment {
         segment.rebuild_indexes(&batches, index_interval)?;
         segment.close_time_index()?;
         segment.load_last_causal()?;
+        segment.close_files();
         Ok(segment)
     }
 
@@ -279,12 +293,9 @@ impl Segment {
                 batches_kept = keep,
                 "recovery truncated the active segment"
             );
-            segment
-                .log
-                .set_len(log_keep)
-                .ctx(|| "truncating log".to_string())?;
-            segment
-                .causal
+            let (log, causal) = segment.writable()?;
+            log.set_len(log_keep).ctx(|| "truncating log".to_string())?;
+            causal
                 .set_len(causal_keep)
                 .ctx(|| "truncating causal index".to_string())?;
         }
@@ -307,8 +318,10 @@ impl Segment {
         let mut pos = 0u64;
         let mut expected = self.base;
         let mut buf = Vec::new();
+        let log = self.log_file()?;
         while pos + BATCH_HEADER_BYTES as u64 <= self.size {
-            let Ok(header) = BatchHeader::parse(&self.read_exact_at(pos, BATCH_HEADER_BYTES)?)
+            let Ok(header) =
+                BatchHeader::parse(&self.read_exact_at(&log, pos, BATCH_HEADER_BYTES)?)
             else {
                 break;
             };
@@ -318,8 +331,7 @@ impl Segment {
             }
             if strict {
                 buf.resize(total as usize, 0);
-                self.log
-                    .read_exact_at(&mut buf, pos)
+                log.read_exact_at(&mut buf, pos)
                     .ctx(|| format!("reading segment {}", self.base))?;
                 if validate_batch(&buf).is_err() || header.base_offset != expected {
                     break;
@@ -340,11 +352,13 @@ impl Segment {
         to: i64,
     ) -> Result<Vec<(i64, CausalMeta)>, StorageError> {
         let what = || format!("reading causal index of segment {}", self.base);
-        Ok(causal::read_entries(&self.causal, self.causal_size, &what)?
-            .into_iter()
-            .map(|entry| (entry.base_offset, entry.meta))
-            .filter(|(offset, _)| *offset >= from && *offset < to && *offset >= self.base)
-            .collect())
+        Ok(
+            causal::read_entries(&*self.causal_file()?, self.causal_size, &what)?
+                .into_iter()
+                .map(|entry| (entry.base_offset, entry.meta))
+                .filter(|(offset, _)| *offset >= from && *offset < to && *offset >= self.base)
+                .collect(),
+        )
     }
 
     /// Every batch header in the segment, in order, with the marker type of control batches
@@ -352,11 +366,12 @@ impl Segment {
     pub(crate) fn batch_headers(
         &self,
     ) -> Result<Vec<(BatchHeader, Option<ControlType>)>, StorageError> {
+        let log = self.log_file()?;
         self.scan(false)?
             .into_iter()
             .map(|b| {
                 let control = if b.header.is_control() {
-                    let bytes = self.read_exact_at(b.pos, b.header.total_bytes())?;
+                    let bytes = self.read_exact_at(&log, b.pos, b.header.total_bytes())?;
                     control_type(&b.header, &bytes)
                 } else {
                     None
@@ -426,7 +441,8 @@ impl Segment {
         if self.size < BATCH_HEADER_BYTES as u64 {
             return Ok(None);
         }
-        let h = BatchHeader::parse(&self.read_exact_at(0, BATCH_HEADER_BYTES)?)?;
+        let h =
+            BatchHeader::parse(&self.read_exact_at(&*self.log_file()?, 0, BATCH_HEADER_BYTES)?)?;
         Ok(Some(if h.max_timestamp >= 0 {
             h.max_timestamp.min(now_ms)
         } else {
@@ -445,13 +461,15 @@ impl Segment {
     ) -> Result<(), AppendFailure> {
         let pos = self.size;
         let entry = causal::encode_entry(header.base_offset, meta);
-        let written = self
-            .log
+        let (log, causal) = self.writable().map_err(|error| AppendFailure {
+            error,
+            consistent: true,
+        })?;
+        let written = log
             .write_all_at(batch, pos)
-            .and_then(|()| self.causal.write_all_at(&entry, self.causal_size));
+            .and_then(|()| causal.write_all_at(&entry, self.causal_size));
         if let Err(e) = written {
-            let consistent =
-                self.log.set_len(pos).is_ok() && self.causal.set_len(self.causal_size).is_ok();
+            let consistent = log.set_len(pos).is_ok() && causal.set_len(self.causal_size).is_ok();
             return Err(AppendFailure {
                 error: StorageError::io(format!("appending to segment {}", self.base), e),
                 consistent,
@@ -472,16 +490,56 @@ impl Segment {
         Ok(())
     }
 
-    fn read_exact_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+    /// The `.log` file, for reads: taken once per operation, since a closed segment's comes
+    /// from the shared cache.
+    fn log_file(&self) -> Result<Arc<File>, StorageError> {
+        match &self.files {
+            Files::Active { log, .. } => Ok(Arc::clone(log)),
+            Files::Closed(key) => {
+                key.open(SegmentFile::Log, &Self::path(&self.dir, self.base, "log"))
+            }
+        }
+    }
+
+    /// The `.causal` file, for reads.
+    fn causal_file(&self) -> Result<Arc<File>, StorageError> {
+        match &self.files {
+            Files::Active { causal, .. } => Ok(Arc::clone(causal)),
+            Files::Closed(key) => key.open(
+                SegmentFile::Causal,
+                &Self::path(&self.dir, self.base, "causal"),
+            ),
+        }
+    }
+
+    /// The `.log` and `.causal` files for writing: only the active segment has them.
+    fn writable(&self) -> Result<(&File, &File), StorageError> {
+        match &self.files {
+            Files::Active { log, causal } => Ok((log, causal)),
+            Files::Closed(_) => Err(StorageError::Corrupt(format!(
+                "segment {} is closed: nothing may be written to it",
+                self.base
+            ))),
+        }
+    }
+
+    /// Closes the files of a segment that stopped being active (rolled, or opened behind the
+    /// active one): later reads take handles from the shared cache.
+    pub(crate) fn close_files(&mut self) {
+        self.files = Files::Closed(ClosedSegmentKey::new());
+        self.offset_index.close_file();
+        self.time_index.close_file();
+    }
+
+    fn read_exact_at(&self, log: &File, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
         let mut buf = vec![0u8; len];
-        self.log
-            .read_exact_at(&mut buf, pos)
+        log.read_exact_at(&mut buf, pos)
             .ctx(|| format!("reading segment {} at {pos}", self.base))?;
         Ok(buf)
     }
 
-    fn header_at(&self, pos: u64) -> Result<BatchHeader, StorageError> {
-        let h = BatchHeader::parse(&self.read_exact_at(pos, BATCH_HEADER_BYTES)?)?;
+    fn header_at(&self, log: &File, pos: u64) -> Result<BatchHeader, StorageError> {
+        let h = BatchHeader::parse(&self.read_exact_at(log, pos, BATCH_HEADER_BYTES)?)?;
         if h.total_bytes() < BATCH_HEADER_BYTES || pos + h.total_bytes() as u64 > self.size {
             return Err(StorageError::Corrupt(format!(
                 "batch at {pos} in segment {} has bad length {}",
@@ -492,11 +550,11 @@ impl Segment {
     }
 
     /// Position and header of the batch containing `offset`, walking from the index floor.
-    fn locate(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+    fn locate(&self, log: &File, offset: i64) -> Result<Option<(u64, BatchHeader)>, StorageError> {
         let rel = self.relative(offset.max(self.base))?;
         let mut pos = u64::from(self.offset_index.floor_position(rel));
         while pos < self.size {
-            let h = self.header_at(pos)?;
+            let h = self.header_at(log, pos)?;
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }
@@ -508,12 +566,13 @@ impl Segment {
     /// Whole batches starting with the one containing `offset`, up to `max_bytes` but always at
     /// least one batch; empty if `offset` is at or past the segment's end.
     pub(crate) fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
-        let Some((pos, first)) = self.locate(offset)? else {
+        let log = self.log_file()?;
+        let Some((pos, first)) = self.locate(&log, offset)? else {
             return Ok(Bytes::new());
         };
         let remaining = self.size - pos;
         let want = (max_bytes.max(first.total_bytes()) as u64).min(remaining) as usize;
-        let mut buf = self.read_exact_at(pos, want)?;
+        let mut buf = self.read_exact_at(&log, pos, want)?;
         let mut end = 0usize;
         while end + BATCH_HEADER_BYTES <= buf.len() {
             let h = BatchHeader::parse(&buf[end..])?;
@@ -528,8 +587,13 @@ impl Segment {
 
     /// The whole batch containing `offset`, if any.
     pub(crate) fn batch_containing(&self, offset: i64) -> Result<Option<Bytes>, StorageError> {
-        match self.locate(offset)? {
-            Some((pos, h)) => Ok(Some(Bytes::from(self.read_exact_at(pos, h.total_bytes())?))),
+        let log = self.log_file()?;
+        match self.locate(&log, offset)? {
+            Some((pos, h)) => Ok(Some(Bytes::from(self.read_exact_at(
+                &log,
+                pos,
+                h.total_bytes(),
+            )?))),
             None => Ok(None),
         }
     }
@@ -544,11 +608,16 @@ impl Segment {
             .time_index
             .scan_start(ts)
             .max(self.relative(min_offset.max(self.base))?);
+        let log = self.log_file()?;
         let mut pos = u64::from(self.offset_index.floor_position(start_rel));
         while pos < self.size {
-            let h = self.header_at(pos)?;
+            let h = self.header_at(&log, pos)?;
             if h.last_offset() >= min_offset && h.max_timestamp >= ts {
-                return Ok(Some(Bytes::from(self.read_exact_at(pos, h.total_bytes())?)));
+                return Ok(Some(Bytes::from(self.read_exact_at(
+                    &log,
+                    pos,
+                    h.total_bytes(),
+                )?)));
             }
             pos += h.total_bytes() as u64;
         }
@@ -563,17 +632,21 @@ impl Segment {
         Ok(())
     }
 
-    /// The files to fsync if anything was written since the last sync.
+    /// The files to fsync if anything was written since the last sync. A closed segment has
+    /// none: it was fsynced when it closed, or trusted when it was opened.
     pub(crate) fn sync_job(&self) -> Option<SyncJob> {
         if self.synced_generation.load(Ordering::Acquire) >= self.write_generation {
             return None;
         }
+        let Files::Active { log, causal } = &self.files else {
+            return None;
+        };
         Some(SyncJob {
             files: [
-                Arc::clone(&self.log),
-                Arc::clone(&self.causal),
-                self.offset_index.file(),
-                self.time_index.file(),
+                Arc::clone(log),
+                Arc::clone(causal),
+                self.offset_index.file()?,
+                self.time_index.file()?,
             ],
             generation: self.write_generation,
             synced: Arc::clone(&self.synced_generation),
@@ -611,13 +684,13 @@ impl Segment {
 
     /// Shared handles and current sizes of the `.log` and `.causal` files, so a closed segment
     /// can be read outside the log lock (compaction); the handles stay valid after a swap.
-    pub(crate) fn read_handles(&self) -> (Arc<File>, u64, Arc<File>, u64) {
-        (
-            Arc::clone(&self.log),
+    pub(crate) fn read_handles(&self) -> Result<(Arc<File>, u64, Arc<File>, u64), StorageError> {
+        Ok((
+            self.log_file()?,
             self.size,
-            Arc::clone(&self.causal),
+            self.causal_file()?,
             self.causal_size,
-        )
+        ))
     }
 
     /// Reads the last valid causal entry from disk (trusted segments do not load it eagerly).

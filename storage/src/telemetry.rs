@@ -10,6 +10,10 @@ pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "causeway_storage_recovery_trun
 pub const CORRUPT_BATCHES_TOTAL: &str = "causeway_storage_corrupt_batches_total";
 /// Counter: bytes of closed segments read and checked by the background scrub.
 pub const SCRUBBED_BYTES_TOTAL: &str = "causeway_storage_scrubbed_bytes_total";
+/// Counter: files of closed segments opened for reading (misses of the open-file cache).
+pub const SEGMENT_FILE_OPENS_TOTAL: &str = "causeway_storage_segment_file_opens_total";
+/// Gauge: files of closed segments open in the cache now.
+pub const SEGMENT_FILES_OPEN: &str = "causeway_storage_segment_files_open";
 /// Counter: segments deleted by retention or DeleteRecords.
 pub const SEGMENTS_DELETED_TOTAL: &str = "causeway_storage_segments_deleted_total";
 
@@ -32,6 +36,16 @@ pub(crate) fn segments_deleted(count: u64) {
 /// Records a stored batch found damaged.
 pub(crate) fn corrupt_batch_found() {
     metrics::counter!(CORRUPT_BATCHES_TOTAL).increment(1);
+}
+
+/// Records a closed segment's file opened for reading.
+pub(crate) fn segment_file_opened() {
+    metrics::counter!(SEGMENT_FILE_OPENS_TOTAL).increment(1);
+}
+
+/// Records how many closed segments' files the cache holds open.
+pub(crate) fn segment_files_cached(files: usize) {
+    metrics::gauge!(SEGMENT_FILES_OPEN).set(files as f64);
 }
 
 /// Records bytes checked by the scrub.

@@ -45,6 +45,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -388,9 +389,13 @@ pub(super) fn finish_swaps(dir: &Path) -> Result<(), StorageError> {
 }
 
 impl LogState {
-    fn snapshot(&self, segment: &Segment, cleaned_through: i64) -> SegmentSnapshot {
-        let (log, size, causal, causal_size) = segment.read_handles();
-        SegmentSnapshot {
+    fn snapshot(
+        &self,
+        segment: &Segment,
+        cleaned_through: i64,
+    ) -> Result<SegmentSnapshot, StorageError> {
+        let (log, size, causal, causal_size) = segment.read_handles()?;
+        Ok(SegmentSnapshot {
             base: segment.base(),
             end_offset: segment.end_offset(),
             size,
@@ -398,7 +403,7 @@ impl LogState {
             log,
             causal,
             causal_size,
-        }
+        })
     }
 }
 
@@ -425,7 +430,7 @@ impl Partition {
                 .iter()
                 .take_while(|s| s.end_offset() <= limit)
                 .map(|s| st.snapshot(s, cleaned_through))
-                .collect()
+                .collect::<Result<_, _>>()?
         } else {
             Vec::new()
         };
@@ -505,7 +510,11 @@ impl Partition {
             };
             s.swap_files()?;
             let interval = st.config.index_interval_bytes;
-            st.segments[i] = Segment::open_rewritten(&self.dir, s.base, s.end_offset, interval)?;
+            // The old segment's files are replaced: reading them again by path would pair the
+            // new bytes with the old indexes, so a failure here stops writes until a restart
+            // opens the swapped files afresh.
+            st.segments[i] = Segment::open_rewritten(&self.dir, s.base, s.end_offset, interval)
+                .inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
             report.swapped += 1;
             old_total += s.old_size;
             new_total += s.new_size;
@@ -531,10 +540,10 @@ impl Partition {
             .segments
             .iter()
             .map(|s| {
-                let (_, _, causal_file, causal_size) = s.read_handles();
-                (causal_file, causal_size)
+                let (_, _, causal_file, causal_size) = s.read_handles()?;
+                Ok((causal_file, causal_size))
             })
-            .collect();
+            .collect::<Result<_, StorageError>>()?;
         for (region, seq) in high_water::of_causal_files(&self.dir, handles)? {
             high_water::join(&mut high_water, region, seq);
         }
