@@ -53,7 +53,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
         .unwrap_or(0)
         .min(FETCH_RESPONSE_MAX_BYTES);
     let read_committed = request.isolation_level == READ_COMMITTED;
-    let topics: Vec<(String, Vec<Target>)> = request
+    let topics: Arc<Vec<(String, Vec<Target>)>> = request
         .topics
         .iter()
         .map(|t| {
@@ -74,7 +74,8 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
                 .collect();
             (name, targets)
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     loop {
         let mut wakeups: Vec<Pin<Box<Notified<'_>>>> = topics
             .iter()
@@ -85,7 +86,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
         for wakeup in &mut wakeups {
             wakeup.as_mut().enable();
         }
-        let (response, bytes, errors) = read_all(&topics, max_bytes, read_committed);
+        let (response, bytes, errors) = read_off_runtime(&topics, max_bytes, read_committed).await;
         let done = bytes >= min_bytes || errors || wakeups.is_empty() || Instant::now() >= deadline;
         if done {
             return counted(response);
@@ -94,8 +95,30 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
             .await
             .is_err()
         {
-            let (response, _, _) = read_all(&topics, max_bytes, read_committed);
+            let (response, _, _) = read_off_runtime(&topics, max_bytes, read_committed).await;
             return counted(response);
+        }
+    }
+}
+
+/// [`read_all`] in the blocking lane for reads: a read of old data waits on the disk, and must
+/// not hold a runtime worker (and every connection it serves) meanwhile.
+async fn read_off_runtime(
+    topics: &Arc<Vec<(String, Vec<Target>)>>,
+    max_bytes: usize,
+    read_committed: bool,
+) -> (FetchResponse, usize, bool) {
+    let topics = topics.clone();
+    match crate::blocking::READS
+        .run(move || read_all(&topics, max_bytes, read_committed))
+        .await
+    {
+        Ok(read) => read,
+        Err(error) => {
+            tracing::error!(%error, "fetch read task failed");
+            let code = ResponseError::UnknownServerError.code();
+            metrics::request_error(ApiKey::Fetch, code);
+            (FetchResponse::default().with_error_code(code), 0, true)
         }
     }
 }

@@ -1,5 +1,7 @@
 //! ListOffsets: earliest, latest, max timestamp, or the first offset at or after a timestamp.
 
+use std::sync::Arc;
+
 use causeway_storage::StorageError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -23,8 +25,24 @@ const EARLIEST_LOCAL: i64 = -4;
 /// Isolation level value of `read_committed`.
 const READ_COMMITTED: i8 = 1;
 
-/// Answers every partition of the request.
-pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// Answers every partition of the request in the blocking lane for reads: a lookup by
+/// timestamp reads and decodes batches, which may wait on the disk.
+pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let broker = broker.clone();
+    match crate::blocking::READS
+        .run(move || answer(&broker, request))
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            // No partition answered: the client sees none of its partitions and retries.
+            tracing::error!(%error, "list offsets task failed");
+            ListOffsetsResponse::default()
+        }
+    }
+}
+
+fn answer(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = request
         .topics

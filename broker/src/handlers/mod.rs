@@ -53,7 +53,9 @@ pub async fn handle(
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
         RequestKind::Produce(r) => return Ok(produce::handle(broker, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, r).await)
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(topics::create(broker, r, version))
         }

@@ -31,10 +31,75 @@ struct Pending {
     topic: usize,
 }
 
-/// Appends every partition's batches; `None` when acks=0.
+/// Appends every partition's batches; `None` when acks=0. The appends run in the blocking
+/// lane for appends (a write to the page cache can wait while the kernel throttles dirty
+/// pages, and must not hold a runtime worker meanwhile); the fsync of acks=all in the fsync lane.
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<ResponseKind> {
     let acks = request.acks;
     let request_timeout_ms = request.timeout_ms;
+    let asked: Vec<(String, Vec<i32>)> = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            let indexes = t.partition_data.iter().map(|p| p.index).collect();
+            (t.name.as_str().to_string(), indexes)
+        })
+        .collect();
+    let appending = broker.clone();
+    let (mut responses, to_sync) = match crate::blocking::APPENDS
+        .run(move || append_all(&appending, request))
+        .await
+    {
+        Ok(appended) => appended,
+        Err(error) => {
+            tracing::error!(%error, "produce append task failed");
+            (failed_responses(&asked), Vec::new())
+        }
+    };
+    let timeout = Duration::from_millis(u64::try_from(request_timeout_ms).unwrap_or(0));
+    for (failed, code) in sync_all(broker, to_sync, timeout).await {
+        let response = &mut responses[failed.topic].partition_responses[failed.response];
+        response.error_code = code;
+        metrics::request_error(ApiKey::Produce, code);
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ResponseKind::Produce(
+        ProduceResponse::default().with_responses(responses),
+    ))
+}
+
+/// KAFKA_STORAGE_ERROR for every partition asked, when the appends could not run at all.
+fn failed_responses(asked: &[(String, Vec<i32>)]) -> Vec<TopicProduceResponse> {
+    let code = ResponseError::KafkaStorageError.code();
+    asked
+        .iter()
+        .map(|(name, indexes)| {
+            let partitions = indexes
+                .iter()
+                .map(|&index| {
+                    metrics::request_error(ApiKey::Produce, code);
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(code)
+                        .with_base_offset(-1)
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic_name(name))
+                .with_partition_responses(partitions)
+        })
+        .collect()
+}
+
+/// Validates and appends every partition's batches: the responses, and with acks=all the
+/// partitions that still need an fsync.
+fn append_all(
+    broker: &Broker,
+    request: ProduceRequest,
+) -> (Vec<TopicProduceResponse>, Vec<Pending>) {
+    let acks = request.acks;
     let transactional_id = request
         .transactional_id
         .as_ref()
@@ -94,18 +159,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<Res
                 .with_partition_responses(partitions),
         );
     }
-    let timeout = Duration::from_millis(u64::try_from(request_timeout_ms).unwrap_or(0));
-    for (failed, code) in sync_all(broker, to_sync, timeout).await {
-        let response = &mut responses[failed.topic].partition_responses[failed.response];
-        response.error_code = code;
-        metrics::request_error(ApiKey::Produce, code);
-    }
-    if acks == 0 {
-        return None;
-    }
-    Some(ResponseKind::Produce(
-        ProduceResponse::default().with_responses(responses),
-    ))
+    (responses, to_sync)
 }
 
 fn find_topic(broker: &Broker, name: &str) -> Result<Arc<Topic>, i16> {
