@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use causeway_storage::{Catalog, LogConfig, TableStore, TimestampType};
+use anyhow::{bail, Context};
+use causeway_storage::{
+    partition_dirs, Catalog, DataDirLock, LogConfig, TableStore, TimestampType,
+};
 
 use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
@@ -39,6 +42,9 @@ pub struct Broker {
     /// When this process opened the broker (ms since the epoch).
     pub started_ms: i64,
     ready: AtomicBool,
+    /// Held for the broker's life: no other broker, and no `causeway meta rebuild`, works on
+    /// the data dir meanwhile.
+    _data_dir_lock: DataDirLock,
 }
 
 impl Broker {
@@ -50,7 +56,8 @@ impl Broker {
                 source,
             }
         })?;
-        let catalog = Catalog::open(&options.data_dir.join("meta"))?;
+        let data_dir_lock = DataDirLock::acquire(&options.data_dir)?;
+        let catalog = open_catalog(&options.data_dir, &options.region)?;
         let replication = Replication::from_options(&options)?;
         let region_id = replication.region_id;
         catalog.bind_region(&options.region, region_id)?;
@@ -66,6 +73,7 @@ impl Broker {
         let topics = Topics::open(
             catalog,
             &options.data_dir,
+            &options.region,
             base_config,
             replication.replica_config(),
             options.max_partitions,
@@ -89,6 +97,7 @@ impl Broker {
             tables,
             started_ms: now_ms(),
             ready: AtomicBool::new(false),
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -125,4 +134,37 @@ impl Broker {
     pub fn default_partitions(&self) -> u32 {
         self.options.num_partitions
     }
+}
+
+/// Opens `<data_dir>/meta`, refusing to start over topic data the catalog does not know: a lost
+/// `meta/` would otherwise come back empty, leave every topic unreachable and hand out producer
+/// ids the logs already hold. Both refusals name the command that rebuilds `meta/`.
+fn open_catalog(data_dir: &std::path::Path, region: &str) -> anyhow::Result<Catalog> {
+    let meta = data_dir.join("meta");
+    let rebuild = format!(
+        "stop here and rebuild it from the topic directories with `causeway meta rebuild --data-dir {} --region {region}` (docs/operations.md, \"Rebuilding meta/\")",
+        data_dir.display()
+    );
+    let (partitions, _) = partition_dirs(&data_dir.join("topics"))?;
+    if !partitions.is_empty() && !meta.join("CURRENT").exists() {
+        bail!(
+            "the metadata database {} is missing but {} partition directories are on disk: {rebuild}",
+            meta.display(),
+            partitions.len()
+        );
+    }
+    let catalog = Catalog::open(&meta).with_context(|| {
+        format!(
+            "opening the metadata database {}; if it is damaged, {rebuild}",
+            meta.display()
+        )
+    })?;
+    if !partitions.is_empty() && catalog.knows_no_topics()? {
+        bail!(
+            "the metadata database {} knows no topics but {} partition directories are on disk: {rebuild}",
+            meta.display(),
+            partitions.len()
+        );
+    }
+    Ok(catalog)
 }

@@ -38,6 +38,8 @@ pub enum Command {
     Table(crate::cli::TableArgs),
     /// Show this region's replication state: its vector clock and each peer link.
     Region(crate::cli::RegionArgs),
+    /// Offline repair of a stopped broker's metadata database (`meta rebuild`).
+    Meta(crate::cli::MetaArgs),
 }
 
 /// Format of log lines on stderr.

@@ -1,7 +1,8 @@
 //! The Causeway broker: the only crate that opens sockets or reads configuration.
 //!
 //! - [`config`]: flags, environment and TOML file;
-//! - [`cli`]: admin subcommands that talk to a running broker;
+//! - [`cli`]: admin subcommands that talk to a running broker, and `meta rebuild`, which
+//!   works offline on a stopped broker's data dir;
 //! - [`server`]: listeners, background tasks and graceful shutdown;
 //! - [`connection`]: one client connection's frame loop;
 //! - [`connection_limits`]: connections per address and buffered request bytes, shared by all;
@@ -57,6 +58,7 @@ pub fn main() -> ExitCode {
         Some(Command::Group(args)) => return cli::run_group(args),
         Some(Command::Table(args)) => return cli::run_table(args),
         Some(Command::Region(args)) => return cli::run_region(args),
+        Some(Command::Meta(args)) => return cli::run_meta(args),
         None => cli.serve,
     };
     init_logging(options.log_format);

@@ -11,7 +11,7 @@ use causeway_storage::{Catalog, StorageError};
 const COUNTER_BITS: u32 = 40;
 
 /// Counters reserved per catalog write.
-const BLOCK: u64 = 1_000;
+pub const BLOCK: u64 = 1_000;
 
 /// Hands out producer ids.
 pub struct ProducerIds {
@@ -64,6 +64,13 @@ impl ProducerIds {
     }
 }
 
+/// The counter of producer id `id` if region `region_id` handed it out (`None` for another
+/// region's id or a negative one): the metadata rebuild finds the highest counter in the logs.
+pub fn counter_of(region_id: u32, id: i64) -> Option<u64> {
+    let id = u64::try_from(id).ok()?;
+    (id >> COUNTER_BITS == u64::from(region_id)).then_some(id & ((1 << COUNTER_BITS) - 1))
+}
+
 /// The id for `counter` in `region_id`, if it fits.
 fn compose(region_id: u32, counter: u64) -> Option<i64> {
     if counter >= 1 << COUNTER_BITS || region_id >= 1 << (63 - COUNTER_BITS) {
@@ -80,6 +87,14 @@ mod tests {
     fn ids_of_different_regions_never_collide() {
         assert_ne!(compose(1, 5), compose(2, 5));
         assert_eq!(compose(1, 0), Some(1 << COUNTER_BITS));
+    }
+
+    #[test]
+    fn counters_come_back_only_for_this_regions_ids() {
+        let id = compose(3, 1_234).expect("id");
+        assert_eq!(counter_of(3, id), Some(1_234));
+        assert_eq!(counter_of(4, id), None);
+        assert_eq!(counter_of(3, -1), None);
     }
 
     #[test]

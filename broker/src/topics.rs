@@ -11,7 +11,7 @@ use causeway_replication::topic_catalog::MAX_TOPIC_NAME_LEN;
 use causeway_replication::{CatalogError, CatalogStamp, HybridClock, TopicCatalog, TopicState};
 use causeway_storage::{
     log_config_from, remove_partition_dir, validate_topic_config, Catalog, LogConfig, Partition,
-    StorageError, TopicRecord,
+    StorageError, TopicRecord, TopicSidecar,
 };
 use dashmap::DashMap;
 use tokio::sync::Notify;
@@ -139,6 +139,8 @@ pub struct NewTopic {
 pub struct Topics {
     catalog: Catalog,
     topics_dir: PathBuf,
+    /// This region's name, written into every topic sidecar.
+    region_name: String,
     base_config: LogConfig,
     replica_config: ReplicaConfig,
     /// Most partitions this broker hosts, over all topics (`--max-partitions`).
@@ -177,10 +179,13 @@ fn catalog_error(error: CatalogError) -> TopicError {
 }
 
 impl Topics {
-    /// Opens the catalog and every partition it lists, recovering each log.
+    /// Opens the catalog and every partition it lists, recovering each log, and writes each
+    /// topic's sidecar if it is missing or out of date. `region_name` is the region the data dir
+    /// is bound to.
     pub fn open(
         catalog: Catalog,
         data_dir: &Path,
+        region_name: &str,
         base_config: LogConfig,
         replica_config: ReplicaConfig,
         partitions_max: u32,
@@ -205,6 +210,7 @@ impl Topics {
         let topics = Topics {
             catalog,
             topics_dir,
+            region_name: region_name.to_string(),
             base_config,
             replica_config,
             partitions_max,
@@ -471,6 +477,8 @@ impl Topics {
     /// Stores `name`'s replicated state and makes what this region hosts match it: creates,
     /// deletes, re-creates (new topic id), grows, or reconfigures the topic. Called with the
     /// change lock held, after every local change and every merge that changed the state.
+    /// A hosted topic's sidecar (`storage::sidecar`) is written before its catalog record, so
+    /// every acknowledged change is also next to the data, for `causeway meta rebuild`.
     fn reconcile(&self, catalog: &TopicCatalog, name: &str) -> Result<(), TopicError> {
         let state = catalog
             .topic(name)
@@ -494,9 +502,16 @@ impl Topics {
         let Some(view) = view else {
             return Ok(self.catalog.put_topic_state(name, &state, None)?);
         };
-        let created_ms = hosted
-            .as_ref()
-            .map_or_else(now_ms, |t| t.record().created_ms);
+        // The incarnation's creation time: the hosted topic's, else the stored record's (at
+        // start-up nothing is hosted yet), else now.
+        let created_ms = match self.get(name) {
+            Some(topic) => topic.record().created_ms,
+            None => self
+                .catalog
+                .topic(name)?
+                .filter(|stored| stored.id == view.topic_id)
+                .map_or_else(now_ms, |stored| stored.created_ms),
+        };
         let record = TopicRecord {
             name: name.to_string(),
             id: view.topic_id,
@@ -504,6 +519,13 @@ impl Topics {
             configs: view.configs,
             created_ms,
         };
+        let sidecar = TopicSidecar {
+            record: record.clone(),
+            region: self.region_name.clone(),
+            region_id: self.replica_config.region,
+            catalog_state: state.clone(),
+        };
+        sidecar.write(&self.partition_dir(name, 0))?;
         self.catalog.put_topic_state(name, &state, Some(&record))?;
         match self.get(name) {
             Some(topic) => self.follow(&topic, record),

@@ -80,6 +80,52 @@ impl Catalog {
         })
     }
 
+    /// Opens an existing catalog read-only, to salvage what a damaged one still holds (the
+    /// rebuild reads its producer-id counter); fails if it is missing or cannot be opened.
+    pub fn open_read_only(path: &Path) -> Result<Catalog, StorageError> {
+        let db =
+            DB::open_for_read_only(&rocksdb::Options::default(), path, false).map_err(db_err)?;
+        Ok(Catalog {
+            db,
+            counters_lock: Mutex::new(()),
+        })
+    }
+
+    /// The stored record of topic `name`, if this region hosts it.
+    pub fn topic(&self, name: &str) -> Result<Option<TopicRecord>, StorageError> {
+        let key = format!("{TOPIC_PREFIX}{name}");
+        match self.db.get(&key).map_err(db_err)? {
+            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the catalog knows no topic at all, hosted or deleted: true of a fresh catalog,
+    /// which is how a broker notices that `meta/` was lost while topic data is still on disk.
+    pub fn knows_no_topics(&self) -> Result<bool, StorageError> {
+        for prefix in [TOPIC_PREFIX, TOPIC_STATE_PREFIX] {
+            let mode = IteratorMode::From(prefix.as_bytes(), Direction::Forward);
+            if let Some(item) = self.db.iterator(mode).next() {
+                let (key, _) = item.map_err(db_err)?;
+                if key.starts_with(prefix.as_bytes()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The region the data dir is bound to, `(name, id)`, if it was bound.
+    pub fn region(&self) -> Result<Option<(String, u32)>, StorageError> {
+        match self.db.get(REGION_KEY).map_err(db_err)? {
+            Some(bytes) => {
+                let bound: RegionBinding = decode(REGION_KEY.as_bytes(), &bytes)?;
+                Ok(Some((bound.name, bound.id)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Every stored topic, ordered by name.
     pub fn topics(&self) -> Result<Vec<TopicRecord>, StorageError> {
         let mut out = Vec::new();
@@ -183,6 +229,21 @@ impl Catalog {
         }
     }
 
+    /// Raises the producer-id counter to at least `next` (never lowers it), with a synchronous
+    /// write: the metadata rebuild moves it past every producer id the logs hold.
+    pub fn reserve_producer_ids_below(&self, next: u64) -> Result<u64, StorageError> {
+        let _guard = self.counters_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current: u64 = match self.db.get(NEXT_PRODUCER_ID_KEY).map_err(db_err)? {
+            Some(bytes) => decode(NEXT_PRODUCER_ID_KEY.as_bytes(), &bytes)?,
+            None => 0,
+        };
+        let next = current.max(next);
+        self.db
+            .put_opt(NEXT_PRODUCER_ID_KEY, encode(&next)?, &sync_writes())
+            .map_err(db_err)?;
+        Ok(next)
+    }
+
     /// Reserves the next `count` producer-id counters and returns the first. The counter is
     /// persisted before the ids are handed out, so no id is given twice across restarts (ids
     /// lost in a crash are skipped, never reused).
@@ -238,6 +299,9 @@ mod tests {
         assert_eq!(first, 0);
         assert_eq!(second, 10);
         assert_eq!(catalog.reserve_producer_ids(1).unwrap(), 20);
+        assert_eq!(catalog.reserve_producer_ids_below(5_000).unwrap(), 5_000);
+        assert_eq!(catalog.reserve_producer_ids_below(7).unwrap(), 5_000);
+        assert_eq!(catalog.reserve_producer_ids(1).unwrap(), 5_000);
     }
 
     #[test]
@@ -267,6 +331,10 @@ mod tests {
             catalog.put_topic_state("b", b"deleted-b", None).unwrap();
         }
         let catalog = Catalog::open(dir.path()).unwrap();
+        assert_eq!(catalog.topic("a").unwrap(), Some(a.clone()));
+        assert_eq!(catalog.topic("b").unwrap(), None);
+        assert!(!catalog.knows_no_topics().unwrap());
+        assert_eq!(catalog.region().unwrap(), Some(("zzz".to_string(), 9)));
         assert_eq!(catalog.topics().unwrap(), vec![a]);
         assert_eq!(
             catalog.topic_states().unwrap(),
@@ -285,6 +353,7 @@ mod tests {
             .bind_region("east", 7)
             .unwrap();
         let catalog = Catalog::open(dir.path()).unwrap();
+        assert!(catalog.knows_no_topics().unwrap());
         catalog.bind_region("east", 7).unwrap();
         assert!(catalog.bind_region("west", 8).is_err());
         assert!(catalog.bind_region("east", 8).is_err());

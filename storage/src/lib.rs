@@ -17,6 +17,11 @@
 //! - [`producers`] owns idempotent-producer state (sequence checks, deduplication) and its
 //!   snapshot format.
 //! - [`catalog`] owns topic records and region ids in RocksDB.
+//! - [`sidecar`] owns the topic sidecar (`topic.json`, a copy of the topic's catalog entry next
+//!   to its data) and the partition directory names under `topics/`.
+//! - [`data_dir`] owns the data dir lock (`broker.lock`).
+//! - [`inspect`] owns the read-only walk over a partition directory (producer ids, open
+//!   transactions) that `causeway meta rebuild` uses.
 //! - [`table_store`] owns table rows and the materializer's applied offsets in RocksDB.
 //! - `rocks` owns what the RocksDB stores share (opening, error mapping, durable writes).
 //! - [`error`] owns `StorageError`, the one error type.
@@ -29,15 +34,18 @@ pub mod causal;
 mod checkpoint;
 pub mod config;
 pub mod control;
+pub mod data_dir;
 pub mod error;
 mod file_cache;
 pub mod group_store;
 mod index;
+pub mod inspect;
 pub mod partition;
 pub mod producers;
 mod retention;
 mod rocks;
 mod segment;
+pub mod sidecar;
 pub mod table_store;
 pub mod telemetry;
 
@@ -55,9 +63,11 @@ pub use config::{
     TOPIC_CONFIGS,
 };
 pub use control::{control_batch, ControlType};
+pub use data_dir::DataDirLock;
 pub use error::StorageError;
 pub use file_cache::{open_segment_files, set_open_segment_files_max};
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
+pub use inspect::{scan_partition, OpenTransaction, PartitionScan};
 pub use partition::compaction::{
     CompactionPlan, SegmentSnapshot, SegmentWriter, StagedSegment, StoredBatch, SwapReport,
 };
@@ -66,4 +76,5 @@ pub use partition::{
     ScrubStep,
 };
 pub use producers::{AbortedTransaction, ProducerStates, SequenceError};
+pub use sidecar::{partition_dirs, PartitionDir, TopicSidecar};
 pub use table_store::TableStore;

@@ -304,6 +304,18 @@ impl ProducerStates {
         before - self.entries.len()
     }
 
+    /// Every producer known and its current epoch, in no particular order (the metadata
+    /// rebuild reads them to hand out producer ids above every one already used).
+    pub fn producer_epochs(&self) -> impl Iterator<Item = (i64, i16)> + '_ {
+        self.entries.iter().map(|(&id, entry)| (id, entry.epoch))
+    }
+
+    /// The open transactions as `(producer id, first offset)`, by producer id: the metadata
+    /// rebuild finds them when their coordinator records are gone.
+    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.ongoing.iter().map(|(&id, &first)| (id, first))
+    }
+
     /// Number of producers known.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -1,10 +1,12 @@
 //! Administration commands of the `causeway` binary, in the spirit of Redpanda's `rpk`: they
 //! talk to a running broker over the Kafka protocol, print plain tables, and exit 0 on success,
-//! 1 when the broker refuses or cannot be reached, 2 on a usage error.
+//! 1 when the broker refuses or cannot be reached, 2 on a usage error. `meta rebuild` is the
+//! exception: it works offline on a stopped broker's data dir (same exit codes).
 
 mod admin;
 mod group;
 mod http_json;
+pub mod meta;
 mod region;
 mod table;
 mod topic;
@@ -12,6 +14,7 @@ mod topic;
 use std::process::ExitCode;
 
 pub use group::GroupCommand;
+pub use meta::MetaCommand;
 pub use region::RegionCommand;
 pub use table::TableCommand;
 pub use topic::TopicCommand;
@@ -85,6 +88,19 @@ pub struct RegionArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: RegionCommand,
+}
+
+/// `causeway meta ...`
+#[derive(Debug, clap::Args)]
+pub struct MetaArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: MetaCommand,
+}
+
+/// Runs a meta command (offline, on a data dir) and returns its exit code.
+pub fn run_meta(args: MetaArgs) -> ExitCode {
+    meta::run(args.command)
 }
 
 /// Runs a table command and turns its outcome into an exit code.

@@ -161,3 +161,46 @@ fn clients_cannot_append_control_batches() {
         Err(StorageError::Batch(_))
     ));
 }
+
+#[test]
+fn a_read_only_scan_finds_every_producer_id_and_the_open_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let p = open(dir.path(), small_config());
+        append_idempotent(&p, 3, 42, 0, 0).unwrap(); // 0..=2
+        append_idempotent(&p, 2, 42, 1, 0).unwrap(); // 3..=4, epoch 1
+        append_transactional(&p, 7, 0); // 5, committed below
+        mark(&p, crate::ControlType::Commit, 7); // 6
+        append_transactional(&p, 9, 0); // 7, aborted below
+        mark(&p, crate::ControlType::Abort, 9); // 8
+        append_transactional(&p, 11, 0); // 9, left open
+        append_idempotent(&p, 1, 42, 1, 2).unwrap(); // 10
+        p.close().unwrap();
+    }
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let scan = crate::inspect::scan_partition(dir.path(), &mut |_| {}).unwrap();
+    assert_eq!(scan.batches, 8);
+    assert_eq!(scan.log_end, 11);
+    let ids: Vec<_> = scan
+        .producer_epochs
+        .iter()
+        .map(|(&id, &e)| (id, e))
+        .collect();
+    assert_eq!(ids, vec![(7, 0), (9, 0), (11, 0), (42, 1)]);
+    assert_eq!(
+        scan.open_transactions,
+        vec![crate::inspect::OpenTransaction {
+            producer_id: 11,
+            epoch: 0,
+            first_offset: 9
+        }]
+    );
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "the scan changes nothing");
+}
