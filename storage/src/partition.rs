@@ -33,7 +33,7 @@ use crate::control::{control_batch, control_type, ControlType};
 use crate::error::{IoContext, StorageError};
 use crate::producers::{AbortedTransaction, ProducerStates, SequenceCheck};
 use crate::retention::{deletable_prefix, SegmentFacts};
-use crate::segment::{remove_if_exists, Segment, SyncJob};
+use crate::segment::{remove_if_exists, PlannedRead, Segment, SyncJob};
 use crate::telemetry;
 
 pub mod compaction;
@@ -630,7 +630,7 @@ impl Partition {
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
         let st = self.read_state();
         let floor = st.log_start;
-        Self::read_above(&st, floor, offset, max_bytes)
+        Self::read_above(st, floor, offset, max_bytes)
     }
 
     /// Like [`Partition::read`], but from anything still on disk, also below a log start that
@@ -640,11 +640,13 @@ impl Partition {
     pub fn read_retained(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
         let st = self.read_state();
         let floor = st.retained_start();
-        Self::read_above(&st, floor, offset, max_bytes)
+        Self::read_above(st, floor, offset, max_bytes)
     }
 
+    /// Locates the read under the log lock and copies it after the lock is released, so a large
+    /// read never keeps appends waiting.
     fn read_above(
-        st: &LogState,
+        st: RwLockReadGuard<'_, LogState>,
         floor: i64,
         offset: i64,
         max_bytes: usize,
@@ -653,19 +655,21 @@ impl Partition {
         if offset < floor || offset > log_end {
             return Err(st.out_of_range(offset));
         }
-        let records = if offset == log_end {
-            Bytes::new()
+        let planned = if offset == log_end {
+            None
         } else {
             let i = st
                 .segments
                 .partition_point(|s| s.base() <= offset)
                 .saturating_sub(1);
-            compaction::read_across_gaps(&st.segments[i..], offset, max_bytes)?
+            compaction::plan_across_gaps(&st.segments[i..], offset, max_bytes)?
         };
+        let log_start_offset = st.log_start;
+        drop(st);
         Ok(ReadResult {
-            records,
+            records: planned.map_or(Ok(Bytes::new()), PlannedRead::run)?,
             high_watermark: log_end,
-            log_start_offset: st.log_start,
+            log_start_offset,
         })
     }
 

@@ -71,6 +71,36 @@ impl SyncJob {
     }
 }
 
+/// A read located under the log lock, to copy after it is released. Safe without the lock: the
+/// bytes below a segment's size never change (an append that fails cuts back only beyond it,
+/// and a segment deleted or rewritten by compaction stays readable through this handle).
+pub(crate) struct PlannedRead {
+    log: Arc<File>,
+    pos: u64,
+    len: usize,
+    base: i64,
+}
+
+impl PlannedRead {
+    /// Copies the planned bytes and trims them to whole batches.
+    pub(crate) fn run(self) -> Result<Bytes, StorageError> {
+        let mut buf = vec![0u8; self.len];
+        self.log
+            .read_exact_at(&mut buf, self.pos)
+            .ctx(|| format!("reading segment {} at {}", self.base, self.pos))?;
+        let mut end = 0usize;
+        while end + BATCH_HEADER_BYTES <= buf.len() {
+            let h = BatchHeader::parse(&buf[end..])?;
+            if h.total_bytes() < BATCH_HEADER_BYTES || end + h.total_bytes() > buf.len() {
+                break;
+            }
+            end += h.total_bytes();
+        }
+        buf.truncate(end);
+        Ok(Bytes::from(buf))
+    }
+}
+
 /// An append that failed; `consistent` says whether the files were rolled back cleanly.
 pub(crate) struct AppendFailure {
     /// The I/O error.
@@ -566,23 +596,32 @@ impl Segment {
     /// Whole batches starting with the one containing `offset`, up to `max_bytes` but always at
     /// least one batch; empty if `offset` is at or past the segment's end.
     pub(crate) fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        match self.plan_read(offset, max_bytes)? {
+            Some(planned) => planned.run(),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// Locates a [`Segment::read`] (a few header reads) without copying it: the caller may
+    /// release the log lock before the copy, which can be tens of MiB. `None` if `offset` is at
+    /// or past the segment's end.
+    pub(crate) fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<PlannedRead>, StorageError> {
         let log = self.log_file()?;
         let Some((pos, first)) = self.locate(&log, offset)? else {
-            return Ok(Bytes::new());
+            return Ok(None);
         };
         let remaining = self.size - pos;
-        let want = (max_bytes.max(first.total_bytes()) as u64).min(remaining) as usize;
-        let mut buf = self.read_exact_at(&log, pos, want)?;
-        let mut end = 0usize;
-        while end + BATCH_HEADER_BYTES <= buf.len() {
-            let h = BatchHeader::parse(&buf[end..])?;
-            if h.total_bytes() < BATCH_HEADER_BYTES || end + h.total_bytes() > buf.len() {
-                break;
-            }
-            end += h.total_bytes();
-        }
-        buf.truncate(end);
-        Ok(Bytes::from(buf))
+        let len = (max_bytes.max(first.total_bytes()) as u64).min(remaining) as usize;
+        Ok(Some(PlannedRead {
+            log,
+            pos,
+            len,
+            base: self.base,
+        }))
     }
 
     /// The whole batch containing `offset`, if any.

@@ -55,7 +55,7 @@ use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_BYTES};
 use crate::causal::{self, CausalMeta};
 use crate::checkpoint;
 use crate::error::{IoContext, StorageError};
-use crate::segment::{file_name, remove_if_exists, Segment};
+use crate::segment::{file_name, remove_if_exists, PlannedRead, Segment};
 
 /// How far the cleaner got, and when a kept tombstone may go.
 const CLEANER_FILE: &str = "cleaner-offset.checkpoint";
@@ -72,20 +72,19 @@ pub(super) fn refuse_cleaned(header: &BatchHeader) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Reads from the first of `segments` (the one whose range holds `offset`), moving on to the
+/// Plans a read from the first of `segments` (the one whose range holds `offset`), moving on to the
 /// next while a segment has nothing at or after `offset` (its tail was compacted away).
-pub(super) fn read_across_gaps(
+pub(super) fn plan_across_gaps(
     segments: &[Segment],
     offset: i64,
     max_bytes: usize,
-) -> Result<Bytes, StorageError> {
+) -> Result<Option<PlannedRead>, StorageError> {
     for segment in segments {
-        let records = segment.read(offset, max_bytes)?;
-        if !records.is_empty() {
-            return Ok(records);
+        if let Some(planned) = segment.plan_read(offset, max_bytes)? {
+            return Ok(Some(planned));
         }
     }
-    Ok(Bytes::new())
+    Ok(None)
 }
 
 /// A closed segment offered to the cleaner, readable without the log lock.
