@@ -1,5 +1,5 @@
-//! Lanes for blocking work (produce appends, fetch reads, fsync, RocksDB writes, background
-//! passes), so one kind cannot starve another and none holds a runtime worker.
+//! Lanes for blocking work (reads of old data, fsync, RocksDB writes, background passes), so
+//! one kind cannot starve another and none holds a runtime worker.
 //!
 //! Tokio has one blocking pool. Left alone, whoever calls `spawn_blocking` most takes its
 //! threads: 512 idle change feeds once held every one of them, and acks=all produce (whose fsync
@@ -77,20 +77,17 @@ pub static FEEDS: Lane = Lane::new("change_feeds", 8);
 /// closing the logs at start and shutdown.
 pub static MAINTENANCE: Lane = Lane::new("maintenance", 16);
 
-/// Produce appends: validating batches and writing them to the page cache, which can wait
-/// while the kernel throttles dirty pages.
-pub static APPENDS: Lane = Lane::new("appends", 16);
-/// Fetch and ListOffsets reads of segment files: a read of old data waits on the disk.
+/// Fetch reads below the active segment and ListOffsets reads: a read of old data waits on
+/// the disk.
 pub static READS: Lane = Lane::new("reads", 32);
 
 /// Every lane.
-const LANES: [&Lane; 7] = [
+const LANES: [&Lane; 6] = [
     &FSYNC,
     &REPLICATION,
     &METADATA,
     &FEEDS,
     &MAINTENANCE,
-    &APPENDS,
     &READS,
 ];
 

@@ -685,6 +685,12 @@ impl Partition {
         self.read_state().retained_start()
     }
 
+    /// Whether `offset` lies in the active segment, whose pages were written moments ago and
+    /// are read from the page cache without waiting on the disk.
+    pub fn in_active_segment(&self, offset: i64) -> bool {
+        offset >= self.read_state().active().base()
+    }
+
     /// The next offset to be assigned (= high watermark in one region).
     pub fn log_end_offset(&self) -> i64 {
         self.read_state().log_end()

@@ -31,31 +31,14 @@ struct Pending {
     topic: usize,
 }
 
-/// Appends every partition's batches; `None` when acks=0. The appends run in the blocking
-/// lane for appends (a write to the page cache can wait while the kernel throttles dirty
-/// pages, and must not hold a runtime worker meanwhile); the fsync of acks=all in the fsync lane.
+/// Appends every partition's batches; `None` when acks=0. The appends (writes to the page
+/// cache) run on the runtime worker: handing each request to another thread tripled the
+/// broker's CPU and doubled p99 latency at 20,000 small requests a second (`docs/benchmarks.md`,
+/// "Hardening re-measure"); the fsync of acks=all runs in the fsync lane.
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<ResponseKind> {
     let acks = request.acks;
     let request_timeout_ms = request.timeout_ms;
-    let asked: Vec<(String, Vec<i32>)> = request
-        .topic_data
-        .iter()
-        .map(|t| {
-            let indexes = t.partition_data.iter().map(|p| p.index).collect();
-            (t.name.as_str().to_string(), indexes)
-        })
-        .collect();
-    let appending = broker.clone();
-    let (mut responses, to_sync) = match crate::blocking::APPENDS
-        .run(move || append_all(&appending, request))
-        .await
-    {
-        Ok(appended) => appended,
-        Err(error) => {
-            tracing::error!(%error, "produce append task failed");
-            (failed_responses(&asked), Vec::new())
-        }
-    };
+    let (mut responses, to_sync) = append_all(broker, request);
     let timeout = Duration::from_millis(u64::try_from(request_timeout_ms).unwrap_or(0));
     for (failed, code) in sync_all(broker, to_sync, timeout).await {
         let response = &mut responses[failed.topic].partition_responses[failed.response];
@@ -68,29 +51,6 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<Res
     Some(ResponseKind::Produce(
         ProduceResponse::default().with_responses(responses),
     ))
-}
-
-/// KAFKA_STORAGE_ERROR for every partition asked, when the appends could not run at all.
-fn failed_responses(asked: &[(String, Vec<i32>)]) -> Vec<TopicProduceResponse> {
-    let code = ResponseError::KafkaStorageError.code();
-    asked
-        .iter()
-        .map(|(name, indexes)| {
-            let partitions = indexes
-                .iter()
-                .map(|&index| {
-                    metrics::request_error(ApiKey::Produce, code);
-                    PartitionProduceResponse::default()
-                        .with_index(index)
-                        .with_error_code(code)
-                        .with_base_offset(-1)
-                })
-                .collect();
-            TopicProduceResponse::default()
-                .with_name(topic_name(name))
-                .with_partition_responses(partitions)
-        })
-        .collect()
 }
 
 /// Validates and appends every partition's batches: the responses, and with acks=all the
