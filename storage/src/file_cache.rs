@@ -92,8 +92,3 @@ pub fn set_open_segment_files_max(files: usize) {
     cache.resize(capacity_of(files));
     telemetry::segment_files_cached(cache.len());
 }
-
-/// How many closed-segment files are open now.
-pub fn open_segment_files() -> usize {
-    cache().len()
-}

@@ -65,7 +65,7 @@ pub use config::{
 pub use control::{control_batch, ControlType};
 pub use data_dir::DataDirLock;
 pub use error::StorageError;
-pub use file_cache::{open_segment_files, set_open_segment_files_max};
+pub use file_cache::set_open_segment_files_max;
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
 pub use inspect::{scan_partition, OpenTransaction, PartitionScan};
 pub use partition::compaction::{

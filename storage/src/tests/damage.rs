@@ -9,15 +9,10 @@ use super::*;
 #[test]
 fn a_damaged_batch_in_a_closed_segment_is_found_when_read_and_recorded_once() {
     let dir = tempfile::tempdir().unwrap();
-    let p = open(dir.path(), small_config());
-    for i in 0..30 {
-        append(&p, 3, i, 50);
-    }
+    let p = thirty_batches(dir.path());
     assert!(p.segment_count() > 2, "the batches span several segments");
     // The second batch of the first segment: 111 bytes each, its records start 61 bytes in.
-    let first_log = dir.path().join("00000000000000000000.log");
-    let file = OpenOptions::new().write(true).open(&first_log).unwrap();
-    file.write_all_at(b"X", 111 + 70).unwrap();
+    flip(dir.path(), 0, 111 + 70, b"X");
 
     let check = |p: &Partition| -> Vec<(i64, bool)> {
         let records = p.read_retained(0, 1 << 20).unwrap().records;
@@ -51,6 +46,15 @@ fn a_damaged_batch_in_a_closed_segment_is_found_when_read_and_recorded_once() {
     p.maintain(i64::MAX, i64::MAX).unwrap();
     assert!(p.retained_start_offset() > 5);
     assert!(p.damaged_ranges().is_empty());
+}
+
+/// A partition of 30 batches of 3 records (111 bytes each) over several small segments.
+fn thirty_batches(dir: &Path) -> Partition {
+    let p = open(dir, small_config());
+    for i in 0..30 {
+        append(&p, 3, i, 50);
+    }
+    p
 }
 
 /// Runs scrub steps of `step_bytes` from the start until a pass completes; returns the bytes read.
@@ -94,10 +98,7 @@ fn flip(dir: &Path, segment_base: i64, at: u64, byte: &[u8]) {
 #[test]
 fn a_scrub_pass_reads_every_closed_segment_and_finds_nothing_in_a_sound_log() {
     let dir = tempfile::tempdir().unwrap();
-    let p = open(dir.path(), small_config());
-    for i in 0..30 {
-        append(&p, 3, i, 50);
-    }
+    let p = thirty_batches(dir.path());
     let bases = segment_bases(dir.path());
     let active = std::fs::metadata(
         dir.path()
@@ -117,10 +118,7 @@ fn a_scrub_pass_reads_every_closed_segment_and_finds_nothing_in_a_sound_log() {
 #[test]
 fn the_scrub_finds_damage_in_closed_segments_before_anyone_reads_it() {
     let dir = tempfile::tempdir().unwrap();
-    let p = open(dir.path(), small_config());
-    for i in 0..30 {
-        append(&p, 3, i, 50);
-    }
+    let p = thirty_batches(dir.path());
     let bases = segment_bases(dir.path());
     assert!(bases.len() >= 3, "{bases:?}");
     // Batches are 111 bytes of 3 records: the second batch's records in the first segment.
