@@ -206,6 +206,16 @@ pub struct BrokerOptions {
         default_value_t = 10_080
     )]
     pub offsets_retention_minutes: u64,
+    /// Longest transaction timeout a producer may ask for (`transaction.max.timeout.ms`). It
+    /// also bounds how long another region waits before it aborts a transaction whose origin
+    /// region went stale, since the origin would have ended it by then.
+    #[arg(
+        long,
+        env = "CAUSEWAY_TRANSACTION_MAX_TIMEOUT_MS",
+        default_value_t = 900_000,
+        value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64)
+    )]
+    pub transaction_max_timeout_ms: u32,
     /// Log line format on stderr.
     #[arg(long, env = "CAUSEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -186,6 +186,17 @@ pub fn scrub_pass(elapsed: Duration) {
     gauge!("causeway_scrub_last_pass_seconds").set(elapsed.as_secs_f64());
 }
 
+/// Counts transactions this region aborted because their origin region went stale with them
+/// open.
+pub fn transaction_abandoned_aborted() {
+    counter!("causeway_transactions_abandoned_aborted_total").increment(1);
+}
+
+/// Counts commits that another region's abort overruled (the origin was out of reach too long).
+pub fn transaction_commit_overruled() {
+    counter!("causeway_transactions_commits_overruled_total").increment(1);
+}
+
 /// Counts replicated batches applied here, by topic.
 pub fn replication_applied(topic: &str, batches: usize, bytes: u64) {
     counter!("causeway_replication_applied_batches_total", "topic" => topic.to_string())

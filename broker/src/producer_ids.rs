@@ -4,11 +4,10 @@
 
 use std::sync::Mutex;
 
-use causeway_storage::{Catalog, StorageError};
+use causeway_storage::{Catalog, StorageError, PRODUCER_ID_COUNTER_BITS as COUNTER_BITS};
 
-/// Bits of the per-region counter; the region id sits above them (2^40 ids per region, region
-/// ids below 2^23 keep every id positive).
-const COUNTER_BITS: u32 = 40;
+// The region id sits above the counter's bits (2^40 ids per region; region ids below 2^23 keep
+// every id positive); storage reads it back with `producer_region`.
 
 /// Counters reserved per catalog write.
 pub const BLOCK: u64 = 1_000;
@@ -95,6 +94,13 @@ mod tests {
         assert_eq!(counter_of(3, id), Some(1_234));
         assert_eq!(counter_of(4, id), None);
         assert_eq!(counter_of(3, -1), None);
+    }
+
+    #[test]
+    fn an_id_names_the_region_that_handed_it_out() {
+        let id = compose(77, 12).unwrap();
+        assert_eq!(causeway_storage::producer_region(id), Some(77));
+        assert_eq!(causeway_storage::producer_region(-1), None);
     }
 
     #[test]

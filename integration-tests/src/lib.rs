@@ -9,6 +9,7 @@ pub mod load;
 pub mod proxy;
 pub mod raw;
 pub mod regions;
+pub mod transactions;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use causeway_integration_tests::transactions::{
+    read_values, send, transactional_producer, TxnProducer, TIMEOUT,
+};
 use causeway_integration_tests::{
     create_topic, payload_str, produce_all, read_to_end, topic_name, with_broker, BrokerOptions,
     BrokerProcess, TestRecord,
@@ -18,61 +21,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-
-const TIMEOUT: Duration = Duration::from_secs(15);
-
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
-
-fn transactional_producer(
-    broker: &BrokerProcess,
-    id: &str,
-    timeout_ms: u32,
-) -> Result<TxnProducer> {
-    let producer: TxnProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("transactional.id", id)
-        .set("transaction.timeout.ms", timeout_ms.to_string())
-        .set("linger.ms", "5")
-        .set("log_level", "6")
-        .create()?;
-    producer.init_transactions(TIMEOUT)?;
-    Ok(producer)
-}
-
-fn send(producer: &TxnProducer, topic: &str, value: &str) -> Result<()> {
-    producer
-        .send(BaseRecord::<(), str>::to(topic).partition(0).payload(value))
-        .map_err(|(e, _)| anyhow::anyhow!("enqueue failed: {e}"))
-}
-
-/// Reads partition 0 from the beginning to its end at `isolation`.
-fn read_values(broker: &BrokerProcess, topic: &str, isolation: &str) -> Result<Vec<String>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("reader-{isolation}"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + TIMEOUT;
-    let mut values = Vec::new();
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => values.push(payload_str(&m.detach())),
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(values),
-            Some(Err(e)) => bail!("consumer error: {e}"),
-        }
-    }
-    bail!(
-        "no end of partition within {TIMEOUT:?} after {} records",
-        values.len()
-    )
-}
 
 #[test]
 fn read_committed_consumers_see_exactly_the_committed_records() {

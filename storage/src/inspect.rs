@@ -13,21 +13,10 @@ use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::checkpoint::{self, PRODUCERS_FILE};
 use crate::control::control_type;
 use crate::error::{IoContext, StorageError};
-use crate::producers::ProducerStates;
+use crate::producers::{OpenTransaction, ProducerStates};
 
 /// Bytes walked between two progress calls.
 const PROGRESS_EVERY_BYTES: u64 = 256 * 1024 * 1024;
-
-/// A transaction with data in the partition and no commit or abort marker after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenTransaction {
-    /// The transactional producer.
-    pub producer_id: i64,
-    /// Its epoch as last seen in this partition.
-    pub epoch: i16,
-    /// Offset of the transaction's first batch here.
-    pub first_offset: i64,
-}
 
 /// What one partition directory holds, as far as rebuilding the catalog needs to know.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,9 +99,9 @@ pub fn scan_partition(
             if header.producer_id >= 0 {
                 note_producer(&mut scan, header.producer_id, header.producer_epoch);
             }
-            full.record(&header, control, header.max_timestamp);
+            full.record(&header, control, None, header.max_timestamp);
             if snapshot_end.is_some_and(|end| header.base_offset >= end) {
-                from_snapshot.record(&header, control, header.max_timestamp);
+                from_snapshot.record(&header, control, None, header.max_timestamp);
             }
             scan.batches += 1;
             scan.bytes += total;
@@ -128,15 +117,7 @@ pub fn scan_partition(
         Some(end) if end <= scan.log_end => from_snapshot,
         _ => full,
     };
-    let epochs: BTreeMap<i64, i16> = states.producer_epochs().collect();
-    scan.open_transactions = states
-        .open_transactions()
-        .map(|(producer_id, first_offset)| OpenTransaction {
-            producer_id,
-            epoch: epochs.get(&producer_id).copied().unwrap_or(0),
-            first_offset,
-        })
-        .collect();
+    scan.open_transactions = states.open_transactions().collect();
     Ok(scan)
 }
 

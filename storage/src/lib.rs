@@ -67,7 +67,7 @@ pub use data_dir::DataDirLock;
 pub use error::StorageError;
 pub use file_cache::set_open_segment_files_max;
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
-pub use inspect::{scan_partition, OpenTransaction, PartitionScan};
+pub use inspect::{scan_partition, PartitionScan};
 pub use partition::compaction::{
     CompactionPlan, SegmentSnapshot, SegmentWriter, StagedSegment, StoredBatch, SwapReport,
 };
@@ -75,6 +75,9 @@ pub use partition::{
     remove_partition_dir, AppendResult, DamagedRange, MaintenanceReport, Partition, ReadResult,
     ScrubStep,
 };
-pub use producers::{AbortedTransaction, ProducerStates, SequenceError};
+pub use producers::{
+    producer_region, AbortedTransaction, OpenTransaction, ProducerStates, SequenceError,
+    PRODUCER_ID_COUNTER_BITS,
+};
 pub use sidecar::{partition_dirs, PartitionDir, TopicSidecar};
 pub use table_store::TableStore;

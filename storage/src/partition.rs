@@ -17,6 +17,7 @@
 //! after a failed fsync the kernel may have dropped the dirty pages and we cannot know what is on
 //! disk. Leader epochs are not tracked by storage: appended batches get partitionLeaderEpoch 0.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,7 @@ use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, PRODUCERS_FIL
 use crate::config::{LogConfig, TimestampType};
 use crate::control::{control_batch, control_type, ControlType};
 use crate::error::{IoContext, StorageError};
-use crate::producers::{AbortedTransaction, ProducerStates, SequenceCheck};
+use crate::producers::{AbortedTransaction, OpenTransaction, ProducerStates, SequenceCheck};
 use crate::retention::{deletable_prefix, SegmentFacts};
 use crate::segment::{remove_if_exists, PlannedRead, Segment, SyncJob};
 use crate::telemetry;
@@ -156,9 +157,14 @@ impl LogState {
         let (from, mut producers) = snapshot.unwrap_or_default();
         let mut replayed = 0usize;
         for segment in self.segments.iter().filter(|s| s.end_offset() > from) {
+            let metas: HashMap<i64, CausalMeta> = segment
+                .causal_entries(from, segment.end_offset())?
+                .into_iter()
+                .collect();
             for (header, control) in segment.batch_headers()? {
                 if header.base_offset >= from {
-                    producers.record(&header, control, header.max_timestamp);
+                    let meta = metas.get(&header.base_offset);
+                    producers.record(&header, control, meta, header.max_timestamp);
                     replayed += 1;
                 }
             }
@@ -452,6 +458,18 @@ impl Partition {
             .unwrap_or_else(|| st.log_end())
     }
 
+    /// The transactions open in this partition: each holds the last stable offset back until
+    /// its marker arrives.
+    pub fn open_transactions(&self) -> Vec<OpenTransaction> {
+        self.read_state().producers.open_transactions().collect()
+    }
+
+    /// The epoch of `producer_id` as last seen in this partition: a marker from another region
+    /// may have raised it above what the producer's coordinator knows.
+    pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.read_state().producers.epoch_of(producer_id)
+    }
+
     /// Aborted transactions whose records may lie in `[from, to)` (for read_committed fetches).
     pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTransaction> {
         self.read_state().producers.aborted_between(from, to)
@@ -539,7 +557,7 @@ impl Partition {
             }
             return Err(failure.error);
         }
-        st.producers.record(&header, control, now_ms);
+        st.producers.record(&header, control, Some(meta), now_ms);
         Ok(AppendResult {
             base_offset,
             last_offset: header.last_offset(),

@@ -35,7 +35,19 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::BatchHeader;
+use crate::causal::CausalMeta;
 use crate::control::ControlType;
+
+/// Bits of a producer id below the id of the region that issued it: producer ids never repeat
+/// across regions, and the issuing region is the only one whose coordinator ends the id's
+/// transactions.
+pub const PRODUCER_ID_COUNTER_BITS: u32 = 40;
+
+/// The region that issued producer id `id` (`None` for a negative id).
+pub fn producer_region(id: i64) -> Option<u32> {
+    let id = u64::try_from(id).ok()?;
+    u32::try_from(id >> PRODUCER_ID_COUNTER_BITS).ok()
+}
 
 /// How many recent batches per producer are remembered for deduplication (Kafka's
 /// `max.in.flight.requests.per.connection` limit for idempotence).
@@ -112,12 +124,29 @@ pub struct AbortedTransaction {
     pub last_offset: i64,
 }
 
+/// A transaction with data in the partition and no commit or abort marker after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTransaction {
+    /// The transactional producer.
+    pub producer_id: i64,
+    /// Its epoch as last seen in this partition.
+    pub epoch: i16,
+    /// Offset of the transaction's first batch here.
+    pub first_offset: i64,
+    /// When this partition last took a batch of the producer (local time of the append): how
+    /// long a transaction whose origin went silent has been left open.
+    pub last_write_ms: i64,
+}
+
 /// All producers' state for one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     entries: HashMap<i64, ProducerEntry>,
     /// Open transactions: producer id -> first offset.
     ongoing: BTreeMap<i64, i64>,
+    /// Open transactions: producer id -> the origin sequence of its first batch here, when
+    /// known (what decides whether another region's abort ends it: `end_transaction`).
+    ongoing_first_seq: BTreeMap<i64, u64>,
     /// Aborted transactions, in marker order.
     aborted: Vec<AbortedTransaction>,
 }
@@ -129,6 +158,8 @@ struct Snapshot {
     producers: Vec<ProducerEntry>,
     #[serde(default)]
     ongoing: BTreeMap<i64, i64>,
+    #[serde(default)]
+    ongoing_first_seq: BTreeMap<i64, u64>,
     #[serde(default)]
     aborted: Vec<AbortedTransaction>,
 }
@@ -210,19 +241,27 @@ impl ProducerStates {
     }
 
     /// Records an appended batch (offsets assigned); `control` is its marker type if it is a
-    /// control batch.
-    pub fn record(&mut self, header: &BatchHeader, control: Option<ControlType>, now_ms: i64) {
+    /// control batch; `meta` its causal stamp, where known.
+    pub fn record(
+        &mut self,
+        header: &BatchHeader,
+        control: Option<ControlType>,
+        meta: Option<&CausalMeta>,
+        now_ms: i64,
+    ) {
         if header.producer_id < 0 {
             return;
         }
         if let Some(kind) = control {
-            self.end_transaction(header, kind, now_ms);
+            self.end_transaction(header, kind, meta, now_ms);
             return;
         }
-        if header.is_transactional() {
-            self.ongoing
-                .entry(header.producer_id)
-                .or_insert(header.base_offset);
+        if header.is_transactional() && !self.ongoing.contains_key(&header.producer_id) {
+            self.ongoing.insert(header.producer_id, header.base_offset);
+            if let Some(meta) = meta {
+                self.ongoing_first_seq
+                    .insert(header.producer_id, meta.origin_seq);
+            }
         }
         let entry = self
             .entries
@@ -249,7 +288,16 @@ impl ProducerStates {
         });
     }
 
-    fn end_transaction(&mut self, marker: &BatchHeader, kind: ControlType, now_ms: i64) {
+    fn end_transaction(
+        &mut self,
+        marker: &BatchHeader,
+        kind: ControlType,
+        meta: Option<&CausalMeta>,
+        now_ms: i64,
+    ) {
+        if !self.ends_open_transaction(marker, meta) {
+            return;
+        }
         let entry = self
             .entries
             .entry(marker.producer_id)
@@ -264,6 +312,7 @@ impl ProducerStates {
             entry.batches.clear();
         }
         entry.last_write_ms = now_ms;
+        self.ongoing_first_seq.remove(&marker.producer_id);
         if let Some(first_offset) = self.ongoing.remove(&marker.producer_id) {
             if kind == ControlType::Abort {
                 self.aborted.push(AbortedTransaction {
@@ -273,6 +322,32 @@ impl ProducerStates {
                 });
             }
         }
+    }
+
+    /// Whether a marker applies. The producer's own region (its coordinator) ends whatever is
+    /// open. Another region writes only aborts, of transactions its stale origin left open, and
+    /// such an abort ends the open transaction only if the writer had seen its first batch (the
+    /// marker's dependencies cover it): in a region where the origin had meanwhile finished that
+    /// transaction and begun another, the marker must not end the new one, so that every region
+    /// applies it to the same transaction whatever order the batches arrived in.
+    fn ends_open_transaction(&self, marker: &BatchHeader, meta: Option<&CausalMeta>) -> bool {
+        let Some(meta) = meta else { return true };
+        let Some(origin) = producer_region(marker.producer_id) else {
+            return true;
+        };
+        if meta.origin_region == origin {
+            return true;
+        }
+        let seen = meta
+            .deps
+            .iter()
+            .find(|(region, _)| *region == origin)
+            .map_or(0, |(_, seq)| *seq);
+        self.ongoing.contains_key(&marker.producer_id)
+            && self
+                .ongoing_first_seq
+                .get(&marker.producer_id)
+                .is_none_or(|first| *first <= seen)
     }
 
     /// First offset of the oldest open transaction, if any: the last stable offset.
@@ -310,10 +385,23 @@ impl ProducerStates {
         self.entries.iter().map(|(&id, entry)| (id, entry.epoch))
     }
 
-    /// The open transactions as `(producer id, first offset)`, by producer id: the metadata
-    /// rebuild finds them when their coordinator records are gone.
-    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
-        self.ongoing.iter().map(|(&id, &first)| (id, first))
+    /// The open transactions, by producer id: the metadata rebuild finds them when their
+    /// coordinator records are gone, and other regions abort those of a region gone silent.
+    pub fn open_transactions(&self) -> impl Iterator<Item = OpenTransaction> + '_ {
+        self.ongoing.iter().map(|(&producer_id, &first_offset)| {
+            let entry = self.entries.get(&producer_id);
+            OpenTransaction {
+                producer_id,
+                epoch: entry.map_or(0, |e| e.epoch),
+                first_offset,
+                last_write_ms: entry.map_or(i64::MIN, |e| e.last_write_ms),
+            }
+        })
+    }
+
+    /// The epoch of `producer_id` as last seen here, if it is known.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.entries.get(&producer_id).map(|e| e.epoch)
     }
 
     /// Number of producers known.
@@ -335,6 +423,7 @@ impl ProducerStates {
             end_offset,
             producers,
             ongoing: self.ongoing.clone(),
+            ongoing_first_seq: self.ongoing_first_seq.clone(),
             aborted: self.aborted.clone(),
         };
         serde_json::to_vec(&snapshot).unwrap_or_default()
@@ -357,6 +446,7 @@ impl ProducerStates {
             ProducerStates {
                 entries,
                 ongoing: snapshot.ongoing,
+                ongoing_first_seq: snapshot.ongoing_first_seq,
                 aborted: snapshot.aborted,
             },
         ))
@@ -394,7 +484,7 @@ mod tests {
     fn append(states: &mut ProducerStates, h: BatchHeader) -> Result<SequenceCheck, SequenceError> {
         let check = states.check(&h)?;
         if check == SequenceCheck::Append {
-            states.record(&h, None, 0);
+            states.record(&h, None, None, 0);
         }
         Ok(check)
     }
@@ -524,16 +614,95 @@ mod tests {
         h
     }
 
+    /// A batch of region `origin`'s `seq`-th write, having seen `east_seen` of region 5.
+    fn stamp(origin: u32, seq: u64, east_seen: u64) -> CausalMeta {
+        CausalMeta {
+            origin_region: origin,
+            origin_seq: seq,
+            hlc: 0,
+            deps: vec![(5, east_seen)],
+        }
+    }
+
+    #[test]
+    fn another_regions_abort_ends_only_the_transaction_its_writer_saw_open() {
+        const EAST: u32 = 5;
+        const WEST: u32 = 9;
+        let producer = (i64::from(EAST) << PRODUCER_ID_COUNTER_BITS) | 1;
+        assert_eq!(producer_region(producer), Some(EAST));
+        // West saw the transaction's first batch (east's 3rd) and no marker: it aborts it.
+        let takeover = stamp(WEST, 1, 3);
+        let mut west = ProducerStates::default();
+        let first = stamp(EAST, 3, 2);
+        west.record(
+            &transactional(header(producer, 0, 0, 2, 10)),
+            None,
+            Some(&first),
+            0,
+        );
+        west.record(
+            &marker(producer, 1, 11),
+            Some(ControlType::Abort),
+            Some(&takeover),
+            0,
+        );
+        assert_eq!(west.first_unstable_offset(), None);
+        assert_eq!(west.aborted_between(0, 100).len(), 1);
+        assert_eq!(
+            west.epoch_of(producer),
+            Some(1),
+            "the origin's producer is fenced"
+        );
+        // East had committed that transaction and begun another (its 5th batch) when the abort
+        // came: the abort must leave the new one open, as it never reached west.
+        let mut east = ProducerStates::default();
+        east.record(
+            &transactional(header(producer, 0, 0, 2, 10)),
+            None,
+            Some(&first),
+            0,
+        );
+        east.record(
+            &marker(producer, 0, 11),
+            Some(ControlType::Commit),
+            Some(&stamp(EAST, 4, 3)),
+            0,
+        );
+        east.record(
+            &transactional(header(producer, 0, 2, 1, 12)),
+            None,
+            Some(&stamp(EAST, 5, 4)),
+            0,
+        );
+        east.record(
+            &marker(producer, 1, 13),
+            Some(ControlType::Abort),
+            Some(&takeover),
+            0,
+        );
+        assert_eq!(east.first_unstable_offset(), Some(12));
+        assert!(east.aborted_between(0, 100).is_empty());
+        assert_eq!(east.epoch_of(producer), Some(0));
+        // The origin's own markers end whatever is open.
+        east.record(
+            &marker(producer, 0, 14),
+            Some(ControlType::Commit),
+            Some(&stamp(EAST, 6, 5)),
+            0,
+        );
+        assert_eq!(east.first_unstable_offset(), None);
+    }
+
     #[test]
     fn open_transactions_hold_back_the_stable_offset_until_their_marker() {
         let mut s = ProducerStates::default();
-        s.record(&transactional(header(7, 0, 0, 2, 10)), None, 0);
-        s.record(&transactional(header(8, 0, 0, 1, 12)), None, 0);
-        s.record(&transactional(header(7, 0, 2, 1, 13)), None, 0);
+        s.record(&transactional(header(7, 0, 0, 2, 10)), None, None, 0);
+        s.record(&transactional(header(8, 0, 0, 1, 12)), None, None, 0);
+        s.record(&transactional(header(7, 0, 2, 1, 13)), None, None, 0);
         assert_eq!(s.first_unstable_offset(), Some(10));
-        s.record(&marker(7, 0, 14), Some(ControlType::Commit), 0);
+        s.record(&marker(7, 0, 14), Some(ControlType::Commit), None, 0);
         assert_eq!(s.first_unstable_offset(), Some(12));
-        s.record(&marker(8, 0, 15), Some(ControlType::Abort), 0);
+        s.record(&marker(8, 0, 15), Some(ControlType::Abort), None, 0);
         assert_eq!(s.first_unstable_offset(), None);
         assert_eq!(
             s.aborted_between(0, 100),
@@ -560,7 +729,7 @@ mod tests {
     fn idle_producers_expire() {
         let mut s = ProducerStates::default();
         let h = header(7, 0, 0, 1, 0);
-        s.record(&h, None, 1_000);
+        s.record(&h, None, None, 1_000);
         assert_eq!(s.expire(2_000, 5_000), 0);
         assert_eq!(s.expire(10_000, 5_000), 1);
         assert!(s.is_empty());

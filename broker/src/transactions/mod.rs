@@ -4,13 +4,14 @@
 //! partition the transaction touched (fsynced), applies staged offsets on commit, then persists
 //! the Complete* state; a crash in between is finished when the broker starts again.
 
+mod abandoned;
 mod state;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_storage::{CommittedOffset, ControlType, OffsetEntry, StorageError};
+use causeway_storage::{CommittedOffset, ControlType, OffsetEntry, SequenceError, StorageError};
 use dashmap::DashMap;
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
@@ -18,14 +19,12 @@ use tokio::sync::watch;
 pub use state::{PendingOffset, TxnRecord, TxnState};
 
 use crate::broker::Broker;
+use crate::metrics;
+use crate::replication::status::stale_peers;
 use crate::wall_clock::now_ms;
 
 /// How often ongoing transactions are checked against their timeouts.
 const TIMEOUT_CHECK_PERIOD: Duration = Duration::from_millis(500);
-
-/// Longest transaction timeout a producer may ask for (Kafka's
-/// `transaction.max.timeout.ms` default, 15 minutes).
-pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
 
 /// Transaction records and the per-id locks that serialize changes to each.
 #[derive(Default)]
@@ -112,7 +111,8 @@ pub async fn init_producer_id(
     if transactional_id.is_empty() {
         return Err(ResponseError::InvalidRequest);
     }
-    if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MS_MAX {
+    let timeout_ms_max = i64::from(broker.options.transaction_max_timeout_ms);
+    if timeout_ms <= 0 || i64::from(timeout_ms) > timeout_ms_max {
         return Err(ResponseError::InvalidTransactionTimeout);
     }
     let lock = broker.transactions.lock(transactional_id);
@@ -245,12 +245,35 @@ pub async fn end(
     commit: bool,
 ) -> TxnResult<()> {
     let (_guard, mut record) = current(broker, transactional_id, producer_id, epoch).await?;
+    if commit && record.state == TxnState::Ongoing && aborted_elsewhere(broker, &record) {
+        tracing::warn!(
+            transactional_id,
+            producer_id,
+            "another region aborted this transaction while this region was out of reach; the commit becomes an abort"
+        );
+        metrics::transaction_commit_overruled();
+        abort_fencing(broker, transactional_id, record).await?;
+        return Err(ResponseError::ProducerFenced);
+    }
     if !record.prepare_end(commit, now_ms())? {
         return Ok(());
     }
     save(broker, transactional_id, record.clone()).await?;
     finish(broker, transactional_id, record).await?;
     Ok(())
+}
+
+/// Whether a marker with a newer epoch than the coordinator's reached one of the transaction's
+/// partitions: another region aborted it, taking this region for gone (`abandoned`).
+fn aborted_elsewhere(broker: &Broker, record: &TxnRecord) -> bool {
+    record.partitions.iter().any(|(topic, index)| {
+        broker
+            .topics
+            .get(topic)
+            .and_then(|t| t.partition(*index))
+            .and_then(|p| p.log.producer_epoch(record.producer_id))
+            .is_some_and(|seen| seen > record.epoch)
+    })
 }
 
 /// Locks `transactional_id` and returns its record once the request is shown to come from the
@@ -349,8 +372,25 @@ fn write_markers(
         let Some(partition) = broker.topics.get(topic).and_then(|t| t.partition(*index)) else {
             continue;
         };
-        partition.append_local_control(kind, record.producer_id, record.epoch, now)?;
-        marked.push(partition);
+        match partition.append_local_control(kind, record.producer_id, record.epoch, now) {
+            Ok(_) => marked.push(partition),
+            // Another region's abort with a newer epoch got here first (`abandoned`): the
+            // transaction is decided in this partition. Only a commit racing it can get here,
+            // as `end` turns a commit into an abort when it sees such a marker.
+            Err(StorageError::Sequence(SequenceError::InvalidEpoch { .. })) => {
+                tracing::error!(
+                    topic = %topic,
+                    partition = index,
+                    producer_id = record.producer_id,
+                    outcome = ?kind,
+                    "another region aborted this transaction here first; its marker stands"
+                );
+                if kind == ControlType::Commit {
+                    metrics::transaction_commit_overruled();
+                }
+            }
+            Err(error) => return Err(error),
+        }
     }
     // One fsync per partition, all at once: a transaction's end costs one fsync's latency, not
     // one per partition.
@@ -395,6 +435,22 @@ fn write_markers(
     Ok(())
 }
 
+/// Aborts, off the runtime workers, the transactions stale regions left open here.
+async fn abort_abandoned(broker: &Arc<Broker>, now: i64) {
+    if !broker.replication.enabled() {
+        return;
+    }
+    let stale = stale_peers(broker);
+    if stale.is_empty() {
+        return;
+    }
+    let broker = broker.clone();
+    let aborting = move || abandoned::abort_abandoned(&broker, &stale, now);
+    if crate::blocking::MAINTENANCE.run(aborting).await.is_err() {
+        tracing::error!("the check for transactions left open by stale regions did not run");
+    }
+}
+
 /// Finishes transactions a crash left half-ended, then aborts timed-out ones until shutdown.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     for (id, record) in broker.transactions.all() {
@@ -417,6 +473,7 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let now = now_ms();
+        abort_abandoned(&broker, now).await;
         for (id, record) in broker.transactions.all() {
             if !record.expired(now) {
                 continue;

@@ -121,19 +121,25 @@ fn mark(p: &Partition, kind: crate::ControlType, producer_id: i64) -> AppendResu
         .unwrap()
 }
 
+/// A producer id issued by region 1, the region the tests stamp their batches with (only a
+/// producer's own region ends whatever it has open).
+fn issued(counter: i64) -> i64 {
+    (1 << crate::PRODUCER_ID_COUNTER_BITS) | counter
+}
+
 #[test]
 fn markers_move_the_stable_offset_and_aborts_are_listed_across_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     {
         let p = open(dir.path(), small_config());
-        append_transactional(&p, 1, 0); // 0
-        append_transactional(&p, 2, 0); // 1
+        append_transactional(&p, issued(1), 0); // 0
+        append_transactional(&p, issued(2), 0); // 1
         assert_eq!(p.last_stable_offset(), 0);
-        mark(&p, crate::ControlType::Commit, 1); // 2
+        mark(&p, crate::ControlType::Commit, issued(1)); // 2
         assert_eq!(p.last_stable_offset(), 1);
-        mark(&p, crate::ControlType::Abort, 2); // 3
+        mark(&p, crate::ControlType::Abort, issued(2)); // 3
         assert_eq!(p.last_stable_offset(), 4);
-        append_transactional(&p, 1, 1); // 4, left open by the crash below
+        append_transactional(&p, issued(1), 1); // 4, left open by the crash below
     }
     let p = open(dir.path(), small_config());
     assert_eq!(p.last_stable_offset(), 4);
@@ -145,9 +151,9 @@ fn markers_move_the_stable_offset_and_aborts_are_listed_across_a_crash() {
             aborted[0].first_offset,
             aborted[0].last_offset
         ),
-        (2, 1, 3)
+        (issued(2), 1, 3)
     );
-    mark(&p, crate::ControlType::Commit, 1);
+    mark(&p, crate::ControlType::Commit, issued(1));
     assert_eq!(p.last_stable_offset(), p.log_end_offset());
 }
 
@@ -169,11 +175,11 @@ fn a_read_only_scan_finds_every_producer_id_and_the_open_transactions() {
         let p = open(dir.path(), small_config());
         append_idempotent(&p, 3, 42, 0, 0).unwrap(); // 0..=2
         append_idempotent(&p, 2, 42, 1, 0).unwrap(); // 3..=4, epoch 1
-        append_transactional(&p, 7, 0); // 5, committed below
-        mark(&p, crate::ControlType::Commit, 7); // 6
-        append_transactional(&p, 9, 0); // 7, aborted below
-        mark(&p, crate::ControlType::Abort, 9); // 8
-        append_transactional(&p, 11, 0); // 9, left open
+        append_transactional(&p, issued(7), 0); // 5, committed below
+        mark(&p, crate::ControlType::Commit, issued(7)); // 6
+        append_transactional(&p, issued(9), 0); // 7, aborted below
+        mark(&p, crate::ControlType::Abort, issued(9)); // 8
+        append_transactional(&p, issued(11), 0); // 9, left open
         append_idempotent(&p, 1, 42, 1, 2).unwrap(); // 10
         p.close().unwrap();
     }
@@ -189,15 +195,16 @@ fn a_read_only_scan_finds_every_producer_id_and_the_open_transactions() {
         .iter()
         .map(|(&id, &e)| (id, e))
         .collect();
-    assert_eq!(ids, vec![(7, 0), (9, 0), (11, 0), (42, 1)]);
     assert_eq!(
-        scan.open_transactions,
-        vec![crate::inspect::OpenTransaction {
-            producer_id: 11,
-            epoch: 0,
-            first_offset: 9
-        }]
+        ids,
+        vec![(42, 1), (issued(7), 0), (issued(9), 0), (issued(11), 0)]
     );
+    let open: Vec<_> = scan
+        .open_transactions
+        .iter()
+        .map(|t| (t.producer_id, t.epoch, t.first_offset))
+        .collect();
+    assert_eq!(open, vec![(issued(11), 0, 9)]);
     let after: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -1,0 +1,121 @@
+//! Transactions across regions, with librdkafka: a region that dies with a transaction open
+//! does not hold back read_committed readers (nor tables and compaction) in the other regions
+//! for good. Once it is stale and the transaction could no longer be alive at its origin, the
+//! other regions abort it, and the origin, back again, ends with the same records visible.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use causeway_integration_tests::regions::{metric, with_mesh, MeshPlan, CONVERGE_TIMEOUT};
+use causeway_integration_tests::transactions::{
+    read_values, send, transactional_producer, TIMEOUT,
+};
+use causeway_integration_tests::{
+    create_topic, produce_all, topic_name, topic_partition_count, wait_until, BrokerProcess,
+    TestRecord,
+};
+use rdkafka::producer::Producer;
+
+/// Both regions report each other stale after this much silence.
+const STALE_AFTER_MS: u64 = 2_000;
+/// The longest transaction timeout either region grants.
+const TRANSACTION_MAX_TIMEOUT_MS: u32 = 3_000;
+
+/// Waits until `broker` shows `committed` at read_committed and the records of `all` (in any
+/// order) at read_uncommitted.
+fn wait_visible(
+    broker: &BrokerProcess,
+    topic: &str,
+    committed: &[&str],
+    all: &[&str],
+) -> Result<()> {
+    let mut all: Vec<String> = all.iter().map(|v| v.to_string()).collect();
+    all.sort();
+    let settled = wait_until(Duration::from_secs(30), || {
+        let committed_now = read_values(broker, topic, "read_committed");
+        let mut all_now = read_values(broker, topic, "read_uncommitted").unwrap_or_default();
+        all_now.sort();
+        committed_now.is_ok_and(|v| v == committed) && all_now == all
+    });
+    ensure!(
+        settled,
+        "{} shows {:?} at read_committed and {:?} at read_uncommitted, expected {committed:?} of {all:?}",
+        broker.bootstrap(),
+        read_values(broker, topic, "read_committed"),
+        read_values(broker, topic, "read_uncommitted"),
+    );
+    Ok(())
+}
+
+#[test]
+fn a_transaction_left_open_by_a_dead_region_is_aborted_by_the_others() {
+    let mut plan = MeshPlan::new(&["east", "west"]).expect("ports for two regions");
+    for i in 0..2 {
+        plan = plan
+            .flag(i, "--region-stale-after-ms", STALE_AFTER_MS)
+            .flag(
+                i,
+                "--transaction-max-timeout-ms",
+                TRANSACTION_MAX_TIMEOUT_MS,
+            );
+    }
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("abandoned-txn");
+        create_topic(mesh.region(0), &topic, 1, &[])?;
+        mesh.wait_all("the topic in both regions", CONVERGE_TIMEOUT, |r| {
+            Ok(topic_partition_count(&r.bootstrap(), &topic)? == Some(1))
+        })?;
+        let producer = transactional_producer(mesh.region(0), &topic, TRANSACTION_MAX_TIMEOUT_MS)?;
+        producer.begin_transaction()?;
+        for value in ["open-1", "open-2"] {
+            send(&producer, &topic, value)?;
+        }
+        producer.flush(TIMEOUT)?;
+        let replicated = wait_until(CONVERGE_TIMEOUT, || {
+            read_values(mesh.region(1), &topic, "read_uncommitted")
+                .is_ok_and(|v| v == ["open-1", "open-2"])
+        });
+        ensure!(
+            replicated,
+            "the open transaction's records did not reach west"
+        );
+        mesh.region_mut(0).kill9();
+        drop(producer);
+
+        let west = mesh.region(1);
+        produce_all(&west.producer(), &topic, &[TestRecord::value("after")])?;
+        let held_back = read_values(west, &topic, "read_committed")?;
+        ensure!(
+            held_back.is_empty(),
+            "records behind the open transaction were visible at once: {held_back:?}"
+        );
+        // East is stale after 2 s; the transaction is abandoned 3 s + 2 s after its last write.
+        wait_visible(west, &topic, &["after"], &["open-1", "open-2", "after"])?;
+        let aborted = metric(west, "causeway_transactions_abandoned_aborted_total")?;
+        ensure!(
+            aborted == Some(1.0),
+            "west counted {aborted:?} abandoned transactions aborted"
+        );
+
+        // East comes back: its coordinator ends the timed-out transaction itself, and both
+        // regions show the same records.
+        mesh.region_mut(0).restart()?;
+        for i in 0..2 {
+            wait_visible(
+                mesh.region(i),
+                &topic,
+                &["after"],
+                &["open-1", "open-2", "after"],
+            )?;
+        }
+        let overruled = metric(
+            mesh.region(0),
+            "causeway_transactions_commits_overruled_total",
+        )?;
+        ensure!(
+            overruled.is_none(),
+            "east overruled a commit: {overruled:?}"
+        );
+        Ok(())
+    });
+}
