@@ -299,6 +299,12 @@ mod tests {
         }
     }
 
+    /// Producer id `counter` of region 1, the region [`stamp`] writes as: a producer's own
+    /// region ends whatever it has open.
+    fn issued(counter: i64) -> i64 {
+        (1 << causeway_storage::PRODUCER_ID_COUNTER_BITS) | counter
+    }
+
     /// A one-record transactional batch of producer `pid`, epoch 0, sequence `seq`.
     fn transactional(key: &str, value: &str, pid: i64, seq: i32, ts: i64) -> Vec<u8> {
         let record = Record {
@@ -457,26 +463,38 @@ mod tests {
         let log = Partition::open(dir.path(), config, 0).unwrap();
         let t = 1_000_000;
         append(&log, &[("k", Some(r#"{"v":0}"#), "put")], t);
-        append_bytes(&log, transactional("k", r#"{"v":"aborted"}"#, 7, 0, t), t);
+        append_bytes(
+            &log,
+            transactional("k", r#"{"v":"aborted"}"#, issued(7), 0, t),
+            t,
+        );
         log.append_control(
             ControlType::Abort,
-            7,
+            issued(7),
             0,
             t,
             &stamp(log.last_causal().as_ref(), t),
         )
         .unwrap();
-        append_bytes(&log, transactional("k", r#"{"v":"committed"}"#, 8, 0, t), t);
+        append_bytes(
+            &log,
+            transactional("k", r#"{"v":"committed"}"#, issued(8), 0, t),
+            t,
+        );
         log.append_control(
             ControlType::Commit,
-            8,
+            issued(8),
             0,
             t,
             &stamp(log.last_causal().as_ref(), t),
         )
         .unwrap();
         // An open transaction of producer 9: nothing from it on may be compacted.
-        append_bytes(&log, transactional("open", r#"{"v":1}"#, 9, 0, t), t);
+        append_bytes(
+            &log,
+            transactional("open", r#"{"v":1}"#, issued(9), 0, t),
+            t,
+        );
         let lso = log.last_stable_offset();
         assert_eq!(lso, 5);
         append(&log, &[("after", Some("{}"), "put")], t);
