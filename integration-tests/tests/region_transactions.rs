@@ -1,12 +1,16 @@
 //! Transactions across regions, with librdkafka: a region that dies with a transaction open
 //! does not hold back read_committed readers (nor tables and compaction) in the other regions
 //! for good. Once it is stale and the transaction could no longer be alive at its origin, the
-//! other regions abort it, and the origin, back again, ends with the same records visible.
+//! other regions abort it, and the origin, back again, ends with the same records visible; a
+//! commit the origin is asked for after that abort reached it is refused.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use causeway_integration_tests::regions::{metric, with_mesh, MeshPlan, CONVERGE_TIMEOUT};
+use causeway_integration_tests::proxy::CuttingProxy;
+use causeway_integration_tests::regions::{
+    metric, regions_status, with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
+};
 use causeway_integration_tests::transactions::{
     read_values, send, transactional_producer, TIMEOUT,
 };
@@ -18,7 +22,7 @@ use rdkafka::producer::Producer;
 
 /// Both regions report each other stale after this much silence.
 const STALE_AFTER_MS: u64 = 2_000;
-/// The longest transaction timeout either region grants.
+/// The longest transaction timeout a region grants (the second test gives the origin more).
 const TRANSACTION_MAX_TIMEOUT_MS: u32 = 3_000;
 
 /// Waits until `broker` shows `committed` at read_committed and the records of `all` (in any
@@ -47,6 +51,24 @@ fn wait_visible(
     Ok(())
 }
 
+/// Creates a one-partition topic in region 0 and waits until every region has it.
+fn create_everywhere(mesh: &Mesh, topic: &str) -> Result<()> {
+    create_topic(mesh.region(0), topic, 1, &[])?;
+    mesh.wait_all("the topic in every region", CONVERGE_TIMEOUT, |r| {
+        Ok(topic_partition_count(&r.bootstrap(), topic)? == Some(1))
+    })
+}
+
+/// Waits until region `i` holds `values` at read_uncommitted (a transaction's records arrived,
+/// whatever becomes of them).
+fn wait_records(mesh: &Mesh, i: usize, topic: &str, values: &[&str]) -> Result<()> {
+    let arrived = wait_until(CONVERGE_TIMEOUT, || {
+        read_values(mesh.region(i), topic, "read_uncommitted").is_ok_and(|v| v == values)
+    });
+    ensure!(arrived, "{values:?} did not reach region {}", mesh.name(i));
+    Ok(())
+}
+
 #[test]
 fn a_transaction_left_open_by_a_dead_region_is_aborted_by_the_others() {
     let mut plan = MeshPlan::new(&["east", "west"]).expect("ports for two regions");
@@ -61,10 +83,7 @@ fn a_transaction_left_open_by_a_dead_region_is_aborted_by_the_others() {
     }
     with_mesh(plan, |mesh| {
         let topic = topic_name("abandoned-txn");
-        create_topic(mesh.region(0), &topic, 1, &[])?;
-        mesh.wait_all("the topic in both regions", CONVERGE_TIMEOUT, |r| {
-            Ok(topic_partition_count(&r.bootstrap(), &topic)? == Some(1))
-        })?;
+        create_everywhere(mesh, &topic)?;
         let producer = transactional_producer(mesh.region(0), &topic, TRANSACTION_MAX_TIMEOUT_MS)?;
         producer.begin_transaction()?;
         for value in ["open-1", "open-2"] {
@@ -115,6 +134,82 @@ fn a_transaction_left_open_by_a_dead_region_is_aborted_by_the_others() {
         ensure!(
             overruled.is_none(),
             "east overruled a commit: {overruled:?}"
+        );
+        Ok(())
+    });
+}
+
+/// The origin cut off from every region for longer than the others wait: they abort its open
+/// transaction, and when the link heals before the origin's own timeout (here its regions grant
+/// different timeouts), the producer's commit is refused and turned into an abort, so both
+/// regions still end the transaction the same way.
+#[test]
+fn a_commit_after_another_region_aborted_the_transaction_becomes_an_abort() {
+    const ORIGIN_TIMEOUT_MS: u32 = 60_000;
+    let plan = MeshPlan::new(&["east", "west"]).expect("ports for two regions");
+    let east_to_west = CuttingProxy::bind().expect("bind a proxy");
+    let west_to_east = CuttingProxy::bind().expect("bind a proxy");
+    east_to_west.forward_to(plan.kafka_addr(1)).expect("proxy");
+    west_to_east.forward_to(plan.kafka_addr(0)).expect("proxy");
+    let plan = plan
+        .route(0, 1, east_to_west.addr())
+        .route(1, 0, west_to_east.addr())
+        .flag(0, "--region-stale-after-ms", STALE_AFTER_MS)
+        .flag(1, "--region-stale-after-ms", STALE_AFTER_MS)
+        .flag(0, "--transaction-max-timeout-ms", ORIGIN_TIMEOUT_MS)
+        .flag(
+            1,
+            "--transaction-max-timeout-ms",
+            TRANSACTION_MAX_TIMEOUT_MS,
+        );
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("overruled-txn");
+        create_everywhere(mesh, &topic)?;
+        let producer = transactional_producer(mesh.region(0), &topic, ORIGIN_TIMEOUT_MS)?;
+        producer.begin_transaction()?;
+        send(&producer, &topic, "open-1")?;
+        producer.flush(TIMEOUT)?;
+        wait_records(mesh, 1, &topic, &["open-1"])?;
+
+        east_to_west.cut_until_restored();
+        west_to_east.cut_until_restored();
+        let aborted = wait_until(CONVERGE_TIMEOUT, || {
+            metric(
+                mesh.region(1),
+                "causeway_transactions_abandoned_aborted_total",
+            )
+            .is_ok_and(|m| m == Some(1.0))
+        });
+        ensure!(
+            aborted,
+            "west did not abort the transaction of the cut-off east"
+        );
+        east_to_west.restore();
+        west_to_east.restore();
+        let marker_arrived = wait_until(CONVERGE_TIMEOUT, || {
+            regions_status(mesh.region(0))
+                .is_ok_and(|s| s["clock"]["west"].as_u64().is_some_and(|seq| seq >= 1))
+        });
+        ensure!(
+            marker_arrived,
+            "west's abort did not reach east after the heal"
+        );
+
+        let committed = producer.commit_transaction(TIMEOUT);
+        ensure!(
+            committed.is_err(),
+            "east committed a transaction west had already aborted"
+        );
+        for i in 0..2 {
+            wait_visible(mesh.region(i), &topic, &[], &["open-1"])?;
+        }
+        let overruled = metric(
+            mesh.region(0),
+            "causeway_transactions_commits_overruled_total",
+        )?;
+        ensure!(
+            overruled == Some(1.0),
+            "east counted {overruled:?} overruled commits"
         );
         Ok(())
     });
