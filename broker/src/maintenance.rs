@@ -11,7 +11,7 @@ use crate::background;
 use crate::broker::Broker;
 use crate::metrics;
 use crate::replication::status::stale_peers;
-use crate::tables::{clean_partition, is_table, merge_mode, IoBudget};
+use crate::tables::{clean_partition, is_table, merge_mode, store_name, IoBudget};
 use crate::topics::{PartitionHandle, Topic};
 use crate::wall_clock::now_ms;
 
@@ -27,7 +27,8 @@ fn maintain_all(broker: &Broker) {
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
             let stable_offset = partition.stable_offset(&broker.replication, &stale);
-            match partition.log.maintain(now, stable_offset) {
+            let deletable_below = retention_bound(broker, &topic, &partition, stable_offset);
+            match partition.log.maintain(now, deletable_below) {
                 Ok(report) if report.segments_deleted > 0 => tracing::info!(
                     topic = %topic.name,
                     partition = partition.index,
@@ -44,6 +45,27 @@ fn maintain_all(broker: &Broker) {
                 ),
             }
             compact(broker, &topic, &partition, stable_offset, now);
+        }
+    }
+}
+
+/// How far retention may delete: below the stable offset, and on a table (`compact,delete`)
+/// also below what its rows have applied, so a materializer that lags (after a restart, a
+/// rebuild of the rows) never misses records in one region that every other region applied.
+fn retention_bound(
+    broker: &Broker,
+    topic: &Topic,
+    partition: &PartitionHandle,
+    stable_offset: i64,
+) -> i64 {
+    if !is_table(&topic.overrides()) {
+        return stable_offset;
+    }
+    match broker.tables.applied(&store_name(topic), partition.index) {
+        Ok(applied) => stable_offset.min(applied),
+        Err(error) => {
+            tracing::error!(topic = %topic.name, partition = partition.index, %error, "reading the table's applied offset failed; retention waits");
+            partition.log.log_start_offset()
         }
     }
 }
@@ -91,5 +113,76 @@ fn compact(
             %error,
             "compaction failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use causeway_storage::ControlType;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::config::parse_cli_from;
+    use crate::topics::NewTopic;
+
+    /// A one-region broker over `dir` whose topics may have tiny segments.
+    fn broker(dir: &TempDir) -> Broker {
+        let dir = dir.path().to_str().expect("UTF-8 temp dir");
+        let args = [
+            "causeway",
+            "--data-dir",
+            dir,
+            "--log-segment-bytes-min",
+            "1",
+        ];
+        Broker::open(parse_cli_from(args).expect("options").serve).expect("broker opens")
+    }
+
+    #[test]
+    fn retention_on_a_table_never_deletes_what_its_rows_have_not_applied() {
+        let dir = TempDir::new().expect("dir");
+        let broker = broker(&dir);
+        let configs: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact,delete"),
+            ("retention.ms", "1"),
+            ("segment.bytes", "100"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let topic = broker
+            .topics
+            .create(NewTopic {
+                name: "rows".into(),
+                partitions: 1,
+                configs,
+            })
+            .expect("create");
+        let partition = topic.partition(0).expect("partition 0");
+        for _ in 0..6 {
+            // One batch per segment; a marker needs no producer state.
+            partition
+                .append_local_control(ControlType::Abort, 1, 0, now_ms() - 1_000)
+                .expect("append");
+        }
+        partition.sync(&broker.replication).expect("sync");
+        maintain_all(&broker);
+        assert_eq!(
+            partition.log.log_start_offset(),
+            0,
+            "nothing applied to the rows yet, nothing deleted"
+        );
+        broker
+            .tables
+            .commit(&store_name(&topic), 0, 3, &[], 0)
+            .expect("applied offset");
+        maintain_all(&broker);
+        assert_eq!(
+            partition.log.log_start_offset(),
+            3,
+            "deleted up to what the rows applied"
+        );
     }
 }
