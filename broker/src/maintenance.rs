@@ -11,7 +11,9 @@ use crate::background;
 use crate::broker::Broker;
 use crate::metrics;
 use crate::replication::status::stale_peers;
-use crate::tables::{clean_partition, is_table, merge_mode, store_name, IoBudget};
+use crate::tables::{
+    clean_partition, is_table, merge_mode, partition_number, store_name, IoBudget,
+};
 use crate::topics::{PartitionHandle, Topic};
 use crate::wall_clock::now_ms;
 
@@ -86,6 +88,7 @@ fn compact(
     let mut budget = IoBudget::new(broker.options.log_cleaner_io_bytes_per_sec);
     match clean_partition(
         &topic.name,
+        partition_number(partition),
         &partition.log,
         merge_mode(&overrides),
         stable_offset,

@@ -100,6 +100,7 @@ pub struct PassReport {
 /// not cleaned yet, or a kept tombstone come of age); `None` if nothing was due.
 pub fn clean_partition(
     topic: &str,
+    partition: u32,
     log: &Partition,
     mode: MergeMode,
     stable_offset: i64,
@@ -118,6 +119,7 @@ pub fn clean_partition(
     let mut report = PassReport::default();
     let reader = WriteReader {
         topic,
+        partition,
         mode,
         from: plan.log_start,
         count_refusals: false,
@@ -354,6 +356,7 @@ mod tests {
                 let meta = &chunk.metas[&header.base_offset];
                 let reader = WriteReader {
                     topic: "t",
+                    partition: 0,
                     mode: MergeMode::Crdt,
                     from,
                     count_refusals: false,
@@ -404,7 +407,7 @@ mod tests {
         let size_before = log.size_bytes();
         let mut budget = IoBudget::new(0);
         let end = log.log_end_offset();
-        let report = clean_partition("t", &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
+        let report = clean_partition("t", 0, &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
             .unwrap()
             .unwrap();
         assert!(report.swap.bytes_reclaimed > 0);
@@ -428,13 +431,13 @@ mod tests {
         );
         assert_eq!(log.origin_high_water().unwrap(), high_water);
         assert!(
-            clean_partition("t", &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
+            clean_partition("t", 0, &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
                 .unwrap()
                 .is_none(),
             "nothing due"
         );
         // After delete.retention.ms the tombstone goes; every other row stays identical.
-        let report = clean_partition("t", &log, MergeMode::Crdt, end, t0 + 5_000, &mut budget)
+        let report = clean_partition("t", 0, &log, MergeMode::Crdt, end, t0 + 5_000, &mut budget)
             .unwrap()
             .unwrap();
         assert!(report.swap.swapped >= 1);
@@ -511,7 +514,7 @@ mod tests {
         );
         let mut budget = IoBudget::new(0);
         let end = log.log_end_offset();
-        clean_partition("t", &log, MergeMode::Crdt, end, t, &mut budget)
+        clean_partition("t", 0, &log, MergeMode::Crdt, end, t, &mut budget)
             .unwrap()
             .unwrap();
         let (after, _) = rebuild(&log);

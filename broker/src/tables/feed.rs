@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::records::{for_each_write, skipped, Chunk, WriteReader};
-use super::{is_table, merge_mode};
+use super::{is_table, merge_mode, partition_number, version_json};
 use crate::broker::Broker;
 use crate::topics::PartitionHandle;
 use crate::{blocking, metrics};
@@ -110,9 +110,7 @@ struct Change {
 
 /// The feed line of a row after the change at `offset`.
 fn change_json(partition: i32, offset: i64, key: &[u8], row: &Row) -> Value {
-    let version = row.version().map(|s| {
-        json!({"hlc": s.hlc, "region": s.origin_region, "seq": s.origin_seq, "index": s.index_in_batch})
-    });
+    let version = row.version().as_ref().map(version_json);
     let key = String::from_utf8_lossy(key);
     match row.materialize() {
         Some(Content::Json(value)) => {
@@ -156,6 +154,7 @@ impl Follower {
         };
         let reader = WriteReader {
             topic,
+            partition: partition_number(&self.partition),
             mode,
             from: start,
             count_refusals: false,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{is_table, store_name};
+use super::{is_table, store_name, version_json};
 use crate::broker::Broker;
 
 /// Most rows one scan page returns.
@@ -76,9 +76,7 @@ fn render(key: &[u8], bytes: &[u8]) -> Result<Option<Value>, Refusal> {
     let Some(content) = row.materialize() else {
         return Ok(None);
     };
-    let version = row.version().map(|s| {
-        json!({"hlc": s.hlc, "region": s.origin_region, "seq": s.origin_seq, "index": s.index_in_batch})
-    });
+    let version = row.version().as_ref().map(version_json);
     let key = String::from_utf8_lossy(key);
     Ok(Some(match content {
         Content::Json(value) => json!({"key": key, "value": value, "version": version}),

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::records::{for_each_write, skipped, Chunk, WriteReader};
 
-use super::{is_table, merge_mode, store_name};
+use super::{is_table, merge_mode, partition_number, store_name};
 use crate::background;
 use crate::broker::Broker;
 use crate::metrics;
@@ -98,6 +98,7 @@ fn materialize_chunk(
     let mut failure = None;
     let reader = WriteReader {
         topic: &topic.name,
+        partition: partition_number(partition),
         mode,
         from,
         count_refusals: true,

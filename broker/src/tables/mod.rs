@@ -17,13 +17,33 @@ pub use materializer::run;
 
 use std::collections::BTreeMap;
 
-use causeway_replication::crdt::{MergeMode, MERGE_CONFIG};
+use causeway_replication::crdt::{MergeMode, Stamp, MERGE_CONFIG};
+use serde_json::{json, Value};
+
+use crate::topics::PartitionHandle;
 
 /// The name a table's rows are stored under: the topic's id, not its name, so a topic deleted
 /// and created again under the same name starts with no rows (and a late write of the old
 /// topic's materializer can never show through).
 pub fn store_name(topic: &crate::topics::Topic) -> String {
     topic.id.simple().to_string()
+}
+
+/// The partition's number as stamps carry it (indexes are never negative).
+pub fn partition_number(partition: &PartitionHandle) -> u32 {
+    u32::try_from(partition.index).unwrap_or_default()
+}
+
+/// A row's version (the stamp of the newest write it holds) as the HTTP API and the change
+/// feed show it.
+pub fn version_json(stamp: &Stamp) -> Value {
+    json!({
+        "hlc": stamp.hlc,
+        "region": stamp.origin_region,
+        "partition": stamp.partition,
+        "seq": stamp.origin_seq,
+        "index": stamp.index_in_batch,
+    })
 }
 
 /// Whether a topic with these config overrides is a table.

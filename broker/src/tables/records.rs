@@ -66,11 +66,14 @@ pub fn skipped(header: &BatchHeader, aborted: &[AbortedTransaction]) -> bool {
         })
 }
 
-/// How to read a table partition's records: its topic (for metrics and logs), merge mode,
+/// How to read a table partition's records: its topic (for metrics and logs) and partition,
+/// merge mode,
 /// the first offset wanted and whether refusals are counted.
 pub struct WriteReader<'t> {
     /// Topic name.
     pub topic: &'t str,
+    /// Partition index (part of every stamp: one key can live in several partitions).
+    pub partition: u32,
     /// `causeway.merge` of the topic.
     pub mode: MergeMode,
     /// Records below this offset are skipped.
@@ -144,7 +147,7 @@ pub fn for_each_write<'a>(
                         u32::try_from(record.offset - header.base_offset).unwrap_or(u32::MAX);
                     Write::Op {
                         op,
-                        stamp: Stamp::of_record(meta, index),
+                        stamp: Stamp::of_record(meta, reader.partition, index),
                         deps: &meta.deps,
                     }
                 }

@@ -8,6 +8,7 @@ fn at(hlc: u64, region: u32, seq: u64) -> Stamp {
     Stamp {
         hlc,
         origin_region: region,
+        partition: 0,
         origin_seq: seq,
         index_in_batch: 0,
     }

@@ -16,7 +16,7 @@ use serde_json::{Map, Number, Value};
 
 use super::number::Sum;
 use super::ops::Content;
-use super::stamp::{Observed, Stamp};
+use super::stamp::{remove_covers, remove_implies, Observed, Stamp};
 
 /// What a register holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,13 +91,13 @@ impl Element {
         }
     }
 
-    /// Whether some remove had seen the add stamped `add`. Only a remove stamped above an add
-    /// can have seen it (stamp order extends causality); checking it keeps inconsistent
-    /// metadata from making the prune depend on the order writes arrived in.
+    /// Whether some remove had seen the add stamped `add` (`remove_covers`; requiring the
+    /// remove to be stamped above keeps inconsistent metadata from making the prune depend on
+    /// the order writes arrived in).
     fn covered(&self, add: &Stamp) -> bool {
         self.removes
             .range(add..)
-            .any(|(remove, observed)| remove > add && observed.covers(add))
+            .any(|(remove, observed)| remove_covers(remove, observed, add))
     }
 
     /// Drops removes implied by a later remove that saw at least as much, then adds that some
@@ -109,7 +109,7 @@ impl Element {
             .filter(|(stamp, observed)| {
                 self.removes
                     .range(**stamp..)
-                    .any(|(later, seen)| later > stamp && seen.includes(observed))
+                    .any(|(later, seen)| remove_implies(later, seen, stamp, observed))
             })
             .map(|(stamp, _)| *stamp)
             .collect();

@@ -110,23 +110,26 @@ fn op(sets: bool) -> BoxedStrategy<Op> {
     }
 }
 
-/// Writes with distinct stamps (the index in batch is the position) in generation order.
+/// Writes with distinct stamps (the index in batch is the position) in generation order, from
+/// two partitions (a key spans partitions after CreatePartitions).
 fn writes(sets: bool, len_max: usize) -> impl Strategy<Value = Vec<Write>> {
     let raw = (
         op(sets),
         0u64..10,
         0u32..3,
+        0u32..2,
         1u64..5,
         vec((0u32..3, 0u64..5), 0..3),
     );
     vec(raw, 0..len_max).prop_map(|raws| {
         raws.into_iter()
             .enumerate()
-            .map(|(index, (op, hlc, region, seq, deps))| Write {
+            .map(|(index, (op, hlc, region, partition, seq, deps))| Write {
                 op,
                 stamp: Stamp {
                     hlc,
                     origin_region: region,
+                    partition,
                     origin_seq: seq,
                     index_in_batch: u32::try_from(index).unwrap_or(u32::MAX),
                 },
@@ -355,7 +358,7 @@ proptest! {
     ) {
         let tombstone = Write {
             op: Op::Delete,
-            stamp: Stamp { hlc, origin_region: 7, origin_seq: 1, index_in_batch: 0 },
+            stamp: Stamp { hlc, origin_region: 7, partition: 0, origin_seq: 1, index_in_batch: 0 },
             deps: Vec::new(),
         };
         let everything = build(writes.iter().chain([&tombstone]));
@@ -377,6 +380,7 @@ proptest! {
                 stamp: Stamp {
                     hlc: *hlc,
                     origin_region: *region,
+                    partition: 0,
                     origin_seq: *seq,
                     index_in_batch: u32::try_from(index).unwrap_or(u32::MAX),
                 },
@@ -392,16 +396,17 @@ proptest! {
 
     #[test]
     fn an_element_shows_iff_some_add_of_it_was_seen_by_no_remove(
-        ops in vec((any::<bool>(), 0u64..10, 0u32..3, 1u64..5, vec((0u32..3, 0u64..5), 0..3), vec(0usize..3, 1..3)), 1..14),
+        ops in vec((any::<bool>(), 0u64..10, 0u32..3, 0u32..2, 1u64..5, vec((0u32..3, 0u64..5), 0..3), vec(0usize..3, 1..3)), 1..14),
     ) {
         let pool = [json!("x"), json!("y"), json!(2)];
         let mut adds: Vec<(Value, Stamp)> = Vec::new();
         let mut removes: Vec<(Value, Stamp, Observed)> = Vec::new();
         let mut row = Row::new();
-        for (index, (add, hlc, region, seq, deps, picks)) in ops.iter().enumerate() {
+        for (index, (add, hlc, region, partition, seq, deps, picks)) in ops.iter().enumerate() {
             let stamp = Stamp {
                 hlc: *hlc,
                 origin_region: *region,
+                partition: *partition,
                 origin_seq: *seq,
                 index_in_batch: u32::try_from(index).unwrap_or(u32::MAX),
             };
@@ -423,7 +428,11 @@ proptest! {
                 adds.iter().any(|(added, stamp)| {
                     added == *element
                         && !removes.iter().any(|(removed, at, seen)| {
-                            removed == *element && at > stamp && seen.covers(stamp)
+                            // Within a partition a remove removes what its dependencies saw;
+                            // of another partition, every add stamped below it.
+                            removed == *element
+                                && at > stamp
+                                && (at.partition != stamp.partition || seen.covers(stamp))
                         })
                 })
             })
@@ -445,12 +454,12 @@ proptest! {
         let add_seq = add_seq.max(seen + 1);
         let add = Write {
             op: Op::Add { path: vec!["s".into()], elements: vec![json!("x")] },
-            stamp: Stamp { hlc: add_hlc, origin_region: 1, origin_seq: add_seq, index_in_batch: 0 },
+            stamp: Stamp { hlc: add_hlc, origin_region: 1, partition: 0, origin_seq: add_seq, index_in_batch: 0 },
             deps: Vec::new(),
         };
         let remove = Write {
             op: Op::Remove { path: vec!["s".into()], elements: vec![json!("x")] },
-            stamp: Stamp { hlc: remove_hlc, origin_region: 2, origin_seq: 1, index_in_batch: 0 },
+            stamp: Stamp { hlc: remove_hlc, origin_region: 2, partition: 0, origin_seq: 1, index_in_batch: 0 },
             deps: vec![(1, seen)],
         };
         let row = if remove_first { build([&remove, &add]) } else { build([&add, &remove]) };

@@ -10,10 +10,13 @@
 //! - `"n"`: counter increments `[[STAMP, NUMBER], ...]` sorted by stamp;
 //! - `"l"`: STAMP of the latest `add` / `remove` here;
 //! - `"s"`: set elements `[{"v":VALUE,"a":[STAMP...],"x":[[STAMP,[[REGION,SEQ,INDEX]...]]...]}]`
-//!   (adds not removed; removes with what they had seen) sorted by the element's JSON text;
+//!   (adds not removed; removes with what they had seen in their own partition) sorted by the
+//!   element's JSON text;
 //! - `"c"`: members `{"key": NODE}`;
 //!
-//! and STAMP = `[hlc, origin_region, origin_seq, index_in_batch]`. Every collection is sorted
+//! and STAMP = `[hlc, origin_region, origin_seq, index_in_batch]`, with the partition as a fifth
+//! number when it is not 0 (rows written before stamps carried it read as partition 0). Every
+//! collection is sorted
 //! and the state is pruned to a canonical form before encoding, and serde_json writes object
 //! keys in sorted order (the `preserve_order` feature is off; a test checks it), so two
 //! regions holding the same state store byte-identical rows. `from_bytes` refuses other

@@ -8,7 +8,7 @@
 //! patches, counters and sets keep meeting on the same rows and paths.
 //!
 //! [`Tables`] applies batches the way `broker/src/tables/materializer.rs` does:
-//! `Row::apply(&op, Stamp::of_record(&meta, index), &meta.deps)`, with one record (index 0) per
+//! `Row::apply(&op, Stamp::of_record(&meta, 0, index), &meta.deps)`, with one record (index 0) per
 //! simulated batch.
 
 use serde_json::{json, Map, Value};
@@ -234,10 +234,10 @@ impl Tables {
     }
 
     /// Applies the write `(key, op)` of `batch` as the materializer does: stamped with
-    /// `Stamp::of_record(&meta, 0)` (one record per simulated batch) and the batch's deps.
+    /// `Stamp::of_record(&meta, 0, 0)` (one record per simulated batch) and the batch's deps.
     pub fn apply(&mut self, batch: &Batch<Payload>, key: usize, op: &Op) {
         if let Some(row) = self.rows.get_mut(key) {
-            row.apply(op, Stamp::of_record(&batch.meta, 0), &batch.meta.deps);
+            row.apply(op, Stamp::of_record(&batch.meta, 0, 0), &batch.meta.deps);
         }
     }
 
