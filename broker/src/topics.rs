@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use causeway_replication::crdt::MERGE_CONFIG;
 use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
 use causeway_replication::topic_catalog::MAX_TOPIC_NAME_LEN;
 use causeway_replication::{CatalogError, CatalogStamp, HybridClock, TopicCatalog, TopicState};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::replication::log::ReplicaLog;
 use crate::replication::Replica;
+use crate::tables::merge_mode;
 use crate::wall_clock::now_ms;
 
 /// Why a topic operation was refused; each maps to one Kafka error code.
@@ -413,6 +415,11 @@ impl Topics {
         let mut replicated = self.lock_changes();
         let topic = self.existing(name)?;
         validate_configs(&configs, self.replica_config.regions.len())?;
+        if merge_mode(&configs) != merge_mode(&topic.overrides()) {
+            return Err(TopicError::InvalidConfig(format!(
+                "{MERGE_CONFIG} cannot change once the topic exists: each region would build its rows partly under one mode and partly under the other, at different records"
+            )));
+        }
         if validate_only {
             return Ok(());
         }

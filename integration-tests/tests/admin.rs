@@ -235,6 +235,33 @@ fn min_regions_above_the_regions_of_the_mesh_is_refused() {
     });
 }
 
+/// A table's merge mode is read when its records are materialized, and each region reaches a
+/// change at a different record: rows would differ between regions. It is fixed at creation.
+#[test]
+fn a_tables_merge_mode_cannot_change_after_creation() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let topic = topic_name("mergemode");
+        create_topic(broker, &topic, 1, &[("cleanup.policy", "compact")])?;
+        let mut raw = broker.raw()?;
+        let (code, message) =
+            raw.alter_topic_configs(&topic, &[("causeway.merge", "lww")], false)?;
+        ensure_eq!(code, INVALID_CONFIG, "causeway.merge=lww ({message:?})");
+        // Naming the mode it already has, or other configs, is fine.
+        let (code, message) = raw.alter_topic_configs(
+            &topic,
+            &[("cleanup.policy", "compact"), ("causeway.merge", "crdt")],
+            false,
+        )?;
+        ensure_eq!(code, 0, "causeway.merge=crdt unchanged ({message:?})");
+        let cfg = describe_topic(broker, &topic)?;
+        ensure_eq!(
+            config_value(&cfg, "causeway.merge").as_deref(),
+            Some("crdt")
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn create_partitions_grows_a_topic_to_five_partitions() {
     with_broker(BrokerOptions::new().no_auto_create(), |broker| {
