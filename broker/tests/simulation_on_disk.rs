@@ -11,6 +11,7 @@
 //! `CAUSEWAY_SIM_SEEDS=N` runs N seeds (default 2,000); `CAUSEWAY_SIM_SEED=S` replays one.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,11 +23,16 @@ use causeway_replication::delivery::{
 };
 use causeway_replication::sim::{run_on, CallerLog, Payload, SimConfig, SimRng, SimStorage};
 use causeway_replication::VectorClock;
-use causeway_storage::{LogConfig, Partition, StorageError};
+use causeway_storage::{control_type, BatchHeader, LogConfig, Partition, StorageError};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tempfile::TempDir;
+
+#[path = "sim_support/transactions.rs"]
+mod transactions;
+
+use transactions::{marker_bytes, TransactionModel, Write};
 
 /// One region's partition: the storage partition and the adapter over it, as a
 /// `PartitionHandle` holds them.
@@ -60,9 +66,23 @@ impl BatchLog for DiskLog {
 }
 
 impl CallerLog for DiskLog {
+    /// Data takes the produce path; a marker the coordinator's (`append_own_control`), with the
+    /// write number as its timestamp.
     fn append_own(&mut self, batch: Batch<Bytes>) -> Result<(), AppendError> {
         let mut bytes = batch.payload.to_vec();
-        match self.log.append_own(&mut bytes, &batch.meta, now_ms()) {
+        let header = BatchHeader::parse(&bytes)
+            .map_err(|e| AppendError::Refused(format!("an unparsable payload: {e}")))?;
+        let appended = match control_type(&header, &bytes) {
+            Some(kind) => self.log.append_own_control(
+                kind,
+                header.producer_id,
+                header.producer_epoch,
+                &batch.meta,
+                header.base_timestamp,
+            ),
+            None => self.log.append_own(&mut bytes, &batch.meta, now_ms()),
+        };
+        match appended {
             (true, Ok(_)) => Ok(()),
             (false, Ok(_)) => Err(AppendError::Refused("taken for a retry".into())),
             (_, Err(error)) => Err(AppendError::Failed(log_error(error))),
@@ -85,6 +105,7 @@ impl CallerLog for DiskLog {
 struct DiskStorage {
     root: TempDir,
     deleted: Vec<Vec<Batch<Payload>>>,
+    transactions: TransactionModel,
 }
 
 impl DiskStorage {
@@ -100,10 +121,11 @@ impl DiskStorage {
         DiskStorage {
             root: root.expect("temporary directory"),
             deleted: Vec::new(),
+            transactions: TransactionModel::default(),
         }
     }
 
-    fn open(&self, index: usize) -> Result<DiskLog, String> {
+    fn open(&mut self, index: usize) -> Result<DiskLog, String> {
         let config = LogConfig {
             segment_bytes: 2_048,
             index_interval_bytes: 256,
@@ -118,27 +140,37 @@ impl DiskStorage {
             partition.sync().map_err(|e| e.to_string())?;
         }
         let log = ReplicaLog::open(Arc::clone(&partition)).map_err(|e| e.to_string())?;
+        self.transactions.opened(index, &partition);
         Ok(DiskLog { partition, log })
     }
 }
 
 /// The records of the batch standing for write `number`: one to three, the first carrying the
-/// number, so batches are multi-record as producers send them.
-fn records_of(number: Payload) -> Vec<Record> {
-    let count = 1 + (number % 3) as usize;
+/// number, so batches are multi-record as producers send them; transactional ones carry their
+/// producer, epoch and sequences.
+fn records_of(number: Payload, write: &Write) -> Vec<Record> {
+    let count = transactions::records_in(number);
+    let (transactional, producer_id, producer_epoch, first_seq) = match *write {
+        Write::Transactional {
+            producer_id,
+            epoch,
+            first_seq,
+        } => (true, producer_id, epoch, first_seq),
+        // No producer id, so no sequence; the encoder keeps records in one batch only while
+        // offset minus sequence stays the same.
+        _ => (false, -1, -1, -1),
+    };
     (0..count)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // No producer id, so no sequence; the encoder keeps records in one batch only
-            // while offset minus sequence stays the same.
-            sequence: i as i32 - 1,
+            offset: i64::from(i),
+            sequence: first_seq + i,
             timestamp: now_ms(),
             key: Some(Bytes::from(format!("key-{}", number % 5))),
             value: Some(if i == 0 {
@@ -167,6 +199,7 @@ impl SimStorage for DiskStorage {
     fn crash(&mut self, index: usize, log: DiskLog) -> Result<(DiskLog, u64), String> {
         let before = log.partition.log_end_offset();
         drop(log);
+        self.transactions.crashed(index);
         let reopened = self.open(index)?;
         let after = reopened.partition.log_end_offset();
         if after != before {
@@ -177,8 +210,17 @@ impl SimStorage for DiskStorage {
         Ok((reopened, 0))
     }
 
-    fn payload(&self, number: Payload) -> Bytes {
-        let records = records_of(number);
+    fn payload(&mut self, index: usize, region: u32, number: Payload) -> Bytes {
+        let write = self.transactions.write(index, region, number);
+        if let Write::Marker {
+            kind,
+            producer_id,
+            epoch,
+        } = write
+        {
+            return Bytes::from(marker_bytes(kind, producer_id, epoch, number));
+        }
+        let records = records_of(number, &write);
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
@@ -193,22 +235,17 @@ impl SimStorage for DiskStorage {
     }
 
     fn number(&self, payload: &Bytes) -> Result<Payload, String> {
-        let mut bytes = payload.clone();
-        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| e.to_string())?;
-        let first = set.records.first().ok_or("an empty batch")?;
-        let value = first.value.as_ref().ok_or("a record without a value")?;
-        let number: [u8; 8] = value
-            .as_ref()
-            .try_into()
-            .map_err(|_| "a first value that is not 8 bytes")?;
-        let number = u64::from_be_bytes(number);
-        if set.records.len() != records_of(number).len() {
-            return Err(format!(
-                "batch of write {number} holds {} records",
-                set.records.len()
-            ));
+        number_of(payload)
+    }
+
+    fn check_final(&self, logs: &[&DiskLog]) -> Result<(), String> {
+        for (index, log) in logs.iter().enumerate() {
+            let shown = self.transactions.shown(&log.partition)?;
+            self.transactions.check(index, &shown)?;
         }
-        Ok(number)
+        TRANSACTIONS_BEGUN.fetch_add(self.transactions.begun, Ordering::Relaxed);
+        TAKEOVERS.fetch_add(self.transactions.taken_over, Ordering::Relaxed);
+        Ok(())
     }
 
     fn batches(&self, index: usize, log: &DiskLog) -> Result<Vec<Batch<Payload>>, String> {
@@ -270,6 +307,35 @@ impl SimStorage for DiskStorage {
     }
 }
 
+/// Transactions begun and takeover aborts written, over every seed run (for the report).
+static TRANSACTIONS_BEGUN: AtomicU64 = AtomicU64::new(0);
+static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
+
+/// The simulated write a stored batch stands for: a marker's rides in its timestamp, a data
+/// batch's in its first record's value.
+fn number_of(payload: &[u8]) -> Result<Payload, String> {
+    let header = BatchHeader::parse(payload).map_err(|e| e.to_string())?;
+    if header.is_control() {
+        return u64::try_from(header.base_timestamp).map_err(|e| e.to_string());
+    }
+    let mut bytes = Bytes::copy_from_slice(payload);
+    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| e.to_string())?;
+    let first = set.records.first().ok_or("an empty batch")?;
+    let value = first.value.as_ref().ok_or("a record without a value")?;
+    let number: [u8; 8] = value
+        .as_ref()
+        .try_into()
+        .map_err(|_| "a first value that is not 8 bytes")?;
+    let number = u64::from_be_bytes(number);
+    if set.records.len() != transactions::records_in(number) as usize {
+        return Err(format!(
+            "batch of write {number} holds {} records",
+            set.records.len()
+        ));
+    }
+    Ok(number)
+}
+
 impl DiskStorage {
     /// The batches `log` holds now, in log order, with payloads as numbers.
     fn retained(&self, log: &DiskLog) -> Result<Vec<Batch<Payload>>, String> {
@@ -328,8 +394,19 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
+    let (begun, takeovers) = (
+        TRANSACTIONS_BEGUN.load(Ordering::Relaxed),
+        TAKEOVERS.load(Ordering::Relaxed),
+    );
+    println!(
+        "{begun} transactions begun; {takeovers} aborted by another region while their origin was down"
+    );
     assert!(
         appends > 0 && crashes > 0 && deleted > 0,
         "the runs appended, crashed and deleted"
+    );
+    assert!(
+        seeds.len() == 1 || (begun > 0 && takeovers > 0),
+        "transactions ran, and other regions aborted some"
     );
 }

@@ -62,7 +62,7 @@ pub use config::{
     log_config_from, validate_topic_config, ConfigError, LogConfig, TimestampType, TopicConfigDef,
     TOPIC_CONFIGS,
 };
-pub use control::{control_batch, ControlType};
+pub use control::{control_batch, control_type, ControlType};
 pub use data_dir::DataDirLock;
 pub use error::StorageError;
 pub use file_cache::set_open_segment_files_max;

@@ -509,7 +509,7 @@ impl<S: SimStorage> Sim<S> {
         self.next_payload += 1;
         let wall = self.wall_ms(i);
         let id = self.ids[i];
-        let stored = self.storage.payload(payload);
+        let stored = self.storage.payload(i, id, payload);
         let result = match self.nodes[i].replica.as_mut() {
             Some(replica) => replica.append_local(stored, wall),
             None => return Ok(()),
@@ -852,6 +852,14 @@ impl<S: SimStorage> Sim<S> {
                 Some(_) => {}
             }
         }
+        let region_logs: Vec<&S::Log> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.replica.as_ref().map(|replica| replica.log()))
+            .collect();
+        self.storage
+            .check_final(&region_logs)
+            .map_err(|e| self.violation(e))?;
         self.check_tables(&logs)?;
         if let Some((_, first)) = logs.into_iter().next() {
             self.report.final_log = first;

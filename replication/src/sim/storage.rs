@@ -25,8 +25,9 @@ pub trait SimStorage {
     /// loses nothing the kernel holds).
     fn crash(&mut self, index: usize, log: Self::Log) -> Result<(Self::Log, u64), String>;
 
-    /// The payload that stands for the simulated write `number`.
-    fn payload(&self, number: Payload) -> LogPayload<Self>;
+    /// The payload that stands for the simulated write `number`, made by the region at `index`
+    /// (whose id is `region`).
+    fn payload(&mut self, index: usize, region: u32, number: Payload) -> LogPayload<Self>;
 
     /// The simulated write `payload` stands for.
     fn number(&self, payload: &LogPayload<Self>) -> Result<Payload, String>;
@@ -52,6 +53,12 @@ pub trait SimStorage {
 
     /// The clock of what `log` keeps through [`SimStorage::crash`].
     fn durable_clock(&self, log: &Self::Log) -> VectorClock;
+
+    /// The storage's own checks on every region's final log (by region index), once every
+    /// region holds the same batches.
+    fn check_final(&self, _logs: &[&Self::Log]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Logs in memory that lose everything after their last sync on a crash (a power loss).
@@ -72,7 +79,7 @@ impl SimStorage for MemoryStorage {
         Ok((log, lost))
     }
 
-    fn payload(&self, number: Payload) -> Payload {
+    fn payload(&mut self, _index: usize, _region: u32, number: Payload) -> Payload {
         number
     }
 
