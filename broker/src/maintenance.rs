@@ -46,7 +46,7 @@ fn maintain_all(broker: &Broker) {
                     "maintenance failed"
                 ),
             }
-            compact(broker, &topic, &partition, stable_offset, now);
+            compact(broker, &topic, &partition, &stale, now);
         }
     }
 }
@@ -73,17 +73,12 @@ fn retention_bound(
 }
 
 /// Runs a compaction pass on a table partition if one is due, paced by the cleaner's I/O rate.
-fn compact(
-    broker: &Broker,
-    topic: &Topic,
-    partition: &PartitionHandle,
-    stable_offset: i64,
-    now: i64,
-) {
+fn compact(broker: &Broker, topic: &Topic, partition: &PartitionHandle, stale: &[u32], now: i64) {
     let overrides = topic.overrides();
     if !is_table(&overrides) {
         return;
     }
+    let bounds = partition.clean_bounds(&broker.replication, stale);
     let started = std::time::Instant::now();
     let mut budget = IoBudget::new(broker.options.log_cleaner_io_bytes_per_sec);
     match clean_partition(
@@ -91,7 +86,7 @@ fn compact(
         partition_number(partition),
         &partition.log,
         merge_mode(&overrides),
-        stable_offset,
+        bounds,
         now,
         &mut budget,
     ) {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use causeway_replication::crdt::MERGE_CONFIG;
 use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
+use causeway_replication::horizon::ConcurrencyHorizon;
 use causeway_replication::topic_catalog::MAX_TOPIC_NAME_LEN;
 use causeway_replication::{CatalogError, CatalogStamp, HybridClock, TopicCatalog, TopicState};
 use causeway_storage::{
@@ -62,6 +63,8 @@ pub struct PartitionHandle {
     pub(crate) replica: Mutex<Replica>,
     /// Notified after every append.
     pub appended: Notify,
+    /// Stable cuts of past maintenance passes, to know when tombstones may go.
+    pub(crate) horizon: Mutex<ConcurrencyHorizon>,
 }
 
 /// A topic and its open partitions.
@@ -616,6 +619,7 @@ impl Topics {
             log,
             replica: Mutex::new(replica),
             appended: Notify::new(),
+            horizon: Mutex::new(ConcurrencyHorizon::default()),
         }))
     }
 

@@ -17,6 +17,7 @@
 pub mod crdt;
 pub mod delivery;
 pub mod hlc;
+pub mod horizon;
 pub mod region;
 #[cfg(any(test, feature = "simulation"))]
 pub mod sim;

@@ -10,6 +10,7 @@ use causeway_storage::{AppendResult, ControlType, StorageError};
 
 use super::log::ReplicaLog;
 use super::{Replica, Replication};
+use crate::tables::CleanBounds;
 use crate::topics::PartitionHandle;
 
 /// A local append's outcome and this region's sequence after it, which `causeway.min.regions`
@@ -20,6 +21,23 @@ pub struct LocalAppend {
     pub result: AppendResult,
     /// This region's own sequence in the partition once the batch is in.
     pub own_seq: u64,
+}
+
+/// This region's durable clock and the last durable clock of every peer not reported stale (a
+/// peer never heard from counts as empty), by region id.
+fn live_clocks<'a>(
+    replica: &'a Replica,
+    replication: &'a Replication,
+    stale: &'a [u32],
+) -> impl Iterator<Item = (u32, &'a VectorClock)> + 'a {
+    static EMPTY: std::sync::LazyLock<VectorClock> = std::sync::LazyLock::new(VectorClock::default);
+    std::iter::once((replica.region(), replica.durable_clock())).chain(
+        replication
+            .peers
+            .iter()
+            .filter(|p| !stale.contains(&p.id))
+            .map(|p| (p.id, replica.peer_clock(p.id).unwrap_or(&EMPTY))),
+    )
 }
 
 fn storage_error(error: ReplicaError) -> StorageError {
@@ -104,16 +122,33 @@ impl PartitionHandle {
             return self.log.log_end_offset();
         }
         let replica = self.replica();
-        let empty = VectorClock::default();
-        let clocks = std::iter::once(replica.durable_clock()).chain(
-            replication
-                .peers
-                .iter()
-                .filter(|p| !stale.contains(&p.id))
-                .map(|p| replica.peer_clock(p.id).unwrap_or(&empty)),
-        );
-        let cut = stable_cut(clocks);
+        let cut = stable_cut(live_clocks(&replica, replication, stale).map(|(_, clock)| clock));
         replica.log().offset_below_cut(replica.clock(), &cut)
+    }
+
+    /// The bounds of a table compaction pass: the stable offset, and the offset below which
+    /// every write concurrent with a batch has arrived, so its tombstones may go
+    /// (`causeway_replication::horizon`). Called once per maintenance pass: each call is a
+    /// sample of the horizon. In one region, both are the log end.
+    pub fn clean_bounds(&self, replication: &Replication, stale: &[u32]) -> CleanBounds {
+        if !replication.enabled() {
+            return CleanBounds::alone(self.log.log_end_offset());
+        }
+        let replica = self.replica();
+        let cut = stable_cut(live_clocks(&replica, replication, stale).map(|(_, clock)| clock));
+        let mut frontier = VectorClock::default();
+        for (region, clock) in live_clocks(&replica, replication, stale) {
+            frontier.advance(region, clock.get(region));
+        }
+        let settled = self
+            .horizon
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .advance(cut.clone(), frontier);
+        CleanBounds {
+            stable_offset: replica.log().offset_below_cut(replica.clock(), &cut),
+            settled_offset: replica.log().offset_below_cut(replica.clock(), &settled),
+        }
     }
 
     /// How many of this region's peers durably hold its own batches up to `own_seq`.

@@ -96,6 +96,25 @@ pub struct PassReport {
     pub swap: SwapReport,
 }
 
+/// How far a pass may go.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanBounds {
+    /// Segments below it may be rewritten: every region holds their batches.
+    pub stable_offset: i64,
+    /// Tombstones below it may be dropped: every write concurrent with them has arrived.
+    pub settled_offset: i64,
+}
+
+impl CleanBounds {
+    /// Bounds of a single region, where nothing is concurrent: both at `end`.
+    pub fn alone(end: i64) -> CleanBounds {
+        CleanBounds {
+            stable_offset: end,
+            settled_offset: end,
+        }
+    }
+}
+
 /// Runs one compaction pass over `log` if one is due (a closed segment below `stable_offset`
 /// not cleaned yet, or a kept tombstone come of age); `None` if nothing was due.
 pub fn clean_partition(
@@ -103,11 +122,11 @@ pub fn clean_partition(
     partition: u32,
     log: &Partition,
     mode: MergeMode,
-    stable_offset: i64,
+    bounds: CleanBounds,
     now_ms: i64,
     budget: &mut IoBudget,
 ) -> Result<Option<PassReport>, StorageError> {
-    let plan = log.compaction_plan(stable_offset)?;
+    let plan = log.compaction_plan(bounds.stable_offset)?;
     if !plan.is_due(now_ms) {
         return Ok(None);
     }
@@ -156,7 +175,13 @@ pub fn clean_partition(
         })
         .collect();
     let cleaned: Vec<bool> = plan.segments.iter().map(|s| s.cleaned).collect();
-    let out = layout(&facts, &cleaned, now_ms, plan.delete_retention_ms);
+    let out = layout(
+        &facts,
+        &cleaned,
+        now_ms,
+        plan.delete_retention_ms,
+        bounds.settled_offset,
+    );
     let mut staged = Vec::new();
     for (i, segment) in plan.segments.iter().enumerate() {
         if !out.changed[i] {
@@ -407,9 +432,17 @@ mod tests {
         let size_before = log.size_bytes();
         let mut budget = IoBudget::new(0);
         let end = log.log_end_offset();
-        let report = clean_partition("t", 0, &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
-            .unwrap()
-            .unwrap();
+        let report = clean_partition(
+            "t",
+            0,
+            &log,
+            MergeMode::Crdt,
+            CleanBounds::alone(end),
+            t0 + 100,
+            &mut budget,
+        )
+        .unwrap()
+        .unwrap();
         assert!(report.swap.bytes_reclaimed > 0);
         assert_eq!(log.size_bytes(), size_before - report.swap.bytes_reclaimed);
         let (after, keys_after) = rebuild(&log);
@@ -431,15 +464,31 @@ mod tests {
         );
         assert_eq!(log.origin_high_water().unwrap(), high_water);
         assert!(
-            clean_partition("t", 0, &log, MergeMode::Crdt, end, t0 + 100, &mut budget)
-                .unwrap()
-                .is_none(),
+            clean_partition(
+                "t",
+                0,
+                &log,
+                MergeMode::Crdt,
+                CleanBounds::alone(end),
+                t0 + 100,
+                &mut budget
+            )
+            .unwrap()
+            .is_none(),
             "nothing due"
         );
         // After delete.retention.ms the tombstone goes; every other row stays identical.
-        let report = clean_partition("t", 0, &log, MergeMode::Crdt, end, t0 + 5_000, &mut budget)
-            .unwrap()
-            .unwrap();
+        let report = clean_partition(
+            "t",
+            0,
+            &log,
+            MergeMode::Crdt,
+            CleanBounds::alone(end),
+            t0 + 5_000,
+            &mut budget,
+        )
+        .unwrap()
+        .unwrap();
         assert!(report.swap.swapped >= 1);
         let (gone, keys) = rebuild(&log);
         assert!(!keys.contains(&Bytes::from("d")));
@@ -514,9 +563,17 @@ mod tests {
         );
         let mut budget = IoBudget::new(0);
         let end = log.log_end_offset();
-        clean_partition("t", 0, &log, MergeMode::Crdt, end, t, &mut budget)
-            .unwrap()
-            .unwrap();
+        clean_partition(
+            "t",
+            0,
+            &log,
+            MergeMode::Crdt,
+            CleanBounds::alone(end),
+            t,
+            &mut budget,
+        )
+        .unwrap()
+        .unwrap();
         let (after, _) = rebuild(&log);
         assert_eq!(after, before);
         // Below the LSO: one record (k, committed value) and no transactional or control batch.

@@ -11,7 +11,7 @@ mod materializer;
 mod records;
 mod survivors;
 
-pub use cleaner::{clean_partition, IoBudget};
+pub use cleaner::{clean_partition, CleanBounds, IoBudget};
 pub use http::routes;
 pub use materializer::run;
 

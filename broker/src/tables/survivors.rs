@@ -10,7 +10,10 @@
 //! - all its records are in one segment, so the swap of that one segment removes them all at
 //!   once: a crash between the swaps of a pass can never leave an older record of the key
 //!   without the tombstone that hides it. After one pass a key's records are in one segment,
-//!   so the next pass after the deadline drops it.
+//!   so the next pass after the deadline drops it, and
+//! - its records lie below the settled offset: every write made concurrently with them in any
+//!   region has arrived (`causeway_replication::horizon`), so no older write of the key can
+//!   come later and show through the dropped tombstone.
 //!
 //! A row with no write at all (every record of the key was refused) is dropped too: there is
 //! nothing to write.
@@ -81,12 +84,13 @@ pub struct Layout<K> {
 }
 
 /// Decides the layout of a pass over `segments` segments (see the module docs). `cleaned`
-/// says which segments an earlier pass wrote.
+/// says which segments an earlier pass wrote; tombstones go only below `settled_below`.
 pub fn layout<K: Clone + Eq + Hash>(
     keys: &HashMap<K, KeyFacts>,
     cleaned: &[bool],
     now_ms: i64,
     delete_retention_ms: i64,
+    settled_below: i64,
 ) -> Layout<K> {
     let n = cleaned.len();
     let mut per_segment: Vec<Vec<(i64, K)>> = vec![Vec::new(); n];
@@ -108,7 +112,8 @@ pub fn layout<K: Clone + Eq + Hash>(
             RowState::Empty => false,
             RowState::Deleted { deleted_at_ms } => {
                 let due = deleted_at_ms.saturating_add(delete_retention_ms);
-                let drop = facts.segments.len() == 1 && due <= now_ms;
+                let drop =
+                    facts.segments.len() == 1 && due <= now_ms && facts.last_offset < settled_below;
                 if !drop {
                     tombstones_due_ms = Some(tombstones_due_ms.map_or(due, |t| t.min(due)));
                 }
@@ -184,11 +189,12 @@ mod tests {
             per_segment in 1usize..8,
             now in 0i64..200,
             retention in 0i64..100,
+            settled in 0i64..70,
             cleaned_seed in any::<u64>(),
         ) {
             let (keys, n) = facts_of(&records, per_segment);
             let cleaned: Vec<bool> = (0..n).map(|i| cleaned_seed >> (i % 64) & 1 == 1).collect();
-            let out = layout(&keys, &cleaned, now, retention);
+            let out = layout(&keys, &cleaned, now, retention, settled);
             prop_assert_eq!(out.per_segment.len(), n);
             let mut seen = HashMap::new();
             for (i, slot) in out.per_segment.iter().enumerate() {
@@ -206,7 +212,8 @@ mod tests {
                     (RowState::Live, None) => prop_assert!(false, "live key {} lost", key),
                     (RowState::Deleted { deleted_at_ms }, placed) => {
                         let due = deleted_at_ms + retention;
-                        let may_drop = facts.segments.len() == 1 && due <= now;
+                        let may_drop =
+                            facts.segments.len() == 1 && due <= now && last < settled;
                         prop_assert_eq!(placed.is_none(), may_drop);
                         if let Some(&(offset, _)) = placed {
                             prop_assert_eq!(offset, last);
@@ -237,7 +244,7 @@ mod tests {
         facts.saw(12, 1);
         facts.state = RowState::Deleted { deleted_at_ms: 0 };
         keys.insert("k", facts);
-        let out = layout(&keys, &[true, true], 1_000, 10);
+        let out = layout(&keys, &[true, true], 1_000, 10, i64::MAX);
         assert_eq!(out.per_segment, vec![vec![], vec![(12, "k")]]);
         assert_eq!(out.changed, vec![true, true]);
         assert_eq!(out.tombstones_due_ms, Some(10));
@@ -245,9 +252,26 @@ mod tests {
         let mut facts = KeyFacts::first(12, 1);
         facts.state = RowState::Deleted { deleted_at_ms: 0 };
         keys.insert("k", facts);
-        let out = layout(&keys, &[true, true], 1_000, 10);
+        let out = layout(&keys, &[true, true], 1_000, 10, i64::MAX);
         assert_eq!(out.per_segment, vec![vec![], vec![]]);
         assert_eq!(out.changed, vec![false, true]);
         assert_eq!(out.tombstones_due_ms, None);
+    }
+
+    #[test]
+    fn a_tombstone_waits_until_every_concurrent_write_has_arrived() {
+        let mut keys = HashMap::new();
+        let mut facts = KeyFacts::first(12, 1);
+        facts.state = RowState::Deleted { deleted_at_ms: 0 };
+        keys.insert("k", facts);
+        let out = layout(&keys, &[true, true], 1_000, 10, 12);
+        assert_eq!(out.per_segment, vec![vec![], vec![(12, "k")]], "kept");
+        assert_eq!(out.tombstones_due_ms, Some(10), "and looked at again");
+        let out = layout(&keys, &[true, true], 1_000, 10, 13);
+        assert_eq!(
+            out.per_segment,
+            vec![vec![], vec![]],
+            "dropped once settled"
+        );
     }
 }
