@@ -157,7 +157,8 @@ impl TransactionModel {
     fn take_over(&mut self, index: usize) -> Option<Write> {
         let partition = self.partitions.get(index)?.upgrade()?;
         for (origin, producer) in self.producers.iter().enumerate() {
-            let (Some(open), Some(region), true) = (producer.open, producer.region, producer.crashed)
+            let (Some(open), Some(region), true) =
+                (producer.open, producer.region, producer.crashed)
             else {
                 continue;
             };
