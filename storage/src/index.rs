@@ -26,9 +26,6 @@ use std::sync::Arc;
 
 use crate::error::{IoContext, StorageError};
 
-const OFFSET_ENTRY_BYTES: usize = 8;
-const TIME_ENTRY_BYTES: usize = 12;
-
 /// Opens (creating) an index file for positioned reads and writes.
 pub(crate) fn open_rw(path: &Path) -> Result<File, StorageError> {
     OpenOptions::new()
@@ -85,71 +82,86 @@ impl IndexFile {
     }
 }
 
-/// Sparse map from batch base offset to file position within one segment.
-pub(crate) struct OffsetIndex {
-    file: IndexFile,
-    entries: Vec<(u32, u32)>,
+/// One fixed-size entry of a sparse index file.
+pub(crate) trait IndexEntry: Copy {
+    /// Bytes of one entry in the file.
+    const BYTES: usize;
+    /// The entry's bytes, big-endian.
+    fn encode(&self, out: &mut [u8]);
+    /// The entry in `bytes` (exactly `BYTES` long).
+    fn decode(bytes: &[u8]) -> Self;
+    /// Whether the entry may follow `previous` (entries are strictly increasing).
+    fn follows(&self, previous: &Self) -> bool;
+    /// Whether the entry points inside a segment whose extent is `bound` (bytes of log for
+    /// the offset index, relative end offset for the time index).
+    fn within(&self, bound: u64) -> bool;
 }
 
-impl OffsetIndex {
-    /// Loads the file if it exists and is consistent with a log of `log_bytes` bytes.
-    pub(crate) fn load(path: &Path, log_bytes: u64) -> Result<Option<OffsetIndex>, StorageError> {
+/// A sparse per-segment index: its entries in memory, mirrored to its file.
+pub(crate) struct SparseIndex<E> {
+    file: IndexFile,
+    entries: Vec<E>,
+}
+
+impl<E: IndexEntry> SparseIndex<E> {
+    /// Loads the file if it exists and is consistent: whole entries, strictly increasing, all
+    /// `within(bound)`; `None` means rebuild it from the log.
+    pub(crate) fn load(path: &Path, bound: u64) -> Result<Option<Self>, StorageError> {
         let Some(bytes) = read_all(path)? else {
             return Ok(None);
         };
-        if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+        if bytes.len() % E::BYTES != 0 {
             return Ok(None);
         }
-        let mut entries: Vec<(u32, u32)> = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_BYTES);
-        for chunk in bytes.chunks_exact(OFFSET_ENTRY_BYTES) {
-            let rel = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            let pos = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-            let increasing = entries.last().is_none_or(|&(r, p)| rel > r && pos > p);
-            if !increasing || u64::from(pos) >= log_bytes {
+        let mut entries: Vec<E> = Vec::with_capacity(bytes.len() / E::BYTES);
+        for chunk in bytes.chunks_exact(E::BYTES) {
+            let entry = E::decode(chunk);
+            let increasing = entries
+                .last()
+                .is_none_or(|previous| entry.follows(previous));
+            if !increasing || !entry.within(bound) {
                 return Ok(None);
             }
-            entries.push((rel, pos));
+            entries.push(entry);
         }
-        Ok(Some(OffsetIndex {
+        Ok(Some(SparseIndex {
             file: IndexFile::open(path, open_rw(path)?),
             entries,
         }))
     }
 
     /// Writes a fresh file holding exactly `entries`.
-    pub(crate) fn create(
-        path: &Path,
-        entries: Vec<(u32, u32)>,
-    ) -> Result<OffsetIndex, StorageError> {
-        let mut bytes = Vec::with_capacity(entries.len() * OFFSET_ENTRY_BYTES);
-        for (rel, pos) in &entries {
-            bytes.extend_from_slice(&rel.to_be_bytes());
-            bytes.extend_from_slice(&pos.to_be_bytes());
+    pub(crate) fn create(path: &Path, entries: Vec<E>) -> Result<Self, StorageError> {
+        let mut bytes = vec![0u8; entries.len() * E::BYTES];
+        for (entry, out) in entries.iter().zip(bytes.chunks_exact_mut(E::BYTES)) {
+            entry.encode(out);
         }
-        Ok(OffsetIndex {
+        Ok(SparseIndex {
             file: IndexFile::open(path, rewrite(path, &bytes)?),
             entries,
         })
     }
 
     /// Appends one entry to memory and file.
-    pub(crate) fn append(&mut self, rel: u32, pos: u32) -> Result<(), StorageError> {
-        let mut bytes = [0u8; OFFSET_ENTRY_BYTES];
-        bytes[..4].copy_from_slice(&rel.to_be_bytes());
-        bytes[4..].copy_from_slice(&pos.to_be_bytes());
-        let at = (self.entries.len() * OFFSET_ENTRY_BYTES) as u64;
-        self.file.write_at(&bytes, at)?;
-        self.entries.push((rel, pos));
+    fn push(&mut self, entry: E) -> Result<(), StorageError> {
+        // Every entry type is at most 16 bytes (8 and 12).
+        let mut bytes = [0u8; 16];
+        let bytes = &mut bytes[..E::BYTES];
+        entry.encode(bytes);
+        let at = (self.entries.len() * E::BYTES) as u64;
+        self.file.write_at(bytes, at)?;
+        self.entries.push(entry);
         Ok(())
     }
 
-    /// The position of the last indexed batch whose relative base offset is <= `rel` (or 0).
-    pub(crate) fn floor_position(&self, rel: u32) -> u32 {
-        let i = self.entries.partition_point(|&(r, _)| r <= rel);
+    /// The second field of the last entry whose first field passes `below`, or 0: where a scan
+    /// may start.
+    fn floor(&self, below: impl Fn(&E) -> bool, field: impl Fn(&E) -> u32) -> u32 {
+        let i = self.entries.partition_point(below);
         if i == 0 {
             0
         } else {
-            self.entries[i - 1].1
+            field(&self.entries[i - 1])
         }
     }
 
@@ -164,91 +176,102 @@ impl OffsetIndex {
     }
 }
 
+/// An offset index entry: `(relative offset, byte position)` of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffsetEntry(pub u32, pub u32);
+
+impl IndexEntry for OffsetEntry {
+    const BYTES: usize = 8;
+
+    fn encode(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.0.to_be_bytes());
+        out[4..8].copy_from_slice(&self.1.to_be_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Self {
+        OffsetEntry(
+            u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+        )
+    }
+
+    fn follows(&self, previous: &Self) -> bool {
+        self.0 > previous.0 && self.1 > previous.1
+    }
+
+    fn within(&self, log_bytes: u64) -> bool {
+        u64::from(self.1) < log_bytes
+    }
+}
+
+/// A time index entry: `(largest max timestamp so far, relative offset of the batch holding
+/// it)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeEntry(pub i64, pub u32);
+
+impl IndexEntry for TimeEntry {
+    const BYTES: usize = 12;
+
+    fn encode(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.0.to_be_bytes());
+        out[8..12].copy_from_slice(&self.1.to_be_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Self {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&bytes[..8]);
+        TimeEntry(
+            i64::from_be_bytes(ts),
+            u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+        )
+    }
+
+    fn follows(&self, previous: &Self) -> bool {
+        self.0 > previous.0 && self.1 >= previous.1
+    }
+
+    fn within(&self, rel_end: u64) -> bool {
+        u64::from(self.1) < rel_end
+    }
+}
+
+/// Sparse map from batch base offset to file position within one segment.
+pub(crate) type OffsetIndex = SparseIndex<OffsetEntry>;
+
 /// Sparse, monotonic map from max timestamp to relative offset within one segment.
-pub(crate) struct TimeIndex {
-    file: IndexFile,
-    entries: Vec<(i64, u32)>,
+pub(crate) type TimeIndex = SparseIndex<TimeEntry>;
+
+impl OffsetIndex {
+    /// Appends the position of the batch at relative offset `rel`.
+    pub(crate) fn append(&mut self, rel: u32, pos: u32) -> Result<(), StorageError> {
+        self.push(OffsetEntry(rel, pos))
+    }
+
+    /// The position of the last indexed batch whose relative base offset is <= `rel` (or 0).
+    pub(crate) fn floor_position(&self, rel: u32) -> u32 {
+        self.floor(|e| e.0 <= rel, |e| e.1)
+    }
 }
 
 impl TimeIndex {
-    /// Loads the file if it exists and is consistent (monotonic, offsets below `rel_end`).
-    pub(crate) fn load(path: &Path, rel_end: u64) -> Result<Option<TimeIndex>, StorageError> {
-        let Some(bytes) = read_all(path)? else {
-            return Ok(None);
-        };
-        if bytes.len() % TIME_ENTRY_BYTES != 0 {
-            return Ok(None);
-        }
-        let mut entries: Vec<(i64, u32)> = Vec::with_capacity(bytes.len() / TIME_ENTRY_BYTES);
-        for chunk in bytes.chunks_exact(TIME_ENTRY_BYTES) {
-            let mut ts = [0u8; 8];
-            ts.copy_from_slice(&chunk[..8]);
-            let ts = i64::from_be_bytes(ts);
-            let rel = u32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
-            let increasing = entries.last().is_none_or(|&(t, r)| ts > t && rel >= r);
-            if !increasing || u64::from(rel) >= rel_end {
-                return Ok(None);
-            }
-            entries.push((ts, rel));
-        }
-        Ok(Some(TimeIndex {
-            file: IndexFile::open(path, open_rw(path)?),
-            entries,
-        }))
-    }
-
-    /// Writes a fresh file holding exactly `entries`.
-    pub(crate) fn create(path: &Path, entries: Vec<(i64, u32)>) -> Result<TimeIndex, StorageError> {
-        let mut bytes = Vec::with_capacity(entries.len() * TIME_ENTRY_BYTES);
-        for (ts, rel) in &entries {
-            bytes.extend_from_slice(&ts.to_be_bytes());
-            bytes.extend_from_slice(&rel.to_be_bytes());
-        }
-        Ok(TimeIndex {
-            file: IndexFile::open(path, rewrite(path, &bytes)?),
-            entries,
-        })
-    }
-
     /// Appends `(ts, rel)` if `ts` is larger than the last entry's timestamp.
     pub(crate) fn maybe_append(&mut self, ts: i64, rel: u32) -> Result<(), StorageError> {
-        if self.entries.last().is_some_and(|&(t, _)| ts <= t) {
+        if self.entries.last().is_some_and(|e| ts <= e.0) {
             return Ok(());
         }
-        let mut bytes = [0u8; TIME_ENTRY_BYTES];
-        bytes[..8].copy_from_slice(&ts.to_be_bytes());
-        bytes[8..].copy_from_slice(&rel.to_be_bytes());
-        let at = (self.entries.len() * TIME_ENTRY_BYTES) as u64;
-        self.file.write_at(&bytes, at)?;
-        self.entries.push((ts, rel));
-        Ok(())
+        self.push(TimeEntry(ts, rel))
     }
 
     /// The last entry, i.e. the segment's largest timestamp once it is closed.
     pub(crate) fn last(&self) -> Option<(i64, u32)> {
-        self.entries.last().copied()
+        self.entries.last().map(|e| (e.0, e.1))
     }
 
     /// The relative offset to start scanning from when looking for the first batch whose
     /// maxTimestamp >= `ts`: the last entry whose timestamp is below `ts` (every batch up to it
     /// is below `ts`), or 0.
     pub(crate) fn scan_start(&self, ts: i64) -> u32 {
-        let i = self.entries.partition_point(|&(t, _)| t < ts);
-        if i == 0 {
-            0
-        } else {
-            self.entries[i - 1].1
-        }
-    }
-
-    /// Shares the file handle, for fsync outside the log lock; none once the segment is closed.
-    pub(crate) fn file(&self) -> Option<Arc<File>> {
-        self.file.file.clone()
-    }
-
-    /// Closes the file: the segment stopped being active.
-    pub(crate) fn close_file(&mut self) {
-        self.file.file = None;
+        self.floor(|e| e.0 < ts, |e| e.1)
     }
 }
 
@@ -267,7 +290,10 @@ mod tests {
         assert_eq!(idx.floor_position(5), 100);
         assert_eq!(idx.floor_position(100), 300);
         let again = OffsetIndex::load(&path, 1000).unwrap().unwrap();
-        assert_eq!(again.entries, vec![(5, 100), (9, 300)]);
+        assert_eq!(
+            again.entries,
+            vec![OffsetEntry(5, 100), OffsetEntry(9, 300)]
+        );
         assert!(
             OffsetIndex::load(&path, 200).unwrap().is_none(),
             "points past the log"
@@ -282,7 +308,7 @@ mod tests {
         idx.maybe_append(10, 0).unwrap();
         idx.maybe_append(5, 3).unwrap();
         idx.maybe_append(20, 4).unwrap();
-        assert_eq!(idx.entries, vec![(10, 0), (20, 4)]);
+        assert_eq!(idx.entries, vec![TimeEntry(10, 0), TimeEntry(20, 4)]);
         assert_eq!(idx.scan_start(15), 0);
         assert_eq!(idx.scan_start(25), 4);
         assert_eq!(
