@@ -63,6 +63,8 @@ pub enum Outcome {
 pub struct TransactionModel {
     producers: Vec<Producer>,
     outcomes: Vec<Outcome>,
+    /// Data batches written in each transaction.
+    sizes: Vec<usize>,
     /// Transaction of each transactional data batch, by write number.
     transaction_of: HashMap<Payload, usize>,
     partitions: Vec<Weak<Partition>>,
@@ -120,6 +122,7 @@ impl TransactionModel {
         }
         if matches!(number % 8, 4 | 5) && self.producers[index].open.is_none() {
             self.outcomes.push(Outcome::Open);
+            self.sizes.push(0);
             self.begun += 1;
             self.producers[index].open = Some(self.outcomes.len() - 1);
         }
@@ -127,6 +130,7 @@ impl TransactionModel {
         match (number % 8, producer.open) {
             (4 | 5, Some(transaction)) => {
                 self.transaction_of.insert(number, transaction);
+                self.sizes[transaction] += 1;
                 let first_seq = producer.next_seq;
                 producer.next_seq += records_in(number);
                 Write::Transactional {
@@ -153,7 +157,9 @@ impl TransactionModel {
     }
 
     /// An abort, by region `index`, of the transaction a crashed region left open, if this
-    /// region's log shows that very transaction open.
+    /// region's log shows that very transaction open and holds all of its batches (the broker
+    /// waits long after the transaction's last write; a batch arriving after the abort would
+    /// open it again there until the next abort, which the model does not run).
     fn take_over(&mut self, index: usize) -> Option<Write> {
         let partition = self.partitions.get(index)?.upgrade()?;
         for (origin, producer) in self.producers.iter().enumerate() {
@@ -173,8 +179,17 @@ impl TransactionModel {
             else {
                 continue;
             };
-            let first = first_number(&partition, seen.first_offset);
-            if first.and_then(|n| self.transaction_of.get(&n)) != Some(&open) {
+            let Ok(held) = transactional_batches(&partition, seen.first_offset) else {
+                continue;
+            };
+            let of_open = held
+                .iter()
+                .filter(|b| self.transaction_of.get(&b.number) == Some(&open))
+                .count();
+            let first = held
+                .first()
+                .and_then(|b| self.transaction_of.get(&b.number));
+            if first != Some(&open) || of_open != self.sizes[open] {
                 continue;
             }
             self.outcomes[open] = Outcome::Aborted;
@@ -198,37 +213,21 @@ impl TransactionModel {
         let aborted = partition.aborted_transactions(0, i64::MAX);
         let open = partition.open_transactions();
         let mut shown = HashMap::new();
-        let mut offset = partition.log_start_offset();
-        while offset < partition.log_end_offset() {
-            let read = partition.read(offset, 1 << 16).map_err(|e| e.to_string())?;
-            let mut rest = &read.records[..];
-            if BatchHeader::parse(rest).is_err() {
-                return Err(format!("no whole batch at offset {offset}"));
-            }
-            while let Ok(header) = BatchHeader::parse(rest) {
-                let bytes = &rest[..header.total_bytes().min(rest.len())];
-                offset = header.last_offset() + 1;
-                if header.is_transactional() && !header.is_control() {
-                    let number = super::number_of(bytes)?;
-                    let at = header.base_offset;
-                    let outcome = if aborted.iter().any(|a| {
-                        a.producer_id == header.producer_id
-                            && a.first_offset <= at
-                            && at < a.last_offset
-                    }) {
-                        Outcome::Aborted
-                    } else if open
-                        .iter()
-                        .any(|t| t.producer_id == header.producer_id && t.first_offset <= at)
-                    {
-                        Outcome::Open
-                    } else {
-                        Outcome::Committed
-                    };
-                    shown.insert(number, outcome);
-                }
-                rest = &rest[bytes.len()..];
-            }
+        for batch in transactional_batches(partition, partition.log_start_offset())? {
+            let at = batch.offset;
+            let outcome = if aborted.iter().any(|a| {
+                a.producer_id == batch.producer_id && a.first_offset <= at && at < a.last_offset
+            }) {
+                Outcome::Aborted
+            } else if open
+                .iter()
+                .any(|t| t.producer_id == batch.producer_id && t.first_offset <= at)
+            {
+                Outcome::Open
+            } else {
+                Outcome::Committed
+            };
+            shown.insert(batch.number, outcome);
         }
         Ok(shown)
     }
@@ -264,11 +263,37 @@ pub fn records_in(number: Payload) -> i32 {
     1 + (number % 3) as i32
 }
 
-/// The write number of the batch holding `offset` in `partition`.
-fn first_number(partition: &Partition, offset: i64) -> Option<Payload> {
-    let read = partition.read(offset, 1 << 16).ok()?;
-    let header = BatchHeader::parse(&read.records).ok()?;
-    super::number_of(read.records.get(..header.total_bytes())?).ok()
+/// One transactional data batch of a log.
+struct Held {
+    offset: i64,
+    producer_id: i64,
+    number: Payload,
+}
+
+/// The transactional data batches of `partition` from `from` to its end.
+fn transactional_batches(partition: &Partition, from: i64) -> Result<Vec<Held>, String> {
+    let mut held = Vec::new();
+    let mut offset = from.max(partition.log_start_offset());
+    while offset < partition.log_end_offset() {
+        let read = partition.read(offset, 1 << 16).map_err(|e| e.to_string())?;
+        let mut rest = &read.records[..];
+        if BatchHeader::parse(rest).is_err() {
+            return Err(format!("no whole batch at offset {offset}"));
+        }
+        while let Ok(header) = BatchHeader::parse(rest) {
+            let bytes = &rest[..header.total_bytes().min(rest.len())];
+            offset = header.last_offset() + 1;
+            if header.is_transactional() && !header.is_control() {
+                held.push(Held {
+                    offset: header.base_offset,
+                    producer_id: header.producer_id,
+                    number: super::number_of(bytes)?,
+                });
+            }
+            rest = &rest[bytes.len()..];
+        }
+    }
+    Ok(held)
 }
 
 /// A marker's bytes: the write number rides in its timestamp (markers carry no value).
