@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn an_id_names_the_region_that_handed_it_out() {
-        let id = compose(77, 12).unwrap();
+        let id = compose(77, 12).expect("fits");
         assert_eq!(causeway_storage::producer_region(id), Some(77));
         assert_eq!(causeway_storage::producer_region(-1), None);
     }
