@@ -412,6 +412,12 @@ impl Partition {
         self.append_batch(batch, Source::Replicated(control), now_ms, meta)
     }
 
+    /// The offset below which every batch is fsynced (what a power loss leaves of the active
+    /// segment; closed segments are fsynced when they close).
+    pub fn synced_offset(&self) -> i64 {
+        *self.lock_synced()
+    }
+
     /// Whether some appended bytes are not fsynced yet.
     pub fn has_unsynced(&self) -> bool {
         *self.lock_synced() < self.log_end_offset()
