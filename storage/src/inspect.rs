@@ -10,6 +10,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
+use crate::causal::{decode_prefix, CausalEntry};
 use crate::checkpoint::{self, PRODUCERS_FILE};
 use crate::control::control_type;
 use crate::error::{IoContext, StorageError};
@@ -67,6 +68,10 @@ pub fn scan_partition(
             .ctx(|| format!("stat {}", path.display()))?
             .len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
+        // Markers written by another region end only the transaction their writer saw open,
+        // which their causal entries say (`ProducerStates::record`).
+        let causal = segment_causal_entries(dir, base)?;
+        let mut causal = causal.iter().peekable();
         let mut pos = 0u64;
         let mut head = [0u8; BATCH_HEADER_BYTES];
         while pos + BATCH_HEADER_BYTES as u64 <= size {
@@ -99,9 +104,17 @@ pub fn scan_partition(
             if header.producer_id >= 0 {
                 note_producer(&mut scan, header.producer_id, header.producer_epoch);
             }
-            full.record(&header, control, None, header.max_timestamp);
+            while causal
+                .next_if(|e| e.base_offset < header.base_offset)
+                .is_some()
+            {}
+            let meta = causal
+                .peek()
+                .filter(|e| e.base_offset == header.base_offset)
+                .map(|e| &e.meta);
+            full.record(&header, control, meta, header.max_timestamp);
             if snapshot_end.is_some_and(|end| header.base_offset >= end) {
-                from_snapshot.record(&header, control, None, header.max_timestamp);
+                from_snapshot.record(&header, control, meta, header.max_timestamp);
             }
             scan.batches += 1;
             scan.bytes += total;
@@ -143,4 +156,14 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>, StorageError> {
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+/// The intact entries of segment `base`'s `.causal` file, by offset (none if it is missing).
+fn segment_causal_entries(dir: &Path, base: i64) -> Result<Vec<CausalEntry>, StorageError> {
+    let path = dir.join(format!("{base:020}.causal"));
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(decode_prefix(&bytes).into_iter().map(|(e, _)| e).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StorageError::io(format!("reading {}", path.display()), e)),
+    }
 }

@@ -211,3 +211,35 @@ fn a_read_only_scan_finds_every_producer_id_and_the_open_transactions() {
         .collect();
     assert_eq!(before, after, "the scan changes nothing");
 }
+
+#[test]
+fn a_scan_replays_another_regions_abort_as_the_log_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = issued(7);
+    {
+        let p = open(dir.path(), small_config());
+        append_transactional(&p, producer, 0); // 0, region 1's 1st batch
+        mark(&p, crate::ControlType::Commit, producer); // 1
+        append_transactional(&p, producer, 1); // 2, a new transaction (region 1's 3rd batch)
+                                               // Region 2 aborts the transaction it saw open, having seen only region 1's 1st batch:
+                                               // the first transaction, long committed here. The new one stays open.
+        let takeover = CausalMeta {
+            origin_region: 2,
+            origin_seq: 1,
+            hlc: 1,
+            deps: vec![(1, 1)],
+        };
+        p.append_control(crate::ControlType::Abort, producer, 1, 1_000, &takeover)
+            .unwrap();
+        assert_eq!(p.last_stable_offset(), 2);
+        p.close().unwrap();
+    }
+    std::fs::remove_file(dir.path().join("producers.snapshot")).unwrap();
+    let scan = crate::inspect::scan_partition(dir.path(), &mut |_| {}).unwrap();
+    let open: Vec<_> = scan
+        .open_transactions
+        .iter()
+        .map(|t| (t.producer_id, t.first_offset))
+        .collect();
+    assert_eq!(open, vec![(producer, 2)]);
+}
