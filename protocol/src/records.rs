@@ -15,6 +15,8 @@
 
 use std::io::Read;
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 /// Fewest bytes one record can take (a length, attributes, two deltas, null key and value, no
@@ -207,22 +209,33 @@ fn snappy(compressed: &[u8], max_bytes: usize) -> Result<Bytes, RecordsError> {
     Ok(Bytes::from(out))
 }
 
-/// A cursor over decompressed records that hands out byte fields as slices of one buffer.
-struct Cursor {
-    buf: Bytes,
+/// A cursor over decompressed records: it walks fields within `at..end` of one buffer and
+/// reports where they lie, so checking a record costs no allocation and decoding one costs a
+/// slice per field.
+struct Cursor<'b> {
+    buf: &'b [u8],
     at: usize,
+    end: usize,
 }
 
-impl Cursor {
+/// Where one record's fields lie in the records buffer.
+struct RecordLayout {
+    offset_delta: i32,
+    timestamp_delta: i64,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+}
+
+impl Cursor<'_> {
     fn remaining(&self) -> usize {
-        self.buf.len() - self.at
+        self.end - self.at
     }
 
     fn byte(&mut self) -> Result<u8, RecordsError> {
-        let byte = *self
-            .buf
-            .get(self.at)
-            .ok_or_else(|| malformed("record ends early"))?;
+        if self.at >= self.end {
+            return Err(malformed("record ends early"));
+        }
+        let byte = self.buf[self.at];
         self.at += 1;
         Ok(byte)
     }
@@ -244,38 +257,45 @@ impl Cursor {
         i32::try_from(self.varlong()?).map_err(|_| malformed("varint out of range"))
     }
 
-    fn take(&mut self, length: usize) -> Result<Bytes, RecordsError> {
+    /// Steps over a field of `length` bytes and returns where it lies.
+    fn skip(&mut self, length: usize) -> Result<Range<usize>, RecordsError> {
         if length > self.remaining() {
             return Err(malformed(format!(
                 "field of {length} bytes with {} left",
                 self.remaining()
             )));
         }
-        let field = self.buf.slice(self.at..self.at + length);
+        let field = self.at..self.at + length;
         self.at += length;
         Ok(field)
     }
 
     /// A byte field whose length is a varint; -1 is null.
-    fn nullable(&mut self, what: &str) -> Result<Option<Bytes>, RecordsError> {
+    fn nullable(&mut self, what: &str) -> Result<Option<Range<usize>>, RecordsError> {
         match self.varint()? {
             -1 => Ok(None),
             length => {
                 let length = usize::try_from(length)
                     .map_err(|_| malformed(format!("{what} length {length}")))?;
-                self.take(length).map(Some)
+                self.skip(length).map(Some)
             }
         }
     }
 
-    /// One record, which must fill exactly the length it announces.
-    fn record(&mut self) -> Result<Record, RecordsError> {
+    /// One record, which must fill exactly the length it announces; `on_header` gets where
+    /// each header's key and value lie.
+    fn record(
+        &mut self,
+        mut on_header: impl FnMut(Range<usize>, Option<Range<usize>>),
+    ) -> Result<RecordLayout, RecordsError> {
         let length = self.varint()?;
         let length =
             usize::try_from(length).map_err(|_| malformed(format!("record length {length}")))?;
+        let body = self.skip(length)?;
         let mut body = Cursor {
-            buf: self.take(length)?,
-            at: 0,
+            buf: self.buf,
+            at: body.start,
+            end: body.end,
         };
         let _attributes = body.byte()?;
         let timestamp_delta = body.varlong()?;
@@ -292,13 +312,12 @@ impl Cursor {
                     body.remaining()
                 ))
             })?;
-        let mut headers = Vec::with_capacity(header_count);
         for _ in 0..header_count {
             let key = body
                 .nullable("header key")?
                 .ok_or_else(|| malformed("null header key"))?;
             let value = body.nullable("header value")?;
-            headers.push(RecordHeader { key, value });
+            on_header(key, value);
         }
         if body.remaining() != 0 {
             return Err(malformed(format!(
@@ -306,20 +325,25 @@ impl Cursor {
                 body.remaining()
             )));
         }
-        Ok(Record {
+        Ok(RecordLayout {
             offset_delta,
             timestamp_delta,
             key,
             value,
-            headers,
         })
     }
 }
 
-/// Decodes exactly `count` records from the (decompressed) records section, checking that the
-/// record at index `i` has offset delta `i` and that no bytes follow the last record.
-pub fn decode(records: Bytes, count: i32, visit: impl FnMut(Record)) -> Result<(), RecordsError> {
-    let mut visit = visit;
+/// Walks exactly `count` records of the (decompressed) records section, checking that the
+/// record at index `i` has offset delta `i` and that no bytes follow the last record; `visit`
+/// gets each record's layout, after `on_header` got its headers, both with `state`.
+fn walk<S>(
+    records: &[u8],
+    count: i32,
+    state: &mut S,
+    on_header: impl Fn(&mut S, Range<usize>, Option<Range<usize>>),
+    mut visit: impl FnMut(&mut S, RecordLayout),
+) -> Result<(), RecordsError> {
     let count = usize::try_from(count).map_err(|_| malformed(format!("recordsCount {count}")))?;
     if count > records.len() / RECORD_BYTES_MIN {
         return Err(malformed(format!(
@@ -330,16 +354,17 @@ pub fn decode(records: Bytes, count: i32, visit: impl FnMut(Record)) -> Result<(
     let mut cursor = Cursor {
         buf: records,
         at: 0,
+        end: records.len(),
     };
     for index in 0..count {
-        let record = cursor.record()?;
+        let record = cursor.record(|key, value| on_header(state, key, value))?;
         if usize::try_from(record.offset_delta) != Ok(index) {
             return Err(malformed(format!(
                 "record {index} has offset delta {}",
                 record.offset_delta
             )));
         }
-        visit(record);
+        visit(state, record);
     }
     if cursor.remaining() != 0 {
         return Err(malformed(format!(
@@ -348,6 +373,33 @@ pub fn decode(records: Bytes, count: i32, visit: impl FnMut(Record)) -> Result<(
         )));
     }
     Ok(())
+}
+
+/// Decodes exactly `count` records from the (decompressed) records section, checking that the
+/// record at index `i` has offset delta `i` and that no bytes follow the last record.
+pub fn decode(records: Bytes, count: i32, visit: impl FnMut(Record)) -> Result<(), RecordsError> {
+    let mut visit = visit;
+    let mut headers: Vec<RecordHeader> = Vec::new();
+    walk(
+        &records,
+        count,
+        &mut headers,
+        |headers, key, value| {
+            headers.push(RecordHeader {
+                key: records.slice(key),
+                value: value.map(|v| records.slice(v)),
+            })
+        },
+        |headers, layout| {
+            visit(Record {
+                offset_delta: layout.offset_delta,
+                timestamp_delta: layout.timestamp_delta,
+                key: layout.key.map(|k| records.slice(k)),
+                value: layout.value.map(|v| records.slice(v)),
+                headers: std::mem::take(headers),
+            })
+        },
+    )
 }
 
 /// Decodes a batch's records section: decompresses it within `max_bytes` and returns its
@@ -382,13 +434,19 @@ pub fn validate(
         timestamp_delta_max: i64::MIN,
         first_keyless: None,
     };
-    decode(records, count, |record| {
-        summary.timestamp_delta_min = summary.timestamp_delta_min.min(record.timestamp_delta);
-        summary.timestamp_delta_max = summary.timestamp_delta_max.max(record.timestamp_delta);
-        if record.key.is_none() && summary.first_keyless.is_none() {
-            summary.first_keyless = Some(record.offset_delta);
-        }
-    })?;
+    walk(
+        &records,
+        count,
+        &mut summary,
+        |_, _, _| {},
+        |summary, record| {
+            summary.timestamp_delta_min = summary.timestamp_delta_min.min(record.timestamp_delta);
+            summary.timestamp_delta_max = summary.timestamp_delta_max.max(record.timestamp_delta);
+            if record.key.is_none() && summary.first_keyless.is_none() {
+                summary.first_keyless = Some(record.offset_delta);
+            }
+        },
+    )?;
     Ok(summary)
 }
 
