@@ -856,6 +856,41 @@ mod tests {
         assert_eq!(partition.regions_holding(&eu.replication, 1), 2);
     }
 
+    /// A tombstone may only go once every write concurrent with it has arrived: eu's batch is
+    /// stable (us holds it) while us's own earlier batch, concurrent with it, has not reached
+    /// eu yet; the settled offset stays below eu's batch until it has.
+    #[test]
+    fn the_settled_offset_waits_for_writes_concurrent_with_a_stable_batch() {
+        let dirs = [TempDir::new().expect("dir"), TempDir::new().expect("dir")];
+        let (eu, us) = two_regions(&dirs, 1);
+        let (eu_id, us_id) = (eu.replication.region_id, us.replication.region_id);
+        let partition = eu
+            .topics
+            .get(TOPIC)
+            .and_then(|t| t.partition(0))
+            .expect("partition");
+        write(&us); // concurrent with eu's batch below, and not pulled by eu yet
+        let eu_batch = partition.log.log_end_offset();
+        write(&eu);
+        apply(&us, eu_id, pull(&us, &eu)).expect("us applies eu's batch");
+        partition_sync(&us);
+        pull(&us, &eu); // eu learns that us durably holds its batch
+        let first = partition.clean_bounds(&eu.replication, &[]);
+        assert!(first.stable_offset > eu_batch, "eu's batch is stable");
+        let second = partition.clean_bounds(&eu.replication, &[]);
+        assert!(
+            second.settled_offset <= eu_batch,
+            "settled past eu's batch while us's concurrent batch is missing: {second:?}"
+        );
+        apply(&eu, us_id, pull(&eu, &us)).expect("eu applies us's batch");
+        partition_sync(&eu);
+        let third = partition.clean_bounds(&eu.replication, &[]);
+        assert!(
+            third.settled_offset > eu_batch,
+            "settles once us's batch is here and stable: {third:?}"
+        );
+    }
+
     /// Syncs `broker`'s partition 0, as the background fsync does for applied remote batches.
     fn partition_sync(broker: &Broker) {
         let topic = broker.topics.get(TOPIC).expect("topic");
