@@ -891,6 +891,42 @@ mod tests {
         );
     }
 
+    /// A catalog difference that merging does not settle (a topic the peer refuses to take
+    /// in) is offered at once the first time, then only with each long poll, never in a spin.
+    #[test]
+    fn a_catalog_difference_that_does_not_settle_waits_for_the_long_poll() {
+        let dirs = [TempDir::new().expect("dir"), TempDir::new().expect("dir")];
+        let (eu, us) = two_regions(&dirs, 1);
+        let eu = Arc::new(eu);
+        let mut request = build_request(&us, eu.replication.region_id, None, &HashSet::new(), None);
+        request.catalog_digest = eu.catalog_digest() ^ 1;
+        request.max_wait_ms = 2_000;
+        let body = request.encode();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let answer = |body: &[u8]| {
+            let started = std::time::Instant::now();
+            let served = runtime
+                .block_on(crate::replication::serve::serve(&eu, body))
+                .expect("served");
+            let crate::replication::serve::Served::Respond(bytes) = served else {
+                panic!("refused");
+            };
+            let response = PullResponse::decode(&bytes).expect("a response");
+            (started.elapsed(), response.catalog.is_some())
+        };
+        let (first, with_catalog) = answer(&body);
+        assert!(
+            with_catalog && first < std::time::Duration::from_millis(1_500),
+            "{first:?}"
+        );
+        let (second, with_catalog) = answer(&body);
+        assert!(with_catalog, "the catalog still rides along");
+        assert!(
+            second >= std::time::Duration::from_millis(1_900),
+            "answered at once again ({second:?}): the link would spin"
+        );
+    }
+
     /// Syncs `broker`'s partition 0, as the background fsync does for applied remote batches.
     fn partition_sync(broker: &Broker) {
         let topic = broker.topics.get(TOPIC).expect("topic");

@@ -14,6 +14,7 @@ use causeway_replication::wire::{
 };
 use causeway_replication::{BatchId, VectorClock};
 
+use super::status::LinkStatus;
 use super::Replica;
 use crate::broker::Broker;
 use crate::metrics;
@@ -64,7 +65,8 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
         ));
     }
     let request = PullRequest::decode(body).map_err(malformed)?;
-    if let Some((_, link)) = replication.peer(request.region) {
+    let link = replication.peer(request.region).map(|(_, link)| link);
+    if let Some(link) = link {
         link.update(|f| f.last_served_ms = now_ms());
     }
     let request = Arc::new(request);
@@ -81,8 +83,9 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
             .await
             .map_err(|e| format!("replication serve task: {e}"))?;
         replication.peer_progressed();
-        let has_news =
-            response.catalog.is_some() || response.partitions.iter().any(|p| !p.batches.is_empty());
+        let catalog_news = response.catalog.is_some()
+            && first_offer(link, request.catalog_digest, broker.catalog_digest());
+        let has_news = catalog_news || response.partitions.iter().any(|p| !p.batches.is_empty());
         if has_news
             || tokio::time::timeout_at(deadline, news.changed())
                 .await
@@ -91,6 +94,20 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
             return Ok(Served::Respond(response.encode()));
         }
     }
+}
+
+/// Whether offering this region's catalog (digest `ours`) to a peer whose digest is `theirs`
+/// is news: not when the same pair was offered last time. A difference merging does not
+/// settle (a topic the peer refuses to take in) would otherwise answer every pull at once, and
+/// the link would spin; the catalog still rides along with each answer.
+fn first_offer(link: Option<&LinkStatus>, theirs: u64, ours: u64) -> bool {
+    let Some(link) = link else { return true };
+    let mut first = false;
+    link.update(|f| {
+        first = f.catalog_offered != Some((theirs, ours));
+        f.catalog_offered = Some((theirs, ours));
+    });
+    first
 }
 
 /// A partition's answer with no batches: this region's clocks for it, nothing relayed.

@@ -51,6 +51,10 @@ pub struct LinkFacts {
     pub refused: u64,
     /// When this region last held everything the peer had durably (ms since the epoch).
     pub caught_up_ms: i64,
+    /// The catalog digests (the peer's, ours) when this region last offered the peer its
+    /// catalog: offering it again for the same pair is no news (see `serve`).
+    #[serde(skip)]
+    pub catalog_offered: Option<(u64, u64)>,
 }
 
 impl LinkStatus {
