@@ -205,6 +205,11 @@ impl DiskStorage {
             segment_bytes: 2_048,
             index_interval_bytes: 256,
             retention_ms: -1,
+            max_message_bytes: if index == 0 {
+                SMALL_REGION_MESSAGE_BYTES
+            } else {
+                LogConfig::default().max_message_bytes
+            },
             ..LogConfig::default()
         };
         let dir = self.root.path().join(format!("region-{index}"));
@@ -220,10 +225,16 @@ impl DiskStorage {
     }
 }
 
+/// `max.message.bytes` of region #0: its own batches fit (their filler is short: at most about
+/// 125 bytes), the other regions' larger ones (up to about 185) must still be taken in, as
+/// replicated batches are not judged by local produce limits.
+const SMALL_REGION_MESSAGE_BYTES: u32 = 140;
+
 /// The records of the batch standing for write `number`: one to three, the first carrying the
 /// number, so batches are multi-record as producers send them; transactional ones carry their
 /// producer, epoch and sequences.
-fn records_of(number: Payload, write: &Write) -> Vec<Record> {
+fn records_of(number: Payload, write: &Write, short: bool) -> Vec<Record> {
+    let filler = number % if short { 10 } else { 40 };
     let count = transactions::records_in(number);
     let (transactional, producer_id, producer_epoch, first_seq) = match *write {
         Write::Transactional {
@@ -251,7 +262,7 @@ fn records_of(number: Payload, write: &Write) -> Vec<Record> {
             value: Some(if i == 0 {
                 Bytes::copy_from_slice(&number.to_be_bytes())
             } else {
-                Bytes::from(vec![b'x'; (number % 40) as usize])
+                Bytes::from(vec![b'x'; filler as usize])
             }),
             headers: Default::default(),
         })
@@ -306,7 +317,7 @@ impl SimStorage for DiskStorage {
         {
             return Bytes::from(marker_bytes(kind, producer_id, epoch, number));
         }
-        let records = records_of(number, &write);
+        let records = records_of(number, &write, index == 0);
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
