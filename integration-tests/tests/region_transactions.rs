@@ -51,6 +51,13 @@ fn wait_visible(
     Ok(())
 }
 
+/// Region `i` reports silent peers stale after [`STALE_AFTER_MS`] and grants transactions at
+/// most `transaction_max_ms`.
+fn timeouts(plan: MeshPlan, i: usize, transaction_max_ms: u32) -> MeshPlan {
+    plan.flag(i, "--region-stale-after-ms", STALE_AFTER_MS)
+        .flag(i, "--transaction-max-timeout-ms", transaction_max_ms)
+}
+
 /// Creates a one-partition topic in region 0 and waits until every region has it.
 fn create_everywhere(mesh: &Mesh, topic: &str) -> Result<()> {
     create_topic(mesh.region(0), topic, 1, &[])?;
@@ -71,16 +78,12 @@ fn wait_records(mesh: &Mesh, i: usize, topic: &str, values: &[&str]) -> Result<(
 
 #[test]
 fn a_transaction_left_open_by_a_dead_region_is_aborted_by_the_others() {
-    let mut plan = MeshPlan::new(&["east", "west"]).expect("ports for two regions");
-    for i in 0..2 {
-        plan = plan
-            .flag(i, "--region-stale-after-ms", STALE_AFTER_MS)
-            .flag(
-                i,
-                "--transaction-max-timeout-ms",
-                TRANSACTION_MAX_TIMEOUT_MS,
-            );
-    }
+    let plan = MeshPlan::new(&["east", "west"]).expect("ports for two regions");
+    let plan = timeouts(
+        timeouts(plan, 0, TRANSACTION_MAX_TIMEOUT_MS),
+        1,
+        TRANSACTION_MAX_TIMEOUT_MS,
+    );
     with_mesh(plan, |mesh| {
         let topic = topic_name("abandoned-txn");
         create_everywhere(mesh, &topic)?;
@@ -90,14 +93,7 @@ fn a_transaction_left_open_by_a_dead_region_is_aborted_by_the_others() {
             send(&producer, &topic, value)?;
         }
         producer.flush(TIMEOUT)?;
-        let replicated = wait_until(CONVERGE_TIMEOUT, || {
-            read_values(mesh.region(1), &topic, "read_uncommitted")
-                .is_ok_and(|v| v == ["open-1", "open-2"])
-        });
-        ensure!(
-            replicated,
-            "the open transaction's records did not reach west"
-        );
+        wait_records(mesh, 1, &topic, &["open-1", "open-2"])?;
         mesh.region_mut(0).kill9();
         drop(producer);
 
@@ -153,15 +149,12 @@ fn a_commit_after_another_region_aborted_the_transaction_becomes_an_abort() {
     west_to_east.forward_to(plan.kafka_addr(0)).expect("proxy");
     let plan = plan
         .route(0, 1, east_to_west.addr())
-        .route(1, 0, west_to_east.addr())
-        .flag(0, "--region-stale-after-ms", STALE_AFTER_MS)
-        .flag(1, "--region-stale-after-ms", STALE_AFTER_MS)
-        .flag(0, "--transaction-max-timeout-ms", ORIGIN_TIMEOUT_MS)
-        .flag(
-            1,
-            "--transaction-max-timeout-ms",
-            TRANSACTION_MAX_TIMEOUT_MS,
-        );
+        .route(1, 0, west_to_east.addr());
+    let plan = timeouts(
+        timeouts(plan, 0, ORIGIN_TIMEOUT_MS),
+        1,
+        TRANSACTION_MAX_TIMEOUT_MS,
+    );
     with_mesh(plan, |mesh| {
         let topic = topic_name("overruled-txn");
         create_everywhere(mesh, &topic)?;

@@ -56,11 +56,7 @@ mod tests {
     use super::*;
 
     fn clock(entries: &[(u32, u64)]) -> VectorClock {
-        let mut clock = VectorClock::default();
-        for &(region, seq) in entries {
-            clock.advance(region, seq);
-        }
-        clock
+        VectorClock::from_deps(entries)
     }
 
     #[test]
