@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod load;
+pub mod ports;
 pub mod proxy;
 pub mod raw;
 pub mod regions;
@@ -13,7 +14,7 @@ pub mod transactions;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tempfile::TempDir;
+
+pub use ports::free_port;
 
 /// How long a broker may take to answer `GET /readyz` with 200 after it was spawned.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -99,12 +102,6 @@ pub fn broker_binary() -> Result<PathBuf> {
          build it with cargo build --release -p causeway-broker",
         exe.display()
     )
-}
-
-/// Picks a free loopback TCP port (bind to port 0, read it, release it).
-pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// A running (or stopped) `causeway` process owned by a test. Dropping it kills the process.
