@@ -15,11 +15,3 @@ pub fn get(agent: &ureq::Agent, url: &str) -> Result<(u16, Vec<u8>)> {
         .with_context(|| format!("reading the body of GET {url} failed"))?;
     Ok((status, body))
 }
-
-/// GETs `url` and returns the status and body, which must be UTF-8.
-pub fn get_text(agent: &ureq::Agent, url: &str) -> Result<(u16, String)> {
-    let (status, body) = get(agent, url)?;
-    let body =
-        String::from_utf8(body).with_context(|| format!("reading the body of GET {url} failed"))?;
-    Ok((status, body))
-}

@@ -1,7 +1,7 @@
 //! The layering of the workspace, checked over `cargo metadata` so it lives in a test rather than
 //! in comments: `causal` and `protocol` are leaves, `storage` knows nothing of sockets,
 //! `replication` is a pure state machine with no I/O crate beneath it, and only `broker` wires
-//! the layers together. Dependencies are followed through workspace crates, so `replication`
+//! the layers together; the test harness (`testkit`) stands outside them all. Dependencies are followed through workspace crates, so `replication`
 //! depending on `storage` is caught by the rule against `rocksdb` as well as by its own.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +33,8 @@ fn allowed_workspace_dependencies() -> BTreeMap<&'static str, &'static [&'static
         ("causeway-protocol", &[][..]),
         ("causeway-storage", &["causeway-causal"][..]),
         ("causeway-replication", &["causeway-causal"][..]),
+        // The harness drives the `causeway` binary from outside, as a client would.
+        ("causeway-testkit", &[][..]),
         (
             "causeway-broker",
             &[
@@ -178,12 +180,13 @@ fn the_replication_core_takes_no_io_crate() {
 }
 
 #[test]
-fn nothing_but_the_test_crates_depends_on_the_broker() {
+fn nothing_but_the_test_crates_depends_on_the_broker_or_the_harness() {
     let workspace = Workspace::load();
     let wiring_and_tools = [
         "causeway-broker",
         "causeway-bench",
         "causeway-integration-tests",
+        "causeway-testkit",
     ];
     for (package, dependencies) in &workspace.direct {
         if wiring_and_tools.contains(&package.as_str()) {

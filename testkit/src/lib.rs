@@ -1,0 +1,34 @@
+//! The harness shared by Causeway's end-to-end tests and its benchmarks: `causeway` processes on
+//! free loopback ports ([`BrokerProcess`]), meshes of regions that list each other as peers
+//! ([`mesh`]), the librdkafka settings tests use, and a raw protocol client ([`raw`]) for inputs
+//! no well-behaved client would send.
+
+pub mod clients;
+pub mod http;
+pub mod mesh;
+pub mod ports;
+pub mod process;
+pub mod raw;
+
+use std::time::{Duration, Instant};
+
+pub use clients::{admin_config, consumer_config, producer_config};
+pub use http::http_get;
+pub use ports::free_port;
+pub use process::{
+    broker_binary, BrokerOptions, BrokerProcess, CLIENT_TIMEOUT, SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT,
+};
+
+/// Polls `cond` every 50 ms until it returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
