@@ -267,6 +267,12 @@ pub fn storage_partitions_recovered(count: usize) {
     gauge!("causeway_storage_partitions_recovered").set(count as f64);
 }
 
+/// Counts partitions a peer's catalog asked this broker to host that `--max-partitions` had no
+/// room for: the topic exists in the mesh, but not (or not whole) here.
+pub fn topic_partitions_held_back(count: u32) {
+    counter!("causeway_topic_partitions_held_back_total").increment(u64::from(count));
+}
+
 /// Holds the active-connections gauge up while a connection lives.
 pub struct ConnectionGauge(());
 

@@ -19,6 +19,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::metrics;
 use crate::replication::log::ReplicaLog;
 use crate::replication::Replica;
 use crate::tables::merge_mode;
@@ -339,12 +340,13 @@ impl Topics {
     pub fn create(&self, new: NewTopic) -> Result<Arc<Topic>, TopicError> {
         let mut replicated = self.lock_changes();
         self.validate_new(&new)?;
-        let stamp = replicated.stamp();
-        replicated
-            .catalog
-            .create(&new.name, new.partitions, new.configs, stamp)
-            .map_err(catalog_error)?;
-        self.reconcile(&replicated.catalog, &new.name)?;
+        self.apply(&mut replicated, &new.name, |r| {
+            let stamp = r.stamp();
+            r.catalog
+                .create(&new.name, new.partitions, new.configs, stamp)
+                .map_err(catalog_error)?;
+            Ok(true)
+        })?;
         let topic = self.existing(&new.name)?;
         tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "created topic");
         Ok(topic)
@@ -369,12 +371,11 @@ impl Topics {
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         let mut replicated = self.lock_changes();
         let topic = self.existing(name)?;
-        let stamp = replicated.stamp();
-        replicated
-            .catalog
-            .delete(name, stamp)
-            .map_err(catalog_error)?;
-        self.reconcile(&replicated.catalog, name)?;
+        self.apply(&mut replicated, name, |r| {
+            let stamp = r.stamp();
+            r.catalog.delete(name, stamp).map_err(catalog_error)?;
+            Ok(true)
+        })?;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -398,12 +399,13 @@ impl Topics {
         if validate_only {
             return Ok(());
         }
-        let stamp = replicated.stamp();
-        replicated
-            .catalog
-            .add_partitions(name, count, stamp)
-            .map_err(catalog_error)?;
-        self.reconcile(&replicated.catalog, name)?;
+        self.apply(&mut replicated, name, |r| {
+            let stamp = r.stamp();
+            r.catalog
+                .add_partitions(name, count, stamp)
+                .map_err(catalog_error)?;
+            Ok(true)
+        })?;
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
@@ -432,12 +434,13 @@ impl Topics {
             .map(|key| (key, None))
             .collect();
         changes.extend(configs.into_iter().map(|(k, v)| (k, Some(v))));
-        let stamp = replicated.stamp();
-        replicated
-            .catalog
-            .alter_configs(name, changes, stamp)
-            .map_err(catalog_error)?;
-        self.reconcile(&replicated.catalog, name)?;
+        self.apply(&mut replicated, name, |r| {
+            let stamp = r.stamp();
+            r.catalog
+                .alter_configs(name, changes, stamp)
+                .map_err(catalog_error)?;
+            Ok(true)
+        })?;
         tracing::info!(topic = name, "changed topic configs");
         Ok(())
     }
@@ -457,10 +460,11 @@ impl Topics {
                 tracing::warn!(topic = name, "ignoring a peer's topic with an invalid name");
                 continue;
             }
-            if replicated.catalog.merge_topic(name, state).state_changed {
+            let before = self.get(name);
+            if self.apply(&mut replicated, name, |r| {
+                Ok(r.catalog.merge_topic(name, state).state_changed)
+            })? {
                 changed += 1;
-                let before = self.get(name);
-                self.reconcile(&replicated.catalog, name)?;
                 log_merged_change(name, before.as_deref(), self.get(name).as_deref());
             }
         }
@@ -478,6 +482,29 @@ impl Topics {
     /// The replicated catalog, encoded for a peer.
     pub fn encoded_catalog(&self) -> Vec<u8> {
         self.lock_changes().catalog.encode()
+    }
+
+    /// Applies `edit` to `name` in the replicated catalog and, if it changed the state (`edit`
+    /// says so), makes what this region hosts follow. If following fails, `name`'s state is put
+    /// back, so a change this region could not carry out is neither replicated to peers nor met
+    /// again at the next start. Returns whether the state changed.
+    fn apply(
+        &self,
+        replicated: &mut Replicated,
+        name: &str,
+        edit: impl FnOnce(&mut Replicated) -> Result<bool, TopicError>,
+    ) -> Result<bool, TopicError> {
+        let previous = replicated.catalog.topic(name).cloned();
+        let result = edit(replicated).and_then(|changed| {
+            if changed {
+                self.reconcile(&replicated.catalog, name)?;
+            }
+            Ok(changed)
+        });
+        if result.is_err() {
+            replicated.catalog.restore(name, previous);
+        }
+        result
     }
 
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, Replicated> {
@@ -512,49 +539,130 @@ impl Topics {
         let Some(view) = view else {
             return Ok(self.catalog.put_topic_state(name, &state, None)?);
         };
+        // This incarnation's record as stored at the last change (none before it was hosted).
+        let stored = self
+            .catalog
+            .topic(name)?
+            .filter(|stored| stored.id == view.topic_id);
+        let hosted = self.get(name);
         // The incarnation's creation time: the hosted topic's, else the stored record's (at
         // start-up nothing is hosted yet), else now.
-        let created_ms = match self.get(name) {
-            Some(topic) => topic.record().created_ms,
-            None => self
-                .catalog
-                .topic(name)?
-                .filter(|stored| stored.id == view.topic_id)
-                .map_or_else(now_ms, |stored| stored.created_ms),
+        let created_ms = match (&hosted, &stored) {
+            (Some(topic), _) => topic.record().created_ms,
+            (None, Some(stored)) => stored.created_ms,
+            (None, None) => now_ms(),
         };
+        let already = hosted.as_ref().map_or(0, |t| t.partition_count()) as u32;
+        let partitions = self.partitions_to_host(
+            name,
+            view.partitions,
+            already,
+            stored.as_ref().map_or(0, |s| s.partitions),
+        );
+        if partitions == 0 {
+            return Ok(self.catalog.put_topic_state(name, &state, None)?);
+        }
         let record = TopicRecord {
             name: name.to_string(),
             id: view.topic_id,
-            partitions: view.partitions,
+            partitions,
             configs: view.configs,
             created_ms,
         };
+        let config = self.log_config(&record.configs);
+        // Opened before anything is stored: partitions that cannot be opened (no file
+        // descriptors, a bad directory) fail the change while it can still be undone.
+        let opened = self.open_partitions(name, already..partitions, &config)?;
         let sidecar = TopicSidecar {
             record: record.clone(),
             region: self.region_name.clone(),
             region_id: self.replica_config.region,
             catalog_state: state.clone(),
         };
-        sidecar.write(&self.partition_dir(name, 0))?;
-        self.catalog.put_topic_state(name, &state, Some(&record))?;
-        match self.get(name) {
-            Some(topic) => self.follow(&topic, record),
+        let stored = sidecar
+            .write(&self.partition_dir(name, 0))
+            .and_then(|_| self.catalog.put_topic_state(name, &state, Some(&record)));
+        if let Err(error) = stored {
+            opened.discard();
+            return Err(error.into());
+        }
+        match hosted {
+            Some(topic) => self.follow(&topic, record, config, opened.partitions),
             None => {
-                let topic = self.open_topic(record)?;
+                let topic = Arc::new(Topic {
+                    name: record.name.clone(),
+                    id: Uuid::from_bytes(record.id),
+                    record: RwLock::new(record),
+                    config: RwLock::new(config),
+                    partitions: RwLock::new(opened.partitions),
+                });
                 self.by_name.insert(name.to_string(), topic);
-                Ok(())
+            }
+        }
+        Ok(())
+    }
+
+    /// How many of a topic's `wanted` partitions this broker hosts: those it hosts `already` or
+    /// hosted before its last start (`stored`) always, the rest only if `--max-partitions` leaves
+    /// room. A peer's catalog is bounded by the peer's limit, not this broker's, so a growth that
+    /// does not fit is held back whole (logged, counted) and taken up again at the next start.
+    fn partitions_to_host(&self, name: &str, wanted: u32, already: u32, stored: u32) -> u32 {
+        let floor = already.max(stored).min(wanted);
+        if floor == wanted {
+            return wanted;
+        }
+        match self.check_room_for(wanted - already) {
+            Ok(()) => wanted,
+            Err(error) => {
+                tracing::warn!(
+                    topic = name,
+                    wanted,
+                    hosted = floor,
+                    %error,
+                    "holding back partitions the topic catalog asks for: no room on this broker"
+                );
+                metrics::topic_partitions_held_back(wanted - floor);
+                floor
             }
         }
     }
 
-    /// Grows a hosted topic's partitions and applies its configs to match `record`.
-    fn follow(&self, topic: &Topic, record: TopicRecord) -> Result<(), TopicError> {
-        let config = self.log_config(&record.configs);
-        let current = topic.partition_count();
-        let mut opened = Vec::new();
-        for index in current..record.partitions as usize {
-            opened.push(self.open_partition(&record.name, index as i32, &config)?);
+    /// Opens partitions `indices` of `topic`. On failure it removes the partition directories
+    /// it created, so a change that fails leaves the disk as it found it.
+    fn open_partitions(
+        &self,
+        topic: &str,
+        indices: std::ops::Range<u32>,
+        config: &LogConfig,
+    ) -> Result<Opened, TopicError> {
+        let mut opened = Opened::default();
+        for index in indices {
+            let index = i32::try_from(index).map_err(|_| {
+                TopicError::InvalidPartitions(format!("partition index {index} is out of range"))
+            })?;
+            let dir = self.partition_dir(topic, index);
+            if !dir.exists() {
+                opened.created.push(dir);
+            }
+            match self.open_partition(topic, index, config) {
+                Ok(partition) => opened.partitions.push(partition),
+                Err(error) => {
+                    opened.discard();
+                    return Err(error);
+                }
+            }
         }
+        Ok(opened)
+    }
+
+    /// Applies `record`'s configs to a hosted topic and adds the partitions just `opened` for it.
+    fn follow(
+        &self,
+        topic: &Topic,
+        record: TopicRecord,
+        config: LogConfig,
+        opened: Vec<Arc<PartitionHandle>>,
+    ) {
         if record.configs != topic.overrides() {
             for partition in topic.partitions() {
                 partition.log.set_config(config.clone());
@@ -567,7 +675,6 @@ impl Topics {
             .unwrap_or_else(|e| e.into_inner())
             .extend(opened);
         *topic.record.write().unwrap_or_else(|e| e.into_inner()) = record;
-        Ok(())
     }
 
     /// Fsyncs and closes every log (graceful shutdown).
@@ -579,20 +686,6 @@ impl Topics {
                 }
             }
         }
-    }
-
-    fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>, TopicError> {
-        let config = self.log_config(&record.configs);
-        let partitions = (0..record.partitions as i32)
-            .map(|index| self.open_partition(&record.name, index, &config))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(Topic {
-            name: record.name.clone(),
-            id: Uuid::from_bytes(record.id),
-            record: RwLock::new(record),
-            config: RwLock::new(config),
-            partitions: RwLock::new(partitions),
-        }))
     }
 
     fn open_partition(
@@ -625,6 +718,27 @@ impl Topics {
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.topics_dir.join(format!("{topic}-{index}"))
+    }
+}
+
+/// Partitions opened for a change that is not stored yet, with the directories opening them
+/// created.
+#[derive(Default)]
+struct Opened {
+    partitions: Vec<Arc<PartitionHandle>>,
+    created: Vec<PathBuf>,
+}
+
+impl Opened {
+    /// Closes the partitions and removes the directories they were created in: the change they
+    /// were opened for failed.
+    fn discard(self) {
+        drop(self.partitions);
+        for dir in self.created {
+            if let Err(error) = remove_partition_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), %error, "could not remove the directory of a partition whose topic change failed");
+            }
+        }
     }
 }
 

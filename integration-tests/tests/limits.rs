@@ -5,11 +5,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use causeway_integration_tests::raw::check_api_versions;
+use causeway_integration_tests::regions::{
+    metric, wait_for_payload, with_mesh, MeshPlan, CONVERGE_TIMEOUT,
+};
 use causeway_integration_tests::{
     check_produce_consume, create_topic, ensure_eq, produce_all, segment_files, topic_name,
-    wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    topic_partition_count, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
@@ -81,6 +84,77 @@ fn create_topics_past_max_partitions_is_refused_and_the_broker_restarts() {
             "the refused name is free"
         );
         Ok(())
+    });
+}
+
+/// Partition 3 of a new topic cannot be opened (a file sits where its directory would go, as a
+/// descriptor shortage would fail it): the creation is refused and leaves nothing behind, not in
+/// the catalog (the broker restarts, the name is free) nor on disk (partitions 0..2 removed).
+#[test]
+fn a_topic_whose_partitions_cannot_all_be_opened_is_not_created() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("unopenable");
+        let blocker = broker.partition_dir(&topic, 3);
+        std::fs::create_dir_all(blocker.parent().context("topics dir")?)?;
+        std::fs::write(&blocker, b"not a directory")?;
+        let code = create_topics(broker, &topic, 5)?;
+        ensure!(
+            code != 0,
+            "the creation succeeded over an unopenable partition"
+        );
+        for index in 0..3 {
+            let dir = broker.partition_dir(&topic, index);
+            ensure!(!dir.exists(), "{} was left behind", dir.display());
+        }
+        still_serving(broker)?;
+        broker.restart()?;
+        ensure_eq!(
+            topic_partition_count(&broker.bootstrap(), &topic)?,
+            None,
+            "the refused topic after a restart"
+        );
+        std::fs::remove_file(&blocker)?;
+        ensure_eq!(create_topics(broker, &topic, 5)?, 0, "the name is free");
+        check_produce_consume(broker, &topic)
+    });
+}
+
+/// A region with a lower `--max-partitions` than its peer does not host what the peer's catalog
+/// brings past its limit: it holds the topic back (counted), keeps replicating the topics that
+/// fit, and restarts.
+#[test]
+fn a_peer_catalog_past_max_partitions_is_held_back() {
+    let plan = MeshPlan::new(&["roomy", "small"])
+        .expect("ports")
+        .flag(1, "--max-partitions", 10);
+    with_mesh(plan, |mesh| {
+        let big = topic_name("big");
+        create_topic(mesh.region(0), &big, 20, &[])?;
+        let fits = topic_name("fits");
+        create_topic(mesh.region(0), &fits, 2, &[])?;
+        mesh.wait_all("the small topic everywhere", CONVERGE_TIMEOUT, |r| {
+            Ok(topic_partition_count(&r.bootstrap(), &fits)? == Some(2))
+        })?;
+        let held_back = metric(mesh.region(1), "causeway_topic_partitions_held_back_total")?;
+        ensure_eq!(held_back, Some(20.0), "partitions held back");
+        ensure_eq!(
+            topic_partition_count(&mesh.region(1).bootstrap(), &big)?,
+            None,
+            "the big topic in the small region"
+        );
+        produce_all(
+            &mesh.region(0).producer(),
+            &fits,
+            &[TestRecord::value("across").partition(1)],
+        )?;
+        wait_for_payload(mesh.region(1), &fits, 1, "across", CONVERGE_TIMEOUT)?;
+        mesh.region_mut(1).restart()?;
+        ensure_eq!(
+            topic_partition_count(&mesh.region(1).bootstrap(), &fits)?,
+            Some(2),
+            "the small topic after a restart"
+        );
+        still_serving(mesh.region_mut(1))
     });
 }
 

@@ -633,6 +633,17 @@ impl TopicCatalog {
         }
     }
 
+    /// Puts `name`'s state back to `previous` (`None`: unknown) after a change this region could
+    /// not carry out (its partitions would not open, or would not be stored). Not a CRDT
+    /// operation: it is only sound for a state no peer has read, which holds while the caller
+    /// keeps the catalog locked from the change to the restore.
+    pub fn restore(&mut self, name: &str, previous: Option<TopicState>) {
+        match previous {
+            Some(state) => self.topics.insert(name.to_owned(), state),
+            None => self.topics.remove(name),
+        };
+    }
+
     /// The alive topics in name order, with what the broker needs of each.
     pub fn alive(&self) -> impl Iterator<Item = (&str, TopicView)> + '_ {
         self.topics

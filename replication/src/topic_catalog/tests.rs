@@ -209,6 +209,23 @@ fn writes_racing_a_delete_do_not_leak_into_the_next_incarnation() {
 }
 
 #[test]
+fn a_restored_topic_is_as_before_the_change_that_failed() {
+    let mut cat = TopicCatalog::new();
+    cat.create("kept", 2, configs(&[]), s(10, 1))
+        .expect("create kept");
+    let before = cat.clone();
+    let previous = cat.topic("kept").cloned();
+    cat.add_partitions("kept", 5, s(11, 1)).expect("grow kept");
+    cat.restore("kept", previous);
+    assert_eq!(cat, before);
+    cat.create("new", 1, configs(&[]), s(12, 1))
+        .expect("create new");
+    cat.restore("new", None);
+    assert_eq!(cat, before);
+    assert_eq!(cat.digest(), before.digest());
+}
+
+#[test]
 fn dominated_partition_entries_are_dropped() {
     let mut a = TopicCatalog::new();
     a.create("t", 2, BTreeMap::new(), s(1, 0)).unwrap();
