@@ -69,7 +69,8 @@ pub async fn all_idle() {
 pub static FSYNC: Lane = Lane::new("fsync", 64);
 /// Replication: collecting the batches a peer pulls, applying what a link received.
 pub static REPLICATION: Lane = Lane::new("replication", 32);
-/// Metadata writes to RocksDB: committed offsets, groups, transactions and their markers.
+/// Metadata writes to RocksDB: committed offsets, groups, transactions and their markers, and
+/// topic changes (the catalog, sidecars, new partition directories).
 pub static METADATA: Lane = Lane::new("metadata", 32);
 /// Change feeds reading a table's log, one step at a time.
 pub static FEEDS: Lane = Lane::new("change_feeds", 8);

@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use causeway_integration_tests::batch::simple_batch;
 use causeway_integration_tests::raw::check_api_versions;
 use causeway_integration_tests::regions::{
     metric, wait_for_payload, with_mesh, MeshPlan, CONVERGE_TIMEOUT,
@@ -15,7 +16,8 @@ use causeway_integration_tests::{
     topic_partition_count, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 const INVALID_PARTITIONS: i16 = 37;
@@ -155,6 +157,64 @@ fn a_peer_catalog_past_max_partitions_is_held_back() {
             "the small topic after a restart"
         );
         still_serving(mesh.region_mut(1))
+    });
+}
+
+/// Tasks the metadata lane has run so far.
+fn metadata_lane_tasks(broker: &BrokerProcess) -> Result<f64> {
+    Ok(metric(broker, r#"causeway_blocking_tasks_total{lane="metadata"}"#)?.unwrap_or(0.0))
+}
+
+/// Creating topics (CreateTopics, auto-creation by Metadata and by Produce), growing, altering
+/// and deleting them write RocksDB and fsync directories: each runs in the metadata lane, never
+/// on a runtime worker where a slow disk would stall every connection that worker serves.
+#[test]
+fn topic_changes_run_in_the_metadata_lane() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let in_lane = |what: &str, change: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            let before = metadata_lane_tasks(broker)?;
+            change()?;
+            let after = metadata_lane_tasks(broker)?;
+            ensure!(after > before, "{what} ran no task in the metadata lane");
+            Ok(())
+        };
+        let created = topic_name("created");
+        in_lane("CreateTopics", &mut || {
+            ensure_eq!(create_topics(broker, &created, 1)?, 0, "CreateTopics");
+            Ok(())
+        })?;
+        let by_metadata = topic_name("by-metadata");
+        in_lane("Metadata with auto-creation", &mut || {
+            let request = MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+                    TopicName(StrBytes::from_string(by_metadata.clone())),
+                ))]))
+                .with_allow_auto_topic_creation(true);
+            let response = broker.raw()?.request(9, &request)?;
+            ensure_eq!(
+                response.topics.first().map(|t| t.error_code),
+                Some(0),
+                "Metadata auto-creation"
+            );
+            Ok(())
+        })?;
+        let by_produce = topic_name("by-produce");
+        in_lane("Produce with auto-creation", &mut || {
+            let batch = simple_batch("auto", 2, 1_700_000_000_000);
+            let response = broker.raw()?.produce(&by_produce, 0, 1, batch.freeze())?;
+            ensure_eq!(response.error_code, 0, "Produce auto-creation");
+            Ok(())
+        })?;
+        in_lane("AlterConfigs", &mut || {
+            let (code, message) = broker.raw()?.alter_topic_configs(
+                &created,
+                &[("retention.ms", "3600000")],
+                false,
+            )?;
+            ensure_eq!(code, 0, "AlterConfigs ({message:?})");
+            Ok(())
+        })?;
+        check_produce_consume(broker, &by_produce)
     });
 }
 

@@ -18,11 +18,27 @@ use crate::topics::Topic;
 /// Leader epoch reported for every partition: none, so clients skip epoch validation.
 pub const LEADER_EPOCH_NONE: i32 = -1;
 
+/// Whether answering `request` may create topics: auto-creation is on, the client allows it,
+/// and it names a topic this region does not host. Such a request is answered in the metadata
+/// lane, off the runtime workers.
+pub fn may_create(broker: &Broker, request: &MetadataRequest, version: i16) -> bool {
+    allows_creation(broker, request, version)
+        && request.topics.iter().flatten().any(|wanted| {
+            wanted
+                .name
+                .as_ref()
+                .is_some_and(|name| broker.topics.get(name.as_str()).is_none())
+        })
+}
+
+fn allows_creation(broker: &Broker, request: &MetadataRequest, version: i16) -> bool {
+    broker.options.auto_create_topics && (version < 4 || request.allow_auto_topic_creation)
+}
+
 /// Describes the requested topics (all of them when the list is null, or empty before v1).
 pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
     let (host, port) = broker.options.advertised();
-    let allow_create =
-        broker.options.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let allow_create = allows_creation(broker, &request, version);
     let topics = match request.topics {
         None => broker
             .topics

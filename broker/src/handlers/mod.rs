@@ -29,6 +29,28 @@ pub(crate) mod records;
 mod topics;
 mod transactions;
 
+/// Runs a handler that may create, delete or change topics in the metadata lane: a topic change
+/// writes the catalog to RocksDB and fsyncs sidecars and new partition directories, which must
+/// not hold a runtime worker (`docs/design.md`, "Threads"). A task that failed (it panicked, or
+/// shutdown cancelled it) answers an empty response, which names no topic, so the client
+/// retries.
+pub(crate) async fn changing_topics<T: Default + Send + 'static>(
+    broker: &Arc<Broker>,
+    handler: impl FnOnce(&Broker) -> T + Send + 'static,
+) -> T {
+    let broker = broker.clone();
+    match crate::blocking::METADATA
+        .run(move || handler(&broker))
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "a topic change task failed");
+            T::default()
+        }
+    }
+}
+
 /// A request that was decoded but cannot be served; the connection is closed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0:?} has no handler")]
@@ -50,28 +72,35 @@ pub async fn handle(
     let version = request.version;
     let response = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
+        RequestKind::Metadata(r) if metadata::may_create(broker, &r, version) => {
+            ResponseKind::Metadata(
+                changing_topics(broker, move |b| metadata::handle(b, r, version)).await,
+            )
+        }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
         RequestKind::Produce(r) => return Ok(produce::handle(broker, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r).await)
         }
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(topics::create(broker, r, version))
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(topics::delete(broker, r, version))
-        }
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(topics::create_partitions(broker, r))
-        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
+            changing_topics(broker, move |b| topics::create(b, r, version)).await,
+        ),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(
+            changing_topics(broker, move |b| topics::delete(b, r, version)).await,
+        ),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            changing_topics(broker, move |b| topics::create_partitions(b, r)).await,
+        ),
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(broker, r, version))
         }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(broker, r)),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r))
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(changing_topics(broker, move |b| configs::alter(b, r)).await)
         }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            changing_topics(broker, move |b| configs::incremental_alter(b, r)).await,
+        ),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(broker, r))
         }

@@ -2,6 +2,7 @@
 //! byte-for-byte with offsets assigned and causal metadata stamped, then answer according to
 //! `acks`: 0 never, 1 once written to the page cache, all (-1) once fsynced (group commit).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, Response
 use kafka_protocol::ResponseError;
 
 use super::record_checks::check_produced;
-use super::{topic_error_code, topic_name};
+use super::{changing_topics, topic_error_code, topic_name};
 use crate::broker::Broker;
 use crate::metrics;
 use crate::topics::{PartitionHandle, Topic, MIN_REGIONS_CONFIG};
@@ -38,7 +39,8 @@ struct Pending {
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<ResponseKind> {
     let acks = request.acks;
     let request_timeout_ms = request.timeout_ms;
-    let (mut responses, to_sync) = append_all(broker, request);
+    let created = create_missing_topics(broker, &request).await;
+    let (mut responses, to_sync) = append_all(broker, request, &created);
     let timeout = Duration::from_millis(u64::try_from(request_timeout_ms).unwrap_or(0));
     for (failed, code) in sync_all(broker, to_sync, timeout).await {
         let response = &mut responses[failed.topic].partition_responses[failed.response];
@@ -58,6 +60,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<Res
 fn append_all(
     broker: &Broker,
     request: ProduceRequest,
+    created: &CreatedTopics,
 ) -> (Vec<TopicProduceResponse>, Vec<Pending>) {
     let acks = request.acks;
     let transactional_id = request
@@ -68,7 +71,7 @@ fn append_all(
     let mut to_sync = Vec::new();
     for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
         let name = topic_data.name.as_str().to_string();
-        let topic = find_topic(broker, &name);
+        let topic = find_topic(broker, &name, created);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let outcome = if !(-1..=1).contains(&acks) {
@@ -122,14 +125,48 @@ fn append_all(
     (responses, to_sync)
 }
 
-fn find_topic(broker: &Broker, name: &str) -> Result<Arc<Topic>, i16> {
+/// Topics a request named that this region did not host, created (or refused, with the error
+/// code) by auto-creation.
+type CreatedTopics = HashMap<String, Result<Arc<Topic>, i16>>;
+
+/// Creates the topics `request` names that this region does not host, when auto-creation is on,
+/// in the metadata lane (a creation writes RocksDB and fsyncs directories).
+async fn create_missing_topics(broker: &Arc<Broker>, request: &ProduceRequest) -> CreatedTopics {
+    if !broker.options.auto_create_topics {
+        return CreatedTopics::new();
+    }
+    let missing: Vec<String> = request
+        .topic_data
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|name| broker.topics.get(name).is_none())
+        .map(str::to_string)
+        .collect();
+    if missing.is_empty() {
+        return CreatedTopics::new();
+    }
+    changing_topics(broker, move |broker| {
+        missing
+            .into_iter()
+            .map(|name| {
+                let topic = broker
+                    .topics
+                    .get_or_create(&name, broker.default_partitions())
+                    .map_err(|e| topic_error_code(&e));
+                (name, topic)
+            })
+            .collect()
+    })
+    .await
+}
+
+fn find_topic(broker: &Broker, name: &str, created: &CreatedTopics) -> Result<Arc<Topic>, i16> {
     match broker.topics.get(name) {
         Some(topic) => Ok(topic),
-        None if broker.options.auto_create_topics => broker
-            .topics
-            .get_or_create(name, broker.default_partitions())
-            .map_err(|e| topic_error_code(&e)),
-        None => Err(ResponseError::UnknownTopicOrPartition.code()),
+        None => created
+            .get(name)
+            .cloned()
+            .unwrap_or(Err(ResponseError::UnknownTopicOrPartition.code())),
     }
 }
 
