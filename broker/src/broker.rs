@@ -68,6 +68,8 @@ impl Broker {
             timestamp_type: TimestampType::CreateTime,
             segment_bytes_min: options.log_segment_bytes_min,
             segment_ms_min: i64::try_from(options.log_segment_ms_min).unwrap_or(i64::MAX),
+            producers_max: usize::try_from(options.max_producers_per_partition)
+                .unwrap_or(usize::MAX),
             ..LogConfig::default()
         };
         let topics = Topics::open(

@@ -106,6 +106,16 @@ pub struct BrokerOptions {
     /// refused with INVALID_PARTITIONS (each partition holds open files and memory).
     #[arg(long, env = "CAUSEWAY_MAX_PARTITIONS", default_value_t = 4_000)]
     pub max_partitions: u32,
+    /// Most producers whose sequence state one partition keeps; past it the partition forgets
+    /// the producer that wrote least recently (none with a transaction open), so a client asking
+    /// for producer ids in a loop cannot grow memory without bound.
+    #[arg(
+        long,
+        env = "CAUSEWAY_MAX_PRODUCERS_PER_PARTITION",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_producers_per_partition: u32,
     /// Most files of closed segments held open at once for reading (least recently used ones
     /// are closed), so open descriptors do not grow with the data retained.
     #[arg(long, env = "CAUSEWAY_MAX_OPEN_SEGMENT_FILES", default_value_t = 8_192)]

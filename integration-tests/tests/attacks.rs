@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -22,8 +22,8 @@ use causeway_integration_tests::batch::{encode_batch, RawRecord};
 use causeway_integration_tests::raw::{check_api_versions, PeerOutcome, RawClient};
 use causeway_integration_tests::regions::{metric, metric_sum};
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, http_get, produce_all, topic_name, wait_until,
-    with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    check_produce_consume, create_topic, ensure_eq, http_get, now_ms, produce_all, rss_of,
+    topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
@@ -60,28 +60,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Resident memory of a process, from /proc.
-fn rss_of(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS")?;
-    Ok(kib * 1024)
-}
-
-/// Resident memory of the broker process.
-fn rss_bytes(broker: &BrokerProcess) -> Result<u64> {
-    rss_of(broker.pid().context("broker pid")?)
 }
 
 /// Samples the broker's resident memory every 20 ms on a thread of its own until
@@ -554,7 +532,7 @@ fn a_fetch_asking_for_i32_max_bytes_is_capped_at_the_response_limit() {
         }
         // Three clients fetching everything at once, twice each, while rdkafka produces and
         // consumes; the broker's memory is sampled meanwhile.
-        let before = rss_bytes(broker)?;
+        let before = broker.rss_bytes()?;
         let sampler = PeakRss::start(broker)?;
         let addr = broker.kafka_addr();
         let fetchers: Vec<JoinHandle<Result<()>>> = (0..FETCHERS)
@@ -657,7 +635,7 @@ fn metadata_auto_creating_a_hundred_thousand_topics_stops_at_max_partitions() {
     with_broker(opts, |broker| {
         let health = topic_name("health");
         create_topic(broker, &health, 1, &[])?;
-        let before = rss_bytes(broker)?;
+        let before = broker.rss_bytes()?;
         let sampler = PeakRss::start(broker)?;
         let addr = broker.kafka_addr();
         let flood_prefix = topic_name("flood");
@@ -834,7 +812,7 @@ fn replication_pulls_to_a_broker_without_peers_are_closed_before_decoding() {
         )?;
         ensure_eq!(malformed, 0.0, "pulls decoded and found malformed");
         // A flood of pulls from several clients while rdkafka produces and consumes.
-        let before = rss_bytes(broker)?;
+        let before = broker.rss_bytes()?;
         let sampler = PeakRss::start(broker)?;
         let frames = Arc::new(frames);
         let flooders: Vec<JoinHandle<Result<()>>> = (0..FLOODERS)
@@ -966,7 +944,7 @@ fn http_connections_past_the_cap_are_closed_while_kafka_keeps_serving() {
         let table = topic_name("feeds");
         create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
         let addr = broker.http_addr();
-        let before = rss_bytes(broker)?;
+        let before = broker.rss_bytes()?;
         let mut feeds = Vec::new();
         for i in 0..HTTP_CONNECTIONS_MAX {
             match open_feed(addr, &table)? {
@@ -993,7 +971,7 @@ fn http_connections_past_the_cap_are_closed_while_kafka_keeps_serving() {
         }
         // The Kafka listener is another listener: it keeps serving.
         still_serving(broker, &health).context("Kafka during the HTTP flood")?;
-        let during = rss_bytes(broker)?;
+        let during = broker.rss_bytes()?;
         let growth = during.saturating_sub(before);
         eprintln!("RSS {before} B before the flood, {during} B with {HTTP_CONNECTIONS_MAX} feeds");
         if growth > 512 << 20 {

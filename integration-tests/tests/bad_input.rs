@@ -9,7 +9,7 @@ use bytes::BufMut;
 use causeway_integration_tests::batch::{encode_batch, simple_batch, RawRecord, MAGIC_OFFSET};
 use causeway_integration_tests::raw::{check_api_versions, split_v0_header, PeerOutcome};
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, topic_name, with_broker, BrokerOptions,
+    check_produce_consume, create_topic, ensure_eq, now_ms, topic_name, with_broker, BrokerOptions,
     BrokerProcess, CLIENT_TIMEOUT,
 };
 use kafka_protocol::messages::ApiVersionsResponse;
@@ -240,12 +240,6 @@ const INVALID_TIMESTAMP: i16 = 32;
 const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
 const RECORDS_COUNT_OFFSET: usize = 57;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Produces `batch` to a new topic (with `configs`) and expects `code`; a refused batch must
 /// leave the log empty, and the broker must keep serving.

@@ -6,19 +6,22 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use causeway_integration_tests::batch::simple_batch;
+use causeway_integration_tests::batch::{fix_crc, simple_batch};
 use causeway_integration_tests::raw::check_api_versions;
 use causeway_integration_tests::regions::{
     metric, wait_for_payload, with_mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, produce_all, segment_files, topic_name,
+    check_produce_consume, create_topic, ensure_eq, now_ms, produce_all, segment_files, topic_name,
     topic_partition_count, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, InitProducerIdRequest, MetadataRequest, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::producer::FutureProducer;
 
 const INVALID_PARTITIONS: i16 = 37;
 
@@ -31,18 +34,6 @@ fn still_serving(broker: &mut BrokerProcess) -> Result<()> {
     let topic = topic_name("health");
     create_topic(broker, &topic, 1, &[])?;
     check_produce_consume(broker, &topic)
-}
-
-/// Resident memory of the broker process, from /proc.
-fn rss_bytes(broker: &BrokerProcess) -> Result<u64> {
-    let pid = broker.pid().context("broker pid")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS")?;
-    Ok(kib * 1024)
 }
 
 fn create_topics(broker: &BrokerProcess, name: &str, partitions: i32) -> Result<i16> {
@@ -218,6 +209,55 @@ fn topic_changes_run_in_the_metadata_lane() {
     });
 }
 
+/// A producer id from InitProducerId (non-transactional), as a client looping on it gets them.
+fn issued_producer_id(broker: &BrokerProcess) -> Result<i64> {
+    let response = broker.raw()?.request(
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    )?;
+    ensure_eq!(response.error_code, 0, "InitProducerId");
+    Ok(response.producer_id.0)
+}
+
+/// A client that asks for a new producer id for every batch would grow each partition's producer
+/// state without bound; past `--max-producers-per-partition` the partition forgets the producer
+/// that wrote least recently. Every batch is still taken, a real idempotent producer keeps
+/// working, and the broker restarts over a log naming more producers than the bound.
+#[test]
+fn producer_state_past_max_producers_per_partition_forgets_the_idlest() {
+    let opts = BrokerOptions::new().flag("--max-producers-per-partition", 5);
+    with_broker(opts, |broker| {
+        let topic = topic_name("many-producers");
+        create_topic(broker, &topic, 1, &[])?;
+        for n in 0..50 {
+            let mut batch = simple_batch("churn", 1, now_ms());
+            batch[43..51].copy_from_slice(&issued_producer_id(broker)?.to_be_bytes());
+            batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+            batch[53..57].copy_from_slice(&0i32.to_be_bytes());
+            fix_crc(&mut batch);
+            let response = broker.raw()?.produce(&topic, 0, -1, batch.freeze())?;
+            ensure_eq!(response.error_code, 0, "batch of producer {n}");
+        }
+        ensure_eq!(
+            metric(broker, "causeway_storage_producers_evicted_total")?,
+            Some(45.0),
+            "producers forgotten"
+        );
+        let idempotent: FutureProducer = broker
+            .producer_config()
+            .set("enable.idempotence", "true")
+            .create()?;
+        produce_all(&idempotent, &topic, &[TestRecord::value("idempotent")])?;
+        check_produce_consume(broker, &topic)?;
+        broker.restart()?;
+        still_serving(broker)
+    });
+}
+
 #[test]
 fn idle_connections_are_closed() {
     let opts = BrokerOptions::new().flag("--connections-max-idle-ms", 500);
@@ -250,7 +290,7 @@ fn buffered_requests_stay_within_queued_max_request_bytes() {
     let budget: u64 = 128 << 20;
     let opts = BrokerOptions::new().flag("--queued-max-request-bytes", budget);
     with_broker(opts, |broker| {
-        let before = rss_bytes(broker)?;
+        let before = broker.rss_bytes()?;
         // 10 connections each announce a 100 MB frame and send up to 40 MB of it: 400 MB if the
         // broker buffered all of it. Writes that block (the broker stopped reading) give up.
         let chunk = vec![0u8; 1 << 20];
@@ -267,7 +307,7 @@ fn buffered_requests_stay_within_queued_max_request_bytes() {
             }
             held.push(raw);
         }
-        let during = rss_bytes(broker)?;
+        let during = broker.rss_bytes()?;
         let growth = during.saturating_sub(before);
         if growth > budget + (64 << 20) {
             bail!("RSS grew by {growth} bytes with a request budget of {budget}");

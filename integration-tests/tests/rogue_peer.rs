@@ -6,14 +6,14 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use causeway_integration_tests::batch::{fix_crc, simple_batch};
 use causeway_integration_tests::regions::{metric_sum, partition_counts};
 use causeway_integration_tests::{
-    free_port, produce_all, wait_until, BrokerOptions, BrokerProcess, TestRecord,
+    free_port, now_ms, produce_all, wait_until, BrokerOptions, BrokerProcess, TestRecord,
 };
 use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
@@ -25,12 +25,6 @@ use causeway_storage::CausalMeta;
 
 const SECRET: &str = "rogue-test";
 const TOPIC: &str = "guarded";
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// One batch from the rogue region with the given metadata and bytes.
 fn rogue_batch(seq: u64, hlc: u64, payload: Vec<u8>) -> Batch<Bytes> {
@@ -51,13 +45,13 @@ fn rogue_batch(seq: u64, hlc: u64, payload: Vec<u8>) -> Batch<Bytes> {
 
 /// The three bad answers, one per pull that names the guarded partition.
 fn bad_batches() -> Vec<(&'static str, Batch<Bytes>)> {
-    let mut corrupt = simple_batch("corrupt", 2, now_ms() as i64).to_vec();
+    let mut corrupt = simple_batch("corrupt", 2, now_ms()).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff; // the CRC no longer matches
-    let mut good = simple_batch("skewed", 2, now_ms() as i64).to_vec();
+    let mut good = simple_batch("skewed", 2, now_ms()).to_vec();
     fix_crc(&mut good);
-    let stamp_now = HybridClock::default().tick(now_ms());
-    let stamp_tomorrow = HybridClock::default().tick(now_ms() + 86_400_000);
+    let stamp_now = HybridClock::default().tick(now_ms().unsigned_abs());
+    let stamp_tomorrow = HybridClock::default().tick(now_ms().unsigned_abs() + 86_400_000);
     vec![
         ("bad CRC", rogue_batch(1, stamp_now, corrupt)),
         ("origin sequence 0", rogue_batch(0, stamp_now, good.clone())),

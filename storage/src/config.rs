@@ -51,6 +51,11 @@ pub struct LogConfig {
     /// The smallest `segment.ms` a topic override takes effect with; a smaller one is raised to
     /// it (10 minutes, as Redpanda's `log_segment_ms_min`). A broker setting.
     pub segment_ms_min: i64,
+    /// The most producers whose sequence state a partition keeps; a new producer past it makes
+    /// the partition forget the one that wrote least recently (with no transaction open), so a
+    /// client that asks for producer ids in a loop cannot grow it without bound. A broker
+    /// setting (`--max-producers-per-partition`, as Redpanda's `max_concurrent_producer_ids`).
+    pub producers_max: usize,
 }
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
@@ -73,6 +78,7 @@ impl Default for LogConfig {
             delete_retention_ms: DAY_MS,
             segment_bytes_min: SEGMENT_BYTES_MIN,
             segment_ms_min: SEGMENT_MS_MIN,
+            producers_max: PRODUCERS_MAX,
         }
     }
 }
@@ -81,6 +87,8 @@ impl Default for LogConfig {
 pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
 /// Default of [`LogConfig::segment_ms_min`]: 10 minutes.
 pub const SEGMENT_MS_MIN: i64 = 10 * 60 * 1000;
+/// Default of [`LogConfig::producers_max`].
+pub const PRODUCERS_MAX: usize = 10_000;
 
 /// One accepted topic config, for DescribeConfigs and validation.
 pub struct TopicConfigDef {
@@ -366,6 +374,7 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
             .unwrap_or(base.delete_retention_ms),
         segment_bytes_min: base.segment_bytes_min,
         segment_ms_min: base.segment_ms_min,
+        producers_max: base.producers_max,
     }
 }
 

@@ -112,9 +112,9 @@ pub fn scan_partition(
                 .peek()
                 .filter(|e| e.base_offset == header.base_offset)
                 .map(|e| &e.meta);
-            full.record(&header, control, meta, header.max_timestamp);
+            full.record(&header, control, meta, header.max_timestamp, usize::MAX);
             if snapshot_end.is_some_and(|end| header.base_offset >= end) {
-                from_snapshot.record(&header, control, meta, header.max_timestamp);
+                from_snapshot.record(&header, control, meta, header.max_timestamp, usize::MAX);
             }
             scan.batches += 1;
             scan.bytes += total;

@@ -164,7 +164,13 @@ impl LogState {
             for (header, control) in segment.batch_headers()? {
                 if header.base_offset >= from {
                     let meta = metas.get(&header.base_offset);
-                    producers.record(&header, control, meta, header.max_timestamp);
+                    producers.record(
+                        &header,
+                        control,
+                        meta,
+                        header.max_timestamp,
+                        self.config.producers_max,
+                    );
                     replayed += 1;
                 }
             }
@@ -563,7 +569,9 @@ impl Partition {
             }
             return Err(failure.error);
         }
-        st.producers.record(&header, control, Some(meta), now_ms);
+        let producers_max = st.config.producers_max;
+        st.producers
+            .record(&header, control, Some(meta), now_ms, producers_max);
         Ok(AppendResult {
             base_offset,
             last_offset: header.last_offset(),

@@ -241,13 +241,15 @@ impl ProducerStates {
     }
 
     /// Records an appended batch (offsets assigned); `control` is its marker type if it is a
-    /// control batch; `meta` its causal stamp, where known.
+    /// control batch; `meta` its causal stamp, where known. A producer new to the partition when
+    /// `producers_max` are known first makes room ([`ProducerStates::evict_idlest`]).
     pub fn record(
         &mut self,
         header: &BatchHeader,
         control: Option<ControlType>,
         meta: Option<&CausalMeta>,
         now_ms: i64,
+        producers_max: usize,
     ) {
         if header.producer_id < 0 {
             return;
@@ -262,6 +264,9 @@ impl ProducerStates {
                 self.ongoing_first_seq
                     .insert(header.producer_id, meta.origin_seq);
             }
+        }
+        if self.entries.len() >= producers_max && !self.entries.contains_key(&header.producer_id) {
+            self.evict_idlest();
         }
         let entry = self
             .entries
@@ -367,6 +372,24 @@ impl ProducerStates {
     /// Forgets aborted transactions whose marker lies below `log_start`.
     pub fn forget_aborted_below(&mut self, log_start: i64) {
         self.aborted.retain(|a| a.last_offset >= log_start);
+    }
+
+    /// Forgets the producer that wrote least recently among those with no open transaction (a
+    /// transaction's producer must stay known until its marker). Its next batch is then taken as
+    /// a new producer's, without a duplicate check, as after idle expiry. Returns whether one was
+    /// forgotten: with a transaction open for every producer, none is.
+    fn evict_idlest(&mut self) -> bool {
+        let idlest = self
+            .entries
+            .values()
+            .filter(|e| !self.ongoing.contains_key(&e.producer_id))
+            .min_by_key(|e| e.last_write_ms)
+            .map(|e| e.producer_id);
+        let evicted = idlest.is_some_and(|id| self.entries.remove(&id).is_some());
+        if evicted {
+            metrics::counter!("causeway_storage_producers_evicted_total").increment(1);
+        }
+        evicted
     }
 
     /// Forgets producers idle for `idle_ms_max` or longer; returns how many.
@@ -484,7 +507,7 @@ mod tests {
     fn append(states: &mut ProducerStates, h: BatchHeader) -> Result<SequenceCheck, SequenceError> {
         let check = states.check(&h)?;
         if check == SequenceCheck::Append {
-            states.record(&h, None, None, 0);
+            states.record(&h, None, None, 0, usize::MAX);
         }
         Ok(check)
     }
@@ -639,12 +662,14 @@ mod tests {
             None,
             Some(&first),
             0,
+            usize::MAX,
         );
         west.record(
             &marker(producer, 1, 11),
             Some(ControlType::Abort),
             Some(&takeover),
             0,
+            usize::MAX,
         );
         assert_eq!(west.first_unstable_offset(), None);
         assert_eq!(west.aborted_between(0, 100).len(), 1);
@@ -661,24 +686,28 @@ mod tests {
             None,
             Some(&first),
             0,
+            usize::MAX,
         );
         east.record(
             &marker(producer, 0, 11),
             Some(ControlType::Commit),
             Some(&stamp(EAST, 4, 3)),
             0,
+            usize::MAX,
         );
         east.record(
             &transactional(header(producer, 0, 2, 1, 12)),
             None,
             Some(&stamp(EAST, 5, 4)),
             0,
+            usize::MAX,
         );
         east.record(
             &marker(producer, 1, 13),
             Some(ControlType::Abort),
             Some(&takeover),
             0,
+            usize::MAX,
         );
         assert_eq!(east.first_unstable_offset(), Some(12));
         assert!(east.aborted_between(0, 100).is_empty());
@@ -689,6 +718,7 @@ mod tests {
             Some(ControlType::Commit),
             Some(&stamp(EAST, 6, 5)),
             0,
+            usize::MAX,
         );
         assert_eq!(east.first_unstable_offset(), None);
     }
@@ -696,13 +726,43 @@ mod tests {
     #[test]
     fn open_transactions_hold_back_the_stable_offset_until_their_marker() {
         let mut s = ProducerStates::default();
-        s.record(&transactional(header(7, 0, 0, 2, 10)), None, None, 0);
-        s.record(&transactional(header(8, 0, 0, 1, 12)), None, None, 0);
-        s.record(&transactional(header(7, 0, 2, 1, 13)), None, None, 0);
+        s.record(
+            &transactional(header(7, 0, 0, 2, 10)),
+            None,
+            None,
+            0,
+            usize::MAX,
+        );
+        s.record(
+            &transactional(header(8, 0, 0, 1, 12)),
+            None,
+            None,
+            0,
+            usize::MAX,
+        );
+        s.record(
+            &transactional(header(7, 0, 2, 1, 13)),
+            None,
+            None,
+            0,
+            usize::MAX,
+        );
         assert_eq!(s.first_unstable_offset(), Some(10));
-        s.record(&marker(7, 0, 14), Some(ControlType::Commit), None, 0);
+        s.record(
+            &marker(7, 0, 14),
+            Some(ControlType::Commit),
+            None,
+            0,
+            usize::MAX,
+        );
         assert_eq!(s.first_unstable_offset(), Some(12));
-        s.record(&marker(8, 0, 15), Some(ControlType::Abort), None, 0);
+        s.record(
+            &marker(8, 0, 15),
+            Some(ControlType::Abort),
+            None,
+            0,
+            usize::MAX,
+        );
         assert_eq!(s.first_unstable_offset(), None);
         assert_eq!(
             s.aborted_between(0, 100),
@@ -726,10 +786,45 @@ mod tests {
     }
 
     #[test]
+    fn past_producers_max_the_idlest_producer_without_a_transaction_is_forgotten() {
+        let mut s = ProducerStates::default();
+        let max = 3;
+        s.record(&header(1, 0, 0, 1, 0), None, None, 10, max);
+        s.record(&transactional(header(2, 0, 0, 1, 1)), None, None, 5, max);
+        s.record(&header(3, 0, 0, 1, 2), None, None, 30, max);
+        s.record(&header(1, 0, 1, 1, 3), None, None, 35, max);
+        assert_eq!(s.len(), 3, "a known producer takes no room");
+        s.record(&header(4, 0, 0, 1, 4), None, None, 40, max);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.epoch_of(3), None, "3 wrote least recently");
+        assert_eq!(
+            s.epoch_of(2),
+            Some(0),
+            "2 has a transaction open, however idle"
+        );
+        s.record(&header(5, 0, 0, 1, 5), None, None, 50, max);
+        assert_eq!(s.epoch_of(1), None);
+        assert_eq!(
+            s.check(&header(1, 0, 7, 1, 6)),
+            Ok(SequenceCheck::Append),
+            "a forgotten producer writes on as a new one"
+        );
+        let mut all_open = ProducerStates::default();
+        for id in 0..4 {
+            all_open.record(&transactional(header(id, 0, 0, 1, id)), None, None, id, max);
+        }
+        assert_eq!(
+            all_open.len(),
+            4,
+            "no producer with an open transaction is forgotten"
+        );
+    }
+
+    #[test]
     fn idle_producers_expire() {
         let mut s = ProducerStates::default();
         let h = header(7, 0, 0, 1, 0);
-        s.record(&h, None, None, 1_000);
+        s.record(&h, None, None, 1_000, usize::MAX);
         assert_eq!(s.expire(2_000, 5_000), 0);
         assert_eq!(s.expire(10_000, 5_000), 1);
         assert!(s.is_empty());

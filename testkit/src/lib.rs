@@ -10,13 +10,14 @@ pub mod ports;
 pub mod process;
 pub mod raw;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use clients::{admin_config, consumer_config, producer_config};
 pub use http::http_get;
 pub use ports::free_port;
 pub use process::{
-    broker_binary, BrokerOptions, BrokerProcess, CLIENT_TIMEOUT, SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT,
+    broker_binary, rss_of, BrokerOptions, BrokerProcess, CLIENT_TIMEOUT, SHUTDOWN_TIMEOUT,
+    STARTUP_TIMEOUT,
 };
 
 /// Polls `cond` every 50 ms until it returns true or `timeout` passes; returns whether it did.
@@ -31,4 +32,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Milliseconds since the Unix epoch by the wall clock, for record timestamps.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -376,6 +376,11 @@ impl BrokerProcess {
         v[v.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Resident memory of the running broker, from /proc.
+    pub fn rss_bytes(&self) -> Result<u64> {
+        rss_of(self.pid().context("the broker is not running")?)
+    }
+
     /// Path of the file that collects the broker's stdout and stderr.
     pub fn log_path(&self) -> &Path {
         &self.log_path
@@ -432,4 +437,15 @@ impl Drop for BrokerProcess {
         }
         self.kill9();
     }
+}
+
+/// Resident memory of process `pid`, from /proc (`VmRSS`).
+pub fn rss_of(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")?;
+    Ok(kib * 1024)
 }
