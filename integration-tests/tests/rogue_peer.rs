@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use causeway_integration_tests::batch::{fix_crc, simple_batch};
+use causeway_integration_tests::batch::{encode_batch, fix_crc, simple_batch, RawRecord};
 use causeway_integration_tests::regions::{metric_sum, partition_counts};
 use causeway_integration_tests::{
     free_port, now_ms, produce_all, wait_until, BrokerOptions, BrokerProcess, TestRecord,
@@ -18,7 +18,8 @@ use causeway_integration_tests::{
 use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
-    PartitionBatches, PullError, PullRequest, PullResponse, REPLICATION_API_VERSION,
+    pull_frame, PartitionBatches, PullError, PullRequest, PullResponse, PULL_RESPONSE_BYTES_MAX,
+    REPLICATION_API_VERSION,
 };
 use causeway_replication::{HybridClock, VectorClock};
 use causeway_storage::CausalMeta;
@@ -245,4 +246,73 @@ fn a_pull_from_an_unknown_region_is_refused() -> Result<()> {
         Ok(0) => Ok(()),
         other => bail!("the connection stayed open after the refusal: {other:?}"),
     }
+}
+
+/// Sends `pull` on a new connection to `broker` and decodes the answer.
+fn pull_once(broker: &BrokerProcess, pull: &PullRequest) -> Result<PullResponse> {
+    let mut stream = TcpStream::connect(broker.kafka_addr())?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(&pull_frame(7, &pull.encode()))?;
+    let answer = read_frame(&mut stream)?;
+    PullResponse::decode(&answer[4..]).context("decoding the pull response")
+}
+
+/// A peer that asks for `u32::MAX` bytes in one pull gets at most the response bound of batches
+/// (plus the one batch that crosses it), as Kafka bounds a follower's fetch whatever it asks:
+/// one greedy peer cannot make the broker gather its whole log into one response.
+#[test]
+fn a_pull_asking_for_u32_max_bytes_is_capped() -> Result<()> {
+    const BATCH_BYTES: usize = 900_000;
+    let home = BrokerProcess::start(
+        BrokerOptions::new()
+            .flag("--region", "home")
+            .flag("--peer", format!("rogue@127.0.0.1:{}", free_port()?))
+            .flag("--replication-secret", SECRET),
+    )?;
+    let mut producer = home.raw()?;
+    for n in 0..24 {
+        let record = RawRecord::value(vec![b'x'; BATCH_BYTES]);
+        let answer = producer.produce(TOPIC, 0, 1, encode_batch(&[record], now_ms()).freeze())?;
+        if answer.error_code != 0 {
+            bail!("batch {n} refused with {}", answer.error_code);
+        }
+    }
+    let mut pull = PullRequest {
+        region: region_id("rogue"),
+        secret: SECRET.as_bytes().to_vec(),
+        max_wait_ms: 0,
+        max_bytes: 0,
+        catalog_digest: 0,
+        origins: Vec::new(),
+        partitions: vec![causeway_replication::wire::PartitionPull {
+            topic: TOPIC.into(),
+            topic_id: [0; 16],
+            partition: 0,
+            have: VectorClock::default(),
+            durable: VectorClock::default(),
+        }],
+    };
+    // The first answer names the incarnation hosted; batches are served only for it.
+    let incarnation = pull_once(&home, &pull)?
+        .partitions
+        .first()
+        .map(|p| p.topic_id)
+        .context("the partition in the first answer")?;
+    pull.partitions[0].topic_id = incarnation;
+    pull.max_bytes = u32::MAX;
+    let greedy = pull_once(&home, &pull)?;
+    if greedy.error != PullError::None {
+        bail!("the pull was refused: {:?}", greedy.error);
+    }
+    let served: usize = greedy
+        .partitions
+        .iter()
+        .flat_map(|p| &p.batches)
+        .map(|b| b.payload.len())
+        .sum();
+    let bound = PULL_RESPONSE_BYTES_MAX as usize + BATCH_BYTES + 1_000;
+    if served > bound || served < BATCH_BYTES {
+        bail!("a pull for u32::MAX bytes was served {served} bytes of 24 x {BATCH_BYTES} (bound {bound})");
+    }
+    Ok(())
 }

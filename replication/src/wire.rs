@@ -46,6 +46,11 @@ pub const REPLICATION_API_KEY: i16 = 32_000;
 /// partition entry (see the module docs).
 pub const REPLICATION_API_VERSION: i16 = 1;
 
+/// The most batch bytes one pull response carries (a soft bound: the batch that crosses it is
+/// still sent whole). Links ask for it, and a server grants no more whatever a peer asks, as
+/// Kafka caps a follower's fetch with `replica.fetch.response.max.bytes` (10 MiB).
+pub const PULL_RESPONSE_BYTES_MAX: u32 = 8 << 20;
+
 /// Bytes of a pull frame's header after the length prefix: API key, version, correlation id.
 pub const PULL_HEADER_BYTES: usize = 8;
 

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use causeway_replication::delivery::{Batch, Refusal, ReplicaAnswer};
 use causeway_replication::wire::{
     pull_frame, response_length_ok, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
+    PULL_RESPONSE_BYTES_MAX,
 };
 use causeway_replication::VectorClock;
 use causeway_storage::split_batches;
@@ -33,8 +34,6 @@ use crate::wall_clock::now_ms;
 
 /// How long a pull may wait at the peer for news.
 const PULL_WAIT_MS: u32 = 500;
-/// Soft bound on one response's batch bytes.
-const PULL_BYTES_MAX: u32 = 8 << 20;
 /// Time allowed for connecting and for a response beyond the pull's own wait.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// First and longest pause between failed attempts.
@@ -426,7 +425,7 @@ fn build_request(
         region: replication.region_id,
         secret: replication.secret().to_vec(),
         max_wait_ms: PULL_WAIT_MS,
-        max_bytes: PULL_BYTES_MAX,
+        max_bytes: PULL_RESPONSE_BYTES_MAX,
         catalog_digest: broker.catalog_digest(),
         origins: wanted_origins(broker, peer, now),
         partitions,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use causeway_replication::delivery::ReplicaPull;
 use causeway_replication::wire::{
     PartitionBatches, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
+    PULL_RESPONSE_BYTES_MAX,
 };
 use causeway_replication::{BatchId, VectorClock};
 
@@ -147,7 +148,7 @@ fn deleted_wanted(replica: &Replica, have: &VectorClock) -> Vec<BatchId> {
 /// Builds the response from every named partition's replica.
 pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
     let replication = &broker.replication;
-    let mut budget = request.max_bytes as usize;
+    let mut budget = request.max_bytes.min(PULL_RESPONSE_BYTES_MAX) as usize;
     let mut partitions = Vec::with_capacity(request.partitions.len());
     for wanted in &request.partitions {
         let Some((topic_id, partition)) = broker.topics.get(&wanted.topic).and_then(|t| {
