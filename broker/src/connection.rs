@@ -9,7 +9,9 @@ use bytes::{Bytes, BytesMut};
 use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
 use causeway_protocol::request::{decode_request, RequestError};
 use causeway_protocol::response::{api_versions_body, encode_response};
-use causeway_replication::wire::{response_frame, split_pull, PullHeader, REPLICATION_API_VERSION};
+use causeway_replication::wire::{
+    response_frame, split_pull, PullHeader, WireError, REPLICATION_API_VERSION,
+};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -98,25 +100,8 @@ pub async fn serve(
                 }
                 let outcome = process(&broker, body, &client).await;
                 held.release_to(budgeted(buffered.len()));
-                match outcome {
-                    Outcome::Respond(bytes) => {
-                        if writer.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                    Outcome::Silent => {}
-                    Outcome::RespondAndClose(bytes, reason) => {
-                        tracing::warn!(%peer, %reason, "closing connection");
-                        let _ = writer.write_all(&bytes).await;
-                        let _ = writer.flush().await;
-                        return;
-                    }
-                    Outcome::Close(reason) => {
-                        tracing::warn!(%peer, %reason, "closing connection");
-                        metrics::connection_closed_for_bad_input();
-                        let _ = writer.flush().await;
-                        return;
-                    }
+                if !send(&mut writer, &peer, outcome).await {
+                    return;
                 }
                 let another_is_buffered = matches!(
                     check_frame(&buffered, frame_bytes_max),
@@ -132,9 +117,20 @@ pub async fn serve(
             Ok(FrameCheck::Incomplete { needed }) => {
                 // Read what the frame still lacks, a chunk at a time and only once the shared
                 // budget covers it: a length prefix alone reserves nothing.
-                let want = needed
+                let mut want = needed
                     .map_or(READ_CHUNK_BYTES, |total| total - buffered.len())
                     .clamp(1, READ_CHUNK_BYTES);
+                if budgeted(buffered.len() + want) > 0 {
+                    // Past the first chunk: a replication pull is judged by its front first.
+                    match judge_pull_front(&broker, &buffered) {
+                        PullFront::ReadOn => {}
+                        PullFront::FillFirstChunk => want = READ_CHUNK_BYTES - buffered.len(),
+                        PullFront::Stop(outcome) => {
+                            send(&mut writer, &peer, outcome).await;
+                            return;
+                        }
+                    }
+                }
                 if held.hold(budgeted(buffered.len() + want)).await.is_err() {
                     tracing::warn!(
                         %peer,
@@ -161,6 +157,87 @@ pub async fn serve(
                     _ = shutdown.changed() => return,
                 }
             }
+        }
+    }
+}
+
+/// Writes what `outcome` says; returns whether the connection stays open.
+async fn send<W: AsyncWriteExt + Unpin>(writer: &mut W, peer: &str, outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Respond(bytes) => writer.write_all(&bytes).await.is_ok(),
+        Outcome::Silent => true,
+        Outcome::RespondAndClose(bytes, reason) => {
+            tracing::warn!(%peer, %reason, "closing connection");
+            let _ = writer.write_all(&bytes).await;
+            let _ = writer.flush().await;
+            false
+        }
+        Outcome::Close(reason) => {
+            tracing::warn!(%peer, %reason, "closing connection");
+            metrics::connection_closed_for_bad_input();
+            let _ = writer.flush().await;
+            false
+        }
+    }
+}
+
+/// What the front of a frame still arriving says, before more of it is read.
+enum PullFront {
+    /// Not a replication pull, or one admitted so far: read on.
+    ReadOn,
+    /// A pull whose credentials have not all arrived: read the rest of the first chunk (free of
+    /// the request budget), no further.
+    FillFirstChunk,
+    /// A pull refused from its front: answer this and close, reading no more of it.
+    Stop(Outcome),
+}
+
+/// Judges a replication pull from the front of its frame (`buffered`, length prefix included):
+/// on a broker without peers, with an unknown version, or with credentials that fail, the rest
+/// of the frame (up to `--socket-request-max-bytes`) is never read. Credentials that do not fit
+/// in the first chunk are malformed: a peer's secret is short.
+fn judge_pull_front(broker: &Broker, buffered: &[u8]) -> PullFront {
+    let Some((header, body)) = buffered.get(FRAME_PREFIX_BYTES..).and_then(split_pull) else {
+        return PullFront::ReadOn;
+    };
+    if let Some(refusal) = refuse_pull_header(broker, header.version) {
+        return PullFront::Stop(refusal);
+    }
+    match replication::serve::admit(broker, body) {
+        Ok(None) => PullFront::ReadOn,
+        Ok(Some(refusal)) => PullFront::Stop(served(header.correlation_id, refusal)),
+        Err(WireError::Truncated) if buffered.len() < READ_CHUNK_BYTES => PullFront::FillFirstChunk,
+        Err(error) => {
+            metrics::replication_refused("malformed_request");
+            PullFront::Stop(Outcome::Close(format!("replication pull: {error}")))
+        }
+    }
+}
+
+/// A pull this broker refuses by its header alone: it has no peers, or the version is unknown.
+fn refuse_pull_header(broker: &Broker, version: i16) -> Option<Outcome> {
+    if !broker.replication.enabled() {
+        metrics::replication_refused("not_configured");
+        return Some(Outcome::Close(
+            "replication pull on a broker without peers".to_string(),
+        ));
+    }
+    if version != REPLICATION_API_VERSION {
+        metrics::replication_refused("unsupported_version");
+        return Some(Outcome::Close(format!(
+            "replication pull version {version} is not supported"
+        )));
+    }
+    None
+}
+
+/// The outcome of a served (or refused) pull, framed with its correlation id.
+fn served(correlation_id: i32, served: Served) -> Outcome {
+    let with_header = |body: Vec<u8>| Bytes::from(response_frame(correlation_id, &body));
+    match served {
+        Served::Respond(body) => Outcome::Respond(with_header(body)),
+        Served::RespondAndClose(body, reason) => {
+            Outcome::RespondAndClose(with_header(body), reason)
         }
     }
 }
@@ -216,22 +293,11 @@ async fn serve_replication(
         body,
     ): (PullHeader, Bytes),
 ) -> Outcome {
-    if !broker.replication.enabled() {
-        metrics::replication_refused("not_configured");
-        return Outcome::Close("replication pull on a broker without peers".to_string());
+    if let Some(refusal) = refuse_pull_header(broker, version) {
+        return refusal;
     }
-    if version != REPLICATION_API_VERSION {
-        metrics::replication_refused("unsupported_version");
-        return Outcome::Close(format!(
-            "replication pull version {version} is not supported"
-        ));
-    }
-    let with_header = |body: Vec<u8>| Bytes::from(response_frame(correlation_id, &body));
     match replication::serve::serve(broker, &body).await {
-        Ok(Served::Respond(body)) => Outcome::Respond(with_header(body)),
-        Ok(Served::RespondAndClose(body, reason)) => {
-            Outcome::RespondAndClose(with_header(body), reason)
-        }
+        Ok(refusal_or_answer) => served(correlation_id, refusal_or_answer),
         Err(reason) => Outcome::Close(reason),
     }
 }

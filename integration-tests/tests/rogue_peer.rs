@@ -18,8 +18,8 @@ use causeway_integration_tests::{
 use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
-    pull_frame, PartitionBatches, PullError, PullRequest, PullResponse, PULL_RESPONSE_BYTES_MAX,
-    REPLICATION_API_VERSION,
+    pull_frame, PartitionBatches, PullError, PullRequest, PullResponse, PULL_HEADER_BYTES,
+    PULL_RESPONSE_BYTES_MAX, REPLICATION_API_VERSION,
 };
 use causeway_replication::{HybridClock, VectorClock};
 use causeway_storage::CausalMeta;
@@ -313,6 +313,65 @@ fn a_pull_asking_for_u32_max_bytes_is_capped() -> Result<()> {
     let bound = PULL_RESPONSE_BYTES_MAX as usize + BATCH_BYTES + 1_000;
     if served > bound || served < BATCH_BYTES {
         bail!("a pull for u32::MAX bytes was served {served} bytes of 24 x {BATCH_BYTES} (bound {bound})");
+    }
+    Ok(())
+}
+
+/// A pull with a wrong secret is judged by the front of its frame: the broker refuses it and
+/// closes after the first chunk, without waiting for (or buffering) the 50 MB the frame claims.
+#[test]
+fn a_pull_with_a_wrong_secret_is_refused_before_its_body_is_read() -> Result<()> {
+    const CLAIMED_BODY_BYTES: usize = 50 << 20;
+    let home = BrokerProcess::start(
+        BrokerOptions::new()
+            .flag("--region", "home")
+            .flag("--peer", format!("rogue@127.0.0.1:{}", free_port()?))
+            .flag("--replication-secret", SECRET),
+    )?;
+    let pull = PullRequest {
+        region: region_id("rogue"),
+        secret: b"not-the-secret".to_vec(),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        catalog_digest: 0,
+        origins: Vec::new(),
+        partitions: Vec::new(),
+    };
+    let mut frame = pull_frame(7, &pull.encode());
+    let claimed = u32::try_from(PULL_HEADER_BYTES + CLAIMED_BODY_BYTES)?;
+    frame[..4].copy_from_slice(&claimed.to_be_bytes());
+    frame.resize(frame.len() + 200_000, 0);
+    let mut stream = TcpStream::connect(home.kafka_addr())?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.write_all(&frame)?;
+    // The refusal arrives although the frame is far from complete; a reset that overtakes it
+    // (the broker closes with our bytes unread) shows the same thing.
+    match read_frame(&mut stream) {
+        Ok(answer) => {
+            let response = PullResponse::decode(&answer[4..]).context("decoding the refusal")?;
+            if response.error != PullError::AuthenticationFailed {
+                bail!("a wrong secret got {response:?}");
+            }
+        }
+        Err(error) => {
+            let closed = error.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                )
+            });
+            if !closed {
+                bail!("no refusal and no close while the frame was incomplete: {error:#}");
+            }
+        }
+    }
+    let refused = metric_sum(
+        &home,
+        "causeway_replication_refused_total",
+        r#"reason="authentication failed""#,
+    )?;
+    if refused != 1.0 {
+        bail!("{refused} pulls counted as failing authentication");
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use causeway_replication::delivery::ReplicaPull;
 use causeway_replication::wire::{
-    PartitionBatches, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
+    PartitionBatches, PartitionPull, PullError, PullRequest, PullResponse, TopicId, WireError,
     PULL_RESPONSE_BYTES_MAX,
 };
 use causeway_replication::{BatchId, VectorClock};
@@ -35,14 +35,12 @@ pub enum Served {
     RespondAndClose(Vec<u8>, String),
 }
 
-/// Decodes and serves one pull body. `Err` is a malformed body: the connection is closed.
-pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> {
-    let malformed = |e: causeway_replication::wire::WireError| {
-        metrics::replication_refused("malformed_request");
-        format!("replication pull: {e}")
-    };
-    // Authenticate from the region and secret at the front before decoding the rest.
-    let (region, secret) = PullRequest::credentials(body).map_err(malformed)?;
+/// Judges a pull by the requester's region and secret at the front of its body, before anything
+/// else in it is decoded, or read: the connection calls it while the rest of a large frame is
+/// still to come. `Ok(None)` admits the pull; `Ok(Some(_))` is the refusal to send before
+/// closing; `Err(WireError::Truncated)` means the credentials have not all arrived.
+pub fn admit(broker: &Broker, body_front: &[u8]) -> Result<Option<Served>, WireError> {
+    let (region, secret) = PullRequest::credentials(body_front)?;
     let replication = &broker.replication;
     let refusal = if !replication.authenticates(secret) {
         Some((PullError::AuthenticationFailed, "authentication failed"))
@@ -51,7 +49,7 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
     } else {
         None
     };
-    if let Some((error, reason)) = refusal {
+    Ok(refusal.map(|(error, reason)| {
         tracing::warn!(region, reason, "refused a replication pull");
         metrics::replication_refused(reason);
         let response = PullResponse {
@@ -60,11 +58,23 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
             catalog: None,
             partitions: Vec::new(),
         };
-        return Ok(Served::RespondAndClose(
+        Served::RespondAndClose(
             response.encode(),
             format!("replication pull refused: {reason}"),
-        ));
+        )
+    }))
+}
+
+/// Decodes and serves one pull body. `Err` is a malformed body: the connection is closed.
+pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> {
+    let malformed = |e: WireError| {
+        metrics::replication_refused("malformed_request");
+        format!("replication pull: {e}")
+    };
+    if let Some(refusal) = admit(broker, body).map_err(malformed)? {
+        return Ok(refusal);
     }
+    let replication = &broker.replication;
     let request = PullRequest::decode(body).map_err(malformed)?;
     let link = replication.peer(request.region).map(|(_, link)| link);
     if let Some(link) = link {
