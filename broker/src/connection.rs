@@ -33,6 +33,11 @@ fn budgeted(buffered: usize) -> usize {
     buffered.saturating_sub(READ_CHUNK_BYTES)
 }
 
+/// How long a connection admitted into the reserve for peer regions may take to send its first
+/// request: a peer's link pulls as soon as it connects, and an idle connection must not hold a
+/// reserve slot for the whole idle timeout (64 idle connections would lock every peer out).
+const PEER_RESERVE_FIRST_REQUEST: Duration = Duration::from_secs(5);
+
 /// What to do after one frame.
 enum Outcome {
     /// Send these bytes.
@@ -144,8 +149,13 @@ pub async fn serve(
                 buffered.reserve(needed.map_or(want, |total| total - buffered.len()));
                 let mut limited = (&mut reader).take(want as u64);
                 let read = limited.read_buf(&mut buffered);
+                let idle_max = if peers_only {
+                    admission.idle_max.min(PEER_RESERVE_FIRST_REQUEST)
+                } else {
+                    admission.idle_max
+                };
                 tokio::select! {
-                    read = tokio::time::timeout(admission.idle_max, read) => match read {
+                    read = tokio::time::timeout(idle_max, read) => match read {
                         Err(_) => {
                             tracing::debug!(%peer, "closing idle connection");
                             metrics::connection_refused("idle");

@@ -258,6 +258,62 @@ fn producer_state_past_max_producers_per_partition_forgets_the_idlest() {
     });
 }
 
+/// A flood of idle connections takes every client slot of a region and its reserve for peers
+/// too; a reserve connection that sends no request is closed within seconds, so a peer region
+/// that reconnects during the flood still gets a slot and replication goes on, while a client
+/// past the limits is closed.
+#[test]
+fn a_connection_flood_leaves_peer_regions_their_reserve() {
+    const CLIENT_SLOTS: usize = 8;
+    const PEER_RESERVE: usize = 64;
+    let plan =
+        MeshPlan::new(&["east", "west"])
+            .expect("ports")
+            .flag(1, "--max-connections", CLIENT_SLOTS);
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("flooded");
+        create_topic(mesh.region(1), &topic, 1, &[])?;
+        mesh.wait_all("the topic everywhere", CONVERGE_TIMEOUT, |r| {
+            Ok(topic_partition_count(&r.bootstrap(), &topic)? == Some(1))
+        })?;
+        // East goes away, and west takes a record east must pull through west's listener.
+        mesh.region_mut(0).kill9();
+        produce_all(
+            &mesh.region(1).producer(),
+            &topic,
+            &[TestRecord::value("through-the-flood").partition(0)],
+        )?;
+        // The producer's connections must be gone first, or closing them frees client slots.
+        let quiet = wait_until(CONVERGE_TIMEOUT, || {
+            metric(mesh.region(1), "causeway_connections_active").is_ok_and(|n| n == Some(0.0))
+        });
+        ensure!(
+            quiet,
+            "west kept client connections open after the producer closed"
+        );
+        let west = mesh.region(1).kafka_addr();
+        let flood: Vec<TcpStream> = (0..CLIENT_SLOTS + PEER_RESERVE + 16)
+            .map(|_| TcpStream::connect(west))
+            .collect::<std::io::Result<_>>()?;
+        // East's link connects into the flood.
+        mesh.region_mut(0).restart()?;
+        wait_for_payload(
+            mesh.region(0),
+            &topic,
+            0,
+            "through-the-flood",
+            CONVERGE_TIMEOUT,
+        )?;
+        let mut late = mesh.region(1).raw()?;
+        ensure!(
+            late.closed_within(Duration::from_secs(15)),
+            "a client past every limit stayed connected"
+        );
+        drop(flood);
+        still_serving(mesh.region_mut(1))
+    });
+}
+
 #[test]
 fn idle_connections_are_closed() {
     let opts = BrokerOptions::new().flag("--connections-max-idle-ms", 500);
