@@ -1,5 +1,5 @@
-//! Hand-built Kafka v2 record batches (uncompressed), for tests that must send bytes a real
-//! client would not: wrong CRC, wrong magic, oversized batches.
+//! Hand-built Kafka v2 record batches, for tests that must send bytes a real client would not:
+//! wrong CRC, wrong magic, oversized batches, decompression bombs.
 
 use bytes::{BufMut, BytesMut};
 
@@ -129,4 +129,42 @@ pub fn batch_spans(log: &[u8]) -> Vec<(usize, usize)> {
         pos += total;
     }
     out
+}
+
+/// A zstd batch of `records` keyed records (`k0`, `k1`, ...) of 1 MiB of zeros each: about 1 KiB
+/// compressed per record, 1 MiB decompressed, so 80 records make an 80 KiB batch that expands
+/// past the broker's 64 MiB bound on decoding.
+pub fn zstd_bomb(records: usize, timestamp: i64) -> anyhow::Result<BytesMut> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let zeros = bytes::Bytes::from(vec![0u8; 1 << 20]);
+    let records: Vec<Record> = (0..records)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // Constant offset minus sequence keeps every record in one batch.
+            sequence: i as i32 - 1,
+            timestamp,
+            key: Some(bytes::Bytes::from(format!("k{i}"))),
+            value: Some(zeros.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Zstd,
+        },
+    )?;
+    Ok(batch)
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::BufMut;
-use causeway_integration_tests::batch::{encode_batch, simple_batch, RawRecord, MAGIC_OFFSET};
+use causeway_integration_tests::batch::{
+    encode_batch, simple_batch, zstd_bomb, RawRecord, MAGIC_OFFSET,
+};
 use causeway_integration_tests::raw::{check_api_versions, split_v0_header, PeerOutcome};
 use causeway_integration_tests::{
     check_produce_consume, create_topic, ensure_eq, now_ms, topic_name, with_broker, BrokerOptions,
@@ -304,40 +306,9 @@ fn a_record_announcing_two_billion_headers_is_corrupt() {
 
 #[test]
 fn a_zstd_bomb_is_refused_and_tables_never_decode_it() {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
     with_broker(BrokerOptions::new(), |broker| {
         // 80 records of 1 MiB of zeros: about 80 KiB compressed, 80 MiB decompressed.
-        let zeros = bytes::Bytes::from(vec![0u8; 1 << 20]);
-        let now = now_ms();
-        let records: Vec<Record> = (0..80)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                // Constant offset minus sequence keeps all 80 records in one batch.
-                sequence: i as i32 - 1,
-                timestamp: now,
-                key: Some(bytes::Bytes::from(format!("k{i}"))),
-                value: Some(zeros.clone()),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut batch = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut batch,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::Zstd,
-            },
-        )?;
+        let batch = zstd_bomb(80, now_ms())?;
         if batch.len() > 1 << 20 {
             bail!("the bomb is {} bytes compressed", batch.len());
         }

@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use causeway_integration_tests::batch::{encode_batch, fix_crc, simple_batch, RawRecord};
+use causeway_integration_tests::batch::{
+    encode_batch, fix_crc, simple_batch, zstd_bomb, RawRecord,
+};
 use causeway_integration_tests::regions::{metric_sum, partition_counts};
 use causeway_integration_tests::{
-    free_port, now_ms, produce_all, wait_until, BrokerOptions, BrokerProcess, TestRecord,
+    create_topic, free_port, http_get, now_ms, produce_all, topic_name, wait_until, BrokerOptions,
+    BrokerProcess, TestRecord,
 };
 use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
@@ -68,14 +71,19 @@ fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// Serves pulls like a region would, answering the guarded partition (for the incarnation the
-/// region names, so the batches are judged and not ignored) with one bad batch per pull until the
+/// Serves pulls like a region would, answering partition 0 of `topic` (for the incarnation the
+/// region names, so the batches are judged and not ignored) with one of `bad` per pull until the
 /// list is used up, then with nothing.
-fn serve_rogue(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<()> {
+fn serve_rogue(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    topic: &str,
+    bad: Vec<(&'static str, Batch<Bytes>)>,
+) -> Result<()> {
     listener.set_nonblocking(false)?;
     let (mut stream, _) = listener.accept()?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut bad = bad_batches().into_iter();
+    let mut bad = bad.into_iter();
     while !stop.load(Ordering::Acquire) {
         let frame = read_frame(&mut stream)?;
         let correlation = frame.get(4..8).context("short header")?.to_vec();
@@ -90,7 +98,7 @@ fn serve_rogue(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<()> {
         let guarded = request
             .partitions
             .iter()
-            .find(|p| p.topic == TOPIC && p.partition == 0)
+            .find(|p| p.topic == topic && p.partition == 0)
             .map(|p| p.topic_id);
         let next_bad = if guarded.is_some() { bad.next() } else { None };
         let batches = match next_bad {
@@ -109,7 +117,7 @@ fn serve_rogue(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<()> {
             catalog: None,
             partitions: match guarded {
                 Some(topic_id) => vec![PartitionBatches {
-                    topic: TOPIC.into(),
+                    topic: topic.into(),
                     topic_id,
                     partition: 0,
                     have: VectorClock::default(),
@@ -136,7 +144,7 @@ fn bad_batches_from_a_peer_are_refused_and_nothing_is_applied() -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let rogue = {
         let stop = stop.clone();
-        std::thread::spawn(move || serve_rogue(listener, stop))
+        std::thread::spawn(move || serve_rogue(listener, stop, TOPIC, bad_batches()))
     };
     let home = BrokerProcess::start(
         BrokerOptions::new()
@@ -373,5 +381,77 @@ fn a_pull_with_a_wrong_secret_is_refused_before_its_body_is_read() -> Result<()>
     if refused != 1.0 {
         bail!("{refused} pulls counted as failing authentication");
     }
+    Ok(())
+}
+
+/// A peer (a broken or hostile region with the secret) sends a zstd batch that expands to 80 MiB
+/// into a table. The region takes it into its log as it came (every region keeps the same bytes),
+/// but its table decodes batches with a bound: the batch is refused as a record (counted, logged),
+/// rows written after it still apply, and a restart does not decode it again (no crash loop).
+#[test]
+fn a_decompression_bomb_from_a_peer_is_refused_by_the_table_not_retried() -> Result<()> {
+    let rogue_port = free_port()?;
+    let listener = TcpListener::bind(("127.0.0.1", rogue_port))?;
+    let topic = topic_name("bombed");
+    let mut home = BrokerProcess::start(
+        BrokerOptions::new()
+            .flag("--region", "home")
+            .flag("--peer", format!("rogue@127.0.0.1:{rogue_port}"))
+            .flag("--replication-secret", SECRET),
+    )?;
+    create_topic(&home, &topic, 1, &[("cleanup.policy", "compact")])?;
+    let keyed = |key: &str| TestRecord::value(r#"{"n":1}"#).key(key).partition(0);
+    produce_all(&home.producer(), &topic, &[keyed("before")])?;
+    let stamp = HybridClock::default().tick(now_ms().unsigned_abs());
+    let bomb = rogue_batch(1, stamp, zstd_bomb(80, now_ms())?.to_vec());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rogue = {
+        let (stop, topic) = (stop.clone(), topic.clone());
+        std::thread::spawn(move || serve_rogue(listener, stop, &topic, vec![("a bomb", bomb)]))
+    };
+    let refused = |home: &BrokerProcess| {
+        metric_sum(
+            home,
+            "causeway_table_refused_records_total",
+            r#"reason="oversized_batch""#,
+        )
+        .unwrap_or(0.0)
+    };
+    let taken = wait_until(Duration::from_secs(30), || {
+        partition_counts(&home, &topic, 1).is_ok_and(|c| c == vec![81]) && refused(&home) == 1.0
+    });
+    stop.store(true, Ordering::Release);
+    if !taken {
+        bail!(
+            "the bomb was not taken in and refused by the table once: {:?} records, {} refused\n{}",
+            partition_counts(&home, &topic, 1),
+            refused(&home),
+            home.stderr_tail(40)
+        );
+    }
+    produce_all(&home.producer(), &topic, &[keyed("after")])?;
+    let row = |home: &BrokerProcess, key: &str| {
+        http_get(home.http_addr(), &format!("/v1/tables/{topic}/rows/{key}"))
+            .map(|(status, _)| status)
+            .unwrap_or(0)
+    };
+    if !wait_until(Duration::from_secs(30), || row(&home, "after") == 200) {
+        bail!("rows written after the bomb never applied");
+    }
+    home.restart()?;
+    if row(&home, "after") != 200 || row(&home, "before") != 200 {
+        bail!("rows lost over the restart");
+    }
+    produce_all(&home.producer(), &topic, &[keyed("after-restart")])?;
+    if !wait_until(Duration::from_secs(30), || {
+        row(&home, "after-restart") == 200
+    }) {
+        bail!("the table stopped applying after the restart");
+    }
+    if refused(&home) != 0.0 {
+        bail!("the bomb was decoded again after the restart");
+    }
+    drop(home);
+    let _ = rogue.join();
     Ok(())
 }
