@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use bytes::BufMut;
 use causeway_integration_tests::batch::{
     encode_batch, simple_batch, zstd_bomb, RawRecord, MAGIC_OFFSET,
@@ -38,6 +38,28 @@ fn assert_still_serving(broker: &mut BrokerProcess) -> Result<()> {
     check_produce_consume(broker, &topic)
 }
 
+/// How much the broker's resident memory may grow over one attack: bounded decoding keeps a
+/// batch's work within 64 MiB, and the allocator may keep what it freed.
+const RSS_GROWTH_MAX: u64 = 256 << 20;
+
+/// Runs `attack` against a fresh broker, then shows what every hardening item must: the broker's
+/// resident memory grew by a bounded amount, it still serves a new client, and it starts again
+/// over whatever the attack left on disk.
+fn attacked(options: BrokerOptions, attack: impl FnOnce(&mut BrokerProcess) -> Result<()>) {
+    with_broker(options, |broker| {
+        let before = broker.rss_bytes()?;
+        attack(broker)?;
+        let grown = broker.rss_bytes()?.saturating_sub(before);
+        ensure!(
+            grown <= RSS_GROWTH_MAX,
+            "the broker's RSS grew by {} MiB",
+            grown >> 20
+        );
+        broker.restart()?;
+        assert_still_serving(broker)
+    });
+}
+
 fn high_watermark(broker: &BrokerProcess, topic: &str) -> Result<i64> {
     let consumer: BaseConsumer = broker.consumer_config().create()?;
     Ok(consumer.fetch_watermarks(topic, 0, CLIENT_TIMEOUT)?.1)
@@ -46,7 +68,7 @@ fn high_watermark(broker: &BrokerProcess, topic: &str) -> Result<i64> {
 #[test]
 fn frame_larger_than_socket_request_max_bytes_closes_the_connection() {
     let opts = BrokerOptions::new().flag("--socket-request-max-bytes", 1024 * 1024);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let mut raw = broker.raw()?;
         raw.write_all(&(2 * 1024 * 1024i32).to_be_bytes())?;
         if !raw.closed_within(CLOSE_TIMEOUT) {
@@ -64,7 +86,7 @@ fn frame_larger_than_socket_request_max_bytes_closes_the_connection() {
 
 #[test]
 fn truncated_request_body_closes_the_connection_or_errors() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let mut raw = broker.raw()?;
         // Metadata v12 (flexible header), then a body claiming 4 topics that holds 2 more bytes.
         raw.send_raw_request(3, 12, true, &[0x05, 0x81, 0x7f])?;
@@ -80,7 +102,7 @@ fn truncated_request_body_closes_the_connection_or_errors() {
 
 #[test]
 fn unknown_api_key_closes_the_connection() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let mut raw = broker.raw()?;
         raw.send_raw_request(9999, 0, false, &[])?;
         if !raw.closed_within(CLOSE_TIMEOUT) {
@@ -92,7 +114,7 @@ fn unknown_api_key_closes_the_connection() {
 
 #[test]
 fn api_versions_at_unsupported_version_answers_v0_with_unsupported_version() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let mut raw = broker.raw()?;
         // A v3-style body: client software name and version (compact strings), no tags.
         let mut body = Vec::new();
@@ -127,7 +149,7 @@ fn api_versions_at_unsupported_version_answers_v0_with_unsupported_version() {
 
 #[test]
 fn produce_with_wrong_crc_is_rejected_as_corrupt_message() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let topic = topic_name("crc");
         create_topic(broker, &topic, 1, &[])?;
         let mut batch = simple_batch("crc", 3, 1_000);
@@ -152,7 +174,7 @@ fn produce_with_wrong_crc_is_rejected_as_corrupt_message() {
 
 #[test]
 fn produce_with_magic_1_is_rejected_as_unsupported_for_message_format() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let topic = topic_name("magic");
         create_topic(broker, &topic, 1, &[])?;
         let mut batch = simple_batch("magic", 2, 1_000);
@@ -174,7 +196,7 @@ fn produce_with_magic_1_is_rejected_as_unsupported_for_message_format() {
 
 #[test]
 fn batch_over_topic_max_message_bytes_is_rejected_as_message_too_large() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let topic = topic_name("toolarge");
         create_topic(broker, &topic, 1, &[("max.message.bytes", "1000")])?;
         let batch = encode_batch(&[RawRecord::value(vec![b'x'; 5000])], 1_000);
@@ -196,7 +218,7 @@ fn batch_over_topic_max_message_bytes_is_rejected_as_message_too_large() {
 
 #[test]
 fn produce_to_unknown_topic_without_auto_create_is_rejected_as_unknown_topic() {
-    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+    attacked(BrokerOptions::new().no_auto_create(), |broker| {
         let topic = topic_name("ghost");
         let resp = broker
             .raw()?
@@ -219,7 +241,7 @@ fn produce_to_unknown_topic_without_auto_create_is_rejected_as_unknown_topic() {
 
 #[test]
 fn huge_array_count_closes_the_connection_without_harming_the_broker() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let mut raw = broker.raw()?;
         // Metadata v4: topics array of 2147483647 entries, followed by nothing.
         raw.send_raw_request(3, 4, false, &0x7fff_ffff_i32.to_be_bytes())?;
@@ -264,7 +286,7 @@ fn produce_expecting(
 
 #[test]
 fn a_batch_claiming_two_billion_records_is_corrupt() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let mut batch = simple_batch("count", 1, now_ms());
         batch[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
             .copy_from_slice(&2_000_000_000i32.to_be_bytes());
@@ -277,7 +299,7 @@ fn a_batch_claiming_two_billion_records_is_corrupt() {
 
 #[test]
 fn a_record_announcing_two_billion_headers_is_corrupt() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let record = RawRecord {
             key: Some(b"k".to_vec()),
             value: Some(b"{}".to_vec()),
@@ -306,7 +328,7 @@ fn a_record_announcing_two_billion_headers_is_corrupt() {
 
 #[test]
 fn a_zstd_bomb_is_refused_and_tables_never_decode_it() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         // 80 records of 1 MiB of zeros: about 80 KiB compressed, 80 MiB decompressed.
         let batch = zstd_bomb(80, now_ms())?;
         if batch.len() > 1 << 20 {
@@ -324,7 +346,7 @@ fn a_zstd_bomb_is_refused_and_tables_never_decode_it() {
 
 #[test]
 fn timestamps_beyond_message_timestamp_after_max_ms_are_refused() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let two_hours = 2 * 3_600_000;
         // Kafka 4's default: at most one hour ahead.
         let future = simple_batch("future", 2, now_ms() + two_hours);
@@ -348,7 +370,7 @@ fn timestamps_beyond_message_timestamp_after_max_ms_are_refused() {
 #[test]
 fn an_idempotent_batch_with_a_producer_id_never_issued_is_refused() {
     const UNKNOWN_PRODUCER_ID: i16 = 59;
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let mut batch = simple_batch("forged", 2, now_ms());
         batch[43..51].copy_from_slice(&12_345i64.to_be_bytes()); // producer id
         batch[51..53].copy_from_slice(&0i16.to_be_bytes()); // producer epoch
