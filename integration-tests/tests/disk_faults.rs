@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use causeway_integration_tests::batch::{encode_batch, RawRecord};
+use causeway_integration_tests::now_ms;
 use causeway_integration_tests::{
     check_produce_consume, create_topic, ensure_eq, payload_str, produce_all, read_partition,
     read_to_end, topic_name, with_broker, BrokerOptions, BrokerProcess, TestRecord,
@@ -72,6 +74,8 @@ impl Drop for SmallDisk {
 }
 
 /// Produces `records` one at a time; returns the values acknowledged and how many failed.
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
 fn produce_each(producer: &FutureProducer, topic: &str, values: &[String]) -> (Vec<String>, usize) {
     let mut acked = Vec::new();
     let mut failed = 0;
@@ -132,6 +136,15 @@ fn a_full_disk_refuses_produce_loses_nothing_acknowledged_and_recovers_by_itself
         ensure_eq!(failed, 0, "produce failures before the disk filled");
 
         let filler = disk.fill()?;
+        // A batch that does not fit is refused with the storage error code, so a client knows
+        // to retry rather than give up (librdkafka retries KAFKA_STORAGE_ERROR).
+        let records = vec![RawRecord::value(pad.as_bytes()); 20];
+        let big = encode_batch(&records, now_ms()).freeze();
+        ensure_eq!(
+            broker.raw()?.produce(&topic, 0, 1, big)?.error_code,
+            KAFKA_STORAGE_ERROR,
+            "a produce on a full disk"
+        );
         let (during, failed) = produce_each(&producer, &topic, &values("full", 6));
         if failed == 0 {
             bail!("every produce succeeded on a full disk");
