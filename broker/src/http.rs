@@ -208,10 +208,14 @@ fn readiness(broker: &Broker) -> (StatusCode, String) {
     }
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
-            for range in partition.log.damaged_ranges() {
+            for range in partition.log().damaged_ranges() {
                 body.push_str(&format!(
                     "damaged batch: {}-{} offsets {}..={}: {}\n",
-                    topic.name, partition.index, range.first, range.last, range.reason
+                    topic.name,
+                    partition.index(),
+                    range.first,
+                    range.last,
+                    range.reason
                 ));
             }
         }

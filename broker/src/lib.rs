@@ -29,6 +29,7 @@ pub mod http;
 pub mod maintenance;
 pub mod metrics;
 pub mod open_files;
+pub mod partition_handle;
 pub mod producer_ids;
 pub mod replication;
 pub mod scrub;

@@ -30,10 +30,10 @@ fn maintain_all(broker: &Broker) {
         for partition in topic.partitions() {
             let stable_offset = partition.stable_offset(&broker.replication, &stale);
             let deletable_below = retention_bound(broker, &topic, &partition, stable_offset);
-            match partition.log.maintain(now, deletable_below) {
+            match partition.log().maintain(now, deletable_below) {
                 Ok(report) if report.segments_deleted > 0 => tracing::info!(
                     topic = %topic.name,
-                    partition = partition.index,
+                    partition = partition.index(),
                     segments = report.segments_deleted,
                     bytes = report.bytes_deleted,
                     "retention deleted segments"
@@ -41,7 +41,7 @@ fn maintain_all(broker: &Broker) {
                 Ok(_) => {}
                 Err(error) => tracing::error!(
                     topic = %topic.name,
-                    partition = partition.index,
+                    partition = partition.index(),
                     %error,
                     "maintenance failed"
                 ),
@@ -63,11 +63,11 @@ fn retention_bound(
     if !is_table(&topic.overrides()) {
         return stable_offset;
     }
-    match broker.tables.applied(&store_name(topic), partition.index) {
+    match broker.tables.applied(&store_name(topic), partition.index()) {
         Ok(applied) => stable_offset.min(applied),
         Err(error) => {
-            tracing::error!(topic = %topic.name, partition = partition.index, %error, "reading the table's applied offset failed; retention waits");
-            partition.log.log_start_offset()
+            tracing::error!(topic = %topic.name, partition = partition.index(), %error, "reading the table's applied offset failed; retention waits");
+            partition.log().log_start_offset()
         }
     }
 }
@@ -84,7 +84,7 @@ fn compact(broker: &Broker, topic: &Topic, partition: &PartitionHandle, stale: &
     match clean_partition(
         &topic.name,
         partition_number(partition),
-        &partition.log,
+        partition.log(),
         merge_mode(&overrides),
         bounds,
         now,
@@ -94,7 +94,7 @@ fn compact(broker: &Broker, topic: &Topic, partition: &PartitionHandle, stale: &
             metrics::compaction_pass(&topic.name, report.swap.bytes_reclaimed, started.elapsed());
             tracing::info!(
                 topic = %topic.name,
-                partition = partition.index,
+                partition = partition.index(),
                 segments_read = report.segments_read,
                 segments_rewritten = report.swap.swapped,
                 bytes_read = report.bytes_read,
@@ -107,7 +107,7 @@ fn compact(broker: &Broker, topic: &Topic, partition: &PartitionHandle, stale: &
         Ok(None) => {}
         Err(error) => tracing::error!(
             topic = %topic.name,
-            partition = partition.index,
+            partition = partition.index(),
             %error,
             "compaction failed"
         ),
@@ -168,7 +168,7 @@ mod tests {
         partition.sync(&broker.replication).expect("sync");
         maintain_all(&broker);
         assert_eq!(
-            partition.log.log_start_offset(),
+            partition.log().log_start_offset(),
             0,
             "nothing applied to the rows yet, nothing deleted"
         );
@@ -178,7 +178,7 @@ mod tests {
             .expect("applied offset");
         maintain_all(&broker);
         assert_eq!(
-            partition.log.log_start_offset(),
+            partition.log().log_start_offset(),
             3,
             "deleted up to what the rows applied"
         );

@@ -77,7 +77,7 @@ async fn scrub_all(
             }
             let mut from = i64::MIN;
             loop {
-                let log = partition.log.clone();
+                let log = partition.log().clone();
                 let step = blocking::MAINTENANCE
                     .run(move || log.scrub_closed(from, STEP_BYTES))
                     .await;
@@ -85,7 +85,7 @@ async fn scrub_all(
                     Ok(Ok(step)) => step,
                     Ok(Err(error)) => {
                         // A partition deleted or failed meanwhile: the next pass tries again.
-                        tracing::warn!(topic = %topic.name, partition = partition.index, %error, "scrub step failed");
+                        tracing::warn!(topic = %topic.name, partition = partition.index(), %error, "scrub step failed");
                         break;
                     }
                     Err(error) => {

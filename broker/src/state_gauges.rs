@@ -77,9 +77,9 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -
         for partition in topic.partitions() {
             let labels = vec![
                 ("topic", topic.name.clone()),
-                ("partition", partition.index.to_string()),
+                ("partition", partition.index().to_string()),
             ];
-            let log = &partition.log;
+            let log = partition.log();
             end.samples
                 .push((labels.clone(), log.log_end_offset() as f64));
             start
@@ -104,7 +104,7 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -
                 else {
                     continue;
                 };
-                let behind = (partition.log.log_end_offset() - entry.committed.offset).max(0);
+                let behind = (partition.log().log_end_offset() - entry.committed.offset).max(0);
                 let labels = vec![
                     ("group", group),
                     ("topic", entry.topic),

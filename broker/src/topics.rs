@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use causeway_replication::crdt::MERGE_CONFIG;
 use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
-use causeway_replication::horizon::ConcurrencyHorizon;
 use causeway_replication::topic_catalog::MAX_TOPIC_NAME_LEN;
 use causeway_replication::{CatalogError, CatalogStamp, HybridClock, TopicCatalog, TopicState};
 use causeway_storage::{
@@ -16,12 +15,10 @@ use causeway_storage::{
     StorageError, TopicRecord, TopicSidecar,
 };
 use dashmap::DashMap;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::metrics;
-use crate::replication::log::ReplicaLog;
-use crate::replication::Replica;
+pub use crate::partition_handle::PartitionHandle;
 use crate::tables::merge_mode;
 use crate::wall_clock::now_ms;
 
@@ -49,23 +46,6 @@ pub enum TopicError {
     /// A partition's replica could not start over its log.
     #[error("replica: {0}")]
     Replica(#[from] ReplicaError),
-}
-
-/// One partition's log, its replica and the signal that wakes fetches waiting for its next
-/// append.
-pub struct PartitionHandle {
-    /// Owning topic.
-    pub topic: String,
-    /// Partition index.
-    pub index: i32,
-    /// The durable log (reads go here directly; appends go through `replica`).
-    pub log: Arc<Partition>,
-    /// The causal-delivery state of the partition; see `crate::replication::handle`.
-    pub(crate) replica: Mutex<Replica>,
-    /// Notified after every append.
-    pub appended: Notify,
-    /// Stable cuts of past maintenance passes, to know when tombstones may go.
-    pub(crate) horizon: Mutex<ConcurrencyHorizon>,
 }
 
 /// A topic and its open partitions.
@@ -259,7 +239,7 @@ impl Topics {
         let partitions: Vec<_> = topics.by_name.iter().flat_map(|t| t.partitions()).collect();
         let recovered = partitions
             .iter()
-            .filter(|p| !p.log.opened_cleanly())
+            .filter(|p| !p.log().opened_cleanly())
             .count();
         tracing::info!(
             partitions = partitions.len(),
@@ -531,8 +511,8 @@ impl Topics {
                 self.catalog.put_topic_state(name, &state, None)?;
                 self.by_name.remove(name);
                 for partition in topic.partitions() {
-                    remove_partition_dir(&self.partition_dir(name, partition.index))?;
-                    partition.appended.notify_waiters();
+                    remove_partition_dir(&self.partition_dir(name, partition.index()))?;
+                    partition.appended().notify_waiters();
                 }
             }
         }
@@ -665,7 +645,7 @@ impl Topics {
     ) {
         if record.configs != topic.overrides() {
             for partition in topic.partitions() {
-                partition.log.set_config(config.clone());
+                partition.log().set_config(config.clone());
             }
             *topic.config.write().unwrap_or_else(|e| e.into_inner()) = config;
         }
@@ -681,8 +661,8 @@ impl Topics {
     pub fn close_all(&self) {
         for topic in self.all() {
             for partition in topic.partitions() {
-                if let Err(error) = partition.log.close() {
-                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "closing partition failed");
+                if let Err(error) = partition.log().close() {
+                    tracing::error!(topic = %topic.name, partition = partition.index(), %error, "closing partition failed");
                 }
             }
         }
@@ -699,21 +679,12 @@ impl Topics {
             config.clone(),
             now_ms(),
         )?);
-        if !log.opened_cleanly() {
-            // The replica counts everything in the log as durable (peers may rely on it for
-            // the stable cut), so a recovered tail is made durable before it is announced.
-            log.sync()?;
-        }
-        let replica =
-            Replica::recover(self.replica_config.clone(), ReplicaLog::open(log.clone())?)?;
-        Ok(Arc::new(PartitionHandle {
-            topic: topic.to_string(),
+        Ok(Arc::new(PartitionHandle::open(
+            topic,
             index,
             log,
-            replica: Mutex::new(replica),
-            appended: Notify::new(),
-            horizon: Mutex::new(ConcurrencyHorizon::default()),
-        }))
+            self.replica_config.clone(),
+        )?))
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {

@@ -32,17 +32,17 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let offset = if p.offset == HIGH_WATERMARK {
-                        partition.log.log_end_offset()
+                        partition.log().log_end_offset()
                     } else {
                         p.offset
                     };
-                    match partition.log.delete_records_before(offset) {
+                    match partition.log().delete_records_before(offset) {
                         Ok(low) => result.with_low_watermark(low),
                         Err(StorageError::OffsetOutOfRange { .. }) => result
                             .with_low_watermark(-1)
                             .with_error_code(ResponseError::OffsetOutOfRange.code()),
                         Err(error) => {
-                            tracing::error!(topic = %partition.topic, partition = partition.index, %error, "DeleteRecords failed");
+                            tracing::error!(topic = %partition.topic(), partition = partition.index(), %error, "DeleteRecords failed");
                             result
                                 .with_low_watermark(-1)
                                 .with_error_code(ResponseError::KafkaStorageError.code())

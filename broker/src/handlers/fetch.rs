@@ -81,7 +81,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
             .iter()
             .flat_map(|(_, targets)| targets.iter())
             .filter_map(|t| t.partition.as_ref())
-            .map(|p| Box::pin(p.appended.notified()))
+            .map(|p| Box::pin(p.appended().notified()))
             .collect();
         for wakeup in &mut wakeups {
             wakeup.as_mut().enable();
@@ -121,7 +121,7 @@ async fn read_where_it_cannot_stall(
             target
                 .partition
                 .as_ref()
-                .is_some_and(|p| !p.log.in_active_segment(target.fetch_offset))
+                .is_some_and(|p| !p.log().in_active_segment(target.fetch_offset))
         });
     if !cold {
         return read_all(topics, max_bytes, read_committed);
@@ -195,15 +195,15 @@ fn read_one(
     if have_data && limit == 0 {
         return with_offsets(base, partition);
     }
-    let stable = partition.log.last_stable_offset();
+    let stable = partition.log().last_stable_offset();
     if read_committed
         && target.fetch_offset >= stable
-        && target.fetch_offset <= partition.log.log_end_offset()
+        && target.fetch_offset <= partition.log().log_end_offset()
     {
         // Nothing decided yet beyond the last stable offset: wait like an empty partition.
         return with_offsets(base, partition).with_aborted_transactions(Some(Vec::new()));
     }
-    match partition.log.read(target.fetch_offset, limit.max(1)) {
+    match partition.log().read(target.fetch_offset, limit.max(1)) {
         Ok(read) => {
             let records = if read_committed {
                 batches_below(read.records, stable)
@@ -215,7 +215,7 @@ fn read_one(
             let aborted = read_committed.then(|| {
                 let end = last_offset_in(&records).map_or(target.fetch_offset, |o| o + 1);
                 partition
-                    .log
+                    .log()
                     .aborted_transactions(target.fetch_offset, end)
                     .into_iter()
                     .map(|a| {
@@ -282,8 +282,8 @@ fn counted(response: FetchResponse) -> FetchResponse {
 }
 
 fn with_offsets(base: PartitionData, partition: &PartitionHandle) -> PartitionData {
-    base.with_high_watermark(partition.log.log_end_offset())
-        .with_last_stable_offset(partition.log.last_stable_offset())
-        .with_log_start_offset(partition.log.log_start_offset())
+    base.with_high_watermark(partition.log().log_end_offset())
+        .with_last_stable_offset(partition.log().last_stable_offset())
+        .with_log_start_offset(partition.log().log_start_offset())
         .with_records(Some(Bytes::new()))
 }

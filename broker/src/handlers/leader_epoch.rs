@@ -28,7 +28,7 @@ pub fn handle(
                     match topic.as_ref().and_then(|t| t.partition(p.partition)) {
                         Some(partition) => result
                             .with_leader_epoch(p.leader_epoch)
-                            .with_end_offset(partition.log.log_end_offset()),
+                            .with_end_offset(partition.log().log_end_offset()),
                         None => result
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_leader_epoch(-1)

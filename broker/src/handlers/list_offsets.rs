@@ -88,13 +88,13 @@ fn lookup(
     query: i64,
     read_committed: bool,
 ) -> Result<(i64, i64), i16> {
-    let log = &partition.log;
+    let log = partition.log();
     let storage_failed = |error: StorageError| {
-        tracing::error!(topic = %partition.topic, partition = partition.index, %error, "ListOffsets read failed");
+        tracing::error!(topic = %partition.topic(), partition = partition.index(), %error, "ListOffsets read failed");
         ResponseError::KafkaStorageError.code()
     };
     let decode_failed = |error: String| {
-        tracing::error!(topic = %partition.topic, partition = partition.index, %error, "stored batch does not decode");
+        tracing::error!(topic = %partition.topic(), partition = partition.index(), %error, "stored batch does not decode");
         ResponseError::CorruptMessage.code()
     };
     match query {

@@ -107,7 +107,7 @@ fn describe(topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
         .iter()
         .map(|p| {
             MetadataResponsePartition::default()
-                .with_partition_index(p.index)
+                .with_partition_index(p.index())
                 .with_leader_id(BrokerId(NODE_ID))
                 .with_leader_epoch(LEADER_EPOCH_NONE)
                 .with_replica_nodes(vec![BrokerId(NODE_ID)])

@@ -301,7 +301,7 @@ async fn sync_all(
         match result {
             Ok(Ok(())) => synced.push(pending),
             Ok(Err(error)) => {
-                tracing::error!(topic = %pending.partition.topic, partition = pending.partition.index, %error, "fsync failed");
+                tracing::error!(topic = %pending.partition.topic(), partition = pending.partition.index(), %error, "fsync failed");
                 failed.push((pending, ResponseError::KafkaStorageError.code()));
             }
             Err(error) => {

@@ -390,7 +390,7 @@ fn build_request(
     for topic in broker.topics.all() {
         let topic_id = *topic.id.as_bytes();
         for partition in topic.partitions() {
-            let index = u32::try_from(partition.index).unwrap_or(0);
+            let index = u32::try_from(partition.index()).unwrap_or(0);
             let key = (topic.name.clone(), index);
             if !held.is_empty() && held.contains(&key) {
                 continue;
@@ -575,12 +575,12 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
                 }
             }
             // Local appends wait for this lock, so the log grows here only by what applies.
-            let size_before = partition.log.size_bytes();
+            let size_before = partition.log().size_bytes();
             let report = replica.receive_response(core, wall);
             clocks_noted = true;
             (
                 report,
-                partition.log.size_bytes().saturating_sub(size_before),
+                partition.log().size_bytes().saturating_sub(size_before),
             )
         };
         let report = match report {
@@ -619,7 +619,7 @@ fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, 
             None => {}
         }
         if report.applied > 0 {
-            partition.appended.notify_waiters();
+            partition.appended().notify_waiters();
             metrics::replication_applied(&part.topic, report.applied, bytes);
         }
         applied.batches += report.applied as u64;
@@ -869,7 +869,7 @@ mod tests {
             .and_then(|t| t.partition(0))
             .expect("partition");
         write(&us); // concurrent with eu's batch below, and not pulled by eu yet
-        let eu_batch = partition.log.log_end_offset();
+        let eu_batch = partition.log().log_end_offset();
         write(&eu);
         apply(&us, eu_id, pull(&us, &eu)).expect("us applies eu's batch");
         partition_sync(&us);

@@ -5,7 +5,6 @@
 
 pub mod deleted_for_peer;
 pub mod detour;
-pub mod handle;
 pub mod link;
 pub mod log;
 pub mod serve;

@@ -40,11 +40,11 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
 fn sync_unsynced(broker: &Broker) {
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
-            if !partition.log.has_unsynced() {
+            if !partition.log().has_unsynced() {
                 continue;
             }
             if let Err(error) = partition.sync(&broker.replication) {
-                tracing::error!(topic = %topic.name, partition = partition.index, %error, "replication fsync failed");
+                tracing::error!(topic = %topic.name, partition = partition.index(), %error, "replication fsync failed");
             }
         }
     }

@@ -147,7 +147,7 @@ impl Follower {
         mode: MergeMode,
         emit: &mut impl FnMut(Change),
     ) -> Result<bool, causeway_storage::StorageError> {
-        let log = &self.partition.log;
+        let log = &self.partition.log();
         let start = self.next.max(log.log_start_offset());
         let Some(chunk) = Chunk::read(log, start, CHUNK_BYTES)? else {
             return Ok(false);
@@ -159,7 +159,7 @@ impl Follower {
             from: start,
             count_refusals: false,
         };
-        let index = self.partition.index;
+        let index = self.partition.index();
         for (header, batch) in &chunk.batches {
             if skipped(header, &chunk.aborted) {
                 continue;
@@ -341,7 +341,9 @@ pub async fn changes(
         .partitions()
         .into_iter()
         .map(|partition| Follower {
-            from: query.from.unwrap_or_else(|| partition.log.log_end_offset()),
+            from: query
+                .from
+                .unwrap_or_else(|| partition.log().log_end_offset()),
             next: 0,
             partition,
             rows: HashMap::new(),

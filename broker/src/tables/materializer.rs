@@ -43,7 +43,7 @@ fn materialize_all(broker: &Broker) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(error) => {
-                        tracing::error!(topic = %topic.name, partition = partition.index, %error, "materializing failed");
+                        tracing::error!(topic = %topic.name, partition = partition.index(), %error, "materializing failed");
                         break;
                     }
                 }
@@ -58,13 +58,13 @@ fn materialize_all(broker: &Broker) {
 /// of the oldest record not applied yet).
 fn publish_lag(store: &TableStore, topic: &Topic, partition: &PartitionHandle) {
     let applied = store
-        .applied(&store_name(topic), partition.index)
+        .applied(&store_name(topic), partition.index())
         .unwrap_or(0);
-    let stable = partition.log.last_stable_offset();
+    let stable = partition.log().last_stable_offset();
     let behind_ms = if applied < stable {
         partition
-            .log
-            .read(applied.max(partition.log.log_start_offset()), 1)
+            .log()
+            .read(applied.max(partition.log().log_start_offset()), 1)
             .ok()
             .and_then(|read| BatchHeader::parse(&read.records).ok())
             .map_or(0, |oldest| {
@@ -73,7 +73,7 @@ fn publish_lag(store: &TableStore, topic: &Topic, partition: &PartitionHandle) {
     } else {
         0
     };
-    metrics::table_lag(&topic.name, partition.index, stable - applied, behind_ms);
+    metrics::table_lag(&topic.name, partition.index(), stable - applied, behind_ms);
 }
 
 /// Applies the next chunk of one partition; returns how many log offsets it advanced.
@@ -84,13 +84,13 @@ fn materialize_chunk(
     mode: MergeMode,
 ) -> Result<i64, StorageError> {
     let table = store_name(topic);
-    let applied = store.applied(&table, partition.index)?;
-    let from = applied.max(partition.log.log_start_offset());
-    let Some(chunk) = Chunk::read(&partition.log, from, CHUNK_BYTES)? else {
+    let applied = store.applied(&table, partition.index())?;
+    let from = applied.max(partition.log().log_start_offset());
+    let Some(chunk) = Chunk::read(partition.log(), from, CHUNK_BYTES)? else {
         return Ok(0);
     };
     if applied == 0 && from == 0 {
-        tracing::info!(topic = %topic.name, partition = partition.index, "materializing table from the start of the log");
+        tracing::info!(topic = %topic.name, partition = partition.index(), "materializing table from the start of the log");
     }
     // Each touched row with whether it was live before this chunk (for the live-row count).
     let mut rows: HashMap<Bytes, (Row, bool)> = HashMap::new();
@@ -110,7 +110,9 @@ fn materialize_chunk(
         let Some(meta) = chunk.metas.get(&header.base_offset) else {
             return Err(StorageError::Corrupt(format!(
                 "{}-{}: no causal entry for the batch at offset {}",
-                topic.name, partition.index, header.base_offset
+                topic.name,
+                partition.index(),
+                header.base_offset
             )));
         };
         for_each_write(&reader, header, batch, meta, |record| {
@@ -149,7 +151,7 @@ fn materialize_chunk(
         .collect();
     store.commit(
         &table,
-        partition.index,
+        partition.index(),
         chunk.next,
         &encoded,
         live_rows_delta,

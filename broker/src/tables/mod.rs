@@ -31,7 +31,7 @@ pub fn store_name(topic: &crate::topics::Topic) -> String {
 
 /// The partition's number as stamps carry it (indexes are never negative).
 pub fn partition_number(partition: &PartitionHandle) -> u32 {
-    u32::try_from(partition.index).unwrap_or_default()
+    u32::try_from(partition.index()).unwrap_or_default()
 }
 
 /// A row's version (the stamp of the newest write it holds) as the HTTP API and the change

@@ -31,7 +31,7 @@ pub fn abort_abandoned(broker: &Broker, stale: &[u32], now_ms: i64) -> usize {
     let mut aborted = 0;
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
-            for open in partition.log.open_transactions() {
+            for open in partition.log().open_transactions() {
                 if !is_abandoned(&open, stale, now_ms, wait_ms) {
                     continue;
                 }
@@ -41,12 +41,12 @@ pub fn abort_abandoned(broker: &Broker, stale: &[u32], now_ms: i64) -> usize {
                     .and_then(|_| partition.sync(&broker.replication));
                 match written {
                     Ok(()) => {
-                        partition.appended.notify_waiters();
+                        partition.appended().notify_waiters();
                         aborted += 1;
                         metrics::transaction_abandoned_aborted();
                         tracing::warn!(
                             topic = %topic.name,
-                            partition = partition.index,
+                            partition = partition.index(),
                             producer_id = open.producer_id,
                             origin = producer_region(open.producer_id).unwrap_or_default(),
                             first_offset = open.first_offset,
@@ -55,7 +55,7 @@ pub fn abort_abandoned(broker: &Broker, stale: &[u32], now_ms: i64) -> usize {
                     }
                     Err(error) => tracing::error!(
                         topic = %topic.name,
-                        partition = partition.index,
+                        partition = partition.index(),
                         producer_id = open.producer_id,
                         %error,
                         "could not abort a transaction left open by a stale region"

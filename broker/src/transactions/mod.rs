@@ -271,7 +271,7 @@ fn aborted_elsewhere(broker: &Broker, record: &TxnRecord) -> bool {
             .topics
             .get(topic)
             .and_then(|t| t.partition(*index))
-            .and_then(|p| p.log.producer_epoch(record.producer_id))
+            .and_then(|p| p.log().producer_epoch(record.producer_id))
             .is_some_and(|seen| seen > record.epoch)
     })
 }
@@ -409,7 +409,7 @@ fn write_markers(
         })
     })?;
     for partition in &marked {
-        partition.appended.notify_waiters();
+        partition.appended().notify_waiters();
     }
     if kind == ControlType::Commit {
         let mut by_group: HashMap<&str, Vec<OffsetEntry>> = HashMap::new();

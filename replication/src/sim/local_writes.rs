@@ -1,5 +1,5 @@
 //! The caller's side of local writes and syncs, done as the broker's partition handle does
-//! them (`broker/src/replication/handle.rs`): the replica stamps, the caller appends and reports;
+//! them (`broker/src/partition_handle.rs`): the replica stamps, the caller appends and reports;
 //! the caller reads the clock, syncs the log through its end, and reports the clock it synced.
 //! The simulator and the unit tests write through here, so they take the broker's path.
 

@@ -1,17 +1,41 @@
-//! What the produce path, the transaction coordinator and maintenance do to a partition through
-//! its replica: local appends get their causal stamp from the replica's clock, syncs make own
-//! batches servable to peers, and retention stops at the causally stable offset.
+//! One partition as the broker serves it: its log, its replica, and the signal that wakes
+//! fetches waiting for its next append. Fields are private: reads go to the log
+//! ([`PartitionHandle::log`]), and the broker appends only through the replica here, which
+//! stamps each batch with the causal clock (local produce and markers: `append_local`,
+//! `append_local_control`; replicated batches: the replica's `receive`), so no path writes a
+//! batch the clock does not know.
+//!
+//! What the produce path, the transaction coordinator and maintenance do through the replica:
+//! local appends get their causal stamp from the replica's clock, syncs make own batches
+//! servable to peers, and retention stops at the causally stable offset.
 
-use std::sync::MutexGuard;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use causeway_replication::delivery::{stable_cut, ReplicaError};
+use causeway_replication::delivery::{stable_cut, ReplicaConfig, ReplicaError};
+use causeway_replication::horizon::ConcurrencyHorizon;
 use causeway_replication::VectorClock;
-use causeway_storage::{AppendResult, ControlType, StorageError};
+use causeway_storage::{AppendResult, ControlType, Partition, StorageError};
+use tokio::sync::Notify;
 
-use super::log::ReplicaLog;
-use super::{Replica, Replication};
+use crate::replication::log::ReplicaLog;
+use crate::replication::{Replica, Replication};
 use crate::tables::CleanBounds;
-use crate::topics::PartitionHandle;
+use crate::topics::TopicError;
+
+/// One partition's log, its replica and the signal that wakes fetches waiting for its next
+/// append.
+pub struct PartitionHandle {
+    topic: String,
+    index: i32,
+    /// The durable log; appends reach it only through `replica`.
+    log: Arc<Partition>,
+    /// The causal-delivery state of the partition, which owns the append path.
+    replica: Mutex<Replica>,
+    /// Notified after every append.
+    appended: Notify,
+    /// Stable cuts of past maintenance passes, to know when tombstones may go.
+    horizon: Mutex<ConcurrencyHorizon>,
+}
 
 /// A local append's outcome and this region's sequence after it, which `causeway.min.regions`
 /// waits for peers to hold.
@@ -48,6 +72,49 @@ fn storage_error(error: ReplicaError) -> StorageError {
 }
 
 impl PartitionHandle {
+    /// Starts serving partition `index` of `topic` over its opened `log`: a tail recovered after
+    /// an unclean stop is made durable first (the replica counts everything in the log as durable,
+    /// and peers may rely on it for the stable cut), then the replica recovers its clocks.
+    pub fn open(
+        topic: &str,
+        index: i32,
+        log: Arc<Partition>,
+        replica_config: ReplicaConfig,
+    ) -> Result<PartitionHandle, TopicError> {
+        if !log.opened_cleanly() {
+            log.sync()?;
+        }
+        let replica = Replica::recover(replica_config, ReplicaLog::open(log.clone())?)?;
+        Ok(PartitionHandle {
+            topic: topic.to_string(),
+            index,
+            log,
+            replica: Mutex::new(replica),
+            appended: Notify::new(),
+            horizon: Mutex::new(ConcurrencyHorizon::default()),
+        })
+    }
+
+    /// The topic this partition belongs to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition's index in its topic.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The partition's log, for reads, offsets and maintenance; appends go through the replica.
+    pub fn log(&self) -> &Arc<Partition> {
+        &self.log
+    }
+
+    /// Wakes fetches (and feeds) waiting for this partition's next append.
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
     /// The partition's replica, locked. Appends serialize on this lock (the log's own lock is
     /// taken inside it), so a clock read here always matches the log.
     pub fn replica(&self) -> MutexGuard<'_, Replica> {
