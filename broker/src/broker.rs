@@ -12,7 +12,7 @@ use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
 use crate::replication::Replication;
-use crate::topics::Topics;
+use crate::topics::{PartitionLimits, Topics};
 use crate::transactions::TransactionCoordinator;
 use crate::wall_clock::now_ms;
 
@@ -78,7 +78,11 @@ impl Broker {
             &options.region,
             base_config,
             replication.replica_config(),
-            options.max_partitions,
+            PartitionLimits {
+                broker: options.max_partitions,
+                topic: options.max_partitions_per_topic,
+                request: options.max_partitions_per_request,
+            },
         )?;
         let transactions = TransactionCoordinator::load(topics.catalog())?;
         let tables = TableStore::open(&options.data_dir.join("tables"))?;

@@ -106,6 +106,22 @@ pub struct BrokerOptions {
     /// refused with INVALID_PARTITIONS (each partition holds open files and memory).
     #[arg(long, env = "CAUSEWAY_MAX_PARTITIONS", default_value_t = 4_000)]
     pub max_partitions: u32,
+    /// Most partitions one topic may have; creating or growing a topic past it is refused with
+    /// INVALID_PARTITIONS, and a peer's topic past it is held back.
+    #[arg(
+        long,
+        env = "CAUSEWAY_MAX_PARTITIONS_PER_TOPIC",
+        default_value_t = 1_000
+    )]
+    pub max_partitions_per_topic: u32,
+    /// Most new partitions one request may create (CreateTopics, CreatePartitions, Metadata and
+    /// Produce with auto-creation); past it topics are refused with THROTTLING_QUOTA_EXCEEDED.
+    #[arg(
+        long,
+        env = "CAUSEWAY_MAX_PARTITIONS_PER_REQUEST",
+        default_value_t = 1_000
+    )]
+    pub max_partitions_per_request: u32,
     /// Most producers whose sequence state one partition keeps; past it the partition forgets
     /// the producer that wrote least recently (none with a transaction open), so a client asking
     /// for producer ids in a loop cannot grow memory without bound.

@@ -2,6 +2,7 @@
 //! logs. Every change to the set of topics, their partition counts or their configs goes
 //! through [`Topics`], which keeps the catalog and the open logs in step.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,6 +41,10 @@ pub enum TopicError {
     /// A config name or value we refuse.
     #[error("{0}")]
     InvalidConfig(String),
+    /// The request would create more partitions than one request may
+    /// (`--max-partitions-per-request`); a later request may.
+    #[error("{0}")]
+    RequestQuota(String),
     /// The disk or the catalog failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -129,8 +134,8 @@ pub struct Topics {
     region_name: String,
     base_config: LogConfig,
     replica_config: ReplicaConfig,
-    /// Most partitions this broker hosts, over all topics (`--max-partitions`).
-    partitions_max: u32,
+    /// Bounds on partitions: per broker, per topic, per request.
+    limits: PartitionLimits,
     by_name: DashMap<String, Arc<Topic>>,
     /// The replicated catalog; its lock serialises changes so that the catalog, the stored
     /// records and the open logs never disagree.
@@ -174,7 +179,7 @@ impl Topics {
         region_name: &str,
         base_config: LogConfig,
         replica_config: ReplicaConfig,
-        partitions_max: u32,
+        limits: PartitionLimits,
     ) -> Result<Topics, TopicError> {
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|source| StorageError::Io {
@@ -199,7 +204,7 @@ impl Topics {
             region_name: region_name.to_string(),
             base_config,
             replica_config,
-            partitions_max,
+            limits,
             by_name: DashMap::new(),
             changes: Mutex::new(replicated),
         };
@@ -290,13 +295,30 @@ impl Topics {
     fn check_room_for(&self, more: u32) -> Result<(), TopicError> {
         let hosted: usize = self.by_name.iter().map(|t| t.partition_count()).sum();
         let after = hosted as u64 + u64::from(more);
-        if after > u64::from(self.partitions_max) {
+        if after > u64::from(self.limits.broker) {
             return Err(TopicError::InvalidPartitions(format!(
                 "{more} more partitions would make {after}, over this broker's limit of {} (--max-partitions)",
-                self.partitions_max
+                self.limits.broker
             )));
         }
         Ok(())
+    }
+
+    /// Refuses a topic of `partitions` past `--max-partitions-per-topic`.
+    fn check_topic_size(&self, partitions: u32) -> Result<(), TopicError> {
+        if partitions > self.limits.topic {
+            return Err(TopicError::InvalidPartitions(format!(
+                "{partitions} partitions is over the limit of {} for one topic (--max-partitions-per-topic)",
+                self.limits.topic
+            )));
+        }
+        Ok(())
+    }
+
+    /// What one request may create: each request that can create or grow topics takes new
+    /// partitions from its own allowance of `--max-partitions-per-request`.
+    pub fn allowance(&self) -> PartitionAllowance {
+        PartitionAllowance(Cell::new(self.limits.request))
     }
 
     /// Checks a new topic without creating it (CreateTopics validate_only).
@@ -307,6 +329,7 @@ impl Topics {
                 "number of partitions must be at least 1".into(),
             ));
         }
+        self.check_topic_size(new.partitions)?;
         self.check_room_for(new.partitions)?;
         validate_configs(&new.configs, self.replica_config.regions.len())?;
         if self.by_name.contains_key(&new.name) {
@@ -332,16 +355,27 @@ impl Topics {
         Ok(topic)
     }
 
-    /// Returns the topic, creating it with `partitions` if it does not exist yet.
-    pub fn get_or_create(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
+    /// Returns the topic, creating it with `partitions` (taken from a request's `allowance`) if
+    /// it does not exist yet: auto-creation by Metadata and Produce.
+    pub fn create_within(
+        &self,
+        name: &str,
+        partitions: u32,
+        allowance: &PartitionAllowance,
+    ) -> Result<Arc<Topic>, TopicError> {
         if let Some(topic) = self.get(name) {
             return Ok(topic);
         }
-        match self.create(NewTopic {
+        let new = NewTopic {
             name: name.to_string(),
             partitions,
             configs: BTreeMap::new(),
-        }) {
+        };
+        let created = self
+            .validate_new(&new)
+            .and_then(|()| allowance.take(partitions))
+            .and_then(|()| self.create(new));
+        match created {
             Err(TopicError::AlreadyExists(_)) => self.existing(name),
             other => other,
         }
@@ -375,6 +409,7 @@ impl Topics {
                 "topic {name} has {current} partitions; the new count {count} must be larger"
             )));
         }
+        self.check_topic_size(count)?;
         self.check_room_for(count - current as u32)?;
         if validate_only {
             return Ok(());
@@ -583,15 +618,18 @@ impl Topics {
     }
 
     /// How many of a topic's `wanted` partitions this broker hosts: those it hosts `already` or
-    /// hosted before its last start (`stored`) always, the rest only if `--max-partitions` leaves
-    /// room. A peer's catalog is bounded by the peer's limit, not this broker's, so a growth that
+    /// hosted before its last start (`stored`) always, the rest only within `--max-partitions`
+    /// and `--max-partitions-per-topic`. A peer's catalog is bounded by the peer's limit, not this broker's, so a growth that
     /// does not fit is held back whole (logged, counted) and taken up again at the next start.
     fn partitions_to_host(&self, name: &str, wanted: u32, already: u32, stored: u32) -> u32 {
         let floor = already.max(stored).min(wanted);
         if floor == wanted {
             return wanted;
         }
-        match self.check_room_for(wanted - already) {
+        let fits = self
+            .check_topic_size(wanted)
+            .and_then(|()| self.check_room_for(wanted - already));
+        match fits {
             Ok(()) => wanted,
             Err(error) => {
                 tracing::warn!(
@@ -689,6 +727,37 @@ impl Topics {
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.topics_dir.join(format!("{topic}-{index}"))
+    }
+}
+
+/// Bounds on the partitions a broker hosts, each a named option.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionLimits {
+    /// Over all topics (`--max-partitions`).
+    pub broker: u32,
+    /// In one topic (`--max-partitions-per-topic`).
+    pub topic: u32,
+    /// Created or added by one request (`--max-partitions-per-request`).
+    pub request: u32,
+}
+
+/// New partitions one request may still create. A request naming thousands of new topics
+/// (Metadata or Produce with auto-creation, CreateTopics) is refused past it with
+/// THROTTLING_QUOTA_EXCEEDED, as Kafka answers a request over its controller mutation quota, so
+/// the client may retry later; one request cannot fill the broker's whole limit at once.
+pub struct PartitionAllowance(Cell<u32>);
+
+impl PartitionAllowance {
+    /// Takes `partitions` from the allowance, or refuses if fewer are left.
+    pub fn take(&self, partitions: u32) -> Result<(), TopicError> {
+        let left = self.0.get();
+        if partitions > left {
+            return Err(TopicError::RequestQuota(format!(
+                "this request may create {left} more partitions, not {partitions} (--max-partitions-per-request); retry in another request"
+            )));
+        }
+        self.0.set(left - partitions);
+        Ok(())
     }
 }
 

@@ -15,10 +15,12 @@ use causeway_integration_tests::{
     check_produce_consume, create_topic, ensure_eq, now_ms, produce_all, segment_files, topic_name,
     topic_partition_count, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, InitProducerIdRequest, MetadataRequest, ProducerId, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, InitProducerIdRequest, MetadataRequest,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::FutureProducer;
@@ -311,6 +313,80 @@ fn a_connection_flood_leaves_peer_regions_their_reserve() {
         );
         drop(flood);
         still_serving(mesh.region_mut(1))
+    });
+}
+
+/// Error codes of a Metadata request naming `names` with auto-creation, in order.
+fn auto_create(broker: &BrokerProcess, names: &[String]) -> Result<Vec<i16>> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(
+            names
+                .iter()
+                .map(|name| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                })
+                .collect(),
+        ))
+        .with_allow_auto_topic_creation(true);
+    let response = broker.raw()?.request(9, &request)?;
+    Ok(response.topics.iter().map(|t| t.error_code).collect())
+}
+
+/// One topic may not have more than `--max-partitions-per-topic` partitions, created or grown.
+#[test]
+fn a_topic_past_max_partitions_per_topic_is_refused() {
+    let opts = BrokerOptions::new().flag("--max-partitions-per-topic", 5);
+    with_broker(opts, |broker| {
+        let topic = topic_name("wide");
+        ensure_eq!(
+            create_topics(broker, &topic, 6)?,
+            INVALID_PARTITIONS,
+            "6 of 5"
+        );
+        ensure_eq!(create_topics(broker, &topic, 5)?, 0, "5 of 5");
+        let response = broker.raw()?.request(
+            3,
+            &CreatePartitionsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_count(6)]),
+        )?;
+        ensure_eq!(
+            response.results.first().map(|r| r.error_code),
+            Some(INVALID_PARTITIONS),
+            "growing to 6 of 5"
+        );
+        check_produce_consume(broker, &topic)
+    });
+}
+
+/// One request creates at most `--max-partitions-per-request` new partitions; the topics past it
+/// are answered THROTTLING_QUOTA_EXCEEDED and a later request creates them.
+#[test]
+fn one_request_creates_at_most_max_partitions_per_request() {
+    const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
+    let opts = BrokerOptions::new().flag("--max-partitions-per-request", 10);
+    with_broker(opts, |broker| {
+        let names: Vec<String> = (0..30).map(|i| topic_name(&format!("auto{i}"))).collect();
+        let codes = auto_create(broker, &names)?;
+        let created = codes.iter().filter(|&&c| c == 0).count();
+        let throttled = codes
+            .iter()
+            .filter(|&&c| c == THROTTLING_QUOTA_EXCEEDED)
+            .count();
+        ensure_eq!((created, throttled), (10, 20), "codes {codes:?}");
+        let codes = auto_create(broker, &names)?;
+        let created = codes.iter().filter(|&&c| c == 0).count();
+        ensure_eq!(created, 20, "topics after a second request");
+        let big = topic_name("big");
+        ensure_eq!(
+            create_topics(broker, &big, 11)?,
+            THROTTLING_QUOTA_EXCEEDED,
+            "11 partitions in one request"
+        );
+        still_serving(broker)
     });
 }
 

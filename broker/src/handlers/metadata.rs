@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::cluster::AUTHORIZED_OPERATIONS_OMITTED;
 use super::{str_bytes, topic_error_code, topic_name};
 use crate::broker::{Broker, NODE_ID};
-use crate::topics::Topic;
+use crate::topics::{PartitionAllowance, Topic};
 
 /// Leader epoch reported for every partition: none, so clients skip epoch validation.
 pub const LEADER_EPOCH_NONE: i32 = -1;
@@ -52,13 +52,18 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
             .iter()
             .map(|t| describe(t, version))
             .collect(),
-        Some(requested) => requested
-            .into_iter()
-            .map(|wanted| match wanted.name {
-                Some(name) => lookup_by_name(broker, name.as_str(), allow_create, version),
-                None => lookup_by_id(broker, wanted.topic_id, version),
-            })
-            .collect(),
+        Some(requested) => {
+            let allowance = allow_create.then(|| broker.topics.allowance());
+            requested
+                .into_iter()
+                .map(|wanted| match wanted.name {
+                    Some(name) => {
+                        lookup_by_name(broker, name.as_str(), allowance.as_ref(), version)
+                    }
+                    None => lookup_by_id(broker, wanted.topic_id, version),
+                })
+                .collect()
+        }
     };
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
@@ -70,19 +75,20 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
         .with_topics(topics)
 }
 
+/// Describes `name`, creating it first when `allowance` (auto-creation allowed) has room.
 fn lookup_by_name(
     broker: &Broker,
     name: &str,
-    allow_create: bool,
+    allowance: Option<&PartitionAllowance>,
     version: i16,
 ) -> MetadataResponseTopic {
-    let found = match broker.topics.get(name) {
-        Some(topic) => Ok(topic),
-        None if allow_create => broker
+    let found = match (broker.topics.get(name), allowance) {
+        (Some(topic), _) => Ok(topic),
+        (None, Some(allowance)) => broker
             .topics
-            .get_or_create(name, broker.default_partitions())
+            .create_within(name, broker.default_partitions(), allowance)
             .map_err(|e| topic_error_code(&e)),
-        None => Err(ResponseError::UnknownTopicOrPartition.code()),
+        (None, None) => Err(ResponseError::UnknownTopicOrPartition.code()),
     };
     match found {
         Ok(topic) => describe(&topic, version),

@@ -167,6 +167,7 @@ fn topic_error_code(error: &TopicError) -> i16 {
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::RequestQuota(_) => ResponseError::ThrottlingQuotaExceeded,
         TopicError::Storage(_) | TopicError::Replica(_) => ResponseError::KafkaStorageError,
     }
     .code()

@@ -146,12 +146,13 @@ async fn create_missing_topics(broker: &Arc<Broker>, request: &ProduceRequest) -
         return CreatedTopics::new();
     }
     changing_topics(broker, move |broker| {
+        let allowance = broker.topics.allowance();
         missing
             .into_iter()
             .map(|name| {
                 let topic = broker
                     .topics
-                    .get_or_create(&name, broker.default_partitions())
+                    .create_within(&name, broker.default_partitions(), &allowance)
                     .map_err(|e| topic_error_code(&e));
                 (name, topic)
             })

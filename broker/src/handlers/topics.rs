@@ -26,6 +26,7 @@ const USE_DEFAULT: i32 = -1;
 /// Creates each topic (or only validates it); every region holds every partition, so any
 /// replication factor is accepted and reported as given.
 pub fn create(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let allowance = broker.topics.allowance();
     let results = request
         .topics
         .into_iter()
@@ -65,6 +66,8 @@ pub fn create(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
                         .validate_new(&new)
                         .map(|()| (Uuid::nil(), partitions))
                 } else {
+                    broker.topics.validate_new(&new)?;
+                    allowance.take(partitions)?;
                     broker
                         .topics
                         .create(new)
@@ -181,6 +184,7 @@ pub fn create_partitions(
     broker: &Broker,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
+    let allowance = broker.topics.allowance();
     let results = request
         .topics
         .into_iter()
@@ -191,6 +195,11 @@ pub fn create_partitions(
                     TopicError::InvalidPartitions(format!("invalid partition count {}", t.count))
                 })
                 .and_then(|count| {
+                    let current = broker.topics.get(name).map_or(0, |t| t.partition_count());
+                    let growth = count.saturating_sub(u32::try_from(current).unwrap_or(u32::MAX));
+                    if !request.validate_only {
+                        allowance.take(growth)?;
+                    }
                     broker
                         .topics
                         .add_partitions(name, count, request.validate_only)
