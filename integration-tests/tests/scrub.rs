@@ -1,6 +1,7 @@
 //! The background scrub finds a batch damaged inside a closed segment of a single region (no
 //! peer ever reads it, so nothing else would), reports it in `/readyz` and the metrics, finds it
-//! again after a restart, and clients keep their service meanwhile.
+//! again after a restart, and clients keep their service meanwhile; consumers are served the
+//! batches before it and an error at it, never its bytes.
 
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use causeway_integration_tests::{
 
 const TOPIC: &str = "scrubbed";
 const FOUND_TIMEOUT: Duration = Duration::from_secs(30);
+const KAFKA_STORAGE_ERROR: i16 = 56;
 
 /// A metric's value, 0 while it has not been emitted yet.
 fn metric(broker: &BrokerProcess, name: &str) -> Result<f64> {
@@ -81,6 +83,29 @@ fn the_scrub_finds_a_damaged_batch_in_a_closed_segment_that_nobody_reads() -> Re
     ensure!(
         metric(&broker, "causeway_storage_scrubbed_bytes_total")? > 0.0,
         "scrubbed bytes counted"
+    );
+    // Consumers get the batches before the damaged one, and an error at it, never its bytes.
+    let damaged_at = i64::from_be_bytes(log[start..start + 8].try_into()?);
+    let mut client = broker.raw()?;
+    let before_damage = client.fetch(TOPIC, 0, 0, 1 << 20, 0)?;
+    ensure!(
+        before_damage.error_code == 0,
+        "a fetch from the start failed"
+    );
+    let served = before_damage.records.unwrap_or_default();
+    let last_served = batch_spans(&served)
+        .last()
+        .map(|&(at, _)| i64::from_be_bytes(served[at..at + 8].try_into().unwrap_or_default()));
+    ensure!(
+        last_served.is_some_and(|base| base < damaged_at),
+        "a fetch from the start served up to batch {last_served:?}, the damaged one is {damaged_at}"
+    );
+    let at_damage = client.fetch(TOPIC, 0, damaged_at, 1 << 20, 0)?;
+    ensure!(
+        at_damage.error_code == KAFKA_STORAGE_ERROR,
+        "a fetch at the damaged batch answered {} with {} bytes",
+        at_damage.error_code,
+        at_damage.records.map_or(0, |r| r.len())
     );
     let placed = produce_all(&producer, TOPIC, &[TestRecord::value("after")])?;
     ensure!(placed.len() == 1, "produce still works");

@@ -203,12 +203,23 @@ fn read_one(
         // Nothing decided yet beyond the last stable offset: wait like an empty partition.
         return with_offsets(base, partition).with_aborted_transactions(Some(Vec::new()));
     }
+    let damage = partition.log().damage_from(target.fetch_offset);
+    if let Some(damage) = damage.as_ref().filter(|d| d.first <= target.fetch_offset) {
+        tracing::warn!(topic = %target.topic, partition = target.index, first = damage.first, last = damage.last, "fetch at a damaged batch refused");
+        return with_offsets(base, partition)
+            .with_error_code(ResponseError::KafkaStorageError.code());
+    }
     match partition.log().read(target.fetch_offset, limit.max(1)) {
         Ok(read) => {
             let records = if read_committed {
                 batches_below(read.records, stable)
             } else {
                 read.records
+            };
+            // Never a damaged batch's bytes: the batches before it, and an error at it next time.
+            let records = match &damage {
+                Some(damage) => batches_below(records, damage.first),
+                None => records,
             };
             let fits = !have_data || records.len() <= limit;
             let records = if fits { records } else { Bytes::new() };

@@ -9,6 +9,8 @@
 //! broker shows them in `/readyz` and a per-partition gauge) until retention deletes them. The
 //! bytes stay as they are: there is no good copy here to put in their place, and the receiving
 //! region refuses the copy and fetches the batch from another region (`docs/replication.md`).
+//! Consumers here are served the batches before a damaged one and an error at it
+//! ([`Partition::damage_from`]), never its bytes.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -62,11 +64,32 @@ impl Partition {
                 first_offset = first,
                 last_offset = last,
                 error = %reason,
-                "damaged batch on disk: peers will fetch it from another region; consumers here may fail on it"
+                "damaged batch on disk: peers will fetch it from another region; consumers here get KAFKA_STORAGE_ERROR at it"
             );
             telemetry::corrupt_batch_found();
             slot.insert((last, reason));
         }
+    }
+
+    /// The first damaged batch that ends at or after `offset`, if one is known: Fetch serves
+    /// the batches before it and refuses to serve it (a consumer must not be handed bytes that
+    /// no longer match their CRC; librdkafka does not check CRCs by default).
+    pub fn damage_from(&self, offset: i64) -> Option<DamagedRange> {
+        let damage = self.damage.lock();
+        if damage.is_empty() {
+            return None;
+        }
+        let containing = damage
+            .range(..=offset)
+            .next_back()
+            .filter(|(_, (last, _))| *last >= offset);
+        containing
+            .or_else(|| damage.range(offset..).next())
+            .map(|(&first, (last, reason))| DamagedRange {
+                first,
+                last: *last,
+                reason: reason.clone(),
+            })
     }
 
     /// Damaged batches found so far that are still on disk, in offset order.

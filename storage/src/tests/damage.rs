@@ -37,6 +37,11 @@ fn a_damaged_batch_in_a_closed_segment_is_found_when_read_and_recorded_once() {
     let damaged = p.damaged_ranges();
     assert_eq!(damaged.len(), 1);
     assert_eq!((damaged[0].first, damaged[0].last), (3, 5));
+    // Fetch asks which damaged batch comes next from where it reads.
+    let next_damage = |offset| p.damage_from(offset).map(|d| (d.first, d.last));
+    assert_eq!(next_damage(0), Some((3, 5)), "ahead of the read");
+    assert_eq!(next_damage(4), Some((3, 5)), "the read starts inside it");
+    assert_eq!(next_damage(6), None, "behind the read");
     assert!(damaged[0].reason.contains("CRC"), "{}", damaged[0].reason);
     // Found again: still one range.
     check(&p);
