@@ -7,11 +7,11 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use causeway_integration_tests::batch::batch_spans;
+use causeway_integration_tests::batch::{batch_spans, encode_batch, RawRecord};
 use causeway_integration_tests::regions;
 use causeway_integration_tests::{
-    create_topic, http_get, produce_all, segment_files, wait_until, BrokerOptions, BrokerProcess,
-    TestRecord,
+    create_topic, http_get, now_ms, produce_all, segment_files, wait_until, BrokerOptions,
+    BrokerProcess, TestRecord,
 };
 
 const TOPIC: &str = "scrubbed";
@@ -122,5 +122,88 @@ fn the_scrub_finds_a_damaged_batch_in_a_closed_segment_that_nobody_reads() -> Re
     body.lines()
         .find(|line| line.starts_with("damaged batch"))
         .context("damage line")?;
+    Ok(())
+}
+
+/// A batch damaged on disk is never turned into rows: a table rebuilt from the log leaves the
+/// damaged batch out (and reports it like any damage) while every other row is there, intact.
+#[test]
+fn a_table_rebuilt_over_a_damaged_batch_leaves_it_out() -> Result<()> {
+    const TABLE: &str = "damaged-table";
+    let mut broker =
+        BrokerProcess::start(BrokerOptions::new().flag("--log-segment-bytes-min", 4096))?;
+    create_topic(
+        &broker,
+        TABLE,
+        1,
+        &[("segment.bytes", "4096"), ("cleanup.policy", "compact")],
+    )?;
+    let value = format!(r#"{{"v":"{}"}}"#, "a".repeat(60));
+    let mut client = broker.raw()?;
+    for batch in 0..20 {
+        let records: Vec<RawRecord> = (0..5)
+            .map(|i| RawRecord {
+                key: Some(format!("k{:03}", batch * 5 + i).into_bytes()),
+                value: Some(value.clone().into_bytes()),
+                ..Default::default()
+            })
+            .collect();
+        let answer = client.produce(TABLE, 0, -1, encode_batch(&records, now_ms()).freeze())?;
+        ensure!(
+            answer.error_code == 0,
+            "batch {batch}: {}",
+            answer.error_code
+        );
+    }
+    let segments = segment_files(&broker.partition_dir(TABLE, 0))?;
+    ensure!(segments.len() >= 3, "several segments: {segments:?}");
+    broker.terminate()?;
+
+    // The medium turns one letter of the second batch (keys k005..k009) into another.
+    let first = &segments[0];
+    let log = std::fs::read(first)?;
+    let (start, length) = *batch_spans(&log).get(1).context("a second batch")?;
+    let letter = log[start..start + length]
+        .windows(4)
+        .position(|w| w == b"aaaa")
+        .context("a value in the batch")?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(first)?
+        .write_all_at(b"b", (start + letter) as u64)?;
+    std::fs::remove_dir_all(broker.data_dir().join("tables"))?;
+    broker.restart()?;
+
+    let row = |key: &str| {
+        http_get(
+            broker.http_addr(),
+            &format!("/v1/tables/{TABLE}/rows/{key}"),
+        )
+        .unwrap_or((0, String::new()))
+    };
+    ensure!(
+        wait_until(FOUND_TIMEOUT, || row("k099").0 == 200),
+        "the table was not rebuilt:\n{}",
+        broker.stderr_tail(30)
+    );
+    for key in ["k005", "k006", "k007", "k008", "k009"] {
+        let (status, body) = row(key);
+        ensure!(
+            status == 404,
+            "{key} of the damaged batch became a row: {status} {body}"
+        );
+    }
+    for key in ["k004", "k010"] {
+        let (status, body) = row(key);
+        ensure!(
+            status == 200 && body.contains(&"a".repeat(60)),
+            "{key} around the damaged batch: {status} {body}"
+        );
+    }
+    let (_, ready) = http_get(broker.http_addr(), "/readyz")?;
+    ensure!(
+        ready.contains(&format!("damaged batch: {TABLE}-0 offsets 5..=9")),
+        "the damage is not reported: {ready}"
+    );
     Ok(())
 }

@@ -147,6 +147,14 @@ pub fn clean_partition(
         segment.for_each_batch(|batch| {
             budget.spend(batch.bytes.len(), topic);
             report.bytes_read += batch.bytes.len() as u64;
+            if !log.verify_stored(&batch.header, &batch.bytes) {
+                // Compacting would rewrite flipped bytes under a fresh CRC: the pass stops, and
+                // the damage stays reported until retention deletes it.
+                return Err(StorageError::Corrupt(format!(
+                    "{topic}-{partition}: not compacting past the damaged batch at offset {}",
+                    batch.header.base_offset
+                )));
+            }
             if skipped(&batch.header, &aborted) {
                 return Ok(());
             }

@@ -174,7 +174,8 @@ pub fn whole_batches(records: &Bytes, end: i64) -> Vec<(BatchHeader, Bytes)> {
 }
 
 /// The next stretch of a table partition's log to apply: whole batches from `from` below the
-/// last stable offset, with their causal metadata and the aborted transactions among them.
+/// last stable offset (damaged ones left out), with their causal metadata and the aborted
+/// transactions among them.
 pub struct Chunk {
     /// The batches, in offset order.
     pub batches: Vec<(BatchHeader, Bytes)>,
@@ -218,13 +219,16 @@ impl Chunk {
             return Ok(None);
         }
         let read = log.read(from, max_bytes)?;
-        let batches = whole_batches(&read.records, stable);
+        let mut batches = whole_batches(&read.records, stable);
         let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
             return Ok(None);
         };
-        let next = last.0.last_offset() + 1;
+        let (first_offset, next) = (first.0.base_offset, last.0.last_offset() + 1);
+        // A batch whose bytes no longer match their CRC is recorded as damaged (logged, counted,
+        // in `/readyz`) and left out: rows and change feeds are never built from flipped bytes.
+        batches.retain(|(header, bytes)| log.verify_stored(header, bytes));
         let metas = log
-            .causal_entries(first.0.base_offset, next)?
+            .causal_entries(first_offset, next)?
             .into_iter()
             .collect();
         let aborted = log.aborted_transactions(from, next);
