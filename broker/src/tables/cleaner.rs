@@ -620,6 +620,58 @@ mod tests {
         assert!(first.is_transactional() && first.base_offset == lso);
     }
 
+    /// A byte flipped in a closed segment: the pass stops there rather than rewrite the batch's
+    /// flipped bytes under a fresh CRC, nothing is swapped, and the damage is recorded.
+    #[test]
+    fn a_pass_stops_at_a_damaged_batch_and_swaps_nothing() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 700,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            ..LogConfig::default()
+        };
+        let log = Partition::open(dir.path(), config, 0).unwrap();
+        let t0 = 1_000_000;
+        for i in 0..30i64 {
+            let value = format!(r#"{{"n":{i}}}"#);
+            append(&log, &[("a", Some(&value), "put")], t0 + i);
+        }
+        let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() > 3);
+        let first = std::fs::read(&segments[0]).unwrap();
+        let at = first.len() - 2; // inside the first segment's last batch
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segments[0])
+            .unwrap()
+            .write_all_at(&[first[at] ^ 0x01], at as u64)
+            .unwrap();
+        let size_before = log.size_bytes();
+        let end = log.log_end_offset();
+        let outcome = clean_partition(
+            "t",
+            0,
+            &log,
+            MergeMode::Crdt,
+            CleanBounds::alone(end),
+            t0 + 100,
+            &mut IoBudget::new(0),
+        );
+        assert!(
+            matches!(&outcome, Err(StorageError::Corrupt(why)) if why.contains("damaged")),
+            "{outcome:?}"
+        );
+        assert_eq!(log.size_bytes(), size_before, "nothing was swapped");
+        assert_eq!(log.damaged_ranges().len(), 1);
+    }
+
     #[test]
     fn the_budget_waits_only_when_ahead_of_the_rate() {
         let rate = 1_000_000;
