@@ -451,6 +451,47 @@ macro_rules! ensure_eq {
     };
 }
 
+/// The broker is running, a new connection gets ApiVersions answered, and rdkafka produces to
+/// and consumes from `topic` (which must exist: during an attack that fills the partition limit,
+/// no new topic can be created).
+pub fn serves(broker: &mut BrokerProcess, topic: &str) -> Result<()> {
+    if !broker.is_running() {
+        bail!(
+            "the broker process exited; stderr tail:\n{}",
+            broker.stderr_tail(40)
+        );
+    }
+    raw::check_api_versions(broker.kafka_addr()).context("ApiVersions on a new connection")?;
+    check_produce_consume(broker, topic)
+}
+
+/// The broker still serves (see [`serves`]) a topic created now.
+pub fn still_serving(broker: &mut BrokerProcess) -> Result<()> {
+    let topic = topic_name("health");
+    create_topic(broker, &topic, 1, &[])?;
+    serves(broker, &topic)
+}
+
+/// How much a broker's resident memory may grow over one attack: bounded decoding keeps a
+/// request's work within 64 MiB, and the allocator may keep what it freed.
+pub const RSS_GROWTH_MAX: u64 = 256 << 20;
+
+/// Runs `attack` against a fresh broker started with `options`, then shows what every hardening
+/// test must: the broker's resident memory grew by at most [`RSS_GROWTH_MAX`], it still serves a
+/// new client, and it starts again over whatever the attack left on disk.
+pub fn attacked(options: BrokerOptions, attack: impl FnOnce(&mut BrokerProcess) -> Result<()>) {
+    with_broker(options, |broker| {
+        let before = broker.rss_bytes()?;
+        attack(broker)?;
+        let grown = broker.rss_bytes()?.saturating_sub(before);
+        if grown > RSS_GROWTH_MAX {
+            bail!("the broker's RSS grew by {} MiB", grown >> 20);
+        }
+        broker.restart()?;
+        still_serving(broker)
+    });
+}
+
 /// Produces one record with rdkafka to `topic` (created with the admin client if `create`),
 /// reads it back, and checks it: a quick "the broker still works" check.
 pub fn check_produce_consume(broker: &BrokerProcess, topic: &str) -> Result<()> {

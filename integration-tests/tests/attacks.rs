@@ -19,11 +19,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use causeway_integration_tests::batch::{encode_batch, RawRecord};
-use causeway_integration_tests::raw::{check_api_versions, PeerOutcome, RawClient};
+use causeway_integration_tests::raw::{PeerOutcome, RawClient};
 use causeway_integration_tests::regions::{metric, metric_sum};
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, http_get, now_ms, produce_all, rss_of,
-    topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    create_topic, ensure_eq, http_get, now_ms, produce_all, rss_of, serves, topic_name, wait_until,
+    with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
@@ -89,19 +89,6 @@ impl PeakRss {
         self.stop.store(true, Ordering::Release);
         join(self.sampler, "the RSS sampler")
     }
-}
-
-/// The broker is running, a new connection gets ApiVersions answered, and rdkafka produces to
-/// and consumes from `topic` (which must exist).
-fn still_serving(broker: &mut BrokerProcess, topic: &str) -> Result<()> {
-    if !broker.is_running() {
-        bail!(
-            "the broker process exited; stderr tail:\n{}",
-            broker.stderr_tail(40)
-        );
-    }
-    check_api_versions(broker.kafka_addr()).context("ApiVersions on a new connection")?;
-    check_produce_consume(broker, topic)
 }
 
 /// Joins a helper thread, turning its panic into an error.
@@ -400,18 +387,18 @@ fn table_scans_resuming_after_keys_that_are_not_utf8_end_and_leave_kafka_serving
                 })
             })
             .collect();
-        still_serving(broker, &health).context("Kafka while the scans run")?;
+        serves(broker, &health).context("Kafka while the scans run")?;
         for (i, scanner) in scanners.into_iter().enumerate() {
             join(scanner, &format!("scanner {i}"))?;
         }
         let (status, _) = http_get(addr, "/healthz")?;
         ensure_eq!(status, 200, "/healthz after the scans");
-        still_serving(broker, &health)?;
+        serves(broker, &health)?;
         broker.restart()?;
         let addr = broker.http_addr();
         let seen = scan_all(addr, &table, 2, expected.len() + 2)?;
         ensure_eq!(seen, expected, "keys paged after the restart");
-        still_serving(broker, &health)
+        serves(broker, &health)
     });
 }
 
@@ -551,7 +538,7 @@ fn a_fetch_asking_for_i32_max_bytes_is_capped_at_the_response_limit() {
                 })
             })
             .collect();
-        still_serving(broker, &health).context("Kafka while the fetches run")?;
+        serves(broker, &health).context("Kafka while the fetches run")?;
         for (i, fetcher) in fetchers.into_iter().enumerate() {
             join(fetcher, &format!("fetcher {i}"))?;
         }
@@ -580,7 +567,7 @@ fn a_fetch_asking_for_i32_max_bytes_is_capped_at_the_response_limit() {
         if frame > FETCH_RESPONSE_MAX_BYTES + 64 * 1024 {
             bail!("after the restart a Fetch response frame is {frame} B");
         }
-        still_serving(broker, &health)
+        serves(broker, &health)
     });
 }
 
@@ -657,7 +644,7 @@ fn metadata_auto_creating_a_hundred_thousand_topics_stops_at_max_partitions() {
                 })
             })
             .collect();
-        still_serving(broker, &health).context("Kafka while the Metadata flood runs")?;
+        serves(broker, &health).context("Kafka while the Metadata flood runs")?;
         let mut created = 0;
         for (i, client) in clients.into_iter().enumerate() {
             for (name, code) in join(client, &format!("Metadata client {i}"))? {
@@ -684,7 +671,7 @@ fn metadata_auto_creating_a_hundred_thousand_topics_stops_at_max_partitions() {
         if on_disk > MAX_PARTITIONS {
             bail!("{on_disk} partition directories on disk with --max-partitions {MAX_PARTITIONS}");
         }
-        still_serving(broker, &health)?;
+        serves(broker, &health)?;
         broker.restart()?;
         ensure_eq!(
             hosted_partitions(broker)?,
@@ -698,7 +685,7 @@ fn metadata_auto_creating_a_hundred_thousand_topics_stops_at_max_partitions() {
             Some(INVALID_PARTITIONS),
             "auto-creating one more topic after the restart"
         );
-        still_serving(broker, &health)
+        serves(broker, &health)
     });
 }
 
@@ -830,7 +817,7 @@ fn replication_pulls_to_a_broker_without_peers_are_closed_before_decoding() {
                 })
             })
             .collect();
-        still_serving(broker, &health).context("Kafka during the pull flood")?;
+        serves(broker, &health).context("Kafka during the pull flood")?;
         for (i, flooder) in flooders.into_iter().enumerate() {
             join(flooder, &format!("flooder {i}"))?;
         }
@@ -850,13 +837,13 @@ fn replication_pulls_to_a_broker_without_peers_are_closed_before_decoding() {
             (frames.len() + FLOODERS * PULLS_EACH) as f64,
             "pulls refused as not configured after the flood"
         );
-        still_serving(broker, &health)?;
+        serves(broker, &health)?;
         broker.restart()?;
         let (closed, got) = send_and_wait_for_close(broker.kafka_addr(), &frames[0].1)?;
         if !closed || !got.is_empty() {
             bail!("after the restart a pull left the connection open ({closed}) or was answered ({} bytes)", got.len());
         }
-        still_serving(broker, &health)
+        serves(broker, &health)
     });
 }
 
@@ -970,7 +957,7 @@ fn http_connections_past_the_cap_are_closed_while_kafka_keeps_serving() {
             bail!("/healthz was answered with every HTTP slot taken");
         }
         // The Kafka listener is another listener: it keeps serving.
-        still_serving(broker, &health).context("Kafka during the HTTP flood")?;
+        serves(broker, &health).context("Kafka during the HTTP flood")?;
         let during = broker.rss_bytes()?;
         let growth = during.saturating_sub(before);
         eprintln!("RSS {before} B before the flood, {during} B with {HTTP_CONNECTIONS_MAX} feeds");
@@ -1004,10 +991,10 @@ fn http_connections_past_the_cap_are_closed_while_kafka_keeps_serving() {
         }) {
             bail!("causeway_table_feeds_open did not return to 0 after the feeds closed");
         }
-        still_serving(broker, &health)?;
+        serves(broker, &health)?;
         broker.restart()?;
         let (status, _) = http_get(broker.http_addr(), "/healthz")?;
         ensure_eq!(status, 200, "/healthz after the restart");
-        still_serving(broker, &health)
+        serves(broker, &health)
     });
 }

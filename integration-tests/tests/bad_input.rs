@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::BufMut;
 use causeway_integration_tests::batch::{
     encode_batch, simple_batch, zstd_bomb, RawRecord, MAGIC_OFFSET,
 };
-use causeway_integration_tests::raw::{check_api_versions, split_v0_header, PeerOutcome};
+use causeway_integration_tests::raw::{split_v0_header, PeerOutcome};
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, now_ms, topic_name, with_broker, BrokerOptions,
+    attacked, create_topic, ensure_eq, now_ms, still_serving, topic_name, BrokerOptions,
     BrokerProcess, CLIENT_TIMEOUT,
 };
 use kafka_protocol::messages::ApiVersionsResponse;
@@ -25,40 +25,6 @@ const UNSUPPORTED_VERSION: i16 = 35;
 const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The broker still serves: it is running, a new connection gets ApiVersions answered, and an
-/// rdkafka round trip works.
-fn assert_still_serving(broker: &mut BrokerProcess) -> Result<()> {
-    if !broker.is_running() {
-        bail!("the broker process exited");
-    }
-    check_api_versions(broker.kafka_addr()).context("ApiVersions on a new connection")?;
-    let topic = topic_name("health");
-    create_topic(broker, &topic, 1, &[])?;
-    check_produce_consume(broker, &topic)
-}
-
-/// How much the broker's resident memory may grow over one attack: bounded decoding keeps a
-/// batch's work within 64 MiB, and the allocator may keep what it freed.
-const RSS_GROWTH_MAX: u64 = 256 << 20;
-
-/// Runs `attack` against a fresh broker, then shows what every hardening item must: the broker's
-/// resident memory grew by a bounded amount, it still serves a new client, and it starts again
-/// over whatever the attack left on disk.
-fn attacked(options: BrokerOptions, attack: impl FnOnce(&mut BrokerProcess) -> Result<()>) {
-    with_broker(options, |broker| {
-        let before = broker.rss_bytes()?;
-        attack(broker)?;
-        let grown = broker.rss_bytes()?.saturating_sub(before);
-        ensure!(
-            grown <= RSS_GROWTH_MAX,
-            "the broker's RSS grew by {} MiB",
-            grown >> 20
-        );
-        broker.restart()?;
-        assert_still_serving(broker)
-    });
-}
 
 fn high_watermark(broker: &BrokerProcess, topic: &str) -> Result<i64> {
     let consumer: BaseConsumer = broker.consumer_config().create()?;
@@ -80,7 +46,7 @@ fn frame_larger_than_socket_request_max_bytes_closes_the_connection() {
         if !raw.closed_within(CLOSE_TIMEOUT) {
             bail!("connection still open after a negative frame length");
         }
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -96,7 +62,7 @@ fn truncated_request_body_closes_the_connection_or_errors() {
                 bail!("no answer and no close within {CLOSE_TIMEOUT:?} for a truncated body")
             }
         }
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -108,7 +74,7 @@ fn unknown_api_key_closes_the_connection() {
         if !raw.closed_within(CLOSE_TIMEOUT) {
             bail!("connection still open after a request with api key 9999");
         }
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -143,7 +109,7 @@ fn api_versions_at_unsupported_version_answers_v0_with_unsupported_version() {
                 api_versions.max_version
             );
         }
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -168,7 +134,7 @@ fn produce_with_wrong_crc_is_rejected_as_corrupt_message() {
             .produce(&topic, 0, 1, simple_batch("crc", 3, 1_000).freeze())?;
         ensure_eq!(resp.error_code, 0, "valid batch");
         ensure_eq!(resp.base_offset, 0, "valid batch base offset");
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -190,7 +156,7 @@ fn produce_with_magic_1_is_rejected_as_unsupported_for_message_format() {
             0,
             "magic-1 batch was appended"
         );
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -212,7 +178,7 @@ fn batch_over_topic_max_message_bytes_is_rejected_as_message_too_large() {
             .raw()?
             .produce(&topic, 0, 1, simple_batch("ok", 1, 1_000).freeze())?;
         ensure_eq!(resp.error_code, 0, "small batch");
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -235,7 +201,7 @@ fn produce_to_unknown_topic_without_auto_create_is_rejected_as_unknown_topic() {
             UNKNOWN_TOPIC_OR_PARTITION,
             "missing partition"
         );
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -255,7 +221,7 @@ fn huge_array_count_closes_the_connection_without_harming_the_broker() {
             PeerOutcome::Closed | PeerOutcome::Data(_) => {}
             PeerOutcome::StillOpen => bail!("no answer and no close for a huge compact array"),
         }
-        assert_still_serving(broker)
+        still_serving(broker)
     });
 }
 
@@ -281,7 +247,7 @@ fn produce_expecting(
     if code != 0 {
         ensure_eq!(high_watermark(broker, &topic)?, 0, "refused batch appended");
     }
-    assert_still_serving(broker)
+    still_serving(broker)
 }
 
 #[test]

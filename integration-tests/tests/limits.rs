@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use causeway_integration_tests::batch::{fix_crc, simple_batch};
-use causeway_integration_tests::raw::check_api_versions;
 use causeway_integration_tests::regions::{
     metric, wait_for_payload, with_mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::{
-    check_produce_consume, create_topic, ensure_eq, now_ms, produce_all, segment_files, topic_name,
-    topic_partition_count, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    attacked, check_produce_consume, create_topic, ensure_eq, now_ms, produce_all, segment_files,
+    still_serving, topic_name, topic_partition_count, wait_until, BrokerOptions, BrokerProcess,
+    TestRecord,
 };
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -26,17 +26,6 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::FutureProducer;
 
 const INVALID_PARTITIONS: i16 = 37;
-
-/// The broker still serves a fresh client end to end.
-fn still_serving(broker: &mut BrokerProcess) -> Result<()> {
-    if !broker.is_running() {
-        bail!("the broker process exited");
-    }
-    check_api_versions(broker.kafka_addr())?;
-    let topic = topic_name("health");
-    create_topic(broker, &topic, 1, &[])?;
-    check_produce_consume(broker, &topic)
-}
 
 fn create_topics(broker: &BrokerProcess, name: &str, partitions: i32) -> Result<i16> {
     let request = CreateTopicsRequest::default()
@@ -56,7 +45,7 @@ fn create_topics(broker: &BrokerProcess, name: &str, partitions: i32) -> Result<
 #[test]
 fn create_topics_past_max_partitions_is_refused_and_the_broker_restarts() {
     let opts = BrokerOptions::new().flag("--max-partitions", 20);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let huge = topic_name("huge");
         ensure_eq!(
             create_topics(broker, &huge, i32::MAX)?,
@@ -87,7 +76,7 @@ fn create_topics_past_max_partitions_is_refused_and_the_broker_restarts() {
 /// the catalog (the broker restarts, the name is free) nor on disk (partitions 0..2 removed).
 #[test]
 fn a_topic_whose_partitions_cannot_all_be_opened_is_not_created() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let topic = topic_name("unopenable");
         let blocker = broker.partition_dir(&topic, 3);
         std::fs::create_dir_all(blocker.parent().context("topics dir")?)?;
@@ -163,7 +152,7 @@ fn metadata_lane_tasks(broker: &BrokerProcess) -> Result<f64> {
 /// on a runtime worker where a slow disk would stall every connection that worker serves.
 #[test]
 fn topic_changes_run_in_the_metadata_lane() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let in_lane = |what: &str, change: &mut dyn FnMut() -> Result<()>| -> Result<()> {
             let before = metadata_lane_tasks(broker)?;
             change()?;
@@ -232,7 +221,7 @@ fn issued_producer_id(broker: &BrokerProcess) -> Result<i64> {
 #[test]
 fn producer_state_past_max_producers_per_partition_forgets_the_idlest() {
     let opts = BrokerOptions::new().flag("--max-producers-per-partition", 5);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let topic = topic_name("many-producers");
         create_topic(broker, &topic, 1, &[])?;
         for n in 0..50 {
@@ -337,7 +326,7 @@ fn auto_create(broker: &BrokerProcess, names: &[String]) -> Result<Vec<i16>> {
 #[test]
 fn a_topic_past_max_partitions_per_topic_is_refused() {
     let opts = BrokerOptions::new().flag("--max-partitions-per-topic", 5);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let topic = topic_name("wide");
         ensure_eq!(
             create_topics(broker, &topic, 6)?,
@@ -368,7 +357,7 @@ fn a_topic_past_max_partitions_per_topic_is_refused() {
 fn one_request_creates_at_most_max_partitions_per_request() {
     const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
     let opts = BrokerOptions::new().flag("--max-partitions-per-request", 10);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let names: Vec<String> = (0..30).map(|i| topic_name(&format!("auto{i}"))).collect();
         let codes = auto_create(broker, &names)?;
         let created = codes.iter().filter(|&&c| c == 0).count();
@@ -393,7 +382,7 @@ fn one_request_creates_at_most_max_partitions_per_request() {
 #[test]
 fn idle_connections_are_closed() {
     let opts = BrokerOptions::new().flag("--connections-max-idle-ms", 500);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let mut idle = broker.raw()?;
         if !idle.closed_within(Duration::from_secs(5)) {
             bail!("an idle connection is still open after 5 s with a 500 ms idle limit");
@@ -405,7 +394,7 @@ fn idle_connections_are_closed() {
 #[test]
 fn connections_past_max_connections_per_ip_are_closed() {
     let opts = BrokerOptions::new().flag("--max-connections-per-ip", 4);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let held: Vec<_> = (0..4).map(|_| broker.raw()).collect::<Result<_>>()?;
         let mut fifth = broker.raw()?;
         if !fifth.closed_within(Duration::from_secs(5)) {
@@ -421,7 +410,7 @@ fn connections_past_max_connections_per_ip_are_closed() {
 fn buffered_requests_stay_within_queued_max_request_bytes() {
     let budget: u64 = 128 << 20;
     let opts = BrokerOptions::new().flag("--queued-max-request-bytes", budget);
-    with_broker(opts, |broker| {
+    attacked(opts, |broker| {
         let before = broker.rss_bytes()?;
         // 10 connections each announce a 100 MB frame and send up to 40 MB of it: 400 MB if the
         // broker buffered all of it. Writes that block (the broker stopped reading) give up.
@@ -453,7 +442,7 @@ fn buffered_requests_stay_within_queued_max_request_bytes() {
 
 #[test]
 fn an_http_client_that_trickles_its_headers_is_closed() {
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let mut slow = std::net::TcpStream::connect(broker.http_addr())?;
         slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")?;
         slow.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -516,7 +505,7 @@ fn open_raw_feed(broker: &BrokerProcess, topic: &str, query: &str) -> Result<(u1
 fn idle_change_feeds_are_capped_and_starve_nothing() {
     const FEEDS: usize = 600;
     const CAP: usize = 256;
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let table = topic_name("feeds");
         create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
         let mut open = Vec::new();
@@ -566,7 +555,7 @@ fn idle_change_feeds_are_capped_and_starve_nothing() {
 #[test]
 fn a_change_feed_client_that_stops_reading_is_closed() {
     const RECORDS: usize = 4_000;
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let table = topic_name("stall");
         create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
         let value = "v".repeat(8 * 1024);
@@ -645,7 +634,7 @@ fn metric_value(broker: &BrokerProcess, series: &str) -> Result<f64> {
 #[test]
 fn tiny_segment_settings_do_not_make_a_segment_per_batch() {
     const BATCHES: usize = 30;
-    with_broker(BrokerOptions::new(), |broker| {
+    attacked(BrokerOptions::new(), |broker| {
         let topic = topic_name("tiny-segments");
         create_topic(
             broker,
