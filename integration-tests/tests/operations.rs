@@ -989,3 +989,130 @@ fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -
     }
     Ok(())
 }
+
+/// The group's committed offsets of partitions 0 and 1 of `topic`, read by librdkafka.
+fn committed_pair(broker: &BrokerProcess, group: &str, topic: &str) -> Result<(i64, i64)> {
+    let consumer: BaseConsumer = broker.consumer_config().set("group.id", group).create()?;
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    wanted.add_partition(topic, 1);
+    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+    let offset = |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => o,
+        _ => -1,
+    };
+    Ok((offset(0), offset(1)))
+}
+
+/// `causeway group reset-offsets`, as `kafka-consumer-groups --reset-offsets`: a dry run commits
+/// nothing; `--execute` moves an inactive group's offsets to the log start, an offset (held
+/// within the log), a time, or the log end, for all or some partitions; an active group is
+/// refused.
+#[test]
+fn group_reset_offsets_moves_an_inactive_groups_positions() {
+    let options = BrokerOptions::new().flag("--group-initial-rebalance-delay-ms", 0);
+    with_broker(options, |broker| {
+        let bootstrap = broker.bootstrap();
+        let topic = topic_name("reset");
+        create_topic(broker, &topic, 2, &[])?;
+        let t0 = 1_700_000_000_000i64;
+        let records: Vec<TestRecord> = (0..20)
+            .map(|i| {
+                TestRecord::value(format!("r{i}"))
+                    .partition(i % 2)
+                    .timestamp(t0 + i64::from(i / 2) * 1_000)
+            })
+            .collect();
+        produce_all(&broker.producer(), &topic, &records)?;
+        let consumer: BaseConsumer = broker
+            .consumer_config()
+            .set("group.id", "resetting")
+            .create()?;
+        let mut positions = TopicPartitionList::new();
+        positions.add_partition_offset(&topic, 0, Offset::Offset(7))?;
+        positions.add_partition_offset(&topic, 1, Offset::Offset(3))?;
+        consumer.commit(&positions, CommitMode::Sync)?;
+        drop(consumer);
+
+        let reset = |args: &[&str]| -> Result<Output> {
+            let mut all = vec!["group", "-b", &bootstrap, "reset-offsets", "resetting"];
+            all.extend_from_slice(&["--topic", &topic]);
+            all.extend_from_slice(args);
+            let output = causeway(&all)?;
+            ensure_eq!(
+                output.status.code(),
+                Some(0),
+                "reset-offsets {args:?}: {output:?}"
+            );
+            Ok(output)
+        };
+        let dry = reset(&["--to-earliest"])?;
+        expect_contains(
+            &String::from_utf8_lossy(&dry.stdout),
+            "dry run",
+            "a dry run",
+        )?;
+        ensure_eq!(
+            committed_pair(broker, "resetting", &topic)?,
+            (7, 3),
+            "after a dry run"
+        );
+        reset(&["--to-earliest", "--execute"])?;
+        ensure_eq!(
+            committed_pair(broker, "resetting", &topic)?,
+            (0, 0),
+            "to earliest"
+        );
+        reset(&["--to-offset", "99", "--execute"])?;
+        ensure_eq!(
+            committed_pair(broker, "resetting", &topic)?,
+            (10, 10),
+            "held at the end"
+        );
+        reset(&["--to-offset", "4", "--partitions", "1", "--execute"])?;
+        ensure_eq!(
+            committed_pair(broker, "resetting", &topic)?,
+            (10, 4),
+            "one partition"
+        );
+        let at = (t0 + 6_000).to_string();
+        reset(&["--to-timestamp", &at, "--partitions", "0", "--execute"])?;
+        ensure_eq!(
+            committed_pair(broker, "resetting", &topic)?,
+            (6, 4),
+            "to a time"
+        );
+        reset(&["--to-latest", "--execute"])?;
+        ensure_eq!(
+            committed_pair(broker, "resetting", &topic)?,
+            (10, 10),
+            "to latest"
+        );
+
+        let member: BaseConsumer = broker.consumer_config().set("group.id", "busy").create()?;
+        member.subscribe(&[&topic])?;
+        let joined = wait_until(Duration::from_secs(30), || {
+            let _ = member.poll(Duration::from_millis(100));
+            member.assignment().is_ok_and(|a| a.count() > 0)
+        });
+        ensure_eq!(joined, true, "the member joined");
+        let refused = causeway(&[
+            "group",
+            "-b",
+            &bootstrap,
+            "reset-offsets",
+            "busy",
+            "--topic",
+            &topic,
+            "--to-earliest",
+            "--execute",
+        ])?;
+        ensure_eq!(refused.status.code(), Some(1), "reset of an active group");
+        expect_contains(
+            &String::from_utf8_lossy(&refused.stderr),
+            "stop its consumers first",
+            "reset of an active group",
+        )?;
+        Ok(())
+    });
+}

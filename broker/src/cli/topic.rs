@@ -31,7 +31,7 @@ const RESOURCE_TOPIC: i8 = 2;
 /// Config source of a topic override.
 const SOURCE_TOPIC_OVERRIDE: i8 = 1;
 /// ListOffsets special timestamps.
-const EARLIEST: i64 = -2;
+pub(super) const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 
 /// Topic administration.
@@ -259,7 +259,11 @@ fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<()> {
+/// A topic's id and its partition indexes in order, from Metadata (never creating it).
+pub(super) fn partition_indexes(
+    broker: &mut AdminConnection,
+    name: &str,
+) -> anyhow::Result<(uuid::Uuid, Vec<i32>)> {
     let metadata = broker.send(
         &MetadataRequest::default()
             .with_topics(Some(vec![
@@ -274,10 +278,15 @@ fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<()> {
     check(topic.error_code, None, name)?;
     let mut indexes: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
     indexes.sort_unstable();
+    Ok((topic.topic_id, indexes))
+}
+
+fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<()> {
+    let (id, indexes) = partition_indexes(broker, name)?;
     let earliest = offsets(broker, name, &indexes, EARLIEST)?;
     let latest = latest_offsets(broker, name, &indexes)?;
     println!("topic      {name}");
-    println!("id         {}", topic.topic_id);
+    println!("id         {id}");
     println!("partitions {}", indexes.len());
     println!();
     println!(
@@ -325,7 +334,9 @@ pub(super) fn latest_offsets(
     offsets(broker, name, partitions, LATEST)
 }
 
-fn offsets(
+/// Per partition, the offset ListOffsets answers for `which`: [`EARLIEST`], the log end, or a
+/// timestamp (the first record at or after it; -1 if there is none).
+pub(super) fn offsets(
     broker: &mut AdminConnection,
     name: &str,
     partitions: &[i32],
