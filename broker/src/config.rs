@@ -32,8 +32,13 @@ pub enum Command {
     Serve(BrokerOptions),
     /// Create, list, describe, delete topics and change their configs on a running broker.
     Topic(crate::cli::TopicArgs),
-    /// List consumer groups, or show one's members, assignments, offsets and lag.
+    /// List consumer groups, show one's members, assignments, offsets and lag, delete or move
+    /// its offsets.
     Group(crate::cli::GroupArgs),
+    /// Produce one record per line of standard input to a partition (acks=all).
+    Produce(crate::cli::ProduceArgs),
+    /// Print a partition's records, one value (or JSON object) per line.
+    Consume(crate::cli::ConsumeArgs),
     /// Read table rows (compacted topics) from a running broker's HTTP listener.
     Table(crate::cli::TableArgs),
     /// Show this region's replication state: its vector clock and each peer link.

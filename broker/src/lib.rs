@@ -57,6 +57,8 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(options)) => options,
         Some(Command::Topic(args)) => return cli::run_topic(args),
         Some(Command::Group(args)) => return cli::run_group(args),
+        Some(Command::Produce(args)) => return cli::run_produce(args),
+        Some(Command::Consume(args)) => return cli::run_consume(args),
         Some(Command::Table(args)) => return cli::run_table(args),
         Some(Command::Region(args)) => return cli::run_region(args),
         Some(Command::Meta(args)) => return cli::run_meta(args),

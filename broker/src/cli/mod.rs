@@ -7,6 +7,7 @@ mod admin;
 mod group;
 mod http_json;
 pub mod meta;
+mod records;
 mod region;
 mod table;
 mod topic;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 pub use group::GroupCommand;
 pub use meta::MetaCommand;
+pub use records::{ConsumeArgs, ProduceArgs};
 pub use region::RegionCommand;
 pub use table::TableCommand;
 pub use topic::TopicCommand;
@@ -116,6 +118,16 @@ pub fn run_region(args: RegionArgs) -> ExitCode {
 /// Runs a topic command and turns its outcome into an exit code.
 pub fn run_topic(args: TopicArgs) -> ExitCode {
     report(topic::run(&args.target.bootstrap, args.command))
+}
+
+/// Runs `causeway produce` and turns its outcome into an exit code.
+pub fn run_produce(args: ProduceArgs) -> ExitCode {
+    report(records::produce(&args))
+}
+
+/// Runs `causeway consume` and turns its outcome into an exit code.
+pub fn run_consume(args: ConsumeArgs) -> ExitCode {
+    report(records::consume(&args))
 }
 
 /// Runs a group command and turns its outcome into an exit code.
