@@ -22,7 +22,7 @@ use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
     pull_frame, PartitionBatches, PullError, PullRequest, PullResponse, PULL_HEADER_BYTES,
-    PULL_RESPONSE_BYTES_MAX, REPLICATION_API_VERSION,
+    PULL_RESPONSE_BYTES_MAX,
 };
 use causeway_replication::{HybridClock, VectorClock};
 use causeway_storage::CausalMeta;
@@ -61,6 +61,35 @@ fn bad_batches() -> Vec<(&'static str, Batch<Bytes>)> {
         ("origin sequence 0", rogue_batch(0, stamp_now, good.clone())),
         ("stamp a day ahead", rogue_batch(1, stamp_tomorrow, good)),
     ]
+}
+
+/// The region under test, "home", with one peer: "rogue" at `rogue_port`.
+fn home_with_rogue_peer(rogue_port: u16) -> Result<BrokerProcess> {
+    BrokerProcess::start(
+        BrokerOptions::new()
+            .flag("--region", "home")
+            .flag("--peer", format!("rogue@127.0.0.1:{rogue_port}"))
+            .flag("--replication-secret", SECRET),
+    )
+}
+
+/// A pull of partition 0 of the guarded topic (any incarnation) as `region` with `secret`.
+fn pull_of_guarded(region: &str, secret: &[u8], max_bytes: u32) -> PullRequest {
+    PullRequest {
+        region: region_id(region),
+        secret: secret.to_vec(),
+        max_wait_ms: 0,
+        max_bytes,
+        catalog_digest: 0,
+        origins: Vec::new(),
+        partitions: vec![causeway_replication::wire::PartitionPull {
+            topic: TOPIC.into(),
+            topic_id: [0; 16],
+            partition: 0,
+            have: VectorClock::default(),
+            durable: VectorClock::default(),
+        }],
+    }
 }
 
 fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>> {
@@ -146,12 +175,7 @@ fn bad_batches_from_a_peer_are_refused_and_nothing_is_applied() -> Result<()> {
         let stop = stop.clone();
         std::thread::spawn(move || serve_rogue(listener, stop, TOPIC, bad_batches()))
     };
-    let home = BrokerProcess::start(
-        BrokerOptions::new()
-            .flag("--region", "home")
-            .flag("--peer", format!("rogue@127.0.0.1:{rogue_port}"))
-            .flag("--replication-secret", SECRET),
-    )?;
+    let home = home_with_rogue_peer(rogue_port)?;
     produce_all(
         &home.producer(),
         TOPIC,
@@ -209,43 +233,14 @@ fn bad_batches_from_a_peer_are_refused_and_nothing_is_applied() -> Result<()> {
 /// "unknown region", then the connection is closed; nothing of the region's data is served.
 #[test]
 fn a_pull_from_an_unknown_region_is_refused() -> Result<()> {
-    let home = BrokerProcess::start(
-        BrokerOptions::new()
-            .flag("--region", "home")
-            .flag("--peer", format!("rogue@127.0.0.1:{}", free_port()?))
-            .flag("--replication-secret", SECRET),
-    )?;
+    let home = home_with_rogue_peer(free_port()?)?;
     produce_all(
         &home.producer(),
         TOPIC,
         &[TestRecord::value("private").partition(0)],
     )?;
-    let pull = PullRequest {
-        region: region_id("stranger"),
-        secret: SECRET.as_bytes().to_vec(),
-        max_wait_ms: 0,
-        max_bytes: 1 << 20,
-        catalog_digest: 0,
-        origins: Vec::new(),
-        partitions: vec![causeway_replication::wire::PartitionPull {
-            topic: TOPIC.into(),
-            topic_id: [0; 16],
-            partition: 0,
-            have: VectorClock::default(),
-            durable: VectorClock::default(),
-        }],
-    };
-    let body = pull.encode();
-    let mut frame = ((body.len() + 8) as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&32_000i16.to_be_bytes());
-    frame.extend_from_slice(&REPLICATION_API_VERSION.to_be_bytes());
-    frame.extend_from_slice(&7i32.to_be_bytes());
-    frame.extend_from_slice(&body);
-    let mut stream = TcpStream::connect(home.kafka_addr())?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(&frame)?;
-    let answer = read_frame(&mut stream)?;
-    let response = PullResponse::decode(&answer[4..]).context("decoding the refusal")?;
+    let pull = pull_of_guarded("stranger", SECRET.as_bytes(), 1 << 20);
+    let (response, mut stream) = send_pull(&home, &pull)?;
     if response.error != PullError::UnknownRegion || !response.partitions.is_empty() {
         bail!("an unknown region got {response:?}");
     }
@@ -256,13 +251,14 @@ fn a_pull_from_an_unknown_region_is_refused() -> Result<()> {
     }
 }
 
-/// Sends `pull` on a new connection to `broker` and decodes the answer.
-fn pull_once(broker: &BrokerProcess, pull: &PullRequest) -> Result<PullResponse> {
+/// Sends `pull` on a new connection to `broker`; returns the decoded answer and the connection.
+fn send_pull(broker: &BrokerProcess, pull: &PullRequest) -> Result<(PullResponse, TcpStream)> {
     let mut stream = TcpStream::connect(broker.kafka_addr())?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.write_all(&pull_frame(7, &pull.encode()))?;
     let answer = read_frame(&mut stream)?;
-    PullResponse::decode(&answer[4..]).context("decoding the pull response")
+    let response = PullResponse::decode(&answer[4..]).context("decoding the pull response")?;
+    Ok((response, stream))
 }
 
 /// A peer that asks for `u32::MAX` bytes in one pull gets at most the response bound of batches
@@ -271,12 +267,7 @@ fn pull_once(broker: &BrokerProcess, pull: &PullRequest) -> Result<PullResponse>
 #[test]
 fn a_pull_asking_for_u32_max_bytes_is_capped() -> Result<()> {
     const BATCH_BYTES: usize = 900_000;
-    let home = BrokerProcess::start(
-        BrokerOptions::new()
-            .flag("--region", "home")
-            .flag("--peer", format!("rogue@127.0.0.1:{}", free_port()?))
-            .flag("--replication-secret", SECRET),
-    )?;
+    let home = home_with_rogue_peer(free_port()?)?;
     let mut producer = home.raw()?;
     for n in 0..24 {
         let record = RawRecord::value(vec![b'x'; BATCH_BYTES]);
@@ -285,30 +276,17 @@ fn a_pull_asking_for_u32_max_bytes_is_capped() -> Result<()> {
             bail!("batch {n} refused with {}", answer.error_code);
         }
     }
-    let mut pull = PullRequest {
-        region: region_id("rogue"),
-        secret: SECRET.as_bytes().to_vec(),
-        max_wait_ms: 0,
-        max_bytes: 0,
-        catalog_digest: 0,
-        origins: Vec::new(),
-        partitions: vec![causeway_replication::wire::PartitionPull {
-            topic: TOPIC.into(),
-            topic_id: [0; 16],
-            partition: 0,
-            have: VectorClock::default(),
-            durable: VectorClock::default(),
-        }],
-    };
+    let mut pull = pull_of_guarded("rogue", SECRET.as_bytes(), 0);
     // The first answer names the incarnation hosted; batches are served only for it.
-    let incarnation = pull_once(&home, &pull)?
+    let incarnation = send_pull(&home, &pull)?
+        .0
         .partitions
         .first()
         .map(|p| p.topic_id)
         .context("the partition in the first answer")?;
     pull.partitions[0].topic_id = incarnation;
     pull.max_bytes = u32::MAX;
-    let greedy = pull_once(&home, &pull)?;
+    let greedy = send_pull(&home, &pull)?.0;
     if greedy.error != PullError::None {
         bail!("the pull was refused: {:?}", greedy.error);
     }
@@ -330,21 +308,8 @@ fn a_pull_asking_for_u32_max_bytes_is_capped() -> Result<()> {
 #[test]
 fn a_pull_with_a_wrong_secret_is_refused_before_its_body_is_read() -> Result<()> {
     const CLAIMED_BODY_BYTES: usize = 50 << 20;
-    let home = BrokerProcess::start(
-        BrokerOptions::new()
-            .flag("--region", "home")
-            .flag("--peer", format!("rogue@127.0.0.1:{}", free_port()?))
-            .flag("--replication-secret", SECRET),
-    )?;
-    let pull = PullRequest {
-        region: region_id("rogue"),
-        secret: b"not-the-secret".to_vec(),
-        max_wait_ms: 0,
-        max_bytes: 1 << 20,
-        catalog_digest: 0,
-        origins: Vec::new(),
-        partitions: Vec::new(),
-    };
+    let home = home_with_rogue_peer(free_port()?)?;
+    let pull = pull_of_guarded("rogue", b"not-the-secret", 1 << 20);
     let mut frame = pull_frame(7, &pull.encode());
     let claimed = u32::try_from(PULL_HEADER_BYTES + CLAIMED_BODY_BYTES)?;
     frame[..4].copy_from_slice(&claimed.to_be_bytes());
@@ -393,12 +358,7 @@ fn a_decompression_bomb_from_a_peer_is_refused_by_the_table_not_retried() -> Res
     let rogue_port = free_port()?;
     let listener = TcpListener::bind(("127.0.0.1", rogue_port))?;
     let topic = topic_name("bombed");
-    let mut home = BrokerProcess::start(
-        BrokerOptions::new()
-            .flag("--region", "home")
-            .flag("--peer", format!("rogue@127.0.0.1:{rogue_port}"))
-            .flag("--replication-secret", SECRET),
-    )?;
+    let mut home = home_with_rogue_peer(rogue_port)?;
     create_topic(&home, &topic, 1, &[("cleanup.policy", "compact")])?;
     let keyed = |key: &str| TestRecord::value(r#"{"n":1}"#).key(key).partition(0);
     produce_all(&home.producer(), &topic, &[keyed("before")])?;

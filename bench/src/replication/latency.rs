@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::BaseProducer;
 use serde_json::json;
 
-use super::regions::{common_for, create_consumer, create_topic_everywhere, Regions};
+use super::regions::{common_for, consumer_in, create_topic_everywhere, Regions};
 use super::{flush, ReplicationArgs, ReplicationReport};
 use crate::kafka::{self, BenchContext};
 use crate::latency::{self, PacedLoad, Shared};
@@ -34,24 +34,13 @@ pub fn run(args: &ReplicationArgs, regions: &Regions) -> Result<ReplicationRepor
     let timeout = Duration::from_secs(args.timeout_s);
     create_topic_everywhere(args, regions, partitions, record_bytes)?;
 
-    let first = common_for(
-        args,
-        &regions.region(0).bootstrap(),
-        partitions,
-        record_bytes,
-    );
+    let first = common_for(args, regions, 0, partitions, record_bytes);
     let producer = kafka::create_producer(&kafka::producer_config(&first, linger_ms, timeout))?;
     kafka::wait_for_cluster(&producer, &first.brokers, Duration::from_secs(30))?;
 
     let mut consumers = Vec::new();
     for i in 0..regions.len() {
-        let common = common_for(
-            args,
-            &regions.region(i).bootstrap(),
-            partitions,
-            record_bytes,
-        );
-        let consumer = create_consumer(&common)?;
+        let consumer = consumer_in(args, regions, i, partitions, record_bytes)?;
         latency::assign_at_end(&consumer, &args.topic, partitions, Duration::from_secs(30))
             .with_context(|| format!("in region {}", regions.name(i)))?;
         consumers.push(consumer);

@@ -139,15 +139,16 @@ impl Drop for Regions {
     }
 }
 
-/// The client options of the other modes, aimed at one region.
+/// The client options of the other modes, aimed at region `i`.
 pub fn common_for(
     args: &ReplicationArgs,
-    brokers: &str,
+    regions: &Regions,
+    i: usize,
     partitions: i32,
     record_bytes: u64,
 ) -> CommonArgs {
     CommonArgs {
-        brokers: brokers.to_string(),
+        brokers: regions.region(i).bootstrap(),
         topic: args.topic.clone(),
         partitions,
         replication_factor: 1,
@@ -162,8 +163,15 @@ pub fn common_for(
     }
 }
 
-pub fn create_consumer(common: &CommonArgs) -> Result<BaseConsumer<BenchContext>> {
-    kafka::consumer_config(common)
+/// A librdkafka consumer of region `i`.
+pub fn consumer_in(
+    args: &ReplicationArgs,
+    regions: &Regions,
+    i: usize,
+    partitions: i32,
+    record_bytes: u64,
+) -> Result<BaseConsumer<BenchContext>> {
+    kafka::consumer_config(&common_for(args, regions, i, partitions, record_bytes))
         .create_with_context(BenchContext::default())
         .context("cannot create the librdkafka consumer (check -X properties)")
 }
@@ -176,12 +184,7 @@ pub fn create_topic_everywhere(
     partitions: i32,
     record_bytes: u64,
 ) -> Result<()> {
-    let first = common_for(
-        args,
-        &regions.region(0).bootstrap(),
-        partitions,
-        record_bytes,
-    );
+    let first = common_for(args, regions, 0, partitions, record_bytes);
     let admin_producer =
         kafka::create_producer(&kafka::producer_config(&first, 0, Duration::from_secs(30)))?;
     kafka::wait_for_cluster(&admin_producer, &first.brokers, Duration::from_secs(30))?;
@@ -195,13 +198,7 @@ pub fn create_topic_everywhere(
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s.min(120));
     for i in 1..regions.len() {
-        let common = common_for(
-            args,
-            &regions.region(i).bootstrap(),
-            partitions,
-            record_bytes,
-        );
-        let consumer = create_consumer(&common)?;
+        let consumer = consumer_in(args, regions, i, partitions, record_bytes)?;
         loop {
             // Metadata for all topics: asking for this one could auto-create it.
             let seen = consumer

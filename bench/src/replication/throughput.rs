@@ -13,7 +13,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{json, Map, Value};
 
-use super::regions::{common_for, create_consumer, create_topic_everywhere, Regions};
+use super::regions::{common_for, consumer_in, create_topic_everywhere, Regions};
 use super::{flush, median, ReplicationArgs, ReplicationReport, Writers, GB, MB};
 use crate::kafka::{self, BenchContext};
 use crate::payload::PayloadPool;
@@ -232,12 +232,7 @@ fn connect_writers(
     plan.writers
         .iter()
         .map(|&(w, records)| {
-            let common = common_for(
-                args,
-                &regions.region(w).bootstrap(),
-                plan.partitions,
-                plan.record_bytes,
-            );
+            let common = common_for(args, regions, w, plan.partitions, plan.record_bytes);
             let producer = kafka::create_producer(&kafka::producer_config(
                 &common,
                 plan.linger_ms,
@@ -342,13 +337,7 @@ fn wait_converged(
 
 /// Records region `i`'s partitions hold (high minus low watermarks).
 fn records_held(args: &ReplicationArgs, regions: &Regions, plan: &Plan, i: usize) -> Result<i64> {
-    let common = common_for(
-        args,
-        &regions.region(i).bootstrap(),
-        plan.partitions,
-        plan.record_bytes,
-    );
-    let consumer = create_consumer(&common)?;
+    let consumer = consumer_in(args, regions, i, plan.partitions, plan.record_bytes)?;
     let mut held = 0i64;
     for p in 0..plan.partitions {
         let (low, high) = consumer

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail};
 use bytes::{Buf, Bytes};
 use clap::Subcommand;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -120,6 +121,19 @@ fn delete(broker: &mut AdminConnection, groups: &[String]) -> anyhow::Result<()>
     Ok(())
 }
 
+/// DescribeGroups of one group, its error code checked.
+fn describe_group(broker: &mut AdminConnection, group: &str) -> anyhow::Result<DescribedGroup> {
+    let described =
+        broker.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]))?;
+    let info = described
+        .groups
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no description of {group}"))?;
+    check(info.error_code, group)?;
+    Ok(info)
+}
+
 /// States in which a group's offsets may be moved from outside: no member owns a position.
 const RESETTABLE_STATES: [&str; 2] = ["Empty", "Dead"];
 
@@ -131,13 +145,7 @@ fn reset_offsets(
     to: ResetTarget,
     execute: bool,
 ) -> anyhow::Result<()> {
-    let described =
-        broker.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]))?;
-    let info = described
-        .groups
-        .first()
-        .ok_or_else(|| anyhow!("no description of {group}"))?;
-    check(info.error_code, group)?;
+    let info = describe_group(broker, group)?;
     let state = info.group_state.as_str();
     if !RESETTABLE_STATES.contains(&state) {
         bail!(
@@ -278,13 +286,7 @@ fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
 }
 
 fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<()> {
-    let described =
-        broker.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]))?;
-    let info = described
-        .groups
-        .first()
-        .ok_or_else(|| anyhow!("no description of {group}"))?;
-    check(info.error_code, group)?;
+    let info = describe_group(broker, group)?;
     if info.group_state.as_str() == "Dead" {
         // What Kafka answers for a group it does not know.
         bail!("group {group} does not exist");
