@@ -12,6 +12,7 @@ pub mod transactions;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -513,4 +514,40 @@ pub fn check_produce_consume(broker: &BrokerProcess, topic: &str) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// Opens a change feed (`query` is appended to its path, e.g. `?from=0`) over a raw socket and reads its status line and headers; the socket is
+/// left open and unread. `None` if the broker closed the connection before answering.
+pub fn open_change_feed(
+    addr: SocketAddr,
+    table: &str,
+    query: &str,
+) -> Result<Option<(u16, TcpStream)>> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let request =
+        format!("GET /v1/tables/{table}/changes{query} HTTP/1.1\r\nHost: causeway\r\n\r\n");
+    // A connection closed on accept may already be reset when the request is written.
+    match stream.write_all(request.as_bytes()) {
+        Ok(()) => {}
+        Err(e) if raw::closed_by_peer(&e) => return Ok(None),
+        Err(e) => return Err(e).context("writing a change feed request"),
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => return Ok(None),
+            Ok(_) => head.push(byte[0]),
+            Err(e) if raw::closed_by_peer(&e) => return Ok(None),
+            Err(e) => return Err(e).context("reading a change feed's headers"),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    Ok(Some((status, stream)))
 }

@@ -9,7 +9,7 @@
 //! The tests run one at a time (they share two cores with the brokers they start), and nothing
 //! waits on a duration: every wait is for a condition, with a generous deadline.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,11 +19,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use causeway_integration_tests::batch::{encode_batch, RawRecord};
-use causeway_integration_tests::raw::{PeerOutcome, RawClient};
+use causeway_integration_tests::raw::{closed_by_peer, PeerOutcome, RawClient};
 use causeway_integration_tests::regions::{metric, metric_sum};
 use causeway_integration_tests::{
-    create_topic, ensure_eq, http_get, now_ms, produce_all, rss_of, serves, topic_name, wait_until,
-    with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    create_topic, ensure_eq, http_get, now_ms, open_change_feed, produce_all, rss_of, serves,
+    topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
@@ -847,45 +847,6 @@ fn replication_pulls_to_a_broker_without_peers_are_closed_before_decoding() {
     });
 }
 
-/// Opens a change feed over a raw socket and reads its status line and headers; the socket is
-/// left open and unread. `None` if the broker closed the connection before answering.
-fn open_feed(addr: SocketAddr, table: &str) -> Result<Option<(u16, TcpStream)>> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    stream.set_read_timeout(Some(ANSWER_DEADLINE))?;
-    let request = format!("GET /v1/tables/{table}/changes HTTP/1.1\r\nHost: causeway\r\n\r\n");
-    // A connection closed on accept may already be reset when the request is written.
-    match stream.write_all(request.as_bytes()) {
-        Ok(()) => {}
-        Err(e) if closed_by_peer(&e) => return Ok(None),
-        Err(e) => return Err(e).context("writing a change feed request"),
-    }
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(0) => return Ok(None),
-            Ok(_) => head.push(byte[0]),
-            Err(e) if closed_by_peer(&e) => return Ok(None),
-            Err(e) => return Err(e).context("reading a change feed's headers"),
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    Ok(Some((status, stream)))
-}
-
-/// Whether an I/O error says the broker closed the connection.
-fn closed_by_peer(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
-    )
-}
-
 /// Whether the broker closes `stream` (EOF or reset) before sending anything.
 fn closed_without_answer(stream: &mut TcpStream) -> Result<bool> {
     stream.set_read_timeout(Some(ANSWER_DEADLINE))?;
@@ -934,14 +895,14 @@ fn http_connections_past_the_cap_are_closed_while_kafka_keeps_serving() {
         let before = broker.rss_bytes()?;
         let mut feeds = Vec::new();
         for i in 0..HTTP_CONNECTIONS_MAX {
-            match open_feed(addr, &table)? {
+            match open_change_feed(addr, &table, "")? {
                 Some((200, stream)) => feeds.push(stream),
                 Some((status, _)) => bail!("change feed {i} answered {status}"),
                 None => bail!("change feed {i} was closed with {i} connections open"),
             }
         }
         // Every slot is held: one more feed is closed unanswered.
-        if let Some((status, _)) = open_feed(addr, &table)? {
+        if let Some((status, _)) = open_change_feed(addr, &table, "")? {
             bail!("a change feed past {HTTP_CONNECTIONS_MAX} connections answered {status}");
         }
         let mut idle = Vec::new();

@@ -11,9 +11,9 @@ use causeway_integration_tests::regions::{
     metric, wait_for_payload, with_mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::{
-    attacked, check_produce_consume, create_topic, ensure_eq, now_ms, produce_all, segment_files,
-    still_serving, topic_name, topic_partition_count, wait_until, BrokerOptions, BrokerProcess,
-    TestRecord,
+    attacked, check_produce_consume, create_topic, ensure_eq, now_ms, open_change_feed,
+    produce_all, segment_files, still_serving, topic_name, topic_partition_count, wait_until,
+    BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -472,32 +472,6 @@ fn an_http_client_that_trickles_its_headers_is_closed() {
     });
 }
 
-/// Opens a change feed over a raw socket and reads its status line and headers; the socket is
-/// left open (and unread) for the caller.
-fn open_raw_feed(broker: &BrokerProcess, topic: &str, query: &str) -> Result<(u16, TcpStream)> {
-    let mut stream = TcpStream::connect(broker.http_addr())?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET /v1/tables/{topic}/changes{query} HTTP/1.1\r\nHost: causeway\r\n\r\n"
-    )?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            bail!("the feed closed before its headers");
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    Ok((status, stream))
-}
-
 /// 600 idle change feeds used to take a blocking thread each, until acks=all produce (whose
 /// fsync waits for one) and shutdown stopped. Feeds past `--max-change-feeds` are refused, the
 /// open ones hold no thread, and everything else keeps its service.
@@ -511,7 +485,9 @@ fn idle_change_feeds_are_capped_and_starve_nothing() {
         let mut open = Vec::new();
         let mut refused = 0;
         for _ in 0..FEEDS {
-            match open_raw_feed(broker, &table, "")? {
+            match open_change_feed(broker.http_addr(), &table, "")?
+                .context("the feed closed before its headers")?
+            {
                 (200, stream) => open.push(stream),
                 (503, _) => refused += 1,
                 (status, _) => bail!("a change feed answered {status}"),
@@ -528,12 +504,14 @@ fn idle_change_feeds_are_capped_and_starve_nothing() {
         // A closed feed frees its slot.
         drop(open.pop());
         let reopened = wait_until(Duration::from_secs(15), || {
-            open_raw_feed(broker, &table, "").is_ok_and(|(status, stream)| {
-                let served = status == 200;
-                if served {
-                    open.push(stream);
-                }
-                served
+            open_change_feed(broker.http_addr(), &table, "").is_ok_and(|feed| {
+                feed.is_some_and(|(status, stream)| {
+                    let served = status == 200;
+                    if served {
+                        open.push(stream);
+                    }
+                    served
+                })
             })
         });
         if !reopened {
@@ -567,7 +545,8 @@ fn a_change_feed_client_that_stops_reading_is_closed() {
             })
             .collect();
         produce_all(&broker.producer(), &table, &records)?;
-        let (status, mut stalled) = open_raw_feed(broker, &table, "?from=0")?;
+        let (status, mut stalled) = open_change_feed(broker.http_addr(), &table, "?from=0")?
+            .context("the feed closed before its headers")?;
         ensure_eq!(status, 200, "the feed's status");
         // Read nothing: the broker fills the socket and the feed's buffer, then gives up.
         let closed = wait_until(Duration::from_secs(60), || {

@@ -335,3 +335,11 @@ pub fn split_v0_header(mut frame: Bytes) -> Result<(i32, Bytes)> {
     let correlation_id = frame.get_i32();
     Ok((correlation_id, frame))
 }
+
+/// Whether an I/O error means the peer closed or reset the connection (a broker refusing it).
+pub fn closed_by_peer(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+    )
+}
