@@ -24,9 +24,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 pub use causeway_testkit::{
-    admin_config, broker_binary, consumer_config, free_port, http_get, now_ms, producer_config,
-    raw, rss_of, wait_until, BrokerOptions, BrokerProcess, CLIENT_TIMEOUT, SHUTDOWN_TIMEOUT,
-    STARTUP_TIMEOUT,
+    admin_config, broker_binary, consumer_config, free_port, http_get, http_get_within, now_ms,
+    producer_config, raw, rss_of, wait_until, BrokerOptions, BrokerProcess, CLIENT_TIMEOUT,
+    SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT,
 };
 
 /// Runs a future to completion on a fresh current-thread tokio runtime.

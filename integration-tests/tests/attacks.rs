@@ -22,8 +22,8 @@ use causeway_integration_tests::batch::{encode_batch, RawRecord};
 use causeway_integration_tests::raw::{closed_by_peer, PeerOutcome, RawClient};
 use causeway_integration_tests::regions::{metric, metric_sum};
 use causeway_integration_tests::{
-    create_topic, ensure_eq, http_get, now_ms, open_change_feed, produce_all, rss_of, serves,
-    topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    create_topic, ensure_eq, http_get, http_get_within, now_ms, open_change_feed, produce_all,
+    rss_of, serves, topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
@@ -99,33 +99,6 @@ fn join<T>(handle: JoinHandle<Result<T>>, what: &str) -> Result<T> {
         .with_context(|| what.to_string())
 }
 
-/// A GET over HTTP/1.0 that waits up to [`ANSWER_DEADLINE`] for the answer (the harness's
-/// `http_get` gives up after 5 s); returns (status, body).
-fn http_get_patient(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(ANSWER_DEADLINE))?;
-    s.set_write_timeout(Some(ANSWER_DEADLINE))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .with_context(|| format!("no complete answer to GET {path} within {ANSWER_DEADLINE:?}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no HTTP status line in the answer to GET {path}: {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
 /// Standard base64 with padding (the encoding `after_base64` takes).
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -195,7 +168,11 @@ impl ScanKeys {
 
 /// One scan page: (status, parsed body).
 fn scan_page(addr: SocketAddr, table: &str, query: &str) -> Result<(u16, Value)> {
-    let (status, body) = http_get_patient(addr, &format!("/v1/tables/{table}/rows?{query}"))?;
+    let (status, body) = http_get_within(
+        addr,
+        &format!("/v1/tables/{table}/rows?{query}"),
+        ANSWER_DEADLINE,
+    )?;
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     Ok((status, value))
 }
