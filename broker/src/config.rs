@@ -87,6 +87,12 @@ pub struct BrokerOptions {
     /// It travels in the clear: run links over a private network or a tunnel.
     #[arg(long, env = "CAUSEWAY_REPLICATION_SECRET")]
     pub replication_secret: Option<String>,
+    /// The peer (a `--peer` name) a region joining the mesh copies its data from: on a data dir
+    /// holding no topics, the peer's catalog and every partition's retained log are copied before
+    /// anything is served, so the region starts with what the peer's retention or compaction
+    /// removed (plain pulls could never deliver it). Ignored on a data dir that holds topics.
+    #[arg(long, env = "CAUSEWAY_SEED_FROM")]
+    pub seed_from: Option<String>,
     /// How far a replicated batch's clock stamp may run ahead of local time before the batch is
     /// refused (it is accepted later, once local time catches up).
     #[arg(long, env = "CAUSEWAY_MAX_CLOCK_SKEW_MS", default_value_t = 10_000)]
@@ -276,6 +282,11 @@ impl BrokerOptions {
             };
             if name.is_empty() || addr.rsplit_once(':').is_none() {
                 bail!("--peer {peer:?} is not NAME@HOST:PORT");
+            }
+        }
+        if let Some(seed) = &self.seed_from {
+            if !self.peers.iter().any(|p| p.split_once('@').map(|(n, _)| n) == Some(seed)) {
+                bail!("--seed-from {seed:?} names no --peer");
             }
         }
         if let Some(addr) = &self.advertised_addr {

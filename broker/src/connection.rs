@@ -10,7 +10,7 @@ use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
 use causeway_protocol::request::{decode_request, RequestError};
 use causeway_protocol::response::{api_versions_body, encode_response};
 use causeway_replication::wire::{
-    response_frame, split_pull, PullHeader, WireError, REPLICATION_API_VERSION,
+    response_frame, split_peer_request, PeerHeader, PeerRequest, WireError,
 };
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use kafka_protocol::ResponseError;
@@ -207,13 +207,16 @@ enum PullFront {
 /// of the frame (up to `--socket-request-max-bytes`) is never read. Credentials that do not fit
 /// in the first chunk are malformed: a peer's secret is short.
 fn judge_pull_front(broker: &Broker, buffered: &[u8]) -> PullFront {
-    let Some((header, body)) = buffered.get(FRAME_PREFIX_BYTES..).and_then(split_pull) else {
+    let Some((header, body)) = buffered
+        .get(FRAME_PREFIX_BYTES..)
+        .and_then(split_peer_request)
+    else {
         return PullFront::ReadOn;
     };
-    if let Some(refusal) = refuse_pull_header(broker, header.version) {
+    if let Some(refusal) = refuse_pull_header(broker, &header) {
         return PullFront::Stop(refusal);
     }
-    match replication::serve::admit(broker, body) {
+    match replication::serve::admit(broker, header.kind, body) {
         Ok(None) => PullFront::ReadOn,
         Ok(Some(refusal)) => PullFront::Stop(served(header.correlation_id, refusal)),
         Err(WireError::Truncated) if buffered.len() < READ_CHUNK_BYTES => PullFront::FillFirstChunk,
@@ -224,18 +227,21 @@ fn judge_pull_front(broker: &Broker, buffered: &[u8]) -> PullFront {
     }
 }
 
-/// A pull this broker refuses by its header alone: it has no peers, or the version is unknown.
-fn refuse_pull_header(broker: &Broker, version: i16) -> Option<Outcome> {
+/// A pull or seed this broker refuses by its header alone: it has no peers, or the version is
+/// unknown.
+fn refuse_pull_header(broker: &Broker, header: &PeerHeader) -> Option<Outcome> {
     if !broker.replication.enabled() {
         metrics::replication_refused("not_configured");
-        return Some(Outcome::Close(
-            "replication pull on a broker without peers".to_string(),
-        ));
+        return Some(Outcome::Close(format!(
+            "replication {:?} on a broker without peers",
+            header.kind
+        )));
     }
-    if version != REPLICATION_API_VERSION {
+    if header.version != header.kind.version() {
         metrics::replication_refused("unsupported_version");
         return Some(Outcome::Close(format!(
-            "replication pull version {version} is not supported"
+            "replication {:?} version {} is not supported",
+            header.kind, header.version
         )));
     }
     None
@@ -285,29 +291,25 @@ async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientCon
     }
 }
 
-/// A frame on the private replication API key: its header and body (`None` for any other
-/// frame, which goes to the Kafka decoder).
-fn replication_pull(frame: &Bytes) -> Option<(PullHeader, Bytes)> {
-    let (header, body) = split_pull(frame)?;
+/// A frame on a private replication API key: its header and body (`None` for any other frame,
+/// which goes to the Kafka decoder).
+fn replication_pull(frame: &Bytes) -> Option<(PeerHeader, Bytes)> {
+    let (header, body) = split_peer_request(frame)?;
     Some((header, frame.slice_ref(body)))
 }
 
-/// Serves a peer region's pull; an unknown version or a malformed body closes the connection.
-async fn serve_replication(
-    broker: &Arc<Broker>,
-    (
-        PullHeader {
-            version,
-            correlation_id,
-        },
-        body,
-    ): (PullHeader, Bytes),
-) -> Outcome {
-    if let Some(refusal) = refuse_pull_header(broker, version) {
+/// Serves a peer region's pull or seed request; an unknown version or a malformed body closes
+/// the connection.
+async fn serve_replication(broker: &Arc<Broker>, (header, body): (PeerHeader, Bytes)) -> Outcome {
+    if let Some(refusal) = refuse_pull_header(broker, &header) {
         return refusal;
     }
-    match replication::serve::serve(broker, &body).await {
-        Ok(refusal_or_answer) => served(correlation_id, refusal_or_answer),
+    let answer = match header.kind {
+        PeerRequest::Pull => replication::serve::serve(broker, &body).await,
+        PeerRequest::Seed => replication::serve::serve_seed(broker, &body).await,
+    };
+    match answer {
+        Ok(refusal_or_answer) => served(header.correlation_id, refusal_or_answer),
         Err(reason) => Outcome::Close(reason),
     }
 }

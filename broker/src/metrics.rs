@@ -220,6 +220,17 @@ pub fn replication_refused(reason: &'static str) {
     counter!("causeway_replication_refused_total", "reason" => reason).increment(1);
 }
 
+/// Counts batches copied from a peer while seeding this region.
+pub fn replication_seeded(batches: u64, bytes: u64) {
+    counter!("causeway_replication_seed_batches_total").increment(batches);
+    counter!("causeway_replication_seed_bytes_total").increment(bytes);
+}
+
+/// Publishes how many partitions a seed still has to copy.
+pub fn replication_seed_partitions_remaining(partitions: u64) {
+    gauge!("causeway_replication_seed_partitions_remaining").set(partitions as f64);
+}
+
 /// Counts a pull from `peer` that asked for batches this region deleted.
 pub fn replication_deleted_asked(peer: &str) {
     counter!("causeway_replication_deleted_asked_total", "peer" => peer.to_string()).increment(1);

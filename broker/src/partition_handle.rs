@@ -95,6 +95,15 @@ impl PartitionHandle {
         })
     }
 
+    /// Recovers the replica again from the log, after the log was filled from outside the
+    /// replica (a seed copies a peer's batches before replication starts): its clocks and index
+    /// then describe what the log holds.
+    pub fn reload_replica(&self, replica_config: ReplicaConfig) -> Result<(), TopicError> {
+        let replica = Replica::recover(replica_config, ReplicaLog::open(self.log.clone())?)?;
+        *self.replica() = replica;
+        Ok(())
+    }
+
     /// The topic this partition belongs to.
     pub fn topic(&self) -> &str {
         &self.topic

@@ -58,6 +58,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
         prometheus,
         shutdown_rx.clone(),
     ));
+    replication::seed::run(&broker).await?;
     background.spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(scrub::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(groups::run(broker.clone(), shutdown_rx.clone()));

@@ -4,8 +4,12 @@
 //! [`PullRequest`] body; the response frame is `correlation_id i32` followed by a
 //! [`PullResponse`] body. One pull covers every partition the requester hosts, so a link costs
 //! one round trip per pull whatever the partition count. Both ends build and read frames with
-//! the same functions ([`pull_frame`], [`split_pull`], [`response_frame`],
+//! the same functions ([`pull_frame`], [`split_peer_request`], [`response_frame`],
 //! [`response_length_ok`]); every varint is `causeway_causal::deps_codec`'s.
+//!
+//! A region joining the mesh copies each partition from a peer with [`SeedRequest`]s on a second
+//! private key ([`SEED_API_KEY`]), framed and authenticated like a pull (see
+//! `docs/replication.md`, adding a region).
 //!
 //! ## Incarnations
 //! A partition is named by topic name, topic id and index. The topic id
@@ -45,6 +49,11 @@ pub const REPLICATION_API_KEY: i16 = 32_000;
 /// The body version spoken (and the only one accepted): 1 added the topic id to every
 /// partition entry (see the module docs).
 pub const REPLICATION_API_VERSION: i16 = 1;
+/// The private Kafka API key of a seed request: a region joining the mesh (or re-seeded)
+/// copies one partition's retained log from a peer ([`SeedRequest`]).
+pub const SEED_API_KEY: i16 = 32_001;
+/// The seed request's body version (the only one accepted).
+pub const SEED_API_VERSION: i16 = 0;
 
 /// The most batch bytes one pull response carries (a soft bound: the batch that crosses it is
 /// still sent whole). Links ask for it, and a server grants no more whatever a peer asks, as
@@ -60,36 +69,79 @@ pub const RESPONSE_HEADER_BYTES: usize = 4;
 /// A pull frame as the requester sends it: length prefix, the request header (private API key,
 /// [`REPLICATION_API_VERSION`], `correlation_id`), then `body`.
 pub fn pull_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    peer_frame(PeerRequest::Pull, correlation_id, body)
+}
+
+/// A seed frame, framed like a pull on [`SEED_API_KEY`] and [`SEED_API_VERSION`].
+pub fn seed_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    peer_frame(PeerRequest::Seed, correlation_id, body)
+}
+
+fn peer_frame(kind: PeerRequest, correlation_id: i32, body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(4 + PULL_HEADER_BYTES + body.len());
     frame.extend_from_slice(&frame_length(PULL_HEADER_BYTES + body.len()));
-    frame.extend_from_slice(&REPLICATION_API_KEY.to_be_bytes());
-    frame.extend_from_slice(&REPLICATION_API_VERSION.to_be_bytes());
+    frame.extend_from_slice(&kind.api_key().to_be_bytes());
+    frame.extend_from_slice(&kind.version().to_be_bytes());
     frame.extend_from_slice(&correlation_id.to_be_bytes());
     frame.extend_from_slice(body);
     frame
 }
 
-/// The header of a pull, read by the server from a frame without its length prefix.
+/// The requests regions send each other on private API keys. Both bodies start with the
+/// requester's region and secret, so either is authenticated by [`PullRequest::credentials`]
+/// before the rest is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PullHeader {
+pub enum PeerRequest {
+    /// A [`PullRequest`].
+    Pull,
+    /// A [`SeedRequest`].
+    Seed,
+}
+
+impl PeerRequest {
+    fn api_key(self) -> i16 {
+        match self {
+            PeerRequest::Pull => REPLICATION_API_KEY,
+            PeerRequest::Seed => SEED_API_KEY,
+        }
+    }
+
+    /// The one body version a server speaks for this request.
+    pub fn version(self) -> i16 {
+        match self {
+            PeerRequest::Pull => REPLICATION_API_VERSION,
+            PeerRequest::Seed => SEED_API_VERSION,
+        }
+    }
+}
+
+/// The header of a request between regions, read by the server from a frame without its
+/// length prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerHeader {
+    /// Which request the body holds.
+    pub kind: PeerRequest,
     /// The body version the requester speaks.
     pub version: i16,
     /// Echoed in the response.
     pub correlation_id: i32,
 }
 
-/// Splits a frame (without its length prefix) into its pull header and body; `None` if it is not
-/// on the replication API key (a Kafka request) or too short to hold the header.
-pub fn split_pull(frame: &[u8]) -> Option<(PullHeader, &[u8])> {
+/// Splits a frame (without its length prefix) into its header and body; `None` if it is not on
+/// a private API key (a Kafka request) or too short to hold the header.
+pub fn split_peer_request(frame: &[u8]) -> Option<(PeerHeader, &[u8])> {
     let header = frame.get(..PULL_HEADER_BYTES)?;
-    if i16::from_be_bytes([header[0], header[1]]) != REPLICATION_API_KEY {
-        return None;
-    }
-    let pull = PullHeader {
+    let kind = match i16::from_be_bytes([header[0], header[1]]) {
+        REPLICATION_API_KEY => PeerRequest::Pull,
+        SEED_API_KEY => PeerRequest::Seed,
+        _ => return None,
+    };
+    let parsed = PeerHeader {
+        kind,
         version: i16::from_be_bytes([header[2], header[3]]),
         correlation_id: i32::from_be_bytes([header[4], header[5], header[6], header[7]]),
     };
-    Some((pull, &frame[PULL_HEADER_BYTES..]))
+    Some((parsed, &frame[PULL_HEADER_BYTES..]))
 }
 
 /// A response frame as the server sends it: length prefix, `correlation_id`, then `body`.
@@ -179,6 +231,8 @@ pub enum PullError {
     AuthenticationFailed,
     /// The requester's region id is not a configured peer.
     UnknownRegion,
+    /// A seed named a partition (or incarnation) the server does not host.
+    UnknownPartition,
 }
 
 impl PullError {
@@ -187,6 +241,7 @@ impl PullError {
             PullError::None => 0,
             PullError::AuthenticationFailed => 1,
             PullError::UnknownRegion => 2,
+            PullError::UnknownPartition => 3,
         }
     }
 
@@ -195,6 +250,7 @@ impl PullError {
             0 => Ok(PullError::None),
             1 => Ok(PullError::AuthenticationFailed),
             2 => Ok(PullError::UnknownRegion),
+            3 => Ok(PullError::UnknownPartition),
             _ => Err(WireError::Malformed("unknown error code")),
         }
     }
@@ -316,6 +372,31 @@ impl<'a> Reader<'a> {
         Ok(deps)
     }
 
+    /// A batch list: the count, then per batch its metadata (dependencies delta-encoded
+    /// against the previous batch's) and its bytes, copied out of the buffer.
+    fn batches(&mut self) -> Result<Vec<Batch<Bytes>>, WireError> {
+        let count = self.count(BATCHES_MAX)?;
+        let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let origin_region = self.u32()?;
+            let origin_seq = self.varint()?;
+            let hlc = self.varint()?;
+            let previous = batches.last().map_or(&[][..], |b| &b.meta.deps[..]);
+            let deps = self.deps_after(previous)?;
+            let payload = Bytes::copy_from_slice(self.bytes(MESSAGE_BYTES_MAX)?);
+            batches.push(Batch {
+                meta: CausalMeta {
+                    origin_region,
+                    origin_seq,
+                    hlc,
+                    deps,
+                },
+                payload,
+            });
+        }
+        Ok(batches)
+    }
+
     fn finish(self) -> Result<(), WireError> {
         if self.at == self.buf.len() {
             Ok(())
@@ -328,6 +409,20 @@ impl<'a> Reader<'a> {
 fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     put_varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
+}
+
+/// What [`Reader::batches`] reads.
+fn put_batches(batches: &[Batch<Bytes>], out: &mut Vec<u8>) {
+    put_varint(batches.len() as u64, out);
+    let mut previous: &[(u32, u64)] = &[];
+    for batch in batches {
+        put_varint(u64::from(batch.meta.origin_region), out);
+        put_varint(batch.meta.origin_seq, out);
+        put_varint(batch.meta.hlc, out);
+        encode_delta(previous, &batch.meta.deps, out);
+        previous = &batch.meta.deps;
+        put_bytes(&batch.payload, out);
+    }
 }
 
 fn put_clock(clock: &VectorClock, out: &mut Vec<u8>) {
@@ -457,16 +552,7 @@ impl PullResponse {
                 put_varint(u64::from(*region), &mut out);
                 put_clock(clock, &mut out);
             }
-            put_varint(p.batches.len() as u64, &mut out);
-            let mut previous: &[(u32, u64)] = &[];
-            for batch in &p.batches {
-                put_varint(u64::from(batch.meta.origin_region), &mut out);
-                put_varint(batch.meta.origin_seq, &mut out);
-                put_varint(batch.meta.hlc, &mut out);
-                encode_delta(previous, &batch.meta.deps, &mut out);
-                previous = &batch.meta.deps;
-                put_bytes(&batch.payload, &mut out);
-            }
+            put_batches(&p.batches, &mut out);
         }
         out
     }
@@ -493,25 +579,7 @@ impl PullResponse {
             let relayed = (0..relayed_count)
                 .map(|_| Ok((r.u32()?, r.clock()?)))
                 .collect::<Result<Vec<_>, WireError>>()?;
-            let batch_count = r.count(BATCHES_MAX)?;
-            let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(batch_count.min(1024));
-            for _ in 0..batch_count {
-                let origin_region = r.u32()?;
-                let origin_seq = r.varint()?;
-                let hlc = r.varint()?;
-                let previous = batches.last().map_or(&[][..], |b| &b.meta.deps[..]);
-                let deps = r.deps_after(previous)?;
-                let payload = Bytes::copy_from_slice(r.bytes(MESSAGE_BYTES_MAX)?);
-                batches.push(Batch {
-                    meta: CausalMeta {
-                        origin_region,
-                        origin_seq,
-                        hlc,
-                        deps,
-                    },
-                    payload,
-                });
-            }
+            let batches = r.batches()?;
             partitions.push(PartitionBatches {
                 topic,
                 topic_id,
@@ -532,6 +600,124 @@ impl PullResponse {
     }
 }
 
+/// What a joining region asks a peer for one partition: its retained log from `from_offset`
+/// (offsets are the server's own), so the region starts with a copy of the peer's data instead
+/// of pulls that can never deliver what retention or compaction removed there. The body starts
+/// like a pull's (region, secret), then the partition and the position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedRequest {
+    /// The requesting region's id.
+    pub region: u32,
+    /// The shared inter-region secret.
+    pub secret: Vec<u8>,
+    /// Topic name.
+    pub topic: String,
+    /// The incarnation the requester hosts (from the catalog it merged).
+    pub topic_id: TopicId,
+    /// Partition index.
+    pub partition: u32,
+    /// The server's offset to copy from: 0 on the first request, then the previous answer's
+    /// `next_offset`.
+    pub from_offset: u64,
+    /// A soft bound on the answer's batch bytes (the server grants at most
+    /// [`PULL_RESPONSE_BYTES_MAX`]).
+    pub max_bytes: u32,
+}
+
+/// A peer's answer to a [`SeedRequest`]: the next batches of its retained log, as stored
+/// (compacted segments' merged rows included) with their causal metadata, never past what it
+/// had made durable when it read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedResponse {
+    /// Whether the request was served.
+    pub error: PullError,
+    /// The serving region's id.
+    pub region: u32,
+    /// The server's durable end of the log: the copy is complete once `next_offset` reaches it.
+    pub end_offset: u64,
+    /// Where the next request starts.
+    pub next_offset: u64,
+    /// Per origin, the highest sequence the server removed from this log (retention,
+    /// DeleteRecords, compaction), read after the batches: joined into the copy's clock, it
+    /// covers exactly what the server no longer holds below `next_offset`.
+    pub removed: VectorClock,
+    /// The batches, in the server's log order.
+    pub batches: Vec<Batch<Bytes>>,
+}
+
+impl SeedRequest {
+    /// The body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.topic.len() + self.secret.len());
+        put_varint(u64::from(self.region), &mut out);
+        put_bytes(&self.secret, &mut out);
+        put_bytes(self.topic.as_bytes(), &mut out);
+        out.extend_from_slice(&self.topic_id);
+        put_varint(u64::from(self.partition), &mut out);
+        put_varint(self.from_offset, &mut out);
+        put_varint(u64::from(self.max_bytes), &mut out);
+        out
+    }
+
+    /// Decodes a body, refusing anything malformed.
+    pub fn decode(buf: &[u8]) -> Result<SeedRequest, WireError> {
+        let mut r = Reader { buf, at: 0 };
+        let request = SeedRequest {
+            region: r.u32()?,
+            secret: r.bytes(MESSAGE_BYTES_MAX)?.to_vec(),
+            topic: r.topic()?,
+            topic_id: r.topic_id()?,
+            partition: r.u32()?,
+            from_offset: r.varint()?,
+            max_bytes: r.u32()?,
+        };
+        r.finish()?;
+        Ok(request)
+    }
+}
+
+impl SeedResponse {
+    /// An answer with no batches: a refusal (`error`), or nothing to copy.
+    pub fn refusal(error: PullError, region: u32) -> SeedResponse {
+        SeedResponse {
+            error,
+            region,
+            end_offset: 0,
+            next_offset: 0,
+            removed: VectorClock::default(),
+            batches: Vec::new(),
+        }
+    }
+
+    /// The body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let payload: usize = self.batches.iter().map(|b| b.payload.len() + 32).sum();
+        let mut out = Vec::with_capacity(64 + payload);
+        put_varint(self.error.code(), &mut out);
+        put_varint(u64::from(self.region), &mut out);
+        put_varint(self.end_offset, &mut out);
+        put_varint(self.next_offset, &mut out);
+        put_clock(&self.removed, &mut out);
+        put_batches(&self.batches, &mut out);
+        out
+    }
+
+    /// Decodes a body, refusing anything malformed. Batch payloads are copied out of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<SeedResponse, WireError> {
+        let mut r = Reader { buf, at: 0 };
+        let response = SeedResponse {
+            error: PullError::from_code(r.varint()?)?,
+            region: r.u32()?,
+            end_offset: r.varint()?,
+            next_offset: r.varint()?,
+            removed: r.clock()?,
+            batches: r.batches()?,
+        };
+        r.finish()?;
+        Ok(response)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -539,17 +725,28 @@ mod tests {
         let pull = pull_frame(7, b"body");
         let length = u32::from_be_bytes([pull[0], pull[1], pull[2], pull[3]]) as usize;
         assert_eq!(length, pull.len() - 4);
-        let (header, body) = split_pull(&pull[4..]).expect("a pull");
+        let (header, body) = split_peer_request(&pull[4..]).expect("a pull");
         assert_eq!(
             header,
-            PullHeader {
+            PeerHeader {
+                kind: PeerRequest::Pull,
                 version: REPLICATION_API_VERSION,
                 correlation_id: 7
             }
         );
         assert_eq!(body, b"body");
-        assert_eq!(split_pull(&[0, 3, 0, 12, 0, 0, 0, 1]), None, "Metadata v12");
-        assert_eq!(split_pull(&pull[4..10]), None, "too short");
+        let seed = seed_frame(8, b"copy");
+        let (header, body) = split_peer_request(&seed[4..]).expect("a seed");
+        assert_eq!(
+            (header.kind, header.version, header.correlation_id, body),
+            (PeerRequest::Seed, SEED_API_VERSION, 8, &b"copy"[..])
+        );
+        assert_eq!(
+            split_peer_request(&[0, 3, 0, 12, 0, 0, 0, 1]),
+            None,
+            "Metadata v12"
+        );
+        assert_eq!(split_peer_request(&pull[4..10]), None, "too short");
         let response = response_frame(7, b"answer");
         let length = u32::from_be_bytes([response[0], response[1], response[2], response[3]]);
         assert!(response_length_ok(length as usize));
@@ -627,6 +824,44 @@ mod tests {
         assert_eq!(PullRequest::decode(&request.encode()), Ok(request));
         let response = sample_response();
         assert_eq!(PullResponse::decode(&response.encode()), Ok(response));
+    }
+
+    #[test]
+    fn seed_messages_round_trip_and_share_the_pulls_credentials() {
+        let request = SeedRequest {
+            region: 9,
+            secret: b"s3cret".to_vec(),
+            topic: "orders".into(),
+            topic_id: topic_id("orders", None),
+            partition: 2,
+            from_offset: 1 << 33,
+            max_bytes: 1 << 20,
+        };
+        let body = request.encode();
+        assert_eq!(SeedRequest::decode(&body), Ok(request));
+        assert_eq!(
+            PullRequest::credentials(&body),
+            Ok((9, &b"s3cret"[..])),
+            "admitted by the same front as a pull"
+        );
+        let response = SeedResponse {
+            error: PullError::None,
+            region: 7,
+            end_offset: 40,
+            next_offset: 12,
+            removed: clock(&[(7, 3), (9, 1)]),
+            batches: sample_response().partitions.remove(0).batches,
+        };
+        let body = response.encode();
+        assert_eq!(SeedResponse::decode(&body), Ok(response));
+        for cut in 0..body.len() {
+            assert!(SeedResponse::decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        let refusal = SeedResponse::refusal(PullError::UnknownPartition, 7).encode();
+        assert_eq!(
+            SeedResponse::decode(&refusal).map(|r| r.error),
+            Ok(PullError::UnknownPartition)
+        );
     }
 
     #[test]

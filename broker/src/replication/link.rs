@@ -138,7 +138,7 @@ impl Holds {
 
 /// Why one connection's pull loop ended.
 #[derive(Debug, thiserror::Error)]
-enum LinkError {
+pub(super) enum LinkError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("timed out")]
@@ -356,7 +356,7 @@ async fn send_pull(
 }
 
 /// Reads the response body to pull `correlation_id`.
-async fn read_response(
+pub(super) async fn read_response(
     reader: &mut OwnedReadHalf,
     correlation_id: i32,
 ) -> Result<Vec<u8>, LinkError> {
@@ -491,7 +491,7 @@ fn refusal_kind(refusal: &Refusal) -> &'static str {
 
 /// Whether a replicated payload is exactly one well-formed record batch (length, magic, CRC):
 /// anything else is dropped before it reaches the log.
-fn well_formed(payload: &Bytes) -> bool {
+pub(super) fn well_formed(payload: &Bytes) -> bool {
     split_batches(payload, usize::MAX).is_ok_and(|ranges| ranges.len() == 1)
 }
 

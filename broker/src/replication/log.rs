@@ -260,62 +260,7 @@ impl BatchLog for ReplicaLog {
     }
 
     fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<Bytes>>, LogError> {
-        let mut out = Vec::new();
-        let mut offset = i64::try_from(from).map_err(|_| LogError("position beyond i64".into()))?;
-        offset = offset.max(self.log.retained_start_offset());
-        let mut bytes = 0usize;
-        while out.len() < max && bytes < READ_BYTES_MAX && offset < self.log.log_end_offset() {
-            let read = self
-                .log
-                .read_retained(offset, READ_STEP_BYTES)
-                .map_err(log_error)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let mut walk = whole_batches(&read.records);
-            let batches: Vec<(BatchHeader, Bytes)> = walk.by_ref().collect();
-            if walk.consumed() < read.records.len() {
-                return Err(LogError(format!(
-                    "a stored batch after offset {offset} does not parse or runs past the read"
-                )));
-            }
-            let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
-                break;
-            };
-            let metas: BTreeMap<i64, CausalMeta> = self
-                .log
-                .causal_entries(first.0.base_offset, last.0.last_offset() + 1)
-                .map_err(log_error)?
-                .into_iter()
-                .collect();
-            for (header, batch_bytes) in &batches {
-                offset = header.last_offset() + 1;
-                if header.base_offset < i64::try_from(from).unwrap_or(i64::MAX) {
-                    continue; // the batch holding `from` started before it
-                }
-                let meta = metas.get(&header.base_offset).cloned().ok_or_else(|| {
-                    LogError(format!(
-                        "no causal entry for the batch at offset {}",
-                        header.base_offset
-                    ))
-                })?;
-                // A damaged copy is still served: the peer refuses it and fetches the batch
-                // from another region (`replication/detour.rs`).
-                self.log.verify_stored(header, batch_bytes);
-                bytes += batch_bytes.len();
-                out.push((
-                    header.base_offset as u64,
-                    Batch {
-                        meta,
-                        payload: normalized(batch_bytes),
-                    },
-                ));
-                if out.len() >= max || bytes >= READ_BYTES_MAX {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        read_stored(&self.log, from, max, READ_BYTES_MAX, self.log.log_end_offset())
     }
 
     fn recover(&self) -> Result<RecoveredLog, LogError> {
@@ -328,6 +273,76 @@ impl BatchLog for ReplicaLog {
             hlc_max: self.index.hlc_max,
         })
     }
+}
+
+/// Up to `max` stored batches (and about `max_bytes`, always at least one) from offset `from`
+/// (clamped to the retained start) and below `end`, each with its causal metadata and its bytes
+/// as they travel ([`normalized`]), positioned at its offset here. What pulls and seeds serve.
+pub fn read_stored(
+    log: &Partition,
+    from: u64,
+    max: usize,
+    max_bytes: usize,
+    end: i64,
+) -> Result<Vec<Positioned<Bytes>>, LogError> {
+    let mut out = Vec::new();
+    let mut offset = i64::try_from(from).map_err(|_| LogError("position beyond i64".into()))?;
+    offset = offset.max(log.retained_start_offset());
+    let end = end.min(log.log_end_offset());
+    let mut bytes = 0usize;
+    while out.len() < max && bytes < max_bytes && offset < end {
+        let read = log
+            .read_retained(offset, READ_STEP_BYTES)
+            .map_err(log_error)?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut walk = whole_batches(&read.records);
+        let batches: Vec<(BatchHeader, Bytes)> = walk.by_ref().collect();
+        if walk.consumed() < read.records.len() {
+            return Err(LogError(format!(
+                "a stored batch after offset {offset} does not parse or runs past the read"
+            )));
+        }
+        let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+            break;
+        };
+        let metas: BTreeMap<i64, CausalMeta> = log
+            .causal_entries(first.0.base_offset, last.0.last_offset() + 1)
+            .map_err(log_error)?
+            .into_iter()
+            .collect();
+        for (header, batch_bytes) in &batches {
+            offset = header.last_offset() + 1;
+            if header.base_offset < i64::try_from(from).unwrap_or(i64::MAX) {
+                continue; // the batch holding `from` started before it
+            }
+            if header.base_offset >= end {
+                return Ok(out);
+            }
+            let meta = metas.get(&header.base_offset).cloned().ok_or_else(|| {
+                LogError(format!(
+                    "no causal entry for the batch at offset {}",
+                    header.base_offset
+                ))
+            })?;
+            // A damaged copy is still served: the peer refuses it and fetches the batch
+            // from another region (`replication/detour.rs`).
+            log.verify_stored(header, batch_bytes);
+            bytes += batch_bytes.len();
+            out.push((
+                header.base_offset as u64,
+                Batch {
+                    meta,
+                    payload: normalized(batch_bytes),
+                },
+            ));
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

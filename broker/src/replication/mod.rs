@@ -7,6 +7,7 @@ pub mod deleted_for_peer;
 pub mod detour;
 pub mod link;
 pub mod log;
+pub mod seed;
 pub mod serve;
 pub mod status;
 pub mod syncer;
@@ -71,6 +72,8 @@ pub struct Replication {
     pub detours: detour::Detours,
     /// Peers asking for batches deleted here, logged at a bounded rate.
     pub deleted_for_peer: deleted_for_peer::DeletedForPeer,
+    /// How far copying this region's data from a peer got (`--seed-from`).
+    pub seed: seed::SeedProgress,
 }
 
 impl Replication {
@@ -112,6 +115,7 @@ impl Replication {
             stale_reported: Mutex::new(BTreeSet::new()),
             detours: detour::Detours::default(),
             deleted_for_peer: deleted_for_peer::DeletedForPeer::default(),
+            seed: seed::SeedProgress::default(),
         })
     }
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use causeway_replication::delivery::ReplicaPull;
 use causeway_replication::wire::{
-    PartitionBatches, PartitionPull, PullError, PullRequest, PullResponse, TopicId, WireError,
-    PULL_RESPONSE_BYTES_MAX,
+    PartitionBatches, PartitionPull, PeerRequest, PullError, PullRequest, PullResponse,
+    SeedRequest, SeedResponse, TopicId, WireError, PULL_RESPONSE_BYTES_MAX,
 };
+use causeway_storage::BatchHeader;
 use causeway_replication::{BatchId, VectorClock};
 
 use super::status::LinkStatus;
@@ -35,11 +36,15 @@ pub enum Served {
     RespondAndClose(Vec<u8>, String),
 }
 
-/// Judges a pull by the requester's region and secret at the front of its body, before anything
-/// else in it is decoded, or read: the connection calls it while the rest of a large frame is
-/// still to come. `Ok(None)` admits the pull; `Ok(Some(_))` is the refusal to send before
-/// closing; `Err(WireError::Truncated)` means the credentials have not all arrived.
-pub fn admit(broker: &Broker, body_front: &[u8]) -> Result<Option<Served>, WireError> {
+/// Judges a pull or seed request by the requester's region and secret at the front of its body,
+/// before anything else in it is decoded, or read: the connection calls it while the rest of a
+/// large frame is still to come. `Ok(None)` admits the request; `Ok(Some(_))` is the refusal to
+/// send before closing; `Err(WireError::Truncated)` means the credentials have not all arrived.
+pub fn admit(
+    broker: &Broker,
+    kind: PeerRequest,
+    body_front: &[u8],
+) -> Result<Option<Served>, WireError> {
     let (region, secret) = PullRequest::credentials(body_front)?;
     let replication = &broker.replication;
     let refusal = if !replication.authenticates(secret) {
@@ -50,19 +55,82 @@ pub fn admit(broker: &Broker, body_front: &[u8]) -> Result<Option<Served>, WireE
         None
     };
     Ok(refusal.map(|(error, reason)| {
-        tracing::warn!(region, reason, "refused a replication pull");
+        tracing::warn!(region, reason, ?kind, "refused a replication request");
         metrics::replication_refused(reason);
-        let response = PullResponse {
-            error,
-            region: replication.region_id,
-            catalog: None,
-            partitions: Vec::new(),
+        let body = match kind {
+            PeerRequest::Pull => PullResponse {
+                error,
+                region: replication.region_id,
+                catalog: None,
+                partitions: Vec::new(),
+            }
+            .encode(),
+            PeerRequest::Seed => SeedResponse::refusal(error, replication.region_id).encode(),
         };
-        Served::RespondAndClose(
-            response.encode(),
-            format!("replication pull refused: {reason}"),
-        )
+        Served::RespondAndClose(body, format!("replication {kind:?} refused: {reason}"))
     }))
+}
+
+/// Decodes and serves one seed request: the next stored batches of the partition from the
+/// offset asked, below the durable end of the log (see `seed.rs`). `Err` is a malformed body or
+/// a log that cannot be read: the connection is closed.
+pub async fn serve_seed(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> {
+    let malformed = |e: WireError| {
+        metrics::replication_refused("malformed_request");
+        format!("replication seed: {e}")
+    };
+    if let Some(refusal) = admit(broker, PeerRequest::Seed, body).map_err(malformed)? {
+        return Ok(refusal);
+    }
+    let request = SeedRequest::decode(body).map_err(malformed)?;
+    let for_blocking = broker.clone();
+    let answer = crate::blocking::REPLICATION
+        .run(move || seed_answer(&for_blocking, &request))
+        .await
+        .map_err(|e| format!("replication seed task: {e}"))??;
+    Ok(Served::Respond(answer.encode()))
+}
+
+/// The batches one seed request asks for, with the removed high water read after them.
+fn seed_answer(broker: &Broker, request: &SeedRequest) -> Result<SeedResponse, String> {
+    let region = broker.replication.region_id;
+    let hosted = broker.topics.get(&request.topic).and_then(|t| {
+        let partition = t.partition(i32::try_from(request.partition).ok()?)?;
+        Some((*t.id.as_bytes(), partition))
+    });
+    let Some((_, partition)) = hosted.filter(|(id, _)| *id == request.topic_id) else {
+        return Ok(SeedResponse::refusal(PullError::UnknownPartition, region));
+    };
+    let log = partition.log();
+    let end = log.synced_offset();
+    let max_bytes = request.max_bytes.min(PULL_RESPONSE_BYTES_MAX) as usize;
+    let failed = |e: String| {
+        tracing::error!(topic = %request.topic, partition = request.partition, error = %e, "serving a seed failed");
+        format!("replication seed: {e}")
+    };
+    let read = super::log::read_stored(log, request.from_offset, usize::MAX, max_bytes, end)
+        .map_err(|e| failed(e.0))?;
+    let next_offset = match read.last() {
+        Some((base, batch)) => {
+            let header = BatchHeader::parse(&batch.payload).map_err(|e| failed(e.to_string()))?;
+            base + u64::try_from(header.last_offset_delta).unwrap_or(0) + 1
+        }
+        None => u64::try_from(end).unwrap_or(0).max(request.from_offset),
+    };
+    let removed = log
+        .removed_high_water()
+        .map_err(|e| failed(e.to_string()))?;
+    let batches: Vec<_> = read.into_iter().map(|(_, batch)| batch).collect();
+    let bytes = batches.iter().map(|b| b.payload.len()).sum();
+    metrics::replication_served(&request.topic, batches.len(), bytes);
+    Ok(SeedResponse {
+        error: PullError::None,
+        region,
+        end_offset: u64::try_from(end).unwrap_or(0),
+        next_offset,
+        removed: VectorClock::from_deps(&removed),
+        batches,
+    })
 }
 
 /// Decodes and serves one pull body. `Err` is a malformed body: the connection is closed.
@@ -71,7 +139,7 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
         metrics::replication_refused("malformed_request");
         format!("replication pull: {e}")
     };
-    if let Some(refusal) = admit(broker, body).map_err(malformed)? {
+    if let Some(refusal) = admit(broker, PeerRequest::Pull, body).map_err(malformed)? {
         return Ok(refusal);
     }
     let replication = &broker.replication;

@@ -105,6 +105,9 @@ pub struct RegionsReport {
     pub buffered_batches: usize,
     /// The peers.
     pub peers: Vec<PeerReport>,
+    /// The copy of a peer's data this region started from, when `--seed-from` seeded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<super::seed::SeedReport>,
 }
 
 /// The name of a region id (its own id as text if not configured).
@@ -205,5 +208,6 @@ pub fn report(broker: &Broker) -> RegionsReport {
             .collect(),
         buffered_batches: buffered,
         peers,
+        seed: replication.seed.report(),
     }
 }

@@ -86,3 +86,21 @@ pub(super) fn of_causal_files(
     }
     Ok(high_water)
 }
+
+impl super::Partition {
+    /// Per origin, the highest sequence this log removed (retention, DeleteRecords,
+    /// compaction): what a region seeded from this log must count as held without holding it.
+    pub fn removed_high_water(&self) -> Result<Vec<(u32, u64)>, StorageError> {
+        Ok(read(&self.dir)?.into_iter().collect())
+    }
+
+    /// Joins `removed` (another region's [`Self::removed_high_water`]) into this log's, durably:
+    /// a log seeded from a copy then rebuilds the copy's vector clock at every start.
+    pub fn join_removed_high_water(&self, removed: &[(u32, u64)]) -> Result<(), StorageError> {
+        let mut more = HighWater::new();
+        for &(region, seq) in removed {
+            join(&mut more, region, seq);
+        }
+        persist_join(&self.dir, &more)
+    }
+}
