@@ -285,7 +285,11 @@ impl BrokerOptions {
             }
         }
         if let Some(seed) = &self.seed_from {
-            if !self.peers.iter().any(|p| p.split_once('@').map(|(n, _)| n) == Some(seed)) {
+            if !self
+                .peers
+                .iter()
+                .any(|p| p.split_once('@').map(|(n, _)| n) == Some(seed))
+            {
                 bail!("--seed-from {seed:?} names no --peer");
             }
         }

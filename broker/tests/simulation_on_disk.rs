@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use causeway_broker::replication::log::ReplicaLog;
+use causeway_broker::replication::seed;
 use causeway_broker::wall_clock::now_ms;
 use causeway_replication::delivery::{
     AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
@@ -275,6 +276,53 @@ impl SimStorage for DiskStorage {
     const REPLAY: &'static str =
         "cargo test --release -p causeway-broker --test simulation_on_disk";
 
+    const SEEDS: bool = true;
+
+    /// The broker's seed: the region's directory is removed, then the donor's log is copied in
+    /// chunks of a random size as seed requests read it (`seed::read_chunk`) and the joining
+    /// region appends them (`seed::append_chunk`, `seed::finish_copy`); the adapter is opened
+    /// again over the copy, as `PartitionHandle::reload_replica` does. What the donor's
+    /// maintenance deleted counts as deleted here too.
+    fn seed(
+        &mut self,
+        index: usize,
+        old: DiskLog,
+        from_index: usize,
+        from: &DiskLog,
+        choice: u64,
+    ) -> Result<DiskLog, String> {
+        drop(old);
+        let dir = self.root.path().join(format!("region-{index}"));
+        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+        let copy = self.open(index)?;
+        let chunk_bytes = 1 + (choice % 4_096) as usize;
+        let mut removed = VectorClock::default();
+        let mut offset = 0u64;
+        loop {
+            let chunk = seed::read_chunk(&from.partition, offset, chunk_bytes)?;
+            for (origin, seq) in &chunk.removed {
+                removed.advance(*origin, *seq);
+            }
+            seed::append_chunk(&copy.partition, chunk.batches)?;
+            if chunk.next_offset >= chunk.end_offset {
+                break;
+            }
+            if chunk.next_offset <= offset {
+                return Err(format!("a seed chunk from {offset} made no progress"));
+            }
+            offset = chunk.next_offset;
+        }
+        seed::finish_copy(&copy.partition, &removed.to_deps()).map_err(|e| e.to_string())?;
+        let partition = copy.partition;
+        let log = ReplicaLog::open(Arc::clone(&partition)).map_err(|e| e.to_string())?;
+        let deleted = self.deleted.get(from_index).cloned().unwrap_or_default();
+        *self
+            .deleted
+            .get_mut(index)
+            .ok_or("seeding an unknown region")? = deleted;
+        Ok(DiskLog { partition, log })
+    }
+
     fn create(&mut self, index: usize) -> Result<DiskLog, String> {
         if self.deleted.len() <= index {
             self.deleted.resize_with(index + 1, Vec::new);
@@ -476,7 +524,7 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
     let started = Instant::now();
     let seeds = seeds();
     let (mut appends, mut crashes, mut deleted, mut batches) = (0u64, 0u64, 0u64, 0usize);
-    let mut lost = 0u64;
+    let (mut lost, mut reseeded) = (0u64, 0u64);
     for &seed in &seeds {
         let mut rng = SimRng::new(seed);
         let config = SimConfig::random(&mut rng);
@@ -490,10 +538,11 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
         crashes += report.crashes;
         lost += report.lost_unsynced;
         deleted += report.deleted;
+        reseeded += report.reseeded;
         batches += report.final_log.len();
     }
     println!(
-        "{} seeds on disk in {:.1} s: {appends} appends, {crashes} crashes (killed or powered off, then reopened; {lost} unsynced batches lost), {deleted} batches deleted by maintenance, {batches} batches in the final histories",
+        "{} seeds on disk in {:.1} s: {appends} appends, {crashes} crashes (killed or powered off, then reopened; {lost} unsynced batches lost), {deleted} batches deleted by maintenance, {reseeded} regions wiped and seeded from another, {batches} batches in the final histories",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
@@ -505,8 +554,11 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
         "{begun} transactions begun; {takeovers} aborted by another region while their origin was down"
     );
     assert!(
-        appends > 0 && crashes > 0 && deleted > 0 && (seeds.len() == 1 || lost > 0),
-        "the runs appended, crashed (losing unsynced batches to power losses) and deleted"
+        appends > 0
+            && crashes > 0
+            && deleted > 0
+            && (seeds.len() == 1 || (lost > 0 && reseeded > 0)),
+        "the runs appended, crashed (losing unsynced batches to power losses), deleted and re-seeded"
     );
     assert!(
         seeds.len() == 1 || (begun > 0 && takeovers > 0),

@@ -149,6 +149,7 @@ fn calm(regions: usize) -> SimConfig {
         pending_per_origin_max: 8,
         maintain_per_million: 0,
         permanent_cut: None,
+        reseed_per_million: 0,
     }
 }
 

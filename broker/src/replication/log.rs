@@ -260,7 +260,13 @@ impl BatchLog for ReplicaLog {
     }
 
     fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<Bytes>>, LogError> {
-        read_stored(&self.log, from, max, READ_BYTES_MAX, self.log.log_end_offset())
+        read_stored(
+            &self.log,
+            from,
+            max,
+            READ_BYTES_MAX,
+            self.log.log_end_offset(),
+        )
     }
 
     fn recover(&self) -> Result<RecoveredLog, LogError> {

@@ -26,21 +26,91 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
+use causeway_replication::delivery::Batch;
 use causeway_replication::wire::{
-    pull_frame, seed_frame, PullError, PullRequest, PullResponse, SeedRequest, SeedResponse,
-    TopicId, PULL_RESPONSE_BYTES_MAX,
+    pull_frame, seed_frame, PartitionPull, PullError, PullRequest, PullResponse, SeedRequest,
+    SeedResponse, TopicId, PULL_RESPONSE_BYTES_MAX,
 };
 use causeway_replication::VectorClock;
+use causeway_storage::{BatchHeader, Partition, StorageError};
 use serde::Serialize;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use super::link::{read_response, well_formed};
+use super::log::read_stored;
 use super::Peer;
 use crate::broker::Broker;
 use crate::metrics;
 use crate::partition_handle::PartitionHandle;
 use crate::wall_clock::now_ms;
+
+/// One answer's worth of a partition's copy, as the serving region reads it.
+#[derive(Debug, Clone)]
+pub struct SeedChunk {
+    /// The log's fsynced offset when the chunk was read: the copy is complete once
+    /// `next_offset` reaches it.
+    pub end_offset: u64,
+    /// Where the next chunk starts.
+    pub next_offset: u64,
+    /// Per origin, the highest sequence the log removed, read after the batches.
+    pub removed: Vec<(u32, u64)>,
+    /// The stored batches from the offset asked, in log order, below `end_offset`.
+    pub batches: Vec<Batch<Bytes>>,
+}
+
+/// Reads the chunk of `log` a seed request from `from` gets: the log is fsynced first, then
+/// about `max_bytes` of stored batches (at least one) are read below the fsynced offset, then the
+/// removed high water. Copying only what is fsynced keeps this region's own batches that a
+/// power loss could take back (and renumber) out of the copy; fsyncing first makes the copy hold
+/// everything this region held, so a region re-seeded from here continues its own sequences
+/// after every one of its batches this region had.
+pub fn read_chunk(log: &Partition, from: u64, max_bytes: usize) -> Result<SeedChunk, String> {
+    if log.has_unsynced() {
+        log.sync().map_err(|e| e.to_string())?;
+    }
+    let end = log.synced_offset();
+    let read = read_stored(log, from, usize::MAX, max_bytes, end).map_err(|e| e.0)?;
+    let next_offset = match read.last() {
+        Some((base, batch)) => {
+            let header = BatchHeader::parse(&batch.payload).map_err(|e| e.to_string())?;
+            base + u64::try_from(header.last_offset_delta).unwrap_or(0) + 1
+        }
+        None => u64::try_from(end).unwrap_or(0).max(from),
+    };
+    let removed = log.removed_high_water().map_err(|e| e.to_string())?;
+    Ok(SeedChunk {
+        end_offset: u64::try_from(end).unwrap_or(0),
+        next_offset,
+        removed,
+        batches: read.into_iter().map(|(_, batch)| batch).collect(),
+    })
+}
+
+/// Appends a chunk's batches to the copy as replicated batches, in the serving region's order;
+/// refuses a batch that is not exactly one well-formed record batch (length, magic, CRC).
+pub fn append_chunk(log: &Partition, batches: Vec<Batch<Bytes>>) -> Result<(), String> {
+    if let Some(bad) = batches.iter().find(|b| !well_formed(&b.payload)) {
+        return Err(format!(
+            "a damaged batch (origin {} seq {})",
+            bad.meta.origin_region, bad.meta.origin_seq
+        ));
+    }
+    for batch in batches {
+        let mut payload = batch.payload.to_vec();
+        log.append_replicated(&mut payload, &batch.meta, now_ms())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Completes a copy: what the serving region removed counts as held here too, and everything is
+/// fsynced before a replica counts it as durable.
+pub fn finish_copy(log: &Partition, removed: &[(u32, u64)]) -> Result<(), StorageError> {
+    log.join_removed_high_water(removed)?;
+    log.sync()
+}
 
 /// Marks a data dir whose seed has not finished.
 const INCOMPLETE_MARKER: &str = "seed.incomplete";
@@ -49,6 +119,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest pause before connecting again after the peer could not be reached.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often the peers are told again what this region holds while it copies (well below any
+/// sensible `--region-stale-after-ms`).
+const HOLD_PERIOD: Duration = Duration::from_secs(2);
 /// At most one progress line per this period.
 const PROGRESS_LOG_PERIOD_MS: i64 = 5_000;
 
@@ -176,8 +249,7 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 struct Seeder<'a> {
     broker: &'a Arc<Broker>,
     peer: &'a Peer,
-    connection: Option<(OwnedReadHalf, OwnedWriteHalf)>,
-    correlation_id: i32,
+    connection: Option<PeerConnection>,
     last_progress_log_ms: i64,
 }
 
@@ -187,13 +259,17 @@ impl<'a> Seeder<'a> {
             broker,
             peer,
             connection: None,
-            correlation_id: 0,
             last_progress_log_ms: now_ms(),
         }
     }
 
     async fn copy_all(&mut self) -> anyhow::Result<()> {
         self.copy_catalog().await?;
+        let silent = hold_peers(self.broker).await;
+        if !silent.is_empty() {
+            tracing::warn!(?silent, "seeding: peers that did not answer may delete or compact batches this region lacks before its links reach them");
+        }
+        let _holding = Holding::start(self.broker);
         let partitions: Vec<(String, TopicId, Arc<PartitionHandle>)> = self
             .broker
             .topics
@@ -303,8 +379,7 @@ impl<'a> Seeder<'a> {
         let removed = removed.to_deps();
         crate::blocking::MAINTENANCE
             .run(move || {
-                partition.log().join_removed_high_water(&removed)?;
-                partition.log().sync()?;
+                finish_copy(partition.log(), &removed)?;
                 partition.reload_replica(config)
             })
             .await
@@ -320,32 +395,21 @@ impl<'a> Seeder<'a> {
         topic: &str,
         index: u32,
         partition: &Arc<PartitionHandle>,
-        batches: Vec<causeway_replication::delivery::Batch<bytes::Bytes>>,
+        batches: Vec<Batch<Bytes>>,
     ) -> anyhow::Result<()> {
-        if let Some(bad) = batches.iter().find(|b| !well_formed(&b.payload)) {
-            bail!(
-                "peer {} served a damaged batch of {topic}-{index} (origin {} seq {}): \
-                 seed from another peer",
-                self.peer.name,
-                bad.meta.origin_region,
-                bad.meta.origin_seq
-            );
-        }
         let count = batches.len() as u64;
         let bytes: u64 = batches.iter().map(|b| b.payload.len() as u64).sum();
         let log = partition.clone();
         crate::blocking::MAINTENANCE
-            .run(move || {
-                for batch in batches {
-                    let mut payload = batch.payload.to_vec();
-                    log.log()
-                        .append_replicated(&mut payload, &batch.meta, now_ms())?;
-                }
-                Ok::<(), causeway_storage::StorageError>(())
-            })
+            .run(move || append_chunk(log.log(), batches))
             .await
             .context("appending copied batches")?
-            .with_context(|| format!("appending copied batches to {topic}-{index}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "copying {topic}-{index} from peer {}: {e} (seed from another peer if it is damaged there)",
+                    self.peer.name
+                )
+            })?;
         metrics::replication_seeded(count, bytes);
         let seed = &self.broker.replication.seed;
         seed.update(|r| {
@@ -393,7 +457,17 @@ impl<'a> Seeder<'a> {
     ) -> anyhow::Result<Vec<u8>> {
         let mut pause = RETRY_MIN;
         loop {
-            match self.try_exchange(frame, body).await {
+            let answer = match self.connection.as_mut() {
+                Some(connection) => connection.exchange(frame, body).await,
+                None => match PeerConnection::open(&self.peer.addr).await {
+                    Ok(connection) => {
+                        self.connection = Some(connection);
+                        continue;
+                    }
+                    Err(error) => Err(error),
+                },
+            };
+            match answer {
                 Ok(answer) => return Ok(answer),
                 Err(error) => {
                     self.connection = None;
@@ -404,28 +478,115 @@ impl<'a> Seeder<'a> {
             }
         }
     }
+}
 
-    async fn try_exchange(
+/// One connection to a peer's Kafka port for requests on the private keys.
+struct PeerConnection {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    correlation_id: i32,
+}
+
+impl PeerConnection {
+    async fn open(addr: &str) -> anyhow::Result<PeerConnection> {
+        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .context("connecting timed out")??;
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        Ok(PeerConnection {
+            reader,
+            writer,
+            correlation_id: 0,
+        })
+    }
+
+    async fn exchange(
         &mut self,
         frame: fn(i32, &[u8]) -> Vec<u8>,
         body: &[u8],
     ) -> anyhow::Result<Vec<u8>> {
         use tokio::io::AsyncWriteExt;
-        if self.connection.is_none() {
-            let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&self.peer.addr))
-                .await
-                .context("connecting timed out")??;
-            stream.set_nodelay(true)?;
-            self.connection = Some(stream.into_split());
-        }
-        let Some((reader, writer)) = self.connection.as_mut() else {
-            bail!("not connected");
-        };
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        writer.write_all(&frame(self.correlation_id, body)).await?;
-        let answer = tokio::time::timeout(IO_TIMEOUT, read_response(reader, self.correlation_id))
-            .await
-            .context("the answer timed out")??;
+        self.writer
+            .write_all(&frame(self.correlation_id, body))
+            .await?;
+        let answer = tokio::time::timeout(
+            IO_TIMEOUT,
+            read_response(&mut self.reader, self.correlation_id),
+        )
+        .await
+        .context("the answer timed out")??;
         Ok(answer)
+    }
+}
+
+/// Tells every peer what this region holds (nothing yet of a partition not copied) with a pull
+/// that takes no batches, so each counts the region in its stable cut again: without it the
+/// peers, to which a joining region is stale, go on deleting and compacting what the region
+/// lacks between the copy and its links' first pulls, and the region could never catch up.
+/// Returns the peers that did not answer.
+async fn hold_peers(broker: &Arc<Broker>) -> Vec<String> {
+    let replication = &broker.replication;
+    let mut partitions = Vec::new();
+    for topic in broker.topics.all() {
+        for partition in topic.partitions() {
+            let replica = partition.replica();
+            partitions.push(PartitionPull {
+                topic: topic.name.clone(),
+                topic_id: *topic.id.as_bytes(),
+                partition: u32::try_from(partition.index()).unwrap_or(0),
+                have: replica.clock().clone(),
+                durable: replica.durable_clock().clone(),
+            });
+        }
+    }
+    let pull = PullRequest {
+        region: replication.region_id,
+        secret: replication.secret().to_vec(),
+        max_wait_ms: 0,
+        max_bytes: 0,
+        catalog_digest: broker.catalog_digest(),
+        // Only this region's own batches, of which a peer holds what this region made durable:
+        // the pull asks for nothing the peers may have deleted.
+        origins: vec![replication.region_id],
+        partitions,
+    }
+    .encode();
+    let mut silent = Vec::new();
+    for peer in &replication.peers {
+        let answered = async {
+            PeerConnection::open(&peer.addr)
+                .await?
+                .exchange(pull_frame, &pull)
+                .await
+        }
+        .await;
+        if let Err(error) = answered {
+            tracing::warn!(peer = %peer.name, %error, "seeding: could not tell the peer to hold what this region lacks");
+            silent.push(peer.name.clone());
+        }
+    }
+    silent
+}
+
+/// Runs [`hold_peers`] every [`HOLD_PERIOD`] until dropped.
+struct Holding(tokio::task::JoinHandle<()>);
+
+impl Holding {
+    fn start(broker: &Arc<Broker>) -> Holding {
+        let broker = broker.clone();
+        Holding(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOLD_PERIOD).await;
+                hold_peers(&broker).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

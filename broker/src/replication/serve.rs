@@ -13,7 +13,6 @@ use causeway_replication::wire::{
     PartitionBatches, PartitionPull, PeerRequest, PullError, PullRequest, PullResponse,
     SeedRequest, SeedResponse, TopicId, WireError, PULL_RESPONSE_BYTES_MAX,
 };
-use causeway_storage::BatchHeader;
 use causeway_replication::{BatchId, VectorClock};
 
 use super::status::LinkStatus;
@@ -101,35 +100,21 @@ fn seed_answer(broker: &Broker, request: &SeedRequest) -> Result<SeedResponse, S
     let Some((_, partition)) = hosted.filter(|(id, _)| *id == request.topic_id) else {
         return Ok(SeedResponse::refusal(PullError::UnknownPartition, region));
     };
-    let log = partition.log();
-    let end = log.synced_offset();
     let max_bytes = request.max_bytes.min(PULL_RESPONSE_BYTES_MAX) as usize;
-    let failed = |e: String| {
-        tracing::error!(topic = %request.topic, partition = request.partition, error = %e, "serving a seed failed");
-        format!("replication seed: {e}")
-    };
-    let read = super::log::read_stored(log, request.from_offset, usize::MAX, max_bytes, end)
-        .map_err(|e| failed(e.0))?;
-    let next_offset = match read.last() {
-        Some((base, batch)) => {
-            let header = BatchHeader::parse(&batch.payload).map_err(|e| failed(e.to_string()))?;
-            base + u64::try_from(header.last_offset_delta).unwrap_or(0) + 1
-        }
-        None => u64::try_from(end).unwrap_or(0).max(request.from_offset),
-    };
-    let removed = log
-        .removed_high_water()
-        .map_err(|e| failed(e.to_string()))?;
-    let batches: Vec<_> = read.into_iter().map(|(_, batch)| batch).collect();
-    let bytes = batches.iter().map(|b| b.payload.len()).sum();
-    metrics::replication_served(&request.topic, batches.len(), bytes);
+    let chunk = super::seed::read_chunk(partition.log(), request.from_offset, max_bytes)
+        .map_err(|e| {
+            tracing::error!(topic = %request.topic, partition = request.partition, error = %e, "serving a seed failed");
+            format!("replication seed: {e}")
+        })?;
+    let bytes = chunk.batches.iter().map(|b| b.payload.len()).sum();
+    metrics::replication_served(&request.topic, chunk.batches.len(), bytes);
     Ok(SeedResponse {
         error: PullError::None,
         region,
-        end_offset: u64::try_from(end).unwrap_or(0),
-        next_offset,
-        removed: VectorClock::from_deps(&removed),
-        batches,
+        end_offset: chunk.end_offset,
+        next_offset: chunk.next_offset,
+        removed: VectorClock::from_deps(&chunk.removed),
+        batches: chunk.batches,
     })
 }
 

@@ -127,6 +127,9 @@ pub struct SimConfig {
     /// A link (by region index) cut for the whole run, quiescence included: its two ends must
     /// converge through a third region.
     pub permanent_cut: Option<(usize, usize)>,
+    /// Chance per down region per ms that it loses its data and is seeded again from a live
+    /// region (`--seed-from`), per million; only over storage that can seed.
+    pub reseed_per_million: u32,
 }
 
 impl SimConfig {
@@ -158,6 +161,7 @@ impl SimConfig {
             pending_per_origin_max: rng.range(1, 16) as usize,
             maintain_per_million: rng.range(0, 20_000) as u32,
             permanent_cut: None,
+            reseed_per_million: rng.range(0, 5_000) as u32,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct SimReport {
     pub lost_unsynced: u64,
     /// Batches log maintenance deleted (retention, DeleteRecords).
     pub deleted: u64,
+    /// Down regions that lost their data and were seeded again from a live one.
+    pub reseeded: u64,
     /// Messages sent.
     pub messages: u64,
     /// Messages dropped by faults or cut links.
@@ -247,6 +253,9 @@ struct Node<L: CallerLog> {
     /// A group commit started and not finished: appends may come in before it finishes, and
     /// it covers only what was appended before it started.
     syncing: Option<PendingSync>,
+    /// The clock of what the region's log held when it last went down (what a restart would
+    /// find): what a region seeding it must hold.
+    held_when_down: VectorClock,
 }
 
 /// One simulated run.
@@ -321,6 +330,7 @@ impl<S: SimStorage> Sim<S> {
                 next_pull_ms: rng.below(config.pull_interval_ms),
                 unacked: Vec::new(),
                 syncing: None,
+                held_when_down: VectorClock::default(),
             });
         }
         let n = config.regions;
@@ -460,6 +470,8 @@ impl<S: SimStorage> Sim<S> {
                     }
                 } else if self.now_ms >= self.nodes[i].down_until_ms {
                     self.restart(i)?;
+                } else if S::SEEDS && self.rng.chance(self.config.reseed_per_million) {
+                    self.reseed(i)?;
                 }
             }
             for i in 0..n {
@@ -623,7 +635,56 @@ impl<S: SimStorage> Sim<S> {
             )));
         }
         self.nodes[i].parked = Some(log);
+        self.nodes[i].held_when_down = recovered;
         self.nodes[i].down_until_ms = self.now_ms + self.rng.range(1, self.config.down_ms_max);
+        Ok(())
+    }
+
+    /// Region `i`, down, loses its log and is seeded from a live region holding everything `i`
+    /// held (the rule `docs/replication.md` gives for re-seeding). The copy's clock must
+    /// be the donor's: it holds everything the donor held (the donor fsyncs before it is
+    /// copied), and claims nothing the donor lacks.
+    fn reseed(&mut self, i: usize) -> Result<(), Violation> {
+        let held = &self.nodes[i].held_when_down;
+        let donors: Vec<usize> = (0..self.nodes.len())
+            .filter(|&p| {
+                p != i
+                    && self.nodes[p]
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| dominated_by(held, r.clock()))
+            })
+            .collect();
+        if donors.is_empty() || self.nodes[i].parked.is_none() {
+            return Ok(());
+        }
+        let p = donors[self.rng.below(donors.len() as u64) as usize];
+        let choice = self.rng.next_u64();
+        let (id, donor_id) = (self.ids[i], self.ids[p]);
+        let (Some(old), Some(donor)) =
+            (self.nodes[i].parked.take(), self.nodes[p].replica.as_ref())
+        else {
+            return Ok(());
+        };
+        let (donor_durable, donor_clock) = (donor.durable_clock().clone(), donor.clock().clone());
+        let copy = self
+            .storage
+            .seed(i, old, p, donor.log(), choice)
+            .map_err(|e| self.violation(format!("seeding {id} from {donor_id}: {e}")))?;
+        let copied = copy
+            .recover()
+            .map_err(|e| self.violation(format!("opening {id}'s copy: {e}")))?
+            .clock;
+        if copied != donor_clock {
+            return Err(self.violation(format!(
+                "{id} seeded from {donor_id} has clock {:?}, the donor {:?} (durable {:?})",
+                copied.to_deps(),
+                donor_clock.to_deps(),
+                donor_durable.to_deps()
+            )));
+        }
+        self.nodes[i].parked = Some(copy);
+        self.report.reseeded += 1;
         Ok(())
     }
 

@@ -17,6 +17,23 @@ pub trait SimStorage {
     /// The test command that runs the simulation over this storage, for replaying a seed.
     const REPLAY: &'static str;
 
+    /// Whether [`SimStorage::seed`] copies logs: the simulator re-seeds down regions only then.
+    const SEEDS: bool = false;
+
+    /// The region at `index`, stopped, loses its log `old` and gets a copy of `from`, the live
+    /// log of the region at `from_index`, made the way a region joining the mesh copies a peer's
+    /// (`--seed-from`); `choice` is a random number for the copy's own decisions.
+    fn seed(
+        &mut self,
+        _index: usize,
+        _old: Self::Log,
+        _from_index: usize,
+        _from: &Self::Log,
+        _choice: u64,
+    ) -> Result<Self::Log, String> {
+        Err("this storage cannot seed".into())
+    }
+
     /// A new, empty log for the region at `index`.
     fn create(&mut self, index: usize) -> Result<Self::Log, String>;
 
