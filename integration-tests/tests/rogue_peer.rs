@@ -21,8 +21,8 @@ use causeway_integration_tests::{
 use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
 use causeway_replication::wire::{
-    pull_frame, PartitionBatches, PullError, PullRequest, PullResponse, PULL_HEADER_BYTES,
-    PULL_RESPONSE_BYTES_MAX,
+    pull_frame, seed_frame, PartitionBatches, PullError, PullRequest, PullResponse, SeedRequest,
+    SeedResponse, PULL_HEADER_BYTES, PULL_RESPONSE_BYTES_MAX,
 };
 use causeway_replication::{HybridClock, VectorClock};
 use causeway_storage::CausalMeta;
@@ -259,6 +259,68 @@ fn send_pull(broker: &BrokerProcess, pull: &PullRequest) -> Result<(PullResponse
     let answer = read_frame(&mut stream)?;
     let response = PullResponse::decode(&answer[4..]).context("decoding the pull response")?;
     Ok((response, stream))
+}
+
+/// Sends a seed request for partition 0 of the guarded topic on a new connection.
+fn send_seed(
+    broker: &BrokerProcess,
+    secret: &[u8],
+    topic_id: [u8; 16],
+) -> Result<(SeedResponse, TcpStream)> {
+    let request = SeedRequest {
+        region: region_id("rogue"),
+        secret: secret.to_vec(),
+        topic: TOPIC.into(),
+        topic_id,
+        partition: 0,
+        from_offset: 0,
+        max_bytes: u32::MAX,
+    };
+    let mut stream = TcpStream::connect(broker.kafka_addr())?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(&seed_frame(9, &request.encode()))?;
+    let answer = read_frame(&mut stream)?;
+    let response = SeedResponse::decode(&answer[4..]).context("decoding the seed answer")?;
+    Ok((response, stream))
+}
+
+/// A seed request (what a joining region copies a partition with) is authenticated like a
+/// pull, and serves only the incarnation the broker hosts.
+#[test]
+fn seed_requests_are_authenticated_and_serve_only_the_hosted_incarnation() -> Result<()> {
+    let home = home_with_rogue_peer(free_port()?)?;
+    produce_all(
+        &home.producer(),
+        TOPIC,
+        &[TestRecord::value("private").partition(0)],
+    )?;
+    let (refused, mut stream) = send_seed(&home, b"not-the-secret", [0; 16])?;
+    if refused.error != PullError::AuthenticationFailed || !refused.batches.is_empty() {
+        bail!("a wrong secret got {refused:?}");
+    }
+    let mut rest = [0u8; 1];
+    if !matches!(stream.read(&mut rest), Ok(0)) {
+        bail!("the connection stayed open after the refusal");
+    }
+    let (other, _) = send_seed(&home, SECRET.as_bytes(), [0; 16])?;
+    if other.error != PullError::UnknownPartition || !other.batches.is_empty() {
+        bail!("a seed of another incarnation got {other:?}");
+    }
+    let incarnation = send_pull(&home, &pull_of_guarded("rogue", SECRET.as_bytes(), 0))?
+        .0
+        .partitions
+        .first()
+        .map(|p| p.topic_id)
+        .context("the partition in the pull's answer")?;
+    let (copy, _) = send_seed(&home, SECRET.as_bytes(), incarnation)?;
+    if copy.error != PullError::None
+        || copy.batches.len() != 1
+        || copy.end_offset != 1
+        || copy.next_offset != 1
+    {
+        bail!("the seed of the hosted incarnation got {copy:?}");
+    }
+    Ok(())
 }
 
 /// A peer that asks for `u32::MAX` bytes in one pull gets at most the response bound of batches
