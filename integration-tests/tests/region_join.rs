@@ -866,3 +866,62 @@ fn seeding_a_data_dir_that_already_holds_topics_does_nothing() {
         with_joiner_diagnostics(outcome, "x", Some(&x))
     });
 }
+
+/// Without `--seed-from`, a region joining a mesh that compacted what it lacks cannot catch up by
+/// pulls; the regions it pulls from must say so loudly (metric and error log, by name), not let
+/// it wait silently.
+#[test]
+fn a_region_joining_a_compacted_mesh_without_a_seed_is_reported() {
+    let joiner_kafka = free_port().expect("a port for d");
+    let joiner_http = free_port().expect("a port for d");
+    with_mesh(first_three(joiner_kafka), |mesh| {
+        let table = topic_name("unseeded-table");
+        let plain = topic_name("unseeded-plain");
+        prepare(mesh, &table, &plain)?;
+        let load = Load {
+            stop: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            rounds: AtomicU64::new(0),
+        };
+        std::thread::scope(|scope| -> Result<()> {
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|i| {
+                    let (region, name, table, plain, load) =
+                        (mesh.region(i), mesh.name(i), &table, &plain, &load);
+                    scope.spawn(move || {
+                        let outcome = write_rounds(region, name, table, plain, load);
+                        if outcome.is_err() {
+                            load.failed.store(true, Ordering::SeqCst);
+                        }
+                        outcome
+                    })
+                })
+                .collect();
+            let compacted = wait_compacted_without_d(mesh, &table, &load);
+            load.stop.store(true, Ordering::SeqCst);
+            for writer in writers {
+                writer.join().map_err(|_| anyhow!("a writer panicked"))??;
+            }
+            compacted
+        })?;
+        let d = BrokerProcess::spawn_on(joiner_options(mesh, &[]), joiner_kafka, joiner_http)?;
+        let deleted_asked = format!(
+            "causeway_replication_deleted_asked_total{{peer=\"{}\"}}",
+            NAMES[JOINER]
+        );
+        let reported = wait_until(Duration::from_secs(30), || {
+            (0..WRITERS).any(|i| {
+                metric(mesh.region(i), &deleted_asked).is_ok_and(|v| v.unwrap_or(0.0) > 0.0)
+            })
+        });
+        drop(d);
+        if !reported {
+            bail!("no region reported that d asks for batches it compacted away");
+        }
+        let logged = mesh.log_lines("re-seed");
+        if logged.is_empty() {
+            bail!("the report names no re-seed in the logs");
+        }
+        Ok(())
+    });
+}

@@ -208,6 +208,36 @@ fn deleted_wanted(replica: &Replica, have: &VectorClock) -> Vec<BatchId> {
         .collect()
 }
 
+/// Per origin, the batch a puller holding `have` needs next when the first batch `served` of
+/// that origin comes after it: this region no longer holds it (compaction merged it away, or
+/// retention deleted it), so the puller can never apply what follows. The index may still point
+/// into a compacted range, where [`deleted_wanted`] sees nothing missing.
+fn skipped_over<P>(
+    served: &[causeway_replication::delivery::Batch<P>],
+    have: &VectorClock,
+) -> Vec<BatchId> {
+    let mut first_of = std::collections::BTreeMap::new();
+    for batch in served {
+        first_of
+            .entry(batch.meta.origin_region)
+            .or_insert(batch.meta.origin_seq);
+    }
+    first_of
+        .into_iter()
+        .map(|(origin, first)| {
+            (
+                first,
+                BatchId {
+                    origin,
+                    seq: have.get(origin) + 1,
+                },
+            )
+        })
+        .filter(|(first, needed)| *first > needed.seq)
+        .map(|(_, needed)| needed)
+        .collect()
+}
+
 /// Builds the response from every named partition's replica.
 pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
     let replication = &broker.replication;
@@ -252,7 +282,7 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
         } else {
             BATCHES_PER_PARTITION_MAX
         };
-        let (served, deleted) = {
+        let (served, mut deleted) = {
             let mut replica = partition.replica();
             let deleted = deleted_wanted(&replica, &core.have);
             let served = replica
@@ -260,6 +290,13 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
                 .map(|served| (served, replica.relayable(request.region)));
             (served, deleted)
         };
+        if let Ok((served, _)) = &served {
+            for skipped in skipped_over(&served.batches, &core.have) {
+                if !deleted.iter().any(|d| d.origin == skipped.origin) {
+                    deleted.push(skipped);
+                }
+            }
+        }
         if !deleted.is_empty() {
             if let Some((peer, _)) = replication.peer(request.region) {
                 replication.deleted_for_peer.asked(
@@ -297,5 +334,36 @@ pub(super) fn collect(broker: &Broker, request: &PullRequest) -> PullResponse {
         region: replication.region_id,
         catalog,
         partitions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_replication::delivery::Batch;
+    use causeway_storage::CausalMeta;
+
+    fn batch(origin: u32, seq: u64) -> Batch<()> {
+        Batch {
+            meta: CausalMeta {
+                origin_region: origin,
+                origin_seq: seq,
+                hlc: 0,
+                deps: Vec::new(),
+            },
+            payload: (),
+        }
+    }
+
+    #[test]
+    fn a_served_origin_that_starts_past_what_the_puller_needs_was_skipped_over() {
+        let have = VectorClock::from_deps(&[(1, 4), (2, 9)]);
+        let served = [batch(2, 10), batch(1, 7), batch(1, 8), batch(3, 1)];
+        assert_eq!(
+            skipped_over(&served, &have),
+            vec![BatchId { origin: 1, seq: 5 }],
+            "origin 1 needs 5 and gets 7; origins 2 and 3 go on where the puller stands"
+        );
+        assert!(skipped_over::<()>(&[], &have).is_empty());
     }
 }
