@@ -252,11 +252,27 @@ pub fn replication_buffered(batches: usize) {
     gauge!("causeway_replication_buffered_batches").set(batches as f64);
 }
 
-/// Publishes one peer link's lag and health.
-pub fn replication_peer(peer: &str, lag_batches: u64, lag_seconds: f64, up: bool, stale: bool) {
+/// How far apart this region and one peer are, each way: batches and the age of the oldest.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerGap {
+    /// The peer's own batches this region lacks.
+    pub lag_batches: u64,
+    /// Age of the oldest of them.
+    pub lag_seconds: f64,
+    /// This region's own batches the peer lacks.
+    pub peer_behind_batches: u64,
+    /// Age of the oldest of them.
+    pub peer_behind_seconds: f64,
+}
+
+/// Publishes one peer link's lag each way and its health.
+pub fn replication_peer(peer: &str, gap: PeerGap, up: bool, stale: bool) {
     let label = || ("peer", peer.to_string());
-    gauge!("causeway_replication_lag_batches", &[label()]).set(lag_batches as f64);
-    gauge!("causeway_replication_lag_seconds", &[label()]).set(lag_seconds);
+    gauge!("causeway_replication_lag_batches", &[label()]).set(gap.lag_batches as f64);
+    gauge!("causeway_replication_lag_seconds", &[label()]).set(gap.lag_seconds);
+    gauge!("causeway_replication_peer_behind_batches", &[label()])
+        .set(gap.peer_behind_batches as f64);
+    gauge!("causeway_replication_peer_behind_seconds", &[label()]).set(gap.peer_behind_seconds);
     gauge!("causeway_replication_link_up", &[label()]).set(f64::from(u8::from(up)));
     gauge!("causeway_replication_peer_stale", &[label()]).set(f64::from(u8::from(stale)));
 }

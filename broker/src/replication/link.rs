@@ -262,7 +262,9 @@ async fn pull_until_error(
             holds.trouble(&peer.name, key.clone(), &trouble, now);
             last_trouble = Some(format!("{}/{}: {}", key.0, key.1, trouble.first));
         }
+        let mut came_up = false;
         link.update(|f| {
+            came_up = f.state != LinkState::Connected;
             f.state = LinkState::Connected;
             f.last_error = last_trouble;
             f.last_pull_ms = now;
@@ -271,6 +273,9 @@ async fn pull_until_error(
             f.duplicates += applied.duplicates;
             f.refused += applied.refused;
         });
+        if came_up {
+            tracing::info!(peer = %peer.name, addr = %peer.addr, "replication link up");
+        }
         resync = applied.incomplete();
         if applied.backpressured {
             tokio::time::sleep(BACKOFF_MIN).await;

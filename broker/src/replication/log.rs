@@ -146,6 +146,18 @@ impl ReplicaLog {
         self.index.offset_of(id)
     }
 
+    /// The HLC stamp of a batch this log holds, from its causal entry (`None` if it is not
+    /// indexed or cannot be read): dates the oldest batch a peer lacks.
+    pub fn stamp_of(&self, id: BatchId) -> Option<u64> {
+        let offset = self.index.exact_offset(id)?;
+        self.log
+            .causal_entries(offset, offset + 1)
+            .ok()?
+            .into_iter()
+            .find(|(base, meta)| *base == offset && meta.origin_seq == id.seq)
+            .map(|(_, meta)| meta.hlc)
+    }
+
     /// Whether this log held `id` once and does not any more: deleted by retention or
     /// DeleteRecords (below the retained start), or left out of the index after compaction or a
     /// restart (below the first indexed batch of its origin, at or below the high water).

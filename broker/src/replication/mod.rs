@@ -68,6 +68,8 @@ pub struct Replication {
     peer_progress: watch::Sender<u64>,
     /// Peers already reported stale, so the warning is logged once per episode.
     pub stale_reported: Mutex<BTreeSet<u32>>,
+    /// Which way each peer is reported behind (see `syncer.rs`), so each change is logged once.
+    pub behind_reported: Mutex<BTreeSet<(u32, status::Behind)>>,
     /// Origins asked of every peer because a peer served a damaged copy.
     pub detours: detour::Detours,
     /// Peers asking for batches deleted here, logged at a bounded rate.
@@ -113,6 +115,7 @@ impl Replication {
             own_progress: watch::channel(0).0,
             peer_progress: watch::channel(0).0,
             stale_reported: Mutex::new(BTreeSet::new()),
+            behind_reported: Mutex::new(BTreeSet::new()),
             detours: detour::Detours::default(),
             deleted_for_peer: deleted_for_peer::DeletedForPeer::default(),
             seed: seed::SeedProgress::default(),

@@ -64,15 +64,83 @@ fn publish(broker: &Broker) {
     for peer in &report.peers {
         metrics::replication_peer(
             &peer.name,
-            peer.lag_batches,
-            peer.lag_seconds,
+            metrics::PeerGap {
+                lag_batches: peer.lag_batches,
+                lag_seconds: peer.lag_seconds,
+                peer_behind_batches: peer.peer_behind_batches,
+                peer_behind_seconds: peer.peer_behind_seconds,
+            },
             peer.link.state == status::LinkState::Connected,
             peer.stale,
         );
+        log_behind(&broker.replication, peer);
         if peer.stale && stale_before.insert(peer.id) {
             tracing::warn!(peer = %peer.name, "peer region is stale: no contact for longer than --region-stale-after-ms; it no longer holds back retention and must be re-seeded if it missed deleted data");
         } else if !peer.stale && stale_before.remove(&peer.id) {
             tracing::info!(peer = %peer.name, "peer region is back");
+        }
+    }
+}
+
+/// Logs, by region name, when this region falls behind a peer or the peer behind it (the oldest
+/// missing batch older than [`status::BEHIND_AFTER_SECONDS`]) and when it has caught up.
+fn log_behind(replication: &super::Replication, peer: &status::PeerReport) {
+    let mut reported = replication
+        .behind_reported
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let directions = [
+        (status::Behind::Here, peer.lag_batches, peer.lag_seconds),
+        (
+            status::Behind::There,
+            peer.peer_behind_batches,
+            peer.peer_behind_seconds,
+        ),
+    ];
+    for (direction, batches, seconds) in directions {
+        let key = (peer.id, direction);
+        let Some(behind) = status::behind_change(reported.contains(&key), batches, seconds) else {
+            continue;
+        };
+        let (region, other) = (replication.region.as_str(), peer.name.as_str());
+        match (direction, behind) {
+            (status::Behind::Here, true) => {
+                tracing::warn!(
+                    region,
+                    peer = other,
+                    missing_batches = batches,
+                    oldest_missing_seconds = seconds,
+                    "this region is behind peer region {other}"
+                )
+            }
+            (status::Behind::Here, false) => {
+                tracing::info!(
+                    region,
+                    peer = other,
+                    "this region caught up with peer region {other}"
+                )
+            }
+            (status::Behind::There, true) => {
+                tracing::warn!(
+                    region,
+                    peer = other,
+                    missing_batches = batches,
+                    oldest_missing_seconds = seconds,
+                    "peer region {other} is behind this region"
+                )
+            }
+            (status::Behind::There, false) => {
+                tracing::info!(
+                    region,
+                    peer = other,
+                    "peer region {other} caught up with this region"
+                )
+            }
+        }
+        if behind {
+            reported.insert(key);
+        } else {
+            reported.remove(&key);
         }
     }
 }
