@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use causeway_replication::delivery::{stable_cut, ReplicaConfig, ReplicaError};
+use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
 use causeway_replication::horizon::ConcurrencyHorizon;
 use causeway_replication::VectorClock;
 use causeway_storage::{AppendResult, ControlType, Partition, StorageError};
@@ -198,7 +198,7 @@ impl PartitionHandle {
             return self.log.log_end_offset();
         }
         let replica = self.replica();
-        let cut = stable_cut(live_clocks(&replica, replication, stale).map(|(_, clock)| clock));
+        let cut = replica.stable_cut_without(stale);
         replica.log().offset_below_cut(replica.clock(), &cut)
     }
 
@@ -211,7 +211,7 @@ impl PartitionHandle {
             return CleanBounds::alone(self.log.log_end_offset());
         }
         let replica = self.replica();
-        let cut = stable_cut(live_clocks(&replica, replication, stale).map(|(_, clock)| clock));
+        let cut = replica.stable_cut_without(stale);
         let mut frontier = VectorClock::default();
         for (region, clock) in live_clocks(&replica, replication, stale) {
             frontier.advance(region, clock.get(region));

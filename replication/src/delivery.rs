@@ -742,14 +742,26 @@ impl<L: BatchLog> PartitionReplica<L> {
     /// clock and the latest durable clock heard from every other configured region (a region
     /// never heard from counts as zero). Every region holds, durably, every batch at or below it.
     pub fn stable_cut(&self) -> VectorClock {
+        self.stable_cut_without(&[])
+    }
+
+    /// The stable cut over this region and every peer but the `stale` ones (silent for longer
+    /// than the stale bound): a region gone for good no longer holds retention and compaction
+    /// back, and must be re-seeded if it returns having missed what they removed.
+    pub fn stable_cut_without(&self, stale: &[u32]) -> VectorClock {
         let empty = VectorClock::default();
-        let clocks = self.config.regions.iter().map(|&region| {
-            if region == self.config.region {
-                &self.durable
-            } else {
-                self.peer_durable.get(&region).unwrap_or(&empty)
-            }
-        });
+        let clocks = self
+            .config
+            .regions
+            .iter()
+            .filter(|region| !stale.contains(region))
+            .map(|&region| {
+                if region == self.config.region {
+                    &self.durable
+                } else {
+                    self.peer_durable.get(&region).unwrap_or(&empty)
+                }
+            });
         stable_cut(clocks)
     }
 }

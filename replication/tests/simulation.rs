@@ -150,6 +150,7 @@ fn calm(regions: usize) -> SimConfig {
         maintain_per_million: 0,
         permanent_cut: None,
         reseed_per_million: 0,
+        stale_after_ms: None,
     }
 }
 

@@ -130,6 +130,11 @@ pub struct SimConfig {
     /// Chance per down region per ms that it loses its data and is seeded again from a live
     /// region (`--seed-from`), per million; only over storage that can seed.
     pub reseed_per_million: u32,
+    /// A region down for longer than this is stale: the others leave it out of their stable cuts
+    /// (`--region-stale-after-ms`), so their maintenance may remove what it lacks, and when it
+    /// is back it is re-seeded from a region holding everything it holds, as an operator would.
+    /// Only over storage that can seed.
+    pub stale_after_ms: Option<u64>,
 }
 
 impl SimConfig {
@@ -162,6 +167,7 @@ impl SimConfig {
             maintain_per_million: rng.range(0, 20_000) as u32,
             permanent_cut: None,
             reseed_per_million: rng.range(0, 5_000) as u32,
+            stale_after_ms: rng.chance(500_000).then(|| rng.range(20, 300)),
         }
     }
 }
@@ -181,6 +187,8 @@ pub struct SimReport {
     pub deleted: u64,
     /// Down regions that lost their data and were seeded again from a live one.
     pub reseeded: u64,
+    /// Regions back after being stale, re-seeded once a live region held everything they held.
+    pub stale_reseeded: u64,
     /// Messages sent.
     pub messages: u64,
     /// Messages dropped by faults or cut links.
@@ -256,6 +264,10 @@ struct Node<L: CallerLog> {
     /// The clock of what the region's log held when it last went down (what a restart would
     /// find): what a region seeding it must hold.
     held_when_down: VectorClock,
+    /// When the region last went down.
+    down_since_ms: u64,
+    /// Back after being stale: to be re-seeded once a live region holds everything it holds.
+    needs_reseed: bool,
 }
 
 /// One simulated run.
@@ -331,6 +343,8 @@ impl<S: SimStorage> Sim<S> {
                 unacked: Vec::new(),
                 syncing: None,
                 held_when_down: VectorClock::default(),
+                down_since_ms: 0,
+                needs_reseed: false,
             });
         }
         let n = config.regions;
@@ -492,6 +506,11 @@ impl<S: SimStorage> Sim<S> {
             }
         }
         for i in 0..n {
+            if self.nodes[i].needs_reseed && self.nodes[i].replica.is_some() {
+                self.reseed_returned(i)?;
+            }
+        }
+        for i in 0..n {
             if self.nodes[i].replica.is_some() && self.now_ms >= self.nodes[i].next_pull_ms {
                 self.nodes[i].next_pull_ms = self.now_ms + self.config.pull_interval_ms;
                 for peer in 0..n {
@@ -576,14 +595,19 @@ impl<S: SimStorage> Sim<S> {
         Ok(())
     }
 
-    /// A maintenance pass over region `i`'s log, bounded by its replica's stable cut.
+    /// A maintenance pass over region `i`'s log, bounded by its replica's stable cut over the
+    /// regions not stale.
     fn maintain(&mut self, i: usize) -> Result<(), Violation> {
         let choice = self.rng.next_u64();
         let id = self.ids[i];
+        let stale: Vec<u32> = (0..self.nodes.len())
+            .filter(|&j| j != i && self.is_stale(j))
+            .map(|j| self.ids[j])
+            .collect();
         let Some(replica) = self.nodes[i].replica.as_mut() else {
             return Ok(());
         };
-        let (clock, cut) = (replica.clock().clone(), replica.stable_cut());
+        let (clock, cut) = (replica.clock().clone(), replica.stable_cut_without(&stale));
         let deleted = self
             .storage
             .maintain(i, replica.log_mut(), &clock, &cut, choice)
@@ -636,8 +660,53 @@ impl<S: SimStorage> Sim<S> {
         }
         self.nodes[i].parked = Some(log);
         self.nodes[i].held_when_down = recovered;
+        self.nodes[i].down_since_ms = self.now_ms;
         self.nodes[i].down_until_ms = self.now_ms + self.rng.range(1, self.config.down_ms_max);
         Ok(())
+    }
+
+    /// Whether region `i` is down and has been for longer than the stale bound.
+    fn is_stale(&self, i: usize) -> bool {
+        S::SEEDS
+            && self.nodes[i].replica.is_none()
+            && self
+                .config
+                .stale_after_ms
+                .is_some_and(|bound| self.now_ms - self.nodes[i].down_since_ms > bound)
+    }
+
+    /// The operator's part for a region back after being stale: once a live region that was
+    /// never stale meanwhile (a returned one may lack what was removed too) holds everything it
+    /// holds (its own batches have been pulled from it), stop it, seed it from that region and
+    /// start it again.
+    fn reseed_returned(&mut self, i: usize) -> Result<(), Violation> {
+        let Some(replica) = self.nodes[i].replica.as_ref() else {
+            return Ok(());
+        };
+        let held = replica.clock().clone();
+        let donor_holds_all = (0..self.nodes.len()).any(|p| {
+            p != i
+                && !self.nodes[p].needs_reseed
+                && self.nodes[p]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| dominated_by(&held, r.clock()))
+        });
+        if !donor_holds_all {
+            return Ok(());
+        }
+        self.crash(i)?;
+        let before = self.report.reseeded;
+        self.reseed(i)?;
+        if self.report.reseeded == before {
+            return Err(self.violation(format!(
+                "{} could not be re-seeded although a region held everything it held",
+                self.ids[i]
+            )));
+        }
+        self.nodes[i].needs_reseed = false;
+        self.report.stale_reseeded += 1;
+        self.restart(i)
     }
 
     /// Region `i`, down, loses its log and is seeded from a live region holding everything `i`
@@ -649,6 +718,7 @@ impl<S: SimStorage> Sim<S> {
         let donors: Vec<usize> = (0..self.nodes.len())
             .filter(|&p| {
                 p != i
+                    && !self.nodes[p].needs_reseed
                     && self.nodes[p]
                         .replica
                         .as_ref()
@@ -692,6 +762,9 @@ impl<S: SimStorage> Sim<S> {
         let Some(log) = self.nodes[i].parked.take() else {
             return Ok(());
         };
+        if self.is_stale(i) {
+            self.nodes[i].needs_reseed = true;
+        }
         let replica = PartitionReplica::recover(self.replica_config(i), log)
             .map_err(|e| self.violation(format!("restart of {}: {e}", self.ids[i])))?;
         self.nodes[i].replica = Some(replica);
