@@ -422,6 +422,9 @@ pub fn decode_all(
 
 /// Checks that a batch's records section holds exactly `count` well-formed records (within
 /// `max_bytes` once decompressed), and summarizes their timestamps and keys.
+///
+/// The records are checked by the fast pass ([`scan::summarize`]); only a batch it refuses goes
+/// through the full walk, which says what is wrong with it.
 pub fn validate(
     codec: Codec,
     section: &Bytes,
@@ -429,13 +432,22 @@ pub fn validate(
     max_bytes: usize,
 ) -> Result<RecordsSummary, RecordsError> {
     let records = decompress(codec, section, max_bytes)?;
+    match scan::summarize(&records, count) {
+        Some(summary) => Ok(summary),
+        None => summarize_walked(&records, count),
+    }
+}
+
+/// The full walk's version of [`scan::summarize`]: the same checks and summary, and on a refusal
+/// the reason.
+fn summarize_walked(records: &[u8], count: i32) -> Result<RecordsSummary, RecordsError> {
     let mut summary = RecordsSummary {
         timestamp_delta_min: i64::MAX,
         timestamp_delta_max: i64::MIN,
         first_keyless: None,
     };
     walk(
-        &records,
+        records,
         count,
         &mut summary,
         |_, _, _| {},
@@ -450,5 +462,6 @@ pub fn validate(
     Ok(summary)
 }
 
+mod scan;
 #[cfg(test)]
 mod tests;

@@ -227,3 +227,257 @@ proptest! {
         }
     }
 }
+
+/// A key or value as written: `None` is a length of -1.
+type NullableBytes = Option<Vec<u8>>;
+
+/// One record as the property tests write it: every field the format has, each length and delta
+/// optionally padded with redundant 0x80 bytes (which Kafka's varint reader accepts).
+#[derive(Debug, Clone)]
+struct LooseRecord {
+    attributes: u8,
+    timestamp_delta: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    /// Header keys may be null here (which no record may hold).
+    headers: Vec<(NullableBytes, NullableBytes)>,
+    /// Extra bytes for each varint, taken in turn (0 for most).
+    padding: Vec<u8>,
+    /// Added to the offset delta (0 for most; anything else is malformed).
+    offset_skew: i64,
+    /// Bytes after the headers, inside the record's length (malformed unless empty).
+    trailing: Vec<u8>,
+}
+
+impl LooseRecord {
+    /// Whether the record is well-formed, padding aside.
+    fn plain(&self) -> bool {
+        self.offset_skew == 0
+            && self.trailing.is_empty()
+            && self.headers.iter().all(|h| h.0.is_some())
+    }
+}
+
+/// A varint with `pad` redundant continuation bytes (0 writes the shortest form).
+fn put_padded_varint(out: &mut Vec<u8>, value: i64, pad: u8) {
+    let start = out.len();
+    put_varint(out, value);
+    if pad == 0 {
+        return;
+    }
+    if let Some(last) = out.last_mut() {
+        *last |= 0x80;
+    }
+    out.extend(std::iter::repeat_n(0x80, usize::from(pad) - 1));
+    out.push(0);
+    debug_assert!(out.len() > start);
+}
+
+fn loose_section(records: &[LooseRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let mut pads = record.padding.iter().copied().cycle();
+        let mut pad = || pads.next().unwrap_or(0);
+        let mut body = vec![record.attributes];
+        put_padded_varint(&mut body, record.timestamp_delta, pad());
+        put_padded_varint(
+            &mut body,
+            (index as i64).wrapping_add(record.offset_skew),
+            pad(),
+        );
+        let field = |body: &mut Vec<u8>, bytes: &Option<Vec<u8>>, pad: u8| match bytes {
+            None => put_padded_varint(body, -1, pad),
+            Some(bytes) => {
+                put_padded_varint(body, bytes.len() as i64, pad);
+                body.extend_from_slice(bytes);
+            }
+        };
+        field(&mut body, &record.key, pad());
+        field(&mut body, &record.value, pad());
+        put_padded_varint(&mut body, record.headers.len() as i64, pad());
+        for (key, value) in &record.headers {
+            field(&mut body, key, pad());
+            field(&mut body, value, pad());
+        }
+        body.extend_from_slice(&record.trailing);
+        put_padded_varint(&mut out, body.len() as i64, pad());
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+fn loose_record() -> impl Strategy<Value = LooseRecord> {
+    let bytes =
+        |max| proptest::option::weighted(0.8, proptest::collection::vec(any::<u8>(), 0..max));
+    (
+        any::<u8>(),
+        prop_oneof![4 => -3i64..3_000, 1 => any::<i64>()],
+        bytes(12),
+        bytes(160),
+        proptest::collection::vec(
+            (
+                proptest::option::weighted(0.95, proptest::collection::vec(any::<u8>(), 0..6)),
+                bytes(6),
+            ),
+            0..3,
+        ),
+        prop_oneof![
+            4 => Just(Vec::new()),
+            1 => proptest::collection::vec(prop_oneof![3 => Just(0u8), 1 => 1u8..9], 1..8),
+        ],
+        prop_oneof![30 => Just(0i64), 1 => -2i64..3],
+        prop_oneof![30 => Just(Vec::new()), 1 => proptest::collection::vec(any::<u8>(), 1..3)],
+    )
+        .prop_map(
+            |(attributes, timestamp_delta, key, value, headers, padding, offset_skew, trailing)| {
+                LooseRecord {
+                    attributes,
+                    timestamp_delta,
+                    key,
+                    value,
+                    headers,
+                    padding,
+                    offset_skew,
+                    trailing,
+                }
+            },
+        )
+}
+
+/// Bytes a mutation writes: varint edges (0, -1, continuation bits) and anything.
+fn mutant_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        Just(0x00u8),
+        Just(0x01),
+        Just(0x02),
+        Just(0x7f),
+        Just(0x80),
+        Just(0xff),
+        any::<u8>()
+    ]
+}
+
+/// The fast pass and the full walk agree on `records`: the same summary, or both refuse.
+fn agree(records: &[u8], count: i32) -> Result<(), TestCaseError> {
+    let fast = scan::summarize(records, count);
+    let full = summarize_walked(records, count);
+    prop_assert_eq!(fast, full.clone().ok(), "full walk: {:?}", full);
+    Ok(())
+}
+
+#[test]
+fn the_fast_pass_reads_long_and_padded_varints_as_the_full_walk_does() {
+    // Every width from 1 to 11 bytes, at the edges of each width, as the timestamp delta of a
+    // record with a null key and value.
+    let mut edges = vec![
+        0,
+        -1,
+        1,
+        i64::MIN,
+        i64::MAX,
+        i64::from(i32::MAX),
+        i64::from(i32::MIN),
+    ];
+    for shift in (6..63).step_by(7) {
+        edges.extend([
+            (1i64 << shift) - 1,
+            1i64 << shift,
+            -(1i64 << shift),
+            -(1i64 << shift) - 1,
+        ]);
+    }
+    for delta in edges {
+        for pad in 0..10 {
+            let mut fields = vec![0];
+            put_padded_varint(&mut fields, delta, pad);
+            fields.extend_from_slice(&[0, 1, 1, 0]);
+            let section = raw_record(&fields);
+            agree(&section, 1).unwrap();
+        }
+    }
+    // A tenth byte with bits past the 64th set, and an eleventh byte.
+    for tail in [[0x80; 9].as_slice(), &[0xff; 9], &[0x80; 10], &[0xff; 10]] {
+        for last in [0x01, 0x02, 0x7f] {
+            let mut fields = vec![0];
+            fields.extend_from_slice(tail);
+            fields.push(last);
+            fields.extend_from_slice(&[0, 1, 1, 0]);
+            agree(&raw_record(&fields), 1).unwrap();
+        }
+    }
+}
+
+#[test]
+fn validate_takes_a_librdkafka_style_batch_through_the_fast_pass() {
+    let records: Vec<LooseRecord> = (0..150)
+        .map(|index| LooseRecord {
+            attributes: 0,
+            timestamp_delta: index / 10,
+            key: None,
+            value: Some(vec![b'x'; 100]),
+            headers: Vec::new(),
+            padding: Vec::new(),
+            offset_skew: 0,
+            trailing: Vec::new(),
+        })
+        .collect();
+    let section = loose_section(&records);
+    let summary = scan::summarize(&section, 150).unwrap();
+    assert_eq!(
+        summary,
+        RecordsSummary {
+            timestamp_delta_min: 0,
+            timestamp_delta_max: 14,
+            first_keyless: Some(0),
+        }
+    );
+    assert_eq!(
+        validate(Codec::None, &Bytes::from(section), 150, 1 << 20),
+        Ok(summary)
+    );
+}
+
+proptest! {
+    /// Batches of every shape, nearly all well-formed (a few with a null header key, a wrong
+    /// offset delta, bytes left in a record or a varint padded past 10 bytes): the fast pass
+    /// accepts the same ones as the full walk, with the same summary.
+    #[test]
+    fn the_fast_pass_accepts_what_the_full_walk_accepts(records in proptest::collection::vec(loose_record(), 0..40)) {
+        let section = loose_section(&records);
+        let count = records.len() as i32;
+        agree(&section, count)?;
+        let plain = records.iter().all(|r| r.plain() && r.padding.iter().all(|&p| p == 0));
+        if plain {
+            prop_assert!(scan::summarize(&section, count).is_some());
+        }
+    }
+
+    /// Batches with bytes overwritten, inserted or cut, or a wrong count: the fast pass refuses
+    /// exactly what the full walk refuses.
+    #[test]
+    fn the_fast_pass_refuses_what_the_full_walk_refuses(
+        records in proptest::collection::vec(loose_record(), 1..20),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), mutant_byte(), 0u8..4), 1..4),
+        count_change in prop_oneof![6 => Just(0i32), 1 => -2i32..3],
+    ) {
+        let mut section = loose_section(&records);
+        for (at, byte, kind) in edits {
+            if section.is_empty() {
+                break;
+            }
+            let at = at.index(section.len());
+            match kind {
+                0 | 1 => section[at] = byte,
+                2 => section.insert(at, byte),
+                _ => section.truncate(at),
+            }
+        }
+        agree(&section, records.len() as i32 + count_change)?;
+    }
+
+    /// Arbitrary bytes: both refuse, or both accept with the same summary.
+    #[test]
+    fn the_fast_pass_agrees_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256), count in -2i32..40) {
+        agree(&bytes, count)?;
+    }
+}
