@@ -5,8 +5,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::batch::simple_batch;
 use causeway_integration_tests::{
-    block_on, create_topic, ensure_eq, produce_all, topic_name, topic_partition_count, wait_until,
-    with_broker, BrokerOptions, BrokerProcess, TestRecord, CLIENT_TIMEOUT,
+    block_on, broker_binary, create_topic, ensure_eq, produce_all, topic_name,
+    topic_partition_count, wait_until, with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    CLIENT_TIMEOUT,
 };
 use rdkafka::admin::{
     AdminOptions, AlterConfig, ConfigResource, NewPartitions, NewTopic, ResourceSpecifier,
@@ -230,6 +231,169 @@ fn min_regions_above_the_regions_of_the_mesh_is_refused() {
             message.as_deref().is_some_and(|m| m.contains("region")),
             true,
             "the message says why: {message:?}"
+        );
+        Ok(())
+    });
+}
+
+/// Runs `causeway topic ARGS -b BOOTSTRAP`; returns whether it succeeded and what it printed.
+fn topic_cli(broker: &BrokerProcess, args: &[&str]) -> Result<(bool, String)> {
+    let bootstrap = broker.bootstrap();
+    let out = std::process::Command::new(broker_binary()?)
+        .arg("topic")
+        .args(args)
+        .args(["-b", bootstrap.as_str()])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+/// Every config Causeway does not apply, with a valid Kafka value that asks for something it
+/// does not do, and a word its refusal must say.
+const REFUSED: &[(&str, &str, &str)] = &[
+    ("min.insync.replicas", "2", "causeway.min.regions"),
+    ("min.compaction.lag.ms", "60000", "segment.ms"),
+    ("min.cleanable.dirty.ratio", "0.9", "dirty ratio"),
+    ("max.compaction.lag.ms", "3600000", "segment.ms"),
+    ("compression.type", "zstd", "producer"),
+    ("flush.messages", "1", "acks=all"),
+    ("flush.ms", "1000", "acks=all"),
+    ("file.delete.delay.ms", "0", "delay"),
+    ("preallocate", "true", "preallocated"),
+    ("segment.index.bytes", "4096", "index"),
+    ("segment.jitter.ms", "1000", "segment.ms"),
+    ("unclean.leader.election.enable", "true", "leaders"),
+];
+
+/// A setting Causeway would store and then ignore (`min.insync.replicas=2`, ...) is refused with
+/// INVALID_CONFIG and a message naming it, saying it is not supported and why, on CreateTopics
+/// (nothing is created), AlterConfigs and IncrementalAlterConfigs (nothing changes).
+#[test]
+fn settings_causeway_does_not_apply_are_refused_by_name_and_change_nothing() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let admin = broker.admin();
+        let mut raw = broker.raw()?;
+        let topic = topic_name("refused");
+        for &(key, value, why) in REFUSED {
+            let expected = format!("{key}={value} is not supported by Causeway");
+            // CreateTopics, through rdkafka (the code) and the CLI (the message).
+            let nt = NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set(key, value);
+            match block_on(admin.create_topics([&nt], &opts()))?.first() {
+                Some(Err((_, RDKafkaErrorCode::InvalidConfig))) => {}
+                other => bail!("creating with {key}={value} returned {other:?}"),
+            }
+            let (ok, text) = topic_cli(
+                broker,
+                &["create", &topic, "-p", "1", "-c", &format!("{key}={value}")],
+            )?;
+            ensure_eq!(ok, false, "create -c {key}={value} succeeded: {text}");
+            ensure_eq!(
+                text.contains("InvalidConfig") && text.contains(&expected) && text.contains(why),
+                true,
+                "create -c {key}={value} said: {text}"
+            );
+            ensure_eq!(topic_partition_count(&broker.bootstrap(), &topic)?, None);
+        }
+
+        // Kafka's default is accepted, and Causeway keeps the promise of a low dirty ratio.
+        create_topic(
+            broker,
+            &topic,
+            1,
+            &[
+                ("retention.ms", "3600000"),
+                ("min.insync.replicas", "1"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+            ],
+        )?;
+        for &(key, value, why) in REFUSED {
+            let expected = format!("{key}={value} is not supported by Causeway");
+            let before = describe_topic(broker, &topic)?;
+            // AlterConfigs: the refused config fails the whole change.
+            let (code, message) = raw.alter_topic_configs(
+                &topic,
+                &[("retention.ms", "7200000"), (key, value)],
+                false,
+            )?;
+            ensure_eq!(
+                code,
+                INVALID_CONFIG,
+                "AlterConfigs {key}={value} ({message:?})"
+            );
+            let message = message.unwrap_or_default();
+            ensure_eq!(
+                message.contains(&expected) && message.contains(why),
+                true,
+                "AlterConfigs {key}={value} said: {message}"
+            );
+            // IncrementalAlterConfigs, through the CLI.
+            let (ok, text) = topic_cli(
+                broker,
+                &[
+                    "alter-config",
+                    &topic,
+                    "--set",
+                    "retention.ms=7200000",
+                    "--set",
+                    &format!("{key}={value}"),
+                ],
+            )?;
+            ensure_eq!(
+                ok,
+                false,
+                "alter-config --set {key}={value} succeeded: {text}"
+            );
+            ensure_eq!(
+                text.contains("InvalidConfig") && text.contains(&expected) && text.contains(why),
+                true,
+                "alter-config --set {key}={value} said: {text}"
+            );
+            let after = describe_topic(broker, &topic)?;
+            for name in [key, "retention.ms", "min.cleanable.dirty.ratio"] {
+                ensure_eq!(
+                    config_value(&after, name),
+                    config_value(&before, name),
+                    "a refused change of {key} changed {name}"
+                );
+            }
+            ensure_eq!(
+                config_value(&after, "retention.ms").as_deref(),
+                Some("3600000")
+            );
+        }
+        Ok(())
+    });
+}
+
+/// `message.format.version` is deprecated in Kafka 3 and accepted there with no effect (librdkafka's
+/// test 0092 sets it with AlterConfigs): Causeway accepts and reports it too, writes format v2 as
+/// before, and refuses a value that is not a Kafka version.
+#[test]
+fn message_format_version_is_accepted_and_reported_as_kafka_3_does() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let topic = topic_name("msgver");
+        create_topic(broker, &topic, 1, &[])?;
+        let mut raw = broker.raw()?;
+        let (code, message) =
+            raw.alter_topic_configs(&topic, &[("message.format.version", "0.10.0.0")], false)?;
+        ensure_eq!(code, 0, "AlterConfigs message.format.version ({message:?})");
+        let cfg = describe_topic(broker, &topic)?;
+        ensure_eq!(
+            config_value(&cfg, "message.format.version").as_deref(),
+            Some("0.10.0.0")
+        );
+        let d = produce_all(&broker.producer(), &topic, &[TestRecord::value("v2")])?;
+        ensure_eq!(d, vec![(0, 0)]);
+        let (code, message) =
+            raw.alter_topic_configs(&topic, &[("message.format.version", "soon")], false)?;
+        ensure_eq!(
+            code,
+            INVALID_CONFIG,
+            "message.format.version=soon ({message:?})"
         );
         Ok(())
     });

@@ -205,6 +205,11 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "allow down-conversion for old consumers",
     ),
     def(
+        "message.format.version",
+        "3.0-IV1",
+        "deprecated: record format version; every batch is format v2",
+    ),
+    def(
         "causeway.min.regions",
         "1",
         "regions that must hold a batch before acks=all",
@@ -236,6 +241,17 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A valid Kafka value asking for behaviour Causeway does not have: refused rather than
+    /// stored and silently ignored.
+    #[error("{name}={value} is not supported by Causeway: {reason}")]
+    Unsupported {
+        /// Config name.
+        name: String,
+        /// Refused value.
+        value: String,
+        /// What Causeway does instead, and what to use.
+        reason: &'static str,
+    },
 }
 
 /// The value type and range of each config.
@@ -246,6 +262,8 @@ enum Kind {
     Bool,
     OneOf(&'static [&'static str]),
     CleanupPolicy,
+    /// A Kafka release such as `0.10.0`, `2.8` or `3.0-IV1`.
+    Version,
 }
 
 fn kind_of(name: &str) -> Option<Kind> {
@@ -271,6 +289,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         }
         "message.timestamp.type" => Kind::OneOf(&["CreateTime", "LogAppendTime"]),
         "causeway.merge" => Kind::OneOf(&["crdt", "lww"]),
+        "message.format.version" => Kind::Version,
         _ => return None,
     })
 }
@@ -334,8 +353,85 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError>
                 ));
             }
         }
+        Kind::Version => {
+            if !is_kafka_version(value.trim()) {
+                return Err(invalid("must be a Kafka version such as 3.0-IV1".into()));
+            }
+        }
+    }
+    if let Some(reason) = unsupported(name, value.trim()) {
+        return Err(ConfigError::Unsupported {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason,
+        });
     }
     Ok(())
+}
+
+/// `major.minor[.patch[.build]][-IVn]`, as Kafka's release versions are written.
+fn is_kafka_version(value: &str) -> bool {
+    let (release, iv) = match value.split_once("-IV") {
+        Some((release, iv)) => (release, Some(iv)),
+        None => (value, None),
+    };
+    let parts: Vec<&str> = release.split('.').collect();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (2..=4).contains(&parts.len()) && parts.iter().all(|p| numeric(p)) && iv.is_none_or(numeric)
+}
+
+/// Why a valid value of a config Causeway does not apply is refused: Kafka's default (and any
+/// value whose promise Causeway already keeps) is accepted, any other would be stored and do
+/// nothing the operator expects. `value` has passed its type check. `docs/configuration.md`
+/// says the same per config.
+fn unsupported(name: &str, value: &str) -> Option<&'static str> {
+    let long = || value.parse::<i64>().ok();
+    let accepted = match name {
+        "compression.type" => value == "producer",
+        "file.delete.delay.ms" => long() == Some(60_000),
+        "flush.messages" | "flush.ms" | "max.compaction.lag.ms" => long() == Some(i64::MAX),
+        "min.cleanable.dirty.ratio" => value.parse::<f64>().is_ok_and(|r| r <= 0.5),
+        "min.compaction.lag.ms" | "segment.jitter.ms" => long() == Some(0),
+        "min.insync.replicas" => long() == Some(1),
+        "segment.index.bytes" => long() == Some(10_485_760),
+        "preallocate" | "unclean.leader.election.enable" => value.eq_ignore_ascii_case("false"),
+        _ => true,
+    };
+    if accepted {
+        return None;
+    }
+    Some(match name {
+        "compression.type" => {
+            "each batch is stored as the producer compressed it (only `producer`); set compression.type on the producer"
+        }
+        "file.delete.delay.ms" => {
+            "a segment dropped by retention or compaction is removed without a delay (only the default 60000)"
+        }
+        "flush.messages" | "flush.ms" => {
+            "a batch is fsynced before a produce with acks=all is answered (group commit), never by count or time; produce with acks=all for durability"
+        }
+        "max.compaction.lag.ms" => {
+            "a table's closed segments are compacted at every --log-retention-check-interval-ms; bound how long a record stays uncompacted with segment.ms"
+        }
+        "min.cleanable.dirty.ratio" => {
+            "every closed segment not yet compacted is compacted at each --log-retention-check-interval-ms whatever the dirty ratio, so only ratios up to 0.5 (Kafka's default) are met"
+        }
+        "min.compaction.lag.ms" => {
+            "closed segments are compacted whatever their age (only 0); keep records uncompacted longer with a larger segment.ms"
+        }
+        "segment.jitter.ms" => "segments roll at exactly segment.ms (only 0)",
+        "min.insync.replicas" => {
+            "Causeway has no in-region replicas (only 1); use causeway.min.regions to make acks=all wait for other regions"
+        }
+        "segment.index.bytes" => {
+            "the offset index grows with its segment, which rolls on segment.bytes and segment.ms only (only the default 10485760)"
+        }
+        "preallocate" => "segment files are not preallocated (only false)",
+        "unclean.leader.election.enable" => {
+            "Causeway has no partition leaders to elect: every region accepts writes to every partition (only false)"
+        }
+        _ => "not applied",
+    })
 }
 
 /// Builds a topic's `LogConfig` from its overrides; missing or unparsable keys take `base`
@@ -422,6 +518,57 @@ mod tests {
         }
         for v in ["delete", "compact", "compact,delete", "delete,compact"] {
             assert!(validate_topic_config("cleanup.policy", v).is_ok());
+        }
+    }
+
+    #[test]
+    fn values_asking_for_what_causeway_does_not_do_are_refused_by_name() {
+        for (k, v) in [
+            ("min.insync.replicas", "2"),
+            ("min.compaction.lag.ms", "60000"),
+            ("min.cleanable.dirty.ratio", "0.9"),
+            ("max.compaction.lag.ms", "3600000"),
+            ("compression.type", "zstd"),
+            ("flush.messages", "1"),
+            ("flush.ms", "1000"),
+            ("file.delete.delay.ms", "0"),
+            ("preallocate", "true"),
+            ("segment.index.bytes", "4096"),
+            ("segment.jitter.ms", "1000"),
+            ("unclean.leader.election.enable", "TRUE"),
+        ] {
+            match validate_topic_config(k, v) {
+                Err(e @ ConfigError::Unsupported { .. }) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.starts_with(&format!("{k}={v} is not supported by Causeway: ")),
+                        "{text}"
+                    );
+                }
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+        for (k, v) in [
+            ("min.insync.replicas", "1"),
+            ("min.insync.replicas", " 1"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.cleanable.dirty.ratio", "0.50"),
+            ("preallocate", "False"),
+            ("message.downconversion.enable", "false"),
+            ("message.format.version", "0.10.0.0"),
+            ("message.format.version", "2.8"),
+            ("message.format.version", "3.0-IV1"),
+        ] {
+            assert!(validate_topic_config(k, v).is_ok(), "{k}={v}");
+        }
+        for v in ["", "v2", "3", "3.0-IV", "3.x"] {
+            assert!(
+                matches!(
+                    validate_topic_config("message.format.version", v),
+                    Err(ConfigError::Invalid { .. })
+                ),
+                "{v:?}"
+            );
         }
     }
 
