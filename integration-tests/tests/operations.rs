@@ -1117,6 +1117,195 @@ fn group_reset_offsets_moves_an_inactive_groups_positions() {
     });
 }
 
+/// Runs `causeway ARGS`, expects exit 0, and parses its standard output as one JSON document.
+fn causeway_json(args: &[&str]) -> Result<serde_json::Value> {
+    let output = causeway(args)?;
+    ensure_eq!(
+        output.status.code(),
+        Some(0),
+        "causeway {args:?}: {output:?}"
+    );
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "causeway {args:?} printed no JSON document:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// `--json` on every command that shows state: `topic list`, `topic describe`, `group list`,
+/// `group describe` and the `group reset-offsets` plan each print one JSON document holding what
+/// the table shows, with the real offsets, members and lag of a live broker.
+#[test]
+fn state_commands_print_json_with_the_tables_facts() {
+    let options = BrokerOptions::new()
+        .no_auto_create()
+        .flag("--group-initial-rebalance-delay-ms", 0);
+    with_broker(options, |broker| {
+        let b = broker.bootstrap();
+        let topic = topic_name("json-cli");
+        topic_cli(
+            &b,
+            &["create", &topic, "-p", "3", "-c", "retention.ms=3600000"],
+            0,
+        )?;
+        let producer = broker.producer();
+        produce_values(&producer, &topic, 0, &["a", "b"])?;
+        produce_values(&producer, &topic, 1, &["c", "d", "e"])?;
+
+        let listed = causeway_json(&["topic", "-b", &b, "list", "--json"])?;
+        let entry = listed["topics"]
+            .as_array()
+            .and_then(|topics| topics.iter().find(|t| t["name"] == topic.as_str()))
+            .with_context(|| format!("topic list --json lacks {topic}: {listed}"))?;
+        ensure_eq!(entry["partitions"].as_i64(), Some(3), "{listed}");
+
+        let described = causeway_json(&["topic", "-b", &b, "describe", &topic, "--json"])?;
+        ensure_eq!(described["name"].as_str(), Some(topic.as_str()));
+        let (table, _) = topic_cli(&b, &["describe", &topic], 0)?;
+        let id = described["id"].as_str().unwrap_or_default().to_string();
+        expect_contains(
+            &table,
+            &format!("id         {id}\n"),
+            "the table's topic id",
+        )?;
+        let partitions: Vec<(i64, i64, i64, i64)> = described["partitions"]
+            .as_array()
+            .context("partitions")?
+            .iter()
+            .map(|p| {
+                (
+                    p["partition"].as_i64().unwrap_or(-9),
+                    p["log_start_offset"].as_i64().unwrap_or(-9),
+                    p["log_end_offset"].as_i64().unwrap_or(-9),
+                    p["records"].as_i64().unwrap_or(-9),
+                )
+            })
+            .collect();
+        ensure_eq!(
+            partitions,
+            vec![(0, 0, 2, 2), (1, 0, 3, 3), (2, 0, 0, 0)],
+            "partition, log start, log end, records: {described}"
+        );
+        let config = |name: &str| {
+            described["configs"]
+                .as_array()
+                .and_then(|configs| configs.iter().find(|c| c["name"] == name))
+                .map(|c| (c["value"].clone(), c["source"].clone()))
+        };
+        ensure_eq!(
+            config("retention.ms"),
+            Some((serde_json::json!("3600000"), serde_json::json!("topic")))
+        );
+        ensure_eq!(
+            config("segment.bytes"),
+            Some((
+                serde_json::json!("1073741824"),
+                serde_json::json!("default")
+            ))
+        );
+
+        // A group with one active member that committed 1 in partition 0 and 3 in partition 1.
+        let group = "json-cli-group";
+        let member: BaseConsumer = broker
+            .consumer_config()
+            .set("group.id", group)
+            .set("client.id", "json-cli-client")
+            .create()?;
+        member.subscribe(&[&topic])?;
+        let joined = wait_until(Duration::from_secs(30), || {
+            let _ = member.poll(Duration::from_millis(100));
+            member.assignment().is_ok_and(|a| a.count() == 3)
+        });
+        ensure_eq!(joined, true, "the member was assigned the three partitions");
+        let mut positions = TopicPartitionList::new();
+        positions.add_partition_offset(&topic, 0, Offset::Offset(1))?;
+        positions.add_partition_offset(&topic, 1, Offset::Offset(3))?;
+        member.commit(&positions, CommitMode::Sync)?;
+
+        let groups = causeway_json(&["group", "-b", &b, "list", "--json"])?;
+        let listed = groups["groups"]
+            .as_array()
+            .and_then(|groups| groups.iter().find(|g| g["group"] == group))
+            .with_context(|| format!("group list --json lacks {group}: {groups}"))?;
+        ensure_eq!(listed["state"].as_str(), Some("Stable"), "{groups}");
+
+        let described = causeway_json(&["group", "-b", &b, "describe", group, "--json"])?;
+        ensure_eq!(described["group"].as_str(), Some(group));
+        ensure_eq!(described["state"].as_str(), Some("Stable"), "{described}");
+        ensure_eq!(described["protocol_type"].as_str(), Some("consumer"));
+        ensure_eq!(
+            described["protocol"]
+                .as_str()
+                .is_some_and(|p| !p.is_empty()),
+            true,
+            "the assignor: {described}"
+        );
+        let members = described["members"].as_array().context("members")?;
+        ensure_eq!(members.len(), 1, "{described}");
+        ensure_eq!(members[0]["client_id"].as_str(), Some("json-cli-client"));
+        ensure_eq!(
+            members[0]["client_host"]
+                .as_str()
+                .is_some_and(|h| h.contains("127.0.0.1")),
+            true,
+            "the member's host: {described}"
+        );
+        ensure_eq!(
+            members[0]["assignment"],
+            serde_json::json!([{"topic": topic, "partitions": [0, 1, 2]}]),
+            "{described}"
+        );
+        ensure_eq!(
+            described["offsets"],
+            serde_json::json!([
+                {"topic": topic, "partition": 0, "committed_offset": 1, "log_end_offset": 2, "lag": 1},
+                {"topic": topic, "partition": 1, "committed_offset": 3, "log_end_offset": 3, "lag": 0},
+            ]),
+            "committed offsets and lag: {described}"
+        );
+
+        // The member leaves; the reset plan as JSON, then executed.
+        drop(member);
+        let empty = wait_until(Duration::from_secs(30), || {
+            causeway_json(&["group", "-b", &b, "describe", group, "--json"])
+                .is_ok_and(|d| d["state"] == "Empty")
+        });
+        ensure_eq!(empty, true, "the group is empty once its member left");
+        let reset = |execute: bool| {
+            let mut args = vec!["group", "-b", &b, "reset-offsets", group, "--topic", &topic];
+            args.extend_from_slice(&["--to-earliest", "--json"]);
+            if execute {
+                args.push("--execute");
+            }
+            causeway_json(&args)
+        };
+        let plan = reset(false)?;
+        ensure_eq!(
+            plan,
+            serde_json::json!({
+                "group": group,
+                "topic": topic,
+                "executed": false,
+                "partitions": [
+                    {"partition": 0, "current_offset": 1, "new_offset": 0},
+                    {"partition": 1, "current_offset": 3, "new_offset": 0},
+                    {"partition": 2, "current_offset": null, "new_offset": 0},
+                ],
+            })
+        );
+        ensure_eq!(
+            committed_pair(broker, group, &topic)?,
+            (1, 3),
+            "after a dry run"
+        );
+        let executed = reset(true)?;
+        ensure_eq!(executed["executed"].as_bool(), Some(true), "{executed}");
+        ensure_eq!(committed_pair(broker, group, &topic)?, (0, 0), "executed");
+        Ok(())
+    });
+}
+
 /// Runs `causeway` with `input` on its standard input.
 fn causeway_with_input(args: &[&str], input: &str) -> Result<Output> {
     let mut child = Command::new(broker_binary()?)

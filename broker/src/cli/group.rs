@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
+use serde_json::{json, Value};
 
 use super::admin::AdminConnection;
 use super::topic::{latest_offsets, offsets, partition_indexes, text, EARLIEST};
@@ -26,11 +27,18 @@ const OFFSET_FETCH_SINGLE_GROUP_MAX: i16 = 7;
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// List groups with their state.
-    List,
+    List {
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a group's members, assignments, committed offsets and lag.
     Describe {
         /// Group id.
         group: String,
+        /// Print one JSON document instead of the tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete groups and their committed offsets (only groups without active members).
     Delete {
@@ -56,6 +64,9 @@ pub enum GroupCommand {
         /// Commit the new offsets; without it the plan is only printed.
         #[arg(long)]
         execute: bool,
+        /// Print the plan as one JSON document (with `"executed"`) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -82,8 +93,22 @@ pub struct ResetTarget {
 pub fn run(bootstrap: &str, command: GroupCommand) -> anyhow::Result<()> {
     let mut broker = AdminConnection::connect(bootstrap)?;
     match command {
-        GroupCommand::List => list(&mut broker),
-        GroupCommand::Describe { group } => describe(&mut broker, &group),
+        GroupCommand::List { json } => {
+            let groups = list(&mut broker)?;
+            match json {
+                true => println!("{}", list_json(&groups)),
+                false => print!("{}", list_table(&groups)),
+            }
+            Ok(())
+        }
+        GroupCommand::Describe { group, json } => {
+            let description = describe(&mut broker, &group)?;
+            match json {
+                true => println!("{}", describe_json(&description)),
+                false => print!("{}", describe_table(&description)),
+            }
+            Ok(())
+        }
         GroupCommand::Delete { groups } => delete(&mut broker, &groups),
         GroupCommand::ResetOffsets {
             group,
@@ -91,7 +116,25 @@ pub fn run(bootstrap: &str, command: GroupCommand) -> anyhow::Result<()> {
             partitions,
             to,
             execute,
-        } => reset_offsets(&mut broker, &group, &topic, partitions, to, execute),
+            json,
+        } => {
+            let plan = reset_plan(&mut broker, &group, &topic, partitions, to)?;
+            if json {
+                if execute {
+                    commit_plan(&mut broker, &plan)?;
+                }
+                println!("{}", plan_json(&plan, execute));
+                return Ok(());
+            }
+            print!("{}", plan_table(&plan));
+            if !execute {
+                println!("dry run: nothing committed (add --execute to commit these offsets)");
+                return Ok(());
+            }
+            commit_plan(&mut broker, &plan)?;
+            println!("committed {} offsets of group {group}", plan.moves.len());
+            Ok(())
+        }
     }
 }
 
@@ -137,14 +180,23 @@ fn describe_group(broker: &mut AdminConnection, group: &str) -> anyhow::Result<D
 /// States in which a group's offsets may be moved from outside: no member owns a position.
 const RESETTABLE_STATES: [&str; 2] = ["Empty", "Dead"];
 
-fn reset_offsets(
+/// What `reset-offsets` would do: per partition of `topic`, the group's committed offset (-1
+/// for none) and the new one.
+#[derive(Debug, Clone, PartialEq)]
+struct ResetPlan {
+    group: String,
+    topic: String,
+    /// (partition, current, new).
+    moves: Vec<(i32, i64, i64)>,
+}
+
+fn reset_plan(
     broker: &mut AdminConnection,
     group: &str,
     topic: &str,
     partitions: Vec<i32>,
     to: ResetTarget,
-    execute: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ResetPlan> {
     let info = describe_group(broker, group)?;
     let state = info.group_state.as_str();
     if !RESETTABLE_STATES.contains(&state) {
@@ -190,17 +242,50 @@ fn reset_offsets(
             .unwrap_or(-1);
         plan.push((partition, current, new));
     }
-    println!(
-        "{:<40} {:>9} {:>14} {:>14}",
+    Ok(ResetPlan {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        moves: plan,
+    })
+}
+
+fn plan_table(plan: &ResetPlan) -> String {
+    let mut out = format!(
+        "{:<40} {:>9} {:>14} {:>14}\n",
         "TOPIC", "PARTITION", "CURRENT", "NEW"
     );
-    for (partition, current, new) in &plan {
-        println!("{topic:<40} {partition:>9} {current:>14} {new:>14}");
+    for (partition, current, new) in &plan.moves {
+        out.push_str(&format!(
+            "{:<40} {partition:>9} {current:>14} {new:>14}\n",
+            plan.topic
+        ));
     }
-    if !execute {
-        println!("dry run: nothing committed (add --execute to commit these offsets)");
-        return Ok(());
-    }
+    out
+}
+
+/// The plan as one JSON document; a partition without a committed offset has `current: null`.
+fn plan_json(plan: &ResetPlan, executed: bool) -> Value {
+    json!({
+        "group": plan.group,
+        "topic": plan.topic,
+        "executed": executed,
+        "partitions": plan
+            .moves
+            .iter()
+            .map(|&(partition, current, new)| {
+                json!({
+                    "partition": partition,
+                    "current_offset": (current >= 0).then_some(current),
+                    "new_offset": new,
+                })
+            })
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Commits the plan's new offsets for its group (no generation: the group has no members).
+fn commit_plan(broker: &mut AdminConnection, plan: &ResetPlan) -> anyhow::Result<()> {
+    let (group, topic) = (plan.group.as_str(), plan.topic.as_str());
     let request = OffsetCommitRequest::default()
         .with_group_id(GroupId(text(group)))
         .with_generation_id_or_member_epoch(-1)
@@ -208,7 +293,8 @@ fn reset_offsets(
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(TopicName(text(topic)))
             .with_partitions(
-                plan.iter()
+                plan.moves
+                    .iter()
                     .map(|&(partition, _, new)| {
                         OffsetCommitRequestPartition::default()
                             .with_partition_index(partition)
@@ -231,7 +317,6 @@ fn reset_offsets(
             )?;
         }
     }
-    println!("committed {} offsets of group {group}", plan.len());
     Ok(())
 }
 
@@ -264,7 +349,8 @@ fn committed_offsets(
         .collect())
 }
 
-fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
+/// Every group's id, state and protocol type, sorted by id.
+fn list(broker: &mut AdminConnection) -> anyhow::Result<Vec<(String, String, String)>> {
     let response = broker.send(&ListGroupsRequest::default())?;
     check(response.error_code, "listing groups")?;
     let mut groups: Vec<_> = response
@@ -274,40 +360,78 @@ fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
             (
                 g.group_id.as_str().to_string(),
                 g.group_state.as_str().to_string(),
+                g.protocol_type.as_str().to_string(),
             )
         })
         .collect();
     groups.sort();
-    println!("{:<40} STATE", "GROUP");
-    for (group, state) in groups {
-        println!("{group:<40} {state}");
-    }
-    Ok(())
+    Ok(groups)
 }
 
-fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<()> {
+fn list_table(groups: &[(String, String, String)]) -> String {
+    let mut out = format!("{:<40} STATE\n", "GROUP");
+    for (group, state, _) in groups {
+        out.push_str(&format!("{group:<40} {state}\n"));
+    }
+    out
+}
+
+/// `{"groups": [{"group": ..., "state": ..., "protocol_type": ...}, ...]}`.
+fn list_json(groups: &[(String, String, String)]) -> Value {
+    json!({
+        "groups": groups
+            .iter()
+            .map(|(group, state, protocol_type)| {
+                json!({"group": group, "state": state, "protocol_type": protocol_type})
+            })
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// What `group describe` shows.
+#[derive(Debug, Clone, PartialEq)]
+struct GroupDescription {
+    group: String,
+    state: String,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<Member>,
+    /// Per committed partition in (topic, partition) order: (topic, partition, committed offset,
+    /// log end); -1 where unknown.
+    offsets: Vec<(String, i32, i64, i64)>,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    member_id: String,
+    group_instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    /// The decoded consumer-protocol assignment, or its length in bytes if it is not one.
+    assignment: Result<Vec<(String, Vec<i32>)>, usize>,
+}
+
+fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<GroupDescription> {
     let info = describe_group(broker, group)?;
     if info.group_state.as_str() == "Dead" {
         // What Kafka answers for a group it does not know.
         bail!("group {group} does not exist");
     }
-    println!("group    {group}");
-    println!("state    {}", info.group_state.as_str());
-    println!("protocol {}", info.protocol_data.as_str());
-    println!();
-    println!(
-        "{:<50} {:<20} {:<16} ASSIGNMENT",
-        "MEMBER", "CLIENT-ID", "HOST"
-    );
-    for member in &info.members {
-        println!(
-            "{:<50} {:<20} {:<16} {}",
-            member.member_id.as_str(),
-            member.client_id.as_str(),
-            member.client_host.as_str(),
-            assignment_text(&member.member_assignment)
-        );
-    }
+    let members = info
+        .members
+        .iter()
+        .map(|member| Member {
+            member_id: member.member_id.as_str().to_string(),
+            group_instance_id: member
+                .group_instance_id
+                .as_ref()
+                .map(|id| id.as_str().to_string()),
+            client_id: member.client_id.as_str().to_string(),
+            client_host: member.client_host.as_str().to_string(),
+            assignment: decode_assignment(&member.member_assignment),
+        })
+        .collect();
     let mut committed: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
     for ((topic, partition), offset) in committed_offsets(broker, group)? {
         committed
@@ -315,45 +439,148 @@ fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<()> {
             .or_default()
             .push((partition, offset));
     }
-    println!();
-    println!(
-        "{:<40} {:>9} {:>14} {:>14} {:>10}",
-        "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"
-    );
+    let mut offsets = Vec::new();
     for (topic, partitions) in committed {
         let indexes: Vec<i32> = partitions.iter().map(|(p, _)| *p).collect();
         let ends = latest_offsets(broker, &topic, &indexes)?;
         for (partition, offset) in partitions {
             let end = ends.get(&partition).copied().unwrap_or(-1);
-            let lag = if offset >= 0 && end >= 0 {
-                end - offset
-            } else {
-                -1
-            };
-            println!("{topic:<40} {partition:>9} {offset:>14} {end:>14} {lag:>10}");
+            offsets.push((topic.clone(), partition, offset, end));
         }
     }
-    Ok(())
+    Ok(GroupDescription {
+        group: group.to_string(),
+        state: info.group_state.as_str().to_string(),
+        protocol_type: info.protocol_type.as_str().to_string(),
+        protocol: info.protocol_data.as_str().to_string(),
+        members,
+        offsets,
+    })
 }
 
-/// `topic:p,p topic:p` from a consumer-protocol assignment, or the byte count if it is not one.
-fn assignment_text(bytes: &Bytes) -> String {
+/// Records between a committed offset and the log end, or `None` when either is unknown.
+fn lag(committed: i64, end: i64) -> Option<i64> {
+    (committed >= 0 && end >= 0).then_some(end - committed)
+}
+
+fn describe_table(group: &GroupDescription) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("group    {}\n", group.group));
+    out.push_str(&format!("state    {}\n", group.state));
+    out.push_str(&format!("protocol {}\n\n", group.protocol));
+    out.push_str(&format!(
+        "{:<50} {:<20} {:<16} ASSIGNMENT\n",
+        "MEMBER", "CLIENT-ID", "HOST"
+    ));
+    for member in &group.members {
+        out.push_str(&format!(
+            "{:<50} {:<20} {:<16} {}\n",
+            member.member_id,
+            member.client_id,
+            member.client_host,
+            assignment_text(&member.assignment)
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<40} {:>9} {:>14} {:>14} {:>10}\n",
+        "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"
+    ));
+    for (topic, partition, offset, end) in &group.offsets {
+        let lag = lag(*offset, *end).unwrap_or(-1);
+        out.push_str(&format!(
+            "{topic:<40} {partition:>9} {offset:>14} {end:>14} {lag:>10}\n"
+        ));
+    }
+    out
+}
+
+/// The description as one JSON document. A member's `assignment` is a list of
+/// `{"topic", "partitions"}`, or `null` with `assignment_bytes` when it is not a consumer-protocol
+/// assignment; offsets and lag the broker could not give are `null`.
+fn describe_json(group: &GroupDescription) -> Value {
+    let known = |offset: i64| (offset >= 0).then_some(offset);
+    json!({
+        "group": group.group,
+        "state": group.state,
+        "protocol_type": group.protocol_type,
+        "protocol": group.protocol,
+        "members": group
+            .members
+            .iter()
+            .map(|member| {
+                let (assignment, bytes) = match &member.assignment {
+                    Ok(topics) => (
+                        Some(
+                            topics
+                                .iter()
+                                .map(|(topic, partitions)| {
+                                    json!({"topic": topic, "partitions": partitions})
+                                })
+                                .collect::<Vec<_>>(),
+                        ),
+                        None,
+                    ),
+                    Err(bytes) => (None, Some(*bytes)),
+                };
+                let mut value = json!({
+                    "member_id": member.member_id,
+                    "group_instance_id": member.group_instance_id,
+                    "client_id": member.client_id,
+                    "client_host": member.client_host,
+                    "assignment": assignment,
+                });
+                if let Some(bytes) = bytes {
+                    value["assignment_bytes"] = json!(bytes);
+                }
+                value
+            })
+            .collect::<Vec<_>>(),
+        "offsets": group
+            .offsets
+            .iter()
+            .map(|(topic, partition, offset, end)| {
+                json!({
+                    "topic": topic,
+                    "partition": partition,
+                    "committed_offset": known(*offset),
+                    "log_end_offset": known(*end),
+                    "lag": lag(*offset, *end),
+                })
+            })
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// A consumer-protocol assignment as (topic, partitions) pairs, or its length in bytes if it is
+/// not one. An empty assignment (a member not yet assigned) is an empty list.
+fn decode_assignment(bytes: &Bytes) -> Result<Vec<(String, Vec<i32>)>, usize> {
     let mut buf = bytes.clone();
     if buf.remaining() < 2 {
-        return String::new();
+        return Ok(Vec::new());
     }
     let version = buf.get_i16();
     match ConsumerProtocolAssignment::decode(&mut buf, version) {
-        Ok(assignment) => assignment
+        Ok(assignment) => Ok(assignment
             .assigned_partitions
             .iter()
-            .map(|t| {
-                let partitions: Vec<String> = t.partitions.iter().map(|p| p.to_string()).collect();
-                format!("{}:{}", t.topic.as_str(), partitions.join(","))
+            .map(|t| (t.topic.as_str().to_string(), t.partitions.clone()))
+            .collect()),
+        Err(_) => Err(bytes.len()),
+    }
+}
+
+/// `topic:p,p topic:p` from a decoded assignment, or the byte count if it was not one.
+fn assignment_text(assignment: &Result<Vec<(String, Vec<i32>)>, usize>) -> String {
+    match assignment {
+        Ok(topics) => topics
+            .iter()
+            .map(|(topic, partitions)| {
+                let partitions: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+                format!("{topic}:{}", partitions.join(","))
             })
             .collect::<Vec<_>>()
             .join(" "),
-        Err(_) => format!("({} bytes)", bytes.len()),
+        Err(bytes) => format!("({bytes} bytes)"),
     }
 }
 
@@ -375,14 +602,132 @@ mod tests {
         let mut bytes = bytes::BytesMut::new();
         bytes.put_i16(1);
         assignment.encode(&mut bytes, 1).expect("encodes");
-        assert_eq!(assignment_text(&bytes.freeze()), "orders:0,2");
+        assert_eq!(
+            assignment_text(&decode_assignment(&bytes.freeze())),
+            "orders:0,2"
+        );
     }
 
     #[test]
     fn garbage_assignments_do_not_fail_the_command() {
         assert_eq!(
-            assignment_text(&Bytes::from_static(&[0, 1, 9])),
+            assignment_text(&decode_assignment(&Bytes::from_static(&[0, 1, 9]))),
             "(3 bytes)"
         );
+    }
+
+    fn described() -> GroupDescription {
+        GroupDescription {
+            group: "billing".to_string(),
+            state: "Stable".to_string(),
+            protocol_type: "consumer".to_string(),
+            protocol: "range".to_string(),
+            members: vec![
+                Member {
+                    member_id: "rdkafka-1".to_string(),
+                    group_instance_id: None,
+                    client_id: "rdkafka".to_string(),
+                    client_host: "/127.0.0.1".to_string(),
+                    assignment: Ok(vec![("orders".to_string(), vec![0, 2])]),
+                },
+                Member {
+                    member_id: "other-1".to_string(),
+                    group_instance_id: Some("static-1".to_string()),
+                    client_id: "custom".to_string(),
+                    client_host: "/10.0.0.2".to_string(),
+                    assignment: Err(3),
+                },
+            ],
+            offsets: vec![
+                ("orders".to_string(), 0, 4, 10),
+                ("orders".to_string(), 2, -1, 7),
+            ],
+        }
+    }
+
+    #[test]
+    fn describe_json_has_members_assignments_offsets_and_lag() {
+        let json = describe_json(&described());
+        assert_eq!(json["group"], "billing");
+        assert_eq!(json["state"], "Stable");
+        assert_eq!(json["protocol"], "range");
+        assert_eq!(json["protocol_type"], "consumer");
+        assert_eq!(
+            json["members"][0],
+            json!({
+                "member_id": "rdkafka-1",
+                "group_instance_id": null,
+                "client_id": "rdkafka",
+                "client_host": "/127.0.0.1",
+                "assignment": [{"topic": "orders", "partitions": [0, 2]}],
+            })
+        );
+        assert_eq!(json["members"][1]["group_instance_id"], "static-1");
+        assert_eq!(json["members"][1]["assignment"], Value::Null);
+        assert_eq!(json["members"][1]["assignment_bytes"], 3);
+        assert_eq!(
+            json["offsets"],
+            json!([
+                {"topic": "orders", "partition": 0, "committed_offset": 4, "log_end_offset": 10, "lag": 6},
+                {"topic": "orders", "partition": 2, "committed_offset": null, "log_end_offset": 7, "lag": null},
+            ])
+        );
+        let printed = json.to_string();
+        assert!(!printed.contains('\n'));
+    }
+
+    #[test]
+    fn describe_table_shows_the_same_facts() {
+        let table = describe_table(&described());
+        assert!(table.contains("state    Stable\n"), "{table}");
+        assert!(table.contains("protocol range\n"), "{table}");
+        let member: Vec<&str> = table
+            .lines()
+            .find(|l| l.starts_with("rdkafka-1"))
+            .expect("member row")
+            .split_whitespace()
+            .collect();
+        assert_eq!(member, ["rdkafka-1", "rdkafka", "/127.0.0.1", "orders:0,2"]);
+        assert!(table.contains("(3 bytes)"), "{table}");
+        assert!(table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "0", "4", "10", "6"]));
+        assert!(table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "2", "-1", "7", "-1"]));
+    }
+
+    #[test]
+    fn list_and_plan_json() {
+        let groups = vec![("a".to_string(), "Empty".to_string(), "consumer".to_string())];
+        assert_eq!(
+            list_json(&groups),
+            json!({"groups": [{"group": "a", "state": "Empty", "protocol_type": "consumer"}]})
+        );
+        assert_eq!(
+            list_table(&groups)
+                .lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+            Some(vec!["a", "Empty"])
+        );
+        let plan = ResetPlan {
+            group: "g".to_string(),
+            topic: "orders".to_string(),
+            moves: vec![(0, 5, 0), (1, -1, 0)],
+        };
+        assert_eq!(
+            plan_json(&plan, false),
+            json!({
+                "group": "g",
+                "topic": "orders",
+                "executed": false,
+                "partitions": [
+                    {"partition": 0, "current_offset": 5, "new_offset": 0},
+                    {"partition": 1, "current_offset": null, "new_offset": 0},
+                ],
+            })
+        );
+        assert_eq!(plan_json(&plan, true)["executed"], true);
     }
 }

@@ -1,5 +1,6 @@
 //! Administration commands of the `causeway` binary, in the spirit of Redpanda's `rpk`: they
-//! talk to a running broker over the Kafka protocol, print plain tables, and exit 0 on success,
+//! talk to a running broker over the Kafka protocol, print plain tables (one JSON document with
+//! `--json` on every command that shows state), and exit 0 on success,
 //! 1 when the broker refuses or cannot be reached, 2 on a usage error. `meta rebuild` is the
 //! exception: it works offline on a stopped broker's data dir (same exit codes).
 

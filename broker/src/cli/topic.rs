@@ -23,6 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use serde_json::{json, Value};
 
 use super::admin::AdminConnection;
 
@@ -49,11 +50,18 @@ pub enum TopicCommand {
         configs: Vec<(String, String)>,
     },
     /// List topics with their partition counts.
-    List,
+    List {
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a topic's partitions, offsets and configs.
     Describe {
         /// Topic name.
         name: String,
+        /// Print one JSON document instead of the tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete topics.
     Delete {
@@ -109,8 +117,22 @@ pub fn run(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
             partitions,
             configs,
         } => create(&mut broker, &name, partitions, &configs),
-        TopicCommand::List => list(&mut broker),
-        TopicCommand::Describe { name } => describe(&mut broker, &name),
+        TopicCommand::List { json } => {
+            let topics = list(&mut broker)?;
+            match json {
+                true => println!("{}", list_json(&topics)),
+                false => print!("{}", list_table(&topics)),
+            }
+            Ok(())
+        }
+        TopicCommand::Describe { name, json } => {
+            let topic = describe(&mut broker, &name)?;
+            match json {
+                true => println!("{}", describe_json(&topic)),
+                false => print!("{}", describe_table(&topic)),
+            }
+            Ok(())
+        }
         TopicCommand::Delete { names } => delete(&mut broker, &names),
         TopicCommand::AddPartitions { name, partitions } => {
             add_partitions(&mut broker, &name, partitions)
@@ -240,7 +262,8 @@ fn delete_records(
     Ok(())
 }
 
-fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
+/// Every topic's name and partition count, sorted by name.
+fn list(broker: &mut AdminConnection) -> anyhow::Result<Vec<(String, usize)>> {
     let metadata = broker.send(&MetadataRequest::default().with_topics(None))?;
     let mut topics: Vec<_> = metadata
         .topics
@@ -252,11 +275,25 @@ fn list(broker: &mut AdminConnection) -> anyhow::Result<()> {
         })
         .collect();
     topics.sort();
-    println!("{:<40} {:>10}", "TOPIC", "PARTITIONS");
+    Ok(topics)
+}
+
+fn list_table(topics: &[(String, usize)]) -> String {
+    let mut out = format!("{:<40} {:>10}\n", "TOPIC", "PARTITIONS");
     for (name, partitions) in topics {
-        println!("{name:<40} {partitions:>10}");
+        out.push_str(&format!("{name:<40} {partitions:>10}\n"));
     }
-    Ok(())
+    out
+}
+
+/// `{"topics": [{"name": ..., "partitions": N}, ...]}`.
+fn list_json(topics: &[(String, usize)]) -> Value {
+    json!({
+        "topics": topics
+            .iter()
+            .map(|(name, partitions)| json!({"name": name, "partitions": partitions}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// A topic's id and its partition indexes in order, from Metadata (never creating it).
@@ -281,48 +318,123 @@ pub(super) fn partition_indexes(
     Ok((topic.topic_id, indexes))
 }
 
-fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<()> {
+/// What `topic describe` shows.
+#[derive(Debug, Clone, PartialEq)]
+struct TopicDescription {
+    name: String,
+    id: uuid::Uuid,
+    /// Per partition in index order: (index, log start, log end); -1 where the broker gave none.
+    partitions: Vec<(i32, i64, i64)>,
+    configs: Vec<ConfigEntry>,
+}
+
+/// One config of a topic as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct ConfigEntry {
+    name: String,
+    value: Option<String>,
+    /// `topic` for an override, `default` otherwise.
+    source: &'static str,
+}
+
+fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<TopicDescription> {
     let (id, indexes) = partition_indexes(broker, name)?;
     let earliest = offsets(broker, name, &indexes, EARLIEST)?;
     let latest = latest_offsets(broker, name, &indexes)?;
-    println!("topic      {name}");
-    println!("id         {id}");
-    println!("partitions {}", indexes.len());
-    println!();
-    println!(
-        "{:>9} {:>14} {:>14} {:>14}",
-        "PARTITION", "LOG-START", "LOG-END", "RECORDS"
-    );
-    for index in &indexes {
-        let start = earliest.get(index).copied().unwrap_or(-1);
-        let end = latest.get(index).copied().unwrap_or(-1);
-        println!("{index:>9} {start:>14} {end:>14} {:>14}", end - start);
-    }
-    let configs = broker.send(&DescribeConfigsRequest::default().with_resources(vec![
+    let partitions = indexes
+        .iter()
+        .map(|index| {
+            (
+                *index,
+                earliest.get(index).copied().unwrap_or(-1),
+                latest.get(index).copied().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let described = broker.send(&DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
             .with_resource_type(RESOURCE_TOPIC)
             .with_resource_name(text(name))
             .with_configuration_keys(None),
     ]))?;
-    println!();
-    println!("{:<40} {:<24} SOURCE", "CONFIG", "VALUE");
-    for result in &configs.results {
+    let mut configs = Vec::new();
+    for result in &described.results {
         check(
             result.error_code,
             result.error_message.as_ref(),
             "describing configs",
         )?;
-        for config in &result.configs {
-            let source = if config.config_source == SOURCE_TOPIC_OVERRIDE {
+        configs.extend(result.configs.iter().map(|config| ConfigEntry {
+            name: config.name.as_str().to_string(),
+            value: config.value.as_ref().map(|v| v.as_str().to_string()),
+            source: if config.config_source == SOURCE_TOPIC_OVERRIDE {
                 "topic"
             } else {
                 "default"
-            };
-            let value = config.value.as_ref().map(|v| v.as_str()).unwrap_or("");
-            println!("{:<40} {:<24} {source}", config.name.as_str(), value);
-        }
+            },
+        }));
     }
-    Ok(())
+    Ok(TopicDescription {
+        name: name.to_string(),
+        id,
+        partitions,
+        configs,
+    })
+}
+
+/// Records between a log start and end, or `None` when either is unknown.
+fn record_count(start: i64, end: i64) -> Option<i64> {
+    (start >= 0 && end >= start).then_some(end - start)
+}
+
+fn describe_table(topic: &TopicDescription) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("topic      {}\n", topic.name));
+    out.push_str(&format!("id         {}\n", topic.id));
+    out.push_str(&format!("partitions {}\n\n", topic.partitions.len()));
+    out.push_str(&format!(
+        "{:>9} {:>14} {:>14} {:>14}\n",
+        "PARTITION", "LOG-START", "LOG-END", "RECORDS"
+    ));
+    for (index, start, end) in &topic.partitions {
+        let records = record_count(*start, *end).unwrap_or(-1);
+        out.push_str(&format!("{index:>9} {start:>14} {end:>14} {records:>14}\n"));
+    }
+    out.push_str(&format!("\n{:<40} {:<24} SOURCE\n", "CONFIG", "VALUE"));
+    for config in &topic.configs {
+        let value = config.value.as_deref().unwrap_or("");
+        out.push_str(&format!(
+            "{:<40} {:<24} {}\n",
+            config.name, value, config.source
+        ));
+    }
+    out
+}
+
+/// The description as one JSON document; offsets the broker did not give are `null`.
+fn describe_json(topic: &TopicDescription) -> Value {
+    let known = |offset: i64| (offset >= 0).then_some(offset);
+    json!({
+        "name": topic.name,
+        "id": topic.id.to_string(),
+        "partitions": topic
+            .partitions
+            .iter()
+            .map(|&(index, start, end)| {
+                json!({
+                    "partition": index,
+                    "log_start_offset": known(start),
+                    "log_end_offset": known(end),
+                    "records": record_count(start, end),
+                })
+            })
+            .collect::<Vec<_>>(),
+        "configs": topic
+            .configs
+            .iter()
+            .map(|c| json!({"name": c.name, "value": c.value, "source": c.source}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// Log end offset of each partition.
@@ -434,4 +546,99 @@ fn alter_config(
     }
     println!("altered configs of {name}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orders() -> TopicDescription {
+        TopicDescription {
+            name: "orders".to_string(),
+            id: uuid::Uuid::from_u128(0x1234),
+            partitions: vec![(0, 0, 5), (1, 2, 7), (2, -1, -1)],
+            configs: vec![
+                ConfigEntry {
+                    name: "retention.ms".to_string(),
+                    value: Some("3600000".to_string()),
+                    source: "topic",
+                },
+                ConfigEntry {
+                    name: "cleanup.policy".to_string(),
+                    value: Some("delete".to_string()),
+                    source: "default",
+                },
+                ConfigEntry {
+                    name: "secret.thing".to_string(),
+                    value: None,
+                    source: "default",
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn describe_json_has_every_fact_of_the_table() {
+        let json = describe_json(&orders());
+        assert_eq!(json["name"], "orders");
+        assert_eq!(json["id"], "00000000-0000-0000-0000-000000001234");
+        let partitions = json["partitions"].as_array().expect("partitions");
+        assert_eq!(partitions.len(), 3);
+        assert_eq!(
+            partitions[1],
+            json!({"partition": 1, "log_start_offset": 2, "log_end_offset": 7, "records": 5})
+        );
+        assert_eq!(
+            partitions[2],
+            json!({"partition": 2, "log_start_offset": null, "log_end_offset": null, "records": null})
+        );
+        assert_eq!(
+            json["configs"][0],
+            json!({"name": "retention.ms", "value": "3600000", "source": "topic"})
+        );
+        assert_eq!(json["configs"][2]["value"], Value::Null);
+        // One document on one line: what `--json` prints parses back whole.
+        let printed = json.to_string();
+        assert!(!printed.contains('\n'));
+        assert_eq!(
+            serde_json::from_str::<Value>(&printed).expect("parses"),
+            json
+        );
+    }
+
+    #[test]
+    fn describe_table_shows_the_same_facts() {
+        let table = describe_table(&orders());
+        assert!(table.contains("topic      orders\n"), "{table}");
+        assert!(table.contains("partitions 3\n"), "{table}");
+        let row: Vec<&str> = table
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("1 "))
+            .expect("partition 1 row")
+            .split_whitespace()
+            .collect();
+        assert_eq!(row, ["1", "2", "7", "5"]);
+        assert!(table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["retention.ms", "3600000", "topic"]));
+    }
+
+    #[test]
+    fn list_json_names_each_topic_with_its_partition_count() {
+        let topics = vec![("a".to_string(), 3), ("b".to_string(), 1)];
+        assert_eq!(
+            list_json(&topics),
+            json!({"topics": [{"name": "a", "partitions": 3}, {"name": "b", "partitions": 1}]})
+        );
+        assert_eq!(list_json(&[]), json!({"topics": []}));
+        assert_eq!(
+            list_table(&topics)
+                .lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+            Some(vec!["a", "3"])
+        );
+    }
 }
