@@ -961,6 +961,111 @@ fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -
         expect_contains(&scrape_config, target, "the scrape config")?;
     }
 
+    // The secret reaches the brokers through their environment, never their command lines.
+    let secret = std::fs::read_to_string(dir.path().join("secret"))?
+        .trim()
+        .to_string();
+    ensure_eq!(secret.len() >= 16, true, "a real secret in DIR/secret");
+    let secret_on_a_command_line = |pids: &[u32]| -> Result<()> {
+        for pid in pids {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+            if String::from_utf8_lossy(&cmdline).contains(&secret) {
+                bail!("the secret is on the command line of pid {pid}");
+            }
+        }
+        Ok(())
+    };
+    secret_on_a_command_line(&regions.pids())?;
+
+    // One region at a time, without repeating the ports: they are remembered in DIR/ports.env.
+    let run = |args: &[&str]| -> Result<String> {
+        let output = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env("CAUSEWAY_BIN", &binary)
+            .env_remove("CAUSEWAY_REPLICATION_SECRET")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running docker/run-local.sh {args:?}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!(
+                "run-local.sh {args:?} failed ({}):\n{stdout}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(stdout)
+    };
+    let dir_arg = dir.path().to_str().context("a UTF-8 temporary dir")?;
+    let http_addr = |region: &str| {
+        std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            ports[&format!("CAUSEWAY_{region}_HTTP_PORT")],
+        ))
+    };
+    let ready = |region: &str| matches!(http_get(http_addr(region), "/readyz"), Ok((200, _)));
+    let clock = |region: &str, origin: &str| -> Option<u64> {
+        let (code, body) = http_get(http_addr(region), "/v1/regions").ok()?;
+        let status: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        status["clock"][origin].as_u64()
+    };
+    let status = run(&["status", dir_arg])?;
+    for region in ["EU", "US", "AP"] {
+        let kafka = ports[&format!("CAUSEWAY_{region}_KAFKA_PORT")];
+        expect_contains(
+            &status,
+            &format!("{}: running", region.to_lowercase()),
+            "status",
+        )?;
+        expect_contains(&status, &format!("127.0.0.1:{kafka}"), "status (ports)")?;
+    }
+
+    let us_pid = std::fs::read_to_string(dir.path().join("us.pid"))?
+        .trim()
+        .parse::<u32>()?;
+    run(&["stop", dir_arg, "us"])?;
+    ensure_eq!(running(us_pid), false, "us stopped alone");
+    ensure_eq!(ready("EU") && ready("AP"), true, "eu and ap answer /readyz");
+    expect_contains(&run(&["status", dir_arg])?, "us: stopped", "status")?;
+    // Written while us is away; us catches up once back.
+    produce_values(&producer, &shared, 0, &["while-us-away"])?;
+    let eu_batches = wait_until(Duration::from_secs(10), || clock("EU", "eu").is_some())
+        .then(|| clock("EU", "eu"))
+        .flatten()
+        .context("eu's own clock")?;
+    let restarted = run(&["restart", dir_arg, "us"])?;
+    expect_contains(&restarted, "us  kafka", "restart of us")?;
+    ensure_eq!(ready("US"), true, "us answers /readyz after its restart");
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        clock("US", "eu").is_some_and(|n| n >= eu_batches)
+    });
+    if !caught_up {
+        bail!(
+            "us did not catch up with eu ({eu_batches} batches): its clock says {:?}",
+            clock("US", "eu")
+        );
+    }
+    let read = read_partition(&bootstrap("US"), &shared, 0, Offset::Beginning, 2)?;
+    ensure_eq!(
+        read.iter().map(payload_str).collect::<Vec<_>>(),
+        vec!["from-eu".to_string(), "while-us-away".to_string()],
+        "us after its restart"
+    );
+    // Restarting a running region alone: a new process, the others untouched.
+    let ap_pid = std::fs::read_to_string(dir.path().join("ap.pid"))?
+        .trim()
+        .parse::<u32>()?;
+    let eu_pid = std::fs::read_to_string(dir.path().join("eu.pid"))?
+        .trim()
+        .parse::<u32>()?;
+    run(&["restart", dir_arg, "ap"])?;
+    ensure_eq!(running(ap_pid), false, "the old ap exited");
+    ensure_eq!(ready("AP") && ready("EU"), true, "ap back, eu still up");
+    ensure_eq!(running(eu_pid), true, "eu was not restarted");
+    ensure_eq!(regions.pids().len(), 3, "pid files");
+    secret_on_a_command_line(&regions.pids())?;
+
     let stop = Command::new("bash")
         .arg(&script)
         .arg("stop")
