@@ -8,7 +8,8 @@
 //! fsynced, as the broker does after an unclean start. The in-memory runs
 //! (`replication/tests/simulation.rs`) cover power loss.
 //!
-//! `CAUSEWAY_SIM_SEEDS=N` runs N seeds (default 2,000); `CAUSEWAY_SIM_SEED=S` replays one.
+//! `CAUSEWAY_SIM_SEEDS=N` runs N seeds (default 2,000) from `CAUSEWAY_SIM_SEEDS_FROM` (default
+//! 0), so a long run can go in slices; `CAUSEWAY_SIM_SEED=S` replays one.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -512,11 +513,15 @@ fn seeds() -> Vec<u64> {
     {
         return vec![seed];
     }
-    let count = std::env::var("CAUSEWAY_SIM_SEEDS")
+    let count: u64 = std::env::var("CAUSEWAY_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000);
-    (0..count).collect()
+    let from: u64 = std::env::var("CAUSEWAY_SIM_SEEDS_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (from..from + count).collect()
 }
 
 #[test]

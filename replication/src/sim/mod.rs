@@ -131,9 +131,10 @@ pub struct SimConfig {
     /// region (`--seed-from`), per million; only over storage that can seed.
     pub reseed_per_million: u32,
     /// A region down for longer than this is stale: the others leave it out of their stable cuts
-    /// (`--region-stale-after-ms`), so their maintenance may remove what it lacks, and when it
-    /// is back it is re-seeded from a region holding everything it holds, as an operator would.
-    /// Only over storage that can seed.
+    /// (`--region-stale-after-ms`), so their maintenance may remove what it lacks. Back, a region
+    /// some maintenance left out is handled as an operator would: taken out of service (no
+    /// writes, no maintenance) until a region that stayed in the mesh holds everything it
+    /// holds, then re-seeded from it. Only over storage that can seed.
     pub stale_after_ms: Option<u64>,
 }
 
@@ -266,7 +267,11 @@ struct Node<L: CallerLog> {
     held_when_down: VectorClock,
     /// When the region last went down.
     down_since_ms: u64,
-    /// Back after being stale: to be re-seeded once a live region holds everything it holds.
+    /// Left out of another region's stable cut by a maintenance pass while it was down.
+    excluded: bool,
+    /// Back after maintenance elsewhere left it out: to be re-seeded once a live region holds
+    /// everything it holds. Meanwhile it takes no writes and runs no maintenance (an operator
+    /// has taken it out of service).
     needs_reseed: bool,
 }
 
@@ -344,6 +349,7 @@ impl<S: SimStorage> Sim<S> {
                 syncing: None,
                 held_when_down: VectorClock::default(),
                 down_since_ms: 0,
+                excluded: false,
                 needs_reseed: false,
             });
         }
@@ -490,6 +496,7 @@ impl<S: SimStorage> Sim<S> {
             }
             for i in 0..n {
                 if self.nodes[i].replica.is_some()
+                    && !self.nodes[i].needs_reseed
                     && self.rng.chance(self.config.append_per_million)
                 {
                     self.append(i)?;
@@ -500,7 +507,9 @@ impl<S: SimStorage> Sim<S> {
             if self.nodes[i].replica.is_some() && self.rng.chance(self.config.sync_per_million) {
                 self.sync(i)?;
             }
-            if self.nodes[i].replica.is_some() && self.rng.chance(self.config.maintain_per_million)
+            if self.nodes[i].replica.is_some()
+                && !self.nodes[i].needs_reseed
+                && self.rng.chance(self.config.maintain_per_million)
             {
                 self.maintain(i)?;
             }
@@ -600,10 +609,13 @@ impl<S: SimStorage> Sim<S> {
     fn maintain(&mut self, i: usize) -> Result<(), Violation> {
         let choice = self.rng.next_u64();
         let id = self.ids[i];
-        let stale: Vec<u32> = (0..self.nodes.len())
+        let stale: Vec<usize> = (0..self.nodes.len())
             .filter(|&j| j != i && self.is_stale(j))
-            .map(|j| self.ids[j])
             .collect();
+        for &j in &stale {
+            self.nodes[j].excluded = true;
+        }
+        let stale: Vec<u32> = stale.into_iter().map(|j| self.ids[j]).collect();
         let Some(replica) = self.nodes[i].replica.as_mut() else {
             return Ok(());
         };
@@ -762,7 +774,7 @@ impl<S: SimStorage> Sim<S> {
         let Some(log) = self.nodes[i].parked.take() else {
             return Ok(());
         };
-        if self.is_stale(i) {
+        if std::mem::take(&mut self.nodes[i].excluded) {
             self.nodes[i].needs_reseed = true;
         }
         let replica = PartitionReplica::recover(self.replica_config(i), log)
