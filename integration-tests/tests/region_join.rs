@@ -925,3 +925,66 @@ fn a_region_joining_a_compacted_mesh_without_a_seed_is_reported() {
         Ok(())
     });
 }
+
+/// A region wiped and seeded again from a peer that lacks some of its batches (the peer last
+/// heard it hold them durably) is refused: seeding would renumber its own batches the peer lacks
+/// or lose others. The seed stops with the reason, and the partial copy is never served.
+#[test]
+fn seeding_from_a_peer_that_lacks_what_the_region_held_is_refused() {
+    let proxy = causeway_integration_tests::proxy::CuttingProxy::bind().expect("a proxy");
+    let plan = MeshPlan::new(&["x", "y"])
+        .expect("a plan")
+        .route(1, 0, proxy.addr());
+    proxy
+        .forward_to(plan.kafka_addr(0))
+        .expect("the proxy forwards to x");
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("reseed");
+        let producer = mesh
+            .region(0)
+            .producer_config()
+            .set("acks", "all")
+            .create()?;
+        produce_all(&producer, &topic, &[TestRecord::value("first")])?;
+        mesh.wait_all("x's first record in y", Duration::from_secs(20), |r| {
+            Ok(regions_status(r)?["clock"]["x"].as_u64() == Some(1))
+        })?;
+        // y can no longer pull from x, while x still pulls from y and tells it what x holds.
+        proxy.cut_until_restored();
+        produce_all(&producer, &topic, &[TestRecord::value("second")])?;
+        let y_knows = wait_until(Duration::from_secs(20), || {
+            regions_status(mesh.region(1)).is_ok_and(|s| {
+                s["peers"][0]["lag_batches"]
+                    .as_u64()
+                    .is_some_and(|lag| lag > 0)
+            })
+        });
+        if !y_knows {
+            bail!("y never heard that x holds a batch it lacks");
+        }
+        let (kafka, http) = (
+            mesh.region(0).kafka_addr().port(),
+            mesh.region(0).http_addr().port(),
+        );
+        mesh.region_mut(0).kill9();
+        let wiped = tempfile::tempdir()?;
+        let options = BrokerOptions::new()
+            .flag("--region", "x")
+            .flag("--replication-secret", MESH_SECRET)
+            .flag("--peer", format!("y@{}", mesh.region(1).kafka_addr()))
+            .flag("--seed-from", "y")
+            .data_dir(wiped.path().join("data"));
+        let mut x = BrokerProcess::spawn_on(options, kafka, http)?;
+        let stopped = wait_until(STARTUP_TIMEOUT, || !x.is_running());
+        let said = x.stderr();
+        if !stopped || !said.contains("held batches the peer lacks") {
+            bail!(
+                "x seeded from y although y lacks its second record (stopped: {stopped}):\n{said}"
+            );
+        }
+        if !wiped.path().join("data").join("seed.incomplete").exists() {
+            bail!("the refused copy is not marked incomplete");
+        }
+        Ok(())
+    });
+}

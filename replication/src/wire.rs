@@ -641,6 +641,10 @@ pub struct SeedResponse {
     /// DeleteRecords, compaction), read after the batches: joined into the copy's clock, it
     /// covers exactly what the server no longer holds below `next_offset`.
     pub removed: VectorClock,
+    /// The durable clock the requester last reported to the server for this partition (empty
+    /// if none since the server started): a requester seeded again must end with a copy that
+    /// covers it, or it held batches the server lacks.
+    pub requester_durable: VectorClock,
     /// The batches, in the server's log order.
     pub batches: Vec<Batch<Bytes>>,
 }
@@ -685,6 +689,7 @@ impl SeedResponse {
             end_offset: 0,
             next_offset: 0,
             removed: VectorClock::default(),
+            requester_durable: VectorClock::default(),
             batches: Vec::new(),
         }
     }
@@ -698,6 +703,7 @@ impl SeedResponse {
         put_varint(self.end_offset, &mut out);
         put_varint(self.next_offset, &mut out);
         put_clock(&self.removed, &mut out);
+        put_clock(&self.requester_durable, &mut out);
         put_batches(&self.batches, &mut out);
         out
     }
@@ -711,6 +717,7 @@ impl SeedResponse {
             end_offset: r.varint()?,
             next_offset: r.varint()?,
             removed: r.clock()?,
+            requester_durable: r.clock()?,
             batches: r.batches()?,
         };
         r.finish()?;
@@ -850,6 +857,7 @@ mod tests {
             end_offset: 40,
             next_offset: 12,
             removed: clock(&[(7, 3), (9, 1)]),
+            requester_durable: clock(&[(9, 2)]),
             batches: sample_response().partitions.remove(0).batches,
         };
         let body = response.encode();

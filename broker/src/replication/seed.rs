@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use causeway_replication::delivery::Batch;
+use causeway_replication::delivery::{dominated_by, Batch};
 use causeway_replication::wire::{
     pull_frame, seed_frame, PartitionPull, PullError, PullRequest, PullResponse, SeedRequest,
     SeedResponse, TopicId, PULL_RESPONSE_BYTES_MAX,
@@ -338,6 +338,7 @@ impl<'a> Seeder<'a> {
         let replication = &self.broker.replication;
         let index = u32::try_from(partition.index()).context("partition index")?;
         let mut removed = VectorClock::default();
+        let mut held_before = VectorClock::default();
         let mut from = 0u64;
         loop {
             let request = SeedRequest {
@@ -362,6 +363,9 @@ impl<'a> Seeder<'a> {
             for (origin, seq) in answer.removed.to_deps() {
                 removed.advance(origin, seq);
             }
+            for (origin, seq) in answer.requester_durable.to_deps() {
+                held_before.advance(origin, seq);
+            }
             if answer.next_offset < answer.end_offset && answer.next_offset <= from {
                 bail!(
                     "peer {} answered {topic}-{index} from {from} with no progress",
@@ -377,14 +381,27 @@ impl<'a> Seeder<'a> {
         }
         let config = replication.replica_config();
         let removed = removed.to_deps();
+        let finishing = partition.clone();
         crate::blocking::MAINTENANCE
             .run(move || {
-                finish_copy(partition.log(), &removed)?;
-                partition.reload_replica(config)
+                finish_copy(finishing.log(), &removed)?;
+                finishing.reload_replica(config)
             })
             .await
             .context("finishing a seeded partition")?
             .with_context(|| format!("finishing the copy of {topic}-{index}"))?;
+        let copied = partition.replica().clock().clone();
+        if !dominated_by(&held_before, &copied) {
+            bail!(
+                "peer {} last heard this region durably hold {:?} of {topic}-{index}, more than \
+                 the copy holds ({:?}): this region held batches the peer lacks, and seeding \
+                 from it would renumber or lose them. Seed from a region that holds everything \
+                 this region held, or start it under a new region name",
+                self.peer.name,
+                held_before.to_deps(),
+                copied.to_deps()
+            );
+        }
         tracing::info!(%topic, partition = index, "seeding: partition copied");
         Ok(())
     }

@@ -108,12 +108,18 @@ fn seed_answer(broker: &Broker, request: &SeedRequest) -> Result<SeedResponse, S
         })?;
     let bytes = chunk.batches.iter().map(|b| b.payload.len()).sum();
     metrics::replication_served(&request.topic, chunk.batches.len(), bytes);
+    let requester_durable = partition
+        .replica()
+        .peer_clock(request.region)
+        .cloned()
+        .unwrap_or_default();
     Ok(SeedResponse {
         error: PullError::None,
         region,
         end_offset: chunk.end_offset,
         next_offset: chunk.next_offset,
         removed: VectorClock::from_deps(&chunk.removed),
+        requester_durable,
         batches: chunk.batches,
     })
 }
