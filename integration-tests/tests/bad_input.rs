@@ -11,11 +11,14 @@ use causeway_integration_tests::batch::{
 };
 use causeway_integration_tests::raw::{split_v0_header, PeerOutcome};
 use causeway_integration_tests::{
-    attacked, create_topic, ensure_eq, now_ms, still_serving, topic_name, BrokerOptions,
-    BrokerProcess, CLIENT_TIMEOUT,
+    attacked, create_topic, ensure_eq, now_ms, still_serving, topic_name, with_broker,
+    BrokerOptions, BrokerProcess, CLIENT_TIMEOUT,
 };
-use kafka_protocol::messages::ApiVersionsResponse;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::{ApiVersionsResponse, ProduceRequest, TopicName};
 use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const CORRUPT_MESSAGE: i16 = 2;
@@ -364,6 +367,160 @@ fn an_idempotent_batch_with_a_producer_id_never_issued_is_refused() {
             1,
             "idempotent record appended"
         );
+        Ok(())
+    });
+}
+
+const INVALID_RECORD: i16 = 87;
+
+/// Produce v9 of one batch per partition of `topic` in a single request: each partition's
+/// answer, in the order sent.
+fn produce_partitions(
+    broker: &BrokerProcess,
+    topic: &str,
+    batches: Vec<(i32, bytes::Bytes)>,
+) -> Result<Vec<PartitionProduceResponse>> {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(
+                batches
+                    .into_iter()
+                    .map(|(index, records)| {
+                        PartitionProduceData::default()
+                            .with_index(index)
+                            .with_records(Some(records))
+                    })
+                    .collect(),
+            )]);
+    let response = broker.raw()?.request(9, &request)?;
+    let mut partitions: Vec<PartitionProduceResponse> = response
+        .responses
+        .into_iter()
+        .flat_map(|t| t.partition_responses)
+        .collect();
+    partitions.sort_by_key(|p| p.index);
+    Ok(partitions)
+}
+
+/// Three records, the first and last without a key.
+fn keyless_batch() -> bytes::BytesMut {
+    let keyed = RawRecord {
+        key: Some(b"k".to_vec()),
+        ..RawRecord::value("keyed")
+    };
+    encode_batch(
+        &[RawRecord::value("first"), keyed, RawRecord::value("last")],
+        now_ms(),
+    )
+}
+
+/// Kafka (KIP-467) refuses records without a key for a compacted topic: INVALID_RECORD, each
+/// keyless record named by its index in the batch, nothing of the batch appended; another
+/// partition of the same request is appended as usual.
+#[test]
+fn keyless_records_for_a_compacted_topic_are_refused_each_named() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("compact-keyless");
+        create_topic(broker, &topic, 2, &[("cleanup.policy", "compact,delete")])?;
+        let keyed = encode_batch(
+            &[RawRecord {
+                key: Some(b"k".to_vec()),
+                ..RawRecord::value("v")
+            }],
+            now_ms(),
+        );
+        let answers = produce_partitions(
+            broker,
+            &topic,
+            vec![(0, keyless_batch().freeze()), (1, keyed.freeze())],
+        )?;
+        ensure_eq!(answers.len(), 2, "partition answers");
+        let refused = &answers[0];
+        ensure_eq!(refused.error_code, INVALID_RECORD, "keyless batch error");
+        ensure_eq!(refused.base_offset, -1, "keyless batch base offset");
+        let named: Vec<(i32, Option<String>)> = refused
+            .record_errors
+            .iter()
+            .map(|e| {
+                (
+                    e.batch_index,
+                    e.batch_index_error_message
+                        .as_ref()
+                        .map(|m| m.as_str().to_string()),
+                )
+            })
+            .collect();
+        let reason = format!(
+            "Compacted topic cannot accept message without key in topic partition {topic}-0."
+        );
+        ensure_eq!(
+            named,
+            vec![(0, Some(reason.clone())), (2, Some(reason.clone()))],
+            "record errors"
+        );
+        let message = refused
+            .error_message
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        if !message.contains("2 record errors") || !message.contains(&reason) {
+            bail!("error message {message:?}");
+        }
+        ensure_eq!(answers[1].error_code, 0, "keyed batch to partition 1");
+        ensure_eq!(answers[1].base_offset, 0, "keyed batch base offset");
+        ensure_eq!(high_watermark(broker, &topic)?, 0, "refused batch appended");
+        let consumer: BaseConsumer = broker.consumer_config().create()?;
+        ensure_eq!(
+            consumer.fetch_watermarks(&topic, 1, CLIENT_TIMEOUT)?.1,
+            1,
+            "partition 1 log end"
+        );
+        Ok(())
+    });
+}
+
+/// The same batch is accepted whole by a topic that is not compacted.
+#[test]
+fn keyless_records_for_a_deleting_topic_are_accepted() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("delete-keyless");
+        create_topic(broker, &topic, 1, &[("cleanup.policy", "delete")])?;
+        let answers = produce_partitions(broker, &topic, vec![(0, keyless_batch().freeze())])?;
+        ensure_eq!(answers[0].error_code, 0, "error code");
+        ensure_eq!(answers[0].record_errors.len(), 0, "record errors");
+        ensure_eq!(high_watermark(broker, &topic)?, 3, "log end");
+        Ok(())
+    });
+}
+
+/// librdkafka (its test 0011_produce_batch) sees a keyless record to a compacted topic fail
+/// with INVALID_RECORD; a keyed one succeeds.
+#[test]
+fn librdkafka_gets_invalid_record_for_a_keyless_record_to_a_compacted_topic() {
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::types::RDKafkaErrorCode;
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("compact-rdkafka");
+        create_topic(broker, &topic, 1, &[("cleanup.policy", "compact")])?;
+        let producer: FutureProducer = broker.producer_config().create()?;
+        let keyless = causeway_integration_tests::block_on(producer.send(
+            FutureRecord::<(), _>::to(&topic).payload("no key"),
+            CLIENT_TIMEOUT,
+        ));
+        match keyless {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord), _)) => {}
+            other => bail!("keyless record: {other:?}"),
+        }
+        causeway_integration_tests::block_on(producer.send(
+            FutureRecord::to(&topic).payload("keyed").key("k"),
+            CLIENT_TIMEOUT,
+        ))
+        .map_err(|(e, _)| e)?;
+        ensure_eq!(high_watermark(broker, &topic)?, 1, "log end");
         Ok(())
     });
 }

@@ -438,6 +438,33 @@ pub fn validate(
     }
 }
 
+/// The index of every record without a key in a batch's records section (decompressed within
+/// `max_bytes`), in order: what Kafka names in a refusal's `record_errors` when a compacted topic
+/// is sent keyless records. Only a batch already known to hold one (its summary's
+/// [`RecordsSummary::first_keyless`]) needs this second pass; the list has at most `count`
+/// entries.
+pub fn keyless_records(
+    codec: Codec,
+    section: &Bytes,
+    count: i32,
+    max_bytes: usize,
+) -> Result<Vec<i32>, RecordsError> {
+    let records = decompress(codec, section, max_bytes)?;
+    let mut keyless = Vec::new();
+    walk(
+        &records,
+        count,
+        &mut keyless,
+        |_, _, _| {},
+        |keyless, record| {
+            if record.key.is_none() {
+                keyless.push(record.offset_delta);
+            }
+        },
+    )?;
+    Ok(keyless)
+}
+
 /// The full walk's version of [`scan::summarize`]: the same checks and summary, and on a refusal
 /// the reason.
 fn summarize_walked(records: &[u8], count: i32) -> Result<RecordsSummary, RecordsError> {

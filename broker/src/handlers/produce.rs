@@ -14,7 +14,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use super::record_checks::check_produced;
+use super::record_checks::{check_produced, Refusal};
 use super::{changing_topics, topic_error_code, topic_name};
 use crate::broker::Broker;
 use crate::metrics;
@@ -75,7 +75,7 @@ fn append_all(
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let outcome = if !(-1..=1).contains(&acks) {
-                Err(ResponseError::InvalidRequiredAcks.code())
+                Err(ResponseError::InvalidRequiredAcks.code().into())
             } else {
                 match &topic {
                     Ok(topic) => append_partition(
@@ -86,7 +86,7 @@ fn append_all(
                         transactional_id.as_deref(),
                     )
                     .map(|appended| (topic, appended)),
-                    Err(code) => Err(*code),
+                    Err(code) => Err((*code).into()),
                 }
             };
             let response = match outcome {
@@ -106,12 +106,14 @@ fn append_all(
                         .with_log_append_time_ms(result.log_append_time_ms)
                         .with_log_start_offset(result.log_start_offset)
                 }
-                Err(code) => {
-                    metrics::request_error(ApiKey::Produce, code);
+                Err(refusal) => {
+                    metrics::request_error(ApiKey::Produce, refusal.code);
                     PartitionProduceResponse::default()
                         .with_index(data.index)
-                        .with_error_code(code)
+                        .with_error_code(refusal.code)
                         .with_base_offset(-1)
+                        .with_record_errors(refusal.record_errors)
+                        .with_error_message(refusal.message)
                 }
             };
             partitions.push(response);
@@ -188,7 +190,7 @@ fn append_partition(
     index: i32,
     records: Option<Bytes>,
     transactional_id: Option<&str>,
-) -> Result<(Arc<PartitionHandle>, AppendResult, u64), i16> {
+) -> Result<(Arc<PartitionHandle>, AppendResult, u64), Refusal> {
     let partition = topic
         .partition(index)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
@@ -204,7 +206,14 @@ fn append_partition(
     for range in batches {
         let header =
             BatchHeader::parse(&records[range.clone()]).map_err(|e| batch_error_code(&e))?;
-        check_produced(&header, &records.slice(range.clone()), &config, now)?;
+        check_produced(
+            &header,
+            &records.slice(range.clone()),
+            &config,
+            now,
+            &topic.name,
+            index,
+        )?;
         record_count += u64::try_from(header.records_count).unwrap_or(0);
         if header.is_transactional() {
             check_in_transaction(broker, transactional_id, &header, &topic.name, index)?;
@@ -234,7 +243,7 @@ fn append_partition(
             },
             own_seq,
         )),
-        _ => Err(ResponseError::CorruptMessage.code()),
+        _ => Err(ResponseError::CorruptMessage.code().into()),
     }
 }
 

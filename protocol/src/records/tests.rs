@@ -215,6 +215,32 @@ fn validate_summarizes_timestamps_and_keys() {
     );
 }
 
+#[test]
+fn keyless_records_lists_every_record_without_a_key() {
+    let records = [
+        kafka_record(0, None, b"x", &[]),
+        kafka_record(1, Some(b"b"), b"y", &[]),
+        kafka_record(2, None, b"z", &[]),
+    ];
+    let (codec, section) = encoded(&records, Compression::Gzip);
+    assert_eq!(
+        validate(codec, &section, 3, 1 << 20).unwrap().first_keyless,
+        Some(0)
+    );
+    assert_eq!(
+        keyless_records(codec, &section, 3, 1 << 20).unwrap(),
+        vec![0, 2]
+    );
+    let keyed = [kafka_record(0, Some(b"a"), b"x", &[])];
+    let (codec, section) = encoded(&keyed, Compression::None);
+    assert_eq!(
+        keyless_records(codec, &section, 1, 1 << 20).unwrap(),
+        Vec::<i32>::new()
+    );
+    // A section that does not hold the count it is said to is refused, as by `validate`.
+    assert!(keyless_records(codec, &section, 2, 1 << 20).is_err());
+}
+
 proptest! {
     /// Arbitrary bytes never panic, and never decode to more records than they could hold.
     #[test]
