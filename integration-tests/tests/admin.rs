@@ -256,7 +256,6 @@ fn topic_cli(broker: &BrokerProcess, args: &[&str]) -> Result<(bool, String)> {
 /// does not do, and a word its refusal must say.
 const REFUSED: &[(&str, &str, &str)] = &[
     ("min.insync.replicas", "2", "causeway.min.regions"),
-    ("min.compaction.lag.ms", "60000", "segment.ms"),
     ("min.cleanable.dirty.ratio", "0.9", "dirty ratio"),
     ("max.compaction.lag.ms", "3600000", "segment.ms"),
     ("compression.type", "zstd", "producer"),

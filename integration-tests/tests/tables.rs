@@ -592,3 +592,61 @@ fn the_change_feed_replays_from_an_offset_follows_live_writes_and_ends_at_shutdo
         Ok(())
     });
 }
+
+/// `min.compaction.lag.ms` keeps records uncompacted for at least that long: a table whose
+/// records are all older than its lag once written is compacted no earlier than the lag after
+/// its first write (without the setting, the same writes are compacted within a second or two).
+#[test]
+fn min_compaction_lag_keeps_records_uncompacted_for_the_lag() {
+    const LAG_MS: u64 = 4_000;
+    let options = BrokerOptions::new()
+        .flag("--log-retention-check-interval-ms", 200)
+        .flag("--log-segment-bytes-min", 1)
+        .flag("--log-segment-ms-min", 0);
+    with_broker(options, |broker| {
+        let topic = topic_name("patient");
+        create_topic(
+            broker,
+            &topic,
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "300"),
+                ("segment.ms", "300"),
+                ("min.compaction.lag.ms", &LAG_MS.to_string()),
+            ],
+        )?;
+        let producer = broker.producer();
+        let first_write = Instant::now();
+        for i in 0..20 {
+            produce_all(
+                &producer,
+                &topic,
+                &[record("plain", Some(&format!(r#"{{"v":{i}}}"#)), &[])],
+            )?;
+        }
+        let reclaimed = format!("causeway_compaction_bytes_reclaimed_total{{topic=\"{topic}\"}}");
+        let mut tail = 0;
+        let compacted = loop {
+            // Later writes roll the segments before them, so they can be compacted.
+            tail += 1;
+            produce_all(
+                &producer,
+                &topic,
+                &[record("tail", Some(&format!("{tail}")), &[])],
+            )?;
+            let (_, metrics) = http_get(broker.http_addr(), "/metrics")?;
+            if metric_value(&metrics, &reclaimed).is_some_and(|bytes| bytes > 0.0) {
+                break first_write.elapsed();
+            }
+            if first_write.elapsed() > Duration::from_secs(30) {
+                bail!("nothing compacted within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if compacted < Duration::from_millis(LAG_MS) {
+            bail!("compacted {compacted:?} after the first write, under min.compaction.lag.ms={LAG_MS}");
+        }
+        Ok(())
+    });
+}

@@ -44,6 +44,9 @@ pub struct LogConfig {
     pub cleanup_compact: bool,
     /// delete.retention.ms: how long a compacted tombstone is kept (default one day).
     pub delete_retention_ms: i64,
+    /// min.compaction.lag.ms: a closed segment is compacted only once its newest record is this
+    /// old, so consumers see every write of the last period uncompacted (default 0).
+    pub min_compaction_lag_ms: i64,
     /// The smallest `segment.bytes` a topic override takes effect with; a smaller one is raised
     /// to it (1 MiB, Kafka 4's minimum from KIP-1030), so a topic cannot make a segment per batch
     /// and exhaust file descriptors. A broker setting, not a topic config.
@@ -76,6 +79,7 @@ impl Default for LogConfig {
             cleanup_delete: true,
             cleanup_compact: false,
             delete_retention_ms: DAY_MS,
+            min_compaction_lag_ms: 0,
             segment_bytes_min: SEGMENT_BYTES_MIN,
             segment_ms_min: SEGMENT_MS_MIN,
             producers_max: PRODUCERS_MAX,
@@ -391,7 +395,7 @@ fn unsupported(name: &str, value: &str) -> Option<&'static str> {
         "file.delete.delay.ms" => long() == Some(60_000),
         "flush.messages" | "flush.ms" | "max.compaction.lag.ms" => long() == Some(i64::MAX),
         "min.cleanable.dirty.ratio" => value.parse::<f64>().is_ok_and(|r| r <= 0.5),
-        "min.compaction.lag.ms" | "segment.jitter.ms" => long() == Some(0),
+        "segment.jitter.ms" => long() == Some(0),
         "min.insync.replicas" => long() == Some(1),
         "segment.index.bytes" => long() == Some(10_485_760),
         "preallocate" | "unclean.leader.election.enable" => value.eq_ignore_ascii_case("false"),
@@ -415,9 +419,6 @@ fn unsupported(name: &str, value: &str) -> Option<&'static str> {
         }
         "min.cleanable.dirty.ratio" => {
             "every closed segment not yet compacted is compacted at each --log-retention-check-interval-ms whatever the dirty ratio, so only ratios up to 0.5 (Kafka's default) are met"
-        }
-        "min.compaction.lag.ms" => {
-            "closed segments are compacted whatever their age (only 0); keep records uncompacted longer with a larger segment.ms"
         }
         "segment.jitter.ms" => "segments roll at exactly segment.ms (only 0)",
         "min.insync.replicas" => {
@@ -468,6 +469,8 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
             .map_or(base.cleanup_compact, |p| has_policy(p, "compact")),
         delete_retention_ms: get(overrides, "delete.retention.ms")
             .unwrap_or(base.delete_retention_ms),
+        min_compaction_lag_ms: get(overrides, "min.compaction.lag.ms")
+            .unwrap_or(base.min_compaction_lag_ms),
         segment_bytes_min: base.segment_bytes_min,
         segment_ms_min: base.segment_ms_min,
         producers_max: base.producers_max,
@@ -525,7 +528,6 @@ mod tests {
     fn values_asking_for_what_causeway_does_not_do_are_refused_by_name() {
         for (k, v) in [
             ("min.insync.replicas", "2"),
-            ("min.compaction.lag.ms", "60000"),
             ("min.cleanable.dirty.ratio", "0.9"),
             ("max.compaction.lag.ms", "3600000"),
             ("compression.type", "zstd"),

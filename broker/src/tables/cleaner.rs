@@ -126,7 +126,7 @@ pub fn clean_partition(
     now_ms: i64,
     budget: &mut IoBudget,
 ) -> Result<Option<PassReport>, StorageError> {
-    let plan = log.compaction_plan(bounds.stable_offset)?;
+    let plan = log.compaction_plan(bounds.stable_offset, now_ms)?;
     if !plan.is_due(now_ms) {
         return Ok(None);
     }

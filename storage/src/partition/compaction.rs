@@ -406,11 +406,25 @@ impl LogState {
     }
 }
 
+/// Whether a closed segment's newest record is at least `min.compaction.lag.ms` old (a segment
+/// without a timestamp counts as old: nothing in it can be dated).
+fn old_enough(segment: &Segment, config: &crate::config::LogConfig, now_ms: i64) -> bool {
+    config.min_compaction_lag_ms <= 0
+        || segment
+            .max_timestamp()
+            .is_none_or(|newest| newest <= now_ms.saturating_sub(config.min_compaction_lag_ms))
+}
+
 impl Partition {
     /// The closed segments the cleaner may rewrite now, below `stable_offset` (the causally
-    /// stable cut) and the last stable offset; empty unless the topic's cleanup.policy holds
+    /// stable cut) and the last stable offset, up to the first whose newest record is younger
+    /// than `min.compaction.lag.ms` at `now_ms`; empty unless the topic's cleanup.policy holds
     /// `compact`.
-    pub fn compaction_plan(&self, stable_offset: i64) -> Result<CompactionPlan, StorageError> {
+    pub fn compaction_plan(
+        &self,
+        stable_offset: i64,
+        now_ms: i64,
+    ) -> Result<CompactionPlan, StorageError> {
         let saved = checkpoint::read(&self.dir, CLEANER_FILE)?.unwrap_or_default();
         let cleaned_through = saved.first().copied().unwrap_or(-1);
         let tombstones_due_ms = saved.get(1).copied().filter(|&t| t >= 0);
@@ -427,7 +441,7 @@ impl Partition {
         let segments = if st.config.cleanup_compact {
             closed
                 .iter()
-                .take_while(|s| s.end_offset() <= limit)
+                .take_while(|s| s.end_offset() <= limit && old_enough(s, &st.config, now_ms))
                 .map(|s| st.snapshot(s, cleaned_through))
                 .collect::<Result<_, _>>()?
         } else {

@@ -38,7 +38,7 @@ fn rewrite(p: &Partition, segment: &SegmentSnapshot, keep: impl Fn(i64) -> bool)
 }
 
 fn plan_of(p: &Partition) -> CompactionPlan {
-    p.compaction_plan(i64::MAX).unwrap()
+    p.compaction_plan(i64::MAX, i64::MAX).unwrap()
 }
 
 /// The base offsets a consumer reading from the start sees.
@@ -93,7 +93,7 @@ fn reads_inside_gaps_return_the_next_batch_and_survive_reopen() {
         .collect();
     assert_eq!(causal, expected);
     // The next plan knows these segments are clean.
-    let again = p.compaction_plan(i64::MAX).unwrap();
+    let again = p.compaction_plan(i64::MAX, i64::MAX).unwrap();
     assert!(again.segments.iter().all(|s| s.cleaned) && !again.is_due(0));
     // Unclean reopen (no close): rewritten segments open with gaps, indexes rebuilt.
     drop(p);
@@ -149,7 +149,7 @@ fn a_crash_after_the_commit_point_completes_the_swap_on_open() {
     assert_eq!(p.causal_entries(0, 12).unwrap().len(), 1);
     assert!(!name("log.swap").exists());
     // A swap interrupted just after the commit point, before anything of step 3.
-    let plan = p.compaction_plan(i64::MAX).unwrap();
+    let plan = p.compaction_plan(i64::MAX, i64::MAX).unwrap();
     let _staged = rewrite(&p, &plan.segments[1], |b| b == 22);
     let name = |ext: &str| dir.path().join(format!("{:020}.{ext}", 12));
     std::fs::rename(name("causal.tmp"), name("causal.swap")).unwrap();
@@ -216,8 +216,8 @@ fn compaction_never_lowers_the_origin_high_water() {
 fn the_plan_stops_at_the_stable_offset_and_skips_a_segment_before_an_empty_active_one() {
     let dir = tempfile::tempdir().unwrap();
     let p = filled(dir.path());
-    assert_eq!(p.compaction_plan(23).unwrap().segments.len(), 1);
-    assert_eq!(p.compaction_plan(24).unwrap().segments.len(), 2);
+    assert_eq!(p.compaction_plan(23, i64::MAX).unwrap().segments.len(), 1);
+    assert_eq!(p.compaction_plan(24, i64::MAX).unwrap().segments.len(), 2);
     p.set_config(small_config());
     assert!(plan_of(&p).segments.is_empty(), "not a compacted topic");
     p.set_config(compact_config());
@@ -278,4 +278,25 @@ fn compact_only_topics_keep_old_segments_despite_retention_ms() {
         ..compact_config()
     });
     assert_eq!(p.maintain(1_000_000, i64::MAX).unwrap().segments_deleted, 3);
+}
+
+#[test]
+fn the_plan_stops_at_the_first_segment_younger_than_min_compaction_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled(dir.path());
+    p.set_config(LogConfig {
+        min_compaction_lag_ms: 1_000,
+        ..compact_config()
+    });
+    // Newest records: [0,12) at most 600, [12,24) at least 1,100, [24,36) at most 1,800.
+    assert_eq!(
+        p.compaction_plan(i64::MAX, 1_650).unwrap().segments.len(),
+        1
+    );
+    assert_eq!(
+        p.compaction_plan(i64::MAX, 3_000).unwrap().segments.len(),
+        3
+    );
+    p.set_config(compact_config());
+    assert_eq!(p.compaction_plan(i64::MAX, 0).unwrap().segments.len(), 3);
 }
