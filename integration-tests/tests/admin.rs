@@ -98,7 +98,8 @@ fn created_topic_has_requested_partitions_and_configs() {
         }
         // Every partition accepts records.
         let recs: Vec<TestRecord> = (0..3)
-            .map(|p| TestRecord::value("x").partition(p))
+            // A compacted topic takes only keyed records (KIP-467).
+            .map(|p| TestRecord::value("x").key("k").partition(p))
             .collect();
         let d = produce_all(&broker.producer(), &topic, &recs)?;
         ensure_eq!(d, vec![(0, 0), (1, 0), (2, 0)]);
