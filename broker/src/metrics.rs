@@ -300,6 +300,12 @@ pub fn topic_partitions_held_back(count: u32) {
     counter!("causeway_topic_partitions_held_back_total").increment(u64::from(count));
 }
 
+/// Counts topic configs a merged catalog carries that this broker refuses (a peer with other
+/// limits or another version set them): each is left out here and its default applies.
+pub fn topic_configs_not_applied(count: usize) {
+    counter!("causeway_topic_configs_not_applied_total").increment(count as u64);
+}
+
 /// Holds the active-connections gauge up while a connection lives.
 pub struct ConnectionGauge(());
 

@@ -38,6 +38,13 @@ pub enum TopicError {
     /// A partition count that is not positive or does not grow.
     #[error("{0}")]
     InvalidPartitions(String),
+    /// A replica assignment this region cannot follow (partition indexes out of order, a broker
+    /// other than this one).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// Fields of a request that contradict each other.
+    #[error("{0}")]
+    InvalidRequest(String),
     /// A config name or value we refuse.
     #[error("{0}")]
     InvalidConfig(String),
@@ -443,8 +450,12 @@ impl Topics {
         if validate_only {
             return Ok(());
         }
-        let mut changes: BTreeMap<String, Option<String>> = topic
-            .overrides()
+        // Every config the catalog holds goes, also those this broker does not apply.
+        let mut changes: BTreeMap<String, Option<String>> = replicated
+            .catalog
+            .get(name)
+            .map(|view| view.configs)
+            .unwrap_or_default()
             .into_keys()
             .map(|key| (key, None))
             .collect();
@@ -581,7 +592,7 @@ impl Topics {
             name: name.to_string(),
             id: view.topic_id,
             partitions,
-            configs: view.configs,
+            configs: configs_in_force(name, view.configs, self.replica_config.regions.len()),
             created_ms,
         };
         let config = self.log_config(&record.configs);
@@ -830,16 +841,62 @@ fn log_merged_change(name: &str, before: Option<&Topic>, after: Option<&Topic>) 
     }
 }
 
-/// Checks each config's type and range, and that `causeway.min.regions` is at most the number
-/// of regions in the mesh (`regions`): more could never be satisfied, and every acks=all
-/// produce would wait for its timeout.
-fn validate_configs(configs: &BTreeMap<String, String>, regions: usize) -> Result<(), TopicError> {
-    for (name, value) in configs {
-        validate_topic_config(name, value).map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+/// The configs of `name`'s catalog entry a broker in a mesh of `regions` applies. Local changes are validated
+/// before they enter the catalog, but a peer's catalog was validated by the peer, whose
+/// mesh, limits or version may differ (a `cleanup.policy` this broker does not know would
+/// turn retention off). A config this broker refuses is left out, so its default applies
+/// (logged, counted); the catalog keeps it, so regions still converge. A
+/// `causeway.min.regions` above this mesh's size is the one exception: it is lowered to
+/// every region of the mesh, the strongest promise this region can keep.
+fn configs_in_force(
+    name: &str,
+    configs: BTreeMap<String, String>,
+    regions: usize,
+) -> BTreeMap<String, String> {
+    let mut refused = 0;
+    let mut in_force = BTreeMap::new();
+    for (key, value) in configs {
+        let Err(error) = validate_config(&key, &value, regions) else {
+            in_force.insert(key, value);
+            continue;
+        };
+        refused += 1;
+        let above_the_mesh =
+            key == MIN_REGIONS_CONFIG && value.trim().parse::<usize>().is_ok_and(|n| n > regions);
+        let applied = above_the_mesh.then(|| regions.to_string());
+        tracing::warn!(
+            topic = name,
+            config = %key,
+            value = %value,
+            applied = applied.as_deref().unwrap_or("the default"),
+            %error,
+            "not applying a topic config the catalog carries: this broker refuses it"
+        );
+        if let Some(applied) = applied {
+            in_force.insert(key, applied);
+        }
     }
-    let min_regions = configs
-        .get(MIN_REGIONS_CONFIG)
-        .and_then(|v| v.trim().parse::<usize>().ok());
+    if refused > 0 {
+        metrics::topic_configs_not_applied(refused);
+    }
+    in_force
+}
+
+/// Checks each config's type and range (see `validate_config`).
+fn validate_configs(configs: &BTreeMap<String, String>, regions: usize) -> Result<(), TopicError> {
+    configs
+        .iter()
+        .try_for_each(|(name, value)| validate_config(name, value, regions))
+}
+
+/// Checks a config's type and range, and that `causeway.min.regions` is at most the number of
+/// regions in the mesh (`regions`): more could never be satisfied, and every acks=all produce
+/// would wait for its timeout.
+fn validate_config(name: &str, value: &str, regions: usize) -> Result<(), TopicError> {
+    validate_topic_config(name, value).map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+    let min_regions = (name == MIN_REGIONS_CONFIG)
+        .then(|| value.trim().parse::<usize>().ok())
+        .flatten();
     if let Some(min_regions) = min_regions.filter(|&n| n > regions) {
         return Err(TopicError::InvalidConfig(format!(
             "{MIN_REGIONS_CONFIG}={min_regions} is more than the {regions} region(s) of this mesh (this one and its --peer regions): acks=all produce could never be answered"
@@ -859,5 +916,27 @@ mod tests {
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("a/b").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn a_merged_config_this_broker_refuses_is_not_applied() {
+        let carried = BTreeMap::from([
+            ("cleanup.policy".to_string(), "shred".to_string()),
+            ("retention.ms".to_string(), "60000".to_string()),
+            ("causeway.min.regions".to_string(), "5".to_string()),
+            ("no.such.config".to_string(), "1".to_string()),
+        ]);
+        let applied = configs_in_force("orders", carried, 3);
+        let unreadable = BTreeMap::from([("causeway.min.regions".to_string(), "0".to_string())]);
+        assert!(configs_in_force("orders", unreadable, 3).is_empty());
+        assert_eq!(
+            applied,
+            BTreeMap::from([
+                ("causeway.min.regions".to_string(), "3".to_string()),
+                ("retention.ms".to_string(), "60000".to_string()),
+            ])
+        );
+        let config = log_config_from(&applied, &LogConfig::default());
+        assert!(config.cleanup_delete, "retention stays on");
     }
 }

@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use causeway_integration_tests::batch::batch_spans;
 use causeway_integration_tests::load::AcksAllLoad;
 use causeway_integration_tests::proxy::CuttingProxy;
@@ -1210,6 +1210,44 @@ fn min_regions_makes_acks_all_wait_for_another_region() {
             &[TestRecord::value("together again")],
         )?;
         wait_count_everywhere(mesh, &topic, 1, 22)?;
+        Ok(())
+    });
+}
+
+/// A peer's catalog is validated by the peer: a region whose mesh is smaller re-validates it.
+/// North counts a third region (never up), so `causeway.min.regions=3` is valid there; south
+/// knows two regions, where 3 could never be met: it lowers the value to its whole mesh and says
+/// so, and acks=all on south is answered once north holds the batch (before, it timed out).
+#[test]
+fn a_merged_min_regions_above_this_mesh_is_lowered_to_every_region() {
+    let plan = MeshPlan::new(&["north", "south"])
+        .expect("plan")
+        .args(0, &["--peer".to_string(), "ghost@127.0.0.1:1".to_string()]);
+    with_mesh(plan, |mesh| {
+        let topic = topic_name("min-regions-merged");
+        create_topic(mesh.region(0), &topic, 1, &[("causeway.min.regions", "3")])?;
+        wait_topic_everywhere(mesh, &topic, 1)?;
+        let producer: FutureProducer = mesh
+            .region(1)
+            .producer_config()
+            .set("acks", "all")
+            .set("enable.idempotence", "false")
+            .set("retries", "0")
+            .set("request.timeout.ms", "5000")
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        produce_all(&producer, &topic, &[TestRecord::value("held by both")])?;
+        wait_count_everywhere(mesh, &topic, 1, 1)?;
+        let said = mesh.log_lines("not applying a topic config the catalog carries");
+        ensure!(
+            said.iter()
+                .any(|line| line.starts_with("south:") && line.contains("causeway.min.regions")),
+            "south did not say it lowered min.regions: {said:?}"
+        );
+        ensure_eq!(
+            metric(mesh.region(1), "causeway_topic_configs_not_applied_total")?,
+            Some(1.0)
+        );
         Ok(())
     });
 }
