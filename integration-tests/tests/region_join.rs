@@ -194,6 +194,7 @@ struct Written {
 }
 
 /// Shared state of the writer threads.
+#[derive(Default)]
 struct Load {
     stop: AtomicBool,
     failed: AtomicBool,
@@ -208,6 +209,51 @@ impl Load {
         }
         Ok(())
     }
+}
+
+/// Runs `during` while each of the first [`WRITERS`] regions writes rounds ([`write_rounds`]),
+/// then stops the writers and returns what each wrote. A writer that fails stops the others; its
+/// error is returned after `during`'s own.
+fn with_writers<'m>(
+    mesh: &'m Mesh,
+    table: &str,
+    plain: &str,
+    load: &Load,
+    during: impl FnOnce() -> Result<()>,
+) -> Result<BTreeMap<&'m str, Written>> {
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let (region, name) = (mesh.region(i), mesh.name(i));
+                scope.spawn(move || {
+                    let outcome = write_rounds(region, name, table, plain, load);
+                    if outcome.is_err() {
+                        load.failed.store(true, Ordering::SeqCst);
+                        load.stop.store(true, Ordering::SeqCst);
+                    }
+                    (name, outcome)
+                })
+            })
+            .collect();
+        let outcome = during();
+        load.stop.store(true, Ordering::SeqCst);
+        let mut written = BTreeMap::new();
+        let mut errors = Vec::new();
+        for writer in writers {
+            match writer.join() {
+                Ok((name, Ok(w))) => {
+                    written.insert(name, w);
+                }
+                Ok((name, Err(e))) => errors.push(format!("writer {name}: {e:#}")),
+                Err(_) => errors.push("a writer thread panicked".to_string()),
+            }
+        }
+        outcome?;
+        if !errors.is_empty() {
+            bail!("{}", errors.join("\n"));
+        }
+        Ok(written)
+    })
 }
 
 /// Writes rounds to region `name` until stopped: per round, one increment and one patch of every
@@ -669,83 +715,46 @@ fn a_fourth_region_joins_a_loaded_mesh_and_converges() {
         if !regions_status(mesh.region(SEED_SOURCE))?["seed"].is_null() {
             bail!("a, started without --seed-from, reports a seed");
         }
-        let load = Load {
-            stop: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-            rounds: AtomicU64::new(0),
-        };
+        let load = Load::default();
         let mut joiner: Option<BrokerProcess> = None;
-        let mut written: BTreeMap<&str, Written> = BTreeMap::new();
-        let outcome = std::thread::scope(|scope| -> Result<()> {
-            let writers: Vec<_> = (0..WRITERS)
-                .map(|i| {
-                    let (region, name, table, plain, load) =
-                        (mesh.region(i), mesh.name(i), &table, &plain, &load);
-                    scope.spawn(move || {
-                        let outcome = write_rounds(region, name, table, plain, load);
-                        if outcome.is_err() {
-                            load.failed.store(true, Ordering::SeqCst);
-                            load.stop.store(true, Ordering::SeqCst);
-                        }
-                        (name, outcome)
-                    })
+        let outcome = with_writers(mesh, &table, &plain, &load, || {
+            wait_compacted_without_d(mesh, &table, &load)?;
+            eprintln!(
+                "{:?}: d is stale and a, b and c compacted {table} after {} rounds; d joins",
+                started.elapsed(),
+                load.rounds.load(Ordering::SeqCst)
+            );
+            let options = joiner_options(mesh, &["--seed-from", NAMES[SEED_SOURCE]]);
+            let d = joiner.insert(BrokerProcess::spawn_on(options, joiner_kafka, joiner_http)?);
+            let watch = watch_the_join(d, &load)?;
+            eprintln!(
+                "{:?}: d is ready (seed seen copying: {})",
+                started.elapsed(),
+                watch.saw_copying
+            );
+            let mut last_seed = Value::Null;
+            let done = wait_until(Duration::from_secs(10), || {
+                regions_status(d).is_ok_and(|s| {
+                    last_seed = s["seed"].clone();
+                    last_seed["state"] == "done"
                 })
-                .collect();
-            let joined = (|| -> Result<()> {
-                wait_compacted_without_d(mesh, &table, &load)?;
-                eprintln!(
-                    "{:?}: d is stale and a, b and c compacted {table} after {} rounds; d joins",
-                    started.elapsed(),
-                    load.rounds.load(Ordering::SeqCst)
-                );
-                let options = joiner_options(mesh, &["--seed-from", NAMES[SEED_SOURCE]]);
-                let d = joiner.insert(BrokerProcess::spawn_on(options, joiner_kafka, joiner_http)?);
-                let watch = watch_the_join(d, &load)?;
-                eprintln!(
-                    "{:?}: d is ready (seed seen copying: {})",
-                    started.elapsed(),
-                    watch.saw_copying
-                );
-                let mut last_seed = Value::Null;
-                let done = wait_until(Duration::from_secs(10), || {
-                    regions_status(d).is_ok_and(|s| {
-                        last_seed = s["seed"].clone();
-                        last_seed["state"] == "done"
-                    })
-                });
-                if !done {
-                    bail!("d is ready but its seed is not done: {last_seed}");
-                }
-                // Writes go on once d serves, so some reach it only through its links.
-                let at_join = load.rounds.load(Ordering::SeqCst);
-                let more = wait_until(Duration::from_secs(30), || {
-                    load.failed.load(Ordering::SeqCst)
-                        || load.rounds.load(Ordering::SeqCst) >= at_join + ROUNDS_AFTER_JOIN
-                });
-                load.check()?;
-                if !more {
-                    bail!("the writers did not write {ROUNDS_AFTER_JOIN} rounds after d joined");
-                }
-                Ok(())
-            })();
-            load.stop.store(true, Ordering::SeqCst);
-            let mut errors = Vec::new();
-            for writer in writers {
-                match writer.join() {
-                    Ok((name, Ok(w))) => {
-                        written.insert(name, w);
-                    }
-                    Ok((name, Err(e))) => errors.push(format!("writer {name}: {e:#}")),
-                    Err(_) => errors.push("a writer thread panicked".to_string()),
-                }
+            });
+            if !done {
+                bail!("d is ready but its seed is not done: {last_seed}");
             }
-            joined?;
-            if !errors.is_empty() {
-                bail!("{}", errors.join("\n"));
+            // Writes go on once d serves, so some reach it only through its links.
+            let at_join = load.rounds.load(Ordering::SeqCst);
+            let more = wait_until(Duration::from_secs(30), || {
+                load.failed.load(Ordering::SeqCst)
+                    || load.rounds.load(Ordering::SeqCst) >= at_join + ROUNDS_AFTER_JOIN
+            });
+            load.check()?;
+            if !more {
+                bail!("the writers did not write {ROUNDS_AFTER_JOIN} rounds after d joined");
             }
             Ok(())
         });
-        let outcome = outcome.and_then(|()| {
+        let outcome = outcome.and_then(|written| {
             let d = joiner
                 .as_ref()
                 .ok_or_else(|| anyhow!("d was not started"))?;
@@ -878,31 +887,9 @@ fn a_region_joining_a_compacted_mesh_without_a_seed_is_reported() {
         let table = topic_name("unseeded-table");
         let plain = topic_name("unseeded-plain");
         prepare(mesh, &table, &plain)?;
-        let load = Load {
-            stop: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-            rounds: AtomicU64::new(0),
-        };
-        std::thread::scope(|scope| -> Result<()> {
-            let writers: Vec<_> = (0..WRITERS)
-                .map(|i| {
-                    let (region, name, table, plain, load) =
-                        (mesh.region(i), mesh.name(i), &table, &plain, &load);
-                    scope.spawn(move || {
-                        let outcome = write_rounds(region, name, table, plain, load);
-                        if outcome.is_err() {
-                            load.failed.store(true, Ordering::SeqCst);
-                        }
-                        outcome
-                    })
-                })
-                .collect();
-            let compacted = wait_compacted_without_d(mesh, &table, &load);
-            load.stop.store(true, Ordering::SeqCst);
-            for writer in writers {
-                writer.join().map_err(|_| anyhow!("a writer panicked"))??;
-            }
-            compacted
+        let load = Load::default();
+        with_writers(mesh, &table, &plain, &load, || {
+            wait_compacted_without_d(mesh, &table, &load)
         })?;
         let d = BrokerProcess::spawn_on(joiner_options(mesh, &[]), joiner_kafka, joiner_http)?;
         let deleted_asked = format!(

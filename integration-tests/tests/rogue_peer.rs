@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use causeway_integration_tests::batch::{
     encode_batch, fix_crc, simple_batch, zstd_bomb, RawRecord,
@@ -253,12 +253,21 @@ fn a_pull_from_an_unknown_region_is_refused() -> Result<()> {
 
 /// Sends `pull` on a new connection to `broker`; returns the decoded answer and the connection.
 fn send_pull(broker: &BrokerProcess, pull: &PullRequest) -> Result<(PullResponse, TcpStream)> {
+    let (answer, stream) = exchange(broker, &pull_frame(7, &pull.encode()))?;
+    let response = PullResponse::decode(&answer).context("decoding the pull response")?;
+    Ok((response, stream))
+}
+
+/// Sends `frame` on a new connection and returns the answer's body (after the correlation id)
+/// with the connection.
+fn exchange(broker: &BrokerProcess, frame: &[u8]) -> Result<(Vec<u8>, TcpStream)> {
     let mut stream = TcpStream::connect(broker.kafka_addr())?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(&pull_frame(7, &pull.encode()))?;
-    let answer = read_frame(&mut stream)?;
-    let response = PullResponse::decode(&answer[4..]).context("decoding the pull response")?;
-    Ok((response, stream))
+    stream.write_all(frame)?;
+    let mut answer = read_frame(&mut stream)?;
+    ensure!(answer.len() >= 4, "an answer without a correlation id");
+    answer.drain(..4);
+    Ok((answer, stream))
 }
 
 /// Sends a seed request for partition 0 of the guarded topic on a new connection.
@@ -276,11 +285,8 @@ fn send_seed(
         from_offset: 0,
         max_bytes: u32::MAX,
     };
-    let mut stream = TcpStream::connect(broker.kafka_addr())?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(&seed_frame(9, &request.encode()))?;
-    let answer = read_frame(&mut stream)?;
-    let response = SeedResponse::decode(&answer[4..]).context("decoding the seed answer")?;
+    let (answer, stream) = exchange(broker, &seed_frame(9, &request.encode()))?;
+    let response = SeedResponse::decode(&answer).context("decoding the seed answer")?;
     Ok((response, stream))
 }
 

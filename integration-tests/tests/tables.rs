@@ -292,12 +292,18 @@ fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|rest| rest.trim().parse().ok())
 }
 
-#[test]
-fn compaction_keeps_one_merged_record_per_key_drops_old_tombstones_and_rows_rebuild_identically() {
-    let options = BrokerOptions::new()
+/// A broker that runs maintenance every 200 ms and lets topics roll tiny segments, so a test's
+/// few records fill closed segments the cleaner compacts within a second.
+fn compacting_often() -> BrokerOptions {
+    BrokerOptions::new()
         .flag("--log-retention-check-interval-ms", 200)
         .flag("--log-segment-bytes-min", 1)
-        .flag("--log-segment-ms-min", 0);
+        .flag("--log-segment-ms-min", 0)
+}
+
+#[test]
+fn compaction_keeps_one_merged_record_per_key_drops_old_tombstones_and_rows_rebuild_identically() {
+    let options = compacting_often();
     with_broker(options, |broker| {
         let topic = topic_name("compacted");
         create_topic(
@@ -599,10 +605,7 @@ fn the_change_feed_replays_from_an_offset_follows_live_writes_and_ends_at_shutdo
 #[test]
 fn min_compaction_lag_keeps_records_uncompacted_for_the_lag() {
     const LAG_MS: u64 = 4_000;
-    let options = BrokerOptions::new()
-        .flag("--log-retention-check-interval-ms", 200)
-        .flag("--log-segment-bytes-min", 1)
-        .flag("--log-segment-ms-min", 0);
+    let options = compacting_often();
     with_broker(options, |broker| {
         let topic = topic_name("patient");
         create_topic(

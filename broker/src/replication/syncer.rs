@@ -103,39 +103,22 @@ fn log_behind(replication: &super::Replication, peer: &status::PeerReport) {
             continue;
         };
         let (region, other) = (replication.region.as_str(), peer.name.as_str());
-        match (direction, behind) {
-            (status::Behind::Here, true) => {
-                tracing::warn!(
-                    region,
-                    peer = other,
-                    missing_batches = batches,
-                    oldest_missing_seconds = seconds,
-                    "this region is behind peer region {other}"
-                )
-            }
-            (status::Behind::Here, false) => {
-                tracing::info!(
-                    region,
-                    peer = other,
-                    "this region caught up with peer region {other}"
-                )
-            }
-            (status::Behind::There, true) => {
-                tracing::warn!(
-                    region,
-                    peer = other,
-                    missing_batches = batches,
-                    oldest_missing_seconds = seconds,
-                    "peer region {other} is behind this region"
-                )
-            }
-            (status::Behind::There, false) => {
-                tracing::info!(
-                    region,
-                    peer = other,
-                    "peer region {other} caught up with this region"
-                )
-            }
+        let (this_region, peer_region) =
+            ("this region".to_string(), format!("peer region {other}"));
+        let (who, whom) = match direction {
+            status::Behind::Here => (this_region, peer_region),
+            status::Behind::There => (peer_region, this_region),
+        };
+        if behind {
+            tracing::warn!(
+                region,
+                peer = other,
+                missing_batches = batches,
+                oldest_missing_seconds = seconds,
+                "{who} is behind {whom}"
+            );
+        } else {
+            tracing::info!(region, peer = other, "{who} caught up with {whom}");
         }
         if behind {
             reported.insert(key);
