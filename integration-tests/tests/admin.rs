@@ -426,6 +426,54 @@ fn a_tables_merge_mode_cannot_change_after_creation() {
     });
 }
 
+/// A replica assignment names the partitions to create (librdkafka's test 0081 creates topics so;
+/// before, the broker default count was used instead). A region is one broker holding every
+/// partition, so an assignment naming another broker is refused with INVALID_REPLICA_ASSIGNMENT,
+/// for new topics and for added partitions alike.
+#[test]
+fn a_replica_assignment_sets_the_partition_count() {
+    with_broker(BrokerOptions::new().no_auto_create(), |broker| {
+        let admin = broker.admin();
+        let topic = topic_name("assigned");
+        let on_this_broker: &[&[i32]] = &[&[0], &[0], &[0]];
+        let new = NewTopic::new(&topic, 3, TopicReplication::Variable(on_this_broker));
+        let created = block_on(admin.create_topics([&new], &opts()))?;
+        ensure_eq!(
+            created,
+            vec![Ok(topic.clone())],
+            "create with an assignment"
+        );
+        ensure_eq!(topic_partition_count(&broker.bootstrap(), &topic)?, Some(3));
+
+        let elsewhere = topic_name("elsewhere");
+        let new = NewTopic::new(&elsewhere, 1, TopicReplication::Variable(&[&[5]]));
+        let refused = block_on(admin.create_topics([&new], &opts()))?;
+        match refused.first() {
+            Some(Err((_, RDKafkaErrorCode::InvalidReplicaAssignment))) => {}
+            other => bail!("an assignment to broker 5 answered {other:?}"),
+        }
+        ensure_eq!(
+            topic_partition_count(&broker.bootstrap(), &elsewhere)?,
+            None
+        );
+
+        let grow = NewPartitions::new(&topic, 5).assign(&[&[0], &[0]]);
+        let grown = block_on(admin.create_partitions([&grow], &opts()))?;
+        ensure_eq!(
+            grown,
+            vec![Ok(topic.clone())],
+            "add partitions with an assignment"
+        );
+        let short = NewPartitions::new(&topic, 7).assign(&[&[0]]);
+        match block_on(admin.create_partitions([&short], &opts()))?.first() {
+            Some(Err((_, RDKafkaErrorCode::InvalidReplicaAssignment))) => {}
+            other => bail!("one assignment for two new partitions answered {other:?}"),
+        }
+        ensure_eq!(topic_partition_count(&broker.bootstrap(), &topic)?, Some(5));
+        Ok(())
+    });
+}
+
 #[test]
 fn create_partitions_grows_a_topic_to_five_partitions() {
     with_broker(BrokerOptions::new().no_auto_create(), |broker| {

@@ -482,6 +482,39 @@ fn keyless_records_for_a_compacted_topic_are_refused_each_named() {
     });
 }
 
+/// Produce v3 and later carry exactly one batch per partition, as in Kafka: two batches for one
+/// partition are refused whole with INVALID_RECORD. Before, they were appended one by one, so a
+/// refusal of the second (here its timestamp an hour ahead) left the first appended behind an
+/// error the producer would retry, writing it twice.
+#[test]
+fn two_batches_for_one_partition_are_refused_whole() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("two-batches");
+        create_topic(broker, &topic, 1, &[])?;
+        let mut two = encode_batch(&[RawRecord::value("first")], now_ms());
+        two.extend_from_slice(&encode_batch(
+            &[RawRecord::value("an hour ahead")],
+            now_ms() + 2 * 3_600_000,
+        ));
+        let answers = produce_partitions(broker, &topic, vec![(0, two.freeze())])?;
+        ensure_eq!(answers[0].error_code, INVALID_RECORD, "two batches");
+        let message = answers[0]
+            .error_message
+            .as_ref()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        if !message.contains("exactly one record batch") {
+            bail!("error message {message:?}");
+        }
+        ensure_eq!(
+            high_watermark(broker, &topic)?,
+            0,
+            "log end after the refusal"
+        );
+        Ok(())
+    });
+}
+
 /// The same batch is accepted whole by a topic that is not compacted.
 #[test]
 fn keyless_records_for_a_deleting_topic_are_accepted() {

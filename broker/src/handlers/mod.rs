@@ -23,6 +23,7 @@ mod leader_epoch;
 mod list_offsets;
 mod metadata;
 mod offsets;
+mod placement;
 mod produce;
 mod record_checks;
 pub(crate) mod records;
@@ -167,6 +168,8 @@ fn topic_error_code(error: &TopicError) -> i16 {
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
         TopicError::RequestQuota(_) => ResponseError::ThrottlingQuotaExceeded,
         TopicError::Storage(_) | TopicError::Replica(_) => ResponseError::KafkaStorageError,
     }

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, Response
 use kafka_protocol::ResponseError;
 
 use super::record_checks::{check_produced, Refusal};
-use super::{changing_topics, topic_error_code, topic_name};
+use super::{changing_topics, str_bytes, topic_error_code, topic_name};
 use crate::broker::Broker;
 use crate::metrics;
 use crate::topics::{PartitionHandle, Topic, MIN_REGIONS_CONFIG};
@@ -182,8 +182,8 @@ fn min_regions(topic: &Topic) -> usize {
         .unwrap_or(1)
 }
 
-/// Validates and appends one partition's batches; the result describes the first batch, with
-/// this region's own sequence in the partition after the last one.
+/// Validates and appends one partition's batch, with this region's own sequence in the
+/// partition after it.
 fn append_partition(
     broker: &Broker,
     topic: &Topic,
@@ -198,52 +198,41 @@ fn append_partition(
     let config = topic.log_config();
     let max_batch_bytes = config.max_message_bytes as usize;
     let batches = split_batches(&records, max_batch_bytes).map_err(|e| batch_error_code(&e))?;
+    let [range] = batches.as_slice() else {
+        return Err(more_than_one_batch(batches.len()));
+    };
+    let batch = records.slice(range.clone());
+    let header = BatchHeader::parse(&batch).map_err(|e| batch_error_code(&e))?;
     let now = now_ms();
-    let mut first: Option<AppendResult> = None;
-    let mut last: Option<AppendResult> = None;
-    let mut own_seq = 0;
-    let mut record_count = 0u64;
-    for range in batches {
-        let header =
-            BatchHeader::parse(&records[range.clone()]).map_err(|e| batch_error_code(&e))?;
-        check_produced(
-            &header,
-            &records.slice(range.clone()),
-            &config,
-            now,
-            &topic.name,
-            index,
-        )?;
-        record_count += u64::try_from(header.records_count).unwrap_or(0);
-        if header.is_transactional() {
-            check_in_transaction(broker, transactional_id, &header, &topic.name, index)?;
-        } else if header.producer_id >= 0 {
-            check_issued(broker, header.producer_id)?;
-        }
-        let mut batch = records[range].to_vec();
-        let local = partition
-            .append_local(&mut batch, now)
-            .map_err(|e| storage_error_code(&e))?;
-        own_seq = local.own_seq;
-        let appended = local.result;
-        if appended.duplicate {
-            tracing::debug!(topic = %topic.name, partition = index, base_offset = appended.base_offset, "duplicate batch from an idempotent producer");
-            metrics::duplicate_batch(&topic.name);
-        }
-        first.get_or_insert(appended);
-        last = Some(appended);
+    check_produced(&header, &batch, &config, now, &topic.name, index)?;
+    if header.is_transactional() {
+        check_in_transaction(broker, transactional_id, &header, &topic.name, index)?;
+    } else if header.producer_id >= 0 {
+        check_issued(broker, header.producer_id)?;
     }
+    let local = partition
+        .append_local(&mut batch.to_vec(), now)
+        .map_err(|e| storage_error_code(&e))?;
+    let appended = local.result;
+    if appended.duplicate {
+        tracing::debug!(topic = %topic.name, partition = index, base_offset = appended.base_offset, "duplicate batch from an idempotent producer");
+        metrics::duplicate_batch(&topic.name);
+    }
+    let record_count = u64::try_from(header.records_count).unwrap_or(0);
     metrics::produced(&topic.name, record_count, records.len() as u64);
-    match (first, last) {
-        (Some(first), Some(last)) => Ok((
-            partition,
-            AppendResult {
-                last_offset: last.last_offset,
-                ..first
-            },
-            own_seq,
-        )),
-        _ => Err(ResponseError::CorruptMessage.code().into()),
+    Ok((partition, appended, local.own_seq))
+}
+
+/// Produce v3 and later carry exactly one batch per partition (Kafka's `ProduceRequest`
+/// validation): with several, an error in a later one would leave the earlier ones appended
+/// behind a refusal the producer retries.
+fn more_than_one_batch(count: usize) -> Refusal {
+    Refusal {
+        code: ResponseError::InvalidRecord.code(),
+        message: Some(str_bytes(format!(
+            "Produce requests with version 3 and above must contain exactly one record batch per partition; this one holds {count}"
+        ))),
+        ..Refusal::default()
     }
 }
 

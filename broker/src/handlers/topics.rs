@@ -15,13 +15,11 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::configs::{effective_configs, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
+use super::placement::{check_added_assignments, new_topic_placement};
 use super::{str_bytes, topic_error_code, topic_name};
 use crate::broker::Broker;
 use crate::tables::store_name;
 use crate::topics::{NewTopic, TopicError};
-
-/// `num_partitions` / `replication_factor` value meaning "the broker default".
-const USE_DEFAULT: i32 = -1;
 
 /// Creates each topic (or only validates it); every region holds every partition, so any
 /// replication factor is accepted and reported as given.
@@ -32,19 +30,22 @@ pub fn create(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
         .into_iter()
         .map(|t| {
             let name = t.name.as_str().to_string();
-            let partitions = if t.num_partitions == USE_DEFAULT {
-                Ok(broker.default_partitions())
-            } else {
-                u32::try_from(t.num_partitions)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        TopicError::InvalidPartitions(format!(
-                            "number of partitions must be at least 1, got {}",
-                            t.num_partitions
-                        ))
-                    })
-            };
+            let assignments: Vec<(i32, Vec<i32>)> = t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            let placement = new_topic_placement(
+                t.num_partitions,
+                t.replication_factor,
+                &assignments,
+                broker.default_partitions(),
+            );
             let configs: BTreeMap<String, String> = t
                 .configs
                 .iter()
@@ -54,37 +55,29 @@ pub fn create(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
                         .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
                 })
                 .collect();
-            let outcome = partitions.and_then(|partitions| {
+            let outcome = placement.and_then(|placement| {
                 let new = NewTopic {
                     name: name.clone(),
-                    partitions,
+                    partitions: placement.partitions,
                     configs: configs.clone(),
                 };
                 if request.validate_only {
                     broker
                         .topics
                         .validate_new(&new)
-                        .map(|()| (Uuid::nil(), partitions))
+                        .map(|()| (Uuid::nil(), placement))
                 } else {
                     broker.topics.validate_new(&new)?;
-                    allowance.take(partitions)?;
-                    broker
-                        .topics
-                        .create(new)
-                        .map(|topic| (topic.id, partitions))
+                    allowance.take(placement.partitions)?;
+                    broker.topics.create(new).map(|topic| (topic.id, placement))
                 }
             });
             let result = CreatableTopicResult::default().with_name(topic_name(&name));
             match outcome {
-                Ok((id, partitions)) => {
-                    let replication = if t.replication_factor == USE_DEFAULT as i16 {
-                        1
-                    } else {
-                        t.replication_factor
-                    };
+                Ok((id, placement)) => {
                     let result = result
-                        .with_num_partitions(partitions as i32)
-                        .with_replication_factor(replication)
+                        .with_num_partitions(placement.partitions as i32)
+                        .with_replication_factor(placement.replication_factor)
                         .with_configs(Some(described_configs(broker, &configs)));
                     if version >= 7 {
                         result.with_topic_id(id)
@@ -196,7 +189,15 @@ pub fn create_partitions(
                 })
                 .and_then(|count| {
                     let current = broker.topics.get(name).map_or(0, |t| t.partition_count());
-                    let growth = count.saturating_sub(u32::try_from(current).unwrap_or(u32::MAX));
+                    let current = u32::try_from(current).unwrap_or(u32::MAX);
+                    if let Some(assignments) = t.assignments.as_ref().filter(|_| count > current) {
+                        let brokers: Vec<Vec<i32>> = assignments
+                            .iter()
+                            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                            .collect();
+                        check_added_assignments(current, count, &brokers)?;
+                    }
+                    let growth = count.saturating_sub(current);
                     if !request.validate_only {
                         allowance.take(growth)?;
                     }
