@@ -39,14 +39,13 @@ use crate::telemetry;
 
 pub mod compaction;
 mod damage;
+mod epochs;
 mod high_water;
 mod scrub;
 
 pub use damage::DamagedRange;
+use epochs::LeaderEpochs;
 pub use scrub::ScrubStep;
-
-/// The partitionLeaderEpoch written into every appended batch.
-const LEADER_EPOCH: i32 = 0;
 
 /// Idle time after which an idempotent producer's state is forgotten (Kafka's
 /// `producer.id.expiration.ms` default, one day).
@@ -240,6 +239,8 @@ pub struct Partition {
     opened_cleanly: bool,
     /// Batches found damaged when read (see `partition/damage.rs`).
     damage: damage::Damage,
+    /// The leader epochs of this log; a new one began when it opened (`partition/epochs.rs`).
+    epochs: LeaderEpochs,
 }
 
 /// Segment base offsets found in `dir`, ascending; stale temp files are removed.
@@ -341,6 +342,7 @@ impl Partition {
             "opened partition"
         );
         let log_end = state.log_end();
+        let epochs = LeaderEpochs::open_next(dir, state.log_start, log_end)?;
         Ok(Partition {
             dir: dir.to_path_buf(),
             state: RwLock::new(state),
@@ -349,6 +351,7 @@ impl Partition {
             dir_dirty: AtomicBool::new(false),
             opened_cleanly,
             damage: damage::Damage::default(),
+            epochs,
         })
     }
 
@@ -551,7 +554,7 @@ impl Partition {
         if active.size() > 0 && (too_big || too_old || offsets_overflow) {
             self.roll(&mut st)?;
         }
-        assign_offsets(batch, base_offset, LEADER_EPOCH);
+        assign_offsets(batch, base_offset, self.epochs.current());
         let mut log_append_time_ms = -1;
         if !replicated && st.config.timestamp_type == TimestampType::LogAppendTime {
             stamp_log_append_time(batch, now_ms);
@@ -870,6 +873,22 @@ impl Partition {
         };
         self.sync_round(&mut synced)?;
         checkpoint::write(&self.dir, CLEAN_SHUTDOWN_FILE, &[end, base, size as i64])
+    }
+
+    /// The leader epoch this log's appends carry (one per opening; see `partition/epochs.rs`).
+    pub fn leader_epoch(&self) -> i32 {
+        self.epochs.current()
+    }
+
+    /// The leader epoch the batch holding `offset` was appended in.
+    pub fn leader_epoch_at(&self, offset: i64) -> i32 {
+        self.epochs.at(offset)
+    }
+
+    /// Where `epoch` ended in this log, and the epoch that answers for it (OffsetForLeaderEpoch;
+    /// `(-1, -1)` for an epoch this log cannot place).
+    pub fn leader_epoch_end(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_of(epoch, self.log_end_offset())
     }
 
     /// True if the last open found a clean-shutdown checkpoint (no recovery scan was needed).

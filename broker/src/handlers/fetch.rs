@@ -11,13 +11,14 @@ use bytes::Bytes;
 use causeway_storage::{whole_batches, BatchHeader, StorageError};
 use futures_util::future::select_all;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
+use super::leader_epoch::check_current_epoch;
 use super::topic_name;
 use crate::broker::Broker;
 use crate::metrics;
@@ -36,6 +37,10 @@ struct Target {
     partition: Option<Arc<PartitionHandle>>,
     fetch_offset: i64,
     partition_max_bytes: usize,
+    /// The partition's leader epoch as the client knows it (v9+; -1 when not given).
+    current_leader_epoch: i32,
+    /// The leader epoch of the last batch the client read (v12+; -1 when not given).
+    last_fetched_epoch: i32,
 }
 
 /// Most record bytes one Fetch response carries, whatever the client asks (Kafka's broker-side
@@ -70,6 +75,8 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
                         .and_then(|topic| topic.partition(p.partition)),
                     fetch_offset: p.fetch_offset,
                     partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                    current_leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
                 })
                 .collect();
             (name, targets)
@@ -142,7 +149,7 @@ async fn read_where_it_cannot_stall(
 }
 
 /// Reads every target once; returns the response, the record bytes in it and whether any
-/// partition answered an error.
+/// partition answered an error or a diverging epoch.
 fn read_all(
     topics: &[(String, Vec<Target>)],
     max_bytes: usize,
@@ -160,6 +167,8 @@ fn read_all(
                 errors = true;
                 metrics::request_error(ApiKey::Fetch, data.error_code);
             }
+            // A diverging epoch is answered at once, like an error: waiting brings no records.
+            errors |= data.diverging_epoch.epoch >= 0;
             total += data.records.as_ref().map_or(0, |r| r.len());
             partitions.push(data);
         }
@@ -191,6 +200,14 @@ fn read_one(
             .with_last_stable_offset(-1)
             .with_log_start_offset(-1);
     };
+    if let Err(code) = check_current_epoch(target.current_leader_epoch, partition.log()) {
+        return with_offsets(base, partition).with_error_code(code);
+    }
+    match diverged(target, partition) {
+        Some(Ok(epoch)) => return with_offsets(base, partition).with_diverging_epoch(epoch),
+        Some(Err(code)) => return with_offsets(base, partition).with_error_code(code),
+        None => {}
+    }
     let limit = target.partition_max_bytes.min(remaining);
     if have_data && limit == 0 {
         return with_offsets(base, partition);
@@ -250,6 +267,24 @@ fn read_one(
             with_offsets(base, partition).with_error_code(ResponseError::KafkaStorageError.code())
         }
     }
+}
+
+/// When the client's last fetched epoch ended in this log before its fetch offset (the log lost
+/// a tail it read), the answer that tells it where to truncate, as Kafka does from Fetch v12:
+/// the diverging epoch and its end, or OFFSET_OUT_OF_RANGE for an epoch this log never had.
+fn diverged(target: &Target, partition: &PartitionHandle) -> Option<Result<EpochEndOffset, i16>> {
+    if target.last_fetched_epoch < 0 {
+        return None;
+    }
+    let (epoch, end_offset) = partition.log().leader_epoch_end(target.last_fetched_epoch);
+    if epoch < 0 || end_offset < 0 {
+        return Some(Err(ResponseError::OffsetOutOfRange.code()));
+    }
+    (epoch < target.last_fetched_epoch || end_offset < target.fetch_offset).then(|| {
+        Ok(EpochEndOffset::default()
+            .with_epoch(epoch)
+            .with_end_offset(end_offset))
+    })
 }
 
 /// The leading whole batches of `records` that start below `end` (read_committed stops at the

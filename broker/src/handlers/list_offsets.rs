@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use causeway_storage::StorageError;
+use causeway_storage::{Partition, StorageError};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::metadata::LEADER_EPOCH_NONE;
+use super::leader_epoch::{check_current_epoch, LEADER_EPOCH_NONE};
 use super::records::{first_record_at_or_after, record_with_max_timestamp};
 use super::topic_name;
 use crate::broker::Broker;
@@ -60,11 +60,16 @@ fn answer(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
                         .as_ref()
                         .and_then(|topic| topic.partition(p.partition_index))
                         .ok_or(ResponseError::UnknownTopicOrPartition.code())
-                        .and_then(|partition| lookup(&partition, p.timestamp, read_committed));
+                        .and_then(|partition| {
+                            check_current_epoch(p.current_leader_epoch, partition.log())?;
+                            let found = lookup(&partition, p.timestamp, read_committed)?;
+                            Ok((found, epoch_of(partition.log(), found.0)))
+                        });
                     match found {
-                        Ok((offset, timestamp)) => {
-                            base.with_offset(offset).with_timestamp(timestamp)
-                        }
+                        Ok(((offset, timestamp), epoch)) => base
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(epoch),
                         Err(code) => {
                             metrics::request_error(ApiKey::ListOffsets, code);
                             base.with_error_code(code)
@@ -80,6 +85,16 @@ fn answer(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The leader epoch reported with an offset ListOffsets answers: the current one at the log end,
+/// the one the offset was written in below it, none for no offset.
+fn epoch_of(log: &Partition, offset: i64) -> i32 {
+    match offset {
+        offset if offset < 0 => LEADER_EPOCH_NONE,
+        offset if offset >= log.log_end_offset() => log.leader_epoch(),
+        offset => log.leader_epoch_at(offset),
+    }
 }
 
 /// `(offset, timestamp)` answering `query` for one partition; -1s when no record qualifies.

@@ -15,9 +15,6 @@ use super::{str_bytes, topic_error_code, topic_name};
 use crate::broker::{Broker, NODE_ID};
 use crate::topics::{PartitionAllowance, Topic};
 
-/// Leader epoch reported for every partition: none, so clients skip epoch validation.
-pub const LEADER_EPOCH_NONE: i32 = -1;
-
 /// Whether answering `request` may create topics: auto-creation is on, the client allows it,
 /// and it names a topic this region does not host. Such a request is answered in the metadata
 /// lane, off the runtime workers.
@@ -115,7 +112,7 @@ fn describe(topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(p.index())
                 .with_leader_id(BrokerId(NODE_ID))
-                .with_leader_epoch(LEADER_EPOCH_NONE)
+                .with_leader_epoch(p.log().leader_epoch())
                 .with_replica_nodes(vec![BrokerId(NODE_ID)])
                 .with_isr_nodes(vec![BrokerId(NODE_ID)])
         })

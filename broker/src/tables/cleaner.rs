@@ -198,7 +198,7 @@ pub fn clean_partition(
         let mut writer = log.segment_writer(segment)?;
         for (offset, key) in &out.per_segment[i] {
             let Some(state) = keys.get(key) else { continue };
-            let batch = encode(key, *offset, state)?;
+            let batch = encode(key, *offset, log.leader_epoch_at(*offset), state)?;
             writer.append(&batch, &state.meta)?;
             budget.spend(batch.len(), topic);
             report.records_written += 1;
@@ -223,8 +223,15 @@ fn row_state(row: &Row) -> RowState {
 }
 
 /// One compacted record as a one-record batch at `offset`, marked as written by the cleaner:
-/// the row's value (null when deleted) and the row itself in `causeway.row`.
-fn encode(key: &Bytes, offset: i64, state: &KeyState) -> Result<Vec<u8>, StorageError> {
+/// the row's value (null when deleted) and the row itself in `causeway.row`. It keeps the
+/// leader epoch `offset` was written in, so a consumer reading it never takes a truncation for
+/// one.
+fn encode(
+    key: &Bytes,
+    offset: i64,
+    leader_epoch: i32,
+    state: &KeyState,
+) -> Result<Vec<u8>, StorageError> {
     let value = match state.row.materialize() {
         Some(Content::Json(value)) => {
             Some(Bytes::from(serde_json::to_vec(&value).map_err(|e| {
@@ -238,7 +245,7 @@ fn encode(key: &Bytes, offset: i64, state: &KeyState) -> Result<Vec<u8>, Storage
         transactional: false,
         control: false,
         delete_horizon: false,
-        partition_leader_epoch: 0,
+        partition_leader_epoch: leader_epoch,
         producer_id: -1,
         producer_epoch: -1,
         timestamp_type: kafka_protocol::records::TimestampType::Creation,
