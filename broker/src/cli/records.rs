@@ -130,7 +130,8 @@ fn send_batch(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch where offset - sequence changes; base sequence -1.
+            sequence: i as i32 - 1,
             timestamp,
             key: key.clone(),
             value: Some(value.clone()),

@@ -27,10 +27,14 @@ const READ_COMMITTED: i8 = 1;
 
 /// Answers every partition of the request in the blocking lane for reads: a lookup by
 /// timestamp reads and decodes batches, which may wait on the disk.
-pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let broker = broker.clone();
     match crate::blocking::READS
-        .run(move || answer(&broker, request))
+        .run(move || answer(&broker, request, version))
         .await
     {
         Ok(response) => response,
@@ -42,7 +46,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOf
     }
 }
 
-fn answer(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// First ListOffsets version whose answers carry a leader epoch.
+const VERSION_LEADER_EPOCH: i16 = 4;
+
+fn answer(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = request
         .topics
@@ -63,7 +70,11 @@ fn answer(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
                         .and_then(|partition| {
                             check_current_epoch(p.current_leader_epoch, partition.log())?;
                             let found = lookup(&partition, p.timestamp, read_committed)?;
-                            Ok((found, epoch_of(partition.log(), found.0)))
+                            let epoch = match version >= VERSION_LEADER_EPOCH {
+                                true => epoch_of(partition.log(), found.0),
+                                false => LEADER_EPOCH_NONE,
+                            };
+                            Ok((found, epoch))
                         });
                     match found {
                         Ok(((offset, timestamp), epoch)) => base

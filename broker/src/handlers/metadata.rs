@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::cluster::AUTHORIZED_OPERATIONS_OMITTED;
+use super::leader_epoch::LEADER_EPOCH_NONE;
 use super::{str_bytes, topic_error_code, topic_name};
 use crate::broker::{Broker, NODE_ID};
 use crate::topics::{PartitionAllowance, Topic};
@@ -104,6 +105,9 @@ fn lookup_by_id(broker: &Broker, id: Uuid, version: i16) -> MetadataResponseTopi
     }
 }
 
+/// First Metadata version whose partitions carry a leader epoch.
+const VERSION_LEADER_EPOCH: i16 = 7;
+
 fn describe(topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
     let partitions = topic
         .partitions()
@@ -112,7 +116,10 @@ fn describe(topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(p.index())
                 .with_leader_id(BrokerId(NODE_ID))
-                .with_leader_epoch(p.log().leader_epoch())
+                .with_leader_epoch(match version >= VERSION_LEADER_EPOCH {
+                    true => p.log().leader_epoch(),
+                    false => LEADER_EPOCH_NONE,
+                })
                 .with_replica_nodes(vec![BrokerId(NODE_ID)])
                 .with_isr_nodes(vec![BrokerId(NODE_ID)])
         })

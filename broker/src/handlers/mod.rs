@@ -82,7 +82,7 @@ pub async fn handle(
         RequestKind::Produce(r) => return Ok(produce::handle(broker, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(broker, r).await)
+            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version).await)
         }
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
             changing_topics(broker, move |b| topics::create(b, r, version)).await,

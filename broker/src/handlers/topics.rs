@@ -190,7 +190,11 @@ pub fn create_partitions(
                 .and_then(|count| {
                     let current = broker.topics.get(name).map_or(0, |t| t.partition_count());
                     let current = u32::try_from(current).unwrap_or(u32::MAX);
-                    if let Some(assignments) = t.assignments.as_ref().filter(|_| count > current) {
+                    if let Some(assignments) = t
+                        .assignments
+                        .as_ref()
+                        .filter(|a| count > current && !a.is_empty())
+                    {
                         let brokers: Vec<Vec<i32>> = assignments
                             .iter()
                             .map(|a| a.broker_ids.iter().map(|b| b.0).collect())

@@ -113,12 +113,14 @@ fn log_error(error: StorageError) -> LogError {
     LogError(error.to_string())
 }
 
-/// The batch bytes as they travel between regions: base offset 0, so copies of one batch served
-/// by different regions (stored at different offsets there) compare equal.
+/// The batch bytes as they travel between regions: base offset 0 and partition leader epoch 0
+/// (both are the storing region's own, and outside the CRC), so copies of one batch served by
+/// different regions (stored at different offsets, in different epochs there) compare equal.
 fn normalized(batch: &[u8]) -> Bytes {
     let mut bytes = BytesMut::from(batch);
-    if bytes.len() >= 8 {
+    if bytes.len() >= 16 {
         bytes[..8].copy_from_slice(&0i64.to_be_bytes());
+        bytes[12..16].copy_from_slice(&0i32.to_be_bytes());
     }
     bytes.freeze()
 }

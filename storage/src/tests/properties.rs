@@ -5,7 +5,8 @@ use super::*;
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Any interleaving of appends and reopens (clean or crash) keeps every appended batch.
+    /// Any interleaving of appends and reopens (clean or crash) keeps every appended batch, each
+    /// in the epoch it was appended in.
     #[test]
     fn appends_and_reopens_preserve_every_batch(
         steps in proptest::collection::vec((1i32..5, 0usize..400, 0u8..10), 1..40)
@@ -18,7 +19,10 @@ proptest! {
             let part = p.as_ref().unwrap();
             let r = append(part, count, i as i64, payload);
             prop_assert_eq!(r.base_offset, next);
-            expected.extend_from_slice(&stored(count, i as i64, payload, next));
+            // Stored in the epoch this opening of the log began.
+            let mut batch = stored(count, i as i64, payload, next);
+            crate::assign_offsets(&mut batch, next, part.leader_epoch());
+            expected.extend_from_slice(&batch);
             next += i64::from(count);
             if action == 0 {
                 p.take().unwrap().close().unwrap();
