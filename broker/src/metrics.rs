@@ -140,6 +140,13 @@ pub fn duplicate_batch(topic: &str) {
     counter!("causeway_produce_duplicate_batches_total", "topic" => topic.to_string()).increment(1);
 }
 
+/// Counts a produced batch stored in its topic's `compression.type` instead of the producer's
+/// codec (each costs a decompression and a compression on the produce path).
+pub fn recompressed_batch(topic: &str) {
+    counter!("causeway_produce_recompressed_batches_total", "topic" => topic.to_string())
+        .increment(1);
+}
+
 /// Counts table writes merged into rows.
 pub fn table_merged(topic: &str, merges: u64) {
     counter!("causeway_table_merges_total", "topic" => topic.to_string()).increment(merges);

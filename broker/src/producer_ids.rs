@@ -53,9 +53,13 @@ impl ProducerIds {
             return Ok(false);
         }
         let counter = id & ((1 << COUNTER_BITS) - 1);
-        let reserved_end = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).1;
-        if counter < reserved_end {
-            return Ok(true);
+        let next = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).0;
+        if next > 0 {
+            // This run has handed out ids: every one below the next is issued (this run's
+            // blocks start above every earlier run's). An id reserved but not handed out yet
+            // is not: a client writing under it first would make the real producer's first
+            // batch look like its retry.
+            return Ok(counter < next);
         }
         // After a restart nothing is reserved in memory until the next InitProducerId: what
         // earlier runs handed out is below the catalog's counter.
@@ -117,6 +121,10 @@ mod tests {
             let ids = ProducerIds::new(3);
             let issued = ids.next(&catalog).expect("id");
             assert!(ids.was_issued(issued, &catalog).expect("check"));
+            assert!(
+                !ids.was_issued(issued + 1, &catalog).expect("check"),
+                "reserved in this run's block but not handed out yet"
+            );
             assert!(!ids.was_issued(issued + 5_000, &catalog).expect("check"));
             assert!(!ids
                 .was_issued(compose(4, 0).expect("id"), &catalog)

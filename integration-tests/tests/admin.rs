@@ -259,7 +259,6 @@ const REFUSED: &[(&str, &str, &str)] = &[
     ("min.insync.replicas", "2", "causeway.min.regions"),
     ("min.cleanable.dirty.ratio", "0.9", "dirty ratio"),
     ("max.compaction.lag.ms", "3600000", "segment.ms"),
-    ("compression.type", "zstd", "producer"),
     ("flush.messages", "1", "acks=all"),
     ("flush.ms", "1000", "acks=all"),
     ("file.delete.delay.ms", "0", "delay"),

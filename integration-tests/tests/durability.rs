@@ -270,3 +270,78 @@ fn truncated_partial_batch_alone_is_truncated_on_restart() {
         check_recovered(broker, &topic, &values)
     });
 }
+
+/// Leader epochs across a restart (KIP-320): a librdkafka consumer positioned past a log tail
+/// that was lost while the broker was down (the last batch cut from the segment after
+/// `kill -9`, as a lost disk write would leave it) finds the truncation through
+/// OffsetForLeaderEpoch once the restart's new epoch shows, and resumes where the log now ends.
+/// Without epochs it would fetch from its old position and silently skip the first records
+/// written after the restart (or, with nothing there yet, be reset to the end).
+#[test]
+fn a_consumer_past_a_lost_tail_resumes_where_the_log_now_ends() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("epochs");
+        create_topic(broker, &topic, 1, &[])?;
+        let values = fill(broker, &topic, 20)?;
+        let consumer: BaseConsumer = broker
+            .consumer_config()
+            .set("auto.offset.reset", "latest")
+            .create()?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        let before = poll_values(&consumer, values.len(), Duration::from_secs(30))?;
+        let expected: Vec<(i64, String)> = (0..).zip(values.iter().cloned()).collect();
+        ensure_eq!(before, expected, "records read before the restart");
+
+        broker.kill9();
+        let seg = last_segment(broker, &topic)?;
+        let bytes = read_file(&seg)?;
+        let spans = batch_spans(&bytes);
+        let (kept_start, kept_len) = *spans
+            .get(spans.len().saturating_sub(2))
+            .with_context(|| format!("fewer than two batches in {}", seg.display()))?;
+        let kept = (kept_start + kept_len) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)?
+            .set_len(kept)?;
+        broker.restart()?;
+        let log_end = watermarks(broker, &topic, 0)?.1;
+        if log_end >= values.len() as i64 {
+            bail!("the log still ends at {log_end} after its last batch was cut");
+        }
+
+        let new: Vec<String> = (0..10).map(|i| format!("after-restart-{i}")).collect();
+        let refs: Vec<&str> = new.iter().map(String::as_str).collect();
+        let offsets = produce_values(&broker.producer(), &topic, 0, &refs)?;
+        ensure_eq!(
+            offsets.first().copied(),
+            Some(log_end),
+            "first offset after the restart"
+        );
+        let after = poll_values(&consumer, new.len(), Duration::from_secs(30))?;
+        let expected: Vec<(i64, String)> = (log_end..).zip(new).collect();
+        ensure_eq!(
+            after,
+            expected,
+            "records the consumer reads after the restart"
+        );
+        Ok(())
+    });
+}
+
+/// Polls `consumer` until it has `n` records or `timeout` passes; returns (offset, value) pairs.
+fn poll_values(consumer: &BaseConsumer, n: usize, timeout: Duration) -> Result<Vec<(i64, String)>> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < n && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => got.push((m.offset(), payload_str(&m.detach()))),
+            // Connection errors while the broker restarts; the client retries by itself.
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    Ok(got)
+}

@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -83,6 +84,10 @@ fn poll_all(consumers: &[&BaseConsumer], seen: &mut Vec<(usize, i32, i64)>) -> R
             None => {}
             Some(Ok(m)) => seen.push((i, m.partition(), m.offset())),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            // While the broker restarts: librdkafka reports it and reconnects by itself.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure,
+            ))) => {}
             Some(Err(e)) => bail!("consumer {i}: {e}"),
         }
     }
@@ -337,6 +342,57 @@ fn a_static_member_restarting_keeps_its_assignment_without_a_rebalance() {
             rebalances,
             "rebalances after the restart"
         );
+        Ok(())
+    });
+}
+
+/// Membership survives a broker restart (`kill -9`): the group comes back at the generation in
+/// force, the members' heartbeats go on being answered, and nothing rebalances; each member keeps
+/// its partitions and reads what is produced to them after the restart.
+#[test]
+fn members_keep_their_generation_and_partitions_across_a_broker_restart() {
+    with_broker(options(300), |broker| {
+        // A session long enough to outlast the restart, as a Kafka coordinator move would need.
+        let extra = |instance| {
+            [
+                ("group.instance.id", instance),
+                ("session.timeout.ms", "20000"),
+            ]
+        };
+        let TwoMembers {
+            topic,
+            group,
+            a,
+            b,
+            mut seen,
+        } = two_balanced_members(broker, "across-restart", &extra("a"), &extra("b"))?;
+        let before = [assigned(&a), assigned(&b)];
+        broker.kill9();
+        broker.restart()?;
+        seen.clear();
+        produce_per_partition(broker, &topic, 4, 5)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.len() < 20 && Instant::now() < deadline {
+            poll_all(&[&a, &b], &mut seen)?;
+        }
+        // Keep polling past what a rebalance would take: nothing may move.
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(3) {
+            poll_all(&[&a, &b], &mut seen)?;
+        }
+        ensure_eq!(
+            [assigned(&a), assigned(&b)],
+            before,
+            "assignments after the restart"
+        );
+        ensure_eq!(seen.len(), 20, "records read after the restart");
+        for (member, partition, _) in &seen {
+            if !before[*member].contains(partition) {
+                bail!("member {member} read partition {partition}, assigned {before:?}");
+            }
+        }
+        let key = format!("causeway_consumer_group_rebalances_total{{group=\"{group}\"}}");
+        ensure_eq!(metric(broker, &key)?, 0.0, "rebalances since the restart");
         Ok(())
     });
 }

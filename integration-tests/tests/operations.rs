@@ -253,6 +253,42 @@ fn a_deleted_topics_gauges_leave_the_scrape() {
     });
 }
 
+/// A deleted table's `causeway_table_rows` leaves `/metrics` with it, like its partition gauges.
+#[test]
+fn a_deleted_tables_row_gauge_leaves_the_scrape() {
+    with_broker(BrokerOptions::new(), |broker| {
+        let table = topic_name("gone-table");
+        create_topic(broker, &table, 1, &[("cleanup.policy", "compact")])?;
+        produce_all(
+            &broker.producer(),
+            &table,
+            &[TestRecord::value(r#"{"n":1}"#).key("k")],
+        )?;
+        let labels = [("topic", table.as_str())];
+        let materialized = wait_until(Duration::from_secs(15), || {
+            scrape(broker).is_ok_and(|m| m.value("causeway_table_rows", &labels) == 1.0)
+        });
+        if !materialized {
+            bail!("causeway_table_rows of {table} never reached 1");
+        }
+        let present = |metrics: &Metrics| {
+            metrics.values.keys().any(|(name, series)| {
+                name == "causeway_table_rows"
+                    && series.iter().any(|(k, v)| k == "topic" && *v == table)
+            })
+        };
+        let admin = broker.admin();
+        let deleted =
+            block_on(admin.delete_topics(&[table.as_str()], &rdkafka::admin::AdminOptions::new()))?;
+        if let Some(Err(error)) = deleted.first() {
+            bail!("delete failed: {error:?}");
+        }
+        let after = scrape(broker)?;
+        ensure_eq!(present(&after), false, "table rows gauge after the delete");
+        Ok(())
+    });
+}
+
 #[test]
 fn readyz_and_healthz_answer_200_once_started_and_a_fresh_start_recovers_nothing() {
     with_broker(BrokerOptions::new(), |broker| {
@@ -465,13 +501,18 @@ fn topic_cli_commands_work_against_a_running_broker_with_exit_codes_0_1_2() {
         let partition0: Vec<&str> = out
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.len() == 4 && f[0] == "0")
+            .find(|f| f.len() == 5 && f[0] == "0")
             .with_context(|| format!("describe has no partition 0 row:\n{out}"))?;
         ensure_eq!(
-            partition0,
+            partition0[..4].to_vec(),
             vec!["0", "0", "2", "2"],
             "partition 0: start, end, records"
         );
+        // Two one-record batches: at least two 61-byte headers on disk, far less than a KiB.
+        let size: i64 = partition0[4].parse().context("partition 0 size")?;
+        if !(122..1024).contains(&size) {
+            bail!("partition 0 holds two small records in {size} bytes:\n{out}");
+        }
         ensure_eq!(
             described_config(&out, "retention.ms"),
             Some(("3600000".to_string(), "topic".to_string()))
@@ -1287,6 +1328,15 @@ fn state_commands_print_json_with_the_tables_facts() {
                 )
             })
             .collect();
+        let sizes: Vec<i64> = described["partitions"]
+            .as_array()
+            .context("partitions")?
+            .iter()
+            .map(|p| p["size_bytes"].as_i64().unwrap_or(-9))
+            .collect();
+        if !(sizes[0] > 0 && sizes[1] > sizes[0] && sizes[2] == 0) {
+            bail!("sizes of partitions holding 2, 3 and 0 records: {sizes:?}");
+        }
         ensure_eq!(
             partitions,
             vec![(0, 0, 2, 2), (1, 0, 3, 3), (2, 0, 0, 0)],

@@ -768,7 +768,8 @@ fn a_region_killed_under_load_restarts_and_every_acknowledged_record_converges()
 
 /// Test 4: a topic created with CreateTopics in one region shows up with its partitions in the
 /// others (auto-creation is off, so only the replicated catalog can create it there), takes
-/// produce there, and those records replicate back.
+/// produce there, and those records replicate back; deleted in one region, it leaves them all, and
+/// each peer logs the delete by the topic's name.
 #[test]
 fn a_topic_created_in_one_region_is_usable_in_every_region() {
     // Only us creates topics on first use; eu and ap can learn them only from the catalog.
@@ -840,6 +841,34 @@ fn a_topic_created_in_one_region_is_usable_in_every_region() {
                 Duration::from_secs(15),
             )
             .with_context(|| format!("auto-created topic in {}", mesh.name(j)))?;
+        }
+
+        // A topic deleted in eu leaves every region, and each peer logs the delete by name.
+        let deleted = block_on(mesh.region(0).admin().delete_topics(
+            &[topic.as_str()],
+            &AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT)),
+        ))?;
+        if !deleted.iter().all(|r| r.is_ok()) {
+            bail!("DeleteTopics in eu: {deleted:?}");
+        }
+        mesh.wait_all(
+            &format!("topic {topic} deleted"),
+            Duration::from_secs(20),
+            |r| Ok(topic_partition_count(&r.bootstrap(), &topic)?.is_none()),
+        )?;
+        for j in [1, 2] {
+            let logged = wait_until(Duration::from_secs(10), || {
+                mesh.region(j).stderr().lines().any(|line| {
+                    line.contains("deleted topic (merged from a peer)") && line.contains(&topic)
+                })
+            });
+            if !logged {
+                bail!(
+                    "{} did not log the merged delete of {topic}:\n{}",
+                    mesh.name(j),
+                    mesh.region(j).stderr_tail(20)
+                );
+            }
         }
         Ok(())
     });

@@ -101,6 +101,81 @@ fn every_compression_codec_round_trips() {
     });
 }
 
+/// A topic's `compression.type` decides the codec its batches are stored in, as on a Kafka broker:
+/// an idempotent librdkafka producer sends in one codec, every stored batch comes back (raw
+/// Fetch) in the topic's codec, and a librdkafka consumer reads every record unchanged.
+#[test]
+fn a_topic_compression_type_stores_every_batch_in_its_codec() {
+    with_broker(BrokerOptions::new(), |broker| {
+        // (producer's codec, topic's compression.type, codec id the batches must carry)
+        for (sent, topic_codec, stored_id) in [
+            ("none", "lz4", 3),
+            ("zstd", "gzip", 1),
+            ("lz4", "snappy", 2),
+            ("gzip", "uncompressed", 0),
+            ("snappy", "zstd", 4),
+            ("gzip", "producer", 1),
+        ] {
+            let case = format!("{sent} sent to a {topic_codec} topic");
+            let topic = topic_name(&format!("stored-{topic_codec}"));
+            create_topic(broker, &topic, 1, &[("compression.type", topic_codec)])?;
+            let producer: rdkafka::producer::FutureProducer = broker
+                .producer_config()
+                .set("compression.type", sent)
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "20")
+                .set("batch.num.messages", "50")
+                .create()?;
+            let n = 200;
+            let records: Vec<TestRecord> = (0..n)
+                .map(|i| {
+                    TestRecord::value(format!("{case} {i} {}", "y".repeat(i % 151)))
+                        .key(format!("k{}", i % 7))
+                        .header("h", Some(format!("{i}").as_bytes()))
+                        .partition(0)
+                })
+                .collect();
+            produce_all(&producer, &topic, &records).with_context(|| case.clone())?;
+            let msgs = read_partition(&broker.bootstrap(), &topic, 0, Offset::Beginning, n)
+                .with_context(|| case.clone())?;
+            for (i, (m, r)) in msgs.iter().zip(&records).enumerate() {
+                ensure_eq!(m.offset(), i as i64, "{case}: offset");
+                ensure_eq!(m.key(), r.key.as_deref(), "{case}: key {i}");
+                ensure_eq!(m.payload(), r.value.as_deref(), "{case}: value {i}");
+                let header = m.headers().and_then(|h| h.iter().next()).map(|h| h.value);
+                ensure_eq!(
+                    header,
+                    Some(Some(format!("{i}").as_bytes())),
+                    "{case}: header {i}"
+                );
+            }
+            let codecs = stored_codecs(broker, &topic)?;
+            if codecs.is_empty() || codecs.iter().any(|&id| id != stored_id) {
+                bail!("{case}: stored batches carry codecs {codecs:?}, not only {stored_id}");
+            }
+        }
+        Ok(())
+    });
+}
+
+/// The codec id (attributes bits 0-2) of every batch partition 0 of `topic` holds, from a raw
+/// Fetch from offset 0.
+fn stored_codecs(
+    broker: &causeway_integration_tests::BrokerProcess,
+    topic: &str,
+) -> anyhow::Result<Vec<i16>> {
+    let data = broker.raw()?.fetch(topic, 0, 0, 8 << 20, 100)?;
+    let records = data.records.context("fetch returned no records")?;
+    let mut codecs = Vec::new();
+    let mut rest = &records[..];
+    while rest.len() >= 61 {
+        let length = i32::from_be_bytes(rest[8..12].try_into()?) as usize + 12;
+        codecs.push(i16::from_be_bytes(rest[21..23].try_into()?) & 7);
+        rest = rest.get(length..).unwrap_or_default();
+    }
+    Ok(codecs)
+}
+
 #[test]
 fn records_stay_on_the_partition_they_were_sent_to_across_32_partitions() {
     with_broker(BrokerOptions::new(), |broker| {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::{
-    create_topic, http_get, kcat, produce_all, topic_name, with_broker, BrokerOptions,
+    create_topic, http_get, kcat, produce_all, topic_name, wait_until, with_broker, BrokerOptions,
     BrokerProcess, TestRecord,
 };
 use serde_json::{json, Value};
@@ -103,7 +103,11 @@ fn write_operations(broker: &BrokerProcess, topic: &str) -> Result<()> {
         ),
         record("bob", Some(r#"{"name":"Bob"}"#), &[]),
         record("bob", None, &[]),
-        record("carol", Some("not json"), &[("causeway.op", "patch")]),
+        // Pinned to partition 1 so the test knows which partition its refusal names.
+        TestRecord {
+            partition: Some(1),
+            ..record("carol", Some("not json"), &[("causeway.op", "patch")])
+        },
     ];
     produce_all(&broker.producer(), topic, &records)?;
     let bootstrap = broker.bootstrap();
@@ -162,6 +166,21 @@ fn patches_counters_sets_and_tombstones_become_rows_that_survive_restart_and_reb
                 bail!("not every record was applied or refused:\n{metrics}");
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // The refusal is logged with its partition and key, so an operator can find the record.
+        let logged = wait_until(Duration::from_secs(10), || {
+            broker.stderr().lines().any(|line| {
+                line.contains("record refused by the table")
+                    && line.contains(&topic)
+                    && line.contains("partition=1")
+                    && line.contains("key=\"carol\"")
+            })
+        });
+        if !logged {
+            bail!(
+                "no refusal line names partition 1 and key carol:\n{}",
+                broker.stderr_tail(20)
+            );
         }
         for key in ["bob", "carol"] {
             let (status, body) = http_get(

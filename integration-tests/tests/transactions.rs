@@ -12,8 +12,8 @@ use causeway_integration_tests::transactions::{
     read_values, send, transactional_producer, TxnProducer, TIMEOUT,
 };
 use causeway_integration_tests::{
-    create_topic, payload_str, produce_all, read_to_end, topic_name, with_broker, BrokerOptions,
-    BrokerProcess, TestRecord,
+    create_topic, ensure_eq, payload_str, produce_all, read_to_end, topic_name, with_broker,
+    BrokerOptions, BrokerProcess, TestRecord,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -402,6 +402,112 @@ fn kill_9_during_commits_leaves_only_whole_transactions_visible() {
         }
         if per_round.len() < 5 || per_round.values().any(|n| *n != 3) {
             bail!("partial or missing transactions are visible: {per_round:?}");
+        }
+        Ok(())
+    });
+}
+
+/// DescribeProducers (KIP-664), as `kafka-transactions.sh describe-producers` sends it: each
+/// producer of a partition with its last sequence, and the first offset of the transaction it
+/// holds open (what holds the last stable offset back), cleared by the commit; unknown topics
+/// and partitions get UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn describe_producers_names_each_producer_and_its_open_transaction() {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{DescribeProducersRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::ResponseError;
+
+    with_broker(BrokerOptions::new(), |broker| {
+        let topic = topic_name("describe-producers");
+        create_topic(broker, &topic, 2, &[])?;
+        let idempotent: rdkafka::producer::FutureProducer = broker
+            .producer_config()
+            .set("enable.idempotence", "true")
+            .create()?;
+        let records: Vec<TestRecord> = (0..3)
+            .map(|i| TestRecord::value(format!("plain-{i}")).partition(0))
+            .collect();
+        produce_all(&idempotent, &topic, &records)?;
+        let transactional = transactional_producer(broker, &format!("{topic}-txn"), 60_000)?;
+        transactional.begin_transaction()?;
+        send(&transactional, &topic, "in-transaction")?;
+        transactional.flush(TIMEOUT)?;
+
+        let name = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
+        let request = DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(name(&topic))
+                .with_partition_indexes(vec![0, 1, 7]),
+            TopicRequest::default()
+                .with_name(name("no-such-topic"))
+                .with_partition_indexes(vec![0]),
+        ]);
+        let describe =
+            |raw: &mut causeway_integration_tests::raw::RawClient| raw.request(0, &request);
+        let mut raw = broker.raw()?;
+        let response = describe(&mut raw)?;
+        let [ours, unknown] = response.topics.as_slice() else {
+            bail!("{} topics answered, not 2", response.topics.len());
+        };
+        let codes: Vec<(i32, i16)> = ours
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.error_code))
+            .collect();
+        let unknown_code = ResponseError::UnknownTopicOrPartition.code();
+        ensure_eq!(
+            codes,
+            vec![(0, 0), (1, 0), (7, unknown_code)],
+            "partition error codes"
+        );
+        if unknown.partitions.first().map(|p| p.error_code) != Some(unknown_code) {
+            bail!("an unknown topic was answered {:?}", unknown.partitions);
+        }
+        if !ours.partitions[1].active_producers.is_empty() {
+            bail!(
+                "partition 1 took no batch yet lists {:?}",
+                ours.partitions[1].active_producers
+            );
+        }
+        let producers = &ours.partitions[0].active_producers;
+        let plain: Vec<_> = producers
+            .iter()
+            .filter(|p| p.current_txn_start_offset == -1)
+            .collect();
+        let open: Vec<_> = producers
+            .iter()
+            .filter(|p| p.current_txn_start_offset != -1)
+            .collect();
+        let ([plain], [open]) = (plain.as_slice(), open.as_slice()) else {
+            bail!("partition 0 lists {producers:?}, not one idempotent and one transactional producer");
+        };
+        if (
+            plain.last_sequence,
+            open.last_sequence,
+            open.current_txn_start_offset,
+        ) != (2, 0, 3)
+        {
+            bail!("idempotent {plain:?}, transactional {open:?}: wanted last sequences 2 and 0, the transaction from offset 3");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        if !(now - 60_000..=now).contains(&open.last_timestamp)
+            || plain.producer_id == open.producer_id
+        {
+            bail!("idempotent {plain:?}, transactional {open:?}");
+        }
+
+        transactional.commit_transaction(TIMEOUT)?;
+        let after = describe(&mut raw)?;
+        let still_open: Vec<_> = after.topics[0].partitions[0]
+            .active_producers
+            .iter()
+            .filter(|p| p.current_txn_start_offset != -1)
+            .collect();
+        if !still_open.is_empty() {
+            bail!("after the commit, transactions are still listed open: {still_open:?}");
         }
         Ok(())
     });

@@ -57,6 +57,17 @@ impl Codec {
             other => Err(RecordsError::UnknownCodec(other as u8)),
         }
     }
+
+    /// The codec's id in a batch's attributes (bits 0-2).
+    pub fn id(self) -> i16 {
+        match self {
+            Codec::None => 0,
+            Codec::Gzip => 1,
+            Codec::Snappy => 2,
+            Codec::Lz4 => 3,
+            Codec::Zstd => 4,
+        }
+    }
 }
 
 /// Why a records section cannot be read.
@@ -71,6 +82,9 @@ pub enum RecordsError {
         /// The budget.
         max: usize,
     },
+    /// The codec's encoder failed.
+    #[error("records do not compress: {0}")]
+    Compression(String),
     /// Compressed bytes that do not decompress.
     #[error("records do not decompress: {0}")]
     Decompression(String),
@@ -166,6 +180,56 @@ pub fn decompress(
             bounded(&mut decoder)
         }
         Codec::Snappy => snappy(compressed, max_bytes),
+    }
+}
+
+/// Bytes of input per xerial snappy block, as Kafka's Java client writes them.
+const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
+
+/// Compresses an uncompressed records section with `codec` at the codec's default level, in the
+/// framing Kafka's clients read: gzip (RFC 1952), snappy in xerial framing (as Kafka's broker
+/// writes it), the LZ4 frame format, zstd. For a broker that stores every batch of a topic in
+/// the topic's `compression.type`.
+pub fn compress(codec: Codec, records: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| RecordsError::Compression(e.to_string());
+    match codec {
+        Codec::None => Ok(records.to_vec()),
+        Codec::Gzip => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(records).map_err(failed)?;
+            encoder.finish().map_err(failed)
+        }
+        Codec::Snappy => {
+            let mut out = Vec::with_capacity(XERIAL_HEADER_BYTES + records.len());
+            out.extend_from_slice(XERIAL_MAGIC);
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+            let mut encoder = snap::raw::Encoder::new();
+            for block in records.chunks(XERIAL_BLOCK_BYTES) {
+                let compressed = encoder
+                    .compress_vec(block)
+                    .map_err(|e| RecordsError::Compression(e.to_string()))?;
+                let length = u32::try_from(compressed.len())
+                    .map_err(|e| RecordsError::Compression(e.to_string()))?;
+                out.extend_from_slice(&length.to_be_bytes());
+                out.extend_from_slice(&compressed);
+            }
+            Ok(out)
+        }
+        Codec::Lz4 => {
+            let mut encoder = lz4::EncoderBuilder::new()
+                .build(Vec::new())
+                .map_err(failed)?;
+            encoder.write_all(records).map_err(failed)?;
+            let (out, result) = encoder.finish();
+            result.map_err(failed)?;
+            Ok(out)
+        }
+        Codec::Zstd => {
+            zstd::bulk::compress(records, zstd::DEFAULT_COMPRESSION_LEVEL).map_err(failed)
+        }
     }
 }
 

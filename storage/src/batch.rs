@@ -20,6 +20,8 @@ const MAGIC_OFFSET: usize = 16;
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
+/// Attributes bits 0-2: the compression codec.
+const CODEC_BITS: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
@@ -133,7 +135,7 @@ impl BatchHeader {
 
     /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
     pub fn compression_codec(&self) -> u8 {
-        (self.attributes & 7) as u8
+        (self.attributes & CODEC_BITS) as u8
     }
 
     /// Whether the batch belongs to a transaction.
@@ -319,6 +321,26 @@ pub fn stamp_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The batch `batch` with its records section replaced by `records`, written with codec `codec_id`
+/// (attributes bits 0-2; the other attributes kept): batchLength and the CRC are recomputed, every
+/// other header field is kept. For the broker's recompression to a topic's `compression.type`.
+/// `batch` must hold at least a header; a shorter one is returned unchanged.
+pub fn with_records(batch: &[u8], codec_id: i16, records: &[u8]) -> Vec<u8> {
+    let Some(header) = batch.get(..BATCH_HEADER_BYTES) else {
+        return batch.to_vec();
+    };
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    out.extend_from_slice(header);
+    out.extend_from_slice(records);
+    let length = i32::try_from(out.len() - LOG_OVERHEAD_BYTES).unwrap_or(i32::MAX);
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    let attributes = (be_i16(&out, ATTRIBUTES_OFFSET) & !CODEC_BITS) | (codec_id & CODEC_BITS);
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// Test helper shared by the crate's unit tests: a well-formed v2 batch with `count` records.
 #[cfg(test)]
 pub(crate) fn test_batch(count: i32, max_timestamp: i64, payload_bytes: usize) -> Vec<u8> {
@@ -370,6 +392,33 @@ mod tests {
         records.extend_from_slice(&second);
         let ranges = split_batches(&records, 1 << 20).unwrap();
         assert_eq!(ranges, vec![0..81, 81..81 + 66]);
+    }
+
+    #[test]
+    fn a_batch_rebuilt_around_new_records_keeps_its_header_and_validates() {
+        let mut original = test_batch(3, 10, 20);
+        let transactional_gzip = TRANSACTIONAL_BIT | 1;
+        original[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
+            .copy_from_slice(&transactional_gzip.to_be_bytes());
+        let rebuilt = with_records(&original, 4, &[7; 45]);
+        let header = validate_batch(&rebuilt).unwrap();
+        let before = BatchHeader::parse(&original).unwrap();
+        assert_eq!(header.compression_codec(), 4);
+        assert!(header.is_transactional());
+        assert_eq!(rebuilt.len(), BATCH_HEADER_BYTES + 45);
+        assert_eq!(
+            (
+                header.records_count,
+                header.max_timestamp,
+                header.base_sequence
+            ),
+            (
+                before.records_count,
+                before.max_timestamp,
+                before.base_sequence
+            )
+        );
+        assert_eq!(&rebuilt[BATCH_HEADER_BYTES..], &[7; 45]);
     }
 
     #[test]

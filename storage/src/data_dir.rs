@@ -1,5 +1,6 @@
 //! The data directory as a whole: the lock that keeps two processes (two brokers, or a broker
-//! and `causeway meta rebuild`) from using one data dir at the same time.
+//! and `causeway meta rebuild`) from using one data dir at the same time, and the space left on
+//! its file system.
 //!
 //! ## `broker.lock`
 //! An empty file at the top of the data dir. A broker holds an exclusive `flock` on it for its
@@ -14,6 +15,15 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{flock, FlockOperation};
 
 use crate::error::StorageError;
+
+/// The size of the file system holding `path` and the bytes an unprivileged writer may still
+/// use there (`statvfs`), for DescribeLogDirs; `None` when the file system cannot say.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
+    let stats = rustix::fs::statvfs(path).ok()?;
+    let total = stats.f_blocks.checked_mul(stats.f_frsize)?;
+    let usable = stats.f_bavail.checked_mul(stats.f_frsize)?;
+    Some((total, usable))
+}
 
 /// File name of the data dir lock.
 pub const LOCK_FILE: &str = "broker.lock";

@@ -8,9 +8,12 @@
 //!   (group ids are arbitrary strings) and keep one group's offsets contiguous, so a prefix scan
 //!   reads a group and a seek skips to the next.
 //!
-//! Group membership (generations, members, assignments) is not stored: after a restart members
-//! rejoin, as they do after a coordinator move in Kafka. Every write is synchronous (WAL fsynced)
-//! so an acknowledged OffsetCommit survives a crash.
+//! - `m` + group -> the group's membership as of its last completed rebalance (bytes the
+//!   coordinator encodes), so members keep their generation across a restart.
+//!
+//! Every offset write is synchronous (WAL fsynced) so an acknowledged OffsetCommit survives a
+//! crash; membership writes are not (a membership lost with the page cache only makes members
+//! rejoin, as they would without it).
 
 use std::path::Path;
 
@@ -21,6 +24,7 @@ use crate::error::StorageError;
 use crate::rocks::{self, db_err, sync_writes};
 
 const OFFSET_TAG: u8 = b'o';
+const MEMBERSHIP_TAG: u8 = b'm';
 
 /// The longest group id or topic name we store; longer ones are refused before any write.
 pub const GROUP_NAME_BYTES_MAX: usize = u16::MAX as usize;
@@ -66,6 +70,12 @@ fn group_prefix(group: &str) -> Result<Vec<u8>, StorageError> {
     let mut key = vec![OFFSET_TAG];
     push_name(&mut key, group)?;
     Ok(key)
+}
+
+fn membership_key(group: &str) -> Vec<u8> {
+    let mut key = vec![MEMBERSHIP_TAG];
+    key.extend_from_slice(group.as_bytes());
+    key
 }
 
 fn offset_key(group: &str, topic: &str, partition: i32) -> Result<Vec<u8>, StorageError> {
@@ -149,7 +159,7 @@ impl GroupStore {
         }
     }
 
-    /// Removes every offset of `group`; returns how many there were.
+    /// Removes every offset of `group` and its membership; returns how many offsets there were.
     pub fn delete_group(&self, group: &str) -> Result<usize, StorageError> {
         let entries = self.fetch(group)?;
         let pairs: Vec<(String, i32)> = entries
@@ -157,6 +167,7 @@ impl GroupStore {
             .map(|e| (e.topic, e.partition))
             .collect();
         self.delete_offsets(group, &pairs)?;
+        self.delete_membership(group)?;
         Ok(pairs.len())
     }
 
@@ -174,6 +185,37 @@ impl GroupStore {
             batch.delete(offset_key(group, topic, *partition)?);
         }
         self.db.write_opt(batch, &sync_writes()).map_err(db_err)
+    }
+
+    /// Keeps `group`'s membership (replacing what was kept).
+    pub fn save_membership(&self, group: &str, membership: &[u8]) -> Result<(), StorageError> {
+        self.db
+            .put(membership_key(group), membership)
+            .map_err(db_err)
+    }
+
+    /// Forgets `group`'s membership (absent is fine).
+    pub fn delete_membership(&self, group: &str) -> Result<(), StorageError> {
+        self.db.delete(membership_key(group)).map_err(db_err)
+    }
+
+    /// Every kept membership, by group id.
+    pub fn memberships(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        let start = [MEMBERSHIP_TAG];
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, value) = item.map_err(db_err)?;
+            let Some(group) = key.strip_prefix(&[MEMBERSHIP_TAG]) else {
+                break;
+            };
+            let group = String::from_utf8(group.to_vec())
+                .map_err(|_| StorageError::Corrupt(format!("group store key {key:?}")))?;
+            out.push((group, value.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every group that has at least one committed offset, in key order.
@@ -249,6 +291,34 @@ mod tests {
             Some(entry("t", 1, 7, 1).committed)
         );
         assert_eq!(store.fetch_one("g", "t", 2).unwrap(), None);
+    }
+
+    #[test]
+    fn memberships_survive_reopen_apart_from_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = GroupStore::open(dir.path()).unwrap();
+            store.commit("g", &[entry("t", 0, 5, 1)]).unwrap();
+            store.save_membership("g", b"first").unwrap();
+            store.save_membership("g", b"second").unwrap();
+            store.save_membership("h", b"other").unwrap();
+            store.save_membership("gone", b"x").unwrap();
+            store.delete_membership("gone").unwrap();
+        }
+        let store = GroupStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.memberships().unwrap(),
+            vec![
+                ("g".into(), b"second".to_vec()),
+                ("h".into(), b"other".to_vec())
+            ]
+        );
+        assert_eq!(store.groups().unwrap(), vec!["g".to_string()]);
+        store.delete_group("g").unwrap();
+        assert_eq!(
+            store.memberships().unwrap(),
+            vec![("h".into(), b"other".to_vec())]
+        );
     }
 
     #[test]

@@ -53,17 +53,17 @@ pub mod telemetry;
 mod tests;
 
 pub use batch::{
-    assign_offsets, mark_cleaned, split_batches, stamp_log_append_time, whole_batches, BatchError,
-    BatchHeader, WholeBatches, BATCH_HEADER_BYTES,
+    assign_offsets, mark_cleaned, split_batches, stamp_log_append_time, whole_batches,
+    with_records, BatchError, BatchHeader, WholeBatches, BATCH_HEADER_BYTES,
 };
 pub use catalog::{Catalog, TopicRecord};
 pub use causal::CausalMeta;
 pub use config::{
-    log_config_from, validate_topic_config, ConfigError, LogConfig, TimestampType, TopicConfigDef,
-    TOPIC_CONFIGS,
+    log_config_from, validate_topic_config, CompressionType, ConfigError, LogConfig, TimestampType,
+    TopicConfigDef, TOPIC_CONFIGS,
 };
 pub use control::{control_batch, control_type, ControlType};
-pub use data_dir::DataDirLock;
+pub use data_dir::{disk_space, DataDirLock};
 pub use error::StorageError;
 pub use file_cache::set_open_segment_files_max;
 pub use group_store::{CommittedOffset, GroupStore, OffsetEntry};
@@ -76,8 +76,8 @@ pub use partition::{
     ScrubStep,
 };
 pub use producers::{
-    producer_region, AbortedTransaction, OpenTransaction, ProducerStates, SequenceError,
-    PRODUCER_ID_COUNTER_BITS,
+    producer_region, AbortedTransaction, ActiveProducer, OpenTransaction, ProducerStates,
+    SequenceError, PRODUCER_ID_COUNTER_BITS,
 };
 pub use sidecar::{partition_dirs, PartitionDir, TopicSidecar};
 pub use table_store::TableStore;

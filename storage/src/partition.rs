@@ -32,7 +32,9 @@ use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, PRODUCERS_FIL
 use crate::config::{LogConfig, TimestampType};
 use crate::control::{control_batch, control_type, ControlType};
 use crate::error::{IoContext, StorageError};
-use crate::producers::{AbortedTransaction, OpenTransaction, ProducerStates, SequenceCheck};
+use crate::producers::{
+    AbortedTransaction, ActiveProducer, OpenTransaction, ProducerStates, SequenceCheck,
+};
 use crate::retention::{deletable_prefix, SegmentFacts};
 use crate::segment::{remove_if_exists, PlannedRead, Segment, SyncJob};
 use crate::telemetry;
@@ -477,6 +479,11 @@ impl Partition {
     /// its marker arrives.
     pub fn open_transactions(&self) -> Vec<OpenTransaction> {
         self.read_state().producers.open_transactions().collect()
+    }
+
+    /// Every producer whose state this partition keeps, by producer id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.read_state().producers.active_producers()
     }
 
     /// The epoch of `producer_id` as last seen in this partition: a marker from another region

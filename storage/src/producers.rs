@@ -138,6 +138,22 @@ pub struct OpenTransaction {
     pub last_write_ms: i64,
 }
 
+/// A producer whose state a partition keeps, as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its epoch as last seen in this partition.
+    pub epoch: i16,
+    /// Sequence of its last record here, -1 when no batch is remembered (after an epoch bump
+    /// by a marker).
+    pub last_sequence: i32,
+    /// When this partition last took a batch of it (local time of the append).
+    pub last_write_ms: i64,
+    /// Offset of its open transaction's first batch here, if one is open.
+    pub transaction_start_offset: Option<i64>,
+}
+
 /// All producers' state for one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
@@ -420,6 +436,25 @@ impl ProducerStates {
                 last_write_ms: entry.map_or(i64::MIN, |e| e.last_write_ms),
             }
         })
+    }
+
+    /// Every producer whose state is kept, by producer id: an operator finds the producers
+    /// holding a partition's transactions open (DescribeProducers, as `kafka-transactions.sh
+    /// describe-producers` asks).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut producers: Vec<ActiveProducer> = self
+            .entries
+            .values()
+            .map(|entry| ActiveProducer {
+                producer_id: entry.producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |b| b.last_seq),
+                last_write_ms: entry.last_write_ms,
+                transaction_start_offset: self.ongoing.get(&entry.producer_id).copied(),
+            })
+            .collect();
+        producers.sort_by_key(|p| p.producer_id);
+        producers
     }
 
     /// The epoch of `producer_id` as last seen here, if it is known.

@@ -11,6 +11,7 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
@@ -18,8 +19,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
-    TopicName,
+    DescribeConfigsRequest, DescribeLogDirsRequest, IncrementalAlterConfigsRequest,
+    ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -323,9 +324,19 @@ pub(super) fn partition_indexes(
 struct TopicDescription {
     name: String,
     id: uuid::Uuid,
-    /// Per partition in index order: (index, log start, log end); -1 where the broker gave none.
-    partitions: Vec<(i32, i64, i64)>,
+    /// Per partition, in index order.
+    partitions: Vec<PartitionFacts>,
     configs: Vec<ConfigEntry>,
+}
+
+/// One partition as `topic describe` shows it; -1 where the broker gave nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PartitionFacts {
+    index: i32,
+    log_start: i64,
+    log_end: i64,
+    /// Bytes of the partition's log on disk (DescribeLogDirs).
+    size_bytes: i64,
 }
 
 /// One config of a topic as DescribeConfigs reports it.
@@ -341,14 +352,14 @@ fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<TopicDes
     let (id, indexes) = partition_indexes(broker, name)?;
     let earliest = offsets(broker, name, &indexes, EARLIEST)?;
     let latest = latest_offsets(broker, name, &indexes)?;
+    let sizes = log_sizes(broker, name, &indexes)?;
     let partitions = indexes
         .iter()
-        .map(|index| {
-            (
-                *index,
-                earliest.get(index).copied().unwrap_or(-1),
-                latest.get(index).copied().unwrap_or(-1),
-            )
+        .map(|index| PartitionFacts {
+            index: *index,
+            log_start: earliest.get(index).copied().unwrap_or(-1),
+            log_end: latest.get(index).copied().unwrap_or(-1),
+            size_bytes: sizes.get(index).copied().unwrap_or(-1),
         })
         .collect();
     let described = broker.send(&DescribeConfigsRequest::default().with_resources(vec![
@@ -382,6 +393,27 @@ fn describe(broker: &mut AdminConnection, name: &str) -> anyhow::Result<TopicDes
     })
 }
 
+/// Bytes of each partition's log, from DescribeLogDirs.
+fn log_sizes(
+    broker: &mut AdminConnection,
+    name: &str,
+    partitions: &[i32],
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let described = broker.send(&DescribeLogDirsRequest::default().with_topics(Some(vec![
+        DescribableLogDirTopic::default()
+            .with_topic(TopicName(text(name)))
+            .with_partitions(partitions.to_vec()),
+    ])))?;
+    Ok(described
+        .results
+        .iter()
+        .flat_map(|dir| &dir.topics)
+        .filter(|topic| topic.name.as_str() == name)
+        .flat_map(|topic| &topic.partitions)
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect())
+}
+
 /// Records between a log start and end, or `None` when either is unknown.
 fn record_count(start: i64, end: i64) -> Option<i64> {
     (start >= 0 && end >= start).then_some(end - start)
@@ -393,12 +425,15 @@ fn describe_table(topic: &TopicDescription) -> String {
     out.push_str(&format!("id         {}\n", topic.id));
     out.push_str(&format!("partitions {}\n\n", topic.partitions.len()));
     out.push_str(&format!(
-        "{:>9} {:>14} {:>14} {:>14}\n",
-        "PARTITION", "LOG-START", "LOG-END", "RECORDS"
+        "{:>9} {:>14} {:>14} {:>14} {:>14}\n",
+        "PARTITION", "LOG-START", "LOG-END", "RECORDS", "SIZE-BYTES"
     ));
-    for (index, start, end) in &topic.partitions {
-        let records = record_count(*start, *end).unwrap_or(-1);
-        out.push_str(&format!("{index:>9} {start:>14} {end:>14} {records:>14}\n"));
+    for p in &topic.partitions {
+        let records = record_count(p.log_start, p.log_end).unwrap_or(-1);
+        out.push_str(&format!(
+            "{:>9} {:>14} {:>14} {records:>14} {:>14}\n",
+            p.index, p.log_start, p.log_end, p.size_bytes
+        ));
     }
     out.push_str(&format!("\n{:<40} {:<24} SOURCE\n", "CONFIG", "VALUE"));
     for config in &topic.configs {
@@ -420,12 +455,13 @@ fn describe_json(topic: &TopicDescription) -> Value {
         "partitions": topic
             .partitions
             .iter()
-            .map(|&(index, start, end)| {
+            .map(|p| {
                 json!({
-                    "partition": index,
-                    "log_start_offset": known(start),
-                    "log_end_offset": known(end),
-                    "records": record_count(start, end),
+                    "partition": p.index,
+                    "log_start_offset": known(p.log_start),
+                    "log_end_offset": known(p.log_end),
+                    "records": record_count(p.log_start, p.log_end),
+                    "size_bytes": known(p.size_bytes),
                 })
             })
             .collect::<Vec<_>>(),
@@ -556,7 +592,15 @@ mod tests {
         TopicDescription {
             name: "orders".to_string(),
             id: uuid::Uuid::from_u128(0x1234),
-            partitions: vec![(0, 0, 5), (1, 2, 7), (2, -1, -1)],
+            partitions: [(0, 0, 5, 300), (1, 2, 7, 410), (2, -1, -1, -1)]
+                .into_iter()
+                .map(|(index, log_start, log_end, size_bytes)| PartitionFacts {
+                    index,
+                    log_start,
+                    log_end,
+                    size_bytes,
+                })
+                .collect(),
             configs: vec![
                 ConfigEntry {
                     name: "retention.ms".to_string(),
@@ -586,11 +630,11 @@ mod tests {
         assert_eq!(partitions.len(), 3);
         assert_eq!(
             partitions[1],
-            json!({"partition": 1, "log_start_offset": 2, "log_end_offset": 7, "records": 5})
+            json!({"partition": 1, "log_start_offset": 2, "log_end_offset": 7, "records": 5, "size_bytes": 410})
         );
         assert_eq!(
             partitions[2],
-            json!({"partition": 2, "log_start_offset": null, "log_end_offset": null, "records": null})
+            json!({"partition": 2, "log_start_offset": null, "log_end_offset": null, "records": null, "size_bytes": null})
         );
         assert_eq!(
             json["configs"][0],
@@ -618,7 +662,7 @@ mod tests {
             .expect("partition 1 row")
             .split_whitespace()
             .collect();
-        assert_eq!(row, ["1", "2", "7", "5"]);
+        assert_eq!(row, ["1", "2", "7", "5", "410"]);
         assert!(table
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>()

@@ -7,8 +7,10 @@
 //!   that the state machine's replies complete, drives timeouts from a 100 ms ticker, and keeps
 //!   committed offsets durable in [`GroupStore`] (RocksDB at `<data-dir>/groups`).
 //!
-//! Membership is not persisted: after a restart members get UNKNOWN_MEMBER_ID and rejoin, as
-//! after a coordinator move in Kafka. Committed offsets are.
+//! Committed offsets are durable, and so is each group's membership as of its last completed
+//! rebalance ([`state::SavedMembership`], saved whenever it changes): after a restart the
+//! generation in force is restored, so members' heartbeats go on being answered and a static
+//! member that restarts rejoins without a rebalance, as after a coordinator move in Kafka.
 
 pub mod state;
 
@@ -26,7 +28,7 @@ use tokio::sync::{oneshot, watch};
 
 use self::state::{
     Answer, Event, Group, GroupConfig, GroupState, JoinRequest, JoinResult, MemberDescription,
-    Output, Reply, SyncRequest, SyncResult, WaiterId,
+    Output, Reply, SavedMembership, SyncRequest, SyncResult, WaiterId,
 };
 use crate::broker::Broker;
 use crate::metrics;
@@ -50,6 +52,19 @@ struct Slot {
     waiters: HashMap<WaiterId, Waiter>,
     /// Deleted: requests that still hold this slot must not use it.
     dead: bool,
+    /// The group's membership version last saved to the store.
+    saved_version: u64,
+}
+
+impl Slot {
+    fn holding(group: Group) -> Slot {
+        Slot {
+            saved_version: group.membership_version(),
+            group,
+            waiters: HashMap::new(),
+            dead: false,
+        }
+    }
 }
 
 /// A group as DescribeGroups shows it.
@@ -109,13 +124,32 @@ impl GroupCoordinator {
         offsets_retention_minutes: u64,
     ) -> Result<GroupCoordinator, StorageError> {
         let store = GroupStore::open(path)?;
+        let config = GroupConfig {
+            initial_rebalance_delay_ms: i64::try_from(initial_rebalance_delay_ms)
+                .unwrap_or(i64::MAX),
+        };
+        let groups = DashMap::new();
+        for (group_id, bytes) in store.memberships()? {
+            match SavedMembership::decode(&bytes) {
+                Ok(saved) => {
+                    let group = Group::restored(config, saved, now_ms());
+                    tracing::info!(
+                        group = %group_id,
+                        generation_id = group.generation_id(),
+                        members = group.member_count(),
+                        "group membership restored"
+                    );
+                    groups.insert(group_id, Arc::new(Mutex::new(Slot::holding(group))));
+                }
+                Err(error) => {
+                    tracing::warn!(group = %group_id, %error, "kept group membership unreadable; its members rejoin");
+                }
+            }
+        }
         Ok(GroupCoordinator {
             store: Arc::new(store),
-            groups: DashMap::new(),
-            config: GroupConfig {
-                initial_rebalance_delay_ms: i64::try_from(initial_rebalance_delay_ms)
-                    .unwrap_or(i64::MAX),
-            },
+            groups,
+            config,
             offsets_retention_ms: i64::try_from(offsets_retention_minutes.saturating_mul(60_000))
                 .unwrap_or(i64::MAX),
             next_waiter: AtomicU64::new(1),
@@ -135,11 +169,7 @@ impl GroupCoordinator {
             self.groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| {
-                    Arc::new(Mutex::new(Slot {
-                        group: Group::new(config, now_ms()),
-                        waiters: HashMap::new(),
-                        dead: false,
-                    }))
+                    Arc::new(Mutex::new(Slot::holding(Group::new(config, now_ms()))))
                 })
                 .clone(),
         )
@@ -147,6 +177,29 @@ impl GroupCoordinator {
 
     fn waiter_id(&self) -> WaiterId {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Under the group's lock, after a call into it: completes parked requests, reports events
+    /// and saves the membership if it changed.
+    fn settle(&self, group_id: &str, slot: &mut Slot, out: Output) {
+        Self::dispatch(group_id, slot, out);
+        let version = slot.group.membership_version();
+        if version == slot.saved_version {
+            return;
+        }
+        let saved = match slot.group.saved_membership() {
+            Some(membership) => membership
+                .encode()
+                .map_err(|e| StorageError::Db(format!("encoding group membership: {e}")))
+                .and_then(|bytes| self.store.save_membership(group_id, &bytes)),
+            None => self.store.delete_membership(group_id),
+        };
+        match saved {
+            Ok(()) => slot.saved_version = version,
+            Err(error) => {
+                tracing::warn!(group = group_id, %error, "saving group membership failed; after a restart its members rejoin");
+            }
+        }
     }
 
     /// Completes parked requests and reports events, under the group's lock.
@@ -232,7 +285,7 @@ impl GroupCoordinator {
             slot.waiters.insert(id, waiter(tx));
             let mut out = Output::default();
             let answer = call(&mut slot.group, id, &mut out);
-            Self::dispatch(group_id, &mut slot, out);
+            self.settle(group_id, &mut slot, out);
             match answer {
                 Answer::Now(result) => {
                     slot.waiters.remove(&id);
@@ -286,7 +339,7 @@ impl GroupCoordinator {
                     .leave(now, member_id, instance_id.as_deref(), &mut out)
             })
             .collect();
-        Self::dispatch(group_id, &mut slot, out);
+        self.settle(group_id, &mut slot, out);
         errors
     }
 
@@ -560,7 +613,7 @@ impl GroupCoordinator {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             let mut out = Output::default();
             slot.group.tick(now, &mut out);
-            Self::dispatch(&group_id, &mut slot, out);
+            self.settle(&group_id, &mut slot, out);
         }
     }
 

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
 mod messages;
+mod saved;
+
+pub use saved::SavedMembership;
 
 pub use messages::{
     Answer, Event, JoinRequest, JoinResult, JoinedMember, MemberDescription, Output, Reply,
@@ -128,6 +131,9 @@ pub struct Group {
     /// When the group last became Empty (drives offset retention).
     empty_since_ms: i64,
     next_member_seq: u64,
+    /// Bumped whenever what a restart must find changes (a rebalance completes, a static member
+    /// is replaced, the group empties): the coordinator saves the membership when it moves.
+    membership_version: u64,
 }
 
 /// Validates the parts of a JoinGroup that do not depend on the group.
@@ -159,7 +165,14 @@ impl Group {
             sync_deadline_ms: 0,
             empty_since_ms: now_ms,
             next_member_seq: 0,
+            membership_version: 0,
         }
+    }
+
+    /// Moves whenever the membership a restart must find changes (see
+    /// [`Group::saved_membership`]).
+    pub fn membership_version(&self) -> u64 {
+        self.membership_version
     }
 
     /// Current state.
@@ -350,6 +363,7 @@ impl Group {
                 &member_id,
             ));
         };
+        self.membership_version += 1;
         let unchanged = member.same_protocols(&request.protocols);
         member.session_deadline_ms = now_ms + i64::from(request.session_timeout_ms);
         member.session_timeout_ms = request.session_timeout_ms;
@@ -510,6 +524,7 @@ impl Group {
                 SyncResult::error(ResponseError::FencedInstanceId),
             ));
         }
+        self.membership_version += 1;
         let unchanged = member.same_protocols(&request.protocols);
         member.session_deadline_ms = now_ms + i64::from(request.session_timeout_ms);
         member.session_timeout_ms = request.session_timeout_ms;
@@ -679,6 +694,7 @@ impl Group {
     }
 
     fn become_empty(&mut self, now_ms: i64) {
+        self.membership_version += 1;
         self.state = GroupState::Empty;
         self.protocol_name = None;
         self.leader = None;
@@ -817,6 +833,7 @@ impl Group {
                         m.assignment = given.remove(id).unwrap_or_default();
                     }
                     self.state = GroupState::Stable;
+                    self.membership_version += 1;
                     let protocol_type = self.protocol_type.clone();
                     let protocol_name = self.protocol_name.clone();
                     for m in self.members.values_mut() {

@@ -21,10 +21,13 @@ mod groups;
 mod init_producer_id;
 mod leader_epoch;
 mod list_offsets;
+mod log_dirs;
 mod metadata;
 mod offsets;
 mod placement;
 mod produce;
+mod producers;
+mod recompress;
 mod record_checks;
 pub(crate) mod records;
 mod topics;
@@ -126,6 +129,12 @@ pub async fn handle(
         }
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(transactions::list(broker, r))
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(log_dirs::describe(broker, r))
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(producers::describe(broker, r))
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe(broker, r))

@@ -1,5 +1,6 @@
 //! Produce: validate each partition's record batches (magic 2, lengths, CRC, size), append them
-//! byte-for-byte with offsets assigned and causal metadata stamped, then answer according to
+//! byte-for-byte (or recompressed to the topic's `compression.type`) with offsets assigned and
+//! causal metadata stamped, then answer according to
 //! `acks`: 0 never, 1 once written to the page cache, all (-1) once fsynced (group commit).
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
+use super::recompress::recompressed;
 use super::record_checks::{check_produced, Refusal};
 use super::{changing_topics, str_bytes, topic_error_code, topic_name};
 use crate::broker::Broker;
@@ -210,8 +212,15 @@ fn append_partition(
     } else if header.producer_id >= 0 {
         check_issued(broker, header.producer_id)?;
     }
+    let mut stored = match recompressed(&header, &batch, &config)? {
+        Some(recompressed) => {
+            metrics::recompressed_batch(&topic.name);
+            recompressed
+        }
+        None => batch.to_vec(),
+    };
     let local = partition
-        .append_local(&mut batch.to_vec(), now)
+        .append_local(&mut stored, now)
         .map_err(|e| storage_error_code(&e))?;
     let appended = local.result;
     if appended.duplicate {

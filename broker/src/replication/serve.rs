@@ -54,7 +54,20 @@ pub fn admit(
         None
     };
     Ok(refusal.map(|(error, reason)| {
-        tracing::warn!(region, reason, ?kind, "refused a replication request");
+        // A region this mesh knows is named; an unknown one has only the id it claimed.
+        match replication.peer(region) {
+            Some((peer, _)) => {
+                tracing::warn!(peer = %peer.name, reason, ?kind, "refused a replication request");
+            }
+            None => {
+                tracing::warn!(
+                    claimed_region_id = region,
+                    reason,
+                    ?kind,
+                    "refused a replication request"
+                );
+            }
+        }
         metrics::replication_refused(reason);
         let body = match kind {
             PeerRequest::Pull => PullResponse {

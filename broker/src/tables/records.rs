@@ -86,7 +86,7 @@ pub struct WriteReader<'t> {
 /// Calls `f` with every record of `batch` at or after `reader.from` that writes to a row.
 /// Records that cannot (no key, an operation its value does not fit, an undecodable batch)
 /// are skipped and, when `reader.count_refusals`, counted in
-/// `causeway_table_refused_records_total` and logged.
+/// `causeway_table_refused_records_total` and logged with their partition, offset and key.
 pub fn for_each_write<'a>(
     reader: &WriteReader<'_>,
     header: &BatchHeader,
@@ -100,22 +100,33 @@ pub fn for_each_write<'a>(
         reader.from,
         reader.count_refusals,
     );
-    let refuse = |reason: &'static str, offset: i64, error: &dyn std::fmt::Display| {
-        if count_refusals {
-            metrics::table_refused(topic, reason);
-            tracing::warn!(topic, offset, %error, reason, "record refused by the table");
-        }
-    };
+    let partition = reader.partition;
+    let refuse =
+        |reason: &'static str, offset: i64, key: Option<&[u8]>, error: &dyn std::fmt::Display| {
+            if count_refusals {
+                metrics::table_refused(topic, reason);
+                let key = shown_key(key);
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset,
+                    %key,
+                    %error,
+                    reason,
+                    "record refused by the table"
+                );
+            }
+        };
     let records = match decode_batch(header, batch) {
         Ok(records) => records,
         Err(error) => {
-            refuse(error.reason(), header.base_offset, &error);
+            refuse(error.reason(), header.base_offset, None, &error);
             return;
         }
     };
     for record in records.into_iter().filter(|r| r.offset >= from) {
         let Some(key) = record.record.key.clone() else {
-            refuse("no_key", record.offset, &"record without a key");
+            refuse("no_key", record.offset, None, &"record without a key");
             continue;
         };
         let header_value = |name: &str| record.record.header(name);
@@ -123,13 +134,14 @@ pub fn for_each_write<'a>(
             match header_value(ROW_HEADER).map(Row::from_bytes) {
                 Some(Ok(row)) => Write::Row(row),
                 Some(Err(error)) => {
-                    refuse("bad_row", record.offset, &error);
+                    refuse("bad_row", record.offset, Some(&key[..]), &error);
                     continue;
                 }
                 None => {
                     refuse(
                         "bad_row",
                         record.offset,
+                        Some(&key[..]),
                         &"compacted record without its row",
                     );
                     continue;
@@ -152,7 +164,7 @@ pub fn for_each_write<'a>(
                     }
                 }
                 Err(error) => {
-                    refuse(error.reason(), record.offset, &error);
+                    refuse(error.reason(), record.offset, Some(&key[..]), &error);
                     continue;
                 }
             }
@@ -164,6 +176,24 @@ pub fn for_each_write<'a>(
             write,
         });
     }
+}
+
+/// Longest stretch of a refused record's key, in characters, that its log line shows.
+const SHOWN_KEY_CHARS: usize = 64;
+
+/// A refused record's key as its log line shows it, so an operator can find the record: quoted
+/// lossy UTF-8 (control characters escaped), cut to `SHOWN_KEY_CHARS` characters, or `null`.
+fn shown_key(key: Option<&[u8]>) -> String {
+    let Some(key) = key else {
+        return "null".to_owned();
+    };
+    let text = String::from_utf8_lossy(key);
+    let kept: String = text.chars().take(SHOWN_KEY_CHARS).collect();
+    let mut shown = format!("{kept:?}");
+    if kept.len() < text.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// The whole batches of `records` that start below `end`, with their headers.
@@ -238,5 +268,20 @@ impl Chunk {
             aborted,
             next,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_key_is_shown_quoted_cut_to_its_limit_or_null() {
+        assert_eq!(shown_key(None), "null");
+        assert_eq!(shown_key(Some(&b"carol"[..])), "\"carol\"");
+        assert_eq!(shown_key(Some(&b"a\nb"[..])), "\"a\\nb\"");
+        let long = "k".repeat(SHOWN_KEY_CHARS + 10);
+        let expected = format!("\"{}\"…", "k".repeat(SHOWN_KEY_CHARS));
+        assert_eq!(shown_key(Some(long.as_bytes())), expected);
     }
 }

@@ -15,6 +15,18 @@ use causeway_storage::{producer_region, ControlType, OpenTransaction};
 use crate::broker::Broker;
 use crate::metrics;
 
+/// The name of the region that issued `producer_id`, as operators know it; its numeric id when
+/// it is not a peer of this mesh.
+fn origin_name(broker: &Broker, producer_id: i64) -> String {
+    match producer_region(producer_id) {
+        Some(id) => broker
+            .replication
+            .peer(id)
+            .map_or_else(|| format!("region id {id}"), |(peer, _)| peer.name.clone()),
+        None => "unknown".to_string(),
+    }
+}
+
 /// Whether `open` may be aborted by this region at `now_ms`: its producer id belongs to a stale
 /// region and no batch of it arrived here for longer than `wait_ms`.
 pub fn is_abandoned(open: &OpenTransaction, stale: &[u32], now_ms: i64, wait_ms: i64) -> bool {
@@ -48,7 +60,7 @@ pub fn abort_abandoned(broker: &Broker, stale: &[u32], now_ms: i64) -> usize {
                             topic = %topic.name,
                             partition = partition.index(),
                             producer_id = open.producer_id,
-                            origin = producer_region(open.producer_id).unwrap_or_default(),
+                            origin = %origin_name(broker, open.producer_id),
                             first_offset = open.first_offset,
                             "aborted a transaction its stale origin region left open"
                         );

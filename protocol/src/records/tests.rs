@@ -507,3 +507,23 @@ proptest! {
         agree(&bytes, count)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// What `compress` writes, in any codec, reads back through the bounded `decompress` as the
+    /// records it was given (snappy across several xerial blocks too).
+    #[test]
+    fn compressed_records_decompress_to_themselves(
+        records in proptest::collection::vec(any::<u8>(), 0..100_000),
+        repeat in 1usize..4,
+    ) {
+        let records = records.repeat(repeat);
+        for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let compressed = Bytes::from(compress(codec, &records).unwrap());
+            let back = decompress(codec, &compressed, records.len()).unwrap();
+            prop_assert_eq!(back.as_ref(), records.as_slice(), "{:?}", codec);
+            prop_assert_eq!(Codec::from_attributes(codec.id()).unwrap(), codec);
+        }
+    }
+}

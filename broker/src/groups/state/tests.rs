@@ -339,6 +339,86 @@ fn static_member_restart_keeps_its_assignment_without_rebalance() {
 }
 
 #[test]
+fn a_restored_stable_group_answers_its_generation_and_keeps_static_members_assignments() {
+    let mut g = group();
+    let mut out = Output::default();
+    assert_eq!(g.saved_membership(), None, "an empty group keeps nothing");
+    g.join(0, request("", Some("i1")), 1, 7, &mut out);
+    g.join(0, request("", Some("i2")), 2, 7, &mut out);
+    let before = g.membership_version();
+    g.tick(DELAY_MS, &mut out);
+    let joins = join_replies(&out);
+    let leader = joins[0].1.leader.clone();
+    let ids: Vec<String> = joins.iter().map(|(_, j)| j.member_id.clone()).collect();
+    assert_eq!(g.saved_membership(), None, "nothing is kept mid-rebalance");
+    let assignments = vec![
+        (ids[0].clone(), Bytes::from_static(b"P0")),
+        (ids[1].clone(), Bytes::from_static(b"P1")),
+    ];
+    g.sync(
+        DELAY_MS,
+        sync_request(&leader, None, 1, assignments),
+        3,
+        &mut out,
+    );
+    assert_ne!(
+        g.membership_version(),
+        before,
+        "a completed rebalance is a change to keep"
+    );
+    let saved = g.saved_membership().expect("a stable group is kept");
+    let bytes = saved.encode().expect("encode");
+    let saved = SavedMembership::decode(&bytes).expect("decode");
+
+    // The broker restarts 60 s later.
+    let now = 60_000;
+    let mut restored = Group::restored(g.config, saved, now);
+    assert_eq!(restored.state(), GroupState::Stable);
+    assert_eq!(restored.generation_id(), 1);
+    for id in &ids {
+        assert_eq!(restored.heartbeat(now + 100, id, None, 1), Ok(()), "{id}");
+    }
+    assert_eq!(
+        restored.heartbeat(now + 100, &ids[0], None, 2),
+        Err(ResponseError::IllegalGeneration)
+    );
+    // A static member restarting with its instance id rejoins without a rebalance and gets
+    // its assignment back.
+    let i1_old = joins
+        .iter()
+        .find(|(w, _)| *w == 1)
+        .map(|(_, j)| j.member_id.clone())
+        .unwrap_or_default();
+    let mut out = Output::default();
+    let Answer::Now(rejoin) = restored.join(now + 200, request("", Some("i1")), 5, 9, &mut out)
+    else {
+        panic!("a static rejoin of a restored stable group answers at once");
+    };
+    assert_eq!((rejoin.error, rejoin.generation_id), (0, 1));
+    let Answer::Now(sync) = restored.sync(
+        now + 200,
+        sync_request(&rejoin.member_id, Some(String::from("i1")), 1, vec![]),
+        6,
+        &mut out,
+    ) else {
+        panic!("stable sync answers at once");
+    };
+    let expected = if i1_old == ids[0] { "P0" } else { "P1" };
+    assert_eq!(sync.assignment, Bytes::from(expected));
+    assert!(out.events.is_empty(), "no rebalance: {:?}", out.events);
+    // A member that never comes back is removed after its session, as before the restart.
+    let session = i64::from(SESSION_MS);
+    assert_eq!(
+        restored.heartbeat(now + session, &rejoin.member_id, Some("i1"), 1),
+        Ok(())
+    );
+    let mut out = Output::default();
+    restored.tick(now + session + 101, &mut out);
+    assert_eq!(restored.state(), GroupState::PreparingRebalance);
+    assert_eq!(restored.member_count(), 1);
+}
+
+#[test]
 fn protocol_selection_picks_one_every_member_supports() {
     let mut g = group();
     let mut out = Output::default();
