@@ -478,6 +478,20 @@ impl Topics {
         let theirs = TopicCatalog::decode(bytes).map_err(catalog_error)?;
         let mut replicated = self.lock_changes();
         if let Some(newest) = theirs.max_stamp() {
+            // A change stamped beyond the skew bound would win every later conflict (and a stamp
+            // near u64::MAX would stop this region's clock): the catalog waits, as a batch
+            // stamped that far ahead does, until local time catches up. Batches still apply.
+            let stamp_ms = HybridClock::physical_ms(newest.hlc);
+            let wall_ms = u64::try_from(now_ms()).unwrap_or(0);
+            if stamp_ms > wall_ms.saturating_add(self.replica_config.hlc_skew_ms_max) {
+                metrics::replication_refused("catalog clock skew");
+                tracing::debug!(
+                    stamp_ms,
+                    wall_ms,
+                    "a peer's catalog is stamped beyond the clock skew bound; not merged yet"
+                );
+                return Ok(0);
+            }
             replicated.clock.observe(newest.hlc);
         }
         let mut changed = 0;
@@ -908,6 +922,53 @@ fn validate_config(name: &str, value: &str, regions: usize) -> Result<(), TopicE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer's catalog stamped beyond the clock skew bound is not merged (its stamp would win
+    /// every later change and could stop this region's clock); the same change stamped now is.
+    #[test]
+    fn a_peer_catalog_stamped_beyond_the_skew_bound_waits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(&dir.path().join("meta")).expect("catalog");
+        let replica_config = ReplicaConfig {
+            region: 1,
+            regions: vec![1, 2],
+            pending_per_origin_max: 16,
+            hlc_skew_ms_max: 10_000,
+        };
+        let limits = PartitionLimits {
+            broker: 100,
+            topic: 10,
+            request: 10,
+        };
+        let topics = Topics::open(
+            catalog,
+            dir.path(),
+            "one",
+            LogConfig::default(),
+            replica_config,
+            limits,
+        )
+        .expect("topics");
+        let peer_catalog = |wall_ms: u64| {
+            let mut theirs = TopicCatalog::new();
+            let stamp = CatalogStamp::new(wall_ms << 16, 2);
+            theirs
+                .create("orders", 1, BTreeMap::new(), stamp)
+                .expect("create");
+            theirs.encode()
+        };
+        let now = u64::try_from(now_ms()).expect("time");
+        let ahead = topics
+            .merge_peer_catalog(&peer_catalog(now + 3_600_000))
+            .expect("merge");
+        assert_eq!(ahead, 0);
+        assert!(topics.get("orders").is_none());
+        let current = topics
+            .merge_peer_catalog(&peer_catalog(now))
+            .expect("merge");
+        assert_eq!(current, 1);
+        assert!(topics.get("orders").is_some());
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

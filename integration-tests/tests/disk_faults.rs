@@ -75,6 +75,34 @@ impl Drop for SmallDisk {
 
 /// Produces `records` one at a time; returns the values acknowledged and how many failed.
 const KAFKA_STORAGE_ERROR: i16 = 56;
+const NOT_COORDINATOR: i16 = 16;
+
+/// Commits offset 1 of partition 0 of `topic` for a group without members (generation -1, as
+/// a client without group management commits); returns the partition's error code.
+fn commit_offset(broker: &BrokerProcess, topic: &str) -> Result<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(topic_name(
+            "full-disk-group",
+        ))))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)])]);
+    let response = broker.raw()?.request(8, &request)?;
+    response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map(|p| p.error_code)
+        .context("no partition in the OffsetCommit response")
+}
 
 fn produce_each(producer: &FutureProducer, topic: &str, values: &[String]) -> (Vec<String>, usize) {
     let mut acked = Vec::new();
@@ -150,6 +178,12 @@ fn a_full_disk_refuses_produce_loses_nothing_acknowledged_and_recovers_by_itself
             bail!("every produce succeeded on a full disk");
         }
         acked.extend(during);
+        // An offset commit that cannot be stored is answered as Kafka's coordinator answers it,
+        // so every client retries (never KAFKA_STORAGE_ERROR, which the Java consumer gives up on).
+        let commit_code = commit_offset(broker, &topic)?;
+        if commit_code != 0 && commit_code != NOT_COORDINATOR {
+            bail!("an offset commit on a full disk was answered {commit_code}");
+        }
         // Reads keep working while the disk is full.
         let read = read_partition(&broker.bootstrap(), &topic, 0, Offset::Beginning, 20)?;
         ensure_eq!(read.len(), 20, "records readable on a full disk");

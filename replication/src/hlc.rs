@@ -20,7 +20,7 @@ impl HybridClock {
     /// A fresh stamp for a local event at wall time `wall_ms`, greater than every earlier one.
     pub fn tick(&mut self, wall_ms: u64) -> u64 {
         let physical = wall_ms << LOGICAL_BITS;
-        self.last = physical.max(self.last + 1);
+        self.last = physical.max(self.last.saturating_add(1));
         self.last
     }
 

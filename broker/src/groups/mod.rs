@@ -427,9 +427,12 @@ impl GroupCoordinator {
         };
         if let Some(error) = failed {
             tracing::error!(group = group_id, %error, "offset commit failed");
+            // Kafka's coordinator answers NOT_COORDINATOR when its offsets log cannot be written:
+            // every client finds the coordinator again and retries, where the Java consumer
+            // would give the commit up on KAFKA_STORAGE_ERROR.
             for e in errors.iter_mut() {
                 if e.is_ok() {
-                    *e = Err(ResponseError::KafkaStorageError);
+                    *e = Err(ResponseError::NotCoordinator);
                 }
             }
         }
