@@ -19,8 +19,9 @@ use crate::{
     connection, groups, http, maintenance, metrics, replication, scrub, tables, transactions,
 };
 
-/// Connections admitted beyond `--max-connections` for peer regions only (their first request
-/// must be a replication pull), so a flood of clients cannot cut replication.
+/// Connections admitted beyond `--max-connections` or `--max-connections-per-ip` for peer
+/// regions only (their first request must be a replication pull), so a flood of clients cannot
+/// cut replication.
 const PEER_RESERVE_CONNECTIONS: usize = 64;
 /// Longest a connection waits for request budget before it is closed.
 const REQUEST_BUDGET_WAIT: Duration = Duration::from_secs(30);
@@ -144,15 +145,24 @@ async fn accept_until_shutdown(
                 continue;
             }
         };
-        let Some(slot) = per_address.admit(address.ip()) else {
-            tracing::debug!(%address, "refused: max-connections-per-ip reached");
-            metrics::connection_refused("per_ip_limit");
-            continue;
+        // An address past `--max-connections-per-ip`, or any past `--max-connections`, may
+        // still take a slot of the peer reserve: a peer region on the same address as a flood
+        // (or on a shared NAT address) keeps replicating, and a reserve connection whose first
+        // request is not a pull is closed within seconds.
+        let slot = per_address.admit(address.ip());
+        let client_permit = match &slot {
+            Some(_) => clients.clone().try_acquire_owned().ok(),
+            None => None,
         };
-        let (permit, peers_only) = match clients.clone().try_acquire_owned() {
-            Ok(permit) => (permit, false),
-            Err(_) => match peers.clone().try_acquire_owned() {
+        let (permit, peers_only) = match client_permit {
+            Some(permit) => (permit, false),
+            None => match peers.clone().try_acquire_owned() {
                 Ok(permit) => (permit, true),
+                Err(_) if slot.is_none() => {
+                    tracing::debug!(%address, "refused: max-connections-per-ip reached");
+                    metrics::connection_refused("per_ip_limit");
+                    continue;
+                }
                 Err(_) => {
                     tracing::warn!(%address, "refused: max-connections reached");
                     metrics::connection_refused("connection_limit");
