@@ -484,13 +484,20 @@ pub fn attacked(options: BrokerOptions, attack: impl FnOnce(&mut BrokerProcess) 
     with_broker(options, |broker| {
         let before = broker.rss_bytes()?;
         attack(broker)?;
-        let grown = broker.rss_bytes()?.saturating_sub(before);
-        if grown > RSS_GROWTH_MAX {
-            bail!("the broker's RSS grew by {} MiB", grown >> 20);
-        }
+        ensure_rss_bounded(broker, before, "the attack")?;
         broker.restart()?;
         still_serving(broker)
     });
+}
+
+/// Fails if `broker`'s resident memory grew by more than [`RSS_GROWTH_MAX`] since it read
+/// `before` bytes (`what` names what happened meanwhile).
+pub fn ensure_rss_bounded(broker: &BrokerProcess, before: u64, what: &str) -> Result<()> {
+    let grown = broker.rss_bytes()?.saturating_sub(before);
+    if grown > RSS_GROWTH_MAX {
+        bail!("the broker's RSS grew by {} MiB over {what}", grown >> 20);
+    }
+    Ok(())
 }
 
 /// Produces one record with rdkafka to `topic` (created with the admin client if `create`),

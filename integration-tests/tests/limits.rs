@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use causeway_integration_tests::batch::{fix_crc, simple_batch};
+use causeway_integration_tests::raw::RawClient;
 use causeway_integration_tests::regions::{
     metric, wait_for_payload, with_mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::{
-    attacked, check_produce_consume, create_topic, ensure_eq, now_ms, open_change_feed,
-    produce_all, segment_files, still_serving, topic_name, topic_partition_count, wait_until,
-    BrokerOptions, BrokerProcess, TestRecord,
+    attacked, check_produce_consume, create_topic, ensure_eq, ensure_rss_bounded, now_ms,
+    open_change_feed, produce_all, segment_files, still_serving, topic_name, topic_partition_count,
+    wait_until, BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -304,6 +305,7 @@ fn replication_survives_a_flood(plan: MeshPlan, slots: usize) {
             "west kept client connections open after the producer closed"
         );
         let west = mesh.region(1).kafka_addr();
+        let rss_before = mesh.region(1).rss_bytes()?;
         let flood: Vec<TcpStream> = (0..slots + PEER_RESERVE + 16)
             .map(|_| TcpStream::connect(west))
             .collect::<std::io::Result<_>>()?;
@@ -321,6 +323,7 @@ fn replication_survives_a_flood(plan: MeshPlan, slots: usize) {
             late.closed_within(Duration::from_secs(15)),
             "a client past every limit stayed connected"
         );
+        ensure_rss_bounded(mesh.region(1), rss_before, "the flood")?;
         drop(flood);
         still_serving(mesh.region_mut(1))
     });
@@ -405,6 +408,8 @@ fn idle_connections_are_closed() {
     let opts = BrokerOptions::new().flag("--connections-max-idle-ms", 500);
     attacked(opts, |broker| {
         let mut idle = broker.raw()?;
+        // Clients that talk are served meanwhile.
+        check_produce_consume(broker, &topic_name("meanwhile"))?;
         if !idle.closed_within(Duration::from_secs(5)) {
             bail!("an idle connection is still open after 5 s with a 500 ms idle limit");
         }
@@ -416,7 +421,22 @@ fn idle_connections_are_closed() {
 fn connections_past_max_connections_per_ip_are_closed() {
     let opts = BrokerOptions::new().flag("--max-connections-per-ip", 4);
     attacked(opts, |broker| {
+        let topic = topic_name("other-address");
+        create_topic(broker, &topic, 1, &[])?;
         let held: Vec<_> = (0..4).map(|_| broker.raw()).collect::<Result<_>>()?;
+        // A client on another address is served while 127.0.0.1 is at its limit.
+        let mut other = RawClient::connect_from([127, 0, 0, 2].into(), broker.kafka_addr())?;
+        let batch = simple_batch("other", 3, now_ms()).freeze();
+        ensure_eq!(
+            other.produce(&topic, 0, 1, batch)?.error_code,
+            0,
+            "produce from 127.0.0.2"
+        );
+        let fetched = other.fetch(&topic, 0, 0, 1 << 20, 100)?;
+        ensure!(
+            fetched.records.is_some_and(|r| !r.is_empty()),
+            "127.0.0.2 read nothing back"
+        );
         // Past the limit a connection may only take the peer reserve, which closes it within
         // 5 s when its first request is not a replication pull.
         let mut fifth = broker.raw()?;

@@ -8,7 +8,8 @@
 use anyhow::{ensure, Context, Result};
 use causeway_integration_tests::regions::metric;
 use causeway_integration_tests::{
-    create_topic, produce_all, read_to_end, segment_files, BrokerOptions, BrokerProcess, TestRecord,
+    create_topic, ensure_rss_bounded, produce_all, read_to_end, segment_files, BrokerOptions,
+    BrokerProcess, TestRecord,
 };
 use rdkafka::Offset;
 use rlimit::Resource;
@@ -71,6 +72,7 @@ fn files_held_open_stay_bounded_however_many_segments_are_read() -> Result<()> {
     )?;
     create_topic(&broker, "segments", 1, &[("segment.bytes", "4096")])?;
     let baseline = open_files_of(broker.pid().context("broker pid")?)?;
+    let rss_before = broker.rss_bytes()?;
     let records: Vec<TestRecord> = (0..600)
         .map(|i| TestRecord::value(format!("{i:05} {}", "s".repeat(1000))))
         .collect();
@@ -92,6 +94,11 @@ fn files_held_open_stay_bounded_however_many_segments_are_read() -> Result<()> {
             open <= baseline + CACHED + 32,
             "{round} a restart: {open} files open with {segments} segments (baseline {baseline})"
         );
+        ensure_rss_bounded(
+            &broker,
+            rss_before,
+            &format!("reading every segment {round} a restart"),
+        )?;
         let cached = metric(&broker, "causeway_storage_segment_files_open")?;
         ensure!(
             cached.is_some_and(|files| files <= CACHED as f64),

@@ -15,8 +15,8 @@ use causeway_integration_tests::batch::{
 };
 use causeway_integration_tests::regions::{metric_sum, partition_counts};
 use causeway_integration_tests::{
-    create_topic, free_port, http_get, now_ms, produce_all, topic_name, wait_until, BrokerOptions,
-    BrokerProcess, TestRecord,
+    create_topic, ensure_rss_bounded, free_port, http_get, now_ms, produce_all, topic_name,
+    wait_until, BrokerOptions, BrokerProcess, TestRecord,
 };
 use causeway_replication::delivery::Batch;
 use causeway_replication::region::region_id;
@@ -432,6 +432,7 @@ fn a_decompression_bomb_from_a_peer_is_refused_by_the_table_not_retried() -> Res
     produce_all(&home.producer(), &topic, &[keyed("before")])?;
     let stamp = HybridClock::default().tick(now_ms().unsigned_abs());
     let bomb = rogue_batch(1, stamp, zstd_bomb(80, now_ms())?.to_vec());
+    let rss_before = home.rss_bytes()?;
     let stop = Arc::new(AtomicBool::new(false));
     let rogue = {
         let (stop, topic) = (stop.clone(), topic.clone());
@@ -457,6 +458,7 @@ fn a_decompression_bomb_from_a_peer_is_refused_by_the_table_not_retried() -> Res
             home.stderr_tail(40)
         );
     }
+    ensure_rss_bounded(&home, rss_before, "taking in and refusing an 80 MiB bomb")?;
     produce_all(&home.producer(), &topic, &[keyed("after")])?;
     let row = |home: &BrokerProcess, key: &str| {
         http_get(home.http_addr(), &format!("/v1/tables/{topic}/rows/{key}"))

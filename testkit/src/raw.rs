@@ -44,6 +44,27 @@ impl RawClient {
     pub fn connect(addr: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .with_context(|| format!("connect {addr}"))?;
+        Self::over(stream)
+    }
+
+    /// Connects from the local address `from` (another loopback address, say): a client the
+    /// broker counts apart from others on 127.0.0.1, as per-address limits do.
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Result<Self> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .with_context(|| format!("bind {from}"))?;
+        socket
+            .connect_timeout(&addr.into(), Duration::from_secs(5))
+            .with_context(|| format!("connect {addr} from {from}"))?;
+        Self::over(socket.into())
+    }
+
+    fn over(stream: TcpStream) -> Result<Self> {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
