@@ -158,17 +158,6 @@ pub fn table_refused(topic: &str, reason: &'static str) {
         .increment(1);
 }
 
-/// Publishes how far a table partition's rows trail its last stable offset, in records and in
-/// the age of the oldest record not applied yet.
-pub fn table_lag(topic: &str, partition: i32, records: i64, behind_ms: i64) {
-    let labels = [
-        ("topic", topic.to_string()),
-        ("partition", partition.to_string()),
-    ];
-    gauge!("causeway_table_lag_records", &labels).set(records as f64);
-    gauge!("causeway_table_lag_seconds", &labels).set(behind_ms as f64 / 1000.0);
-}
-
 /// Registers a table's compaction counters at zero, so dashboards show the series before the
 /// first pass.
 pub fn compaction_registered(topic: &str) {

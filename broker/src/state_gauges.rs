@@ -9,7 +9,7 @@ use causeway_storage::TableStore;
 
 use crate::groups::state::GroupState;
 use crate::groups::GroupCoordinator;
-use crate::tables::{is_table, store_name};
+use crate::tables::{is_table, lag as table_lag, store_name};
 use crate::topics::Topics;
 
 /// One gauge family: its name, help text and samples (label pairs, value).
@@ -63,8 +63,27 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -
         "Ranges of batches found damaged on disk.",
     );
     let mut rows = Family::new("causeway_table_rows", "Live rows of a table topic.");
+    let mut lag_records = Family::new(
+        "causeway_table_lag_records",
+        "Records below the last stable offset not applied to the table yet.",
+    );
+    let mut lag_seconds = Family::new(
+        "causeway_table_lag_seconds",
+        "Age of the oldest record not applied to the table yet.",
+    );
     for topic in topics.all() {
         if is_table(&topic.overrides()) {
+            for partition in topic.partitions() {
+                let (records, behind_ms) = table_lag(tables, &topic, &partition);
+                let labels = vec![
+                    ("topic", topic.name.clone()),
+                    ("partition", partition.index().to_string()),
+                ];
+                lag_records.samples.push((labels.clone(), records as f64));
+                lag_seconds
+                    .samples
+                    .push((labels, behind_ms as f64 / 1000.0));
+            }
             match tables.live_rows(&store_name(&topic)) {
                 Ok(live) => rows
                     .samples
@@ -128,7 +147,17 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -
         Err(error) => tracing::warn!(%error, "counting groups failed"),
     }
     let mut out = String::new();
-    for family in [&end, &start, &size, &damaged, &rows, &lag, &states] {
+    for family in [
+        &end,
+        &start,
+        &size,
+        &damaged,
+        &rows,
+        &lag_records,
+        &lag_seconds,
+        &lag,
+        &states,
+    ] {
         family.render(&mut out);
     }
     out

@@ -253,7 +253,8 @@ fn a_deleted_topics_gauges_leave_the_scrape() {
     });
 }
 
-/// A deleted table's `causeway_table_rows` leaves `/metrics` with it, like its partition gauges.
+/// A deleted table's `causeway_table_rows` and `causeway_table_lag_*` leave `/metrics` with it,
+/// like its partition gauges.
 #[test]
 fn a_deleted_tables_row_gauge_leaves_the_scrape() {
     with_broker(BrokerOptions::new(), |broker| {
@@ -271,12 +272,26 @@ fn a_deleted_tables_row_gauge_leaves_the_scrape() {
         if !materialized {
             bail!("causeway_table_rows of {table} never reached 1");
         }
-        let present = |metrics: &Metrics| {
+        let table_gauges = [
+            "causeway_table_rows",
+            "causeway_table_lag_records",
+            "causeway_table_lag_seconds",
+        ];
+        let present = |metrics: &Metrics, gauge: &str| {
             metrics.values.keys().any(|(name, series)| {
-                name == "causeway_table_rows"
-                    && series.iter().any(|(k, v)| k == "topic" && *v == table)
+                name == gauge && series.iter().any(|(k, v)| k == "topic" && *v == table)
             })
         };
+        let before = scrape(broker)?;
+        let lag = [("topic", table.as_str()), ("partition", "0")];
+        ensure_eq!(
+            before.value("causeway_table_lag_records", &lag),
+            0.0,
+            "table lag once the row is in"
+        );
+        for gauge in table_gauges {
+            ensure_eq!(present(&before, gauge), true, "{gauge} before the delete");
+        }
         let admin = broker.admin();
         let deleted =
             block_on(admin.delete_topics(&[table.as_str()], &rdkafka::admin::AdminOptions::new()))?;
@@ -284,7 +299,9 @@ fn a_deleted_tables_row_gauge_leaves_the_scrape() {
             bail!("delete failed: {error:?}");
         }
         let after = scrape(broker)?;
-        ensure_eq!(present(&after), false, "table rows gauge after the delete");
+        for gauge in table_gauges {
+            ensure_eq!(present(&after, gauge), false, "{gauge} after the delete");
+        }
         Ok(())
     });
 }

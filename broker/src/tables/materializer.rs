@@ -48,15 +48,14 @@ fn materialize_all(broker: &Broker) {
                     }
                 }
             }
-            publish_lag(&broker.tables, &topic, &partition);
         }
         metrics::compaction_registered(&topic.name);
     }
 }
 
-/// Publishes how far a table partition's rows trail its log, in records and in seconds (the age
-/// of the oldest record not applied yet).
-fn publish_lag(store: &TableStore, topic: &Topic, partition: &PartitionHandle) {
+/// How far a table partition's rows trail its last stable offset: records not applied yet, and
+/// the age in ms of the oldest of them (read at each scrape, so the gauges go with the topic).
+pub fn lag(store: &TableStore, topic: &Topic, partition: &PartitionHandle) -> (i64, i64) {
     let applied = store
         .applied(&store_name(topic), partition.index())
         .unwrap_or(0);
@@ -73,7 +72,7 @@ fn publish_lag(store: &TableStore, topic: &Topic, partition: &PartitionHandle) {
     } else {
         0
     };
-    metrics::table_lag(&topic.name, partition.index(), stable - applied, behind_ms);
+    (stable - applied, behind_ms)
 }
 
 /// Applies the next chunk of one partition; returns how many log offsets it advanced.

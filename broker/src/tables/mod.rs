@@ -13,7 +13,7 @@ mod survivors;
 
 pub use cleaner::{clean_partition, CleanBounds, IoBudget};
 pub use http::routes;
-pub use materializer::run;
+pub use materializer::{lag, run};
 
 use std::collections::BTreeMap;
 
