@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use causeway_integration_tests::batch::{
@@ -431,7 +434,9 @@ fn a_decompression_bomb_from_a_peer_is_refused_by_the_table_not_retried() -> Res
     let keyed = |key: &str| TestRecord::value(r#"{"n":1}"#).key(key).partition(0);
     produce_all(&home.producer(), &topic, &[keyed("before")])?;
     let stamp = HybridClock::default().tick(now_ms().unsigned_abs());
-    let bomb = rogue_batch(1, stamp, zstd_bomb(80, now_ms())?.to_vec());
+    // Stamped a second ahead, so a ListOffsets by that time must look inside the bomb.
+    let bomb_time = now_ms() + 1_000;
+    let bomb = rogue_batch(1, stamp, zstd_bomb(80, bomb_time)?.to_vec());
     let rss_before = home.rss_bytes()?;
     let stop = Arc::new(AtomicBool::new(false));
     let rogue = {
@@ -456,6 +461,27 @@ fn a_decompression_bomb_from_a_peer_is_refused_by_the_table_not_retried() -> Res
             partition_counts(&home, &topic, 1),
             refused(&home),
             home.stderr_tail(40)
+        );
+    }
+    // ListOffsets by a time inside the bomb decodes it within the bound: an error for that
+    // partition, never a crash or gigabytes.
+    let consumer: BaseConsumer = home.consumer_config().create()?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(&topic, 0, Offset::Offset(bomb_time))?;
+    let answered = consumer.offsets_for_times(at, Duration::from_secs(10));
+    if let Ok(found) = &answered {
+        let offset = found.find_partition(&topic, 0).map(|p| p.offset());
+        if offset == Some(Offset::Offset(1)) {
+            bail!("ListOffsets found a record inside the bomb it cannot have decoded");
+        }
+    }
+    let looked = wait_until(Duration::from_secs(10), || {
+        home.stderr().contains("stored batch does not decode")
+    });
+    if !looked {
+        bail!(
+            "ListOffsets by time never looked inside the bomb ({answered:?})\n{}",
+            home.stderr_tail(20)
         );
     }
     ensure_rss_bounded(&home, rss_before, "taking in and refusing an 80 MiB bomb")?;

@@ -149,19 +149,29 @@ pub fn decompress(
     compressed: &Bytes,
     max_bytes: usize,
 ) -> Result<Bytes, RecordsError> {
+    // Read in chunks and refuse before a chunk would pass the budget: the buffer's capacity
+    // then never outgrows the budget (`read_to_end` doubles it, so a bomb cut one byte past a
+    // 64 MiB budget had reserved 128 MiB).
     let bounded = |reader: &mut dyn Read| -> Result<Bytes, RecordsError> {
         let mut out = Vec::new();
-        let limit = u64::try_from(max_bytes)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        reader
-            .take(limit)
-            .read_to_end(&mut out)
-            .map_err(|e| RecordsError::Decompression(e.to_string()))?;
-        if out.len() > max_bytes {
-            return Err(RecordsError::TooLarge { max: max_bytes });
+        let mut chunk = vec![0u8; DECOMPRESS_CHUNK_BYTES];
+        loop {
+            let read = match reader.read(&mut chunk) {
+                Ok(0) => return Ok(Bytes::from(out)),
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(RecordsError::Decompression(e.to_string())),
+            };
+            if read > max_bytes - out.len() {
+                return Err(RecordsError::TooLarge { max: max_bytes });
+            }
+            if out.len() + read > out.capacity() {
+                // Grow by doubling, but never past the budget.
+                let target = (out.capacity() * 2).max(out.len() + read).min(max_bytes);
+                out.reserve_exact(target - out.len());
+            }
+            out.extend_from_slice(&chunk[..read]);
         }
-        Ok(Bytes::from(out))
     };
     match codec {
         Codec::None if compressed.len() > max_bytes => {
@@ -182,6 +192,9 @@ pub fn decompress(
         Codec::Snappy => snappy(compressed, max_bytes),
     }
 }
+
+/// Bytes read from a decompressor at a time.
+const DECOMPRESS_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Bytes of input per xerial snappy block, as Kafka's Java client writes them.
 const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
