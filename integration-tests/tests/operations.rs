@@ -211,6 +211,18 @@ fn process_and_identity_metrics_are_exported() {
             1.0,
             "build info"
         );
+        // The commit the binary was built from: 12 hex digits, or `unknown` outside a checkout.
+        let commits: Vec<&String> = metrics
+            .values
+            .keys()
+            .filter(|(name, _)| name == "causeway_build_info")
+            .flat_map(|(_, labels)| labels.iter().filter(|(k, _)| k == "commit").map(|(_, v)| v))
+            .collect();
+        let well_formed =
+            |c: &str| c == "unknown" || (c.len() == 12 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+        if commits.len() != 1 || !well_formed(commits[0]) {
+            bail!("causeway_build_info commit labels: {commits:?}");
+        }
         ensure_eq!(
             metrics.value("causeway_region_info", &[("region", "eu-west")]),
             1.0,

@@ -132,6 +132,18 @@ fn a_region_that_was_away_is_reported_behind_then_caught_up() {
         if !logged {
             bail!("eu logged nothing about us catching up");
         }
+        let gauge_back = wait_until(Duration::from_secs(10), || {
+            metric(
+                mesh.region(EU),
+                r#"causeway_replication_peer_behind_batches{peer="us"}"#,
+            )
+            .is_ok_and(|gauge| gauge == Some(0.0))
+        });
+        if !gauge_back {
+            bail!(
+                "eu's peer_behind_batches gauge for us did not come back to 0 after the catch-up"
+            );
+        }
         let us_status = regions_status(mesh.region(US))?;
         let eu_seen_by_us = peer_status(&us_status, "eu").context("eu in us's status")?;
         if eu_seen_by_us["lag_batches"].as_u64() != Some(0) {
