@@ -228,7 +228,10 @@ set +e
     cd "$work/tests"
     unset CI
     export LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    env "${runner_env[@]}" nice -n "$NICE" ./test-runner "${args[@]}"
+    # stdbuf -oL: the runner printf()s its summary table into this pipe (block-buffered) and
+    # abort()s at the end when a failed test left librdkafka threads behind, which dropped the
+    # unflushed part of the table (and with it tests from the summary below).
+    env "${runner_env[@]}" nice -n "$NICE" stdbuf -oL ./test-runner "${args[@]}"
 ) 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e

@@ -169,3 +169,45 @@ fn fetch_limit_smaller_than_one_batch_still_makes_progress() {
         Ok(())
     });
 }
+
+/// One Fetch goes on across segment boundaries (a consumer of a log of small segments is not
+/// answered one segment per round trip): a raw Fetch v12 from offset 0 with room for everything
+/// returns every batch of a partition spread over several segments, as whole batches.
+#[test]
+fn one_fetch_returns_batches_from_several_segments() {
+    let options = BrokerOptions::new().flag("--log-segment-bytes-min", 4096);
+    with_broker(options, |broker| {
+        let topic = topic_name("segments");
+        create_topic(broker, &topic, 1, &[("segment.bytes", "4096")])?;
+        let mut raw = broker.raw()?;
+        let pad = "p".repeat(500);
+        for i in 0..40 {
+            let record = RawRecord::value(format!("{i:03}-{pad}").into_bytes());
+            let batch = encode_batch(&[record], causeway_integration_tests::now_ms()).freeze();
+            ensure_eq!(
+                raw.produce(&topic, 0, 1, batch)?.error_code,
+                0,
+                "produce {i}"
+            );
+        }
+        let segments = segment_files(&broker.partition_dir(&topic, 0))?.len();
+        if segments < 3 {
+            bail!("40 batches of about 570 bytes in 4 KiB segments made {segments} segment(s)");
+        }
+        let fetched = raw.fetch(&topic, 0, 0, 1 << 20, 100)?;
+        let records = fetched.records.unwrap_or_default();
+        let spans = batch_spans(&records);
+        ensure_eq!(
+            spans.len(),
+            40,
+            "batches in one Fetch over {segments} segments"
+        );
+        let covered: usize = spans.iter().map(|(_, len)| len).sum();
+        ensure_eq!(
+            covered,
+            records.len(),
+            "the response holds whole batches only"
+        );
+        Ok(())
+    });
+}

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::batch::{assign_offsets, stamp_log_append_time, BatchError, BatchHeader};
 use crate::causal::CausalMeta;
@@ -698,18 +698,18 @@ impl Partition {
             return Err(st.out_of_range(offset));
         }
         let planned = if offset == log_end {
-            None
+            Vec::new()
         } else {
             let i = st
                 .segments
                 .partition_point(|s| s.base() <= offset)
                 .saturating_sub(1);
-            compaction::plan_across_gaps(&st.segments[i..], offset, max_bytes)?
+            compaction::plan_across_segments(&st.segments[i..], offset, max_bytes)?
         };
         let log_start_offset = st.log_start;
         drop(st);
         Ok(ReadResult {
-            records: planned.map_or(Ok(Bytes::new()), PlannedRead::run)?,
+            records: run_planned(planned)?,
             high_watermark: log_end,
             log_start_offset,
         })
@@ -902,6 +902,23 @@ impl Partition {
     pub fn opened_cleanly(&self) -> bool {
         self.opened_cleanly
     }
+}
+
+/// Copies planned reads (taken under the log lock) into one run of whole batches.
+fn run_planned(planned: Vec<PlannedRead>) -> Result<Bytes, StorageError> {
+    let mut parts = planned.into_iter().map(PlannedRead::run);
+    let Some(first) = parts.next().transpose()? else {
+        return Ok(Bytes::new());
+    };
+    let mut rest = parts.peekable();
+    if rest.peek().is_none() {
+        return Ok(first);
+    }
+    let mut joined = BytesMut::from(first.as_ref());
+    for part in rest {
+        joined.extend_from_slice(&part?);
+    }
+    Ok(joined.freeze())
 }
 
 /// Removes a partition's directory and everything in it (topic deletion).

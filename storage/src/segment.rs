@@ -79,9 +79,22 @@ pub(crate) struct PlannedRead {
     pos: u64,
     len: usize,
     base: i64,
+    /// The planned bytes run to the end of the segment (as it was when planned).
+    to_end: bool,
 }
 
 impl PlannedRead {
+    /// Bytes planned.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the read takes everything the segment held from its position on: only then may a
+    /// read go on into the next segment.
+    pub(crate) fn reaches_end(&self) -> bool {
+        self.to_end
+    }
+
     /// Copies the planned bytes and trims them to whole batches.
     pub(crate) fn run(self) -> Result<Bytes, StorageError> {
         let mut buf = vec![0u8; self.len];
@@ -621,6 +634,32 @@ impl Segment {
             pos,
             len,
             base: self.base,
+            to_end: len as u64 == remaining,
+        }))
+    }
+
+    /// Plans a read of whole batches from the segment's first one, within `max_bytes`: `None`
+    /// when the segment is empty or its first batch does not fit (a read continuing from the
+    /// previous segment never goes past its budget).
+    pub(crate) fn plan_from_start(
+        &self,
+        max_bytes: usize,
+    ) -> Result<Option<PlannedRead>, StorageError> {
+        if self.size < BATCH_HEADER_BYTES as u64 {
+            return Ok(None);
+        }
+        let log = self.log_file()?;
+        let first = self.header_at(&log, 0)?;
+        if first.total_bytes() > max_bytes {
+            return Ok(None);
+        }
+        let len = (max_bytes as u64).min(self.size) as usize;
+        Ok(Some(PlannedRead {
+            log,
+            pos: 0,
+            len,
+            base: self.base,
+            to_end: len as u64 == self.size,
         }))
     }
 

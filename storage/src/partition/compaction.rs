@@ -73,18 +73,36 @@ pub(super) fn refuse_cleaned(header: &BatchHeader) -> Result<(), StorageError> {
 }
 
 /// Plans a read from the first of `segments` (the one whose range holds `offset`), moving on to the
-/// next while a segment has nothing at or after `offset` (its tail was compacted away).
-pub(super) fn plan_across_gaps(
+/// next while a segment has nothing at or after `offset` (its tail was compacted away), then on
+/// across segment boundaries while the budget lasts, so one Fetch is not cut short at the end
+/// of a segment. The first batch is read whatever its size (as Kafka does, so a consumer always
+/// progresses); batches from later segments only when they fit in what is left of `max_bytes`.
+pub(super) fn plan_across_segments(
     segments: &[Segment],
     offset: i64,
     max_bytes: usize,
-) -> Result<Option<PlannedRead>, StorageError> {
+) -> Result<Vec<PlannedRead>, StorageError> {
+    let mut plans: Vec<PlannedRead> = Vec::new();
+    let mut budget = max_bytes;
     for segment in segments {
-        if let Some(planned) = segment.plan_read(offset, max_bytes)? {
-            return Ok(Some(planned));
+        let planned = match plans.last() {
+            None => segment.plan_read(offset, max_bytes)?,
+            Some(previous) if previous.reaches_end() && budget > 0 => {
+                segment.plan_from_start(budget)?
+            }
+            Some(_) => break,
+        };
+        match planned {
+            Some(planned) => {
+                budget = budget.saturating_sub(planned.len());
+                plans.push(planned);
+            }
+            // Nothing at or after `offset` here yet: the next segment holds the read's start.
+            None if plans.is_empty() => continue,
+            None => break,
         }
     }
-    Ok(None)
+    Ok(plans)
 }
 
 /// A closed segment offered to the cleaner, readable without the log lock.

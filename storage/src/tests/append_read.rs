@@ -83,6 +83,33 @@ fn segments_roll_by_size_and_reads_cross_them() {
     }
 }
 
+/// One read goes on across segment boundaries while its budget lasts (one Fetch is not cut
+/// short at the end of a segment), taking from later segments only whole batches that fit.
+#[test]
+fn one_read_continues_across_segment_boundaries_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), small_config());
+    for i in 0..20 {
+        append(&p, 2, i, 100);
+    }
+    // 161-byte batches, 6 per 1000-byte segment: offset 8 is in the fifth batch of the first
+    // segment (batches at offsets 0..12), so the segment ends two batches from there.
+    assert_eq!(p.segment_count(), 4);
+    let every: Vec<i64> = (8..40).step_by(2).collect();
+    assert_eq!(bases(&p.read(8, 1 << 20).unwrap().records), every);
+    assert_eq!(
+        bases(&p.read(8, 161 * 6).unwrap().records),
+        vec![8, 10, 12, 14, 16, 18],
+        "two batches to the segment's end, then four whole ones of the next"
+    );
+    assert_eq!(
+        bases(&p.read(8, 161 * 6 + 100).unwrap().records),
+        vec![8, 10, 12, 14, 16, 18],
+        "a batch that does not fit whole is left for the next read"
+    );
+    assert_eq!(bases(&p.read(8, 1).unwrap().records), vec![8]);
+}
+
 #[test]
 fn segment_rolls_when_segment_ms_elapses_since_first_batch() {
     let dir = tempfile::tempdir().unwrap();
