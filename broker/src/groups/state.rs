@@ -942,14 +942,17 @@ impl Group {
                 ResponseError::UnknownMemberId => Ok(()),
                 other => Err(other),
             })?;
-        if self.state == GroupState::CompletingRebalance {
-            return Err(ResponseError::RebalanceInProgress);
-        }
+        // Kafka's order: the member, then its generation, then the state. A member committing
+        // with the generation before a rebalance learns ILLEGAL_GENERATION (its commit is stale
+        // and must not be retried), not REBALANCE_IN_PROGRESS (librdkafka's 0113).
         if !self.members.contains_key(member_id) {
             return Err(ResponseError::UnknownMemberId);
         }
         if generation_id != self.generation_id {
             return Err(ResponseError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
         }
         Ok(())
     }

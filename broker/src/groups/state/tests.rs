@@ -418,6 +418,36 @@ fn a_restored_stable_group_answers_its_generation_and_keeps_static_members_assig
     assert_eq!(restored.member_count(), 1);
 }
 
+/// While the leader computes the next assignment, a commit of the previous generation is stale
+/// (ILLEGAL_GENERATION, as Kafka answers); one of the new generation waits for the assignment
+/// (REBALANCE_IN_PROGRESS).
+#[test]
+fn a_commit_during_completing_rebalance_is_judged_by_its_generation_first() {
+    let mut g = group();
+    let (a, b) = stable_pair(&mut g);
+    let mut out = Output::default();
+    let now = DELAY_MS + 1_000;
+    let c = join_dynamic(&mut g, now, 10, &mut out);
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    for (member, waiter) in [(&a, 11), (&b, 12)] {
+        g.join(now, request(member, None), waiter, 7, &mut out);
+    }
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    assert_eq!(g.generation_id(), 2);
+    assert_eq!(
+        g.check_commit(&a, None, 1),
+        Err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        g.check_commit(&c, None, 2),
+        Err(ResponseError::RebalanceInProgress)
+    );
+    assert_eq!(
+        g.check_commit("stranger", None, 2),
+        Err(ResponseError::UnknownMemberId)
+    );
+}
+
 #[test]
 fn protocol_selection_picks_one_every_member_supports() {
     let mut g = group();
