@@ -5,6 +5,7 @@ Starts a broker that advertises a recording proxy in front of it, drives kcat th
 proxy (metadata, produce with every compression codec, consume, a consumer group), and writes
 every request frame the client sent to `corpus/request/`, and the record batches inside them to
 `corpus/record_batch/` (in that target's input layout: attributes byte, count byte, records).
+The replication_wire, topic_catalog and crdt_row corpora come from `seed_replication.py`.
 
 Usage (from the repository root, after `cargo build --release`):
     python3 fuzz/seed_corpus.py [path/to/causeway]

@@ -253,6 +253,16 @@ pub struct BrokerOptions {
         value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64)
     )]
     pub transaction_max_timeout_ms: u32,
+    /// How long a transactional id with no transaction open is kept after its last change
+    /// (`transactional.id.expiration.ms`): its record is then removed, so ids a client makes up
+    /// in a loop cannot grow the catalog and the coordinator's memory without bound.
+    #[arg(
+        long,
+        env = "CAUSEWAY_TRANSACTIONAL_ID_EXPIRATION_MS",
+        default_value_t = 604_800_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub transactional_id_expiration_ms: u64,
     /// Log line format on stderr.
     #[arg(long, env = "CAUSEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -147,6 +147,11 @@ pub fn recompressed_batch(topic: &str) {
         .increment(1);
 }
 
+/// Counts transactional ids forgotten after `--transactional-id-expiration-ms` idle.
+pub fn transactional_id_expired() {
+    counter!("causeway_transactional_ids_expired_total").increment(1);
+}
+
 /// Counts table writes merged into rows.
 pub fn table_merged(topic: &str, merges: u64) {
     counter!("causeway_table_merges_total", "topic" => topic.to_string()).increment(merges);

@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
             let stamp = Stamp {
                 hlc: u64::from(pick),
                 origin_region: 1,
+                // 0 and not 0: the row encoding writes the partition only when it is not 0.
+                partition: u32::from(pick & 1),
                 origin_seq: index as u64 + 1,
                 index_in_batch: 0,
             };

@@ -512,3 +512,70 @@ fn describe_producers_names_each_producer_and_its_open_transaction() {
         Ok(())
     });
 }
+
+/// A transactional id idle past `--transactional-id-expiration-ms` with no transaction open is
+/// forgotten (Kafka's `transactional.id.expiration.ms`), so ids made up in a loop cannot grow
+/// the coordinator without bound; one with a transaction open is kept, and an expired id can be
+/// used again.
+#[test]
+fn idle_transactional_ids_expire_and_can_be_used_again() {
+    use kafka_protocol::messages::{DescribeTransactionsRequest, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::ResponseError;
+
+    let options = BrokerOptions::new().flag("--transactional-id-expiration-ms", 2_000);
+    with_broker(options, |broker| {
+        let topic = topic_name("expiring-ids");
+        create_topic(broker, &topic, 1, &[])?;
+        let (idle_id, open_id) = (format!("{topic}-idle"), format!("{topic}-open"));
+        let idle = transactional_producer(broker, &idle_id, 60_000)?;
+        idle.begin_transaction()?;
+        send(&idle, &topic, "committed")?;
+        idle.commit_transaction(TIMEOUT)?;
+        drop(idle);
+        let open = transactional_producer(broker, &open_id, 60_000)?;
+        open.begin_transaction()?;
+        send(&open, &topic, "left open")?;
+        open.flush(TIMEOUT)?;
+
+        let describe = |id: &str| -> Result<i16> {
+            let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                TransactionalId(StrBytes::from_string(id.to_string())),
+            ]);
+            let response = broker.raw()?.request(0, &request)?;
+            Ok(response
+                .transaction_states
+                .first()
+                .map_or(-1, |s| s.error_code))
+        };
+        let not_found = ResponseError::TransactionalIdNotFound.code();
+        let expired = causeway_integration_tests::wait_until(Duration::from_secs(20), || {
+            describe(&idle_id).is_ok_and(|code| code == not_found)
+        });
+        if !expired {
+            bail!("an idle transactional id was still described after its expiration");
+        }
+        ensure_eq!(
+            describe(&open_id)?,
+            0,
+            "an id with a transaction open is kept"
+        );
+        open.commit_transaction(TIMEOUT)?;
+
+        let again = transactional_producer(broker, &idle_id, 60_000)?;
+        again.begin_transaction()?;
+        send(&again, &topic, "again")?;
+        again.commit_transaction(TIMEOUT)?;
+        let committed = read_values(broker, &topic, "read_committed")?;
+        ensure_eq!(
+            committed,
+            vec![
+                "committed".to_string(),
+                "left open".to_string(),
+                "again".to_string()
+            ],
+            "committed records"
+        );
+        Ok(())
+    });
+}

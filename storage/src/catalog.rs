@@ -175,6 +175,16 @@ impl Catalog {
             .map_err(db_err)
     }
 
+    /// Removes a transaction record (an expired transactional id).
+    pub fn delete_transaction(&self, transactional_id: &str) -> Result<(), StorageError> {
+        self.db
+            .delete_opt(
+                format!("{TRANSACTION_PREFIX}{transactional_id}"),
+                &sync_writes(),
+            )
+            .map_err(db_err)
+    }
+
     /// Every stored replicated topic state, by name.
     pub fn topic_states(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         self.under(TOPIC_STATE_PREFIX)

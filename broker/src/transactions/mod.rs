@@ -451,6 +451,46 @@ async fn abort_abandoned(broker: &Arc<Broker>, now: i64) {
     }
 }
 
+/// Forgets transactional ids idle past `--transactional-id-expiration-ms` (Kafka's
+/// `transactional.id.expiration.ms`): their records leave the catalog and memory. A producer
+/// that comes back with such an id is given a new producer id, as in Kafka.
+async fn expire_idle_ids(broker: &Arc<Broker>, now: i64) {
+    let expiration_ms = broker.options.transactional_id_expiration_ms;
+    for (id, record) in broker.transactions.all() {
+        if !record.idle_past(now, expiration_ms) {
+            continue;
+        }
+        let lock = broker.transactions.lock(&id);
+        let _guard = lock.lock().await;
+        if broker
+            .transactions
+            .get(&id)
+            .is_none_or(|current| !current.idle_past(now, expiration_ms))
+        {
+            continue;
+        }
+        let deleter = broker.clone();
+        let key = id.clone();
+        let deleted = crate::blocking::METADATA
+            .run(move || deleter.topics.catalog().delete_transaction(&key))
+            .await;
+        match deleted {
+            Ok(Ok(())) => {
+                broker.transactions.records.remove(&id);
+                broker.transactions.locks.remove(&id);
+                metrics::transactional_id_expired();
+                tracing::info!(transactional_id = %id, "transactional id expired");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(transactional_id = %id, %error, "removing an expired transactional id failed");
+            }
+            Err(_) => {
+                tracing::warn!(transactional_id = %id, "removing an expired transactional id did not run")
+            }
+        }
+    }
+}
+
 /// Finishes transactions a crash left half-ended, then aborts timed-out ones until shutdown.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     for (id, record) in broker.transactions.all() {
@@ -474,6 +514,7 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         }
         let now = now_ms();
         abort_abandoned(&broker, now).await;
+        expire_idle_ids(&broker, now).await;
         for (id, record) in broker.transactions.all() {
             if !record.expired(now) {
                 continue;

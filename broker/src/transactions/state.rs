@@ -164,6 +164,17 @@ impl TxnRecord {
         self.updated_ms = now_ms;
     }
 
+    /// Whether the transactional id may be forgotten: no transaction open or being ended, and
+    /// no change for `expiration_ms` (`transactional.id.expiration.ms`).
+    pub fn idle_past(&self, now_ms: i64, expiration_ms: u64) -> bool {
+        let settled = matches!(
+            self.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        );
+        let idle_ms = u64::try_from(now_ms.saturating_sub(self.updated_ms)).unwrap_or(0);
+        settled && idle_ms > expiration_ms
+    }
+
     /// Whether an ongoing transaction has outlived its timeout.
     pub fn expired(&self, now_ms: i64) -> bool {
         self.state == TxnState::Ongoing
@@ -199,6 +210,20 @@ mod tests {
             "a retried commit is answered again"
         );
         assert_eq!(r.prepare_end(false, 4), Err(ResponseError::InvalidTxnState));
+    }
+
+    #[test]
+    fn only_a_settled_id_idle_past_the_expiration_may_be_forgotten() {
+        let mut r = TxnRecord::new(5, 60_000, 0);
+        assert!(!r.idle_past(1_000, 1_000), "idle exactly the expiration");
+        assert!(r.idle_past(1_001, 1_000), "empty and idle past it");
+        r.begin_or_continue(2_000).expect("begin");
+        assert!(!r.idle_past(10_000, 1_000), "a transaction is open");
+        r.prepare_end(true, 3_000).expect("prepare");
+        assert!(!r.idle_past(10_000, 1_000), "its markers are being written");
+        r.complete(4_000);
+        assert!(!r.idle_past(5_000, 1_000), "changed 1 s ago");
+        assert!(r.idle_past(5_001, 1_000), "committed and idle past it");
     }
 
     #[test]
