@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod connection_limits;
+pub mod flusher;
 pub mod groups;
 pub mod handlers;
 pub mod http;

@@ -147,6 +147,11 @@ pub fn recompressed_batch(topic: &str) {
         .increment(1);
 }
 
+/// Counts fsyncs made because batches waited `flush.ms` unsynced.
+pub fn log_flushed(topic: &str) {
+    counter!("causeway_log_flushes_total", "topic" => topic.to_string()).increment(1);
+}
+
 /// Counts transactional ids forgotten after `--transactional-id-expiration-ms` idle.
 pub fn transactional_id_expired() {
     counter!("causeway_transactional_ids_expired_total").increment(1);

@@ -9,6 +9,7 @@
 //! local appends get their causal stamp from the replica's clock, syncs make own batches
 //! servable to peers, and retention stops at the causally stable offset.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
@@ -35,6 +36,8 @@ pub struct PartitionHandle {
     appended: Notify,
     /// Stable cuts of past maintenance passes, to know when tombstones may go.
     horizon: Mutex<ConcurrencyHorizon>,
+    /// When the flusher first saw unsynced batches here (ms since the epoch; -1: none seen).
+    unsynced_since_ms: AtomicI64,
 }
 
 /// A local append's outcome and this region's sequence after it, which `causeway.min.regions`
@@ -92,6 +95,7 @@ impl PartitionHandle {
             replica: Mutex::new(replica),
             appended: Notify::new(),
             horizon: Mutex::new(ConcurrencyHorizon::default()),
+            unsynced_since_ms: AtomicI64::new(-1),
         })
     }
 
@@ -188,6 +192,34 @@ impl PartitionHandle {
             replication.data_progressed(own_advanced);
         }
         Ok(())
+    }
+
+    /// For `flush.ms`: fsyncs the partition when batches have waited unsynced for `flush_ms`
+    /// since the flusher first saw them at a pass (so they wait at most `flush_ms` plus one
+    /// pass); returns whether it synced.
+    pub fn flush_if_due(
+        &self,
+        replication: &Replication,
+        flush_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        if !self.log.has_unsynced() {
+            self.unsynced_since_ms.store(-1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let since = match self.unsynced_since_ms.load(Ordering::Relaxed) {
+            -1 => {
+                self.unsynced_since_ms.store(now_ms, Ordering::Relaxed);
+                now_ms
+            }
+            since => since,
+        };
+        if now_ms.saturating_sub(since) < flush_ms {
+            return Ok(false);
+        }
+        self.sync(replication)?;
+        self.unsynced_since_ms.store(-1, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// The offset below which every region holds every batch durably (the causally stable

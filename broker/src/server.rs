@@ -16,7 +16,8 @@ use crate::broker::Broker;
 use crate::config::BrokerOptions;
 use crate::connection_limits::{PerAddressCount, RequestBudget};
 use crate::{
-    connection, groups, http, maintenance, metrics, replication, scrub, tables, transactions,
+    connection, flusher, groups, http, maintenance, metrics, replication, scrub, tables,
+    transactions,
 };
 
 /// Connections admitted beyond `--max-connections` or `--max-connections-per-ip` for peer
@@ -61,6 +62,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     ));
     replication::seed::run(&broker).await?;
     background.spawn(maintenance::run(broker.clone(), shutdown_rx.clone()));
+    background.spawn(flusher::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(scrub::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(groups::run(broker.clone(), shutdown_rx.clone()));
     background.spawn(transactions::run(broker.clone(), shutdown_rx.clone()));

@@ -260,7 +260,6 @@ const REFUSED: &[(&str, &str, &str)] = &[
     ("min.cleanable.dirty.ratio", "0.9", "dirty ratio"),
     ("max.compaction.lag.ms", "3600000", "segment.ms"),
     ("flush.messages", "1", "acks=all"),
-    ("flush.ms", "1000", "acks=all"),
     ("file.delete.delay.ms", "0", "delay"),
     ("preallocate", "true", "preallocated"),
     ("segment.index.bytes", "4096", "index"),

@@ -345,3 +345,32 @@ fn poll_values(consumer: &BaseConsumer, n: usize, timeout: Duration) -> Result<V
     }
     Ok(got)
 }
+
+/// `flush.ms` is applied: acks=1 batches of a topic that sets it are fsynced once they have
+/// waited that long (counted per topic), and those of a topic that does not are left to the
+/// kernel, as in Kafka.
+#[test]
+fn flush_ms_fsyncs_acks_1_batches_once_they_have_waited() {
+    use causeway_integration_tests::regions::metric;
+    with_broker(BrokerOptions::new(), |broker| {
+        let (flushed, unflushed) = (topic_name("flush-ms"), topic_name("no-flush-ms"));
+        create_topic(broker, &flushed, 1, &[("flush.ms", "300")])?;
+        create_topic(broker, &unflushed, 1, &[])?;
+        let producer: FutureProducer = broker.producer_config().set("acks", "1").create()?;
+        produce_values(&producer, &flushed, 0, &["a", "b"])?;
+        produce_values(&producer, &unflushed, 0, &["a", "b"])?;
+        let series = |topic: &str| format!("causeway_log_flushes_total{{topic=\"{topic}\"}}");
+        let synced = wait_until(Duration::from_secs(10), || {
+            metric(broker, &series(&flushed)).is_ok_and(|n| n.is_some_and(|n| n >= 1.0))
+        });
+        if !synced {
+            bail!("a topic with flush.ms=300 was never fsynced for it");
+        }
+        ensure_eq!(
+            metric(broker, &series(&unflushed))?,
+            None,
+            "fsyncs for flush.ms of a topic without it"
+        );
+        Ok(())
+    });
+}

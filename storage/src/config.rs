@@ -76,6 +76,10 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// compression.type (default `producer`).
     pub compression: CompressionType,
+    /// flush.ms: unsynced batches are fsynced once they have waited this long, whatever the
+    /// producer's acks (default never: acks=all fsyncs before answering, and with peers the
+    /// replication syncer fsyncs within milliseconds).
+    pub flush_ms: i64,
     /// message.timestamp.before.max.ms: how far in the past a CreateTime timestamp may be
     /// (default unlimited, as in Kafka).
     pub timestamp_before_max_ms: i64,
@@ -122,6 +126,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
             compression: CompressionType::Producer,
+            flush_ms: i64::MAX,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: HOUR_MS,
             cleanup_delete: true,
@@ -440,7 +445,7 @@ fn unsupported(name: &str, value: &str) -> Option<&'static str> {
     let long = || value.parse::<i64>().ok();
     let accepted = match name {
         "file.delete.delay.ms" => long() == Some(60_000),
-        "flush.messages" | "flush.ms" | "max.compaction.lag.ms" => long() == Some(i64::MAX),
+        "flush.messages" | "max.compaction.lag.ms" => long() == Some(i64::MAX),
         "min.cleanable.dirty.ratio" => value.parse::<f64>().is_ok_and(|r| r <= 0.5),
         "segment.jitter.ms" => long() == Some(0),
         "min.insync.replicas" => long() == Some(1),
@@ -455,8 +460,8 @@ fn unsupported(name: &str, value: &str) -> Option<&'static str> {
         "file.delete.delay.ms" => {
             "a segment dropped by retention or compaction is removed without a delay (only the default 60000)"
         }
-        "flush.messages" | "flush.ms" => {
-            "a batch is fsynced before a produce with acks=all is answered (group commit), never by count or time; produce with acks=all for durability"
+        "flush.messages" => {
+            "a batch is fsynced before a produce with acks=all is answered (group commit), never by count; produce with acks=all for durability, or set flush.ms for a time bound"
         }
         "max.compaction.lag.ms" => {
             "a table's closed segments are compacted at every --log-retention-check-interval-ms; bound how long a record stays uncompacted with segment.ms"
@@ -501,6 +506,7 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
             Some("CreateTime") => TimestampType::CreateTime,
             _ => base.timestamp_type,
         },
+        flush_ms: get(overrides, "flush.ms").unwrap_or(base.flush_ms),
         compression: overrides
             .get("compression.type")
             .and_then(|v| CompressionType::parse(v))
@@ -573,6 +579,15 @@ mod tests {
     }
 
     #[test]
+    fn flush_ms_is_applied_and_defaults_to_never() {
+        let base = LogConfig::default();
+        assert_eq!(base.flush_ms, i64::MAX);
+        assert!(validate_topic_config("flush.ms", "12345678").is_ok());
+        let overrides = BTreeMap::from([("flush.ms".to_string(), "1000".to_string())]);
+        assert_eq!(log_config_from(&overrides, &base).flush_ms, 1000);
+    }
+
+    #[test]
     fn every_compression_type_is_accepted_and_names_its_codec() {
         let base = LogConfig::default();
         assert_eq!(base.compression.codec_id(), None);
@@ -605,7 +620,6 @@ mod tests {
             ("min.cleanable.dirty.ratio", "0.9"),
             ("max.compaction.lag.ms", "3600000"),
             ("flush.messages", "1"),
-            ("flush.ms", "1000"),
             ("file.delete.delay.ms", "0"),
             ("preallocate", "true"),
             ("segment.index.bytes", "4096"),
