@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
 use causeway_replication::horizon::ConcurrencyHorizon;
-use causeway_replication::VectorClock;
 use causeway_storage::{AppendResult, ControlType, Partition, StorageError};
 use tokio::sync::Notify;
 
@@ -48,23 +47,6 @@ pub struct LocalAppend {
     pub result: AppendResult,
     /// This region's own sequence in the partition once the batch is in.
     pub own_seq: u64,
-}
-
-/// This region's durable clock and the last durable clock of every peer not reported stale (a
-/// peer never heard from counts as empty), by region id.
-fn live_clocks<'a>(
-    replica: &'a Replica,
-    replication: &'a Replication,
-    stale: &'a [u32],
-) -> impl Iterator<Item = (u32, &'a VectorClock)> + 'a {
-    static EMPTY: std::sync::LazyLock<VectorClock> = std::sync::LazyLock::new(VectorClock::default);
-    std::iter::once((replica.region(), replica.durable_clock())).chain(
-        replication
-            .peers
-            .iter()
-            .filter(|p| !stale.contains(&p.id))
-            .map(|p| (p.id, replica.peer_clock(p.id).unwrap_or(&EMPTY))),
-    )
 }
 
 fn storage_error(error: ReplicaError) -> StorageError {
@@ -234,28 +216,32 @@ impl PartitionHandle {
         replica.log().offset_below_cut(replica.clock(), &cut)
     }
 
-    /// The bounds of a table compaction pass: the stable offset, and the offset below which
-    /// every write concurrent with a batch has arrived, so its tombstones may go
-    /// (`causeway_replication::horizon`). Called once per maintenance pass: each call is a
-    /// sample of the horizon. In one region, both are the log end.
-    pub fn clean_bounds(&self, replication: &Replication, stale: &[u32]) -> CleanBounds {
+    /// The bounds of a table compaction pass: the stable offset, and for the pass's tombstones
+    /// the settled offset (`ReplicaLog::settled_offset`), which samples the horizon when the
+    /// pass calls it. In one region, both are the log end.
+    pub fn clean_bounds(&self, replication: &Replication, stale: &[u32]) -> CleanBounds<'_> {
         if !replication.enabled() {
             return CleanBounds::alone(self.log.log_end_offset());
         }
-        let replica = self.replica();
-        let cut = replica.stable_cut_without(stale);
-        let mut frontier = VectorClock::default();
-        for (region, clock) in live_clocks(&replica, replication, stale) {
-            frontier.advance(region, clock.get(region));
-        }
-        let settled = self
-            .horizon
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .advance(cut.clone(), frontier);
+        let (stable_offset, frontier) = {
+            let replica = self.replica();
+            let cut = replica.stable_cut_without(stale);
+            (
+                replica.log().offset_below_cut(replica.clock(), &cut),
+                replica.frontier_without(stale),
+            )
+        };
         CleanBounds {
-            stable_offset: replica.log().offset_below_cut(replica.clock(), &cut),
-            settled_offset: replica.log().offset_below_cut(replica.clock(), &settled),
+            stable_offset,
+            settled_offset: Box::new(move |merged_end| {
+                let replica = self.replica();
+                let mut horizon = self.horizon.lock().unwrap_or_else(|e| e.into_inner());
+                replica.log().settled_offset(
+                    &mut horizon,
+                    (replica.clock(), frontier.clone()),
+                    merged_end,
+                )
+            }),
         }
     }
 

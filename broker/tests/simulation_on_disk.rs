@@ -11,21 +11,31 @@
 //! `CAUSEWAY_SIM_SEEDS=N` runs N seeds (default 2,000) from `CAUSEWAY_SIM_SEEDS_FROM` (default
 //! 0), so a long run can go in slices; `CAUSEWAY_SIM_SEED=S` replays one.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use causeway_broker::replication::log::ReplicaLog;
 use causeway_broker::replication::seed;
+use causeway_broker::tables::records::{for_each_write, skipped, WriteReader};
+use causeway_broker::tables::{clean_partition, CleanBounds, IoBudget};
 use causeway_broker::wall_clock::now_ms;
+use causeway_replication::crdt::{Content, MergeMode, Row, OP_HEADER, PATH_HEADER};
 use causeway_replication::delivery::{
     AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
 };
-use causeway_replication::sim::{run_on, CallerLog, Payload, SimConfig, SimRng, SimStorage};
+use causeway_replication::horizon::ConcurrencyHorizon;
+use causeway_replication::sim::{
+    run_on, table_record, CallerLog, MaintenanceBounds, Payload, SimConfig, SimRng, SimStorage,
+};
 use causeway_replication::VectorClock;
-use causeway_storage::{control_type, BatchHeader, LogConfig, Partition, StorageError};
+use causeway_storage::{
+    control_type, whole_batches, BatchHeader, CausalMeta, LogConfig, Partition, StorageError,
+};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -142,17 +152,30 @@ impl CallerLog for DiskLog {
 }
 
 /// Partitions in a temporary directory (on `/dev/shm` when there is one: fsyncs are real
-/// calls, but cheap there), and per region the batches maintenance deleted, in log order.
+/// calls, but cheap there), and per region what its log ever held.
 struct DiskStorage {
     root: TempDir,
-    deleted: Vec<Vec<Batch<Payload>>>,
+    /// Per region, every batch its log held as of the last look, in log order (see
+    /// [`DiskStorage::history_of`]).
+    history: Vec<Vec<Batch<Payload>>>,
+    /// Per region, the batches of its history that maintenance removed (or its donor's did).
+    removed: Vec<HashSet<BatchId>>,
     transactions: TransactionModel,
     /// Whether crashes are power losses (what no fsync covered is lost) rather than kills.
     power_loss: bool,
+    /// Whether the partition is a table (`cleanup.policy=compact`): maintenance runs the
+    /// broker's log cleaner instead of DeleteRecords.
+    compaction: bool,
+    /// Per region, the tombstone horizon its partition handle keeps in memory (a restart, or a
+    /// re-seed, starts a new one).
+    horizons: Vec<ConcurrencyHorizon>,
 }
 
+/// The topic name the cleaner logs under.
+const TOPIC: &str = "sim";
+
 impl DiskStorage {
-    fn new(power_loss: bool) -> DiskStorage {
+    fn new(power_loss: bool, compaction: bool) -> DiskStorage {
         let shm = PathBuf::from("/dev/shm");
         let root = if shm.is_dir() {
             tempfile::Builder::new()
@@ -163,9 +186,12 @@ impl DiskStorage {
         };
         DiskStorage {
             root: root.expect("temporary directory"),
-            deleted: Vec::new(),
+            history: Vec::new(),
+            removed: Vec::new(),
             transactions: TransactionModel::default(),
             power_loss,
+            compaction,
+            horizons: Vec::new(),
         }
     }
 
@@ -212,6 +238,12 @@ impl DiskStorage {
             } else {
                 LogConfig::default().max_message_bytes
             },
+            cleanup_compact: self.compaction,
+            cleanup_delete: !self.compaction,
+            min_compaction_lag_ms: 0,
+            // Stamps are simulated milliseconds, long past for the wall clock: a tombstone may
+            // go as soon as the horizon settles it.
+            delete_retention_ms: 0,
             ..LogConfig::default()
         };
         let dir = self.root.path().join(format!("region-{index}"));
@@ -227,17 +259,28 @@ impl DiskStorage {
     }
 }
 
-/// `max.message.bytes` of region #0: its own batches fit (their filler is short: at most about
-/// 125 bytes), the other regions' larger ones (up to about 185) must still be taken in, as
+/// `max.message.bytes` of region #0: its own batches fit (their filler is short; `payload`
+/// checks), the other regions' larger ones (up to about 450 bytes) must still be taken in, as
 /// replicated batches are not judged by local produce limits.
-const SMALL_REGION_MESSAGE_BYTES: u32 = 140;
+const SMALL_REGION_MESSAGE_BYTES: u32 = 280;
 
-/// The records of the batch standing for write `number`: one to three, the first carrying the
-/// number, so batches are multi-record as producers send them; transactional ones carry their
+/// Records of write `number` are stamped `number` milliseconds after the process started, so
+/// the number survives in the record the cleaner writes for it (which keeps the timestamp and
+/// the causal metadata of the last write it merges).
+fn timestamp_of(number: Payload) -> i64 {
+    static STARTED_MS: LazyLock<i64> = LazyLock::new(now_ms);
+    *STARTED_MS + i64::try_from(number).unwrap_or(i64::MAX / 2)
+}
+
+/// The records of the batch standing for write `number`: one to three, so batches are
+/// multi-record as producers send them. The first is the table write of `number`
+/// (`table_record`, as a producer to a table topic sends it); the others have no key, so tables
+/// skip them. Every record carries the number in its timestamp. Transactional ones carry their
 /// producer, epoch and sequences.
 fn records_of(number: Payload, write: &Write, short: bool) -> Vec<Record> {
-    let filler = number % if short { 10 } else { 40 };
+    let filler = number % if short { 10 } else { 120 };
     let count = transactions::records_in(number);
+    let table = table_record(number);
     let (transactional, producer_id, producer_epoch, first_seq) = match *write {
         Write::Transactional {
             producer_id,
@@ -259,14 +302,26 @@ fn records_of(number: Payload, write: &Write, short: bool) -> Vec<Record> {
             timestamp_type: TimestampType::Creation,
             offset: i64::from(i),
             sequence: first_seq + i,
-            timestamp: now_ms(),
-            key: Some(Bytes::from(format!("key-{}", number % 5))),
-            value: Some(if i == 0 {
-                Bytes::copy_from_slice(&number.to_be_bytes())
+            timestamp: timestamp_of(number),
+            key: (i == 0).then(|| Bytes::from(format!("key-{}", table.key))),
+            value: if i == 0 {
+                table.value.clone().map(Bytes::from)
             } else {
-                Bytes::from(vec![b'x'; filler as usize])
-            }),
-            headers: Default::default(),
+                Some(Bytes::from(vec![b'x'; filler as usize]))
+            },
+            headers: if i == 0 {
+                [
+                    (OP_HEADER, table.op.map(|op| op.as_bytes().to_vec())),
+                    (PATH_HEADER, table.path.clone().map(String::into_bytes)),
+                ]
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    Some((StrBytes::from_static_str(name), Some(Bytes::from(value?))))
+                })
+                .collect()
+            } else {
+                Default::default()
+            },
         })
         .collect()
 }
@@ -283,7 +338,7 @@ impl SimStorage for DiskStorage {
     /// chunks of a random size as seed requests read it (`seed::read_chunk`) and the joining
     /// region appends them (`seed::append_chunk`, `seed::finish_copy`); the adapter is opened
     /// again over the copy, as `PartitionHandle::reload_replica` does. What the donor's
-    /// maintenance deleted counts as deleted here too.
+    /// maintenance removed counts as removed here too.
     fn seed(
         &mut self,
         index: usize,
@@ -316,17 +371,40 @@ impl SimStorage for DiskStorage {
         seed::finish_copy(&copy.partition, &removed.to_deps()).map_err(|e| e.to_string())?;
         let partition = copy.partition;
         let log = ReplicaLog::open(Arc::clone(&partition)).map_err(|e| e.to_string())?;
-        let deleted = self.deleted.get(from_index).cloned().unwrap_or_default();
+        let donor = self.retained(from)?;
+        let history = self.history_of(from_index, &donor)?;
+        let removed = self.removed.get(from_index).cloned().unwrap_or_default();
         *self
-            .deleted
+            .history
             .get_mut(index)
-            .ok_or("seeding an unknown region")? = deleted;
+            .ok_or("seeding an unknown region")? = history;
+        *self
+            .removed
+            .get_mut(index)
+            .ok_or("seeding an unknown region")? = removed;
+        *self
+            .horizons
+            .get_mut(index)
+            .ok_or("seeding an unknown region")? = Default::default();
+        let copied = self.retained(&DiskLog {
+            partition: Arc::clone(&partition),
+            log: ReplicaLog::open(Arc::clone(&partition)).map_err(|e| e.to_string())?,
+        })?;
+        if ids(&copied) != ids(&donor) {
+            return Err(format!(
+                "the copy holds {} batches, its donor {}, or other ones",
+                copied.len(),
+                donor.len()
+            ));
+        }
         Ok(DiskLog { partition, log })
     }
 
     fn create(&mut self, index: usize) -> Result<DiskLog, String> {
-        if self.deleted.len() <= index {
-            self.deleted.resize_with(index + 1, Vec::new);
+        if self.history.len() <= index {
+            self.history.resize_with(index + 1, Vec::new);
+            self.removed.resize_with(index + 1, HashSet::new);
+            self.horizons.resize_with(index + 1, Default::default);
         }
         self.open(index)
     }
@@ -334,8 +412,14 @@ impl SimStorage for DiskStorage {
     fn crash(&mut self, index: usize, log: DiskLog) -> Result<(DiskLog, u64), String> {
         let before = log.partition.log_end_offset();
         let synced = log.partition.synced_offset();
+        let held = self.retained(&log)?;
+        let history = self.history_of(index, &held)?;
         drop(log);
         self.transactions.crashed(index);
+        *self
+            .horizons
+            .get_mut(index)
+            .ok_or("crash of an unknown region")? = Default::default();
         let lost = if self.power_loss {
             self.lose_unsynced(index, synced)?
         } else {
@@ -353,6 +437,16 @@ impl SimStorage for DiskStorage {
                 "a power loss keeps what was fsynced: synced through {synced} of {before}, {after} after"
             ));
         }
+        // What the power loss took is the log's tail, which is also the history's.
+        let kept = held.len().saturating_sub(lost as usize);
+        if ids(&self.retained(&reopened)?) != ids(&held[..kept]) {
+            return Err(format!(
+                "the reopened log is not the {kept} batches before the {lost} the power loss took"
+            ));
+        }
+        let mut history = history;
+        history.truncate(history.len() - (held.len() - kept));
+        self.history[index] = history;
         Ok((reopened, lost))
     }
 
@@ -377,6 +471,11 @@ impl SimStorage for DiskStorage {
             },
         )
         .expect("a record batch encodes");
+        assert!(
+            index != 0 || buf.len() <= SMALL_REGION_MESSAGE_BYTES as usize,
+            "write {number} of region #0 takes {} bytes, over its max.message.bytes",
+            buf.len()
+        );
         buf.freeze()
     }
 
@@ -391,13 +490,28 @@ impl SimStorage for DiskStorage {
         }
         TRANSACTIONS_BEGUN.fetch_add(self.transactions.begun, Ordering::Relaxed);
         TAKEOVERS.fetch_add(self.transactions.taken_over, Ordering::Relaxed);
+        if self.compaction {
+            check_rows(logs)?;
+        }
         Ok(())
     }
 
     fn batches(&self, index: usize, log: &DiskLog) -> Result<Vec<Batch<Payload>>, String> {
-        let mut out = self.deleted.get(index).cloned().unwrap_or_default();
-        out.extend(self.retained(log)?);
-        Ok(out)
+        let retained = self.retained(log)?;
+        let history = self.history_of(index, &retained)?;
+        let held: HashSet<BatchId> = ids(&retained).into_iter().collect();
+        let removed = self.removed.get(index).ok_or("an unknown region")?;
+        if let Some(lost) = history
+            .iter()
+            .find(|b| !held.contains(&b.id()) && !removed.contains(&b.id()))
+        {
+            let id = lost.id();
+            return Err(format!(
+                "{}:{} left the log, but no maintenance removed it",
+                id.origin, id.seq
+            ));
+        }
+        Ok(history)
     }
 
     fn durable_clock(&self, log: &DiskLog) -> VectorClock {
@@ -411,72 +525,197 @@ impl SimStorage for DiskStorage {
             .unwrap_or_default()
     }
 
-    /// DeleteRecords to a random offset half of the time, then the maintenance pass the broker
-    /// runs, bounded by the offset below the stable cut as the broker computes it.
+    /// The maintenance pass the broker runs: on a table, retention then the log cleaner
+    /// (`clean_partition`) within the stable offset and the tombstone horizon, as
+    /// `PartitionHandle::clean_bounds` computes them; otherwise DeleteRecords to a random
+    /// offset half of the time, then retention, bounded by the offset below the stable cut.
     fn maintain(
         &mut self,
         index: usize,
         log: &mut DiskLog,
-        clock: &VectorClock,
-        cut: &VectorClock,
+        bounds: &MaintenanceBounds,
         choice: u64,
     ) -> Result<u64, String> {
         let before = self.retained(log)?;
-        let start = log.partition.log_start_offset();
-        let end = log.partition.log_end_offset();
-        if choice.is_multiple_of(2) && end > start {
-            let span = u64::try_from(end - start + 1).unwrap_or(1);
-            let to = start + i64::try_from((choice / 2) % span).unwrap_or(0);
+        self.history[index] = self.history_of(index, &before)?;
+        let stable = log.log.offset_below_cut(&bounds.clock, &bounds.cut);
+        if self.compaction {
             log.partition
-                .delete_records_before(to)
-                .map_err(|e| format!("DeleteRecords to {to}: {e}"))?;
+                .maintain(now_ms(), stable)
+                .map_err(|e| format!("maintenance below {stable}: {e}"))?;
+            let horizon = self.horizons.get_mut(index).ok_or("an unknown region")?;
+            let replica_log = &log.log;
+            let clean = CleanBounds {
+                stable_offset: stable,
+                settled_offset: Box::new(|merged_end| {
+                    replica_log.settled_offset(
+                        horizon,
+                        (&bounds.clock, bounds.frontier.clone()),
+                        merged_end,
+                    )
+                }),
+            };
+            let pass = clean_partition(
+                TOPIC,
+                0,
+                &log.partition,
+                MergeMode::Crdt,
+                clean,
+                now_ms(),
+                &mut IoBudget::new(0),
+            )
+            .map_err(|e| format!("compaction below {stable}: {e}"))?;
+            if pass.is_some() {
+                COMPACTION_PASSES.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            let start = log.partition.log_start_offset();
+            let end = log.partition.log_end_offset();
+            if choice.is_multiple_of(2) && end > start {
+                let span = u64::try_from(end - start + 1).unwrap_or(1);
+                let to = start + i64::try_from((choice / 2) % span).unwrap_or(0);
+                log.partition
+                    .delete_records_before(to)
+                    .map_err(|e| format!("DeleteRecords to {to}: {e}"))?;
+            }
+            log.partition
+                .maintain(now_ms(), stable)
+                .map_err(|e| format!("maintenance below {stable}: {e}"))?;
         }
-        let stable = log.log.offset_below_cut(clock, cut);
-        log.partition
-            .maintain(now_ms(), stable)
-            .map_err(|e| format!("maintenance below {stable}: {e}"))?;
         let after = self.retained(log)?;
-        let gone = after
-            .first()
-            .and_then(|first| before.iter().position(|b| b.meta == first.meta))
-            .unwrap_or(before.len());
-        if before[gone..].len() != after.len() {
+        let kept: HashSet<BatchId> = ids(&after).into_iter().collect();
+        let survivors: Vec<&Batch<Payload>> =
+            before.iter().filter(|b| kept.contains(&b.id())).collect();
+        let same =
+            survivors.len() == after.len() && survivors.iter().zip(&after).all(|(b, a)| **b == *a);
+        let gone = before.len() - survivors.len();
+        if !same || (!self.compaction && after[..] != before[gone..]) {
             return Err(format!(
-                "maintenance removed batches other than a prefix: {} before, {} after, {gone} deleted",
+                "maintenance removed batches other than a {}: {} before, {} after",
+                if self.compaction { "subset" } else { "prefix" },
                 before.len(),
                 after.len()
             ));
         }
-        let deleted = before.into_iter().take(gone);
-        self.deleted
-            .get_mut(index)
-            .ok_or("maintenance of an unknown region")?
-            .extend(deleted);
+        let removed = self.removed.get_mut(index).ok_or("an unknown region")?;
+        removed.extend(before.iter().map(Batch::id).filter(|id| !kept.contains(id)));
         Ok(gone as u64)
     }
+}
+
+/// The ids of `batches`, in order.
+fn ids(batches: &[Batch<Payload>]) -> Vec<BatchId> {
+    batches.iter().map(Batch::id).collect()
+}
+
+/// The rows each region's table holds, rebuilt from its log as the materializer reads it
+/// (merged rows of the cleaner, then the records after them), must materialize the same in
+/// every region, whatever each one's compaction kept or dropped (tombstones included).
+fn check_rows(logs: &[&DiskLog]) -> Result<(), String> {
+    let mut first: Option<BTreeMap<Bytes, Option<Content>>> = None;
+    for (index, log) in logs.iter().enumerate() {
+        let rows: BTreeMap<Bytes, Option<Content>> = table_rows(&log.partition)?
+            .into_iter()
+            .map(|(key, row)| (key, row.materialize()))
+            .collect();
+        match &first {
+            None => first = Some(rows),
+            Some(expected) => {
+                for key in expected.keys().chain(rows.keys()) {
+                    let (ours, theirs) = (
+                        expected.get(key).cloned().flatten(),
+                        rows.get(key).cloned().flatten(),
+                    );
+                    if ours != theirs {
+                        return Err(format!(
+                            "table rows differ: key {key:?} is {theirs:?} at region #{index}, {ours:?} at region #0"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    ROWS_COMPARED.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The rows of `partition`'s table, read from its log start with the materializer's reader,
+/// as they will be once the transactions still open are aborted. (The materializer itself
+/// stops at the last stable offset, which sits at different batches in different log orders;
+/// the cleaner never goes past it, so no merged row holds a write of an open transaction.)
+fn table_rows(partition: &Partition) -> Result<BTreeMap<Bytes, Row>, String> {
+    let (start, end) = (partition.log_start_offset(), partition.log_end_offset());
+    let reader = WriteReader {
+        topic: TOPIC,
+        partition: 0,
+        mode: MergeMode::Crdt,
+        from: start,
+        count_refusals: false,
+    };
+    let aborted = partition.aborted_transactions(start, end);
+    let open = partition.open_transactions();
+    let metas: HashMap<i64, CausalMeta> = partition
+        .causal_entries(start, end)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    let mut rows: BTreeMap<Bytes, Row> = BTreeMap::new();
+    let mut offset = start;
+    while offset < end {
+        let read = partition.read(offset, 1 << 16).map_err(|e| e.to_string())?;
+        let batches: Vec<_> = whole_batches(&read.records).collect();
+        let Some((last, _)) = batches.last() else {
+            return Err(format!("no whole batch at offset {offset}"));
+        };
+        offset = last.last_offset() + 1;
+        for (header, batch) in &batches {
+            let in_open = open.iter().any(|t| {
+                t.producer_id == header.producer_id && t.first_offset <= header.base_offset
+            });
+            if in_open || skipped(header, &aborted) {
+                continue;
+            }
+            let meta = metas
+                .get(&header.base_offset)
+                .ok_or_else(|| format!("no causal entry at offset {}", header.base_offset))?;
+            if header.is_cleaned() {
+                CLEANED_ROWS.fetch_add(1, Ordering::Relaxed);
+            }
+            for_each_write(&reader, header, batch, meta, |record| {
+                record.write.apply_to(rows.entry(record.key).or_default());
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// Transactions begun and takeover aborts written, over every seed run (for the report).
 static TRANSACTIONS_BEGUN: AtomicU64 = AtomicU64::new(0);
 static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
+/// Compaction passes that rewrote segments, final logs whose rows were compared, and merged
+/// rows of the cleaner read in them.
+static COMPACTION_PASSES: AtomicU64 = AtomicU64::new(0);
+static ROWS_COMPARED: AtomicU64 = AtomicU64::new(0);
+static CLEANED_ROWS: AtomicU64 = AtomicU64::new(0);
 
 /// The simulated write a stored batch stands for: a marker's rides in its timestamp, a data
-/// batch's in its first record's value.
+/// batch's in its records' (`timestamp_of`), also in the one record of a batch the cleaner
+/// wrote.
 fn number_of(payload: &[u8]) -> Result<Payload, String> {
     let header = BatchHeader::parse(payload).map_err(|e| e.to_string())?;
     if header.is_control() {
         return u64::try_from(header.base_timestamp).map_err(|e| e.to_string());
     }
+    let number = u64::try_from(header.base_timestamp - timestamp_of(0))
+        .map_err(|_| format!("a batch stamped {}, before the run", header.base_timestamp))?;
     let mut bytes = Bytes::copy_from_slice(payload);
     let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| e.to_string())?;
-    let first = set.records.first().ok_or("an empty batch")?;
-    let value = first.value.as_ref().ok_or("a record without a value")?;
-    let number: [u8; 8] = value
-        .as_ref()
-        .try_into()
-        .map_err(|_| "a first value that is not 8 bytes")?;
-    let number = u64::from_be_bytes(number);
-    if set.records.len() != transactions::records_in(number) as usize {
+    let records = if header.is_cleaned() {
+        1
+    } else {
+        transactions::records_in(number) as usize
+    };
+    if set.records.len() != records {
         return Err(format!(
             "batch of write {number} holds {} records",
             set.records.len()
@@ -503,6 +742,50 @@ impl DiskStorage {
             }
             from = last + 1;
         }
+    }
+
+    /// The history of the region at `index` given what its log holds now, `retained`: the
+    /// history of the last look, then the batches appended since (the log's tail past every
+    /// batch the history has). Fails when the log holds known batches in another order, or a
+    /// new batch before a known one.
+    fn history_of(
+        &self,
+        index: usize,
+        retained: &[Batch<Payload>],
+    ) -> Result<Vec<Batch<Payload>>, String> {
+        let known = self.history.get(index).ok_or("an unknown region")?;
+        let positions: HashMap<BatchId, usize> =
+            known.iter().enumerate().map(|(i, b)| (b.id(), i)).collect();
+        let mut last_known: Option<usize> = None;
+        let mut new_from: Option<usize> = None;
+        for (k, batch) in retained.iter().enumerate() {
+            let id = batch.id();
+            match positions.get(&id) {
+                None => {
+                    new_from.get_or_insert(k);
+                }
+                Some(&at) => {
+                    if new_from.is_some() || last_known.is_some_and(|last| at <= last) {
+                        return Err(format!(
+                            "the log holds {}:{} out of the order it had",
+                            id.origin, id.seq
+                        ));
+                    }
+                    if known[at].payload != batch.payload {
+                        return Err(format!(
+                            "{}:{} changed from write {} to {}",
+                            id.origin, id.seq, known[at].payload, batch.payload
+                        ));
+                    }
+                    last_known = Some(at);
+                }
+            }
+        }
+        let mut history = known.clone();
+        if let Some(from) = new_from {
+            history.extend_from_slice(&retained[from..]);
+        }
+        Ok(history)
     }
 }
 
@@ -536,9 +819,11 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
         if seeds.len() == 1 {
             println!("seed {seed}: {config:?}");
         }
-        // Odd seeds crash by power loss, even ones by kill -9.
-        let report = run_on(seed, config, DiskStorage::new(seed % 2 == 1))
-            .unwrap_or_else(|violation| panic!("{violation}"));
+        // Odd seeds crash by power loss, even ones by kill -9; in every other pair the
+        // partition is a table, compacted by the broker's cleaner.
+        let storage = DiskStorage::new(seed % 2 == 1, (seed / 2) % 2 == 1);
+        let report =
+            run_on(seed, config, storage).unwrap_or_else(|violation| panic!("{violation}"));
         appends += report.appends;
         crashes += report.crashes;
         lost += report.lost_unsynced;
@@ -559,15 +844,26 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
     println!(
         "{begun} transactions begun; {takeovers} aborted by another region while their origin was down"
     );
+    let (passes, compared, cleaned) = (
+        COMPACTION_PASSES.load(Ordering::Relaxed),
+        ROWS_COMPARED.load(Ordering::Relaxed),
+        CLEANED_ROWS.load(Ordering::Relaxed),
+    );
+    println!(
+        "{passes} compaction passes; table rows compared in {compared} final states, reading {cleaned} rows merged by the cleaner"
+    );
     assert!(
         appends > 0
             && crashes > 0
-            && deleted > 0
-            && (seeds.len() == 1 || (lost > 0 && reseeded > 0 && stale_reseeded > 0)),
+            && (seeds.len() == 1 || (deleted > 0 && lost > 0 && reseeded > 0 && stale_reseeded > 0)),
         "the runs appended, crashed (losing unsynced batches to power losses), deleted and re-seeded"
     );
     assert!(
         seeds.len() == 1 || (begun > 0 && takeovers > 0),
         "transactions ran, and other regions aborted some"
+    );
+    assert!(
+        seeds.len() == 1 || (passes > 0 && compared > 0 && cleaned > 0),
+        "tables were compacted, and their rows compared"
     );
 }

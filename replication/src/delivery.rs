@@ -764,6 +764,24 @@ impl<L: BatchLog> PartitionReplica<L> {
             });
         stable_cut(clocks)
     }
+
+    /// Per region but the `stale` ones, its own position in the durable clock it last reported
+    /// (this region's from its own): the frontier a table compaction samples with each stable
+    /// cut ([`crate::horizon::ConcurrencyHorizon`]) to know when tombstones may go.
+    pub fn frontier_without(&self, stale: &[u32]) -> VectorClock {
+        let mut frontier = VectorClock::default();
+        for &region in self.config.regions.iter().filter(|r| !stale.contains(r)) {
+            let clock = if region == self.config.region {
+                Some(&self.durable)
+            } else {
+                self.peer_durable.get(&region)
+            };
+            if let Some(clock) = clock {
+                frontier.advance(region, clock.get(region));
+            }
+        }
+        frontier
+    }
 }
 
 /// The pointwise minimum of `clocks` (empty input gives the empty clock): the batches every one

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use causeway_replication::delivery::{
     AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
 };
+use causeway_replication::horizon::ConcurrencyHorizon;
 use causeway_replication::VectorClock;
 use causeway_storage::{
     whole_batches, AppendResult, BatchHeader, CausalMeta, Partition, StorageError,
@@ -180,6 +181,41 @@ impl ReplicaLog {
                 }
             }
         }
+    }
+
+    /// The clock of the log's prefix below `offset`, given the replica's `clock`: per origin,
+    /// the highest sequence at a lower offset. Batches of an origin before its first indexed one
+    /// (deleted, or merged away by compaction) count as below, so `offset` must not lie inside
+    /// the compacted part of the log.
+    pub fn clock_below(&self, offset: i64, clock: &VectorClock) -> VectorClock {
+        let mut below = VectorClock::default();
+        for (origin, seq) in clock.to_deps() {
+            let seq = match self.index.runs.get(&origin) {
+                Some(run) if !run.offsets.is_empty() => {
+                    let indexed_below = run.offsets.partition_point(|&at| at < offset) as u64;
+                    seq.min(run.first_seq - 1 + indexed_below)
+                }
+                _ => seq,
+            };
+            below.advance(origin, seq);
+        }
+        below
+    }
+
+    /// Samples `horizon` for a compaction pass that merges everything below `merged_end`, with
+    /// the replica's `clock` and `frontier`; returns the offset below which that pass may drop
+    /// tombstones. The horizon is sampled with the clock of what the pass merges, not the
+    /// stable cut: a write concurrent with a tombstone may be inside the cut and still above
+    /// the stable offset in this log's order, outside the pass, where the dropped tombstone
+    /// would no longer hide it.
+    pub fn settled_offset(
+        &self,
+        horizon: &mut ConcurrencyHorizon,
+        (clock, frontier): (&VectorClock, VectorClock),
+        merged_end: i64,
+    ) -> i64 {
+        let settled = horizon.advance(self.clock_below(merged_end, clock), frontier);
+        self.offset_below_cut(clock, &settled)
     }
 
     /// The offset below which every batch is covered by `cut` (a stable cut), given the

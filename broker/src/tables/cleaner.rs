@@ -97,20 +97,21 @@ pub struct PassReport {
 }
 
 /// How far a pass may go.
-#[derive(Debug, Clone, Copy)]
-pub struct CleanBounds {
+pub struct CleanBounds<'a> {
     /// Segments below it may be rewritten: every region holds their batches.
     pub stable_offset: i64,
-    /// Tombstones below it may be dropped: every write concurrent with them has arrived.
-    pub settled_offset: i64,
+    /// Given where what a pass merges ends, the offset below which it may drop tombstones:
+    /// every write concurrent with them is among what it merges. Called once per pass, as a
+    /// sample of the horizon (`causeway_replication::horizon`).
+    pub settled_offset: Box<dyn FnMut(i64) -> i64 + 'a>,
 }
 
-impl CleanBounds {
+impl CleanBounds<'static> {
     /// Bounds of a single region, where nothing is concurrent: both at `end`.
-    pub fn alone(end: i64) -> CleanBounds {
+    pub fn alone(end: i64) -> CleanBounds<'static> {
         CleanBounds {
             stable_offset: end,
-            settled_offset: end,
+            settled_offset: Box::new(move |_| end),
         }
     }
 }
@@ -122,11 +123,22 @@ pub fn clean_partition(
     partition: u32,
     log: &Partition,
     mode: MergeMode,
-    bounds: CleanBounds,
+    mut bounds: CleanBounds<'_>,
     now_ms: i64,
     budget: &mut IoBudget,
 ) -> Result<Option<PassReport>, StorageError> {
     let plan = log.compaction_plan(bounds.stable_offset, now_ms)?;
+    let merged_end = plan
+        .segments
+        .last()
+        .map_or(plan.log_start, |s| s.end_offset);
+    // A plan that stops short of what earlier passes compacted (the stable offset went back,
+    // after a restart) merges less than the log's compacted part: no tombstone goes.
+    let settled_offset = if merged_end >= plan.cleaned_through {
+        (bounds.settled_offset)(merged_end)
+    } else {
+        plan.log_start
+    };
     if !plan.is_due(now_ms) {
         return Ok(None);
     }
@@ -188,7 +200,7 @@ pub fn clean_partition(
         &cleaned,
         now_ms,
         plan.delete_retention_ms,
-        bounds.settled_offset,
+        settled_offset,
     );
     let mut staged = Vec::new();
     for (i, segment) in plan.segments.iter().enumerate() {

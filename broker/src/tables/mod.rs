@@ -8,7 +8,7 @@ mod cleaner;
 mod feed;
 mod http;
 mod materializer;
-mod records;
+pub mod records;
 mod survivors;
 
 pub use cleaner::{clean_partition, CleanBounds, IoBudget};

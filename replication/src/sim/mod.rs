@@ -49,7 +49,7 @@ use std::fmt;
 pub use local_writes::{CallerLog, LocalWrites, PendingSync};
 pub use memory_log::MemoryLog;
 pub use rng::SimRng;
-pub use storage::{LogPayload, MemoryStorage, SimStorage};
+pub use storage::{LogPayload, MaintenanceBounds, MemoryStorage, SimStorage};
 pub use tables::{table_record, table_write, TableRecord, TableStats, Tables, KEYS};
 
 use crate::clock::VectorClock;
@@ -619,10 +619,14 @@ impl<S: SimStorage> Sim<S> {
         let Some(replica) = self.nodes[i].replica.as_mut() else {
             return Ok(());
         };
-        let (clock, cut) = (replica.clock().clone(), replica.stable_cut_without(&stale));
+        let bounds = MaintenanceBounds {
+            clock: replica.clock().clone(),
+            cut: replica.stable_cut_without(&stale),
+            frontier: replica.frontier_without(&stale),
+        };
         let deleted = self
             .storage
-            .maintain(i, replica.log_mut(), &clock, &cut, choice)
+            .maintain(i, replica.log_mut(), &bounds, choice)
             .map_err(|e| self.violation(format!("maintenance at {id}: {e}")))?;
         self.report.deleted += deleted;
         Ok(())

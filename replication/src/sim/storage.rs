@@ -9,6 +9,18 @@ use crate::delivery::{Batch, BatchLog};
 /// The payload type of a storage's logs.
 pub type LogPayload<S> = <<S as SimStorage>::Log as BatchLog>::Payload;
 
+/// What a region's replica reports to its log maintenance, as the broker's `PartitionHandle`
+/// reads it before a pass.
+#[derive(Debug, Clone)]
+pub struct MaintenanceBounds {
+    /// The replica's clock.
+    pub clock: VectorClock,
+    /// Its stable cut over the regions not stale: retention and compaction stay below it.
+    pub cut: VectorClock,
+    /// Its frontier over the same regions, for the tombstone horizon.
+    pub frontier: VectorClock,
+}
+
 /// The storage simulated regions run on. Errors are texts: any of them fails the run.
 pub trait SimStorage {
     /// One region's log.
@@ -53,16 +65,15 @@ pub trait SimStorage {
     /// numbers: what maintenance deleted, then what `log` holds now.
     fn batches(&self, index: usize, log: &Self::Log) -> Result<Vec<Batch<Payload>>, String>;
 
-    /// Runs the broker's log maintenance (retention, DeleteRecords) on the region at `index`,
-    /// whose replica has `clock` and stable cut `cut`; `choice` is a random number for the
-    /// storage's own decisions. Returns how many batches it deleted. Logs in memory keep
-    /// everything.
+    /// Runs the broker's log maintenance (retention, DeleteRecords, table compaction) on the
+    /// region at `index`, within what its replica reports in `bounds`; `choice` is a random
+    /// number for the storage's own decisions. Returns how many batches it removed. Logs in
+    /// memory keep everything.
     fn maintain(
         &mut self,
         _index: usize,
         _log: &mut Self::Log,
-        _clock: &VectorClock,
-        _cut: &VectorClock,
+        _bounds: &MaintenanceBounds,
         _choice: u64,
     ) -> Result<u64, String> {
         Ok(0)
