@@ -5,8 +5,10 @@
 //! produce path (`ReplicaLog::append_own`), syncs its group commit (`Partition::sync_through`),
 //! remote batches its replicated append. A crash here is a killed process: the partition is
 //! dropped without a clean close and reopened (recovery, index rebuild, clock rebuild), then
-//! fsynced, as the broker does after an unclean start. The in-memory runs
-//! (`replication/tests/simulation.rs`) cover power loss.
+//! fsynced, as the broker does after an unclean start; in odd seeds it is a power loss that
+//! also drops the unsynced tail. Maintenance runs retention and DeleteRecords, or, in every
+//! other pair of seeds where the partition is a table, the broker's log cleaner; then every
+//! region's rows must end the same.
 //!
 //! `CAUSEWAY_SIM_SEEDS=N` runs N seeds (default 2,000) from `CAUSEWAY_SIM_SEEDS_FROM` (default
 //! 0), so a long run can go in slices; `CAUSEWAY_SIM_SEED=S` replays one.
@@ -833,7 +835,7 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
         batches += report.final_log.len();
     }
     println!(
-        "{} seeds on disk in {:.1} s: {appends} appends, {crashes} crashes (killed or powered off, then reopened; {lost} unsynced batches lost), {deleted} batches deleted by maintenance, {reseeded} regions wiped and seeded from another ({stale_reseeded} of them back after being stale), {batches} batches in the final histories",
+        "{} seeds on disk in {:.1} s: {appends} appends, {crashes} crashes (killed or powered off, then reopened; {lost} unsynced batches lost), {deleted} batches removed by maintenance (retention, DeleteRecords, compaction), {reseeded} regions wiped and seeded from another ({stale_reseeded} of them back after being stale), {batches} batches in the final histories",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );

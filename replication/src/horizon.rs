@@ -10,10 +10,13 @@
 //! Region R's writes concurrent with a batch B were made before R received B, so their sequence
 //! is at most R's own position in its durable clock once that clock covers B. The stable cut
 //! covers B only once every region's reported durable clock does; their own positions at that
-//! moment (the *frontier*) bound everything concurrent with any batch inside that cut. When a
-//! later stable cut covers that frontier, every such write is here: the earlier cut is then
-//! *settled*. Samples are taken at each maintenance pass; a settled cut lags the stable cut by
-//! about one pass and one round of clock reports.
+//! moment (the *frontier*) bound everything concurrent with any batch inside that cut. A sample
+//! pairs the frontier with a clock inside that cut; when a later sample's clock covers the
+//! frontier, every such write is inside it: the earlier sample's clock is then *settled*. The
+//! broker samples, at each compaction pass, the clock of the log prefix the pass merges (not the
+//! stable cut: a batch inside the cut may still lie past the stable offset in the log), so a
+//! tombstone dropped below the settled point is merged with every write concurrent with it. A
+//! settled clock lags the stable cut by about one pass and one round of clock reports.
 
 use std::collections::VecDeque;
 
@@ -31,9 +34,10 @@ pub struct ConcurrencyHorizon {
 }
 
 impl ConcurrencyHorizon {
-    /// Records the stable cut `cut` and the `frontier` (per region, its own position in the
-    /// durable clock it reported) of this pass; returns the settled cut: every write concurrent
-    /// with a batch inside it is inside `cut`.
+    /// Records `cut` (a clock inside this pass's stable cut: what the pass merges) and the
+    /// `frontier` (per region, its own position in the durable clock it reported with that
+    /// stable cut); returns the settled clock: every write concurrent with a batch inside it is
+    /// inside `cut`.
     pub fn advance(&mut self, cut: VectorClock, frontier: VectorClock) -> VectorClock {
         while let Some((_, oldest_frontier)) = self.samples.front() {
             if !dominated_by(oldest_frontier, &cut) {
