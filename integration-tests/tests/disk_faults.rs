@@ -8,15 +8,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::batch::{encode_batch, RawRecord};
-use causeway_integration_tests::now_ms;
+use causeway_integration_tests::transactions::{
+    read_values, send, transactional_producer, TIMEOUT,
+};
 use causeway_integration_tests::{
     check_produce_consume, create_topic, ensure_eq, payload_str, produce_all, read_partition,
     read_to_end, topic_name, with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
-use rdkafka::producer::FutureProducer;
+use causeway_integration_tests::{now_ms, wait_until};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::Offset;
 use tempfile::TempDir;
 
@@ -204,5 +208,62 @@ fn a_full_disk_refuses_produce_loses_nothing_acknowledged_and_recovers_by_itself
         expect_all(broker, &topic, &acked, "after a restart")
     });
     // Keep the disk mounted until the broker has stopped.
+    drop(disk);
+}
+
+/// A commit whose markers cannot be written (the disk filled after the commit was prepared) is
+/// finished by the coordinator once space returns, without a restart: until then the
+/// transaction pins the last stable offset, and read_committed consumers see nothing after it.
+#[test]
+fn a_commit_whose_markers_failed_on_a_full_disk_completes_when_space_returns() {
+    let disk = SmallDisk::mount(64).expect("a small disk");
+    let data = disk.path().join("data");
+    let options = BrokerOptions::new()
+        .data_dir(&data)
+        .flag("--log-segment-bytes-min", 1024);
+    with_broker(options, |broker| {
+        let topic = topic_name("full-txn");
+        // The transaction's batch fills its segment, so the marker starts a new one: its first
+        // page cannot be had on the full disk (a small write into a page a file already has
+        // would still succeed).
+        create_topic(broker, &topic, 1, &[("segment.bytes", "1024")])?;
+        let producer = transactional_producer(broker, &topic_name("full-txn-id"), 60_000)?;
+        producer.begin_transaction()?;
+        let pad = "p".repeat(400);
+        let values: Vec<String> = (0..3).map(|i| format!("prepared-{i}-{pad}")).collect();
+        for value in &values {
+            send(&producer, &topic, value)?;
+        }
+        producer.flush(TIMEOUT)?;
+        let filler = disk.fill()?;
+        // The prepare record (RocksDB, whose log has room) is saved; the markers are not.
+        let commit = producer.commit_transaction(Duration::from_secs(5));
+        if commit.is_ok() {
+            bail!("the commit succeeded on a full disk");
+        }
+        if !wait_until(TIMEOUT, || {
+            broker
+                .stderr()
+                .contains("writing transaction markers failed")
+        }) {
+            bail!(
+                "the commit did not fail at its markers; log tail:\n{}",
+                broker.stderr_tail(20)
+            );
+        }
+        drop(producer);
+        std::fs::remove_file(&filler)?;
+        // A committed transaction stays committed: its records show once the markers are in.
+        let committed = wait_until(TIMEOUT, || {
+            read_values(broker, &topic, "read_committed").is_ok_and(|read| read == values)
+        });
+        if !committed {
+            bail!(
+                "read_committed never showed the prepared commit after space returned; log tail:\n{}",
+                broker.stderr_tail(20)
+            );
+        }
+        Ok(())
+    });
     drop(disk);
 }

@@ -25,6 +25,8 @@ use crate::wall_clock::now_ms;
 
 /// How often ongoing transactions are checked against their timeouts.
 const TIMEOUT_CHECK_PERIOD: Duration = Duration::from_millis(500);
+/// How often the markers of a transaction whose end failed to write them are tried again.
+const MARKER_RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 /// Transaction records and the per-id locks that serialize changes to each.
 #[derive(Default)]
@@ -491,22 +493,12 @@ async fn expire_idle_ids(broker: &Arc<Broker>, now: i64) {
     }
 }
 
-/// Finishes transactions a crash left half-ended, then aborts timed-out ones until shutdown.
+/// Finishes transactions a crash left half-ended, then until shutdown retries the markers of
+/// ends that failed (a full disk) and aborts timed-out transactions.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    for (id, record) in broker.transactions.all() {
-        if matches!(
-            record.state,
-            TxnState::PrepareCommit | TxnState::PrepareAbort
-        ) {
-            let lock = broker.transactions.lock(&id);
-            let _guard = lock.lock().await;
-            tracing::info!(transactional_id = %id, state = record.state.kafka_name(), "finishing a transaction interrupted by a crash");
-            if let Err(error) = finish(&broker, &id, record).await {
-                tracing::error!(transactional_id = %id, %error, "could not finish transaction");
-            }
-        }
-    }
+    finish_prepared(&broker, "finishing a transaction interrupted by a crash").await;
     let mut ticker = tokio::time::interval(TIMEOUT_CHECK_PERIOD);
+    let mut markers_retried = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -515,6 +507,10 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         let now = now_ms();
         abort_abandoned(&broker, now).await;
         expire_idle_ids(&broker, now).await;
+        if markers_retried.elapsed() >= MARKER_RETRY_PERIOD {
+            markers_retried = tokio::time::Instant::now();
+            finish_prepared(&broker, "writing the markers of an ended transaction again").await;
+        }
         for (id, record) in broker.transactions.all() {
             if !record.expired(now) {
                 continue;
@@ -528,6 +524,32 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             if let Err(error) = abort_fencing(&broker, &id, current).await {
                 tracing::error!(transactional_id = %id, %error, "could not abort timed-out transaction");
             }
+        }
+    }
+}
+
+/// Writes the markers of every transaction whose end is decided (Prepare*) but not written:
+/// after a crash, or after an end whose markers failed. A prepared commit stays a commit; until
+/// its markers are in, it holds back the last stable offset of its partitions.
+async fn finish_prepared(broker: &Arc<Broker>, why: &str) {
+    let prepared = |record: &TxnRecord| {
+        matches!(
+            record.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        )
+    };
+    for (id, record) in broker.transactions.all() {
+        if !prepared(&record) {
+            continue;
+        }
+        let lock = broker.transactions.lock(&id);
+        let _guard = lock.lock().await;
+        let Some(current) = broker.transactions.get(&id).filter(prepared) else {
+            continue;
+        };
+        tracing::info!(transactional_id = %id, state = current.state.kafka_name(), "{why}");
+        if let Err(error) = finish(broker, &id, current).await {
+            tracing::error!(transactional_id = %id, %error, "could not finish transaction");
         }
     }
 }
