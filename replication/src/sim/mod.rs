@@ -198,6 +198,9 @@ pub struct SimReport {
     pub duplicated: u64,
     /// Batches refused for clock skew.
     pub skew_refusals: u64,
+    /// Batches a region waiting to be re-seeded refused as conflicting with the copy it had
+    /// queued: the same write, in the form a peer's table compaction gave it meanwhile.
+    pub reseed_conflicts: u64,
     /// Batches refused for backpressure.
     pub backpressured: u64,
     /// Queued batches evicted.
@@ -895,6 +898,12 @@ impl<S: SimStorage> Sim<S> {
                     match refusal {
                         Refusal::ClockSkew { .. } if self.config.bad_clock => {
                             self.report.skew_refusals += 1;
+                        }
+                        // Back after being left out of the stable cuts, it may be served the
+                        // merged form of a batch it holds in its original form (the serving
+                        // side checked it is the same write); a re-seed replaces its log.
+                        Refusal::Conflict if self.nodes[to].needs_reseed => {
+                            self.report.reseed_conflicts += 1;
                         }
                         other => {
                             return Err(self.violation(format!(
