@@ -223,11 +223,12 @@ impl PartitionHandle {
         if !replication.enabled() {
             return CleanBounds::alone(self.log.log_end_offset());
         }
-        let (stable_offset, frontier) = {
+        let (stable_offset, cut, frontier) = {
             let replica = self.replica();
             let cut = replica.stable_cut_without(stale);
             (
                 replica.log().offset_below_cut(replica.clock(), &cut),
+                cut,
                 replica.frontier_without(stale),
             )
         };
@@ -238,7 +239,7 @@ impl PartitionHandle {
                 let mut horizon = self.horizon.lock().unwrap_or_else(|e| e.into_inner());
                 replica.log().settled_offset(
                     &mut horizon,
-                    (replica.clock(), frontier.clone()),
+                    (replica.clock(), &cut, frontier.clone()),
                     merged_end,
                 )
             }),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use causeway_replication::delivery::{
-    AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
+    stable_cut, AppendError, Batch, BatchId, BatchLog, LogError, Positioned, RecoveredLog,
 };
 use causeway_replication::horizon::ConcurrencyHorizon;
 use causeway_replication::VectorClock;
@@ -203,19 +203,44 @@ impl ReplicaLog {
     }
 
     /// Samples `horizon` for a compaction pass that merges everything below `merged_end`, with
-    /// the replica's `clock` and `frontier`; returns the offset below which that pass may drop
-    /// tombstones. The horizon is sampled with the clock of what the pass merges, not the
-    /// stable cut: a write concurrent with a tombstone may be inside the cut and still above
-    /// the stable offset in this log's order, outside the pass, where the dropped tombstone
-    /// would no longer hide it.
+    /// the replica's `clock` and the stable `cut` and `frontier` it read together; returns the
+    /// offset below which that pass may drop tombstones. The sample is what the pass merges
+    /// within the cut, not the cut: a write concurrent with a tombstone may be inside the cut
+    /// and still above the stable offset in this log's order, outside the pass, where the
+    /// dropped tombstone would no longer hide it; and what the log merged before a restart may
+    /// lie outside the cut read since (the frontier bounds only what is concurrent with the cut).
     pub fn settled_offset(
         &self,
         horizon: &mut ConcurrencyHorizon,
-        (clock, frontier): (&VectorClock, VectorClock),
+        (clock, cut, frontier): (&VectorClock, &VectorClock, VectorClock),
         merged_end: i64,
     ) -> i64 {
-        let settled = horizon.advance(self.clock_below(merged_end, clock), frontier);
-        self.offset_below_cut(clock, &settled)
+        let merged = self.clock_below(merged_end, clock);
+        let sample = stable_cut([&merged, cut]);
+        let settled = horizon.advance(sample, frontier);
+        self.offset_below_exactly(clock, &settled)
+    }
+
+    /// The offset below which every batch is covered by `covered`, counting a batch this log
+    /// has not indexed (kept before a gap compaction left, whose offset is forgotten after a
+    /// restart) as at the log start. Unlike [`ReplicaLog::offset_below_cut`], whose cut only
+    /// grows and covered those batches when compaction merged the batches after them, a settled
+    /// clock may still lag them (it starts empty at every restart).
+    fn offset_below_exactly(&self, clock: &VectorClock, covered: &VectorClock) -> i64 {
+        let start = self.log.log_start_offset();
+        clock
+            .to_deps()
+            .into_iter()
+            .filter(|&(origin, seq)| covered.get(origin) < seq)
+            .map(|(origin, _)| {
+                let first_outside = BatchId {
+                    origin,
+                    seq: covered.get(origin) + 1,
+                };
+                self.index.exact_offset(first_outside).unwrap_or(start)
+            })
+            .min()
+            .unwrap_or_else(|| self.log.log_end_offset())
     }
 
     /// The offset below which every batch is covered by `cut` (a stable cut), given the

@@ -109,6 +109,7 @@ pub fn append_chunk(log: &Partition, batches: Vec<Batch<Bytes>>) -> Result<(), S
 /// fsynced before a replica counts it as durable.
 pub fn finish_copy(log: &Partition, removed: &[(u32, u64)]) -> Result<(), StorageError> {
     log.join_removed_high_water(removed)?;
+    log.mark_gaps_below(log.log_end_offset())?;
     log.sync()
 }
 

@@ -132,9 +132,9 @@ pub fn clean_partition(
         .segments
         .last()
         .map_or(plan.log_start, |s| s.end_offset);
-    // A plan that stops short of what earlier passes compacted (the stable offset went back,
-    // after a restart) merges less than the log's compacted part: no tombstone goes.
-    let settled_offset = if merged_end >= plan.cleaned_through {
+    // A plan that stops short of the log's gaps (the stable offset went back after a restart,
+    // or a seed copied merged rows) does not merge everything merged away: no tombstone goes.
+    let settled_offset = if merged_end >= plan.gaps_below {
         (bounds.settled_offset)(merged_end)
     } else {
         plan.log_start

@@ -37,9 +37,14 @@
 //! so `origin_high_water` never goes down when compaction drops batches.
 //!
 //! ## `cleaner-offset.checkpoint` (version 0)
-//! Text: `0\n<cleaned_through>\n<tombstones_due_ms or -1>\n`: every segment ending at or below
-//! `cleaned_through` has been through a pass, and a later pass may drop a kept tombstone from
-//! `tombstones_due_ms` on. Written after a pass's swaps.
+//! Text: `0\n<cleaned_through>\n<tombstones_due_ms or -1>\n<gaps_below>\n`: every segment ending
+//! at or below `cleaned_through` has been through a pass, and a later pass may drop a kept
+//! tombstone from `tombstones_due_ms` on; batches may be missing from the log (merged away by a
+//! pass, or by the pass of the region a seed copied from) only below `gaps_below` (absent in
+//! files written before it existed: `cleaned_through`). A pass raises `gaps_below` before its
+//! first swap, so a crash between the swaps and the final write leaves it at or above the
+//! truth; `Partition::mark_gaps_below` raises it for a seed's copy. Written again after a
+//! pass's swaps.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -57,8 +62,39 @@ use crate::checkpoint;
 use crate::error::{IoContext, StorageError};
 use crate::segment::{file_name, remove_if_exists, PlannedRead, Segment};
 
-/// How far the cleaner got, and when a kept tombstone may go.
+/// How far the cleaner got, when a kept tombstone may go, and below which batches may be missing.
 const CLEANER_FILE: &str = "cleaner-offset.checkpoint";
+
+/// The contents of [`CLEANER_FILE`] (format in the module docs).
+struct CleanerCheckpoint {
+    cleaned_through: i64,
+    tombstones_due_ms: Option<i64>,
+    gaps_below: i64,
+}
+
+impl CleanerCheckpoint {
+    fn read(dir: &Path) -> Result<CleanerCheckpoint, StorageError> {
+        let saved = checkpoint::read(dir, CLEANER_FILE)?.unwrap_or_default();
+        let cleaned_through = saved.first().copied().unwrap_or(-1);
+        Ok(CleanerCheckpoint {
+            cleaned_through,
+            tombstones_due_ms: saved.get(1).copied().filter(|&t| t >= 0),
+            gaps_below: saved.get(2).copied().unwrap_or(-1).max(cleaned_through),
+        })
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), StorageError> {
+        checkpoint::write(
+            dir,
+            CLEANER_FILE,
+            &[
+                self.cleaned_through,
+                self.tombstones_due_ms.unwrap_or(-1),
+                self.gaps_below,
+            ],
+        )
+    }
+}
 
 /// Refuses a produced batch that claims to come from the cleaner, so a client cannot forge
 /// merged table rows (only batches the cleaner wrote may carry them).
@@ -192,6 +228,9 @@ pub struct CompactionPlan {
     pub log_start: i64,
     /// Every segment ending at or below this offset was already cleaned.
     pub cleaned_through: i64,
+    /// Batches may be missing from the log (merged away) only below this offset: a pass that
+    /// merges less than that does not see every gap.
+    pub gaps_below: i64,
     /// When a tombstone kept by the last pass may be dropped, if one was kept.
     pub tombstones_due_ms: Option<i64>,
     /// The topic's `delete.retention.ms`.
@@ -443,9 +482,8 @@ impl Partition {
         stable_offset: i64,
         now_ms: i64,
     ) -> Result<CompactionPlan, StorageError> {
-        let saved = checkpoint::read(&self.dir, CLEANER_FILE)?.unwrap_or_default();
-        let cleaned_through = saved.first().copied().unwrap_or(-1);
-        let tombstones_due_ms = saved.get(1).copied().filter(|&t| t >= 0);
+        let saved = CleanerCheckpoint::read(&self.dir)?;
+        let (cleaned_through, tombstones_due_ms) = (saved.cleaned_through, saved.tombstones_due_ms);
         let st = self.read_state();
         let lso = st
             .producers
@@ -469,6 +507,7 @@ impl Partition {
             segments,
             log_start: st.log_start,
             cleaned_through,
+            gaps_below: saved.gaps_below,
             tombstones_due_ms,
             delete_retention_ms: st.config.delete_retention_ms,
         })
@@ -525,6 +564,13 @@ impl Partition {
             }
         }
         high_water::persist_join(&self.dir, &dropped)?;
+        let mut saved = CleanerCheckpoint::read(&self.dir)?;
+        if let Some(end) = staged.iter().map(|s| s.end_offset).max() {
+            if end > saved.gaps_below {
+                saved.gaps_below = end;
+                saved.write(&self.dir)?;
+            }
+        }
         staged.sort_by_key(|s| std::cmp::Reverse(s.base));
         let mut report = SwapReport::default();
         let (mut old_total, mut new_total) = (0u64, 0u64);
@@ -552,12 +598,24 @@ impl Partition {
             tracing::debug!(dir = %self.dir.display(), base_offset = s.base, old_bytes = s.old_size, new_bytes = s.new_size, "swapped in a compacted segment");
         }
         report.bytes_reclaimed = old_total.saturating_sub(new_total);
-        checkpoint::write(
-            &self.dir,
-            CLEANER_FILE,
-            &[cleaned_through, tombstones_due_ms.unwrap_or(-1)],
-        )?;
+        CleanerCheckpoint {
+            cleaned_through,
+            tombstones_due_ms,
+            gaps_below: saved.gaps_below.max(cleaned_through),
+        }
+        .write(&self.dir)?;
         Ok(report)
+    }
+
+    /// Records that batches may be missing below `offset`: a seed's copy holds the donor's
+    /// merged rows without the batches they replaced, at offsets of its own.
+    pub fn mark_gaps_below(&self, offset: i64) -> Result<(), StorageError> {
+        let mut saved = CleanerCheckpoint::read(&self.dir)?;
+        if offset > saved.gaps_below {
+            saved.gaps_below = offset;
+            saved.write(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Per origin region, the highest origin sequence any batch of this partition's log ever

@@ -300,3 +300,24 @@ fn the_plan_stops_at_the_first_segment_younger_than_min_compaction_lag() {
     p.set_config(compact_config());
     assert_eq!(p.compaction_plan(i64::MAX, 0).unwrap().segments.len(), 3);
 }
+
+#[test]
+fn gaps_below_covers_every_swapped_segment_a_seed_copy_and_old_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled(dir.path());
+    assert_eq!(plan_of(&p).gaps_below, -1, "nothing merged away yet");
+    let plan = plan_of(&p);
+    let staged = vec![rewrite(&p, &plan.segments[0], |b| b == 4)];
+    p.swap_segments(staged, 12, None).unwrap();
+    assert_eq!(plan_of(&p).gaps_below, 12);
+    // A seed's copy: merged rows anywhere below its end.
+    p.mark_gaps_below(30).unwrap();
+    assert_eq!(plan_of(&p).gaps_below, 30);
+    p.mark_gaps_below(20).unwrap();
+    assert_eq!(plan_of(&p).gaps_below, 30, "never lowered");
+    // A checkpoint written before gaps_below existed: the cleaned-through offset.
+    std::fs::write(dir.path().join("cleaner-offset.checkpoint"), "0\n24\n-1\n").unwrap();
+    drop(p);
+    let p = open(dir.path(), compact_config());
+    assert_eq!(plan_of(&p).gaps_below, 24);
+}
