@@ -41,8 +41,9 @@ pub enum StorageError {
     /// A topic config failed validation.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// RocksDB (the catalog) failed.
-    #[error("catalog database error: {0}")]
+    /// A RocksDB store (the catalog in `meta/`, `groups/`, `tables/`) failed, or a value could
+    /// not be encoded for it.
+    #[error("database error: {0}")]
     Db(String),
 }
 

@@ -19,9 +19,11 @@ pub(crate) fn sync_writes() -> WriteOptions {
     opts
 }
 
-/// Opens (creating if absent) the database at `path`.
+/// Opens (creating if absent) the database at `path`; an error names the directory, so an
+/// operator knows which store to recover.
 pub(crate) fn open(path: &Path) -> Result<DB, StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
-    DB::open(&opts, path).map_err(db_err)
+    DB::open(&opts, path)
+        .map_err(|e| StorageError::Db(format!("opening {}: {e}", path.display())))
 }
