@@ -183,6 +183,15 @@ pub struct BrokerOptions {
     /// answered 503. Each open feed holds its table's rows in memory.
     #[arg(long, env = "CAUSEWAY_MAX_CHANGE_FEEDS", default_value_t = 256)]
     pub max_change_feeds: u32,
+    /// Most bytes of rows all open change feeds hold together (each keeps its own copy of its
+    /// table's rows, so that many feeds on a large table cannot exhaust memory); a feed whose
+    /// rows would pass it is ended with an error line.
+    #[arg(
+        long,
+        env = "CAUSEWAY_CHANGE_FEEDS_MEMORY_BYTES",
+        default_value_t = 268_435_456
+    )]
+    pub change_feeds_memory_bytes: u64,
     /// Default `max.message.bytes` of topics: the largest record batch accepted (`message.max.bytes`).
     #[arg(long, env = "CAUSEWAY_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub message_max_bytes: u32,

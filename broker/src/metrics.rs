@@ -114,6 +114,11 @@ pub fn change_feed_refused() {
     counter!("causeway_table_feeds_refused_total").increment(1);
 }
 
+/// Counts a change feed ended because its rows would pass `--change-feeds-memory-bytes`.
+pub fn change_feed_over_memory() {
+    counter!("causeway_table_feeds_over_memory_total").increment(1);
+}
+
 /// Counts a change feed opened (`true`) or closed (`false`) in `causeway_table_feeds_open`.
 pub fn change_feed_open(opened: bool) {
     let open = gauge!("causeway_table_feeds_open");

@@ -672,3 +672,64 @@ fn min_compaction_lag_keeps_records_uncompacted_for_the_lag() {
         Ok(())
     });
 }
+
+/// Each open change feed keeps its own copy of its table's rows, so a few hundred feeds on a
+/// large table could exhaust memory: the rows of all open feeds share
+/// `--change-feeds-memory-bytes`. A feed that would pass it ends with an error line and gives
+/// its share back; the other feeds go on, and a new one opens.
+#[test]
+fn change_feeds_share_a_memory_budget_and_one_past_it_ends_with_an_error() {
+    let options = BrokerOptions::new().flag("--change-feeds-memory-bytes", 64 * 1024);
+    with_broker(options, |broker| {
+        let producer = broker.producer();
+        let row = |i: usize, pad: &str| {
+            TestRecord::value(format!("{{\"i\":{i},\"pad\":\"{pad}\"}}"))
+                .key(format!("key-{i:04}"))
+                .partition(0)
+        };
+        let small = topic_name("feed-small");
+        create_topic(broker, &small, 1, &[("cleanup.policy", "compact")])?;
+        produce_all(&producer, &small, &[row(0, ""), row(1, "")])?;
+        let small_feed = open_feed(broker, &small, "?from=0", "application/x-ndjson")?;
+        next_lines(&small_feed, 2)?;
+
+        // 200 rows of about 1 KiB: more than the whole budget.
+        let big = topic_name("feed-big");
+        create_topic(broker, &big, 1, &[("cleanup.policy", "compact")])?;
+        let pad = "p".repeat(1024);
+        let rows: Vec<TestRecord> = (0..200).map(|i| row(i, &pad)).collect();
+        produce_all(&producer, &big, &rows)?;
+        let big_feed = open_feed(broker, &big, "?from=0", "application/x-ndjson")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut lines = Vec::new();
+        loop {
+            match big_feed.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => lines.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => bail!("the feed past the budget did not end within 30 s"),
+            }
+        }
+        let last = lines.last().context("the feed sent no line")?;
+        if !last.contains("\"error\"") || !last.contains("--change-feeds-memory-bytes") {
+            bail!("the feed's last line is not the budget error: {last}");
+        }
+        if lines.len() > 100 {
+            bail!("{} lines sent before the budget error", lines.len() - 1);
+        }
+        let (_, metrics) = http_get(broker.http_addr(), "/metrics")?;
+        if metric_value(&metrics, "causeway_table_feeds_over_memory_total") != Some(1.0) {
+            bail!("causeway_table_feeds_over_memory_total is not 1");
+        }
+
+        // The first feed goes on, and the ended feed's share is back for a new one.
+        produce_all(&producer, &small, &[row(2, "")])?;
+        let next = next_lines(&small_feed, 1)?;
+        if !next[0].contains("key-0002") {
+            bail!("the small feed's next line is {}", next[0]);
+        }
+        let again = open_feed(broker, &small, "?from=0", "application/x-ndjson")?;
+        next_lines(&again, 3)?;
+        Ok(())
+    });
+}

@@ -16,11 +16,15 @@
 //! below `from`), so a line shows the row exactly as it was after that change, whatever the
 //! materializer has done meanwhile. Opening a feed costs one read of the table's log (after
 //! compaction, one record per key) and memory for its rows, so at most `--max-change-feeds` are
-//! open at once (more are answered 503). A feed is a task: its reads run a step at a time in the
-//! change-feed lane of the blocking pool (`blocking.rs`), and between steps it holds no thread.
+//! open at once (more are answered 503), and the rows of all open feeds together stay within
+//! `--change-feeds-memory-bytes`: a feed whose rows would pass it ends with an error line
+//! (`{"error": ...}`, or an SSE `event: error`). A feed is a task: its reads run a step at a
+//! time in the change-feed lane of the blocking pool (`blocking.rs`), and between steps it holds
+//! no thread.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,19 +65,82 @@ pub struct FeedState {
     /// table's rows in memory and polls its log.
     slots: Arc<Semaphore>,
     slots_max: usize,
+    /// The bytes of rows the open feeds hold, under `--change-feeds-memory-bytes`.
+    memory: Arc<RowsMemory>,
 }
 
 impl FeedState {
     /// Feed state for the HTTP listener; feeds end when `shutdown` becomes true.
     pub fn new(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> FeedState {
         let slots_max = broker.options.max_change_feeds as usize;
+        let memory = Arc::new(RowsMemory {
+            held: AtomicU64::new(0),
+            max: broker.options.change_feeds_memory_bytes,
+        });
         FeedState {
             broker,
             shutdown,
             slots: Arc::new(Semaphore::new(slots_max)),
             slots_max,
+            memory,
         }
     }
+}
+
+/// The memory every open feed's rows share.
+struct RowsMemory {
+    held: AtomicU64,
+    max: u64,
+}
+
+/// What one feed holds of [`RowsMemory`]; given back when the feed ends.
+struct RowsReservation {
+    memory: Arc<RowsMemory>,
+    held: u64,
+}
+
+impl RowsReservation {
+    /// Moves this feed's share from `old` to `new` bytes for one row; false (nothing changed)
+    /// when the growth does not fit.
+    fn resize(&mut self, old: u64, new: u64) -> bool {
+        if new <= old {
+            let freed = old - new;
+            self.memory.held.fetch_sub(freed, Ordering::Relaxed);
+            self.held -= freed;
+            return true;
+        }
+        let more = new - old;
+        let max = self.memory.max;
+        let taken = self
+            .memory
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(more).filter(|&total| total <= max)
+            });
+        if taken.is_err() {
+            return false;
+        }
+        self.held += more;
+        true
+    }
+}
+
+impl Drop for RowsReservation {
+    fn drop(&mut self) {
+        self.memory.held.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
+
+/// Bytes a row is counted for: its key and its stored encoding.
+fn row_bytes(key: &[u8], row: &Row) -> u64 {
+    (key.len() + row.to_bytes().len()) as u64
+}
+
+/// Why a feed stopped.
+enum FeedError {
+    Storage(causeway_storage::StorageError),
+    /// Its rows would pass `--change-feeds-memory-bytes` (the limit).
+    OverMemory(u64),
 }
 
 /// A feed's place under `--max-change-feeds`, counted in `causeway_table_feeds_open` while held.
@@ -136,7 +203,8 @@ struct Follower {
     partition: Arc<PartitionHandle>,
     next: i64,
     from: i64,
-    rows: HashMap<Bytes, Row>,
+    /// Each key's row and the bytes it is counted for.
+    rows: HashMap<Bytes, (Row, u64)>,
 }
 
 impl Follower {
@@ -145,11 +213,12 @@ impl Follower {
         &mut self,
         topic: &str,
         mode: MergeMode,
+        memory: &mut RowsReservation,
         emit: &mut impl FnMut(Change),
-    ) -> Result<bool, causeway_storage::StorageError> {
+    ) -> Result<bool, FeedError> {
         let log = &self.partition.log();
         let start = self.next.max(log.log_start_offset());
-        let Some(chunk) = Chunk::read(log, start, CHUNK_BYTES)? else {
+        let Some(chunk) = Chunk::read(log, start, CHUNK_BYTES).map_err(FeedError::Storage)? else {
             return Ok(false);
         };
         let reader = WriteReader {
@@ -165,14 +234,26 @@ impl Follower {
                 continue;
             }
             let Some(meta) = chunk.metas.get(&header.base_offset) else {
-                return Err(causeway_storage::StorageError::Corrupt(format!(
-                    "{topic}-{index}: no causal entry for the batch at offset {}",
-                    header.base_offset
+                return Err(FeedError::Storage(causeway_storage::StorageError::Corrupt(
+                    format!(
+                        "{topic}-{index}: no causal entry for the batch at offset {}",
+                        header.base_offset
+                    ),
                 )));
             };
+            let mut over_memory = false;
             for_each_write(&reader, header, batch, meta, |record| {
-                let row = self.rows.entry(record.key.clone()).or_default();
+                if over_memory {
+                    return;
+                }
+                let (row, counted) = self.rows.entry(record.key.clone()).or_default();
                 record.write.apply_to(row);
+                let size = row_bytes(&record.key, row);
+                if !memory.resize(*counted, size) {
+                    over_memory = true;
+                    return;
+                }
+                *counted = size;
                 if record.offset >= self.from {
                     emit(Change {
                         partition: index,
@@ -181,6 +262,9 @@ impl Follower {
                     });
                 }
             });
+            if over_memory {
+                return Err(FeedError::OverMemory(memory.memory.max));
+            }
         }
         self.next = chunk.next;
         Ok(true)
@@ -211,6 +295,15 @@ impl Framing {
             Framing::EventStream => Bytes::from_static(b": keep-alive\n\n"),
         }
     }
+
+    /// The last line of a feed that ends on an error.
+    fn error(self, message: &str) -> Bytes {
+        let json = json!({ "error": message });
+        match self {
+            Framing::JsonLines => Bytes::from(format!("{json}\n")),
+            Framing::EventStream => Bytes::from(format!("event: error\ndata: {json}\n\n")),
+        }
+    }
 }
 
 /// A feed's state between steps: what it follows and how it frames lines.
@@ -219,22 +312,18 @@ struct Feed {
     mode: MergeMode,
     followers: Vec<Follower>,
     framing: Framing,
+    memory: RowsReservation,
 }
 
 impl Feed {
     /// Steps every follower once (blocking reads), returning the framed lines and whether any
     /// follower found new records.
-    fn step(
-        mut self,
-    ) -> (
-        Feed,
-        Result<(Vec<Bytes>, bool), causeway_storage::StorageError>,
-    ) {
+    fn step(mut self) -> (Feed, Result<(Vec<Bytes>, bool), FeedError>) {
         let mut progressed = false;
         let mut lines = Vec::new();
         let framing = self.framing;
         for follower in &mut self.followers {
-            match follower.step(&self.topic, self.mode, &mut |change| {
+            match follower.step(&self.topic, self.mode, &mut self.memory, &mut |change| {
                 lines.push(framing.frame(&change))
             }) {
                 Ok(stepped) => progressed |= stepped,
@@ -272,8 +361,22 @@ async fn follow(
         let progressed;
         (feed, (lines, progressed)) = match stepped {
             (feed, Ok(step)) => (feed, step),
-            (feed, Err(error)) => {
+            (feed, Err(FeedError::Storage(error))) => {
                 tracing::warn!(topic = feed.topic, %error, "change feed stopped");
+                return;
+            }
+            (feed, Err(FeedError::OverMemory(max))) => {
+                metrics::change_feed_over_memory();
+                tracing::warn!(
+                    topic = feed.topic,
+                    memory_bytes = max,
+                    "change feed ended: the rows of the open feeds would pass --change-feeds-memory-bytes"
+                );
+                let message = format!(
+                    "the rows of the open change feeds would pass {max} bytes (--change-feeds-memory-bytes); read the table (GET /v1/tables/{}) or open the feed again later",
+                    feed.topic
+                );
+                let _ = tx.send(feed.framing.error(&message)).await;
                 return;
             }
         };
@@ -359,6 +462,10 @@ pub async fn changes(
         topic: topic_name,
         followers,
         framing,
+        memory: RowsReservation {
+            memory: state.memory.clone(),
+            held: 0,
+        },
     };
     tokio::spawn(follow(feed, tx, state.shutdown.clone(), slot));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
