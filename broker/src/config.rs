@@ -183,6 +183,16 @@ pub struct BrokerOptions {
     /// answered 503. Each open feed holds its table's rows in memory.
     #[arg(long, env = "CAUSEWAY_MAX_CHANGE_FEEDS", default_value_t = 256)]
     pub max_change_feeds: u32,
+    /// How often members of consumer-protocol groups (KIP-848, `group.protocol=consumer`) are
+    /// told to heartbeat (`group.consumer.heartbeat.interval.ms`); a partition moves between
+    /// members within about two of these.
+    #[arg(
+        long,
+        env = "CAUSEWAY_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5_000,
+        value_parser = clap::value_parser!(i32).range(100..=60_000)
+    )]
+    pub group_consumer_heartbeat_interval_ms: i32,
     /// Most bytes of rows all open change feeds hold together (each keeps its own copy of its
     /// table's rows, so that many feeds on a large table cannot exhaust memory); a feed whose
     /// rows would pass it is ended with an error line.

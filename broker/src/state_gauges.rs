@@ -137,11 +137,20 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -
     let mut states = Family::new("causeway_consumer_groups", "Consumer groups per state.");
     match groups.state_counts() {
         Ok(counts) => {
-            for state in GroupState::ALL {
-                let count = counts.get(&state).copied().unwrap_or(0);
+            // Every classic state, then the consumer-protocol ones (Assigning, Reconciling) in use.
+            let mut names: Vec<&str> = GroupState::ALL.iter().map(|s| s.name()).collect();
+            let mut more: Vec<&str> = counts
+                .keys()
+                .copied()
+                .filter(|name| !names.contains(name))
+                .collect();
+            more.sort_unstable();
+            names.extend(more);
+            for name in names {
+                let count = counts.get(name).copied().unwrap_or(0);
                 states
                     .samples
-                    .push((vec![("state", state.name().to_owned())], count as f64));
+                    .push((vec![("state", name.to_owned())], count as f64));
             }
         }
         Err(error) => tracing::warn!(%error, "counting groups failed"),

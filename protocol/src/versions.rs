@@ -77,6 +77,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 1),
+    // KIP-848 consumer groups; librdkafka sends only v1 (member ids made by the client).
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
 ];
 
 /// The entry for `key`, if implemented.

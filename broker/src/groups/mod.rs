@@ -12,6 +12,7 @@
 //! generation in force is restored, so members' heartbeats go on being answered and a static
 //! member that restarts rejoins without a rebalance, as after a coordinator move in Kafka.
 
+pub mod consumer;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,6 +27,7 @@ use dashmap::DashMap;
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, watch};
 
+use self::consumer::{ConsumerGroup, Heartbeat, HeartbeatAnswer};
 use self::state::{
     Answer, Event, Group, GroupConfig, GroupState, JoinRequest, JoinResult, MemberDescription,
     Output, Reply, SavedMembership, SyncRequest, SyncResult, WaiterId,
@@ -87,8 +89,10 @@ pub struct ListedGroup {
     pub group_id: String,
     /// Protocol type ("" for offset-only groups).
     pub protocol_type: String,
-    /// State.
-    pub state: GroupState,
+    /// Kafka's name of its state.
+    pub state: &'static str,
+    /// "classic" (JoinGroup/SyncGroup) or "consumer" (KIP-848).
+    pub group_type: &'static str,
 }
 
 /// One partition's commit request.
@@ -110,6 +114,8 @@ pub struct CommitRequest {
 pub struct GroupCoordinator {
     store: Arc<GroupStore>,
     groups: DashMap<String, Arc<Mutex<Slot>>>,
+    /// Groups of the consumer protocol (KIP-848), in memory only (`consumer.rs`).
+    consumer_groups: DashMap<String, Arc<Mutex<ConsumerGroup>>>,
     config: GroupConfig,
     offsets_retention_ms: i64,
     next_waiter: AtomicU64,
@@ -149,6 +155,7 @@ impl GroupCoordinator {
         Ok(GroupCoordinator {
             store: Arc::new(store),
             groups,
+            consumer_groups: DashMap::new(),
             config,
             offsets_retention_ms: i64::try_from(offsets_retention_minutes.saturating_mul(60_000))
                 .unwrap_or(i64::MAX),
@@ -234,8 +241,60 @@ impl GroupCoordinator {
         }
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848) at `now`; `topic` gives a topic's id and partition
+    /// count by name. A group id has one protocol: a classic group with members is not a
+    /// consumer group (GROUP_ID_NOT_FOUND); an empty one gives way.
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        request: Heartbeat,
+        topic: &dyn Fn(&str) -> Option<(uuid::Uuid, i32)>,
+        now: i64,
+    ) -> Result<HeartbeatAnswer, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        if let Some(slot) = self.slot(group_id, false) {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if !slot.dead && !slot.group.is_empty() {
+                return Err(ResponseError::GroupIdNotFound);
+            }
+        }
+        let group = match self.consumer_groups.get(group_id) {
+            Some(group) => group.clone(),
+            // Without its group (after a restart) a member joins again.
+            None if request.member_epoch != 0 => return Err(ResponseError::UnknownMemberId),
+            None => self
+                .consumer_groups
+                .entry(group_id.to_string())
+                .or_default()
+                .clone(),
+        };
+        let mut group = group.lock().unwrap_or_else(|e| e.into_inner());
+        let (member_id, before) = (request.member_id.clone(), group.epoch());
+        let answer = group.heartbeat(request, topic, now);
+        if group.epoch() != before {
+            tracing::info!(
+                group = group_id,
+                member_id,
+                group_epoch = group.epoch(),
+                members = group.members().len(),
+                "consumer group assignment changes"
+            );
+            metrics::group_rebalanced(group_id);
+        }
+        answer
+    }
+
     /// JoinGroup: parks until the rebalance completes (or answers at once).
     pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinResult {
+        if self
+            .consumer_groups
+            .get(group_id)
+            .is_some_and(|group| !group.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+        {
+            return JoinResult::error(ResponseError::InconsistentGroupProtocol, &request.member_id);
+        }
         let member_id = request.member_id.clone();
         let salt = self.salt;
         self.park(
@@ -367,8 +426,13 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return vec![Err(ResponseError::InvalidGroupId); commits.len()];
         }
-        let group_check = match self.slot(group_id, false) {
-            Some(slot) => {
+        let consumer_group = self.consumer_groups.get(group_id).map(|g| g.clone());
+        let group_check = match (consumer_group, self.slot(group_id, false)) {
+            (Some(group), _) => group
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check_commit(member_id, generation_id),
+            (None, Some(slot)) => {
                 let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
                 if slot.dead {
                     Err(ResponseError::CoordinatorNotAvailable)
@@ -379,8 +443,8 @@ impl GroupCoordinator {
             }
             // No group in memory: only a consumer that manages its own partitions (generation
             // -1) may commit; a group member from an older incarnation must rejoin.
-            None if generation_id < 0 => Ok(()),
-            None => Err(ResponseError::IllegalGeneration),
+            (None, None) if generation_id < 0 => Ok(()),
+            (None, None) => Err(ResponseError::IllegalGeneration),
         };
         if let Err(error) = group_check {
             return vec![Err(error); commits.len()];
@@ -461,7 +525,8 @@ impl GroupCoordinator {
                 ListedGroup {
                     group_id,
                     protocol_type: String::new(),
-                    state: GroupState::Empty,
+                    state: GroupState::Empty.name(),
+                    group_type: "classic",
                 },
             );
         }
@@ -482,7 +547,20 @@ impl GroupCoordinator {
                 ListedGroup {
                     group_id,
                     protocol_type: slot.group.protocol_type().unwrap_or_default().to_string(),
-                    state: slot.group.state(),
+                    state: slot.group.state().name(),
+                    group_type: "classic",
+                },
+            );
+        }
+        for entry in self.consumer_groups.iter() {
+            let group = entry.value().lock().unwrap_or_else(|e| e.into_inner());
+            out.insert(
+                entry.key().clone(),
+                ListedGroup {
+                    group_id: entry.key().clone(),
+                    protocol_type: "consumer".into(),
+                    state: group.state_name(),
+                    group_type: "consumer",
                 },
             );
         }
@@ -521,6 +599,13 @@ impl GroupCoordinator {
             return Err(ResponseError::InvalidGroupId);
         }
         let mut in_memory = false;
+        if let Some(group) = self.consumer_groups.get(group_id).map(|g| g.clone()) {
+            if !group.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            self.consumer_groups.remove(group_id);
+            in_memory = true;
+        }
         if let Some(slot) = self.slot(group_id, false) {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             if !slot.dead {
@@ -618,6 +703,21 @@ impl GroupCoordinator {
             slot.group.tick(now, &mut out);
             self.settle(&group_id, &mut slot, out);
         }
+        let consumer_groups: Vec<(String, Arc<Mutex<ConsumerGroup>>)> = self
+            .consumer_groups
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (group_id, group) in consumer_groups {
+            let expired = group.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
+            for member_id in expired {
+                tracing::info!(
+                    group = group_id,
+                    member_id,
+                    "member removed: no heartbeat within the session timeout, or revoked partitions held past its rebalance timeout"
+                );
+            }
+        }
     }
 
     /// Removes offsets past `offsets.retention.minutes`: for an empty group, measured from the
@@ -681,9 +781,9 @@ impl GroupCoordinator {
         }
     }
 
-    /// Group count per state, for the `causeway_consumer_groups` gauge.
-    pub fn state_counts(&self) -> Result<HashMap<GroupState, usize>, StorageError> {
-        let mut counts: HashMap<GroupState, usize> = HashMap::new();
+    /// Group count per Kafka state name, for the `causeway_consumer_groups` gauge.
+    pub fn state_counts(&self) -> Result<HashMap<&'static str, usize>, StorageError> {
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
         for group in self.list()? {
             *counts.entry(group.state).or_default() += 1;
         }

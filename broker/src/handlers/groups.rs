@@ -31,8 +31,6 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 /// JoinGroup v4 introduced MEMBER_ID_REQUIRED.
 const JOIN_VERSION_MEMBER_ID_REQUIRED: i16 = 4;
-/// The group type ListGroups v5 reports for classic groups.
-const GROUP_TYPE_CLASSIC: &str = "classic";
 
 fn count_error(api: ApiKey, error: i16) {
     if error != 0 {
@@ -278,21 +276,19 @@ pub fn list(broker: &Broker, request: ListGroupsRequest, version: i16) -> ListGr
         .iter()
         .map(|s| s.as_str().to_ascii_lowercase())
         .collect();
-    if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
-        return ListGroupsResponse::default();
-    }
     let listed = groups
         .into_iter()
-        .filter(|g| states.is_empty() || states.contains(&g.state.name().to_ascii_lowercase()))
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         .map(|g| {
             let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))
                 .with_protocol_type(str_bytes(g.protocol_type));
             if version >= 4 {
-                listed = listed.with_group_state(str_bytes(g.state.name()));
+                listed = listed.with_group_state(str_bytes(g.state));
             }
             if version >= 5 {
-                listed = listed.with_group_type(str_bytes(GROUP_TYPE_CLASSIC));
+                listed = listed.with_group_type(str_bytes(g.group_type));
             }
             listed
         })

@@ -15,6 +15,7 @@ use crate::topics::TopicError;
 mod api_versions;
 mod cluster;
 mod configs;
+mod consumer_groups;
 mod delete_records;
 mod fetch;
 mod groups;
@@ -149,6 +150,9 @@ pub async fn handle(
             ResponseKind::SyncGroup(groups::sync(broker, r, version).await)
         }
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ResponseKind::ConsumerGroupHeartbeat(consumer_groups::heartbeat(broker, r))
+        }
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(broker, r, version)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(broker, r, version)),
         RequestKind::DescribeGroups(r) => {

@@ -1,0 +1,242 @@
+use super::*;
+
+const TOPIC: Uuid = Uuid::from_u128(7);
+
+fn topics(name: &str) -> Option<(Uuid, i32)> {
+    (name == "t").then_some((TOPIC, 4))
+}
+
+fn join(group: &mut ConsumerGroup, id: &str, now: i64) -> HeartbeatAnswer {
+    group
+        .heartbeat(
+            Heartbeat {
+                member_id: id.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 60_000,
+                subscribed: Some(["t".to_string()].into()),
+                server_assignor: None,
+                owned: Some(Assignment::new()),
+            },
+            &topics,
+            now,
+        )
+        .expect("join")
+}
+
+fn beat(
+    group: &mut ConsumerGroup,
+    id: &str,
+    epoch: i32,
+    owned: Option<&[i32]>,
+    now: i64,
+) -> Result<HeartbeatAnswer, ResponseError> {
+    group.heartbeat(
+        Heartbeat {
+            member_id: id.into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: -1,
+            subscribed: None,
+            server_assignor: None,
+            owned: owned.map(|ps| [(TOPIC, ps.iter().copied().collect())].into()),
+        },
+        &topics,
+        now,
+    )
+}
+
+fn partitions(answer: &HeartbeatAnswer) -> Vec<i32> {
+    answer
+        .assignment
+        .as_ref()
+        .and_then(|a| a.get(&TOPIC))
+        .map(|ps| ps.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_partition_moves_only_after_its_owner_gives_it_up() {
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+    let epoch_a = a.member_epoch;
+    assert!(epoch_a > 0);
+    assert_eq!(group.state_name(), "Stable");
+
+    // b joins: its target (2, 3) is still a's, so it waits with nothing.
+    let b = join(&mut group, "b", 10);
+    assert!(partitions(&b).is_empty());
+    assert_eq!(group.state_name(), "Reconciling");
+    // a is told to give 2 and 3 up, at its old epoch.
+    let a = beat(&mut group, "a", epoch_a, None, 20).expect("a");
+    assert_eq!(partitions(&a), vec![0, 1]);
+    assert_eq!(
+        a.member_epoch, epoch_a,
+        "the epoch waits for the revocation"
+    );
+    // Until a stops reporting them, b gets nothing.
+    let b = beat(&mut group, "b", b.member_epoch, None, 30).expect("b");
+    assert!(partitions(&b).is_empty());
+    let a = beat(&mut group, "a", epoch_a, Some(&[0, 1]), 40).expect("a acks");
+    assert!(a.member_epoch > epoch_a);
+    let b = beat(&mut group, "b", b.member_epoch, Some(&[]), 50).expect("b");
+    assert_eq!(partitions(&b), vec![2, 3]);
+    assert_eq!(b.member_epoch, a.member_epoch);
+    assert_eq!(group.state_name(), "Stable");
+
+    // Commits: at the current epoch only; a client without the group only while it is empty.
+    assert_eq!(group.check_commit("a", a.member_epoch), Ok(()));
+    assert_eq!(
+        group.check_commit("a", epoch_a),
+        Err(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        group.check_commit("x", 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        group.check_commit("", -1),
+        Err(ResponseError::UnknownMemberId)
+    );
+
+    // b leaves: a gets everything back at once.
+    let left = beat(&mut group, "b", -1, None, 60).expect("leave");
+    assert_eq!(left.member_epoch, -1);
+    let a = beat(&mut group, "a", a.member_epoch, Some(&[0, 1]), 70).expect("a");
+    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn epochs_are_fenced_and_a_lost_response_is_forgiven() {
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    assert_eq!(
+        beat(&mut group, "a", a.member_epoch + 1, None, 1),
+        Err(ResponseError::FencedMemberEpoch)
+    );
+    assert_eq!(
+        beat(&mut group, "nobody", 3, None, 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    // b joins and leaves: a moves on to a later epoch; a heartbeat at the previous one is
+    // forgiven when it holds no more than it was given.
+    join(&mut group, "b", 2);
+    beat(&mut group, "b", -1, None, 3).expect("leave");
+    let moved = beat(&mut group, "a", a.member_epoch, Some(&[0, 1, 2, 3]), 4).expect("a");
+    assert!(moved.member_epoch > a.member_epoch);
+    assert!(beat(&mut group, "a", a.member_epoch, Some(&[0, 1]), 5).is_ok());
+    assert_eq!(
+        beat(&mut group, "a", a.member_epoch, None, 6),
+        Err(ResponseError::FencedMemberEpoch)
+    );
+}
+
+#[test]
+fn a_silent_member_is_removed_and_its_partitions_freed() {
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    let b = join(&mut group, "b", 0);
+    let a = beat(&mut group, "a", a.member_epoch, Some(&[0, 1]), 1).expect("a");
+    assert_eq!(partitions(&a), vec![0, 1]);
+    assert!(group.expire(SESSION_TIMEOUT_MS).is_empty());
+    // a heartbeats on; b falls silent.
+    let a = beat(
+        &mut group,
+        "a",
+        a.member_epoch,
+        Some(&[0, 1]),
+        SESSION_TIMEOUT_MS,
+    )
+    .expect("a");
+    assert_eq!(group.expire(SESSION_TIMEOUT_MS + 2), vec!["b".to_string()]);
+    let a = beat(
+        &mut group,
+        "a",
+        a.member_epoch,
+        Some(&[0, 1]),
+        SESSION_TIMEOUT_MS + 3,
+    )
+    .expect("a");
+    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+    assert_eq!(
+        beat(
+            &mut group,
+            "b",
+            b.member_epoch,
+            None,
+            SESSION_TIMEOUT_MS + 4
+        ),
+        Err(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn a_rejoin_under_the_same_id_starts_afresh_and_bad_requests_are_refused() {
+    let mut group = ConsumerGroup::default();
+    join(&mut group, "a", 0);
+    let again = join(&mut group, "a", 1);
+    assert_eq!(partitions(&again), vec![0, 1, 2, 3]);
+    assert_eq!(group.members().len(), 1);
+    let unknown_assignor = group.heartbeat(
+        Heartbeat {
+            member_id: "c".into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 1,
+            subscribed: Some(BTreeSet::new()),
+            server_assignor: Some("sticky".into()),
+            owned: None,
+        },
+        &topics,
+        2,
+    );
+    assert_eq!(unknown_assignor, Err(ResponseError::UnsupportedAssignor));
+    let no_subscription = group.heartbeat(
+        Heartbeat {
+            member_id: "c".into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 1,
+            subscribed: None,
+            server_assignor: None,
+            owned: None,
+        },
+        &topics,
+        2,
+    );
+    assert_eq!(no_subscription, Err(ResponseError::InvalidRequest));
+}
+
+#[test]
+fn ranges_are_balanced_per_topic_over_its_subscribers() {
+    let member = |topics: &[&str]| Member {
+        epoch: 0,
+        previous_epoch: 0,
+        state: MemberState::Stable,
+        assigned: Assignment::new(),
+        pending_revocation: Assignment::new(),
+        subscribed: topics.iter().map(|t| t.to_string()).collect(),
+        rebalance_timeout_ms: 0,
+        last_heartbeat_ms: 0,
+        revocation_deadline_ms: None,
+    };
+    let (x, y) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let members: BTreeMap<String, Member> = [
+        ("m1".to_string(), member(&["x", "y"])),
+        ("m2".to_string(), member(&["x"])),
+        ("m3".to_string(), member(&["x"])),
+    ]
+    .into();
+    let topics: BTreeMap<String, (Uuid, i32)> =
+        [("x".to_string(), (x, 5)), ("y".to_string(), (y, 2))].into();
+    let target = assign(&members, &topics);
+    let get = |m: &str, t: Uuid| -> Vec<i32> {
+        target
+            .get(m)
+            .and_then(|a| a.get(&t))
+            .map(|ps| ps.iter().copied().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(get("m1", x), vec![0, 1]);
+    assert_eq!(get("m2", x), vec![2, 3]);
+    assert_eq!(get("m3", x), vec![4]);
+    assert_eq!(get("m1", y), vec![0, 1]);
+    assert!(get("m2", y).is_empty());
+}

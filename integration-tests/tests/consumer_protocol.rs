@@ -1,0 +1,214 @@
+//! The KIP-848 consumer group protocol (`group.protocol=consumer`) with librdkafka: the broker
+//! assigns partitions through ConsumerGroupHeartbeat and hands each one over only once its
+//! previous owner has given it up.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use causeway_integration_tests::{
+    create_topic, ensure_eq, produce_all, topic_name, with_broker, BrokerOptions, BrokerProcess,
+    TestRecord,
+};
+use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
+
+const PARTITIONS: i32 = 4;
+const PER_PARTITION: usize = 50;
+
+/// Members are told to heartbeat every 300 ms, so a handover takes about a second.
+fn options() -> BrokerOptions {
+    BrokerOptions::new().flag("--group-consumer-heartbeat-interval-ms", 300)
+}
+
+fn member(broker: &BrokerProcess, group: &str) -> Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", group)
+        .set("group.protocol", "consumer")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("log_level", "6")
+        .create()?)
+}
+
+fn assigned(consumer: &BaseConsumer) -> BTreeSet<i32> {
+    consumer
+        .assignment()
+        .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls the members until `done` holds for their assignments; at every look no partition is
+/// assigned to two members. Returns the records delivered: (member, partition, offset).
+fn poll_until(
+    members: &[&BaseConsumer],
+    what: &str,
+    seen: &mut Vec<(usize, i32, i64)>,
+    done: impl Fn(&[BTreeSet<i32>]) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (i, consumer) in members.iter().enumerate() {
+            match consumer.poll(Duration::from_millis(50)) {
+                None => {}
+                Some(Ok(m)) => seen.push((i, m.partition(), m.offset())),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => bail!("member {i}: {e}"),
+            }
+        }
+        let assignments: Vec<BTreeSet<i32>> = members.iter().map(|c| assigned(c)).collect();
+        let total: usize = assignments.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<i32> = assignments.iter().flatten().copied().collect();
+        if union.len() != total {
+            bail!("{what}: a partition is assigned to two members at once: {assignments:?}");
+        }
+        if done(&assignments) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not reached within 30 s; assignments {assignments:?}");
+        }
+    }
+}
+
+/// Polls the members until `count` records have been delivered in all.
+fn read_until(
+    members: &[&BaseConsumer],
+    seen: &mut Vec<(usize, i32, i64)>,
+    count: usize,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < count {
+        if Instant::now() > deadline {
+            bail!("{} of {count} records delivered within 30 s", seen.len());
+        }
+        for (i, consumer) in members.iter().enumerate() {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                seen.push((i, m.partition(), m.offset()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn all(n: i32) -> BTreeSet<i32> {
+    (0..n).collect()
+}
+
+fn list_group(broker: &BrokerProcess, group: &str) -> Result<Option<String>> {
+    let request =
+        ListGroupsRequest::default().with_types_filter(vec![StrBytes::from_static_str("consumer")]);
+    let response: ListGroupsResponse = broker.raw()?.request(5, &request)?;
+    Ok(response
+        .groups
+        .iter()
+        .find(|g| g.group_id.as_str() == group)
+        .map(|g| format!("{}/{}", g.group_type.as_str(), g.group_state.as_str())))
+}
+
+#[test]
+fn members_of_the_consumer_protocol_split_a_topic_hand_partitions_over_and_commit() {
+    with_broker(options(), |broker| {
+        let topic = topic_name("kip848");
+        create_topic(broker, &topic, PARTITIONS, &[])?;
+        let records: Vec<TestRecord> = (0..PARTITIONS)
+            .flat_map(|p| {
+                (0..PER_PARTITION).map(move |i| TestRecord::value(format!("{p}-{i}")).partition(p))
+            })
+            .collect();
+        produce_all(&broker.producer(), &topic, &records)?;
+        let group = topic_name("g-kip848");
+        let wanted = PARTITIONS as usize * PER_PARTITION;
+        let mut seen = Vec::new();
+
+        // One member: every partition, every record; its commit is taken.
+        let a = member(broker, &group)?;
+        a.subscribe(&[&topic])?;
+        poll_until(&[&a], "one member", &mut seen, |s| s[0] == all(PARTITIONS))?;
+        read_until(&[&a], &mut seen, wanted)?;
+        a.commit_consumer_state(CommitMode::Sync)?;
+        ensure_eq!(
+            list_group(broker, &group)?,
+            Some("consumer/Stable".to_string()),
+            "ListGroups (types filter consumer)"
+        );
+
+        // A second member: two partitions each, never one partition in both.
+        let b = member(broker, &group)?;
+        b.subscribe(&[&topic])?;
+        poll_until(&[&a, &b], "two members", &mut seen, |s| {
+            s[0].len() == 2 && s[1].len() == 2
+        })?;
+        // The new owner starts at the committed offsets: nothing is delivered twice.
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(2) {
+            for (i, c) in [&a, &b].iter().enumerate() {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                    seen.push((i, m.partition(), m.offset()));
+                }
+            }
+        }
+        let unique: BTreeSet<(i32, i64)> = seen.iter().map(|(_, p, o)| (*p, *o)).collect();
+        ensure_eq!(unique.len(), wanted, "distinct records");
+        ensure_eq!(
+            seen.len(),
+            wanted,
+            "records delivered (a repeat counts twice)"
+        );
+
+        // New records reach their partition's owner, and b commits at its own epoch.
+        let more: Vec<TestRecord> = (0..PARTITIONS)
+            .map(|p| TestRecord::value(format!("{p}-more")).partition(p))
+            .collect();
+        produce_all(&broker.producer(), &topic, &more)?;
+        read_until(&[&a, &b], &mut seen, wanted + more.len())?;
+        for (member, partition, _) in &seen[wanted..] {
+            let owner = if *member == 0 {
+                assigned(&a)
+            } else {
+                assigned(&b)
+            };
+            if !owner.contains(partition) {
+                bail!("member {member} read partition {partition}, which it does not own");
+            }
+        }
+        b.commit_consumer_state(CommitMode::Sync)?;
+
+        // b leaves: a gets every partition back, from b's commits (nothing read twice).
+        drop(b);
+        poll_until(&[&a], "b left", &mut seen, |s| s[0] == all(PARTITIONS))?;
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(2) {
+            if let Some(Ok(m)) = a.poll(Duration::from_millis(50)) {
+                seen.push((0, m.partition(), m.offset()));
+            }
+        }
+        ensure_eq!(
+            seen.len(),
+            wanted + more.len(),
+            "records delivered after b left (a repeat counts twice)"
+        );
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            partitions.add_partition(&topic, p);
+        }
+        ensure_eq!(
+            a.committed_offsets(partitions, Duration::from_secs(10))?
+                .count(),
+            PARTITIONS as usize
+        );
+        if !broker
+            .stderr()
+            .contains("consumer group assignment changes")
+        {
+            bail!("the broker logged no assignment change");
+        }
+        Ok(())
+    });
+}
