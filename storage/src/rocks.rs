@@ -24,6 +24,5 @@ pub(crate) fn sync_writes() -> WriteOptions {
 pub(crate) fn open(path: &Path) -> Result<DB, StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
-    DB::open(&opts, path)
-        .map_err(|e| StorageError::Db(format!("opening {}: {e}", path.display())))
+    DB::open(&opts, path).map_err(|e| StorageError::Db(format!("opening {}: {e}", path.display())))
 }
