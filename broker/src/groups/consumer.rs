@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::state::MEMBERS_MAX;
+
 /// Partitions by topic id.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
 
@@ -155,6 +157,9 @@ impl ConsumerGroup {
             // FENCED_MEMBER_EPOCH, as librdkafka does) starts afresh: its partitions are freed.
             // (Kafka fences it until its session expires; librdkafka's mock broker does this.)
             self.remove(&request.member_id);
+            if self.members.len() >= MEMBERS_MAX {
+                return Err(ResponseError::GroupMaxSizeReached);
+            }
             self.members.insert(
                 request.member_id.clone(),
                 Member {

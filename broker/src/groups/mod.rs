@@ -260,37 +260,53 @@ impl GroupCoordinator {
                 return Err(ResponseError::GroupIdNotFound);
             }
         }
-        let group = match self.consumer_groups.get(group_id) {
-            Some(group) => group.clone(),
-            // Without its group (after a restart) a member joins again.
-            None if request.member_epoch != 0 => return Err(ResponseError::UnknownMemberId),
-            None => self
+        // No map guard is held while a group's lock is taken (an emptied group is removed from
+        // the map under its lock); a group removed meanwhile is looked up again.
+        loop {
+            let shared = self.consumer_groups.get(group_id).map(|g| g.clone());
+            let shared = match shared {
+                Some(group) => group,
+                // Without its group (after a restart) a member joins again.
+                None if request.member_epoch != 0 => return Err(ResponseError::UnknownMemberId),
+                None => self
+                    .consumer_groups
+                    .entry(group_id.to_string())
+                    .or_default()
+                    .clone(),
+            };
+            let mut group = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let current = self
                 .consumer_groups
-                .entry(group_id.to_string())
-                .or_default()
-                .clone(),
-        };
-        let mut group = group.lock().unwrap_or_else(|e| e.into_inner());
-        let (member_id, before) = (request.member_id.clone(), group.epoch());
-        let answer = group.heartbeat(request, topic, now);
-        if group.epoch() != before {
-            tracing::info!(
-                group = group_id,
-                member_id,
-                group_epoch = group.epoch(),
-                members = group.members().len(),
-                "consumer group assignment changes"
-            );
-            metrics::group_rebalanced(group_id);
+                .get(group_id)
+                .is_some_and(|g| Arc::ptr_eq(&g, &shared));
+            if !current {
+                continue;
+            }
+            let (member_id, before) = (request.member_id.clone(), group.epoch());
+            let answer = group.heartbeat(request, topic, now);
+            if group.is_empty() {
+                // Nothing to keep of an empty group but its offsets, which the store keeps.
+                self.consumer_groups
+                    .remove_if(group_id, |_, g| Arc::ptr_eq(g, &shared));
+            }
+            if group.epoch() != before {
+                tracing::info!(
+                    group = group_id,
+                    member_id,
+                    group_epoch = group.epoch(),
+                    members = group.members().len(),
+                    "consumer group assignment changes"
+                );
+                metrics::group_rebalanced(group_id);
+            }
+            return answer;
         }
-        answer
     }
 
     /// JoinGroup: parks until the rebalance completes (or answers at once).
     pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinResult {
-        if self
-            .consumer_groups
-            .get(group_id)
+        let consumer_group = self.consumer_groups.get(group_id).map(|g| g.clone());
+        if consumer_group
             .is_some_and(|group| !group.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
         {
             return JoinResult::error(ResponseError::InconsistentGroupProtocol, &request.member_id);
@@ -552,12 +568,12 @@ impl GroupCoordinator {
                 },
             );
         }
-        for entry in self.consumer_groups.iter() {
-            let group = entry.value().lock().unwrap_or_else(|e| e.into_inner());
+        for (group_id, group) in self.consumer_snapshot() {
+            let group = group.lock().unwrap_or_else(|e| e.into_inner());
             out.insert(
-                entry.key().clone(),
+                group_id.clone(),
                 ListedGroup {
-                    group_id: entry.key().clone(),
+                    group_id,
                     protocol_type: "consumer".into(),
                     state: group.state_name(),
                     group_type: "consumer",
@@ -688,6 +704,14 @@ impl GroupCoordinator {
         }
     }
 
+    /// The consumer-protocol groups, so that no map guard is held while one is locked.
+    fn consumer_snapshot(&self) -> Vec<(String, Arc<Mutex<ConsumerGroup>>)> {
+        self.consumer_groups
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
     fn snapshot(&self) -> Vec<(String, Arc<Mutex<Slot>>)> {
         self.groups
             .iter()
@@ -703,13 +727,13 @@ impl GroupCoordinator {
             slot.group.tick(now, &mut out);
             self.settle(&group_id, &mut slot, out);
         }
-        let consumer_groups: Vec<(String, Arc<Mutex<ConsumerGroup>>)> = self
-            .consumer_groups
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        for (group_id, group) in consumer_groups {
-            let expired = group.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
+        for (group_id, shared) in self.consumer_snapshot() {
+            let mut group = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let expired = group.expire(now);
+            if group.is_empty() {
+                self.consumer_groups
+                    .remove_if(&group_id, |_, g| Arc::ptr_eq(g, &shared));
+            }
             for member_id in expired {
                 tracing::info!(
                     group = group_id,
