@@ -875,3 +875,53 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emptied_consumer_group_leaves_memory_and_its_members_must_join_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let groups = GroupCoordinator::open(dir.path(), 0, 60).expect("open");
+        let topic = |name: &str| (name == "t").then_some((uuid::Uuid::from_u128(1), 2));
+        let request = |epoch: i32| Heartbeat {
+            member_id: "a".into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: if epoch == 0 { 1_000 } else { -1 },
+            subscribed: (epoch == 0).then(|| ["t".to_string()].into()),
+            server_assignor: None,
+            owned: None,
+        };
+        let joined = groups
+            .consumer_heartbeat("g", request(0), &topic, 0)
+            .expect("join");
+        let listed = groups.list().expect("list");
+        assert_eq!(
+            listed
+                .iter()
+                .map(|g| (g.group_id.as_str(), g.group_type))
+                .collect::<Vec<_>>(),
+            vec![("g", "consumer")]
+        );
+        groups
+            .consumer_heartbeat("g", request(-1), &topic, 1)
+            .expect("leave");
+        assert!(
+            groups.consumer_groups.is_empty(),
+            "the empty group is forgotten"
+        );
+        assert!(groups.list().expect("list").is_empty());
+        assert_eq!(
+            groups.consumer_heartbeat("g", request(joined.member_epoch), &topic, 2),
+            Err(ResponseError::UnknownMemberId),
+            "a member of the forgotten group joins again"
+        );
+        // A member whose session expired empties the group too.
+        groups
+            .consumer_heartbeat("g", request(0), &topic, 3)
+            .expect("join");
+        groups.tick_all(3 + consumer::SESSION_TIMEOUT_MS + 1);
+        assert!(groups.consumer_groups.is_empty());
+    }
+}

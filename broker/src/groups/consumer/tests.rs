@@ -240,3 +240,41 @@ fn ranges_are_balanced_per_topic_over_its_subscribers() {
     assert_eq!(get("m1", y), vec![0, 1]);
     assert!(get("m2", y).is_empty());
 }
+
+#[test]
+fn a_full_group_refuses_another_member() {
+    let mut group = ConsumerGroup::default();
+    join(&mut group, "a", 0);
+    let template = group.members()["a"].clone();
+    for i in 1..MEMBERS_MAX {
+        group.members.insert(format!("m{i}"), template.clone());
+    }
+    let refused = group.heartbeat(
+        Heartbeat {
+            member_id: "one-too-many".into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 1,
+            subscribed: Some(BTreeSet::new()),
+            server_assignor: None,
+            owned: None,
+        },
+        &topics,
+        1,
+    );
+    assert_eq!(refused, Err(ResponseError::GroupMaxSizeReached));
+    // A member already in may join again.
+    assert!(group
+        .heartbeat(
+            Heartbeat {
+                member_id: "a".into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 1,
+                subscribed: Some(BTreeSet::new()),
+                server_assignor: None,
+                owned: None,
+            },
+            &topics,
+            2,
+        )
+        .is_ok());
+}
