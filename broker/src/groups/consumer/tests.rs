@@ -23,6 +23,18 @@ fn join(group: &mut ConsumerGroup, id: &str, now: i64) -> HeartbeatAnswer {
         .expect("join")
 }
 
+/// A join (epoch 0) of `id` subscribing to nothing or to `subscribed`, asking for `assignor`.
+fn joining(id: &str, subscribed: Option<BTreeSet<String>>, assignor: Option<&str>) -> Heartbeat {
+    Heartbeat {
+        member_id: id.into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 1,
+        subscribed,
+        server_assignor: assignor.map(str::to_string),
+        owned: None,
+    }
+}
+
 fn beat(
     group: &mut ConsumerGroup,
     id: &str,
@@ -177,30 +189,12 @@ fn a_rejoin_under_the_same_id_starts_afresh_and_bad_requests_are_refused() {
     assert_eq!(partitions(&again), vec![0, 1, 2, 3]);
     assert_eq!(group.members().len(), 1);
     let unknown_assignor = group.heartbeat(
-        Heartbeat {
-            member_id: "c".into(),
-            member_epoch: 0,
-            rebalance_timeout_ms: 1,
-            subscribed: Some(BTreeSet::new()),
-            server_assignor: Some("sticky".into()),
-            owned: None,
-        },
+        joining("c", Some(BTreeSet::new()), Some("sticky")),
         &topics,
         2,
     );
     assert_eq!(unknown_assignor, Err(ResponseError::UnsupportedAssignor));
-    let no_subscription = group.heartbeat(
-        Heartbeat {
-            member_id: "c".into(),
-            member_epoch: 0,
-            rebalance_timeout_ms: 1,
-            subscribed: None,
-            server_assignor: None,
-            owned: None,
-        },
-        &topics,
-        2,
-    );
+    let no_subscription = group.heartbeat(joining("c", None, None), &topics, 2);
     assert_eq!(no_subscription, Err(ResponseError::InvalidRequest));
 }
 
@@ -250,31 +244,13 @@ fn a_full_group_refuses_another_member() {
         group.members.insert(format!("m{i}"), template.clone());
     }
     let refused = group.heartbeat(
-        Heartbeat {
-            member_id: "one-too-many".into(),
-            member_epoch: 0,
-            rebalance_timeout_ms: 1,
-            subscribed: Some(BTreeSet::new()),
-            server_assignor: None,
-            owned: None,
-        },
+        joining("one-too-many", Some(BTreeSet::new()), None),
         &topics,
         1,
     );
     assert_eq!(refused, Err(ResponseError::GroupMaxSizeReached));
     // A member already in may join again.
     assert!(group
-        .heartbeat(
-            Heartbeat {
-                member_id: "a".into(),
-                member_epoch: 0,
-                rebalance_timeout_ms: 1,
-                subscribed: Some(BTreeSet::new()),
-                server_assignor: None,
-                owned: None,
-            },
-            &topics,
-            2,
-        )
+        .heartbeat(joining("a", Some(BTreeSet::new()), None), &topics, 2)
         .is_ok());
 }
