@@ -31,6 +31,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod open_files;
 pub mod partition_handle;
+pub mod positions;
 pub mod producer_ids;
 pub mod replication;
 pub mod scrub;

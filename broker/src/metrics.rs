@@ -299,6 +299,35 @@ pub fn group_rebalanced(group: &str) {
     counter!("causeway_consumer_group_rebalances_total", "group" => group.to_string()).increment(1);
 }
 
+/// Counts committed positions written for other regions (one per partition).
+pub fn positions_written(rows: usize) {
+    counter!("causeway_group_positions_written_total").increment(rows as u64);
+}
+
+/// Counts commits whose positions could not be written for other regions.
+pub fn positions_write_failed() {
+    counter!("causeway_group_positions_write_failures_total").increment(1);
+}
+
+/// Publishes where a group resumed here from a position another region committed: what it
+/// may see again (records held here, batches still to arrive).
+pub fn position_translated(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    resume: &crate::positions::frontier::Resume,
+) {
+    counter!("causeway_group_positions_translated_total").increment(1);
+    let labels = [
+        ("group", group.to_string()),
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ];
+    gauge!("causeway_group_failover_repeat_records", &labels).set(resume.repeat_records as f64);
+    gauge!("causeway_group_failover_missing_batches", &labels)
+        .set(resume.missing_batches as f64);
+}
+
 /// Publishes how many partitions the last start had to scan for torn writes (0 after a clean
 /// shutdown).
 pub fn storage_partitions_recovered(count: usize) {

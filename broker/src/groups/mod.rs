@@ -428,8 +428,8 @@ impl GroupCoordinator {
         self.store.commit(group_id, entries)
     }
 
-    /// Validates and durably stores a commit; one error per partition, in request order.
-    /// `known_partition` says whether a topic-partition exists.
+    /// Validates and durably stores a commit; one error per partition, in request order, and
+    /// the entries stored. `known_partition` says whether a topic-partition exists.
     pub async fn commit_offsets(
         &self,
         group_id: &str,
@@ -438,9 +438,12 @@ impl GroupCoordinator {
         generation_id: i32,
         commits: Vec<CommitRequest>,
         known_partition: impl Fn(&str, i32) -> bool,
-    ) -> Vec<Result<(), ResponseError>> {
+    ) -> (Vec<Result<(), ResponseError>>, Vec<OffsetEntry>) {
         if group_id.is_empty() {
-            return vec![Err(ResponseError::InvalidGroupId); commits.len()];
+            return (
+                vec![Err(ResponseError::InvalidGroupId); commits.len()],
+                Vec::new(),
+            );
         }
         let consumer_group = self.consumer_groups.get(group_id).map(|g| g.clone());
         let group_check = match (consumer_group, self.slot(group_id, false)) {
@@ -463,7 +466,7 @@ impl GroupCoordinator {
             (None, None) => Err(ResponseError::IllegalGeneration),
         };
         if let Err(error) = group_check {
-            return vec![Err(error); commits.len()];
+            return (vec![Err(error); commits.len()], Vec::new());
         }
         let now = now_ms();
         let mut errors = Vec::with_capacity(commits.len());
@@ -493,17 +496,17 @@ impl GroupCoordinator {
             errors.push(error);
         }
         if entries.is_empty() {
-            return errors;
+            return (errors, entries);
         }
         let store = self.store.clone();
         let group = group_id.to_string();
         let written = crate::blocking::METADATA
-            .run(move || store.commit(&group, &entries))
+            .run(move || store.commit(&group, &entries).map(|()| entries))
             .await;
-        let failed = match written {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(error) => Some(error.to_string()),
+        let (failed, stored) = match written {
+            Ok(Ok(entries)) => (None, entries),
+            Ok(Err(error)) => (Some(error.to_string()), Vec::new()),
+            Err(error) => (Some(error.to_string()), Vec::new()),
         };
         if let Some(error) = failed {
             tracing::error!(group = group_id, %error, "offset commit failed");
@@ -516,7 +519,7 @@ impl GroupCoordinator {
                 }
             }
         }
-        errors
+        (errors, stored)
     }
 
     /// Committed offsets of a group, keyed by (topic, partition).

@@ -126,6 +126,7 @@ fn describe(topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
         .collect();
     let described = MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
+        .with_is_internal(crate::positions::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     if version >= 10 {

@@ -163,7 +163,7 @@ pub async fn handle(
             ResponseKind::OffsetCommit(offsets::commit(broker, r, version).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(offsets::fetch(broker, r, version))
+            ResponseKind::OffsetFetch(offsets::fetch(broker, r, version).await)
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(offsets::delete(broker, r).await)

@@ -3,6 +3,7 @@
 //! OffsetDelete.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use causeway_storage::CommittedOffset;
 use kafka_protocol::messages::offset_commit_response::{
@@ -25,8 +26,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{code, str_bytes, topic_name};
+use super::{changing_topics, code, str_bytes, topic_name};
 use crate::broker::Broker;
+use crate::positions;
 use crate::groups::CommitRequest;
 use crate::metrics;
 
@@ -43,7 +45,7 @@ fn count_error(api: ApiKey, error: i16) {
 
 /// OffsetCommit.
 pub async fn commit(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     request: OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
@@ -73,7 +75,8 @@ pub async fn commit(
             .get(topic)
             .is_some_and(|t| t.partition(partition).is_some())
     };
-    let mut errors = broker
+    let group_id = request.group_id.as_str().to_string();
+    let (errors, stored) = broker
         .groups
         .commit_offsets(
             request.group_id.as_str(),
@@ -83,9 +86,14 @@ pub async fn commit(
             commits,
             known,
         )
-        .await
-        .into_iter();
-    let topics = per_partition(shape, &mut errors, ApiKey::OffsetCommit)
+        .await;
+    if broker.replication.enabled() && !stored.is_empty() {
+        changing_topics(broker, move |b| {
+            positions::record_commits(b, &group_id, &stored)
+        })
+        .await;
+    }
+    let topics = per_partition(shape, &mut errors.into_iter(), ApiKey::OffsetCommit)
         .into_iter()
         .map(|(name, partitions)| {
             OffsetCommitResponseTopic::default()
@@ -138,8 +146,28 @@ fn wanted(
     }
 }
 
-/// OffsetFetch.
-pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+/// OffsetFetch. With peers, positions committed in other regions are translated into this
+/// region's logs, which reads them: that runs in the reads lane.
+pub async fn fetch(
+    broker: &Arc<Broker>,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if !broker.replication.enabled() {
+        return fetch_now(broker, request, version);
+    }
+    let broker = broker.clone();
+    crate::blocking::READS
+        .run(move || fetch_now(&broker, request, version))
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "an OffsetFetch task failed");
+            OffsetFetchResponse::default()
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+        })
+}
+
+fn fetch_now(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = request
             .groups
@@ -256,24 +284,85 @@ fn fetch_group(
         );
         ResponseError::CoordinatorNotAvailable
     })?;
-    Ok(wanted(&committed, asked)
+    let travelled = broker.replication.enabled();
+    let every_partition = asked.is_none();
+    let mut wanted = wanted(&committed, asked);
+    if travelled && every_partition {
+        add_travelled(broker, group_id, &mut wanted);
+    }
+    Ok(wanted
         .into_iter()
         .map(|(topic, partitions)| {
             let partitions = partitions
                 .into_iter()
-                .map(|index| {
-                    let (offset, leader_epoch, metadata) = fetched(&committed, &topic, index);
-                    FetchedPartition {
-                        index,
-                        offset,
-                        leader_epoch,
-                        metadata,
+                .map(|index| match travelled_position(broker, group_id, &topic, index, &committed) {
+                    Some(position) => position,
+                    None => {
+                        let (offset, leader_epoch, metadata) = fetched(&committed, &topic, index);
+                        FetchedPartition {
+                            index,
+                            offset,
+                            leader_epoch,
+                            metadata,
+                        }
                     }
                 })
                 .collect();
             (topic, partitions)
         })
         .collect())
+}
+
+/// Adds to `wanted` the partitions of live topics for which another region committed a
+/// position of `group_id`.
+fn add_travelled(broker: &Broker, group_id: &str, wanted: &mut Vec<(String, Vec<i32>)>) {
+    let rows = match positions::group_rows(broker, group_id) {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::warn!(group = group_id, %error, "reading the group's positions failed");
+            return;
+        }
+    };
+    let mut all: BTreeMap<String, Vec<i32>> = std::mem::take(wanted).into_iter().collect();
+    for (topic_id, partition) in rows {
+        let Some(topic) = broker.topics.get_by_id(topic_id) else {
+            continue;
+        };
+        let partitions = all.entry(topic.name.clone()).or_default();
+        if !partitions.contains(&partition) {
+            partitions.push(partition);
+            partitions.sort_unstable();
+        }
+    }
+    *wanted = all.into_iter().collect();
+}
+
+/// The position of `group_id` in one partition translated from another region's newer commit,
+/// if there is one.
+fn travelled_position(
+    broker: &Broker,
+    group_id: &str,
+    topic: &str,
+    index: i32,
+    committed: &BTreeMap<(String, i32), CommittedOffset>,
+) -> Option<FetchedPartition> {
+    if !broker.replication.enabled() {
+        return None;
+    }
+    let topic_handle = broker.topics.get(topic)?;
+    let local = committed.get(&(topic.to_string(), index));
+    match positions::remote_position(broker, group_id, &topic_handle, index, local) {
+        Ok(found) => found.map(|(record, resume)| FetchedPartition {
+            index,
+            offset: resume.offset,
+            leader_epoch: -1,
+            metadata: record.metadata.unwrap_or_default(),
+        }),
+        Err(error) => {
+            tracing::warn!(group = group_id, topic, partition = index, %error, "translating a position from another region failed");
+            None
+        }
+    }
 }
 
 /// OffsetDelete.

@@ -193,6 +193,10 @@ fn append_partition(
     records: Option<Bytes>,
     transactional_id: Option<&str>,
 ) -> Result<(Arc<PartitionHandle>, AppendResult, u64), Refusal> {
+    if crate::positions::is_internal(&topic.name) {
+        // Written only by the broker: a client's record there could move other groups.
+        return Err(ResponseError::InvalidTopicException.code().into());
+    }
     let partition = topic
         .partition(index)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())?;

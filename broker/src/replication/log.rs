@@ -149,6 +149,33 @@ impl ReplicaLog {
         self.index.offset_of(id)
     }
 
+    /// The log offset of exactly this batch, if this log holds it and has indexed it.
+    pub fn exact_offset_of(&self, id: BatchId) -> Option<i64> {
+        self.index
+            .exact_offset(id)
+            .filter(|&offset| offset >= self.log.retained_start_offset())
+    }
+
+    /// Base offsets, in log order, of the indexed batches at or after `from` that `covered`
+    /// covers: when a consumer group resumes here at `from` from a position committed in
+    /// another region, these are the batches it consumed there and may see again.
+    pub fn covered_from(&self, from: i64, covered: &VectorClock) -> Vec<i64> {
+        let mut out = Vec::new();
+        for (&origin, run) in &self.index.runs {
+            let limit = covered.get(origin);
+            if limit < run.first_seq {
+                continue;
+            }
+            let count = usize::try_from(limit - run.first_seq + 1)
+                .unwrap_or(usize::MAX)
+                .min(run.offsets.len());
+            let held = &run.offsets[..count];
+            out.extend_from_slice(&held[held.partition_point(|&at| at < from)..]);
+        }
+        out.sort_unstable();
+        out
+    }
+
     /// The HLC stamp of a batch this log holds, from its causal entry (`None` if it is not
     /// indexed or cannot be read): dates the oldest batch a peer lacks.
     pub fn stamp_of(&self, id: BatchId) -> Option<u64> {

@@ -432,6 +432,7 @@ fn write_markers(
         }
         for (group, entries) in by_group {
             broker.groups.commit_transactional(group, &entries)?;
+            crate::positions::record_commits(broker, group, &entries);
         }
     }
     Ok(())
