@@ -324,8 +324,7 @@ pub fn position_translated(
         ("partition", partition.to_string()),
     ];
     gauge!("causeway_group_failover_repeat_records", &labels).set(resume.repeat_records as f64);
-    gauge!("causeway_group_failover_missing_batches", &labels)
-        .set(resume.missing_batches as f64);
+    gauge!("causeway_group_failover_missing_batches", &labels).set(resume.missing_batches as f64);
 }
 
 /// Publishes how many partitions the last start had to scan for torn writes (0 after a clean

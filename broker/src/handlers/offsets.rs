@@ -28,9 +28,9 @@ use kafka_protocol::ResponseError;
 
 use super::{changing_topics, code, str_bytes, topic_name};
 use crate::broker::Broker;
-use crate::positions;
 use crate::groups::CommitRequest;
 use crate::metrics;
+use crate::positions;
 
 /// OffsetCommit v6 added the committed leader epoch.
 const COMMIT_VERSION_LEADER_EPOCH: i16 = 6;
@@ -295,15 +295,18 @@ fn fetch_group(
         .map(|(topic, partitions)| {
             let partitions = partitions
                 .into_iter()
-                .map(|index| match travelled_position(broker, group_id, &topic, index, &committed) {
-                    Some(position) => position,
-                    None => {
-                        let (offset, leader_epoch, metadata) = fetched(&committed, &topic, index);
-                        FetchedPartition {
-                            index,
-                            offset,
-                            leader_epoch,
-                            metadata,
+                .map(|index| {
+                    match travelled_position(broker, group_id, &topic, index, &committed) {
+                        Some(position) => position,
+                        None => {
+                            let (offset, leader_epoch, metadata) =
+                                fetched(&committed, &topic, index);
+                            FetchedPartition {
+                                index,
+                                offset,
+                                leader_epoch,
+                                metadata,
+                            }
                         }
                     }
                 })

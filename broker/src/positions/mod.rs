@@ -102,7 +102,9 @@ fn try_record(broker: &Broker, group: &str, commits: &[OffsetEntry]) -> Result<(
         let Some(handle) = topic.partition(*partition) else {
             continue;
         };
-        let position = handle.position_at(committed.offset).map_err(|e| e.to_string())?;
+        let position = handle
+            .position_at(committed.offset)
+            .map_err(|e| e.to_string())?;
         let value = CommitRecord {
             region: broker.region_id,
             commit_ms: committed.commit_ms,
@@ -144,7 +146,8 @@ fn encode_batch(rows: &[(Vec<u8>, Vec<u8>)], now: i64) -> Result<Vec<u8>, String
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch where offset - sequence changes.
+            sequence: i as i32 - 1,
             timestamp: now,
             key: Some(key.clone().into()),
             value: Some(value.clone().into()),
@@ -205,9 +208,12 @@ pub fn group_rows(broker: &Broker, group: &str) -> Result<Vec<(Uuid, i32)>, Stor
     let Some(topic) = broker.topics.get(POSITIONS_TOPIC) else {
         return Ok(Vec::new());
     };
-    let rows = broker
-        .tables
-        .scan(&store_name(&topic), &group_prefix(group), None, GROUP_ROWS_MAX)?;
+    let rows = broker.tables.scan(
+        &store_name(&topic),
+        &group_prefix(group),
+        None,
+        GROUP_ROWS_MAX,
+    )?;
     Ok(rows
         .iter()
         .filter_map(|(key, _)| parse_key(group, key))
