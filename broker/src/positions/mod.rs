@@ -3,7 +3,7 @@
 //! Groups stay local to a region for membership, and a committed offset is an offset in the
 //! committing region's log. In a region with peers, every commit also writes its [`Position`]
 //! (what the group consumed, as a frontier every region understands) to the replicated table
-//! [`POSITIONS_TOPIC`] (`causeway.merge=lww`, one row per group, topic incarnation and
+//! [`POSITIONS_TOPIC`] (one row per group, topic incarnation and
 //! partition, last writer by stamp: a deliberate seek backwards wins, as in Kafka). OffsetFetch
 //! in any region answers from the newer of its own commit and that row: a row written by another
 //! region is translated into this region's log by [`frontier::resume_at`], so a group moved to
@@ -16,7 +16,7 @@ pub mod record;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use causeway_replication::crdt::{Content, Row, MERGE_CONFIG};
+use causeway_replication::crdt::{Content, Row};
 use causeway_storage::{CommittedOffset, OffsetEntry, StorageError};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -37,12 +37,10 @@ pub const POSITIONS_TOPIC: &str = "__causeway_positions";
 /// Most rows of one group an OffsetFetch for all of the group's partitions reads.
 const GROUP_ROWS_MAX: usize = 100_000;
 
-/// The config of [`POSITIONS_TOPIC`]: a table whose rows are whole values, last writer wins.
+/// The config of [`POSITIONS_TOPIC`]: a table. Its records are plain puts of JSON (clients
+/// cannot write there), so a row is its last writer by stamp, readable with the table API.
 fn positions_configs() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("cleanup.policy".to_string(), "compact".to_string()),
-        (MERGE_CONFIG.to_string(), "lww".to_string()),
-    ])
+    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
 }
 
 /// Whether `name` is a topic the broker keeps for itself (listed as internal in Metadata,

@@ -1,0 +1,364 @@
+//! Consumer groups follow the data across regions: a group that committed in one region resumes
+//! in another, after the first is killed with `kill -9`, with nothing lost and no more repeats
+//! than the region reports; it moves back the same way; and a commit that seeks backwards is
+//! seen at that earlier position elsewhere. Real processes, librdkafka consumers, producers
+//! writing in every region while the group consumes.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use causeway_integration_tests::load::AcksAllLoad;
+use causeway_integration_tests::regions::{
+    metric_sum, partition_counts, read_all, with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
+};
+use causeway_integration_tests::{
+    create_topic, http_get, payload_str, topic_name, topic_partition_count, wait_until,
+    BrokerProcess,
+};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use serde_json::Value;
+
+const NAMES: [&str; 3] = ["eu", "us", "ap"];
+const GROUP: &str = "failover";
+
+/// What a group consumer read: payloads in order, and the offset it committed last.
+struct Consumed {
+    payloads: Vec<String>,
+    committed: i64,
+}
+
+/// Consumes `topic` in `broker` as a member of [`GROUP`], committing every 40 records, until it
+/// has read `at_least` records and then reached `until_end` (the partition's end when given);
+/// commits what it read and leaves.
+fn consume_in_group(
+    broker: &BrokerProcess,
+    topic: &str,
+    at_least: usize,
+    until_end: Option<i64>,
+) -> Result<Consumed> {
+    let consumer: BaseConsumer = broker
+        .consumer_config()
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut payloads = Vec::new();
+    let mut next = -1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while payloads.len() < at_least || until_end.is_some_and(|end| next < end) {
+        if Instant::now() > deadline {
+            bail!(
+                "consumed {} records in {} (next offset {next}, wanted {at_least} and {until_end:?})",
+                payloads.len(),
+                broker.bootstrap()
+            );
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(message)) => {
+                payloads.push(payload_str(&message.detach()));
+                next = message.offset() + 1;
+                if payloads.len() % 40 == 0 {
+                    commit(&consumer)?;
+                }
+            }
+            Some(Err(error)) => bail!("consumer error: {error}"),
+        }
+    }
+    commit(&consumer)?;
+    consumer.unsubscribe();
+    Ok(Consumed {
+        payloads,
+        committed: next,
+    })
+}
+
+/// Commits what `consumer` has read; nothing new to commit is fine.
+fn commit(consumer: &BaseConsumer) -> Result<()> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Waits until `broker` holds the position the region with id `from_region` committed for
+/// [`GROUP`] at `offset` (in the committing region's log).
+fn wait_position_arrived(broker: &BrokerProcess, from_region: u64, offset: i64) -> Result<()> {
+    let mut last = String::new();
+    let arrived = wait_until(CONVERGE_TIMEOUT, || {
+        let Ok((200, body)) = http_get(
+            broker.http_addr(),
+            "/v1/tables/__causeway_positions/rows?limit=1000",
+        ) else {
+            return false;
+        };
+        last = body.clone();
+        let Ok(rows) = serde_json::from_str::<Value>(&body) else {
+            return false;
+        };
+        rows["rows"].as_array().is_some_and(|rows| {
+            rows.iter().any(|row| {
+                row["key"].as_str().is_some_and(|k| k.contains(GROUP))
+                    && row["value"]["offset"] == offset
+                    && row["value"]["region"] == from_region
+            })
+        })
+    });
+    ensure!(
+        arrived,
+        "{}: no position of {from_region} at {offset}; rows: {last}",
+        broker.bootstrap()
+    );
+    Ok(())
+}
+
+/// The region id of `broker` (positions name the committing region by id).
+fn region_id(broker: &BrokerProcess) -> Result<u64> {
+    let status = causeway_integration_tests::regions::regions_status(broker)?;
+    status["region_id"]
+        .as_u64()
+        .context("/v1/regions has no region_id")
+}
+
+/// Payloads of `broker`'s log of partition 0, in offset order.
+fn log_payloads(broker: &BrokerProcess, topic: &str) -> Result<Vec<String>> {
+    Ok(read_all(broker, topic, 0)?
+        .iter()
+        .map(payload_str)
+        .collect())
+}
+
+/// Waits until every region holds the same number of records, at least `at_least`.
+fn wait_converged(mesh: &Mesh, topic: &str, at_least: usize, regions: &[usize]) -> Result<()> {
+    let mut counts = Vec::new();
+    let settled = wait_until(CONVERGE_TIMEOUT, || {
+        counts = regions
+            .iter()
+            .map(|&i| {
+                partition_counts(mesh.region(i), topic, 1)
+                    .map(|c| c[0])
+                    .unwrap_or(-1)
+            })
+            .collect();
+        counts
+            .iter()
+            .all(|&c| c == counts[0] && c >= at_least as i64)
+    });
+    ensure!(settled, "regions did not converge: {counts:?}");
+    Ok(())
+}
+
+/// The records a region's log holds before the first one not in `consumed`: where a group
+/// that consumed exactly `consumed` must resume there.
+fn first_not_in(log: &[String], consumed: &HashSet<&String>) -> i64 {
+    log.iter()
+        .position(|p| !consumed.contains(p))
+        .unwrap_or(log.len()) as i64
+}
+
+/// Checks one move of the group: every record of the new region's log was consumed before or
+/// after the move, and what was seen twice is within what the new region reported.
+fn check_move(
+    to: &BrokerProcess,
+    topic: &str,
+    before: &HashSet<&String>,
+    after: &Consumed,
+) -> Result<usize> {
+    let log = log_payloads(to, topic)?;
+    let after_set: HashSet<&String> = after.payloads.iter().collect();
+    let lost: Vec<&String> = log
+        .iter()
+        .filter(|p| !before.contains(p) && !after_set.contains(p))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "{} records lost, first {:?}",
+        lost.len(),
+        lost.first()
+    );
+    let repeats = after.payloads.iter().filter(|p| before.contains(p)).count();
+    let bound = metric_sum(
+        to,
+        "causeway_group_failover_repeat_records",
+        "group=\"failover\"",
+    )?;
+    let missing = metric_sum(
+        to,
+        "causeway_group_failover_missing_batches",
+        "group=\"failover\"",
+    )?;
+    eprintln!(
+        "moved to {}: {} records read, {repeats} seen again, reported bound {bound}, {missing} \
+         batches missing",
+        to.bootstrap(),
+        after.payloads.len()
+    );
+    ensure!(
+        missing == 0.0,
+        "the regions had converged, yet {missing} batches are missing"
+    );
+    ensure!(
+        repeats as f64 <= bound,
+        "{repeats} records seen again, above the reported bound {bound}"
+    );
+    Ok(repeats)
+}
+
+/// The offset OffsetFetch answers for [`GROUP`] in partition 0 of `topic`.
+fn fetched_offset(broker: &BrokerProcess, topic: &str) -> Result<i64> {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_indexes(vec![0])]));
+    let response = broker.raw()?.request(7, &request)?;
+    ensure!(
+        response.error_code == 0,
+        "OffsetFetch error {}",
+        response.error_code
+    );
+    Ok(response.topics[0].partitions[0].committed_offset)
+}
+
+/// Commits `offset` for [`GROUP`] as a consumer that assigns its own partitions.
+fn commit_offset(broker: &BrokerProcess, topic: &str, offset: i64) -> Result<()> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    let response = broker.raw()?.request(7, &request)?;
+    let code = response.topics[0].partitions[0].error_code;
+    ensure!(code == 0, "OffsetCommit error {code}");
+    Ok(())
+}
+
+#[test]
+fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lost() {
+    with_mesh(MeshPlan::new(&NAMES).expect("allocate ports"), |mesh| {
+        let topic = topic_name("failover");
+        create_topic(mesh.region(0), &topic, 1, &[])?;
+        ensure!(
+            wait_until(Duration::from_secs(20), || (0..3).all(|i| {
+                topic_partition_count(&mesh.region(i).bootstrap(), &topic)
+                    .is_ok_and(|c| c == Some(1))
+            })),
+            "the topic did not reach every region"
+        );
+        let ids: Vec<u64> = (0..3)
+            .map(|i| region_id(mesh.region(i)))
+            .collect::<Result<_>>()?;
+        // Every region writes while the group consumes in eu.
+        let loads: Vec<AcksAllLoad> = (0..3)
+            .map(|i| AcksAllLoad::start(&mesh.region(i).bootstrap(), &topic, NAMES[i], 8, 5000))
+            .collect::<Result<_>>()?;
+        ensure!(
+            wait_until(Duration::from_secs(20), || loads
+                .iter()
+                .all(|l| l.acknowledged() >= 200)),
+            "the loads did not get going"
+        );
+        let in_eu = consume_in_group(mesh.region(0), &topic, 4000, None)?;
+        let mut acked = BTreeSet::new();
+        for load in loads {
+            acked.extend(load.stop()?.acked.into_iter().map(|(p, _)| p));
+        }
+        wait_converged(mesh, &topic, acked.len(), &[0, 1, 2])?;
+        wait_position_arrived(mesh.region(1), ids[0], in_eu.committed)?;
+        mesh.region_mut(0).kill9();
+
+        // us: the same group id, nothing else changed.
+        let us_end = partition_counts(mesh.region(1), &topic, 1)?[0];
+        let eu_log_consumed: HashSet<&String> = in_eu.payloads.iter().collect();
+        let (fetched, expected) = (
+            fetched_offset(mesh.region(1), &topic)?,
+            first_not_in(&log_payloads(mesh.region(1), &topic)?, &eu_log_consumed),
+        );
+        ensure!(
+            fetched == expected,
+            "us resumes at {fetched}, not at its first record eu had not consumed, {expected}"
+        );
+        let in_us = consume_in_group(mesh.region(1), &topic, 0, Some(us_end))?;
+        ensure!(
+            !in_us.payloads.is_empty(),
+            "us had nothing left to read: weak test"
+        );
+        let repeats = check_move(mesh.region(1), &topic, &eu_log_consumed, &in_us)?;
+        ensure!(
+            repeats < in_eu.payloads.len() / 2,
+            "{repeats} of the {} records eu consumed were read again in us",
+            in_eu.payloads.len()
+        );
+        let us_log = log_payloads(mesh.region(1), &topic)?;
+        for payload in &acked {
+            ensure!(
+                us_log.contains(payload),
+                "acknowledged {payload} is not in us"
+            );
+        }
+
+        // More records while eu is down, then back to eu once it returns: us's newer commit
+        // wins over eu's own older one.
+        let loads: Vec<AcksAllLoad> = [1, 2]
+            .iter()
+            .map(|&i| {
+                // A new prefix: payloads must stay unique.
+                let prefix = format!("{}-again", NAMES[i]);
+                AcksAllLoad::start(&mesh.region(i).bootstrap(), &topic, &prefix, 8, 5000)
+            })
+            .collect::<Result<_>>()?;
+        ensure!(
+            wait_until(Duration::from_secs(20), || loads
+                .iter()
+                .all(|l| l.acknowledged() >= 200)),
+            "the loads did not get going again"
+        );
+        for load in loads {
+            acked.extend(load.stop()?.acked.into_iter().map(|(p, _)| p));
+        }
+        mesh.region_mut(0).restart().context("restart eu")?;
+        wait_converged(mesh, &topic, acked.len(), &[0, 1, 2])?;
+        wait_position_arrived(mesh.region(0), ids[1], in_us.committed)?;
+        let us_consumed: HashSet<&String> = us_log[..in_us.committed as usize].iter().collect();
+        let eu_log = log_payloads(mesh.region(0), &topic)?;
+        let (fetched, expected) = (
+            fetched_offset(mesh.region(0), &topic)?,
+            first_not_in(&eu_log, &us_consumed),
+        );
+        ensure!(
+            fetched == expected,
+            "eu resumes at {fetched}, not at its first record us had not consumed, {expected} \
+             (of {})",
+            eu_log.len()
+        );
+        let back = consume_in_group(mesh.region(0), &topic, 0, Some(eu_log.len() as i64))?;
+        check_move(mesh.region(0), &topic, &us_consumed, &back)?;
+
+        // A commit that seeks backwards in eu is seen at that earlier position in us.
+        let rewound = eu_log.len() as i64 / 3;
+        commit_offset(mesh.region(0), &topic, rewound)?;
+        wait_position_arrived(mesh.region(1), ids[0], rewound)?;
+        let eu_prefix: HashSet<&String> = eu_log[..rewound as usize].iter().collect();
+        let expected = first_not_in(&log_payloads(mesh.region(1), &topic)?, &eu_prefix);
+        let fetched = fetched_offset(mesh.region(1), &topic)?;
+        ensure!(
+            fetched == expected,
+            "us answers {fetched} after eu rewound to {rewound}, expected {expected}"
+        );
+        Ok(())
+    });
+}
