@@ -1,7 +1,8 @@
 //! Consumer groups follow the data across regions: a group that committed in one region resumes
 //! in another, after the first is killed with `kill -9`, with nothing lost and no more repeats
 //! than the region reports; it moves back the same way; and a commit that seeks backwards is
-//! seen at that earlier position elsewhere. Real processes, librdkafka consumers, producers
+//! seen at that earlier position elsewhere, and a group deleted in one region is deleted in
+//! the others. Real processes, librdkafka consumers, producers
 //! writing in every region while the group consumes.
 
 use std::collections::{BTreeSet, HashSet};
@@ -20,7 +21,9 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -358,6 +361,27 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
         ensure!(
             fetched == expected,
             "us answers {fetched} after eu rewound to {rewound}, expected {expected}"
+        );
+
+        // Deleting the group in eu deletes it in us too, where us's own commit is older.
+        let deleted = mesh.region(0).raw()?.request(
+            2,
+            &DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(StrBytes::from_static_str(GROUP))]),
+        )?;
+        ensure!(
+            deleted.results[0].error_code == 0,
+            "DeleteGroups error {}",
+            deleted.results[0].error_code
+        );
+        ensure!(fetched_offset(mesh.region(0), &topic)? == -1, "eu still has an offset");
+        let mut last = 0;
+        ensure!(
+            wait_until(CONVERGE_TIMEOUT, || {
+                last = fetched_offset(mesh.region(1), &topic).unwrap_or(-2);
+                last == -1
+            }),
+            "us still answers {last} after the group was deleted in eu"
         );
         Ok(())
     });

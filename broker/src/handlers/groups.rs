@@ -4,6 +4,8 @@
 //! handler awaits the coordinator's reply while the connection, like Kafka's, serves one request
 //! at a time.
 
+use std::sync::Arc;
+
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -20,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{code, str_bytes};
+use super::{changing_topics, code, str_bytes};
 use crate::broker::{Broker, NODE_ID};
 use crate::groups::state::{GroupState, JoinRequest, SyncRequest};
 use crate::metrics;
@@ -355,10 +357,27 @@ pub fn describe(
 }
 
 /// DeleteGroups: empty groups and their offsets go; groups with members stay (NON_EMPTY_GROUP).
-pub async fn delete(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group_id in request.groups_names {
-        let error = code(broker.groups.delete_group(group_id.as_str()).await);
+        let mut deleted = broker.groups.delete_group(group_id.as_str()).await;
+        if broker.replication.enabled()
+            && matches!(deleted, Ok(()) | Err(ResponseError::GroupIdNotFound))
+        {
+            // Positions other regions committed are the group's too: delete them everywhere.
+            let group = group_id.as_str().to_string();
+            let had_rows = changing_topics(broker, move |b| {
+                let had_rows = crate::positions::group_rows(b, &group)
+                    .is_ok_and(|rows| !rows.is_empty());
+                crate::positions::forget(b, &group, None);
+                had_rows
+            })
+            .await;
+            if had_rows {
+                deleted = Ok(());
+            }
+        }
+        let error = code(deleted);
         count_error(ApiKey::DeleteGroups, error);
         results.push(
             DeletableGroupResult::default()

@@ -30,7 +30,7 @@ use super::{changing_topics, code, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::groups::CommitRequest;
 use crate::metrics;
-use crate::positions;
+use crate::positions::{self, Travelled};
 
 /// OffsetCommit v6 added the committed leader epoch.
 const COMMIT_VERSION_LEADER_EPOCH: i16 = 6;
@@ -354,8 +354,15 @@ fn travelled_position(
     }
     let topic_handle = broker.topics.get(topic)?;
     let local = committed.get(&(topic.to_string(), index));
-    match positions::remote_position(broker, group_id, &topic_handle, index, local) {
-        Ok(found) => found.map(|(record, resume)| FetchedPartition {
+    match positions::travelled(broker, group_id, &topic_handle, index, local) {
+        Ok(Travelled::Local) => None,
+        Ok(Travelled::Deleted) => Some(FetchedPartition {
+            index,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        }),
+        Ok(Travelled::Resumed(record, resume)) => Some(FetchedPartition {
             index,
             offset: resume.offset,
             leader_epoch: -1,
@@ -369,7 +376,7 @@ fn travelled_position(
 }
 
 /// OffsetDelete.
-pub async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let mut shape: Vec<(StrBytes, Vec<i32>)> = Vec::with_capacity(request.topics.len());
     let mut partitions = Vec::new();
     for topic in request.topics {
@@ -381,7 +388,7 @@ pub async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDele
     }
     match broker
         .groups
-        .delete_offsets(request.group_id.as_str(), partitions)
+        .delete_offsets(request.group_id.as_str(), partitions.clone())
         .await
     {
         Err(error) => {
@@ -389,6 +396,21 @@ pub async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDele
             OffsetDeleteResponse::default().with_error_code(error.code())
         }
         Ok(errors) => {
+            let deleted: Vec<(uuid::Uuid, i32)> = partitions
+                .iter()
+                .zip(&errors)
+                .filter(|(_, outcome)| outcome.is_ok())
+                .filter_map(|((topic, partition), _)| {
+                    broker.topics.get(topic).map(|t| (t.id, *partition))
+                })
+                .collect();
+            if broker.replication.enabled() && !deleted.is_empty() {
+                let group = request.group_id.as_str().to_string();
+                changing_topics(broker, move |b| {
+                    positions::forget(b, &group, Some(deleted))
+                })
+                .await;
+            }
             let topics = per_partition(shape, &mut errors.into_iter(), ApiKey::OffsetDelete)
                 .into_iter()
                 .map(|(name, partitions)| {

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use causeway_replication::crdt::{Content, Row};
+use causeway_replication::HybridClock;
 use causeway_storage::{CommittedOffset, OffsetEntry, StorageError};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -39,9 +40,17 @@ const GROUP_ROWS_MAX: usize = 100_000;
 
 /// The config of [`POSITIONS_TOPIC`]: a table. Its records are plain puts of JSON (clients
 /// cannot write there), so a row is its last writer by stamp, readable with the table API.
+/// Tombstones stay [`DELETE_KEPT_MS`], so a delete hides older commits of other regions that
+/// long.
 fn positions_configs() -> BTreeMap<String, String> {
-    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
+    BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("delete.retention.ms".to_string(), DELETE_KEPT_MS.to_string()),
+    ])
 }
+
+/// How long the positions table keeps a deleted group's tombstones: 30 days.
+const DELETE_KEPT_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Whether `name` is a topic the broker keeps for itself (listed as internal in Metadata,
 /// refused to producers).
@@ -112,8 +121,40 @@ fn try_record(broker: &Broker, group: &str, commits: &[OffsetEntry]) -> Result<(
             position,
         };
         let value = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-        rows.push((row_key(group, topic.id, *partition), value));
+        rows.push((row_key(group, topic.id, *partition), Some(value)));
     }
+    append_rows(broker, &rows)?;
+    metrics::positions_written(rows.len());
+    Ok(())
+}
+
+/// Deletes `group`'s positions in these partitions (topic incarnation, partition), or in every
+/// partition when `partitions` is `None`, in every region: DeleteGroups and OffsetDelete travel
+/// too, or another region's older commit would bring the group's position back. A commit made
+/// after the delete, anywhere, wins over it. Blocking; failures are logged and counted.
+pub fn forget(broker: &Broker, group: &str, partitions: Option<Vec<(Uuid, i32)>>) {
+    if !broker.replication.enabled() {
+        return;
+    }
+    let partitions = match partitions {
+        Some(partitions) => Ok(partitions),
+        None => group_rows(broker, group).map_err(|e| e.to_string()),
+    };
+    let written = partitions.and_then(|partitions| {
+        let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = partitions
+            .into_iter()
+            .map(|(topic, partition)| (row_key(group, topic, partition), None))
+            .collect();
+        append_rows(broker, &rows)
+    });
+    if let Err(error) = written {
+        metrics::positions_write_failed();
+        tracing::warn!(group, %error, "the group's deleted positions could not be written for other regions");
+    }
+}
+
+/// Appends one batch of rows (a `None` value deletes the row) to the positions table.
+fn append_rows(broker: &Broker, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -122,16 +163,15 @@ fn try_record(broker: &Broker, group: &str, commits: &[OffsetEntry]) -> Result<(
         .partition(0)
         .ok_or_else(|| format!("{POSITIONS_TOPIC} has no partition 0"))?;
     let now = now_ms();
-    let mut batch = encode_batch(&rows, now)?;
+    let mut batch = encode_batch(rows, now)?;
     handle
         .append_local(&mut batch, now)
         .map_err(|e| e.to_string())?;
     broker.replication.data_progressed(true);
-    metrics::positions_written(rows.len());
     Ok(())
 }
 
-fn encode_batch(rows: &[(Vec<u8>, Vec<u8>)], now: i64) -> Result<Vec<u8>, String> {
+fn encode_batch(rows: &[(Vec<u8>, Option<Vec<u8>>)], now: i64) -> Result<Vec<u8>, String> {
     let records: Vec<Record> = rows
         .iter()
         .enumerate()
@@ -148,7 +188,7 @@ fn encode_batch(rows: &[(Vec<u8>, Vec<u8>)], now: i64) -> Result<Vec<u8>, String
             sequence: i as i32 - 1,
             timestamp: now,
             key: Some(key.clone().into()),
-            value: Some(value.clone().into()),
+            value: value.clone().map(Into::into),
             headers: Default::default(),
         })
         .collect();
@@ -165,25 +205,41 @@ fn encode_batch(rows: &[(Vec<u8>, Vec<u8>)], now: i64) -> Result<Vec<u8>, String
     Ok(encoded.to_vec())
 }
 
-/// The committed position of `group` in one partition that another region wrote, when it is
-/// newer than `local` (this region's own commit): where the group resumes here, with the commit
-/// it came from.
-pub fn remote_position(
+/// What OffsetFetch answers for one partition of a group, given the positions table.
+#[derive(Debug)]
+pub enum Travelled {
+    /// Answer this region's own commit: the table holds nothing newer from another region.
+    Local,
+    /// The group's position was deleted (DeleteGroups, OffsetDelete) after this region's own
+    /// commit, here or in another region: nothing is committed.
+    Deleted,
+    /// Another region's newer commit, and where it resumes here.
+    Resumed(CommitRecord, Resume),
+}
+
+/// What OffsetFetch answers for `group` in one partition, given `local`, this region's own
+/// commit: another region's newer commit translated into this region's log, or a newer delete.
+pub fn travelled(
     broker: &Broker,
     group: &str,
     topic: &Topic,
     partition: i32,
     local: Option<&CommittedOffset>,
-) -> Result<Option<(CommitRecord, Resume)>, StorageError> {
-    let Some(record) = read_row(broker, &row_key(group, topic.id, partition))? else {
-        return Ok(None);
+) -> Result<Travelled, StorageError> {
+    let newer_than_local = |at_ms: i64| local.is_none_or(|local| at_ms > local.commit_ms);
+    let record = match read_row(broker, &row_key(group, topic.id, partition))? {
+        StoredPosition::Absent => return Ok(Travelled::Local),
+        StoredPosition::Deleted { at_ms } if local.is_some() && newer_than_local(at_ms) => {
+            return Ok(Travelled::Deleted)
+        }
+        StoredPosition::Deleted { .. } => return Ok(Travelled::Local),
+        StoredPosition::Committed(record) => record,
     };
-    let newer = local.is_none_or(|local| record.commit_ms > local.commit_ms);
-    if record.region == broker.region_id || !newer {
-        return Ok(None);
+    if record.region == broker.region_id || !newer_than_local(record.commit_ms) {
+        return Ok(Travelled::Local);
     }
     let Some(handle) = topic.partition(partition) else {
-        return Ok(None);
+        return Ok(Travelled::Local);
     };
     let resume = handle.resume_at(&record.position)?;
     metrics::position_translated(group, &topic.name, partition, &resume);
@@ -198,7 +254,7 @@ pub fn remote_position(
         missing_batches = resume.missing_batches,
         "a group's position committed in another region resumes here"
     );
-    Ok(Some((record, resume)))
+    Ok(Travelled::Resumed(record, resume))
 }
 
 /// Every partition (topic id, partition) `group` has a position row for.
@@ -218,26 +274,43 @@ pub fn group_rows(broker: &Broker, group: &str) -> Result<Vec<(Uuid, i32)>, Stor
         .collect())
 }
 
-fn read_row(broker: &Broker, key: &[u8]) -> Result<Option<CommitRecord>, StorageError> {
+/// One row of the positions table as this region holds it.
+enum StoredPosition {
+    /// Never written.
+    Absent,
+    /// Deleted at this wall time (ms).
+    Deleted { at_ms: i64 },
+    /// The latest commit.
+    Committed(CommitRecord),
+}
+
+fn read_row(broker: &Broker, key: &[u8]) -> Result<StoredPosition, StorageError> {
     let Some(topic) = broker.topics.get(POSITIONS_TOPIC) else {
-        return Ok(None);
+        return Ok(StoredPosition::Absent);
     };
     let Some(bytes) = broker.tables.row(&store_name(&topic), key)? else {
-        return Ok(None);
+        return Ok(StoredPosition::Absent);
     };
-    let content = Row::from_bytes(&bytes)
-        .map_err(|e| StorageError::Db(format!("positions row: {e}")))?
-        .materialize();
-    let parsed = match content {
-        None => return Ok(None),
+    let row =
+        Row::from_bytes(&bytes).map_err(|e| StorageError::Db(format!("positions row: {e}")))?;
+    let parsed = match row.materialize() {
+        None => {
+            let at_ms = row
+                .version()
+                .map(|stamp| HybridClock::physical_ms(stamp.hlc))
+                .unwrap_or(0);
+            return Ok(StoredPosition::Deleted {
+                at_ms: i64::try_from(at_ms).unwrap_or(i64::MAX),
+            });
+        }
         Some(Content::Bytes(bytes)) => serde_json::from_slice(&bytes),
         Some(Content::Json(value)) => serde_json::from_value(value),
     };
     match parsed {
-        Ok(record) => Ok(Some(record)),
+        Ok(record) => Ok(StoredPosition::Committed(record)),
         Err(error) => {
             tracing::warn!(%error, "a positions row does not decode; ignored");
-            Ok(None)
+            Ok(StoredPosition::Absent)
         }
     }
 }
