@@ -39,15 +39,17 @@ struct Consumed {
     committed: i64,
 }
 
-/// Consumes `topic` in `broker` as a member of [`GROUP`], committing every 40 records, until it
-/// has read `at_least` records and then reached `until_end` (the partition's end when given);
-/// commits what it read and leaves.
-fn consume_in_group(
-    broker: &BrokerProcess,
-    topic: &str,
-    at_least: usize,
+/// How long and how far a group consumer reads.
+struct Reading {
+    /// Read for at least this long (following the head while producers write).
+    for_at_least: Duration,
+    /// Then until this offset (the partition's end when given).
     until_end: Option<i64>,
-) -> Result<Consumed> {
+}
+
+/// Consumes `topic` in `broker` as a member of [`GROUP`], committing every 100 records, as long
+/// as `reading` says; commits what it read and leaves.
+fn consume_in_group(broker: &BrokerProcess, topic: &str, reading: Reading) -> Result<Consumed> {
     let consumer: BaseConsumer = broker
         .consumer_config()
         .set("group.id", GROUP)
@@ -58,11 +60,16 @@ fn consume_in_group(
     consumer.subscribe(&[topic])?;
     let mut payloads = Vec::new();
     let mut next = -1;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while payloads.len() < at_least || until_end.is_some_and(|end| next < end) {
+    let started = Instant::now();
+    let deadline = started + reading.for_at_least + Duration::from_secs(60);
+    let Reading {
+        for_at_least,
+        until_end,
+    } = reading;
+    while started.elapsed() < for_at_least || until_end.is_some_and(|end| next < end) {
         if Instant::now() > deadline {
             bail!(
-                "consumed {} records in {} (next offset {next}, wanted {at_least} and {until_end:?})",
+                "consumed {} records in {} (next offset {next}, wanted {until_end:?})",
                 payloads.len(),
                 broker.bootstrap()
             );
@@ -72,7 +79,7 @@ fn consume_in_group(
             Some(Ok(message)) => {
                 payloads.push(payload_str(&message.detach()));
                 next = message.offset() + 1;
-                if payloads.len() % 40 == 0 {
+                if payloads.len() % 100 == 0 {
                     commit(&consumer)?;
                 }
             }
@@ -160,6 +167,53 @@ fn wait_converged(mesh: &Mesh, topic: &str, at_least: usize, regions: &[usize]) 
     });
     ensure!(settled, "regions did not converge: {counts:?}");
     Ok(())
+}
+
+/// Records lost and records repeated when a group that consumed `consumed` (every record of
+/// the committing region's log below its commit) resumes at `resume` in a log `to`.
+fn lost_and_repeated(to: &[String], consumed: &HashSet<&String>, resume: usize) -> (usize, usize) {
+    let lost = to[..resume.min(to.len())]
+        .iter()
+        .filter(|p| !consumed.contains(p))
+        .count();
+    let repeated = to[resume.min(to.len())..]
+        .iter()
+        .filter(|p| consumed.contains(p))
+        .count();
+    (lost, repeated)
+}
+
+/// The two translations MirrorMaker 2 offers, applied to the same move, as `(lost, repeated)`:
+/// by timestamp (resume at the first record stamped at or after the last one consumed, as
+/// `offsetsForTimes` does) and by offset syncs (MM2 records an upstream-to-downstream offset
+/// pair at most every `offset.lag.max` = 100 records and translates a commit to one past the
+/// downstream offset of the last sync below it).
+fn mirror_maker_translations(
+    from: &[(String, i64)],
+    to: &[(String, i64)],
+    committed: usize,
+) -> [(usize, usize); 2] {
+    let consumed: HashSet<&String> = from[..committed].iter().map(|(p, _)| p).collect();
+    let to_payloads: Vec<String> = to.iter().map(|(p, _)| p.clone()).collect();
+    let last_stamp = from[committed - 1].1;
+    let by_time = to
+        .iter()
+        .position(|(_, ts)| *ts >= last_stamp)
+        .unwrap_or(to.len());
+    let sync = (committed - 1) / 100 * 100;
+    let by_sync = to
+        .iter()
+        .position(|(p, _)| *p == from[sync].0)
+        .map_or(0, |at| at + 1);
+    [by_time, by_sync].map(|resume| lost_and_repeated(&to_payloads, &consumed, resume))
+}
+
+/// Payloads and timestamps of `broker`'s log of partition 0, in offset order.
+fn log_stamped(broker: &BrokerProcess, topic: &str) -> Result<Vec<(String, i64)>> {
+    Ok(read_all(broker, topic, 0)?
+        .iter()
+        .map(|m| (payload_str(m), m.timestamp().to_millis().unwrap_or(-1)))
+        .collect())
 }
 
 /// The records a region's log holds before the first one not in `consumed`: where a group
@@ -275,13 +329,21 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
                 .all(|l| l.acknowledged() >= 200)),
             "the loads did not get going"
         );
-        let in_eu = consume_in_group(mesh.region(0), &topic, 4000, None)?;
+        let in_eu = consume_in_group(
+            mesh.region(0),
+            &topic,
+            Reading {
+                for_at_least: Duration::from_secs(4),
+                until_end: None,
+            },
+        )?;
         let mut acked = BTreeSet::new();
         for load in loads {
             acked.extend(load.stop()?.acked.into_iter().map(|(p, _)| p));
         }
         wait_converged(mesh, &topic, acked.len(), &[0, 1, 2])?;
         wait_position_arrived(mesh.region(1), ids[0], in_eu.committed)?;
+        let eu_before_kill = log_stamped(mesh.region(0), &topic)?;
         mesh.region_mut(0).kill9();
 
         // us: the same group id, nothing else changed.
@@ -295,12 +357,29 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
             fetched == expected,
             "us resumes at {fetched}, not at its first record eu had not consumed, {expected}"
         );
-        let in_us = consume_in_group(mesh.region(1), &topic, 0, Some(us_end))?;
+        let in_us = consume_in_group(
+            mesh.region(1),
+            &topic,
+            Reading {
+                for_at_least: Duration::ZERO,
+                until_end: Some(us_end),
+            },
+        )?;
         ensure!(
             !in_us.payloads.is_empty(),
             "us had nothing left to read: weak test"
         );
         let repeats = check_move(mesh.region(1), &topic, &eu_log_consumed, &in_us)?;
+        let [by_time, by_sync] = mirror_maker_translations(
+            &eu_before_kill,
+            &log_stamped(mesh.region(1), &topic)?,
+            in_eu.committed as usize,
+        );
+        eprintln!(
+            "one failover after {} records consumed: causeway lost 0, repeated {repeats}; \
+             by timestamp lost {}, repeated {}; by offset syncs lost {}, repeated {}",
+            in_eu.committed, by_time.0, by_time.1, by_sync.0, by_sync.1
+        );
         ensure!(
             repeats < in_eu.payloads.len() / 2,
             "{repeats} of the {} records eu consumed were read again in us",
@@ -348,7 +427,14 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
              (of {})",
             eu_log.len()
         );
-        let back = consume_in_group(mesh.region(0), &topic, 0, Some(eu_log.len() as i64))?;
+        let back = consume_in_group(
+            mesh.region(0),
+            &topic,
+            Reading {
+                for_at_least: Duration::ZERO,
+                until_end: Some(eu_log.len() as i64),
+            },
+        )?;
         check_move(mesh.region(0), &topic, &us_consumed, &back)?;
 
         // A commit that seeks backwards in eu is seen at that earlier position in us.
