@@ -6,6 +6,8 @@
 //! writing in every region while the group consumes.
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -47,9 +49,64 @@ struct Reading {
     until_end: Option<i64>,
 }
 
-/// Consumes `topic` in `broker` as a member of [`GROUP`], committing every 100 records, as long
-/// as `reading` says; commits what it read and leaves.
-fn consume_in_group(broker: &BrokerProcess, topic: &str, reading: Reading) -> Result<Consumed> {
+/// The client the group's members use.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// librdkafka, through the `rdkafka` crate.
+    Librdkafka,
+    /// kafka-python, running `clients/kafka_python_group.py`.
+    KafkaPython,
+}
+
+/// Consumes `topic` in `broker` as a member of [`GROUP`] with `client`, committing every 100
+/// records, as long as `reading` says; commits what it read and leaves.
+fn consume_in_group(
+    client: Client,
+    broker: &BrokerProcess,
+    topic: &str,
+    reading: Reading,
+) -> Result<Consumed> {
+    match client {
+        Client::Librdkafka => consume_with_librdkafka(broker, topic, reading),
+        Client::KafkaPython => consume_with_kafka_python(broker, topic, reading),
+    }
+}
+
+fn consume_with_kafka_python(
+    broker: &BrokerProcess,
+    topic: &str,
+    reading: Reading,
+) -> Result<Consumed> {
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients");
+    let output = Command::new("python3")
+        .arg(clients.join("kafka_python_group.py"))
+        .args([
+            broker.bootstrap(),
+            topic.to_string(),
+            GROUP.to_string(),
+            reading.for_at_least.as_secs_f64().to_string(),
+            reading.until_end.unwrap_or(-1).to_string(),
+        ])
+        .output()
+        .context("running kafka_python_group.py (kafka-python is installed by .ci/run)")?;
+    ensure!(
+        output.status.success(),
+        "kafka_python_group.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line: Value = serde_json::from_str(stdout.lines().last().context("no output")?)?;
+    Ok(Consumed {
+        payloads: serde_json::from_value(line["payloads"].clone())?,
+        committed: line["committed"].as_i64().context("no committed offset")?,
+    })
+}
+
+fn consume_with_librdkafka(
+    broker: &BrokerProcess,
+    topic: &str,
+    reading: Reading,
+) -> Result<Consumed> {
     let consumer: BaseConsumer = broker
         .consumer_config()
         .set("group.id", GROUP)
@@ -305,7 +362,16 @@ fn commit_offset(broker: &BrokerProcess, topic: &str, offset: i64) -> Result<()>
 }
 
 #[test]
-fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lost() {
+fn a_librdkafka_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lost() {
+    group_moves_between_regions(Client::Librdkafka);
+}
+
+#[test]
+fn a_kafka_python_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lost() {
+    group_moves_between_regions(Client::KafkaPython);
+}
+
+fn group_moves_between_regions(client: Client) {
     with_mesh(MeshPlan::new(&NAMES).expect("allocate ports"), |mesh| {
         let topic = topic_name("failover");
         create_topic(mesh.region(0), &topic, 1, &[])?;
@@ -330,6 +396,7 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
             "the loads did not get going"
         );
         let in_eu = consume_in_group(
+            client,
             mesh.region(0),
             &topic,
             Reading {
@@ -358,6 +425,7 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
             "us resumes at {fetched}, not at its first record eu had not consumed, {expected}"
         );
         let in_us = consume_in_group(
+            client,
             mesh.region(1),
             &topic,
             Reading {
@@ -376,7 +444,7 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
             in_eu.committed as usize,
         );
         eprintln!(
-            "one failover after {} records consumed: causeway lost 0, repeated {repeats}; \
+            "{client:?}: one failover after {} records consumed: causeway lost 0, repeated {repeats}; \
              by timestamp lost {}, repeated {}; by offset syncs lost {}, repeated {}",
             in_eu.committed, by_time.0, by_time.1, by_sync.0, by_sync.1
         );
@@ -428,6 +496,7 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
             eu_log.len()
         );
         let back = consume_in_group(
+            client,
             mesh.region(0),
             &topic,
             Reading {
@@ -460,7 +529,10 @@ fn a_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lo
             "DeleteGroups error {}",
             deleted.results[0].error_code
         );
-        ensure!(fetched_offset(mesh.region(0), &topic)? == -1, "eu still has an offset");
+        ensure!(
+            fetched_offset(mesh.region(0), &topic)? == -1,
+            "eu still has an offset"
+        );
         let mut last = 0;
         ensure!(
             wait_until(CONVERGE_TIMEOUT, || {

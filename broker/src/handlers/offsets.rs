@@ -406,10 +406,7 @@ pub async fn delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> Offse
                 .collect();
             if broker.replication.enabled() && !deleted.is_empty() {
                 let group = request.group_id.as_str().to_string();
-                changing_topics(broker, move |b| {
-                    positions::forget(b, &group, Some(deleted))
-                })
-                .await;
+                changing_topics(broker, move |b| positions::forget(b, &group, Some(deleted))).await;
             }
             let topics = per_partition(shape, &mut errors.into_iter(), ApiKey::OffsetDelete)
                 .into_iter()

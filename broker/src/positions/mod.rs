@@ -45,7 +45,10 @@ const GROUP_ROWS_MAX: usize = 100_000;
 fn positions_configs() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
-        ("delete.retention.ms".to_string(), DELETE_KEPT_MS.to_string()),
+        (
+            "delete.retention.ms".to_string(),
+            DELETE_KEPT_MS.to_string(),
+        ),
     ])
 }
 
