@@ -137,6 +137,11 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         &state.broker.topics,
         &state.broker.groups,
         &state.broker.tables,
+        state
+            .broker
+            .replication
+            .enabled()
+            .then(|| state.broker.positions()),
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -3,12 +3,14 @@
 //! lives for the life of the process, so a deleted topic's partitions or a deleted group's lag
 //! would be exported for ever. Rendered here, a series goes when its topic or group goes.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use causeway_storage::TableStore;
 
 use crate::groups::state::GroupState;
 use crate::groups::GroupCoordinator;
+use crate::positions::{travelled_lags, PositionsView};
 use crate::tables::{is_table, lag as table_lag, store_name};
 use crate::topics::Topics;
 
@@ -51,7 +53,12 @@ fn escape(value: &str) -> String {
 
 /// The partition, table and consumer-group gauges of the current state, in Prometheus text
 /// format.
-pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -> String {
+pub fn render(
+    topics: &Topics,
+    groups: &GroupCoordinator,
+    tables: &TableStore,
+    positions: Option<PositionsView<'_>>,
+) -> String {
     let mut end = Family::new("causeway_partition_log_end_offset", "Log end offset.");
     let mut start = Family::new("causeway_partition_log_start_offset", "Log start offset.");
     let mut size = Family::new(
@@ -112,24 +119,40 @@ pub fn render(topics: &Topics, groups: &GroupCoordinator, tables: &TableStore) -
     }
     let mut lag = Family::new(
         "causeway_consumer_group_lag",
-        "Log end offset minus the committed offset, per group and partition.",
+        "Log end offset minus the committed offset (or, for a position another region \
+         committed, where the group would resume here), per group and partition.",
     );
     match groups.all_offsets() {
         Ok(offsets) => {
-            for (group, entry) in offsets {
+            let mut behind: BTreeMap<(String, String, i32), i64> = BTreeMap::new();
+            for (group, entry) in &offsets {
                 let Some(partition) = topics
                     .get(&entry.topic)
                     .and_then(|t| t.partition(entry.partition))
                 else {
                     continue;
                 };
-                let behind = (partition.log().log_end_offset() - entry.committed.offset).max(0);
+                let end = partition.log().log_end_offset();
+                behind.insert(
+                    (group.clone(), entry.topic.clone(), entry.partition),
+                    (end - entry.committed.offset).max(0),
+                );
+            }
+            if let Some(view) = positions {
+                match travelled_lags(view, &offsets) {
+                    Ok(travelled) => behind.extend(travelled),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading travelled positions for the lag gauge failed")
+                    }
+                }
+            }
+            for ((group, topic, partition), value) in behind {
                 let labels = vec![
                     ("group", group),
-                    ("topic", entry.topic),
-                    ("partition", entry.partition.to_string()),
+                    ("topic", topic),
+                    ("partition", partition.to_string()),
                 ];
-                lag.samples.push((labels, behind as f64));
+                lag.samples.push((labels, value as f64));
             }
         }
         Err(error) => tracing::warn!(%error, "reading committed offsets for the lag gauge failed"),

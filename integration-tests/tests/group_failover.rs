@@ -424,6 +424,17 @@ fn group_moves_between_regions(client: Client) {
             fetched == expected,
             "us resumes at {fetched}, not at its first record eu had not consumed, {expected}"
         );
+        // Lag in us, before any member there committed, is measured from eu's position.
+        let lag = metric_sum(
+            mesh.region(1),
+            "causeway_consumer_group_lag",
+            "group=\"failover\"",
+        )?;
+        ensure!(
+            lag == (us_end - fetched) as f64,
+            "us reports a lag of {lag}, expected {} - {fetched}",
+            us_end
+        );
         let in_us = consume_in_group(
             client,
             mesh.region(1),

@@ -367,8 +367,8 @@ pub async fn delete(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> Delet
             // Positions other regions committed are the group's too: delete them everywhere.
             let group = group_id.as_str().to_string();
             let had_rows = changing_topics(broker, move |b| {
-                let had_rows =
-                    crate::positions::group_rows(b, &group).is_ok_and(|rows| !rows.is_empty());
+                let had_rows = crate::positions::group_rows(b.positions(), &group)
+                    .is_ok_and(|rows| !rows.is_empty());
                 crate::positions::forget(b, &group, None);
                 had_rows
             })

@@ -319,7 +319,7 @@ fn fetch_group(
 /// Adds to `wanted` the partitions of live topics for which another region committed a
 /// position of `group_id`.
 fn add_travelled(broker: &Broker, group_id: &str, wanted: &mut Vec<(String, Vec<i32>)>) {
-    let rows = match positions::group_rows(broker, group_id) {
+    let rows = match positions::group_rows(broker.positions(), group_id) {
         Ok(rows) => rows,
         Err(error) => {
             tracing::warn!(group = group_id, %error, "reading the group's positions failed");
@@ -354,7 +354,7 @@ fn travelled_position(
     }
     let topic_handle = broker.topics.get(topic)?;
     let local = committed.get(&(topic.to_string(), index));
-    match positions::travelled(broker, group_id, &topic_handle, index, local) {
+    match positions::travelled(broker.positions(), group_id, &topic_handle, index, local) {
         Ok(Travelled::Local) => None,
         Ok(Travelled::Deleted) => Some(FetchedPartition {
             index,
@@ -362,12 +362,26 @@ fn travelled_position(
             leader_epoch: -1,
             metadata: String::new(),
         }),
-        Ok(Travelled::Resumed(record, resume)) => Some(FetchedPartition {
-            index,
-            offset: resume.offset,
-            leader_epoch: -1,
-            metadata: record.metadata.unwrap_or_default(),
-        }),
+        Ok(Travelled::Resumed(record, resume)) => {
+            metrics::position_translated(group_id, topic, index, &resume);
+            tracing::info!(
+                group = group_id,
+                topic,
+                partition = index,
+                from_region = record.region,
+                committed_there = record.offset,
+                resume_here = resume.offset,
+                repeat_records = resume.repeat_records,
+                missing_batches = resume.missing_batches,
+                "a group's position committed in another region resumes here"
+            );
+            Some(FetchedPartition {
+                index,
+                offset: resume.offset,
+                leader_epoch: -1,
+                metadata: record.metadata.unwrap_or_default(),
+            })
+        }
         Err(error) => {
             tracing::warn!(group = group_id, topic, partition = index, %error, "translating a position from another region failed");
             None

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use causeway_replication::crdt::{Content, Row};
 use causeway_replication::HybridClock;
-use causeway_storage::{CommittedOffset, OffsetEntry, StorageError};
+use causeway_storage::{CommittedOffset, OffsetEntry, StorageError, TableStore};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::metrics;
 use crate::tables::store_name;
-use crate::topics::{NewTopic, Topic};
+use crate::topics::{NewTopic, Topic, Topics};
 use crate::wall_clock::now_ms;
 use frontier::Resume;
 use record::{group_prefix, parse_key, row_key, CommitRecord};
@@ -141,7 +141,7 @@ pub fn forget(broker: &Broker, group: &str, partitions: Option<Vec<(Uuid, i32)>>
     }
     let partitions = match partitions {
         Some(partitions) => Ok(partitions),
-        None => group_rows(broker, group).map_err(|e| e.to_string()),
+        None => group_rows(broker.positions(), group).map_err(|e| e.to_string()),
     };
     let written = partitions.and_then(|partitions| {
         let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = partitions
@@ -208,6 +208,28 @@ fn encode_batch(rows: &[(Vec<u8>, Option<Vec<u8>>)], now: i64) -> Result<Vec<u8>
     Ok(encoded.to_vec())
 }
 
+/// The positions table as one region reads it: all OffsetFetch and the lag gauge need.
+#[derive(Clone, Copy)]
+pub struct PositionsView<'a> {
+    /// This region's topics.
+    pub topics: &'a Topics,
+    /// This region's table rows.
+    pub tables: &'a TableStore,
+    /// This region's id: its own rows are answered from its own commits.
+    pub region_id: u32,
+}
+
+impl Broker {
+    /// The positions table as this region reads it.
+    pub fn positions(&self) -> PositionsView<'_> {
+        PositionsView {
+            topics: &self.topics,
+            tables: &self.tables,
+            region_id: self.region_id,
+        }
+    }
+}
+
 /// What OffsetFetch answers for one partition of a group, given the positions table.
 #[derive(Debug)]
 pub enum Travelled {
@@ -223,14 +245,14 @@ pub enum Travelled {
 /// What OffsetFetch answers for `group` in one partition, given `local`, this region's own
 /// commit: another region's newer commit translated into this region's log, or a newer delete.
 pub fn travelled(
-    broker: &Broker,
+    view: PositionsView<'_>,
     group: &str,
     topic: &Topic,
     partition: i32,
     local: Option<&CommittedOffset>,
 ) -> Result<Travelled, StorageError> {
     let newer_than_local = |at_ms: i64| local.is_none_or(|local| at_ms > local.commit_ms);
-    let record = match read_row(broker, &row_key(group, topic.id, partition))? {
+    let record = match read_row(view, &row_key(group, topic.id, partition))? {
         StoredPosition::Absent => return Ok(Travelled::Local),
         StoredPosition::Deleted { at_ms } if local.is_some() && newer_than_local(at_ms) => {
             return Ok(Travelled::Deleted)
@@ -238,34 +260,22 @@ pub fn travelled(
         StoredPosition::Deleted { .. } => return Ok(Travelled::Local),
         StoredPosition::Committed(record) => record,
     };
-    if record.region == broker.region_id || !newer_than_local(record.commit_ms) {
+    if record.region == view.region_id || !newer_than_local(record.commit_ms) {
         return Ok(Travelled::Local);
     }
     let Some(handle) = topic.partition(partition) else {
         return Ok(Travelled::Local);
     };
     let resume = handle.resume_at(&record.position)?;
-    metrics::position_translated(group, &topic.name, partition, &resume);
-    tracing::info!(
-        group,
-        topic = topic.name,
-        partition,
-        from_region = record.region,
-        committed_there = record.offset,
-        resume_here = resume.offset,
-        repeat_records = resume.repeat_records,
-        missing_batches = resume.missing_batches,
-        "a group's position committed in another region resumes here"
-    );
     Ok(Travelled::Resumed(record, resume))
 }
 
 /// Every partition (topic id, partition) `group` has a position row for.
-pub fn group_rows(broker: &Broker, group: &str) -> Result<Vec<(Uuid, i32)>, StorageError> {
-    let Some(topic) = broker.topics.get(POSITIONS_TOPIC) else {
+pub fn group_rows(view: PositionsView<'_>, group: &str) -> Result<Vec<(Uuid, i32)>, StorageError> {
+    let Some(topic) = view.topics.get(POSITIONS_TOPIC) else {
         return Ok(Vec::new());
     };
-    let rows = broker.tables.scan(
+    let rows = view.tables.scan(
         &store_name(&topic),
         &group_prefix(group),
         None,
@@ -287,11 +297,11 @@ enum StoredPosition {
     Committed(CommitRecord),
 }
 
-fn read_row(broker: &Broker, key: &[u8]) -> Result<StoredPosition, StorageError> {
-    let Some(topic) = broker.topics.get(POSITIONS_TOPIC) else {
+fn read_row(view: PositionsView<'_>, key: &[u8]) -> Result<StoredPosition, StorageError> {
+    let Some(topic) = view.topics.get(POSITIONS_TOPIC) else {
         return Ok(StoredPosition::Absent);
     };
-    let Some(bytes) = broker.tables.row(&store_name(&topic), key)? else {
+    let Some(bytes) = view.tables.row(&store_name(&topic), key)? else {
         return Ok(StoredPosition::Absent);
     };
     let row =
@@ -316,4 +326,53 @@ fn read_row(broker: &Broker, key: &[u8]) -> Result<StoredPosition, StorageError>
             Ok(StoredPosition::Absent)
         }
     }
+}
+
+/// Most rows of the positions table one scrape of the lag gauge reads.
+const ROWS_GAUGED_MAX: usize = 10_000;
+
+/// Consumer lag here of every group whose latest position another region committed: per
+/// `(group, topic, partition)`, this region's log end minus where the group would resume here.
+/// `local` is every offset committed here, which such a position must be newer than.
+pub fn travelled_lags(
+    view: PositionsView<'_>,
+    local: &[(String, OffsetEntry)],
+) -> Result<Vec<((String, String, i32), i64)>, StorageError> {
+    let Some(table) = view.topics.get(POSITIONS_TOPIC) else {
+        return Ok(Vec::new());
+    };
+    let local: BTreeMap<(&str, &str, i32), &CommittedOffset> = local
+        .iter()
+        .map(|(group, e)| {
+            (
+                (group.as_str(), e.topic.as_str(), e.partition),
+                &e.committed,
+            )
+        })
+        .collect();
+    let rows = view
+        .tables
+        .scan(&store_name(&table), b"", None, ROWS_GAUGED_MAX)?;
+    let mut lags = Vec::new();
+    for (key, _) in rows {
+        let Some((group, topic_id, partition)) = record::parse_any_key(&key) else {
+            continue;
+        };
+        let Some(topic) = view.topics.get_by_id(topic_id) else {
+            continue;
+        };
+        let committed = local.get(&(group.as_str(), topic.name.as_str(), partition));
+        if let Travelled::Resumed(_, resume) =
+            travelled(view, &group, &topic, partition, committed.copied())?
+        {
+            let end = topic
+                .partition(partition)
+                .map_or(0, |p| p.log().log_end_offset());
+            lags.push((
+                (group, topic.name.clone(), partition),
+                (end - resume.offset).max(0),
+            ));
+        }
+    }
+    Ok(lags)
 }

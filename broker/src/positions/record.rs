@@ -42,10 +42,14 @@ pub fn group_prefix(group: &str) -> Vec<u8> {
 /// The topic incarnation and partition a row key of `group` names; `None` for another group's
 /// key or a malformed one.
 pub fn parse_key(group: &str, key: &[u8]) -> Option<(Uuid, i32)> {
-    let (key_group, topic, partition): (String, String, i32) = serde_json::from_slice(key).ok()?;
-    (key_group == group)
-        .then(|| Uuid::parse_str(&topic).ok().map(|id| (id, partition)))
-        .flatten()
+    let (key_group, topic, partition) = parse_any_key(key)?;
+    (key_group == group).then_some((topic, partition))
+}
+
+/// The group, topic incarnation and partition any row key names; `None` for a malformed one.
+pub fn parse_any_key(key: &[u8]) -> Option<(String, Uuid, i32)> {
+    let (group, topic, partition): (String, String, i32) = serde_json::from_slice(key).ok()?;
+    Some((group, Uuid::parse_str(&topic).ok()?, partition))
 }
 
 #[cfg(test)]
@@ -64,5 +68,9 @@ mod tests {
         assert!(!row_key("gg", topic, 0).starts_with(&group_prefix("g")));
         assert_eq!(parse_key("g", &row_key("gg", topic, 0)), None);
         assert_eq!(parse_key("g", b"not json"), None);
+        assert_eq!(
+            parse_any_key(&row_key("gg", topic, 2)),
+            Some(("gg".into(), topic, 2))
+        );
     }
 }
