@@ -36,6 +36,7 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/regions", get(regions))
+        .route("/v1/groups/{group}/positions", get(group_positions))
         .with_state(HttpState {
             broker: broker.clone(),
             prometheus,
@@ -182,6 +183,21 @@ async fn regions(State(state): State<HttpState>) -> impl IntoResponse {
         .await
     {
         Ok(report) => axum::Json(report).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+async fn group_positions(
+    State(state): State<HttpState>,
+    axum::extract::Path(group): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    let broker = state.broker.clone();
+    match crate::blocking::READS
+        .run(move || crate::positions::report(&broker, &group))
+        .await
+    {
+        Ok(Ok(report)) => axum::Json(report).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }

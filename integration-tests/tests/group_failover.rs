@@ -16,16 +16,11 @@ use causeway_integration_tests::regions::{
     metric_sum, partition_counts, read_all, with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::{
-    create_topic, http_get, payload_str, topic_name, topic_partition_count, wait_until,
-    BrokerProcess,
-};
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    broker_binary, create_topic, http_get, payload_str, topic_name, topic_partition_count,
+    wait_until, BrokerProcess,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{
-    DeleteGroupsRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName,
-};
+use kafka_protocol::messages::{DeleteGroupsRequest, GroupId, OffsetFetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -198,6 +193,17 @@ fn region_id(broker: &BrokerProcess) -> Result<u64> {
         .context("/v1/regions has no region_id")
 }
 
+/// Runs the `causeway` CLI and parses its JSON output.
+fn causeway_cli(args: &[&str]) -> Result<Value> {
+    let output = Command::new(broker_binary()?).args(args).output()?;
+    ensure!(
+        output.status.success(),
+        "causeway {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 /// Payloads of `broker`'s log of partition 0, in offset order.
 fn log_payloads(broker: &BrokerProcess, topic: &str) -> Result<Vec<String>> {
     Ok(read_all(broker, topic, 0)?
@@ -345,22 +351,6 @@ fn fetched_offset(broker: &BrokerProcess, topic: &str) -> Result<i64> {
     Ok(response.topics[0].partitions[0].committed_offset)
 }
 
-/// Commits `offset` for [`GROUP`] as a consumer that assigns its own partitions.
-fn commit_offset(broker: &BrokerProcess, topic: &str, offset: i64) -> Result<()> {
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![OffsetCommitRequestPartition::default()
-                .with_partition_index(0)
-                .with_committed_offset(offset)])]);
-    let response = broker.raw()?.request(7, &request)?;
-    let code = response.topics[0].partitions[0].error_code;
-    ensure!(code == 0, "OffsetCommit error {code}");
-    Ok(())
-}
-
 #[test]
 fn a_librdkafka_group_resumes_in_another_region_after_a_kill_and_moves_back_with_nothing_lost() {
     group_moves_between_regions(Client::Librdkafka);
@@ -423,6 +413,26 @@ fn group_moves_between_regions(client: Client) {
         ensure!(
             fetched == expected,
             "us resumes at {fetched}, not at its first record eu had not consumed, {expected}"
+        );
+        // `causeway group describe` in us shows where the position came from.
+        let described = causeway_cli(&[
+            "group",
+            "describe",
+            GROUP,
+            "-b",
+            &mesh.region(1).bootstrap(),
+            "--http",
+            &mesh.region(1).http_addr().to_string(),
+            "--json",
+        ])?;
+        let position = &described["positions"][0];
+        ensure!(
+            position["latest_commit"]["region"] == "eu"
+                && position["latest_commit"]["offset"] == in_eu.committed
+                && position["here"]["answer"] == "travelled"
+                && position["here"]["offset"] == fetched
+                && described["offsets"][0]["committed_offset"] == fetched,
+            "causeway group describe in us: {described}"
         );
         // Lag in us, before any member there committed, is measured from eu's position.
         let lag = metric_sum(
@@ -517,9 +527,22 @@ fn group_moves_between_regions(client: Client) {
         )?;
         check_move(mesh.region(0), &topic, &us_consumed, &back)?;
 
-        // A commit that seeks backwards in eu is seen at that earlier position in us.
+        // Offsets reset backwards in eu (`causeway group reset-offsets`) are seen at that
+        // earlier position in us.
         let rewound = eu_log.len() as i64 / 3;
-        commit_offset(mesh.region(0), &topic, rewound)?;
+        causeway_cli(&[
+            "group",
+            "reset-offsets",
+            GROUP,
+            "-b",
+            &mesh.region(0).bootstrap(),
+            "--topic",
+            &topic,
+            "--to-offset",
+            &rewound.to_string(),
+            "--execute",
+            "--json",
+        ])?;
         wait_position_arrived(mesh.region(1), ids[0], rewound)?;
         let eu_prefix: HashSet<&String> = eu_log[..rewound as usize].iter().collect();
         let expected = first_not_in(&log_payloads(mesh.region(1), &topic)?, &eu_prefix);

@@ -18,6 +18,8 @@ use kafka_protocol::ResponseError;
 use serde_json::{json, Value};
 
 use super::admin::AdminConnection;
+use super::http_json::get_json;
+use super::table::url_segment;
 use super::topic::{latest_offsets, offsets, partition_indexes, text, EARLIEST};
 
 /// OffsetFetch version asked for: the last one with the single-group layout.
@@ -39,6 +41,10 @@ pub enum GroupCommand {
         /// Print one JSON document instead of the tables.
         #[arg(long)]
         json: bool,
+        /// The broker's HTTP listener: also show, for a region with peers, the latest commit
+        /// any region made (region, offset there, frontier) and where the group resumes here.
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
     },
     /// Delete groups and their committed offsets (only groups without active members).
     Delete {
@@ -101,11 +107,30 @@ pub fn run(bootstrap: &str, command: GroupCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        GroupCommand::Describe { group, json } => {
+        GroupCommand::Describe { group, json, http } => {
             let description = describe(&mut broker, &group)?;
+            let positions = http
+                .map(|http| {
+                    get_json(&format!(
+                        "http://{http}/v1/groups/{}/positions",
+                        url_segment(&group)
+                    ))
+                })
+                .transpose()?;
             match json {
-                true => println!("{}", describe_json(&description)),
-                false => print!("{}", describe_table(&description)),
+                true => {
+                    let mut out = describe_json(&description);
+                    if let Some(positions) = positions {
+                        out["positions"] = positions["partitions"].clone();
+                    }
+                    println!("{out}");
+                }
+                false => {
+                    print!("{}", describe_table(&description));
+                    if let Some(positions) = positions {
+                        print!("{}", positions_table(&positions));
+                    }
+                }
             }
             Ok(())
         }
@@ -414,8 +439,10 @@ struct Member {
 
 fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<GroupDescription> {
     let info = describe_group(broker, group)?;
-    if info.group_state.as_str() == "Dead" {
-        // What Kafka answers for a group it does not know.
+    let positions = committed_offsets(broker, group)?;
+    if info.group_state.as_str() == "Dead" && positions.is_empty() {
+        // What Kafka answers for a group it does not know; a group with no members here may
+        // still have positions committed here or in another region.
         bail!("group {group} does not exist");
     }
     let members = info
@@ -433,7 +460,7 @@ fn describe(broker: &mut AdminConnection, group: &str) -> anyhow::Result<GroupDe
         })
         .collect();
     let mut committed: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-    for ((topic, partition), offset) in committed_offsets(broker, group)? {
+    for ((topic, partition), offset) in positions {
         committed
             .entry(topic)
             .or_default()
@@ -489,6 +516,42 @@ fn describe_table(group: &GroupDescription) -> String {
         let lag = lag(*offset, *end).unwrap_or(-1);
         out.push_str(&format!(
             "{topic:<40} {partition:>9} {offset:>14} {end:>14} {lag:>10}\n"
+        ));
+    }
+    out
+}
+
+/// The positions section of `describe --http`: per partition, the latest commit of any region
+/// and what this region answers.
+fn positions_table(positions: &Value) -> String {
+    let mut out = format!(
+        "\npositions across regions (answered by {})\n{:<40} {:>9} {:<12} {:>12} {:<10} {:>12} {:>8} FRONTIER\n",
+        positions["region"].as_str().unwrap_or("?"),
+        "TOPIC",
+        "PARTITION",
+        "COMMITTED-IN",
+        "OFFSET-THERE",
+        "ANSWER",
+        "RESUMES-HERE",
+        "REPEATS"
+    );
+    let text = |value: &Value| match value {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for partition in positions["partitions"].as_array().into_iter().flatten() {
+        let (latest, here) = (&partition["latest_commit"], &partition["here"]);
+        out.push_str(&format!(
+            "{:<40} {:>9} {:<12} {:>12} {:<10} {:>12} {:>8} {}\n",
+            text(&partition["topic"]),
+            text(&partition["partition"]),
+            text(&latest["region"]),
+            text(&latest["offset"]),
+            text(&here["answer"]),
+            text(&here["offset"]),
+            text(&here["repeat_records"]),
+            text(&latest["frontier"]),
         ));
     }
     out

@@ -28,7 +28,8 @@ pub enum TableCommand {
     },
 }
 
-fn encode(text: &str) -> String {
+/// `text` as one segment (or query value) of a URL.
+pub(crate) fn url_segment(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
 
@@ -38,8 +39,8 @@ pub fn run(http: &str, command: TableCommand) -> anyhow::Result<()> {
         TableCommand::Get { topic, key } => {
             let row = get_json(&format!(
                 "http://{http}/v1/tables/{}/rows/{}",
-                encode(&topic),
-                encode(&key)
+                url_segment(&topic),
+                url_segment(&key)
             ))?;
             println!("{row}");
         }
@@ -52,11 +53,11 @@ pub fn run(http: &str, command: TableCommand) -> anyhow::Result<()> {
             loop {
                 let mut url = format!(
                     "http://{http}/v1/tables/{}/rows?prefix={}&limit={page}",
-                    encode(&topic),
-                    encode(&prefix)
+                    url_segment(&topic),
+                    url_segment(&prefix)
                 );
                 if let Some(after) = &after {
-                    url.push_str(&format!("&after={}", encode(after)));
+                    url.push_str(&format!("&after={}", url_segment(after)));
                 }
                 let answer = get_json(&url)?;
                 for row in answer["rows"].as_array().into_iter().flatten() {

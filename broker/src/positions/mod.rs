@@ -328,6 +328,9 @@ fn read_row(view: PositionsView<'_>, key: &[u8]) -> Result<StoredPosition, Stora
     }
 }
 
+/// A group's partition: `(group, topic, partition)`.
+pub type GroupPartition = (String, String, i32);
+
 /// Most rows of the positions table one scrape of the lag gauge reads.
 const ROWS_GAUGED_MAX: usize = 10_000;
 
@@ -337,7 +340,7 @@ const ROWS_GAUGED_MAX: usize = 10_000;
 pub fn travelled_lags(
     view: PositionsView<'_>,
     local: &[(String, OffsetEntry)],
-) -> Result<Vec<((String, String, i32), i64)>, StorageError> {
+) -> Result<Vec<(GroupPartition, i64)>, StorageError> {
     let Some(table) = view.topics.get(POSITIONS_TOPIC) else {
         return Ok(Vec::new());
     };
@@ -375,4 +378,66 @@ pub fn travelled_lags(
         }
     }
     Ok(lags)
+}
+
+/// `GET /v1/groups/{group}/positions`: per partition the group has a position in, the latest
+/// commit any region made (committing region, offset there, frontier by region name) and what
+/// this region answers for it (its own commit, the travelled position translated here, or a
+/// delete), with where the group resumes here, the records it may see again and its lag.
+pub fn report(broker: &Broker, group: &str) -> Result<serde_json::Value, StorageError> {
+    let view = broker.positions();
+    let local = broker.groups.fetch_offsets(group)?;
+    let mut partitions = Vec::new();
+    for (topic_id, partition) in group_rows(view, group)? {
+        let Some(topic) = broker.topics.get_by_id(topic_id) else {
+            continue;
+        };
+        let committed = local.get(&(topic.name.clone(), partition));
+        let latest = match read_row(view, &row_key(group, topic.id, partition))? {
+            StoredPosition::Committed(record) => Some(record),
+            StoredPosition::Absent | StoredPosition::Deleted { .. } => None,
+        };
+        let end = topic
+            .partition(partition)
+            .map_or(0, |p| p.log().log_end_offset());
+        let here = match travelled(view, group, &topic, partition, committed)? {
+            Travelled::Local => serde_json::json!({
+                "answer": "local",
+                "offset": committed.map(|c| c.offset),
+                "lag": committed.map(|c| (end - c.offset).max(0)),
+            }),
+            Travelled::Deleted => serde_json::json!({"answer": "deleted"}),
+            Travelled::Resumed(_, resume) => serde_json::json!({
+                "answer": "travelled",
+                "offset": resume.offset,
+                "repeat_records": resume.repeat_records,
+                "missing_batches": resume.missing_batches,
+                "lag": (end - resume.offset).max(0),
+            }),
+        };
+        let latest = latest.map(|record| {
+            let frontier: BTreeMap<String, u64> = record
+                .position
+                .frontier
+                .iter()
+                .map(|&(region, seq)| (broker.replication.region_name(region), seq))
+                .collect();
+            serde_json::json!({
+                "region": broker.replication.region_name(record.region),
+                "offset": record.offset,
+                "commit_ms": record.commit_ms,
+                "frontier": frontier,
+                "inside_batch": record.position.partial,
+            })
+        });
+        partitions.push(serde_json::json!({
+            "topic": topic.name,
+            "partition": partition,
+            "latest_commit": latest,
+            "here": here,
+        }));
+    }
+    Ok(
+        serde_json::json!({"group": group, "region": broker.options.region, "partitions": partitions}),
+    )
 }

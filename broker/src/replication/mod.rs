@@ -122,6 +122,17 @@ impl Replication {
         })
     }
 
+    /// The name of a region id (the id as text if no region of that id is configured).
+    pub fn region_name(&self, id: u32) -> String {
+        if id == self.region_id {
+            return self.region.clone();
+        }
+        self.peers
+            .iter()
+            .find(|p| p.id == id)
+            .map_or_else(|| id.to_string(), |p| p.name.clone())
+    }
+
     /// Whether any peer is configured.
     pub fn enabled(&self) -> bool {
         !self.peers.is_empty()

@@ -192,18 +192,6 @@ pub struct RegionsReport {
     pub seed: Option<super::seed::SeedReport>,
 }
 
-/// The name of a region id (its own id as text if not configured).
-fn region_name(replication: &Replication, id: u32) -> String {
-    if id == replication.region_id {
-        return replication.region.clone();
-    }
-    replication
-        .peers
-        .iter()
-        .find(|p| p.id == id)
-        .map_or_else(|| id.to_string(), |p| p.name.clone())
-}
-
 /// Whether a peer has been silent for longer than the stale bound (counting from `started_ms`
 /// for a peer never heard from).
 pub fn is_stale(replication: &Replication, facts: &LinkFacts, started_ms: i64) -> bool {
@@ -293,7 +281,7 @@ pub fn report(broker: &Broker) -> RegionsReport {
         region_id: replication.region_id,
         clock: clock
             .into_iter()
-            .map(|(id, seq)| (region_name(replication, id), seq))
+            .map(|(id, seq)| (replication.region_name(id), seq))
             .collect(),
         buffered_batches: buffered,
         peers,
