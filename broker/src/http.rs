@@ -37,6 +37,10 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/v1/regions", get(regions))
         .route("/v1/groups/{group}/positions", get(group_positions))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/batches",
+            get(partition_batches),
+        )
         .with_state(HttpState {
             broker: broker.clone(),
             prometheus,
@@ -197,6 +201,36 @@ async fn group_positions(
         .await
     {
         Ok(Ok(report)) => axum::Json(report).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// Query of a batch listing.
+#[derive(Debug, serde::Deserialize)]
+struct BatchesQuery {
+    #[serde(default)]
+    from: i64,
+    limit: Option<usize>,
+}
+
+async fn partition_batches(
+    State(state): State<HttpState>,
+    axum::extract::Path((topic, partition)): axum::extract::Path<(String, i32)>,
+    axum::extract::Query(query): axum::extract::Query<BatchesQuery>,
+) -> impl IntoResponse {
+    let broker = state.broker.clone();
+    let limit = query.limit.unwrap_or(crate::positions::BATCHES_LISTED_MAX);
+    let listed = crate::blocking::READS
+        .run(move || crate::positions::batches(&broker, &topic, partition, query.from, limit))
+        .await;
+    match listed {
+        Ok(Ok(Some(batches))) => axum::Json(batches).into_response(),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "no such topic or partition"})),
+        )
+            .into_response(),
         Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }

@@ -2,7 +2,7 @@
 in group GROUP (starting from the group's committed position, or the earliest record), reads for
 at least SECONDS and then until offset END of partition 0 (END < 0: no end), committing every 100
 records and at the end. Usage: python3 kafka_python_group.py HOST:PORT TOPIC GROUP SECONDS END.
-Prints one JSON line {"payloads": [...], "committed": next offset or -1}; exits 1 on failure."""
+Prints one JSON line {"payloads": [...], "offsets": [...], "committed": next offset or -1}; exits 1 on failure."""
 import json
 import sys
 import time
@@ -21,6 +21,7 @@ def main(broker, topic, group, seconds, end):
         enable_auto_commit=False,
     )
     payloads = []
+    offsets = []
     next_offset = -1
     started = time.monotonic()
     while time.monotonic() - started < seconds or (end >= 0 and next_offset < end):
@@ -29,13 +30,14 @@ def main(broker, topic, group, seconds, end):
         for messages in consumer.poll(timeout_ms=100).values():
             for message in messages:
                 payloads.append(message.value.decode())
+                offsets.append(message.offset)
                 next_offset = message.offset + 1
                 if len(payloads) % 100 == 0:
                     consumer.commit()
     if payloads:
         consumer.commit()
     consumer.close()
-    print(json.dumps({"payloads": payloads, "committed": next_offset}))
+    print(json.dumps({"payloads": payloads, "offsets": offsets, "committed": next_offset}))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,11 @@ use serde_json::Value;
 const NAMES: [&str; 3] = ["eu", "us", "ap"];
 const GROUP: &str = "failover";
 
-/// What a group consumer read: payloads in order, and the offset it committed last.
+/// What a group consumer read: payloads and their offsets in order, and the offset it
+/// committed last.
 struct Consumed {
     payloads: Vec<String>,
+    offsets: Vec<i64>,
     committed: i64,
 }
 
@@ -93,6 +95,7 @@ fn consume_with_kafka_python(
     let line: Value = serde_json::from_str(stdout.lines().last().context("no output")?)?;
     Ok(Consumed {
         payloads: serde_json::from_value(line["payloads"].clone())?,
+        offsets: serde_json::from_value(line["offsets"].clone())?,
         committed: line["committed"].as_i64().context("no committed offset")?,
     })
 }
@@ -111,6 +114,7 @@ fn consume_with_librdkafka(
         .create()?;
     consumer.subscribe(&[topic])?;
     let mut payloads = Vec::new();
+    let mut offsets = Vec::new();
     let mut next = -1;
     let started = Instant::now();
     let deadline = started + reading.for_at_least + Duration::from_secs(60);
@@ -130,6 +134,7 @@ fn consume_with_librdkafka(
             None => {}
             Some(Ok(message)) => {
                 payloads.push(payload_str(&message.detach()));
+                offsets.push(message.offset());
                 next = message.offset() + 1;
                 if payloads.len() % 100 == 0 {
                     commit(&consumer)?;
@@ -142,6 +147,7 @@ fn consume_with_librdkafka(
     consumer.unsubscribe();
     Ok(Consumed {
         payloads,
+        offsets,
         committed: next,
     })
 }
@@ -191,6 +197,59 @@ fn region_id(broker: &BrokerProcess) -> Result<u64> {
     status["region_id"]
         .as_u64()
         .context("/v1/regions has no region_id")
+}
+
+/// The offsets among `read` (records of `broker`'s log from `from` on) an application skips
+/// as already consumed, given the group's `position` in `/v1/groups/{group}/positions` form:
+/// each record's batch is looked up in `/v1/topics/{topic}/partitions/0/batches`, and skipped
+/// when the position's frontier covers it or it is among the consumed records of the batch the
+/// group stopped inside.
+fn skipped_as_consumed(
+    broker: &BrokerProcess,
+    topic: &str,
+    position: &Value,
+    from: i64,
+    read: &[i64],
+) -> Result<HashSet<i64>> {
+    let mut batches: Vec<(i64, String, u64)> = Vec::new();
+    let mut next = Some(from);
+    while let Some(at) = next {
+        let (code, body) = http_get(
+            broker.http_addr(),
+            &format!("/v1/topics/{topic}/partitions/0/batches?from={at}&limit=1000"),
+        )?;
+        ensure!(code == 200, "batch listing answered {code}: {body}");
+        let page: Value = serde_json::from_str(&body)?;
+        for batch in page["batches"].as_array().context("no batches")? {
+            batches.push((
+                batch["base_offset"].as_i64().context("base")?,
+                batch["region"].as_str().context("region")?.to_string(),
+                batch["seq"].as_u64().context("seq")?,
+            ));
+        }
+        next = page["next"].as_i64();
+    }
+    let frontier = &position["frontier"];
+    let inside = &position["inside_batch"];
+    let mut skipped = HashSet::new();
+    for &offset in read {
+        let at = batches.partition_point(|(base, _, _)| *base <= offset);
+        let Some((base, region, seq)) = at.checked_sub(1).map(|i| &batches[i]) else {
+            continue;
+        };
+        let covered = frontier[region.as_str()]
+            .as_u64()
+            .is_some_and(|f| *seq <= f);
+        let consumed_inside = inside["region"] == region.as_str()
+            && inside["seq"] == *seq
+            && inside["consumed"]
+                .as_i64()
+                .is_some_and(|n| offset - base < n);
+        if covered || consumed_inside {
+            skipped.insert(offset);
+        }
+    }
+    Ok(skipped)
 }
 
 /// Runs the `causeway` CLI and parses its JSON output.
@@ -459,6 +518,30 @@ fn group_moves_between_regions(client: Client) {
             "us had nothing left to read: weak test"
         );
         let repeats = check_move(mesh.region(1), &topic, &eu_log_consumed, &in_us)?;
+        // What an application can do to read nothing twice: skip what the frontier covers.
+        let skipped = skipped_as_consumed(
+            mesh.region(1),
+            &topic,
+            &position["latest_commit"],
+            fetched,
+            &in_us.offsets,
+        )?;
+        for (payload, offset) in in_us.payloads.iter().zip(&in_us.offsets) {
+            ensure!(
+                skipped.contains(offset) == eu_log_consumed.contains(payload),
+                "the frontier recipe {} {payload} at {offset}",
+                if skipped.contains(offset) {
+                    "skips, though eu never consumed,"
+                } else {
+                    "keeps, though eu consumed,"
+                }
+            );
+        }
+        ensure!(
+            skipped.len() == repeats,
+            "{} skipped for {repeats} repeats",
+            skipped.len()
+        );
         let [by_time, by_sync] = mirror_maker_translations(
             &eu_before_kill,
             &log_stamped(mesh.region(1), &topic)?,

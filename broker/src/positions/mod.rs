@@ -427,7 +427,11 @@ pub fn report(broker: &Broker, group: &str) -> Result<serde_json::Value, Storage
                 "offset": record.offset,
                 "commit_ms": record.commit_ms,
                 "frontier": frontier,
-                "inside_batch": record.position.partial,
+                "inside_batch": record.position.partial.map(|batch| serde_json::json!({
+                    "region": broker.replication.region_name(batch.origin),
+                    "seq": batch.seq,
+                    "consumed": batch.consumed,
+                })),
             })
         });
         partitions.push(serde_json::json!({
@@ -440,4 +444,56 @@ pub fn report(broker: &Broker, group: &str) -> Result<serde_json::Value, Storage
     Ok(
         serde_json::json!({"group": group, "region": broker.options.region, "partitions": partitions}),
     )
+}
+
+/// Most batches one `/v1/topics/{topic}/partitions/{partition}/batches` answer lists.
+pub const BATCHES_LISTED_MAX: usize = 10_000;
+
+/// Offsets one batch listing scans at most, so a sparse range cannot make it read a whole log.
+const BATCHES_SCAN_OFFSETS_MAX: i64 = 1_000_000;
+
+/// `GET /v1/topics/{topic}/partitions/{partition}/batches?from=OFFSET&limit=N`: the batches
+/// starting at or after `from` (at most `limit`), each with its base offset in this region's log
+/// and the region and sequence that name it in every region. With a group's frontier (from
+/// `/v1/groups/{group}/positions`) an application can skip the records it already consumed in
+/// another region: a record whose batch's sequence is at or below the frontier's for that
+/// region, or one of the first `consumed` records of the batch it stopped inside.
+pub fn batches(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    limit: usize,
+) -> Result<Option<serde_json::Value>, StorageError> {
+    let Some(handle) = broker
+        .topics
+        .get(topic)
+        .and_then(|t| t.partition(partition))
+    else {
+        return Ok(None);
+    };
+    let log = handle.log();
+    let from = from.max(log.log_start_offset());
+    let to = log
+        .log_end_offset()
+        .min(from.saturating_add(BATCHES_SCAN_OFFSETS_MAX));
+    let entries = log.causal_entries(from, to)?;
+    let limit = limit.clamp(1, BATCHES_LISTED_MAX);
+    let listed: Vec<serde_json::Value> = entries
+        .iter()
+        .take(limit)
+        .map(|(base, meta)| {
+            serde_json::json!({
+                "base_offset": base,
+                "region": broker.replication.region_name(meta.origin_region),
+                "seq": meta.origin_seq,
+            })
+        })
+        .collect();
+    let next = match entries.get(limit) {
+        Some((base, _)) => Some(*base),
+        None if to < log.log_end_offset() => Some(to),
+        None => None,
+    };
+    Ok(Some(serde_json::json!({"batches": listed, "next": next})))
 }
