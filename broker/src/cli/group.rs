@@ -740,6 +740,47 @@ mod tests {
     }
 
     #[test]
+    fn positions_table_shows_where_a_travelled_position_resumes() {
+        let positions = json!({
+            "group": "billing",
+            "region": "us",
+            "partitions": [
+                {"topic": "orders", "partition": 0,
+                 "latest_commit": {"region": "eu", "offset": 48211, "commit_ms": 1,
+                                   "frontier": {"ap": 16012, "eu": 16290, "us": 15890},
+                                   "inside_batch": null},
+                 "here": {"answer": "travelled", "offset": 48177, "repeat_records": 12,
+                          "missing_batches": 0, "lag": 3}},
+                {"topic": "orders", "partition": 1, "latest_commit": null,
+                 "here": {"answer": "deleted"}},
+            ],
+        });
+        let table = positions_table(&positions);
+        assert!(table.contains("(answered by us)"), "{table}");
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .filter(|l| l.starts_with("orders"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec![
+                    "orders",
+                    "0",
+                    "eu",
+                    "48211",
+                    "travelled",
+                    "48177",
+                    "12",
+                    r#"{"ap":16012,"eu":16290,"us":15890}"#
+                ],
+                vec!["orders", "1", "-", "-", "deleted", "-", "-", "-"],
+            ]
+        );
+    }
+
+    #[test]
     fn describe_table_shows_the_same_facts() {
         let table = describe_table(&described());
         assert!(table.contains("state    Stable\n"), "{table}");
