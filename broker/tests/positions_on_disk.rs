@@ -189,8 +189,8 @@ fn a_position_committed_in_one_region_resumes_in_another_at_the_first_record_not
                 a.log.clock_below(below, &a.clock)
             })
             .expect("position in A");
-            let resume = resume_at(&b.partition, &position, |frontier, partial| {
-                coverage(&b.log, &b.clock, frontier, partial)
+            let resume = resume_at(&b.partition, &position, |frontier, partial, from| {
+                coverage(&b.log, &b.clock, frontier, partial, from)
             })
             .expect("resume in B");
             let consumed: HashSet<(BatchId, u32)> =

@@ -20,6 +20,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use causeway_broker::positions::frontier::{coverage, position_at, resume_at};
 use causeway_broker::replication::log::ReplicaLog;
 use causeway_broker::replication::seed;
 use causeway_broker::tables::records::{for_each_write, skipped, WriteReader};
@@ -495,6 +496,8 @@ impl SimStorage for DiskStorage {
         TAKEOVERS.fetch_add(self.transactions.taken_over, Ordering::Relaxed);
         if self.compaction {
             check_rows(logs)?;
+        } else {
+            check_positions(logs)?;
         }
         Ok(())
     }
@@ -611,6 +614,112 @@ fn ids(batches: &[Batch<Payload>]) -> Vec<BatchId> {
     batches.iter().map(Batch::id).collect()
 }
 
+/// A region's log as a consumer sees it: from its log start, each batch's base offset, id and
+/// record count.
+fn visible_batches(partition: &Partition) -> Result<Vec<(i64, BatchId, i64)>, String> {
+    let ids: BTreeMap<i64, BatchId> = partition
+        .causal_entries(
+            partition.retained_start_offset(),
+            partition.log_end_offset(),
+        )
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(base, meta)| (base, meta.id()))
+        .collect();
+    let mut out = Vec::new();
+    let mut from = partition.log_start_offset();
+    while from < partition.log_end_offset() {
+        let read = partition.read(from, 64 * 1024).map_err(|e| e.to_string())?;
+        let before = out.len();
+        for (header, _) in whole_batches(&read.records) {
+            let id = ids
+                .get(&header.base_offset)
+                .ok_or_else(|| format!("no causal entry at {}", header.base_offset))?;
+            out.push((
+                header.base_offset,
+                *id,
+                i64::from(header.last_offset_delta) + 1,
+            ));
+            from = header.last_offset() + 1;
+        }
+        if out.len() == before {
+            return Err(format!("nothing readable at {from}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Committed positions translate exactly between the regions' final logs: for offsets spread
+/// over each region's log (between batches and inside them), the position the broker computes
+/// there (`position_at`) resumes in every other region (`resume_at`) at that region's first
+/// visible record the committing region had not consumed: what its log held below the offset,
+/// and whatever it held once and removed (retention and DeleteRecords remove from the front).
+fn check_positions(logs: &[&DiskLog]) -> Result<(), String> {
+    let mut views = Vec::with_capacity(logs.len());
+    for log in logs {
+        let clock = log.log.recover().map_err(|e| e.to_string())?.clock;
+        views.push((visible_batches(&log.partition)?, clock));
+    }
+    for (i, from) in logs.iter().enumerate() {
+        let (batches, clock) = &views[i];
+        let (start, end) = (
+            from.partition.log_start_offset(),
+            from.partition.log_end_offset(),
+        );
+        let mut offsets: Vec<i64> = (0..=8).map(|k| start + (end - start) * k / 8).collect();
+        offsets.extend(offsets.clone().into_iter().map(|x| (x + 1).min(end)));
+        for committed in offsets {
+            let position = position_at(&from.partition, committed, |below| {
+                from.log.clock_below(below, clock)
+            })
+            .map_err(|e| e.to_string())?;
+            // What the group consumed: whole batches below the offset (or no longer visible),
+            // and the first records of the batch the offset lies inside.
+            let below: HashSet<BatchId> = batches
+                .iter()
+                .filter(|(base, _, records)| base + records <= committed)
+                .map(|(_, id, _)| *id)
+                .collect();
+            let visible: HashSet<BatchId> = batches.iter().map(|(_, id, _)| *id).collect();
+            let inside = batches
+                .iter()
+                .find(|(base, _, records)| *base < committed && committed < base + records)
+                .map(|(base, id, _)| (*id, committed - base));
+            let consumed_whole = |id: &BatchId| {
+                below.contains(id) || (clock.get(id.origin) >= id.seq && !visible.contains(id))
+            };
+            for (j, to) in logs.iter().enumerate().filter(|(j, _)| *j != i) {
+                let (to_batches, to_clock) = &views[j];
+                let mut expected = to.partition.log_end_offset();
+                for (base, id, _) in to_batches {
+                    if consumed_whole(id) {
+                        continue;
+                    }
+                    expected = match inside {
+                        Some((partial, consumed)) if partial == *id => base + consumed,
+                        _ => *base,
+                    };
+                    break;
+                }
+                // A reader cannot go below the log start, even inside a batch.
+                let expected = expected.max(to.partition.log_start_offset());
+                let resume = resume_at(&to.partition, &position, |frontier, partial, from| {
+                    coverage(&to.log, to_clock, frontier, partial, from)
+                })
+                .map_err(|e| e.to_string())?;
+                if resume.offset != expected {
+                    return Err(format!(
+                        "a position committed at {committed} in region #{i} resumes at {} in region #{j}, not at its first record not consumed, {expected} ({position:?})",
+                        resume.offset
+                    ));
+                }
+                POSITIONS_TRANSLATED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The rows each region's table holds, rebuilt from its log as the materializer reads it
 /// (merged rows of the cleaner, then the records after them), must materialize the same in
 /// every region, whatever each one's compaction kept or dropped (tombstones included).
@@ -706,6 +815,8 @@ static ROWS_COMPARED: AtomicU64 = AtomicU64::new(0);
 static CLEANED_ROWS: AtomicU64 = AtomicU64::new(0);
 /// Keys left with no record at all in a final log (their tombstone dropped), over every region.
 static TOMBSTONES_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Committed positions translated from one region's final log to another's and checked.
+static POSITIONS_TRANSLATED: AtomicU64 = AtomicU64::new(0);
 
 /// The simulated write a stored batch stands for: a marker's rides in its timestamp, a data
 /// batch's in its records' (`timestamp_of`), also in the one record of a batch the cleaner
@@ -879,5 +990,11 @@ fn regions_on_the_brokers_storage_converge_without_losing_acknowledged_batches()
     assert!(
         seeds.len() == 1 || (passes > 0 && compared > 0 && cleaned > 0 && dropped > 0),
         "tables were compacted (dropping tombstones), and their rows compared"
+    );
+    let translated = POSITIONS_TRANSLATED.load(Ordering::Relaxed);
+    println!("{translated} committed positions translated between final logs and checked");
+    assert!(
+        seeds.len() == 1 || translated > 0,
+        "committed positions were translated"
     );
 }

@@ -69,14 +69,16 @@ pub struct Coverage {
 }
 
 /// The [`Coverage`] of `frontier` (and of the batch stopped inside, `partial`) in `log`, whose
-/// replica's clock is `clock`.
+/// replica's clock is `clock`, for a reader whose first batch starts at `visible_from`
+/// (DeleteRecords may have moved the log start above batches still held for peers).
 pub fn coverage(
     log: &ReplicaLog,
     clock: &VectorClock,
     frontier: &VectorClock,
     partial: Option<BatchId>,
+    visible_from: i64,
 ) -> Coverage {
-    let first_uncovered = log.offset_below_cut(clock, frontier);
+    let first_uncovered = log.first_outside_from(clock, frontier, visible_from);
     Coverage {
         first_uncovered,
         partial_at: partial.and_then(|id| log.exact_offset_of(id)),
@@ -105,8 +107,13 @@ pub fn position_at(
     committed: i64,
     clock_below: impl FnOnce(i64) -> VectorClock,
 ) -> Result<Position, StorageError> {
-    let inside = if committed > log.log_start_offset() && committed < log.log_end_offset() {
-        batch_from(log, committed - 1)?
+    // The batch holding `committed - 1` may straddle a log start DeleteRecords moved: read what
+    // is still on disk (what retention deleted went in whole segments, so whole batches).
+    let inside = if committed > log.retained_start_offset() && committed < log.log_end_offset() {
+        let read = log.read_retained(committed - 1, 1)?;
+        whole_batches(&read.records)
+            .next()
+            .map(|(header, _)| header)
             .filter(|h| h.base_offset < committed && h.last_offset() >= committed)
     } else {
         None
@@ -136,18 +143,22 @@ pub fn position_at(
 }
 
 /// Where a group whose committed position is `position` resumes in this region's `log`;
-/// `cover` gives the position's [`coverage`] under the replica's lock.
+/// `cover(frontier, partial, visible_from)` gives the position's [`coverage`] under the
+/// replica's lock.
 pub fn resume_at(
     log: &Partition,
     position: &Position,
-    cover: impl FnOnce(&VectorClock, Option<BatchId>) -> Coverage,
+    cover: impl FnOnce(&VectorClock, Option<BatchId>, i64) -> Coverage,
 ) -> Result<Resume, StorageError> {
     let frontier = VectorClock::from_deps(&position.frontier);
     let partial = position.partial.map(|p| BatchId {
         origin: p.origin,
         seq: p.seq,
     });
-    let coverage = cover(&frontier, partial);
+    // A reader starts at the log start, possibly inside the batch that holds it.
+    let log_start = log.log_start_offset();
+    let visible_from = batch_from(log, log_start)?.map_or(log_start, |h| h.base_offset);
+    let coverage = cover(&frontier, partial, visible_from);
     let mut offset = coverage.first_uncovered;
     let mut repeat_records = 0;
     if let Some(partial) = position.partial {
@@ -158,6 +169,7 @@ pub fn resume_at(
             repeat_records += partial.consumed;
         }
     }
+    let offset = offset.max(log_start);
     for &base in &coverage.covered_after {
         if let Some(header) = batch_from(log, base)? {
             repeat_records += i64::from(header.last_offset_delta) + 1;
@@ -182,9 +194,15 @@ impl PartitionHandle {
 
     /// [`resume_at`] in this partition.
     pub fn resume_at(&self, position: &Position) -> Result<Resume, StorageError> {
-        resume_at(self.log(), position, |frontier, partial| {
+        resume_at(self.log(), position, |frontier, partial, visible_from| {
             let replica = self.replica();
-            coverage(replica.log(), replica.clock(), frontier, partial)
+            coverage(
+                replica.log(),
+                replica.clock(),
+                frontier,
+                partial,
+                visible_from,
+            )
         })
     }
 }

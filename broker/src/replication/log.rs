@@ -156,6 +156,27 @@ impl ReplicaLog {
             .filter(|&offset| offset >= self.log.retained_start_offset())
     }
 
+    /// The first offset at or after `from` whose batch `covered` does not cover, or the log
+    /// end: where a reader that cannot go below `from` (a log start DeleteRecords moved) finds
+    /// the first batch outside `covered`. With `from` at the retained start this is
+    /// [`ReplicaLog::offset_below_cut`].
+    pub fn first_outside_from(&self, clock: &VectorClock, covered: &VectorClock, from: i64) -> i64 {
+        clock
+            .to_deps()
+            .into_iter()
+            .filter(|&(origin, seq)| covered.get(origin) < seq)
+            .filter_map(|(origin, _)| {
+                let run = self.index.runs.get(&origin)?;
+                let outside =
+                    usize::try_from((covered.get(origin) + 1).saturating_sub(run.first_seq))
+                        .unwrap_or(usize::MAX);
+                let visible = run.offsets.partition_point(|&at| at < from);
+                run.offsets.get(outside.max(visible)).copied()
+            })
+            .min()
+            .unwrap_or_else(|| self.log.log_end_offset())
+    }
+
     /// Base offsets, in log order, of the indexed batches at or after `from` that `covered`
     /// covers: when a consumer group resumes here at `from` from a position committed in
     /// another region, these are the batches it consumed there and may see again.
