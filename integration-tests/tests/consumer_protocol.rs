@@ -10,7 +10,10 @@ use causeway_integration_tests::{
     create_topic, ensure_eq, produce_all, topic_name, with_broker, BrokerOptions, BrokerProcess,
     TestRecord,
 };
-use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId, ListGroupsRequest,
+    ListGroupsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -209,6 +212,112 @@ fn members_of_the_consumer_protocol_split_a_topic_hand_partitions_over_and_commi
         {
             bail!("the broker logged no assignment change");
         }
+        Ok(())
+    });
+}
+
+/// ConsumerGroupDescribe v1 of `groups`.
+fn describe_groups(
+    broker: &BrokerProcess,
+    groups: &[&str],
+) -> Result<ConsumerGroupDescribeResponse> {
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(
+        groups
+            .iter()
+            .map(|g| GroupId(StrBytes::from_string(g.to_string())))
+            .collect(),
+    );
+    broker.raw()?.request(1, &request)
+}
+
+#[test]
+fn consumer_group_describe_shows_members_epochs_and_assignments() {
+    with_broker(options(), |broker| {
+        let topic = topic_name("kip848-describe");
+        create_topic(broker, &topic, PARTITIONS, &[])?;
+        let group = topic_name("g-describe");
+        let a = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", &group)
+            .set("group.protocol", "consumer")
+            .set("client.id", "member-a")
+            .create::<BaseConsumer>()?;
+        a.subscribe(&[&topic])?;
+        let b = member(broker, &group)?;
+        b.subscribe(&[&topic])?;
+        let mut seen = Vec::new();
+        poll_until(&[&a, &b], "two members", &mut seen, |s| {
+            s[0].len() == 2 && s[1].len() == 2
+        })?;
+        // The group settles once both members hold their targets.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let described = loop {
+            let response = describe_groups(broker, &[&group, "no-such-group"])?;
+            let described = response.groups[0].clone();
+            if described.group_state.as_str() == "Stable" {
+                ensure_eq!(
+                    response.groups[1].error_code,
+                    69,
+                    "an unknown group (GROUP_ID_NOT_FOUND)"
+                );
+                break described;
+            }
+            if Instant::now() > deadline {
+                bail!("the group did not settle: {described:?}");
+            }
+            for c in [&a, &b] {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+        };
+        ensure_eq!(described.error_code, 0, "error");
+        ensure_eq!(described.members.len(), 2, "members");
+        ensure_eq!(described.assignment_epoch, described.group_epoch, "epochs");
+        let mut clients: Vec<&str> = described
+            .members
+            .iter()
+            .map(|m| m.client_id.as_str())
+            .collect();
+        clients.sort_unstable();
+        ensure_eq!(
+            clients.contains(&"member-a"),
+            true,
+            "a's client id in {clients:?}"
+        );
+        let mut every = BTreeSet::new();
+        for m in &described.members {
+            ensure_eq!(
+                m.member_epoch,
+                described.group_epoch,
+                "a stable member's epoch"
+            );
+            ensure_eq!(
+                m.assignment,
+                m.target_assignment,
+                "a stable member holds its target"
+            );
+            ensure_eq!(
+                m.subscribed_topic_names
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>(),
+                vec![topic.as_str()],
+                "subscription"
+            );
+            for tp in &m.assignment.topic_partitions {
+                ensure_eq!(tp.topic_name.as_str(), topic.as_str(), "topic name");
+                every.extend(tp.partitions.iter().copied());
+            }
+            ensure_eq!(
+                m.client_host.as_str().starts_with("/127.0.0.1"),
+                true,
+                "client host"
+            );
+        }
+        ensure_eq!(
+            every,
+            all(PARTITIONS),
+            "the members hold every partition between them"
+        );
         Ok(())
     });
 }

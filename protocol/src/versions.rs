@@ -79,6 +79,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::ListTransactions, 0, 1),
     // KIP-848 consumer groups; librdkafka sends only v1 (member ids made by the client).
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The entry for `key`, if implemented.

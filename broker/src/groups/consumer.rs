@@ -60,6 +60,19 @@ pub struct Member {
     rebalance_timeout_ms: i64,
     last_heartbeat_ms: i64,
     revocation_deadline_ms: Option<i64>,
+    /// Who it is, as its last heartbeat came (ConsumerGroupDescribe).
+    pub client: ClientIdentity,
+}
+
+/// The client behind a member, as its requests come.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The request header's client id.
+    pub client_id: String,
+    /// The address it connects from, as Kafka reports it (`/127.0.0.1`).
+    pub host: String,
+    /// The rack it says it is in, if any.
+    pub rack: Option<String>,
 }
 
 /// A heartbeat, as the coordinator needs it (`None` fields are unchanged).
@@ -77,6 +90,8 @@ pub struct Heartbeat {
     pub server_assignor: Option<String>,
     /// The partitions the member reports holding.
     pub owned: Option<Assignment>,
+    /// The client sending it.
+    pub client: ClientIdentity,
 }
 
 /// What a heartbeat is answered.
@@ -97,6 +112,8 @@ pub struct ConsumerGroup {
     target: BTreeMap<String, Assignment>,
     /// The subscribed topics as last assigned: id and partition count by name.
     topics: BTreeMap<String, (Uuid, i32)>,
+    /// The server assignor members asked for last (they all assign alike).
+    assignor: Option<String>,
 }
 
 impl ConsumerGroup {
@@ -113,6 +130,29 @@ impl ConsumerGroup {
     /// The group's epoch.
     pub fn epoch(&self) -> i32 {
         self.group_epoch
+    }
+
+    /// The epoch of the target assignment.
+    pub fn assignment_epoch(&self) -> i32 {
+        self.assignment_epoch
+    }
+
+    /// The assignor's name, as members asked for it (Kafka's default, `uniform`, otherwise).
+    pub fn assignor(&self) -> &str {
+        self.assignor.as_deref().unwrap_or(ASSIGNORS[0])
+    }
+
+    /// What a member should end up holding, once others release it.
+    pub fn target_of(&self, member_id: &str) -> Assignment {
+        self.target.get(member_id).cloned().unwrap_or_default()
+    }
+
+    /// The name of a subscribed topic, by id (as last assigned).
+    pub fn topic_name(&self, id: Uuid) -> Option<&str> {
+        self.topics
+            .iter()
+            .find(|(_, (topic_id, _))| *topic_id == id)
+            .map(|(name, _)| name.as_str())
     }
 
     /// Kafka's name for the group's state (ListGroups).
@@ -172,6 +212,7 @@ impl ConsumerGroup {
                     rebalance_timeout_ms: 0,
                     last_heartbeat_ms: now,
                     revocation_deadline_ms: None,
+                    client: ClientIdentity::default(),
                 },
             );
             self.group_epoch += 1;
@@ -195,6 +236,10 @@ impl ConsumerGroup {
             }
         }
         member.last_heartbeat_ms = now;
+        member.client = request.client;
+        if let Some(assignor) = request.server_assignor {
+            self.assignor = Some(assignor);
+        }
         if request.rebalance_timeout_ms >= 0 {
             member.rebalance_timeout_ms = i64::from(request.rebalance_timeout_ms);
         }

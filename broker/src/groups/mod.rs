@@ -241,6 +241,13 @@ impl GroupCoordinator {
         }
     }
 
+    /// A copy of a KIP-848 group's state (ConsumerGroupDescribe), if the group is one.
+    pub fn consumer_group(&self, group_id: &str) -> Option<ConsumerGroup> {
+        let group = self.consumer_groups.get(group_id).map(|g| g.clone())?;
+        let group = group.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(group)
+    }
+
     /// ConsumerGroupHeartbeat (KIP-848) at `now`; `topic` gives a topic's id and partition
     /// count by name. A group id has one protocol: a classic group with members is not a
     /// consumer group (GROUP_ID_NOT_FOUND); an empty one gives way.
@@ -895,6 +902,7 @@ mod tests {
             subscribed: (epoch == 0).then(|| ["t".to_string()].into()),
             server_assignor: None,
             owned: None,
+            client: consumer::ClientIdentity::default(),
         };
         let joined = groups
             .consumer_heartbeat("g", request(0), &topic, 0)

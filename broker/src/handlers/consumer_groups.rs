@@ -1,23 +1,30 @@
 //! ConsumerGroupHeartbeat (KIP-848, `group.protocol=consumer`): the member's heartbeat carries
 //! its subscription and what it holds; the answer, its epoch and the partitions it may consume
-//! (`groups/consumer.rs` decides).
+//! (`groups/consumer.rs` decides). ConsumerGroupDescribe shows the groups of that protocol.
 
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as DescribedAssignment, DescribedGroup, Member as DescribedMember,
+    TopicPartitions as DescribedTopicPartitions,
+};
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{
-    ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{str_bytes, ClientContext};
 use crate::broker::Broker;
-use crate::groups::consumer::{self, Heartbeat};
+use crate::groups::consumer::{self, ClientIdentity, ConsumerGroup, Heartbeat};
 use crate::metrics;
 use crate::wall_clock::now_ms;
 
-/// ConsumerGroupHeartbeat v0-1.
+/// ConsumerGroupHeartbeat v0-1 from `client` (its header's client id and its connection).
 pub fn heartbeat(
     broker: &Broker,
     request: ConsumerGroupHeartbeatRequest,
+    client_id: Option<&str>,
+    connection: &ClientContext,
 ) -> ConsumerGroupHeartbeatResponse {
     let interval = broker.options.group_consumer_heartbeat_interval_ms;
     let member_id = request.member_id.as_str().to_string();
@@ -54,6 +61,11 @@ pub fn heartbeat(
                     .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
                     .collect()
             }),
+            client: ClientIdentity {
+                client_id: client_id.unwrap_or_default().to_string(),
+                host: connection.host.clone(),
+                rack: request.rack_id.map(|rack| rack.as_str().to_string()),
+            },
         };
         broker
             .groups
@@ -85,6 +97,94 @@ fn to_wire(assignment: consumer::Assignment) -> Assignment {
                 TopicPartitions::default()
                     .with_topic_id(topic_id)
                     .with_partitions(partitions.into_iter().collect())
+            })
+            .collect(),
+    )
+}
+
+/// ConsumerGroupDescribe v0-1: each group of the consumer protocol with its epochs, assignor
+/// and members (epoch, client, subscription, current and target assignment); a group id that is
+/// not one is GROUP_ID_NOT_FOUND, as Kafka answers it.
+pub fn describe(
+    broker: &Broker,
+    request: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let groups = request
+        .group_ids
+        .into_iter()
+        .map(|group_id| {
+            let described = DescribedGroup::default()
+                .with_group_id(group_id.clone())
+                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            let Some(group) = broker.groups.consumer_group(group_id.as_str()) else {
+                metrics::request_error(
+                    ApiKey::ConsumerGroupDescribe,
+                    ResponseError::GroupIdNotFound.code(),
+                );
+                return described
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "group {} is not a consumer group",
+                        group_id.as_str()
+                    ))))
+                    .with_group_state(str_bytes("Dead"));
+            };
+            let members = group
+                .members()
+                .iter()
+                .map(|(member_id, member)| {
+                    DescribedMember::default()
+                        .with_member_id(str_bytes(member_id.clone()))
+                        .with_rack_id(member.client.rack.clone().map(str_bytes))
+                        .with_member_epoch(member.epoch)
+                        .with_client_id(str_bytes(member.client.client_id.clone()))
+                        .with_client_host(str_bytes(member.client.host.clone()))
+                        .with_subscribed_topic_names(
+                            member
+                                .subscribed
+                                .iter()
+                                .map(|name| TopicName(str_bytes(name.clone())))
+                                .collect(),
+                        )
+                        .with_assignment(described_assignment(&group, &member.assigned))
+                        .with_target_assignment(described_assignment(
+                            &group,
+                            &group.target_of(member_id),
+                        ))
+                        .with_member_type(MEMBER_TYPE_UNKNOWN)
+                })
+                .collect();
+            described
+                .with_group_state(str_bytes(group.state_name()))
+                .with_group_epoch(group.epoch())
+                .with_assignment_epoch(group.assignment_epoch())
+                .with_assignor_name(str_bytes(group.assignor()))
+                .with_members(members)
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+/// `authorized_operations` when the client did not ask for them (Kafka's `INT32_MIN`).
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// `member_type` (v1): -1, the member's kind unknown (Kafka fills it only for members that
+/// came from the classic protocol).
+const MEMBER_TYPE_UNKNOWN: i8 = -1;
+
+fn described_assignment(
+    group: &ConsumerGroup,
+    assignment: &consumer::Assignment,
+) -> DescribedAssignment {
+    DescribedAssignment::default().with_topic_partitions(
+        assignment
+            .iter()
+            .map(|(topic_id, partitions)| {
+                DescribedTopicPartitions::default()
+                    .with_topic_id(*topic_id)
+                    .with_topic_name(TopicName(str_bytes(
+                        group.topic_name(*topic_id).unwrap_or_default().to_string(),
+                    )))
+                    .with_partitions(partitions.iter().copied().collect())
             })
             .collect(),
     )

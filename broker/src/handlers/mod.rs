@@ -151,7 +151,15 @@ pub async fn handle(
         }
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            ResponseKind::ConsumerGroupHeartbeat(consumer_groups::heartbeat(broker, r))
+            ResponseKind::ConsumerGroupHeartbeat(consumer_groups::heartbeat(
+                broker,
+                r,
+                request.header.client_id.as_ref().map(|id| id.as_str()),
+                client,
+            ))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_groups::describe(broker, r))
         }
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(broker, r, version)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(broker, r, version)),

@@ -16,6 +16,7 @@ fn join(group: &mut ConsumerGroup, id: &str, now: i64) -> HeartbeatAnswer {
                 subscribed: Some(["t".to_string()].into()),
                 server_assignor: None,
                 owned: Some(Assignment::new()),
+                client: ClientIdentity::default(),
             },
             &topics,
             now,
@@ -32,6 +33,7 @@ fn joining(id: &str, subscribed: Option<BTreeSet<String>>, assignor: Option<&str
         subscribed,
         server_assignor: assignor.map(str::to_string),
         owned: None,
+        client: ClientIdentity::default(),
     }
 }
 
@@ -50,6 +52,7 @@ fn beat(
             subscribed: None,
             server_assignor: None,
             owned: owned.map(|ps| [(TOPIC, ps.iter().copied().collect())].into()),
+            client: ClientIdentity::default(),
         },
         &topics,
         now,
@@ -210,6 +213,7 @@ fn ranges_are_balanced_per_topic_over_its_subscribers() {
         rebalance_timeout_ms: 0,
         last_heartbeat_ms: 0,
         revocation_deadline_ms: None,
+        client: ClientIdentity::default(),
     };
     let (x, y) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let members: BTreeMap<String, Member> = [
