@@ -43,6 +43,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Option<Res
     let request_timeout_ms = request.timeout_ms;
     let created = create_missing_topics(broker, &request).await;
     let (mut responses, to_sync) = append_all(broker, request, &created);
+    if acks != -1 {
+        // acks=all fsyncs below; others wait for the syncer, sooner if a peer waits.
+        broker.replication.own_batches_appended();
+    }
     let timeout = Duration::from_millis(u64::try_from(request_timeout_ms).unwrap_or(0));
     for (failed, code) in sync_all(broker, to_sync, timeout).await {
         let response = &mut responses[failed.topic].partition_responses[failed.response];

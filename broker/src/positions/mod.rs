@@ -170,7 +170,8 @@ fn append_rows(broker: &Broker, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(
     handle
         .append_local(&mut batch, now)
         .map_err(|e| e.to_string())?;
-    broker.replication.data_progressed(true);
+    // Served to peers once the syncer fsyncs it.
+    broker.replication.own_batches_appended();
     Ok(())
 }
 

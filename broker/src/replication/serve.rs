@@ -169,11 +169,13 @@ pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> 
         let catalog_news = response.catalog.is_some()
             && first_offer(link, request.catalog_digest, broker.catalog_digest());
         let has_news = catalog_news || response.partitions.iter().any(|p| !p.batches.is_empty());
-        if has_news
-            || tokio::time::timeout_at(deadline, news.changed())
-                .await
-                .is_err()
-        {
+        if has_news {
+            return Ok(Served::Respond(response.encode()));
+        }
+        let parked = replication.park_pull();
+        let woken = tokio::time::timeout_at(deadline, news.changed()).await;
+        drop(parked);
+        if woken.is_err() {
             return Ok(Served::Respond(response.encode()));
         }
     }

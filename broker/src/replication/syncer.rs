@@ -20,13 +20,7 @@ const REPORT_PERIOD: Duration = Duration::from_secs(1);
 
 /// Runs until shutdown.
 pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
-    let syncing = background::every(
-        SYNC_PERIOD,
-        "replication-sync",
-        broker.clone(),
-        shutdown.clone(),
-        sync_unsynced,
-    );
+    let syncing = sync_until_shutdown(broker.clone(), shutdown.clone());
     let reporting = background::every(
         REPORT_PERIOD,
         "replication-report",
@@ -35,6 +29,27 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
         publish,
     );
     tokio::join!(syncing, reporting);
+}
+
+/// Fsyncs what is unsynced every [`SYNC_PERIOD`], or at once when an append asks for it while
+/// a peer waits ([`super::Replication::own_batches_appended`]); one pass at a time.
+async fn sync_until_shutdown(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(SYNC_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = broker.replication.sync_wanted() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let for_pass = broker.clone();
+        if let Err(error) = crate::blocking::MAINTENANCE
+            .run(move || sync_unsynced(&for_pass))
+            .await
+        {
+            tracing::error!(%error, "replication fsync pass failed");
+        }
+    }
 }
 
 fn sync_unsynced(broker: &Broker) {
