@@ -233,6 +233,15 @@ impl Replication {
     }
 }
 
+/// A pull parked waiting for news ([`Replication::park_pull`]); uncounted when dropped.
+pub struct ParkedPull<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for ParkedPull<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,14 +279,5 @@ mod tests {
             "s",
         ]))
         .is_err());
-    }
-}
-
-/// A pull parked waiting for news ([`Replication::park_pull`]); uncounted when dropped.
-pub struct ParkedPull<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for ParkedPull<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
