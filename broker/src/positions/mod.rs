@@ -1,7 +1,8 @@
 //! Consumer group positions that follow the data across regions.
 //!
 //! Groups stay local to a region for membership, and a committed offset is an offset in the
-//! committing region's log. In a region with peers, every commit also writes its [`Position`]
+//! committing region's log. In a region with peers, every commit also writes its
+//! [`frontier::Position`]
 //! (what the group consumed, as a frontier every region understands) to the replicated table
 //! [`POSITIONS_TOPIC`] (one row per group, topic incarnation and
 //! partition, last writer by stamp: a deliberate seek backwards wins, as in Kafka). OffsetFetch
@@ -156,7 +157,11 @@ pub fn forget(broker: &Broker, group: &str, partitions: Option<Vec<(Uuid, i32)>>
     }
 }
 
-/// Appends one batch of rows (a `None` value deletes the row) to the positions table.
+/// Rows per batch appended to the positions table: a commit of many partitions stays well
+/// under the table's `max.message.bytes` (a row is a few hundred bytes).
+const ROWS_PER_BATCH: usize = 500;
+
+/// Appends rows (a `None` value deletes the row) to the positions table.
 fn append_rows(broker: &Broker, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
     if rows.is_empty() {
         return Ok(());
@@ -165,11 +170,13 @@ fn append_rows(broker: &Broker, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(
     let handle = topic
         .partition(0)
         .ok_or_else(|| format!("{POSITIONS_TOPIC} has no partition 0"))?;
-    let now = now_ms();
-    let mut batch = encode_batch(rows, now)?;
-    handle
-        .append_local(&mut batch, now)
-        .map_err(|e| e.to_string())?;
+    for chunk in rows.chunks(ROWS_PER_BATCH) {
+        let now = now_ms();
+        let mut batch = encode_batch(chunk, now)?;
+        handle
+            .append_local(&mut batch, now)
+            .map_err(|e| e.to_string())?;
+    }
     // Served to peers once the syncer fsyncs it.
     broker.replication.own_batches_appended();
     Ok(())
