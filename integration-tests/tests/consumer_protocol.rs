@@ -321,3 +321,57 @@ fn consumer_group_describe_shows_members_epochs_and_assignments() {
         Ok(())
     });
 }
+
+#[test]
+fn a_regular_expression_subscription_takes_matching_topics_and_new_ones() {
+    with_broker(options(), |broker| {
+        let prefix = topic_name("kip848-regex");
+        let (first, second) = (format!("{prefix}-a"), format!("{prefix}-b"));
+        let unrelated = topic_name("kip848-other");
+        create_topic(broker, &first, 2, &[])?;
+        create_topic(broker, &unrelated, 2, &[])?;
+        let group = topic_name("g-regex");
+        let consumer = member(broker, &group)?;
+        consumer.subscribe(&[&format!("^{prefix}-.*")])?;
+        let topics_assigned = |c: &BaseConsumer| -> BTreeSet<(String, i32)> {
+            c.assignment()
+                .map(|tpl| {
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let wait_for = |wanted: BTreeSet<(String, i32)>| -> Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while topics_assigned(&consumer) != wanted {
+                if Instant::now() > deadline {
+                    bail!(
+                        "assigned {:?}, wanted {wanted:?}",
+                        topics_assigned(&consumer)
+                    );
+                }
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+            Ok(())
+        };
+        wait_for([(first.clone(), 0), (first.clone(), 1)].into())?;
+        // A matching topic created later joins the subscription.
+        create_topic(broker, &second, 1, &[])?;
+        wait_for([(first.clone(), 0), (first.clone(), 1), (second.clone(), 0)].into())?;
+        let described = describe_groups(broker, &[&group])?;
+        // librdkafka sends the pattern in parentheses: "(^prefix-.*)".
+        let pattern = described.groups[0].members[0]
+            .subscribed_topic_regex
+            .as_ref()
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default();
+        ensure_eq!(
+            pattern.contains(&format!("^{prefix}-.*")),
+            true,
+            "the pattern, as described: {pattern}"
+        );
+        Ok(())
+    });
+}

@@ -55,13 +55,85 @@ pub struct Member {
     pub assigned: Assignment,
     /// The partitions it must give up.
     pending_revocation: Assignment,
-    /// The topics it subscribes to.
+    /// The topics it subscribes to by name.
     pub subscribed: BTreeSet<String>,
+    /// The topics it subscribes to by pattern, if any.
+    pub pattern: Option<TopicPattern>,
     rebalance_timeout_ms: i64,
     last_heartbeat_ms: i64,
     revocation_deadline_ms: Option<i64>,
     /// Who it is, as its last heartbeat came (ConsumerGroupDescribe).
     pub client: ClientIdentity,
+}
+
+/// A subscription by regular expression (KIP-848 `subscribed_topic_regex`, RE2 syntax as
+/// Kafka's RE2/J): a topic matches when the whole name does.
+#[derive(Debug, Clone)]
+pub struct TopicPattern {
+    source: String,
+    regex: regex::Regex,
+}
+
+/// Longest pattern accepted, in bytes.
+pub const PATTERN_BYTES_MAX: usize = 4096;
+/// Memory one compiled pattern may take, so a hostile one cannot exhaust it.
+const PATTERN_COMPILED_BYTES_MAX: usize = 1 << 20;
+
+impl TopicPattern {
+    /// Compiles `source`; a pattern too long, too large or malformed is refused.
+    pub fn new(source: &str) -> Result<TopicPattern, String> {
+        if source.len() > PATTERN_BYTES_MAX {
+            return Err(format!("longer than {PATTERN_BYTES_MAX} bytes"));
+        }
+        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(PATTERN_COMPILED_BYTES_MAX)
+            .dfa_size_limit(PATTERN_COMPILED_BYTES_MAX)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(TopicPattern {
+            source: source.to_string(),
+            regex,
+        })
+    }
+
+    /// The pattern as the member sent it.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the whole of `topic` matches.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.regex.is_match(topic)
+    }
+}
+
+impl PartialEq for TopicPattern {
+    fn eq(&self, other: &TopicPattern) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Member {
+    /// Whether the member subscribes to `topic`, by name or by pattern.
+    fn subscribes_to(&self, topic: &str) -> bool {
+        self.subscribed.contains(topic) || self.pattern.as_ref().is_some_and(|p| p.matches(topic))
+    }
+}
+
+/// The topics a group's heartbeat sees: one by name, and every name for patterns.
+pub trait TopicLookup {
+    /// A topic's id and partition count.
+    fn find(&self, name: &str) -> Option<(Uuid, i32)>;
+    /// Every topic a pattern may match (internal ones left out).
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl<F: Fn(&str) -> Option<(Uuid, i32)>> TopicLookup for F {
+    fn find(&self, name: &str) -> Option<(Uuid, i32)> {
+        self(name)
+    }
 }
 
 /// The client behind a member, as its requests come.
@@ -86,6 +158,8 @@ pub struct Heartbeat {
     pub rebalance_timeout_ms: i32,
     /// Subscribed topic names.
     pub subscribed: Option<BTreeSet<String>>,
+    /// The subscription pattern: `Some(None)` for none (librdkafka sends ""), `None` unchanged.
+    pub pattern: Option<Option<TopicPattern>>,
     /// The server assignor asked for.
     pub server_assignor: Option<String>,
     /// The partitions the member reports holding.
@@ -176,7 +250,7 @@ impl ConsumerGroup {
     pub fn heartbeat(
         &mut self,
         request: Heartbeat,
-        topic: &dyn Fn(&str) -> Option<(Uuid, i32)>,
+        topic: &dyn TopicLookup,
         now: i64,
     ) -> Result<HeartbeatAnswer, ResponseError> {
         if request
@@ -190,7 +264,9 @@ impl ConsumerGroup {
             return self.leave(&request.member_id, request.member_epoch);
         }
         if request.member_epoch == 0 {
-            if request.rebalance_timeout_ms < 0 || request.subscribed.is_none() {
+            let subscribes = request.subscribed.is_some()
+                || request.pattern.as_ref().is_some_and(Option::is_some);
+            if request.rebalance_timeout_ms < 0 || !subscribes {
                 return Err(ResponseError::InvalidRequest);
             }
             // A member that joins again under its id (after UNKNOWN_MEMBER_ID or
@@ -209,6 +285,7 @@ impl ConsumerGroup {
                     assigned: Assignment::new(),
                     pending_revocation: Assignment::new(),
                     subscribed: BTreeSet::new(),
+                    pattern: None,
                     rebalance_timeout_ms: 0,
                     last_heartbeat_ms: now,
                     revocation_deadline_ms: None,
@@ -246,6 +323,12 @@ impl ConsumerGroup {
         if let Some(subscribed) = request.subscribed {
             if subscribed != member.subscribed {
                 member.subscribed = subscribed;
+                self.group_epoch += 1;
+            }
+        }
+        if let Some(pattern) = request.pattern {
+            if pattern != member.pattern {
+                member.pattern = pattern;
                 self.group_epoch += 1;
             }
         }
@@ -325,14 +408,28 @@ impl ConsumerGroup {
     }
 
     /// Every topic some member subscribes to that exists, with its id and partition count.
-    fn subscribed_topics(
-        &self,
-        topic: &dyn Fn(&str) -> Option<(Uuid, i32)>,
-    ) -> BTreeMap<String, (Uuid, i32)> {
-        self.members
+    fn subscribed_topics(&self, topic: &dyn TopicLookup) -> BTreeMap<String, (Uuid, i32)> {
+        let mut names: BTreeSet<String> = self
+            .members
             .values()
-            .flat_map(|m| m.subscribed.iter())
-            .filter_map(|name| topic(name).map(|found| (name.clone(), found)))
+            .flat_map(|m| m.subscribed.iter().cloned())
+            .collect();
+        let patterns: Vec<&TopicPattern> = self
+            .members
+            .values()
+            .filter_map(|m| m.pattern.as_ref())
+            .collect();
+        if !patterns.is_empty() {
+            names.extend(
+                topic
+                    .names()
+                    .into_iter()
+                    .filter(|name| patterns.iter().any(|p| p.matches(name))),
+            );
+        }
+        names
+            .into_iter()
+            .filter_map(|name| topic.find(&name).map(|found| (name, found)))
             .collect()
     }
 
@@ -409,7 +506,7 @@ fn assign(
     for (name, &(id, count)) in topics {
         let subscribers: Vec<&String> = members
             .iter()
-            .filter(|(_, m)| m.subscribed.contains(name))
+            .filter(|(_, m)| m.subscribes_to(name))
             .map(|(member_id, _)| member_id)
             .collect();
         if subscribers.is_empty() || count <= 0 {

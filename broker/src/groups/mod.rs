@@ -255,7 +255,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         request: Heartbeat,
-        topic: &dyn Fn(&str) -> Option<(uuid::Uuid, i32)>,
+        topic: &dyn consumer::TopicLookup,
         now: i64,
     ) -> Result<HeartbeatAnswer, ResponseError> {
         if group_id.is_empty() {
@@ -903,6 +903,7 @@ mod tests {
             server_assignor: None,
             owned: None,
             client: consumer::ClientIdentity::default(),
+            pattern: None,
         };
         let joined = groups
             .consumer_heartbeat("g", request(0), &topic, 0)

@@ -15,8 +15,11 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, ClientContext};
 use crate::broker::Broker;
-use crate::groups::consumer::{self, ClientIdentity, ConsumerGroup, Heartbeat};
+use crate::groups::consumer::{
+    self, ClientIdentity, ConsumerGroup, Heartbeat, TopicLookup, TopicPattern,
+};
 use crate::metrics;
+use crate::topics::Topics;
 use crate::wall_clock::now_ms;
 
 /// ConsumerGroupHeartbeat v0-1 from `client` (its header's client id and its connection).
@@ -28,25 +31,24 @@ pub fn heartbeat(
 ) -> ConsumerGroupHeartbeatResponse {
     let interval = broker.options.group_consumer_heartbeat_interval_ms;
     let member_id = request.member_id.as_str().to_string();
+    // librdkafka sends "" for "no pattern" in every full request.
+    let pattern = match request.subscribed_topic_regex.as_ref().map(|r| r.as_str()) {
+        None => Ok(None),
+        Some("") => Ok(Some(None)),
+        Some(source) => TopicPattern::new(source).map(|p| Some(Some(p))),
+    };
     let answer = if member_id.is_empty() {
-        Err((ResponseError::InvalidRequest, "a member id is required"))
-    } else if request
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|regex| !regex.is_empty())
-    {
-        // librdkafka sends "" for "no regex" in every full request.
+        Err((
+            ResponseError::InvalidRequest,
+            "a member id is required".to_string(),
+        ))
+    } else if let Err(error) = &pattern {
         Err((
             ResponseError::InvalidRegularExpression,
-            "subscriptions by regular expression are not supported; subscribe to topic names",
+            format!("the subscription pattern does not compile: {error}"),
         ))
     } else {
-        let topics = &broker.topics;
-        let lookup = |name: &str| {
-            topics
-                .get(name)
-                .map(|t| (t.id, i32::try_from(t.partition_count()).unwrap_or(i32::MAX)))
-        };
+        let lookup = BrokerTopics(&broker.topics);
         let heartbeat = Heartbeat {
             member_id: member_id.clone(),
             member_epoch: request.member_epoch,
@@ -61,6 +63,7 @@ pub fn heartbeat(
                     .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
                     .collect()
             }),
+            pattern: pattern.unwrap_or_default(),
             client: ClientIdentity {
                 client_id: client_id.unwrap_or_default().to_string(),
                 host: connection.host.clone(),
@@ -70,7 +73,7 @@ pub fn heartbeat(
         broker
             .groups
             .consumer_heartbeat(request.group_id.as_str(), heartbeat, &lookup, now_ms())
-            .map_err(|error| (error, ""))
+            .map_err(|error| (error, String::new()))
     };
     match answer {
         Ok(answer) => ConsumerGroupHeartbeatResponse::default()
@@ -100,6 +103,26 @@ fn to_wire(assignment: consumer::Assignment) -> Assignment {
             })
             .collect(),
     )
+}
+
+/// This region's topics as a consumer group sees them.
+struct BrokerTopics<'a>(&'a Topics);
+
+impl TopicLookup for BrokerTopics<'_> {
+    fn find(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        self.0
+            .get(name)
+            .map(|t| (t.id, i32::try_from(t.partition_count()).unwrap_or(i32::MAX)))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0
+            .all()
+            .into_iter()
+            .map(|t| t.name.clone())
+            .filter(|name| !crate::positions::is_internal(name))
+            .collect()
+    }
 }
 
 /// ConsumerGroupDescribe v0-1: each group of the consumer protocol with its epochs, assignor
@@ -145,6 +168,9 @@ pub fn describe(
                                 .iter()
                                 .map(|name| TopicName(str_bytes(name.clone())))
                                 .collect(),
+                        )
+                        .with_subscribed_topic_regex(
+                            member.pattern.as_ref().map(|p| str_bytes(p.source())),
                         )
                         .with_assignment(described_assignment(&group, &member.assigned))
                         .with_target_assignment(described_assignment(

@@ -17,6 +17,7 @@ fn join(group: &mut ConsumerGroup, id: &str, now: i64) -> HeartbeatAnswer {
                 server_assignor: None,
                 owned: Some(Assignment::new()),
                 client: ClientIdentity::default(),
+                pattern: None,
             },
             &topics,
             now,
@@ -34,6 +35,7 @@ fn joining(id: &str, subscribed: Option<BTreeSet<String>>, assignor: Option<&str
         server_assignor: assignor.map(str::to_string),
         owned: None,
         client: ClientIdentity::default(),
+        pattern: None,
     }
 }
 
@@ -53,6 +55,7 @@ fn beat(
             server_assignor: None,
             owned: owned.map(|ps| [(TOPIC, ps.iter().copied().collect())].into()),
             client: ClientIdentity::default(),
+            pattern: None,
         },
         &topics,
         now,
@@ -214,6 +217,7 @@ fn ranges_are_balanced_per_topic_over_its_subscribers() {
         last_heartbeat_ms: 0,
         revocation_deadline_ms: None,
         client: ClientIdentity::default(),
+        pattern: None,
     };
     let (x, y) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let members: BTreeMap<String, Member> = [
@@ -257,4 +261,77 @@ fn a_full_group_refuses_another_member() {
     assert!(group
         .heartbeat(joining("a", Some(BTreeSet::new()), None), &topics, 2)
         .is_ok());
+}
+
+/// Topics held in a map, listed for patterns.
+struct Listed(BTreeMap<String, (Uuid, i32)>);
+
+impl TopicLookup for Listed {
+    fn find(&self, name: &str) -> Option<(Uuid, i32)> {
+        self.0.get(name).copied()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+#[test]
+fn a_pattern_subscribes_to_every_matching_topic_and_to_new_ones() {
+    let (t1, t2, other, t3) = (
+        Uuid::from_u128(1),
+        Uuid::from_u128(2),
+        Uuid::from_u128(3),
+        Uuid::from_u128(4),
+    );
+    let mut listed = Listed(BTreeMap::from([
+        ("orders-eu".to_string(), (t1, 2)),
+        ("orders-us".to_string(), (t2, 1)),
+        ("payments".to_string(), (other, 3)),
+    ]));
+    let mut group = ConsumerGroup::default();
+    let pattern = TopicPattern::new("orders-.*").expect("compiles");
+    let joined = group
+        .heartbeat(
+            Heartbeat {
+                pattern: Some(Some(pattern)),
+                ..joining("a", None, None)
+            },
+            &listed,
+            0,
+        )
+        .expect("join by pattern");
+    let assigned = joined.assignment.expect("assignment");
+    assert_eq!(
+        assigned,
+        Assignment::from([(t1, [0, 1].into()), (t2, [0].into())]),
+        "every partition of the matching topics, nothing of the others"
+    );
+    // A topic created later that matches joins the subscription at the next heartbeat.
+    listed.0.insert("orders-ap".to_string(), (t3, 1));
+    let epoch = group.epoch();
+    let next = group
+        .heartbeat(
+            Heartbeat {
+                member_epoch: joined.member_epoch,
+                rebalance_timeout_ms: -1,
+                owned: Some(assigned),
+                ..joining("a", None, None)
+            },
+            &listed,
+            1,
+        )
+        .expect("heartbeat");
+    assert!(
+        group.epoch() > epoch,
+        "a new matching topic bumps the group epoch"
+    );
+    assert!(next.assignment.expect("assignment").contains_key(&t3));
+    // The whole name must match, as in Kafka's RE2/J `matches`.
+    let partial = TopicPattern::new("orders").expect("compiles");
+    assert!(!partial.matches("orders-eu") && partial.matches("orders"));
+    assert!(TopicPattern::new("(unclosed").is_err());
+    assert!(TopicPattern::new(&"a".repeat(PATTERN_BYTES_MAX + 1)).is_err());
+    // A pattern whose compiled form is too large is refused, not built.
+    assert!(TopicPattern::new("(a{1000}){1000}").is_err());
 }
