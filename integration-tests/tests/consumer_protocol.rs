@@ -375,3 +375,55 @@ fn a_regular_expression_subscription_takes_matching_topics_and_new_ones() {
         Ok(())
     });
 }
+
+#[test]
+fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebalance() {
+    with_broker(options(), |broker| {
+        let topic = topic_name("kip848-static");
+        create_topic(broker, &topic, PARTITIONS, &[])?;
+        let group = topic_name("g-static");
+        let static_member = || -> Result<BaseConsumer> {
+            Ok(ClientConfig::new()
+                .set("bootstrap.servers", broker.bootstrap())
+                .set("group.id", &group)
+                .set("group.protocol", "consumer")
+                .set("group.instance.id", "instance-a")
+                .create()?)
+        };
+        let a = static_member()?;
+        a.subscribe(&[&topic])?;
+        let b = member(broker, &group)?;
+        b.subscribe(&[&topic])?;
+        let mut seen = Vec::new();
+        poll_until(&[&a, &b], "two members", &mut seen, |s| {
+            s[0].len() == 2 && s[1].len() == 2
+        })?;
+        let (a_held, b_held) = (assigned(&a), assigned(&b));
+        let epoch = describe_groups(broker, &[&group])?.groups[0].group_epoch;
+
+        // a closes (a static member leaves with epoch -2): b keeps its two partitions.
+        drop(a);
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(2) {
+            let _ = b.poll(Duration::from_millis(50));
+        }
+        ensure_eq!(assigned(&b), b_held, "b's partitions while a is away");
+        // a's instance comes back as a new member: the same partitions, no new group epoch.
+        let a_again = static_member()?;
+        a_again.subscribe(&[&topic])?;
+        poll_until(&[&a_again, &b], "a back", &mut seen, |s| s[0] == a_held)?;
+        ensure_eq!(assigned(&b), b_held, "b's partitions after a is back");
+        let described = describe_groups(broker, &[&group])?;
+        ensure_eq!(described.groups[0].group_epoch, epoch, "group epoch");
+        ensure_eq!(
+            described.groups[0]
+                .members
+                .iter()
+                .filter_map(|m| m.instance_id.as_ref().map(|i| i.as_str().to_string()))
+                .collect::<Vec<_>>(),
+            vec!["instance-a".to_string()],
+            "the static member, described"
+        );
+        Ok(())
+    });
+}

@@ -13,6 +13,10 @@
 //!
 //! Membership lives in memory: after a restart every member's next heartbeat is answered
 //! UNKNOWN_MEMBER_ID and it joins again with the same member id (committed offsets are kept).
+//!
+//! Static members (`group.instance.id`): one leaving with epoch -2 keeps its partitions
+//! reserved until its session times out; its instance joining again, under a new member id,
+//! takes them back with no new group epoch, so a restart of a static consumer moves nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +27,10 @@ use super::state::MEMBERS_MAX;
 
 /// Partitions by topic id.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// The epoch with which a static member leaves for now (it may come back as a new member of
+/// the same instance and keep its partitions).
+const STATIC_LEAVE_EPOCH: i32 = -2;
 
 /// How often members heartbeat (Kafka's `group.consumer.heartbeat.interval.ms` default).
 pub const HEARTBEAT_INTERVAL_MS: i32 = 5_000;
@@ -64,6 +72,11 @@ pub struct Member {
     revocation_deadline_ms: Option<i64>,
     /// Who it is, as its last heartbeat came (ConsumerGroupDescribe).
     pub client: ClientIdentity,
+    /// Its `group.instance.id`: a static member.
+    pub instance_id: Option<String>,
+    /// A static member that left for now (epoch -2): its partitions wait for its instance to
+    /// join again, until its session times out.
+    pub departed: bool,
 }
 
 /// A subscription by regular expression (KIP-848 `subscribed_topic_regex`, RE2 syntax as
@@ -166,6 +179,8 @@ pub struct Heartbeat {
     pub owned: Option<Assignment>,
     /// The client sending it.
     pub client: ClientIdentity,
+    /// The member's `group.instance.id`, if it is static (sent when joining).
+    pub instance_id: Option<String>,
 }
 
 /// What a heartbeat is answered.
@@ -273,6 +288,13 @@ impl ConsumerGroup {
             // FENCED_MEMBER_EPOCH, as librdkafka does) starts afresh: its partitions are freed.
             // (Kafka fences it until its session expires; librdkafka's mock broker does this.)
             self.remove(&request.member_id);
+            let rejoined = match &request.instance_id {
+                Some(instance_id) => self.rejoin_static(instance_id, &request.member_id)?,
+                None => false,
+            };
+            if rejoined {
+                return self.heartbeat_member(request, topic, now);
+            }
             if self.members.len() >= MEMBERS_MAX {
                 return Err(ResponseError::GroupMaxSizeReached);
             }
@@ -290,6 +312,8 @@ impl ConsumerGroup {
                     last_heartbeat_ms: now,
                     revocation_deadline_ms: None,
                     client: ClientIdentity::default(),
+                    instance_id: request.instance_id.clone(),
+                    departed: false,
                 },
             );
             self.group_epoch += 1;
@@ -312,7 +336,22 @@ impl ConsumerGroup {
                 return Err(ResponseError::FencedMemberEpoch);
             }
         }
+        self.heartbeat_member(request, topic, now)
+    }
+
+    /// The part of a heartbeat after the member is known and its epoch checked.
+    fn heartbeat_member(
+        &mut self,
+        request: Heartbeat,
+        topic: &dyn TopicLookup,
+        now: i64,
+    ) -> Result<HeartbeatAnswer, ResponseError> {
+        let member = self
+            .members
+            .get_mut(&request.member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
         member.last_heartbeat_ms = now;
+        member.departed = false;
         member.client = request.client;
         if let Some(assignor) = request.server_assignor {
             self.assignor = Some(assignor);
@@ -389,14 +428,48 @@ impl ConsumerGroup {
     }
 
     fn leave(&mut self, member_id: &str, epoch: i32) -> Result<HeartbeatAnswer, ResponseError> {
-        if !self.members.contains_key(member_id) {
-            return Err(ResponseError::UnknownMemberId);
+        let member = self
+            .members
+            .get_mut(member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        if epoch == STATIC_LEAVE_EPOCH && member.instance_id.is_some() {
+            // Its partitions stay reserved for its instance: no rebalance if it comes back
+            // within its session.
+            member.departed = true;
+        } else {
+            self.remove(member_id);
         }
-        self.remove(member_id);
         Ok(HeartbeatAnswer {
             member_epoch: epoch,
             assignment: None,
         })
+    }
+
+    /// A static member joining as `member_id` with `instance_id`: when the instance's previous
+    /// member left for now, the new one takes its place, epoch and partitions with no new group
+    /// epoch (`Ok(true)`); while that member is still in the group, UNRELEASED_INSTANCE_ID.
+    fn rejoin_static(&mut self, instance_id: &str, member_id: &str) -> Result<bool, ResponseError> {
+        let Some(previous) = self
+            .members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_deref() == Some(instance_id))
+            .map(|(id, _)| id.clone())
+        else {
+            return Ok(false);
+        };
+        let Some(mut member) = self.members.remove(&previous) else {
+            return Ok(false);
+        };
+        if !member.departed {
+            self.members.insert(previous, member);
+            return Err(ResponseError::UnreleasedInstanceId);
+        }
+        member.departed = false;
+        if let Some(target) = self.target.remove(&previous) {
+            self.target.insert(member_id.to_string(), target);
+        }
+        self.members.insert(member_id.to_string(), member);
+        Ok(true)
     }
 
     /// Takes a member out, freeing what it held; the others are assigned again.

@@ -904,6 +904,7 @@ mod tests {
             owned: None,
             client: consumer::ClientIdentity::default(),
             pattern: None,
+            instance_id: None,
         };
         let joined = groups
             .consumer_heartbeat("g", request(0), &topic, 0)

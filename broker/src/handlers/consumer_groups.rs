@@ -64,6 +64,11 @@ pub fn heartbeat(
                     .collect()
             }),
             pattern: pattern.unwrap_or_default(),
+            instance_id: request
+                .instance_id
+                .as_ref()
+                .filter(|id| !id.is_empty())
+                .map(|id| id.as_str().to_string()),
             client: ClientIdentity {
                 client_id: client_id.unwrap_or_default().to_string(),
                 host: connection.host.clone(),
@@ -158,6 +163,7 @@ pub fn describe(
                 .map(|(member_id, member)| {
                     DescribedMember::default()
                         .with_member_id(str_bytes(member_id.clone()))
+                        .with_instance_id(member.instance_id.clone().map(str_bytes))
                         .with_rack_id(member.client.rack.clone().map(str_bytes))
                         .with_member_epoch(member.epoch)
                         .with_client_id(str_bytes(member.client.client_id.clone()))

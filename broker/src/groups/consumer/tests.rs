@@ -18,6 +18,7 @@ fn join(group: &mut ConsumerGroup, id: &str, now: i64) -> HeartbeatAnswer {
                 owned: Some(Assignment::new()),
                 client: ClientIdentity::default(),
                 pattern: None,
+                instance_id: None,
             },
             &topics,
             now,
@@ -36,6 +37,7 @@ fn joining(id: &str, subscribed: Option<BTreeSet<String>>, assignor: Option<&str
         owned: None,
         client: ClientIdentity::default(),
         pattern: None,
+        instance_id: None,
     }
 }
 
@@ -56,6 +58,7 @@ fn beat(
             owned: owned.map(|ps| [(TOPIC, ps.iter().copied().collect())].into()),
             client: ClientIdentity::default(),
             pattern: None,
+            instance_id: None,
         },
         &topics,
         now,
@@ -218,6 +221,8 @@ fn ranges_are_balanced_per_topic_over_its_subscribers() {
         revocation_deadline_ms: None,
         client: ClientIdentity::default(),
         pattern: None,
+        instance_id: None,
+        departed: false,
     };
     let (x, y) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let members: BTreeMap<String, Member> = [
@@ -334,4 +339,83 @@ fn a_pattern_subscribes_to_every_matching_topic_and_to_new_ones() {
     assert!(TopicPattern::new(&"a".repeat(PATTERN_BYTES_MAX + 1)).is_err());
     // A pattern whose compiled form is too large is refused, not built.
     assert!(TopicPattern::new("(a{1000}){1000}").is_err());
+}
+
+/// A join of `id`, static as `instance`, subscribing to "t".
+fn static_join(id: &str, instance: &str) -> Heartbeat {
+    Heartbeat {
+        instance_id: Some(instance.to_string()),
+        owned: Some(Assignment::new()),
+        ..joining(id, Some(["t".to_string()].into()), None)
+    }
+}
+
+/// A static member's leave for now (epoch -2).
+fn static_leave(id: &str) -> Heartbeat {
+    Heartbeat {
+        member_epoch: STATIC_LEAVE_EPOCH,
+        ..joining(id, None, None)
+    }
+}
+
+#[test]
+fn a_static_member_that_leaves_for_now_gets_its_partitions_back_without_a_rebalance() {
+    let mut group = ConsumerGroup::default();
+    group
+        .heartbeat(static_join("a1", "instance-a"), &topics, 0)
+        .expect("a joins");
+    join(&mut group, "b", 0);
+    // Settle: each member reports what it holds until both hold their targets.
+    for now in 1..10 {
+        for id in ["a1", "b"] {
+            let member = &group.members()[id];
+            let (epoch, held): (i32, Vec<i32>) = (
+                member.epoch,
+                member
+                    .assigned
+                    .get(&TOPIC)
+                    .map(|p| p.iter().copied().collect())
+                    .unwrap_or_default(),
+            );
+            beat(&mut group, id, epoch, Some(&held), now).expect("beat");
+        }
+    }
+    assert_eq!(group.state_name(), "Stable");
+    let (epoch, a_holds) = (group.epoch(), group.members()["a1"].assigned.clone());
+    assert_eq!(a_holds.get(&TOPIC).map(BTreeSet::len), Some(2));
+
+    // a leaves for now: nothing moves, the group epoch stays.
+    let left = group
+        .heartbeat(static_leave("a1"), &topics, 20)
+        .expect("a leaves for now");
+    assert_eq!(left.member_epoch, STATIC_LEAVE_EPOCH);
+    assert_eq!(group.epoch(), epoch, "no rebalance");
+    assert_eq!(
+        group.members()["b"].assigned.get(&TOPIC).map(BTreeSet::len),
+        Some(2)
+    );
+
+    // a's instance joining again under a new member id takes a's place, epoch and partitions.
+    let back = group
+        .heartbeat(static_join("a2", "instance-a"), &topics, 30)
+        .expect("a's instance joins again");
+    assert_eq!(
+        back.assignment.as_ref(),
+        Some(&a_holds),
+        "the same partitions"
+    );
+    assert_eq!(group.epoch(), epoch, "still no rebalance");
+    assert!(!group.members().contains_key("a1"));
+    // While a2 is in the group, another member with the same instance id is refused.
+    assert_eq!(
+        group.heartbeat(static_join("a3", "instance-a"), &topics, 31),
+        Err(ResponseError::UnreleasedInstanceId)
+    );
+    // A static member that leaves for now and never comes back goes with its session.
+    group
+        .heartbeat(static_leave("a2"), &topics, 40)
+        .expect("a2 leaves for now");
+    let expired = group.expire(40 + SESSION_TIMEOUT_MS + 1);
+    assert!(expired.contains(&"a2".to_string()), "{expired:?}");
+    assert!(group.epoch() > epoch, "its partitions are assigned again");
 }
