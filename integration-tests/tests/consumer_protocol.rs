@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use causeway_integration_tests::regions::metric_sum;
 use causeway_integration_tests::{
     create_topic, ensure_eq, produce_all, topic_name, with_broker, BrokerOptions, BrokerProcess,
     TestRecord,
@@ -424,6 +425,72 @@ fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebalance() 
             vec!["instance-a".to_string()],
             "the static member, described"
         );
+        Ok(())
+    });
+}
+
+#[test]
+fn members_keep_their_partitions_across_a_broker_restart() {
+    with_broker(options(), |broker| {
+        let topic = topic_name("kip848-restart");
+        create_topic(broker, &topic, PARTITIONS, &[])?;
+        let group = topic_name("g-restart");
+        let a = member(broker, &group)?;
+        a.subscribe(&[&topic])?;
+        let b = member(broker, &group)?;
+        b.subscribe(&[&topic])?;
+        let mut seen = Vec::new();
+        poll_until(&[&a, &b], "two members", &mut seen, |s| {
+            s[0].len() == 2 && s[1].len() == 2
+        })?;
+        let (a_held, b_held) = (assigned(&a), assigned(&b));
+        let epoch = describe_groups(broker, &[&group])?.groups[0].group_epoch;
+
+        broker.restart()?;
+        // Both members heartbeat again at the epochs they hold: nothing is reassigned.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for c in [&a, &b] {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+            let described = describe_groups(broker, &[&group])?;
+            let group_after = &described.groups[0];
+            if group_after.error_code == 0
+                && group_after.group_state.as_str() == "Stable"
+                && group_after.members.len() == 2
+            {
+                ensure_eq!(
+                    group_after.group_epoch,
+                    epoch,
+                    "group epoch after the restart"
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the group did not settle after the restart: {group_after:?}");
+            }
+        }
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(2) {
+            for c in [&a, &b] {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+        }
+        ensure_eq!(assigned(&a), a_held, "a's partitions");
+        ensure_eq!(assigned(&b), b_held, "b's partitions");
+        ensure_eq!(
+            describe_groups(broker, &[&group])?.groups[0].group_epoch,
+            epoch,
+            "group epoch once the members heartbeat again"
+        );
+        // No assignment changed since the restart (a group rebuilt by members joining again
+        // would count its new epochs here, even if it ended up the same).
+        let rebalances = metric_sum(
+            broker,
+            "causeway_consumer_group_rebalances_total",
+            &format!("group=\"{group}\""),
+        )?;
+        ensure_eq!(rebalances, 0.0, "assignment changes since the restart");
         Ok(())
     });
 }

@@ -25,6 +25,9 @@ use uuid::Uuid;
 
 use super::state::MEMBERS_MAX;
 
+mod saved;
+pub use saved::SavedGroup;
+
 /// Partitions by topic id.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
 

@@ -11,6 +11,9 @@
 //! rebalance ([`state::SavedMembership`], saved whenever it changes): after a restart the
 //! generation in force is restored, so members' heartbeats go on being answered and a static
 //! member that restarts rejoins without a rebalance, as after a coordinator move in Kafka.
+//! Groups of the consumer protocol are kept the same way ([`consumer::SavedGroup`], whenever
+//! their epochs, members or partitions change), so their members' heartbeats after a restart
+//! are answered at the epochs they hold and nothing is reassigned.
 
 pub mod consumer;
 pub mod state;
@@ -27,7 +30,7 @@ use dashmap::DashMap;
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, watch};
 
-use self::consumer::{ConsumerGroup, Heartbeat, HeartbeatAnswer};
+use self::consumer::{ConsumerGroup, Heartbeat, HeartbeatAnswer, SavedGroup};
 use self::state::{
     Answer, Event, Group, GroupConfig, GroupState, JoinRequest, JoinResult, MemberDescription,
     Output, Reply, SavedMembership, SyncRequest, SyncResult, WaiterId,
@@ -116,6 +119,8 @@ pub struct GroupCoordinator {
     groups: DashMap<String, Arc<Mutex<Slot>>>,
     /// Groups of the consumer protocol (KIP-848), in memory only (`consumer.rs`).
     consumer_groups: DashMap<String, Arc<Mutex<ConsumerGroup>>>,
+    /// What was last kept of each consumer-protocol group, to write only what changed.
+    consumer_kept: DashMap<String, SavedGroup>,
     config: GroupConfig,
     offsets_retention_ms: i64,
     next_waiter: AtomicU64,
@@ -135,7 +140,28 @@ impl GroupCoordinator {
                 .unwrap_or(i64::MAX),
         };
         let groups = DashMap::new();
+        let (consumer_groups, consumer_kept) = (DashMap::new(), DashMap::new());
         for (group_id, bytes) in store.memberships()? {
+            if let Some(saved) = SavedGroup::decode(&bytes) {
+                match saved.and_then(|saved| {
+                    ConsumerGroup::restored(saved.clone(), now_ms()).map(|g| (saved, g))
+                }) {
+                    Ok((saved, group)) => {
+                        tracing::info!(
+                            group = %group_id,
+                            group_epoch = group.epoch(),
+                            members = group.members().len(),
+                            "consumer group membership restored"
+                        );
+                        consumer_kept.insert(group_id.clone(), saved);
+                        consumer_groups.insert(group_id, Arc::new(Mutex::new(group)));
+                    }
+                    Err(error) => {
+                        tracing::warn!(group = %group_id, %error, "kept consumer group unreadable; its members join again");
+                    }
+                }
+                continue;
+            }
             match SavedMembership::decode(&bytes) {
                 Ok(saved) => {
                     let group = Group::restored(config, saved, now_ms());
@@ -155,7 +181,8 @@ impl GroupCoordinator {
         Ok(GroupCoordinator {
             store: Arc::new(store),
             groups,
-            consumer_groups: DashMap::new(),
+            consumer_groups,
+            consumer_kept,
             config,
             offsets_retention_ms: i64::try_from(offsets_retention_minutes.saturating_mul(60_000))
                 .unwrap_or(i64::MAX),
@@ -296,6 +323,7 @@ impl GroupCoordinator {
                 self.consumer_groups
                     .remove_if(group_id, |_, g| Arc::ptr_eq(g, &shared));
             }
+            self.keep_consumer_group(group_id, &group);
             if group.epoch() != before {
                 tracing::info!(
                     group = group_id,
@@ -714,6 +742,33 @@ impl GroupCoordinator {
         }
     }
 
+    /// Keeps what changed of a consumer-protocol group (called under its lock, so writes land
+    /// in the order of the changes); an empty group is forgotten. A failed write is logged: its
+    /// members would only join again after a restart.
+    fn keep_consumer_group(&self, group_id: &str, group: &ConsumerGroup) {
+        let written = if group.is_empty() {
+            if self.consumer_kept.remove(group_id).is_none() {
+                return;
+            }
+            self.store.delete_membership(group_id)
+        } else {
+            let saved = group.saved();
+            if self
+                .consumer_kept
+                .get(group_id)
+                .is_some_and(|kept| *kept == saved)
+            {
+                return;
+            }
+            let written = self.store.save_membership(group_id, &saved.encode());
+            self.consumer_kept.insert(group_id.to_string(), saved);
+            written
+        };
+        if let Err(error) = written {
+            tracing::warn!(group = group_id, %error, "keeping the consumer group's membership failed");
+        }
+    }
+
     /// The consumer-protocol groups, so that no map guard is held while one is locked.
     fn consumer_snapshot(&self) -> Vec<(String, Arc<Mutex<ConsumerGroup>>)> {
         self.consumer_groups
@@ -743,6 +798,9 @@ impl GroupCoordinator {
             if group.is_empty() {
                 self.consumer_groups
                     .remove_if(&group_id, |_, g| Arc::ptr_eq(g, &shared));
+            }
+            if !expired.is_empty() {
+                self.keep_consumer_group(&group_id, &group);
             }
             for member_id in expired {
                 tracing::info!(

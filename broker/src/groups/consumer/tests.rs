@@ -419,3 +419,44 @@ fn a_static_member_that_leaves_for_now_gets_its_partitions_back_without_a_rebala
     assert!(expired.contains(&"a2".to_string()), "{expired:?}");
     assert!(group.epoch() > epoch, "its partitions are assigned again");
 }
+
+#[test]
+fn a_kept_group_is_restored_with_its_epochs_and_partitions() {
+    let mut group = ConsumerGroup::default();
+    group
+        .heartbeat(static_join("a1", "instance-a"), &topics, 0)
+        .expect("a joins");
+    join(&mut group, "b", 0);
+    group
+        .heartbeat(
+            Heartbeat {
+                pattern: Some(Some(TopicPattern::new("t.*").expect("compiles"))),
+                ..joining("c", None, None)
+            },
+            &topics,
+            0,
+        )
+        .expect("c joins by pattern");
+    let saved = group.saved();
+    let decoded = SavedGroup::decode(&saved.encode())
+        .expect("a consumer group's bytes")
+        .expect("decodes");
+    let mut restored = ConsumerGroup::restored(decoded, 100).expect("restores");
+    assert_eq!(restored.saved(), saved, "the same state");
+    assert_eq!(restored.epoch(), group.epoch());
+    // A member's heartbeat at the epoch it holds is answered as before the restart.
+    let b = &group.members()["b"];
+    let (b_epoch, held): (i32, Vec<i32>) = (
+        b.epoch,
+        b.assigned
+            .get(&TOPIC)
+            .map(|p| p.iter().copied().collect())
+            .unwrap_or_default(),
+    );
+    let before = beat(&mut group, "b", b_epoch, Some(&held), 1).expect("b before");
+    let after = beat(&mut restored, "b", b_epoch, Some(&held), 101).expect("b after");
+    assert_eq!(after, before);
+    assert_eq!(restored.epoch(), group.epoch(), "no new group epoch");
+    // Bytes that are not a consumer group's (a classic membership) are left alone.
+    assert!(SavedGroup::decode(b"\x00\x01classic").is_none());
+}
