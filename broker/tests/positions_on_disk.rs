@@ -11,17 +11,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use causeway_broker::positions::frontier::{coverage, position_at, resume_at};
 use causeway_broker::replication::log::ReplicaLog;
 use causeway_broker::wall_clock::now_ms;
+use causeway_protocol::plain_batch::encode_plain_batch;
 use causeway_replication::delivery::{Batch, BatchId, BatchLog};
 use causeway_replication::sim::SimRng;
 use causeway_replication::VectorClock;
 use causeway_storage::{CausalMeta, LogConfig, Partition};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use tempfile::TempDir;
 
 /// One batch of the history: its metadata and how many records it holds.
@@ -95,38 +93,15 @@ fn causal_order(rng: &mut SimRng, history: &[HistoryBatch], partial: bool) -> Ve
 }
 
 fn encoded(batch: &HistoryBatch) -> Bytes {
-    let records: Vec<Record> = (0..batch.records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(i),
-            // The encoder starts a new batch where offset - sequence changes.
-            sequence: i as i32 - 1,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from(format!(
-                "{}-{}-{i}",
-                batch.meta.origin_region, batch.meta.origin_seq
-            ))),
-            headers: Default::default(),
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> = (0..batch.records)
+        .map(|i| {
+            let value = format!("{}-{}-{i}", batch.meta.origin_region, batch.meta.origin_seq);
+            (None, Some(Bytes::from(value)))
         })
         .collect();
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("a batch encodes");
-    out.freeze()
+    encode_plain_batch(&records, 1)
+        .expect("a batch encodes")
+        .freeze()
 }
 
 /// One region's log: the partition, the adapter, its clock, and per offset the record there

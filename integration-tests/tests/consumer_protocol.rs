@@ -30,15 +30,28 @@ fn options() -> BrokerOptions {
 }
 
 fn member(broker: &BrokerProcess, group: &str) -> Result<BaseConsumer> {
-    Ok(ClientConfig::new()
+    member_with(broker, group, &[])
+}
+
+/// A member of `group` with `settings` on top of [`member`]'s.
+fn member_with(
+    broker: &BrokerProcess,
+    group: &str,
+    settings: &[(&str, &str)],
+) -> Result<BaseConsumer> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", group)
         .set("group.protocol", "consumer")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
-        .set("log_level", "6")
-        .create()?)
+        .set("log_level", "6");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    Ok(config.create()?)
 }
 
 fn assigned(consumer: &BaseConsumer) -> BTreeSet<i32> {
@@ -237,12 +250,7 @@ fn consumer_group_describe_shows_members_epochs_and_assignments() {
         let topic = topic_name("kip848-describe");
         create_topic(broker, &topic, PARTITIONS, &[])?;
         let group = topic_name("g-describe");
-        let a = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .set("group.id", &group)
-            .set("group.protocol", "consumer")
-            .set("client.id", "member-a")
-            .create::<BaseConsumer>()?;
+        let a = member_with(broker, &group, &[("client.id", "member-a")])?;
         a.subscribe(&[&topic])?;
         let b = member(broker, &group)?;
         b.subscribe(&[&topic])?;
@@ -383,14 +391,7 @@ fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebalance() 
         let topic = topic_name("kip848-static");
         create_topic(broker, &topic, PARTITIONS, &[])?;
         let group = topic_name("g-static");
-        let static_member = || -> Result<BaseConsumer> {
-            Ok(ClientConfig::new()
-                .set("bootstrap.servers", broker.bootstrap())
-                .set("group.id", &group)
-                .set("group.protocol", "consumer")
-                .set("group.instance.id", "instance-a")
-                .create()?)
-        };
+        let static_member = || member_with(broker, &group, &[("group.instance.id", "instance-a")]);
         let a = static_member()?;
         a.subscribe(&[&topic])?;
         let b = member(broker, &group)?;

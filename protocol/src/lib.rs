@@ -20,6 +20,7 @@
 pub mod alloc_guard;
 pub mod client;
 pub mod frame;
+pub mod plain_batch;
 pub mod records;
 pub mod request;
 pub mod response;

@@ -4,14 +4,12 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use causeway_protocol::plain_batch::encode_plain_batch;
 use causeway_storage::whole_batches;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 use serde_json::json;
 
@@ -118,36 +116,11 @@ fn send_batch(
     let records = std::mem::take(batch);
     let timestamp = now_ms();
     let count = i64::try_from(records.len())?;
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch where offset - sequence changes; base sequence -1.
-            sequence: i as i32 - 1,
-            timestamp,
-            key: key.clone(),
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> = records
+        .into_iter()
+        .map(|(key, value)| (key, Some(value)))
         .collect();
-    let mut encoded = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut encoded,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| anyhow!("encoding the batch: {e}"))?;
+    let encoded = encode_plain_batch(&records, timestamp).map_err(|e| anyhow!(e))?;
     let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)

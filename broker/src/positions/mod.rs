@@ -17,12 +17,11 @@ pub mod record;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use causeway_protocol::plain_batch::encode_plain_batch;
 use causeway_replication::crdt::{Content, Row};
 use causeway_replication::HybridClock;
 use causeway_storage::{CommittedOffset, OffsetEntry, StorageError, TableStore};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use uuid::Uuid;
 
 use crate::broker::Broker;
@@ -172,7 +171,16 @@ fn append_rows(broker: &Broker, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(
         .ok_or_else(|| format!("{POSITIONS_TOPIC} has no partition 0"))?;
     for chunk in rows.chunks(ROWS_PER_BATCH) {
         let now = now_ms();
-        let mut batch = encode_batch(chunk, now)?;
+        let records: Vec<(Option<Bytes>, Option<Bytes>)> = chunk
+            .iter()
+            .map(|(key, value)| {
+                (
+                    Some(Bytes::copy_from_slice(key)),
+                    value.as_deref().map(Bytes::copy_from_slice),
+                )
+            })
+            .collect();
+        let mut batch = encode_plain_batch(&records, now)?;
         handle
             .append_local(&mut batch, now)
             .map_err(|e| e.to_string())?;
@@ -180,40 +188,6 @@ fn append_rows(broker: &Broker, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(
     // Served to peers once the syncer fsyncs it.
     broker.replication.own_batches_appended();
     Ok(())
-}
-
-fn encode_batch(rows: &[(Vec<u8>, Option<Vec<u8>>)], now: i64) -> Result<Vec<u8>, String> {
-    let records: Vec<Record> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch where offset - sequence changes.
-            sequence: i as i32 - 1,
-            timestamp: now,
-            key: Some(key.clone().into()),
-            value: value.clone().map(Into::into),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut encoded = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut encoded,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| format!("encoding positions: {e}"))?;
-    Ok(encoded.to_vec())
 }
 
 /// The positions table as one region reads it: all OffsetFetch and the lag gauge need.
