@@ -55,13 +55,13 @@ type PartitionKey = (String, u32);
 
 /// Why a partition's part of a response did not apply cleanly.
 #[derive(Debug)]
-struct Trouble {
+pub(super) struct Trouble {
     /// What kind of trouble (a refusal reason, `log_failure`), for the log rate limit.
-    kind: &'static str,
+    pub(super) kind: &'static str,
     /// Batches refused (0 if the log failed).
     refused: u64,
     /// The first refusal or the log failure, for the log line.
-    first: String,
+    pub(super) first: String,
 }
 
 /// One held partition.
@@ -382,7 +382,7 @@ pub(super) async fn read_response(
 
 /// This region's clocks for every partition but the `held` ones (advanced by `ahead`, what a
 /// response being applied carries), and which origins to ask peer `peer` for.
-fn build_request(
+pub(super) fn build_request(
     broker: &Broker,
     peer: u32,
     ahead: Option<&Ahead>,
@@ -461,7 +461,7 @@ fn wanted_origins(broker: &Broker, peer: u32, now: i64) -> Vec<u32> {
 
 /// What one response did here.
 #[derive(Debug, Default)]
-struct Applied {
+pub(super) struct Applied {
     batches: u64,
     bytes: u64,
     duplicates: u64,
@@ -471,7 +471,7 @@ struct Applied {
     /// Partitions that applied batches without refusal or failure.
     clean: Vec<PartitionKey>,
     /// Partitions that did not.
-    troubles: Vec<(PartitionKey, Trouble)>,
+    pub(super) troubles: Vec<(PartitionKey, Trouble)>,
 }
 
 impl Applied {
@@ -503,7 +503,11 @@ pub(super) fn well_formed(payload: &Bytes) -> bool {
 /// Merges the peer's catalog, then runs each partition's batches through its replica. A
 /// partition whose batches are refused or whose log fails is reported in `troubles` and the
 /// others still apply.
-fn apply(broker: &Broker, peer: u32, response: PullResponse) -> Result<Applied, LinkError> {
+pub(super) fn apply(
+    broker: &Broker,
+    peer: u32,
+    response: PullResponse,
+) -> Result<Applied, LinkError> {
     if let Some(catalog) = &response.catalog {
         broker
             .merge_peer_catalog(catalog)

@@ -7,6 +7,8 @@ pub mod deleted_for_peer;
 pub mod detour;
 pub mod link;
 pub mod log;
+#[cfg(test)]
+mod mesh_sim;
 pub mod seed;
 pub mod serve;
 pub mod status;
