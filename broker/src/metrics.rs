@@ -315,7 +315,8 @@ pub fn position_translated(
     group: &str,
     topic: &str,
     partition: i32,
-    resume: &crate::positions::frontier::Resume,
+    repeat_records: i64,
+    missing_batches: u64,
 ) {
     counter!("causeway_group_positions_translated_total").increment(1);
     let labels = [
@@ -323,8 +324,8 @@ pub fn position_translated(
         ("topic", topic.to_string()),
         ("partition", partition.to_string()),
     ];
-    gauge!("causeway_group_failover_repeat_records", &labels).set(resume.repeat_records as f64);
-    gauge!("causeway_group_failover_missing_batches", &labels).set(resume.missing_batches as f64);
+    gauge!("causeway_group_failover_repeat_records", &labels).set(repeat_records as f64);
+    gauge!("causeway_group_failover_missing_batches", &labels).set(missing_batches as f64);
 }
 
 /// Publishes how many partitions the last start had to scan for torn writes (0 after a clean

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
@@ -51,7 +51,6 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     tracing::info!(addr = %options.http_listen, "HTTP listener up");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     // Every background task, so shutdown can wait for each before it closes the logs.
     let mut background = JoinSet::new();
     background.spawn(http::serve(
@@ -83,30 +82,39 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     broker.set_ready(true);
     tracing::info!("ready");
 
-    accept_until_shutdown(&kafka, &broker, &shutdown_rx, &done_tx).await;
+    let mut connections = accept_until_shutdown(&kafka, &broker, &shutdown_rx).await;
     tracing::info!("shutting down: no new connections");
     broker.set_ready(false);
     drop(kafka);
     let _ = shutdown_tx.send(true);
-    drop(done_tx);
     let grace = Duration::from_millis(options.shutdown_timeout_ms);
     let deadline = tokio::time::Instant::now() + grace;
-    if tokio::time::timeout_at(deadline, done_rx.recv())
+    if !join_by(&mut connections, deadline).await {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests did not finish in time; closed them"
+        );
+    }
+    // Links, the materializer, the cleaner, maintenance, group and transaction timers, HTTP:
+    // each stops at the signal.
+    if !join_by(&mut background, deadline).await {
+        tracing::warn!(
+            ?grace,
+            "background tasks did not stop in time; aborted them"
+        );
+    }
+    // Whatever blocking work the tasks had started ends too (a task aborted mid-append leaves
+    // its append running), so nothing writes to a log being closed.
+    let idle_deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(idle_deadline, crate::blocking::all_idle())
         .await
         .is_err()
     {
-        tracing::warn!(?grace, "in-flight requests did not finish in time");
-    }
-    // Links, the materializer, the cleaner, maintenance, group and transaction timers, HTTP:
-    // each stops at the signal; then whatever blocking work they had started ends too (a link
-    // stopped mid-apply leaves its apply running), so nothing writes to a log being closed.
-    let stopped = async {
-        while background.join_next().await.is_some() {}
+        tracing::warn!(
+            ?grace,
+            "blocking work still running; waiting for it before closing the logs"
+        );
         crate::blocking::all_idle().await;
-    };
-    if tokio::time::timeout_at(deadline, stopped).await.is_err() {
-        tracing::warn!(?grace, "background tasks did not stop in time");
-        background.abort_all();
     }
     let closing = broker.clone();
     crate::blocking::MAINTENANCE
@@ -117,12 +125,26 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits for every task of `tasks` until `deadline`, then aborts those still running and waits
+/// for them to end; returns whether all ended in time. When it returns, no task of the set runs.
+async fn join_by(tasks: &mut JoinSet<()>, deadline: tokio::time::Instant) -> bool {
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline, all).await.is_ok() {
+        return true;
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    false
+}
+
+/// Accepts Kafka connections until the shutdown signal; returns the connections still open, so
+/// shutdown can wait for them (and stop them) before it closes the logs.
 async fn accept_until_shutdown(
     listener: &TcpListener,
     broker: &Arc<Broker>,
     shutdown: &watch::Receiver<bool>,
-    done: &mpsc::Sender<()>,
-) {
+) -> JoinSet<()> {
+    let mut connections = JoinSet::new();
     let options = &broker.options;
     let clients = Arc::new(Semaphore::new(options.max_connections as usize));
     let peers = Arc::new(Semaphore::new(PEER_RESERVE_CONNECTIONS));
@@ -137,7 +159,8 @@ async fn accept_until_shutdown(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = &mut signal => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = &mut signal => return connections,
         };
         let (stream, address) = match accepted {
             Ok(accepted) => accepted,
@@ -179,11 +202,10 @@ async fn accept_until_shutdown(
         };
         let broker = broker.clone();
         let shutdown = shutdown.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _gauge = metrics::ConnectionGauge::open();
             connection::serve(stream, broker, shutdown, admission).await;
-            drop((permit, slot, done));
+            drop((permit, slot));
         });
     }
 }
@@ -209,5 +231,34 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection stuck past the grace period (a produce waiting on peers, a slow client) is
+    /// stopped and gone before shutdown goes on to close the logs.
+    #[tokio::test]
+    async fn tasks_still_running_at_the_deadline_are_aborted_and_joined() {
+        let mut tasks = JoinSet::new();
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel::<()>(1);
+        tasks.spawn(async move {
+            let _ended = ended_tx; // dropped when the task ends, aborted or not
+            std::future::pending::<()>().await;
+        });
+        tasks.spawn(async {});
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(
+            !join_by(&mut tasks, deadline).await,
+            "the stuck task was not reported"
+        );
+        assert!(tasks.is_empty());
+        assert!(ended_rx.recv().await.is_none(), "the stuck task still runs");
+
+        tasks.spawn(async {});
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert!(join_by(&mut tasks, deadline).await);
     }
 }

@@ -363,7 +363,13 @@ fn travelled_position(
             metadata: String::new(),
         }),
         Ok(Travelled::Resumed(record, resume)) => {
-            metrics::position_translated(group_id, topic, index, &resume);
+            metrics::position_translated(
+                group_id,
+                topic,
+                index,
+                resume.repeat_records,
+                resume.missing_batches,
+            );
             tracing::info!(
                 group = group_id,
                 topic,
