@@ -1,8 +1,10 @@
 //! The layering of the workspace, checked over `cargo metadata` so it lives in a test rather than
 //! in comments: `causal` and `protocol` are leaves, `storage` knows nothing of sockets,
 //! `replication` is a pure state machine with no I/O crate beneath it, and only `broker` wires
-//! the layers together; the test harness (`testkit`) stands outside them all. Dependencies are followed through workspace crates, so `replication`
-//! depending on `storage` is caught by the rule against `rocksdb` as well as by its own.
+//! the layers together; the test harness (`testkit`) stands outside them all. Dependencies are
+//! followed through every crate Cargo resolved, external ones included, so `replication`
+//! depending on `storage` is caught by the rule against `rocksdb` as well as by its own, and a
+//! networking crate that a new dependency brings along is caught like a direct one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -47,9 +49,27 @@ fn allowed_workspace_dependencies() -> BTreeMap<&'static str, &'static [&'static
     ])
 }
 
-/// Normal (non-dev, non-build) dependencies of each workspace crate, by package name.
+/// Normal (non-dev, non-build) dependencies of every package in the build, by package name.
 struct Workspace {
+    /// The workspace's own crates.
+    members: BTreeSet<String>,
+    /// Per package (workspace or external), the packages it depends on for its normal build,
+    /// as Cargo resolved them.
     direct: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The target this machine builds for, as `rustc -vV` names it.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let output = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .expect("rustc names its host")
+        .to_owned()
 }
 
 impl Workspace {
@@ -58,14 +78,10 @@ impl Workspace {
             .parent()
             .expect("integration-tests sits in the workspace");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // Only what builds here: other platforms' crates are not downloaded offline.
         let output = Command::new(cargo)
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--no-deps",
-                "--offline",
-            ])
+            .args(["metadata", "--format-version", "1", "--offline"])
+            .args(["--filter-platform", &host_triple()])
             .current_dir(root)
             .output()
             .expect("cargo metadata runs");
@@ -75,29 +91,47 @@ impl Workspace {
             String::from_utf8_lossy(&output.stderr)
         );
         let metadata: Value = serde_json::from_slice(&output.stdout).expect("metadata is JSON");
-        let mut direct = BTreeMap::new();
-        for package in metadata["packages"].as_array().expect("packages") {
-            let name = package["name"].as_str().expect("package name").to_owned();
-            let dependencies = package["dependencies"]
+        let name_of: BTreeMap<&str, String> = metadata["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| {
+                let id = p["id"].as_str().expect("package id");
+                (id, p["name"].as_str().expect("package name").to_owned())
+            })
+            .collect();
+        let members = metadata["workspace_members"]
+            .as_array()
+            .expect("workspace members")
+            .iter()
+            .map(|id| name_of[id.as_str().expect("member id")].clone())
+            .collect();
+        let mut direct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for node in metadata["resolve"]["nodes"].as_array().expect("resolve") {
+            let name = name_of[node["id"].as_str().expect("node id")].clone();
+            let normal = node["deps"]
                 .as_array()
-                .expect("dependencies")
+                .expect("deps")
                 .iter()
-                .filter(|dependency| dependency["kind"].is_null())
-                .map(|dependency| dependency["name"].as_str().expect("name").to_owned())
-                .collect();
-            direct.insert(name, dependencies);
+                .filter(|dep| {
+                    dep["dep_kinds"]
+                        .as_array()
+                        .is_some_and(|kinds| kinds.iter().any(|k| k["kind"].is_null()))
+                })
+                .map(|dep| name_of[dep["pkg"].as_str().expect("dep id")].clone());
+            direct.entry(name).or_default().extend(normal);
         }
-        Workspace { direct }
+        Workspace { members, direct }
     }
 
-    /// Everything `package` depends on, following workspace crates transitively (external
-    /// crates are listed but not opened: their own dependencies are not in `--no-deps`).
+    /// Everything `package` depends on for its normal build, through any crate, external ones
+    /// included: a networking crate pulled in by a dependency counts as much as a direct one.
     fn reachable(&self, package: &str) -> BTreeSet<String> {
         let mut seen = BTreeSet::new();
         let mut pending = vec![package.to_owned()];
         while let Some(next) = pending.pop() {
             for dependency in self.direct.get(&next).into_iter().flatten() {
-                if seen.insert(dependency.clone()) && self.direct.contains_key(dependency) {
+                if seen.insert(dependency.clone()) {
                     pending.push(dependency.clone());
                 }
             }
@@ -106,7 +140,7 @@ impl Workspace {
     }
 
     fn is_member(&self, package: &str) -> bool {
-        self.direct.contains_key(package)
+        self.members.contains(package)
     }
 }
 
@@ -189,7 +223,7 @@ fn nothing_but_the_test_crates_depends_on_the_broker_or_the_harness() {
         "causeway-testkit",
     ];
     for (package, dependencies) in &workspace.direct {
-        if wiring_and_tools.contains(&package.as_str()) {
+        if !workspace.is_member(package) || wiring_and_tools.contains(&package.as_str()) {
             continue;
         }
         for tool in wiring_and_tools {
