@@ -183,7 +183,13 @@ fn degraded_replication(replication: &crate::replication::Replication) -> Option
 async fn regions(State(state): State<HttpState>) -> impl IntoResponse {
     let broker = state.broker.clone();
     match crate::blocking::MAINTENANCE
-        .run(move || crate::replication::status::report(&broker))
+        .run(move || {
+            crate::replication::status::report(
+                &broker.topics,
+                &broker.replication,
+                broker.started_ms,
+            )
+        })
         .await
     {
         Ok(report) => axum::Json(report).into_response(),

@@ -25,7 +25,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
 
 fn maintain_all(broker: &Broker) {
     let now = now_ms();
-    let stale = stale_peers(broker);
+    let stale = stale_peers(&broker.replication, broker.started_ms);
     for topic in broker.topics.all() {
         for partition in topic.partitions() {
             let stable_offset = partition.stable_offset(&broker.replication, &stale);

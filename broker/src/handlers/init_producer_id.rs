@@ -23,7 +23,7 @@ pub async fn handle(
             let expected = (request.producer_id.0 >= 0)
                 .then_some((request.producer_id.0, request.producer_epoch));
             transactions::init_producer_id(
-                broker,
+                &transactions::TxnContext::of(broker),
                 transactional_id.as_str(),
                 request.transaction_timeout_ms,
                 expected,

@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 
 use super::{code, str_bytes, topic_name};
 use crate::broker::Broker;
-use crate::transactions::{self, PendingOffset, TxnState};
+use crate::transactions::{self, PendingOffset, TxnContext, TxnState};
 
 /// AddPartitionsToTxn v0-3: one transaction per request. Unknown partitions fail the request
 /// and the others are answered OPERATION_NOT_ATTEMPTED, as Kafka does.
@@ -53,7 +53,7 @@ pub async fn add_partitions(
             })
             .collect();
         transactions::add_partitions(
-            broker,
+            &TxnContext::of(broker),
             request.v3_and_below_transactional_id.as_str(),
             request.v3_and_below_producer_id.0,
             request.v3_and_below_producer_epoch,
@@ -92,7 +92,7 @@ pub async fn add_offsets(
     request: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
     let outcome = transactions::add_offsets(
-        broker,
+        &TxnContext::of(broker),
         request.transactional_id.as_str(),
         request.producer_id.0,
         request.producer_epoch,
@@ -127,7 +127,7 @@ pub async fn txn_offset_commit(
         })
         .collect();
     let outcome = transactions::stage_offsets(
-        broker,
+        &TxnContext::of(broker),
         request.transactional_id.as_str(),
         request.producer_id.0,
         request.producer_epoch,
@@ -158,7 +158,7 @@ pub async fn txn_offset_commit(
 /// EndTxn: commit or abort.
 pub async fn end(broker: &Arc<Broker>, request: EndTxnRequest) -> EndTxnResponse {
     let outcome = transactions::end(
-        broker,
+        &TxnContext::of(broker),
         request.transactional_id.as_str(),
         request.producer_id.0,
         request.producer_epoch,

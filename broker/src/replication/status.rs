@@ -8,7 +8,7 @@ use causeway_replication::{BatchId, HybridClock};
 use serde::Serialize;
 
 use super::Replication;
-use crate::broker::Broker;
+use crate::topics::Topics;
 use crate::wall_clock::now_ms;
 
 /// State of the link that pulls from one peer.
@@ -200,21 +200,20 @@ pub fn is_stale(replication: &Replication, facts: &LinkFacts, started_ms: i64) -
     now_ms().saturating_sub(last) > bound
 }
 
-/// Ids of the peers currently stale.
-pub fn stale_peers(broker: &Broker) -> Vec<u32> {
-    let replication = &broker.replication;
+/// Ids of the peers currently stale (`started_ms`: when the broker started, see [`is_stale`]).
+pub fn stale_peers(replication: &Replication, started_ms: i64) -> Vec<u32> {
     replication
         .peers
         .iter()
         .zip(&replication.links)
-        .filter(|(_, link)| is_stale(replication, &link.facts(), broker.started_ms))
+        .filter(|(_, link)| is_stale(replication, &link.facts(), started_ms))
         .map(|(peer, _)| peer.id)
         .collect()
 }
 
-/// Builds the regions report from every partition's replica.
-pub fn report(broker: &Broker) -> RegionsReport {
-    let replication = &broker.replication;
+/// Builds the regions report from every partition's replica (`started_ms`: when the broker
+/// started, see [`is_stale`]).
+pub fn report(topics: &Topics, replication: &Replication, started_ms: i64) -> RegionsReport {
     let mut clock: BTreeMap<u32, u64> = BTreeMap::new();
     let mut buffered = 0;
     let me = replication.region_id;
@@ -222,7 +221,7 @@ pub fn report(broker: &Broker) -> RegionsReport {
     let peers = replication.peers.len();
     let (mut lag, mut behind) = (vec![0u64; peers], vec![0u64; peers]);
     let (mut lag_since, mut behind_since) = (vec![now; peers], vec![now; peers]);
-    for topic in broker.topics.all() {
+    for topic in topics.all() {
         for partition in topic.partitions() {
             let replica = partition.replica();
             let mine = replica.clock();
@@ -267,7 +266,7 @@ pub fn report(broker: &Broker) -> RegionsReport {
                 name: peer.name.clone(),
                 id: peer.id,
                 addr: peer.addr.clone(),
-                stale: is_stale(replication, &facts, broker.started_ms),
+                stale: is_stale(replication, &facts, started_ms),
                 link: facts,
                 lag_batches: lag[i],
                 lag_seconds: seconds_since(lag_since[i]),

@@ -66,7 +66,7 @@ fn sync_unsynced(broker: &Broker) {
 }
 
 fn publish(broker: &Broker) {
-    let report = status::report(broker);
+    let report = status::report(&broker.topics, &broker.replication, broker.started_ms);
     let mut stale_before = broker
         .replication
         .stale_reported

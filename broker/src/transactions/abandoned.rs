@@ -12,15 +12,15 @@
 
 use causeway_storage::{producer_region, ControlType, OpenTransaction};
 
-use crate::broker::Broker;
+use super::TxnContext;
 use crate::metrics;
+use crate::replication::Replication;
 
 /// The name of the region that issued `producer_id`, as operators know it; its numeric id when
 /// it is not a peer of this mesh.
-fn origin_name(broker: &Broker, producer_id: i64) -> String {
+fn origin_name(replication: &Replication, producer_id: i64) -> String {
     match producer_region(producer_id) {
-        Some(id) => broker
-            .replication
+        Some(id) => replication
             .peer(id)
             .map_or_else(|| format!("region id {id}"), |(peer, _)| peer.name.clone()),
         None => "unknown".to_string(),
@@ -36,12 +36,11 @@ pub fn is_abandoned(open: &OpenTransaction, stale: &[u32], now_ms: i64, wait_ms:
 
 /// Aborts every abandoned transaction in every partition (`stale` lists the stale peers);
 /// returns how many markers it wrote.
-pub fn abort_abandoned(broker: &Broker, stale: &[u32], now_ms: i64) -> usize {
-    let options = &broker.options;
-    let wait_ms = i64::from(options.transaction_max_timeout_ms)
-        .saturating_add(i64::try_from(options.region_stale_after_ms).unwrap_or(i64::MAX));
+pub fn abort_abandoned(ctx: &TxnContext<'_>, stale: &[u32], now_ms: i64) -> usize {
+    let wait_ms = i64::from(ctx.transaction_max_timeout_ms)
+        .saturating_add(i64::try_from(ctx.region_stale_after_ms).unwrap_or(i64::MAX));
     let mut aborted = 0;
-    for topic in broker.topics.all() {
+    for topic in ctx.topics.all() {
         for partition in topic.partitions() {
             for open in partition.log().open_transactions() {
                 if !is_abandoned(&open, stale, now_ms, wait_ms) {
@@ -50,7 +49,7 @@ pub fn abort_abandoned(broker: &Broker, stale: &[u32], now_ms: i64) -> usize {
                 let epoch = open.epoch.checked_add(1).unwrap_or(open.epoch);
                 let written = partition
                     .append_local_control(ControlType::Abort, open.producer_id, epoch, now_ms)
-                    .and_then(|_| partition.sync(&broker.replication));
+                    .and_then(|_| partition.sync(ctx.replication));
                 match written {
                     Ok(()) => {
                         partition.appended().notify_waiters();
@@ -60,7 +59,7 @@ pub fn abort_abandoned(broker: &Broker, stale: &[u32], now_ms: i64) -> usize {
                             topic = %topic.name,
                             partition = partition.index(),
                             producer_id = open.producer_id,
-                            origin = %origin_name(broker, open.producer_id),
+                            origin = %origin_name(ctx.replication, open.producer_id),
                             first_offset = open.first_offset,
                             "aborted a transaction its stale origin region left open"
                         );

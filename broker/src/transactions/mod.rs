@@ -5,6 +5,7 @@
 //! the Complete* state; a crash in between is finished when the broker starts again.
 
 mod abandoned;
+mod context;
 mod state;
 
 use std::collections::HashMap;
@@ -16,11 +17,13 @@ use dashmap::DashMap;
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
+pub use context::TxnContext;
 pub use state::{PendingOffset, TxnRecord, TxnState};
 
 use crate::broker::Broker;
 use crate::metrics;
 use crate::replication::status::stale_peers;
+use crate::topics::Topics;
 use crate::wall_clock::now_ms;
 
 /// How often ongoing transactions are checked against their timeouts.
@@ -82,16 +85,17 @@ impl TransactionCoordinator {
 }
 
 /// Persists `record` and makes it the current one.
-async fn save(broker: &Arc<Broker>, id: &str, record: TxnRecord) -> TxnResult<()> {
+async fn save(ctx: &TxnContext<'_>, id: &str, record: TxnRecord) -> TxnResult<()> {
     let bytes = serde_json::to_vec(&record).map_err(|_| ResponseError::KafkaStorageError)?;
-    let writer = broker.clone();
     let key = id.to_string();
-    let written = crate::blocking::METADATA
-        .run(move || writer.topics.catalog().put_transaction(&key, &bytes))
+    let written = ctx
+        .on_lane(&crate::blocking::METADATA, move |writer| {
+            writer.topics.catalog().put_transaction(&key, &bytes)
+        })
         .await;
     match written {
         Ok(Ok(())) => {
-            broker.transactions.records.insert(id.to_string(), record);
+            ctx.coordinator.records.insert(id.to_string(), record);
             Ok(())
         }
         Ok(Err(error)) => {
@@ -105,7 +109,7 @@ async fn save(broker: &Arc<Broker>, id: &str, record: TxnRecord) -> TxnResult<()
 /// Binds `transactional_id` to a producer id and a new epoch, fencing earlier producers and
 /// finishing or aborting what they left open.
 pub async fn init_producer_id(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     timeout_ms: i32,
     expected: Option<(i64, i16)>,
@@ -113,16 +117,16 @@ pub async fn init_producer_id(
     if transactional_id.is_empty() {
         return Err(ResponseError::InvalidRequest);
     }
-    let timeout_ms_max = i64::from(broker.options.transaction_max_timeout_ms);
+    let timeout_ms_max = i64::from(ctx.transaction_max_timeout_ms);
     if timeout_ms <= 0 || i64::from(timeout_ms) > timeout_ms_max {
         return Err(ResponseError::InvalidTransactionTimeout);
     }
-    let lock = broker.transactions.lock(transactional_id);
+    let lock = ctx.coordinator.lock(transactional_id);
     let _guard = lock.lock().await;
     let now = now_ms();
-    let record = match broker.transactions.get(transactional_id) {
+    let record = match ctx.coordinator.get(transactional_id) {
         None => {
-            let producer_id = new_producer_id(broker)?;
+            let producer_id = new_producer_id(ctx)?;
             TxnRecord::new(producer_id, timeout_ms, now)
         }
         Some(mut record) => {
@@ -135,13 +139,13 @@ pub async fn init_producer_id(
                 record.state,
                 TxnState::PrepareCommit | TxnState::PrepareAbort
             ) {
-                record = finish(broker, transactional_id, record).await?;
+                record = finish(ctx, transactional_id, record).await?;
             }
             if record.state == TxnState::Ongoing {
-                record = abort_fencing(broker, transactional_id, record).await?;
+                record = abort_fencing(ctx, transactional_id, record).await?;
             }
             if record.bump_epoch().is_none() {
-                record = TxnRecord::new(new_producer_id(broker)?, timeout_ms, now);
+                record = TxnRecord::new(new_producer_id(ctx)?, timeout_ms, now);
             }
             record.state = TxnState::Empty;
             record.timeout_ms = timeout_ms;
@@ -150,7 +154,7 @@ pub async fn init_producer_id(
         }
     };
     let answer = (record.producer_id, record.epoch);
-    save(broker, transactional_id, record).await?;
+    save(ctx, transactional_id, record).await?;
     tracing::info!(
         transactional_id,
         producer_id = answer.0,
@@ -160,67 +164,54 @@ pub async fn init_producer_id(
     Ok(answer)
 }
 
-fn new_producer_id(broker: &Broker) -> TxnResult<i64> {
-    broker
-        .producer_ids
-        .next(broker.topics.catalog())
+fn new_producer_id(ctx: &TxnContext<'_>) -> TxnResult<i64> {
+    ctx.producer_ids
+        .next(ctx.topics.catalog())
         .map_err(|_| ResponseError::CoordinatorNotAvailable)
 }
 
 /// Adds partitions to the ongoing transaction (starting one if needed).
 pub async fn add_partitions(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
     partitions: &[(String, i32)],
 ) -> TxnResult<()> {
-    change(
-        broker,
-        transactional_id,
-        producer_id,
-        epoch,
-        |record, now| {
-            record.begin_or_continue(now)?;
-            record.partitions.extend(partitions.iter().cloned());
-            Ok(())
-        },
-    )
+    change(ctx, transactional_id, producer_id, epoch, |record, now| {
+        record.begin_or_continue(now)?;
+        record.partitions.extend(partitions.iter().cloned());
+        Ok(())
+    })
     .await
 }
 
 /// Adds a consumer group whose offsets the transaction will commit.
 pub async fn add_offsets(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
     group: &str,
 ) -> TxnResult<()> {
-    change(
-        broker,
-        transactional_id,
-        producer_id,
-        epoch,
-        |record, now| {
-            record.begin_or_continue(now)?;
-            record.groups.insert(group.to_string());
-            Ok(())
-        },
-    )
+    change(ctx, transactional_id, producer_id, epoch, |record, now| {
+        record.begin_or_continue(now)?;
+        record.groups.insert(group.to_string());
+        Ok(())
+    })
     .await
 }
 
 /// Stages offsets of a group added with [`add_offsets`]; they are committed with the
 /// transaction.
 pub async fn stage_offsets(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
     offsets: Vec<PendingOffset>,
 ) -> TxnResult<()> {
-    change(broker, transactional_id, producer_id, epoch, |record, _| {
+    change(ctx, transactional_id, producer_id, epoch, |record, _| {
         if record.state != TxnState::Ongoing
             || offsets.iter().any(|o| !record.groups.contains(&o.group))
         {
@@ -240,37 +231,36 @@ pub async fn stage_offsets(
 
 /// Commits or aborts the ongoing transaction.
 pub async fn end(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
     commit: bool,
 ) -> TxnResult<()> {
-    let (_guard, mut record) = current(broker, transactional_id, producer_id, epoch).await?;
-    if commit && record.state == TxnState::Ongoing && aborted_elsewhere(broker, &record) {
+    let (_guard, mut record) = current(ctx, transactional_id, producer_id, epoch).await?;
+    if commit && record.state == TxnState::Ongoing && aborted_elsewhere(ctx.topics, &record) {
         tracing::warn!(
             transactional_id,
             producer_id,
             "another region aborted this transaction while this region was out of reach; the commit becomes an abort"
         );
         metrics::transaction_commit_overruled();
-        abort_fencing(broker, transactional_id, record).await?;
+        abort_fencing(ctx, transactional_id, record).await?;
         return Err(ResponseError::ProducerFenced);
     }
     if !record.prepare_end(commit, now_ms())? {
         return Ok(());
     }
-    save(broker, transactional_id, record.clone()).await?;
-    finish(broker, transactional_id, record).await?;
+    save(ctx, transactional_id, record.clone()).await?;
+    finish(ctx, transactional_id, record).await?;
     Ok(())
 }
 
 /// Whether a marker with a newer epoch than the coordinator's reached one of the transaction's
 /// partitions: another region aborted it, taking this region for gone (`abandoned`).
-fn aborted_elsewhere(broker: &Broker, record: &TxnRecord) -> bool {
+fn aborted_elsewhere(topics: &Topics, record: &TxnRecord) -> bool {
     record.partitions.iter().any(|(topic, index)| {
-        broker
-            .topics
+        topics
             .get(topic)
             .and_then(|t| t.partition(*index))
             .and_then(|p| p.log().producer_epoch(record.producer_id))
@@ -281,18 +271,14 @@ fn aborted_elsewhere(broker: &Broker, record: &TxnRecord) -> bool {
 /// Locks `transactional_id` and returns its record once the request is shown to come from the
 /// current producer; the guard keeps other changes out until dropped.
 async fn current(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
 ) -> TxnResult<(tokio::sync::OwnedMutexGuard<()>, TxnRecord)> {
-    let guard = broker
-        .transactions
-        .lock(transactional_id)
-        .lock_owned()
-        .await;
-    let record = broker
-        .transactions
+    let guard = ctx.coordinator.lock(transactional_id).lock_owned().await;
+    let record = ctx
+        .coordinator
         .get(transactional_id)
         .ok_or(ResponseError::InvalidProducerIdMapping)?;
     record.check_producer(producer_id, epoch)?;
@@ -301,21 +287,21 @@ async fn current(
 
 /// Validates the producer and applies `edit` to the record under its lock, then persists it.
 async fn change(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
     edit: impl FnOnce(&mut TxnRecord, i64) -> TxnResult<()>,
 ) -> TxnResult<()> {
-    let (_guard, mut record) = current(broker, transactional_id, producer_id, epoch).await?;
+    let (_guard, mut record) = current(ctx, transactional_id, producer_id, epoch).await?;
     edit(&mut record, now_ms())?;
-    save(broker, transactional_id, record).await
+    save(ctx, transactional_id, record).await
 }
 
 /// Aborts an ongoing transaction on behalf of a newer producer or a timeout: the epoch is
 /// bumped first, so the old producer is fenced and the markers carry the new epoch.
 async fn abort_fencing(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     mut record: TxnRecord,
 ) -> TxnResult<TxnRecord> {
@@ -326,13 +312,13 @@ async fn abort_fencing(
         );
     }
     record.prepare_end(false, now_ms())?;
-    save(broker, transactional_id, record.clone()).await?;
-    finish(broker, transactional_id, record).await
+    save(ctx, transactional_id, record.clone()).await?;
+    finish(ctx, transactional_id, record).await
 }
 
 /// Writes the markers of a Prepare* record, applies staged offsets on commit, persists Complete*.
 async fn finish(
-    broker: &Arc<Broker>,
+    ctx: &TxnContext<'_>,
     transactional_id: &str,
     mut record: TxnRecord,
 ) -> TxnResult<TxnRecord> {
@@ -341,10 +327,11 @@ async fn finish(
         TxnState::PrepareAbort => ControlType::Abort,
         _ => return Ok(record),
     };
-    let writer = broker.clone();
     let marking = record.clone();
-    let written = crate::blocking::METADATA
-        .run(move || write_markers(&writer, &marking, kind))
+    let written = ctx
+        .on_lane(&crate::blocking::METADATA, move |writer| {
+            write_markers(&writer, &marking, kind)
+        })
         .await;
     match written {
         Ok(Ok(())) => {}
@@ -355,7 +342,7 @@ async fn finish(
         Err(_) => return Err(ResponseError::KafkaStorageError),
     }
     record.complete(now_ms());
-    save(broker, transactional_id, record.clone()).await?;
+    save(ctx, transactional_id, record.clone()).await?;
     tracing::info!(transactional_id, producer_id = record.producer_id, epoch = record.epoch, outcome = ?kind, "transaction ended");
     Ok(record)
 }
@@ -364,14 +351,14 @@ async fn finish(
 /// offsets if it is a commit. Repeating it after a crash is harmless: a marker for a producer
 /// with no open transaction changes nothing, and offsets are idempotent.
 fn write_markers(
-    broker: &Broker,
+    ctx: &TxnContext<'_>,
     record: &TxnRecord,
     kind: ControlType,
 ) -> Result<(), StorageError> {
     let now = now_ms();
     let mut marked = Vec::with_capacity(record.partitions.len());
     for (topic, index) in &record.partitions {
-        let Some(partition) = broker.topics.get(topic).and_then(|t| t.partition(*index)) else {
+        let Some(partition) = ctx.topics.get(topic).and_then(|t| t.partition(*index)) else {
             continue;
         };
         match partition.append_local_control(kind, record.producer_id, record.epoch, now) {
@@ -399,7 +386,7 @@ fn write_markers(
     std::thread::scope(|scope| {
         let syncs: Vec<_> = marked
             .iter()
-            .map(|partition| scope.spawn(move || partition.sync(&broker.replication)))
+            .map(|partition| scope.spawn(move || partition.sync(ctx.replication)))
             .collect();
         syncs.into_iter().try_for_each(|sync| {
             sync.join().unwrap_or_else(|_| {
@@ -431,25 +418,28 @@ fn write_markers(
                 });
         }
         for (group, entries) in by_group {
-            broker.groups.commit_transactional(group, &entries)?;
-            crate::positions::record_commits(broker, group, &entries);
+            ctx.groups.commit_transactional(group, &entries)?;
+            ctx.record_positions(group, &entries);
         }
     }
     Ok(())
 }
 
 /// Aborts, off the runtime workers, the transactions stale regions left open here.
-async fn abort_abandoned(broker: &Arc<Broker>, now: i64) {
-    if !broker.replication.enabled() {
+async fn abort_abandoned(ctx: &TxnContext<'_>, now: i64) {
+    if !ctx.replication.enabled() {
         return;
     }
-    let stale = stale_peers(broker);
+    let stale = stale_peers(ctx.replication, ctx.started_ms);
     if stale.is_empty() {
         return;
     }
-    let broker = broker.clone();
-    let aborting = move || abandoned::abort_abandoned(&broker, &stale, now);
-    if crate::blocking::MAINTENANCE.run(aborting).await.is_err() {
+    let aborting = move |ctx: TxnContext<'_>| abandoned::abort_abandoned(&ctx, &stale, now);
+    if ctx
+        .on_lane(&crate::blocking::MAINTENANCE, aborting)
+        .await
+        .is_err()
+    {
         tracing::error!("the check for transactions left open by stale regions did not run");
     }
 }
@@ -457,30 +447,31 @@ async fn abort_abandoned(broker: &Arc<Broker>, now: i64) {
 /// Forgets transactional ids idle past `--transactional-id-expiration-ms` (Kafka's
 /// `transactional.id.expiration.ms`): their records leave the catalog and memory. A producer
 /// that comes back with such an id is given a new producer id, as in Kafka.
-async fn expire_idle_ids(broker: &Arc<Broker>, now: i64) {
-    let expiration_ms = broker.options.transactional_id_expiration_ms;
-    for (id, record) in broker.transactions.all() {
+async fn expire_idle_ids(ctx: &TxnContext<'_>, now: i64) {
+    let expiration_ms = ctx.transactional_id_expiration_ms;
+    for (id, record) in ctx.coordinator.all() {
         if !record.idle_past(now, expiration_ms) {
             continue;
         }
-        let lock = broker.transactions.lock(&id);
+        let lock = ctx.coordinator.lock(&id);
         let _guard = lock.lock().await;
-        if broker
-            .transactions
+        if ctx
+            .coordinator
             .get(&id)
             .is_none_or(|current| !current.idle_past(now, expiration_ms))
         {
             continue;
         }
-        let deleter = broker.clone();
         let key = id.clone();
-        let deleted = crate::blocking::METADATA
-            .run(move || deleter.topics.catalog().delete_transaction(&key))
+        let deleted = ctx
+            .on_lane(&crate::blocking::METADATA, move |deleter| {
+                deleter.topics.catalog().delete_transaction(&key)
+            })
             .await;
         match deleted {
             Ok(Ok(())) => {
-                broker.transactions.records.remove(&id);
-                broker.transactions.locks.remove(&id);
+                ctx.coordinator.records.remove(&id);
+                ctx.coordinator.locks.remove(&id);
                 metrics::transactional_id_expired();
                 tracing::info!(transactional_id = %id, "transactional id expired");
             }
@@ -495,9 +486,11 @@ async fn expire_idle_ids(broker: &Arc<Broker>, now: i64) {
 }
 
 /// Finishes transactions a crash left half-ended, then until shutdown retries the markers of
-/// ends that failed (a full disk) and aborts timed-out transactions.
+/// ends that failed (a full disk) and aborts timed-out transactions. A task of its own, so it
+/// owns the broker and builds its [`TxnContext`] here.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    finish_prepared(&broker, "finishing a transaction interrupted by a crash").await;
+    let ctx = TxnContext::of(&broker);
+    finish_prepared(&ctx, "finishing a transaction interrupted by a crash").await;
     let mut ticker = tokio::time::interval(TIMEOUT_CHECK_PERIOD);
     let mut markers_retried = tokio::time::Instant::now();
     loop {
@@ -506,23 +499,23 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let now = now_ms();
-        abort_abandoned(&broker, now).await;
-        expire_idle_ids(&broker, now).await;
+        abort_abandoned(&ctx, now).await;
+        expire_idle_ids(&ctx, now).await;
         if markers_retried.elapsed() >= MARKER_RETRY_PERIOD {
             markers_retried = tokio::time::Instant::now();
-            finish_prepared(&broker, "writing the markers of an ended transaction again").await;
+            finish_prepared(&ctx, "writing the markers of an ended transaction again").await;
         }
-        for (id, record) in broker.transactions.all() {
+        for (id, record) in ctx.coordinator.all() {
             if !record.expired(now) {
                 continue;
             }
-            let lock = broker.transactions.lock(&id);
+            let lock = ctx.coordinator.lock(&id);
             let _guard = lock.lock().await;
-            let Some(current) = broker.transactions.get(&id).filter(|r| r.expired(now)) else {
+            let Some(current) = ctx.coordinator.get(&id).filter(|r| r.expired(now)) else {
                 continue;
             };
             tracing::info!(transactional_id = %id, timeout_ms = current.timeout_ms, "aborting a transaction that timed out");
-            if let Err(error) = abort_fencing(&broker, &id, current).await {
+            if let Err(error) = abort_fencing(&ctx, &id, current).await {
                 tracing::error!(transactional_id = %id, %error, "could not abort timed-out transaction");
             }
         }
@@ -532,24 +525,24 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
 /// Writes the markers of every transaction whose end is decided (Prepare*) but not written:
 /// after a crash, or after an end whose markers failed. A prepared commit stays a commit; until
 /// its markers are in, it holds back the last stable offset of its partitions.
-async fn finish_prepared(broker: &Arc<Broker>, why: &str) {
+async fn finish_prepared(ctx: &TxnContext<'_>, why: &str) {
     let prepared = |record: &TxnRecord| {
         matches!(
             record.state,
             TxnState::PrepareCommit | TxnState::PrepareAbort
         )
     };
-    for (id, record) in broker.transactions.all() {
+    for (id, record) in ctx.coordinator.all() {
         if !prepared(&record) {
             continue;
         }
-        let lock = broker.transactions.lock(&id);
+        let lock = ctx.coordinator.lock(&id);
         let _guard = lock.lock().await;
-        let Some(current) = broker.transactions.get(&id).filter(prepared) else {
+        let Some(current) = ctx.coordinator.get(&id).filter(prepared) else {
             continue;
         };
         tracing::info!(transactional_id = %id, state = current.state.kafka_name(), "{why}");
-        if let Err(error) = finish(broker, &id, current).await {
+        if let Err(error) = finish(ctx, &id, current).await {
             tracing::error!(transactional_id = %id, %error, "could not finish transaction");
         }
     }
