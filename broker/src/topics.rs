@@ -33,7 +33,7 @@ pub enum TopicError {
     #[error("topic {0} does not exist")]
     Unknown(String),
     /// The name breaks Kafka's rules.
-    #[error("invalid topic name {0:?}: use 1 to 249 of [a-zA-Z0-9._-], not . or ..")]
+    #[error("invalid topic name {0:?}: use 1 to {max} of [a-zA-Z0-9._-], not . or ..", max = causeway_replication::topic_catalog::MAX_TOPIC_NAME_LEN)]
     InvalidName(String),
     /// A partition count that is not positive or does not grow.
     #[error("{0}")]

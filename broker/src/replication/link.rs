@@ -17,7 +17,7 @@ use bytes::Bytes;
 use causeway_replication::delivery::{Batch, Refusal, ReplicaAnswer};
 use causeway_replication::wire::{
     pull_frame, response_length_ok, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
-    PULL_RESPONSE_BYTES_MAX,
+    PULL_RESPONSE_BYTES_MAX, RESPONSE_HEADER_BYTES,
 };
 use causeway_replication::VectorClock;
 use causeway_storage::split_batches;
@@ -375,7 +375,7 @@ pub(super) async fn read_response(
             "correlation id {answered}, expected {correlation_id}"
         )));
     }
-    let mut body = vec![0; len - 4];
+    let mut body = vec![0; len - RESPONSE_HEADER_BYTES];
     reader.read_exact(&mut body).await?;
     Ok(body)
 }
