@@ -34,6 +34,7 @@ pub mod partition_handle;
 pub mod positions;
 pub mod producer_ids;
 pub mod replication;
+pub mod sasl;
 pub mod scrub;
 pub mod server;
 pub mod state_gauges;
