@@ -14,6 +14,7 @@ use crate::producer_ids::ProducerIds;
 use crate::replication::Replication;
 use crate::topics::{PartitionLimits, Topics};
 use crate::transactions::TransactionCoordinator;
+use crate::users::Users;
 use crate::wall_clock::now_ms;
 
 /// Node id of this broker in Metadata: every region is the single broker of its own cluster.
@@ -41,6 +42,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// When this process opened the broker (ms since the epoch).
     pub started_ms: i64,
+    /// The users SASL clients authenticate as.
+    pub users: Users,
     ready: AtomicBool,
     /// Held for the broker's life: no other broker, and no `causeway meta rebuild`, works on
     /// the data dir meanwhile.
@@ -50,6 +53,15 @@ pub struct Broker {
 impl Broker {
     /// Opens the data directory: catalog, region id, every topic's logs (recovering them).
     pub fn open(options: BrokerOptions) -> anyhow::Result<Broker> {
+        let mechanisms =
+            crate::handlers::sasl::enabled_mechanisms(&options.sasl_enabled_mechanisms)?;
+        if options.kafka_security_protocol == crate::config::SecurityProtocol::SaslPlaintext
+            && mechanisms.is_empty()
+        {
+            anyhow::bail!(
+                "--kafka-security-protocol sasl_plaintext needs --sasl-enabled-mechanisms"
+            );
+        }
         std::fs::create_dir_all(&options.data_dir).map_err(|source| {
             causeway_storage::StorageError::Io {
                 context: format!("creating {}", options.data_dir.display()),
@@ -85,6 +97,7 @@ impl Broker {
             },
         )?;
         let transactions = TransactionCoordinator::load(topics.catalog())?;
+        let users = Users::load(topics.catalog())?;
         let tables = TableStore::open(&options.data_dir.join("tables"))?;
         let groups = GroupCoordinator::open(
             &options.data_dir.join("groups"),
@@ -102,6 +115,7 @@ impl Broker {
             transactions,
             tables,
             started_ms: now_ms(),
+            users,
             ready: AtomicBool::new(false),
             _data_dir_lock: data_dir_lock,
         })

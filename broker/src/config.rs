@@ -45,6 +45,8 @@ pub enum Command {
     Region(crate::cli::RegionArgs),
     /// Offline repair of a stopped broker's metadata database (`meta rebuild`).
     Meta(crate::cli::MetaArgs),
+    /// Create, delete and list the SASL/SCRAM users of a stopped broker's data dir.
+    User(crate::cli::UserArgs),
 }
 
 /// Format of log lines on stderr.
@@ -285,6 +287,36 @@ pub struct BrokerOptions {
     /// Log line format on stderr.
     #[arg(long, env = "CAUSEWAY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// How clients of the Kafka listener authenticate: not at all, or with SASL before any
+    /// other request (Kafka's `security.protocol` of the listener).
+    #[arg(
+        long,
+        env = "CAUSEWAY_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value = "plaintext"
+    )]
+    pub kafka_security_protocol: SecurityProtocol,
+    /// SASL mechanisms a SASL listener offers (Kafka's `sasl.enabled.mechanisms`). PLAIN sends
+    /// the password itself, so it is off unless named.
+    #[arg(
+        long,
+        env = "CAUSEWAY_SASL_ENABLED_MECHANISMS",
+        value_delimiter = ',',
+        default_value = "SCRAM-SHA-256,SCRAM-SHA-512"
+    )]
+    pub sasl_enabled_mechanisms: Vec<String>,
+}
+
+/// How a listener's clients authenticate, named as Kafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    /// No authentication: every client is the anonymous principal.
+    #[value(name = "plaintext", alias = "PLAINTEXT")]
+    Plaintext,
+    /// SASL authentication (SaslHandshake, then SaslAuthenticate) before any other request.
+    #[value(name = "sasl_plaintext", alias = "SASL_PLAINTEXT")]
+    SaslPlaintext,
 }
 
 impl BrokerOptions {

@@ -12,7 +12,7 @@ use causeway_protocol::response::{api_versions_body, encode_response};
 use causeway_replication::wire::{
     response_frame, split_peer_request, PeerHeader, PeerRequest, WireError,
 };
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::connection_limits::RequestBudget;
+use crate::handlers::sasl::SaslSession;
 use crate::replication::serve::Served;
 use crate::{handlers, metrics, replication};
 
@@ -85,6 +86,7 @@ pub async fn serve(
     let frame_bytes_max = broker.options.socket_request_max_bytes as usize;
     let mut held = admission.budget.holder();
     let mut peers_only = admission.peers_only;
+    let mut sasl = SaslSession::new(broker.options.kafka_security_protocol);
     loop {
         match check_frame(&buffered, frame_bytes_max) {
             Err(error) => {
@@ -103,7 +105,7 @@ pub async fn serve(
                     metrics::connection_refused("connection_limit");
                     return;
                 }
-                let outcome = process(&broker, body, &client).await;
+                let outcome = process(&broker, body, &client, &mut sasl).await;
                 held.release_to(budgeted(buffered.len()));
                 if !send(&mut writer, &peer, outcome).await {
                     return;
@@ -258,8 +260,15 @@ fn served(correlation_id: i32, served: Served) -> Outcome {
     }
 }
 
-/// Decodes and handles one frame body.
-async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientContext) -> Outcome {
+/// Decodes and handles one frame body. On a SASL listener, requests other than authentication
+/// close the connection until the client has authenticated (peer regions' pulls carry their own
+/// secret and are judged by it).
+async fn process(
+    broker: &Arc<Broker>,
+    body: Bytes,
+    client: &handlers::ClientContext,
+    sasl: &mut SaslSession,
+) -> Outcome {
     let started = Instant::now();
     if let Some(pull) = replication_pull(&body) {
         return serve_replication(broker, pull).await;
@@ -282,12 +291,36 @@ async fn process(broker: &Arc<Broker>, body: Bytes, client: &handlers::ClientCon
     let api_key = request.api_key;
     let version = request.version;
     let correlation_id = request.header.correlation_id;
-    let reply = handlers::handle(broker, request, client).await;
+    if !sasl.admits(api_key) {
+        metrics::connection_refused("unauthenticated");
+        return Outcome::Close(format!("{api_key:?} before SASL authentication"));
+    }
+    let (reply, close) = match request.body {
+        RequestKind::SaslHandshake(r) => {
+            let answer = sasl.handshake(broker, &r);
+            (
+                Ok(Some(ResponseKind::SaslHandshake(answer.response))),
+                answer.close,
+            )
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let answer = sasl.authenticate(broker, r).await;
+            (
+                Ok(Some(ResponseKind::SaslAuthenticate(answer.response))),
+                answer.close,
+            )
+        }
+        _ => (handlers::handle(broker, request, client).await, None),
+    };
     metrics::request_handled(api_key, version, started.elapsed());
-    match reply {
-        Ok(Some(body)) => respond(correlation_id, api_key, version, &body),
-        Ok(None) => Outcome::Silent,
-        Err(reason) => Outcome::Close(reason.to_string()),
+    match (reply, close) {
+        (Ok(Some(body)), None) => respond(correlation_id, api_key, version, &body),
+        (Ok(Some(body)), Some(reason)) => match respond(correlation_id, api_key, version, &body) {
+            Outcome::Respond(bytes) => Outcome::RespondAndClose(bytes, reason),
+            other => other,
+        },
+        (Ok(None), _) => Outcome::Silent,
+        (Err(reason), _) => Outcome::Close(reason.to_string()),
     }
 }
 

@@ -41,6 +41,7 @@ pub mod state_gauges;
 pub mod tables;
 pub mod topics;
 pub mod transactions;
+pub mod users;
 pub mod wall_clock;
 
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ pub fn main() -> ExitCode {
         Some(Command::Table(args)) => return cli::run_table(args),
         Some(Command::Region(args)) => return cli::run_region(args),
         Some(Command::Meta(args)) => return cli::run_meta(args),
+        Some(Command::User(args)) => return cli::run_user(args),
         None => cli.serve,
     };
     init_logging(options.log_format);

@@ -304,6 +304,13 @@ pub fn positions_written(rows: usize) {
     counter!("causeway_group_positions_written_total").increment(rows as u64);
 }
 
+/// Counts SASL authentications by mechanism and outcome: failures in bulk are someone guessing.
+pub fn sasl_authentication(mechanism: &'static str, succeeded: bool) {
+    let result = if succeeded { "success" } else { "failure" };
+    counter!("causeway_sasl_authentications_total", "mechanism" => mechanism, "result" => result)
+        .increment(1);
+}
+
 /// Counts commits whose positions could not be written for other regions.
 pub fn positions_write_failed() {
     counter!("causeway_group_positions_write_failures_total").increment(1);

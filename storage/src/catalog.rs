@@ -7,6 +7,8 @@
 //!   encoding; kept for deleted topics too, so a delete wins over older creates from peers).
 //! - `meta/region` -> JSON `{name, id}`: the region this data dir belongs to (ids are derived
 //!   from region names by the replication crate, so every region agrees on them).
+//! - `scram/<mechanism>/<user>` -> a user's salted SCRAM credential for one mechanism (the
+//!   broker's encoding; never a password).
 //!
 //! Every write is a synchronous (WAL-fsynced) write, so an acknowledged CreateTopics or a
 //! region id handed out survives a crash.
@@ -30,6 +32,8 @@ const TRANSACTION_PREFIX: &str = "txn/";
 const NEXT_PRODUCER_ID_KEY: &str = "meta/next-producer-id";
 /// Key of the region this data dir belongs to.
 const REGION_KEY: &str = "meta/region";
+/// Key prefix of SCRAM credentials (`scram/<mechanism>/<user>`, opaque bytes).
+const SCRAM_PREFIX: &str = "scram/";
 
 /// The region a data dir was first started as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +186,35 @@ impl Catalog {
                 format!("{TRANSACTION_PREFIX}{transactional_id}"),
                 &sync_writes(),
             )
+            .map_err(db_err)
+    }
+
+    /// Every stored SCRAM credential, keyed `<mechanism>/<user>`: what authenticates clients.
+    pub fn scram_credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.under(SCRAM_PREFIX)
+    }
+
+    /// Stores (or replaces) one user's credential for one mechanism with a synchronous write, so
+    /// a user the broker reported created can log in after a crash.
+    pub fn put_scram_credential(
+        &self,
+        mechanism: &str,
+        user: &str,
+        credential: &[u8],
+    ) -> Result<(), StorageError> {
+        self.db
+            .put_opt(
+                format!("{SCRAM_PREFIX}{mechanism}/{user}"),
+                credential,
+                &sync_writes(),
+            )
+            .map_err(db_err)
+    }
+
+    /// Removes one user's credential for one mechanism.
+    pub fn delete_scram_credential(&self, mechanism: &str, user: &str) -> Result<(), StorageError> {
+        self.db
+            .delete_opt(format!("{SCRAM_PREFIX}{mechanism}/{user}"), &sync_writes())
             .map_err(db_err)
     }
 

@@ -12,6 +12,7 @@ mod records;
 mod region;
 mod table;
 mod topic;
+mod user;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ pub use records::{ConsumeArgs, ProduceArgs};
 pub use region::RegionCommand;
 pub use table::TableCommand;
 pub use topic::TopicCommand;
+pub use user::UserCommand;
 
 /// Where admin commands find the broker.
 #[derive(Debug, Clone, clap::Args)]
@@ -99,6 +101,19 @@ pub struct MetaArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: MetaCommand,
+}
+
+/// `causeway user ...`
+#[derive(Debug, clap::Args)]
+pub struct UserArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// Runs a user command (offline, on a data dir) and returns its exit code.
+pub fn run_user(args: UserArgs) -> ExitCode {
+    user::run(args.command)
 }
 
 /// Runs a meta command (offline, on a data dir) and returns its exit code.

@@ -31,6 +31,7 @@ mod producers;
 mod recompress;
 mod record_checks;
 pub(crate) mod records;
+pub mod sasl;
 mod topics;
 mod transactions;
 
