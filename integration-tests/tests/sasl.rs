@@ -10,10 +10,17 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use causeway_integration_tests::{
-    broker_binary, http_get, kcat_binary, produce_all, producer_config, topic_name, with_broker,
-    BrokerOptions, BrokerProcess, TestRecord,
+    broker_binary, http_get, kcat_binary, produce_all, producer_config, raw, topic_name,
+    with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
-use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, ApiVersionsRequest, DescribeUserScramCredentialsRequest,
+    MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
@@ -184,6 +191,115 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
         ensure!(
             authentications(broker, "success")? >= 3.0,
             "successes not counted"
+        );
+        Ok(())
+    });
+}
+
+/// A raw connection authenticated as `user` with PLAIN.
+fn raw_as(broker: &BrokerProcess, (user, password): (&str, &str)) -> Result<raw::RawClient> {
+    let mut raw = broker.raw()?;
+    let mut handshake = SaslHandshakeRequest::default();
+    handshake.mechanism = StrBytes::from_static_str("PLAIN");
+    let answer = raw.request(1, &handshake)?;
+    ensure!(answer.error_code == 0, "handshake: {answer:?}");
+    let mut authenticate = SaslAuthenticateRequest::default();
+    authenticate.auth_bytes = format!("\0{user}\0{password}").into_bytes().into();
+    let answer = raw.request(2, &authenticate)?;
+    ensure!(answer.error_code == 0, "authenticate: {answer:?}");
+    Ok(raw)
+}
+
+/// An upsertion as Kafka's admin client builds it: the salted password, never the password.
+fn upsertion(
+    user: &str,
+    mechanism: i8,
+    iterations: i32,
+    password: &str,
+) -> ScramCredentialUpsertion {
+    let salt = format!("salt-of-{user}").into_bytes();
+    let mut salted = vec![0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), &salt, iterations as u32, &mut salted);
+    let mut upsertion = ScramCredentialUpsertion::default();
+    upsertion.name = StrBytes::from_string(user.to_owned());
+    upsertion.mechanism = mechanism;
+    upsertion.iterations = iterations;
+    upsertion.salt = salt.into();
+    upsertion.salted_password = salted.into();
+    upsertion
+}
+
+fn deletion(user: &str, mechanism: i8) -> ScramCredentialDeletion {
+    let mut deletion = ScramCredentialDeletion::default();
+    deletion.name = StrBytes::from_string(user.to_owned());
+    deletion.mechanism = mechanism;
+    deletion
+}
+
+/// Users created and deleted on a running broker with the Kafka admin APIs (KIP-554), then used
+/// (or refused) by kafka-python.
+#[test]
+fn users_are_managed_on_a_running_broker_with_the_kafka_admin_apis() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    create_user(&data_dir, ALICE, "SCRAM-SHA-256,SCRAM-SHA-512").expect("alice");
+    let options = BrokerOptions::new()
+        .data_dir(&data_dir)
+        .flag("--kafka-security-protocol", "sasl_plaintext")
+        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-256,PLAIN");
+    with_broker(options, |broker| {
+        let topic = topic_name("sasl-admin");
+        let mut admin = raw_as(broker, ALICE)?;
+        let mut alter = AlterUserScramCredentialsRequest::default();
+        alter.upsertions = vec![
+            upsertion("carol", 1, 4096, "carol-pw"),
+            upsertion("dave", 1, 100, "too few iterations"),
+            upsertion("erin", 3, 4096, "no such mechanism"),
+        ];
+        alter.deletions = vec![deletion("frank", 1)];
+        let answer = admin.request(0, &alter)?;
+        let codes: Vec<(String, i16)> = answer
+            .results
+            .iter()
+            .map(|r| (r.user.to_string(), r.error_code))
+            .collect();
+        let expected = [("frank", 91), ("carol", 0), ("dave", 93), ("erin", 33)]
+            .map(|(u, c)| (u.to_owned(), c));
+        ensure!(codes == expected, "alter results: {codes:?}");
+
+        let all = admin.request(0, &DescribeUserScramCredentialsRequest::default())?;
+        let described: Vec<(String, Vec<(i8, i32)>)> = all
+            .results
+            .iter()
+            .map(|r| {
+                let infos = r
+                    .credential_infos
+                    .iter()
+                    .map(|c| (c.mechanism, c.iterations));
+                (r.user.to_string(), infos.collect())
+            })
+            .collect();
+        let expected = vec![
+            ("alice".to_owned(), vec![(1, 8192), (2, 8192)]),
+            ("carol".to_owned(), vec![(1, 4096)]),
+        ];
+        ensure!(described == expected, "described: {described:?}");
+
+        let ok = serde_json::json!({"acknowledged": 20, "consumed": 20});
+        let carol = kafka_python(broker, &topic, "SCRAM-SHA-256", ("carol", "carol-pw"))?;
+        ensure!(carol == ok, "carol, created over the admin API: {carol}");
+
+        let mut delete = AlterUserScramCredentialsRequest::default();
+        delete.deletions = vec![deletion("carol", 1)];
+        let answer = admin.request(0, &delete)?;
+        ensure!(
+            answer.results.len() == 1 && answer.results[0].error_code == 0,
+            "{answer:?}"
+        );
+        let refused = kafka_python(broker, &topic, "SCRAM-SHA-256", ("carol", "carol-pw"))?;
+        ensure!(
+            refused["error"].as_str().is_some(),
+            "carol still logs in: {refused}"
         );
         Ok(())
     });

@@ -34,6 +34,7 @@ pub(crate) mod records;
 pub mod sasl;
 mod topics;
 mod transactions;
+mod users;
 
 /// Runs a handler that may create, delete or change topics in the metadata lane: a topic change
 /// writes the catalog to RocksDB and fsyncs sidecars and new partition directories, which must
@@ -126,6 +127,12 @@ pub async fn handle(
             ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, r).await)
         }
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(transactions::end(broker, r).await),
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(users::alter(broker, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(users::describe(broker, r))
+        }
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(transactions::describe(broker, r))
         }

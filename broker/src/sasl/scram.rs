@@ -131,8 +131,31 @@ impl ScramCredential {
         check_iterations(iterations)?;
         check_salt(salt)?;
         let salted_password = hash.hi(password, salt, iterations);
-        let client_key = hash.hmac(&salted_password, &[b"Client Key"])?;
-        let server_key = hash.hmac(&salted_password, &[b"Server Key"])?;
+        ScramCredential::from_salted_password(mechanism, &salted_password, salt, iterations)
+    }
+
+    /// The credential whose SaltedPassword (RFC 5802's `Hi(password, salt, i)`) is
+    /// `salted_password`: what AlterUserScramCredentials carries, so the password itself never
+    /// reaches the broker. Refuses a salted password of the wrong length for the hash.
+    pub fn from_salted_password(
+        mechanism: Mechanism,
+        salted_password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<ScramCredential, String> {
+        let hash = Hash::of(mechanism)?;
+        check_iterations(iterations)?;
+        check_salt(salt)?;
+        if salted_password.len() != hash.output_len() {
+            return Err(format!(
+                "a salted password of {} bytes for {} (expected {})",
+                salted_password.len(),
+                mechanism.name(),
+                hash.output_len()
+            ));
+        }
+        let client_key = hash.hmac(salted_password, &[b"Client Key"])?;
+        let server_key = hash.hmac(salted_password, &[b"Server Key"])?;
         Ok(ScramCredential {
             salt: salt.to_vec(),
             iterations,
