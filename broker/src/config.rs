@@ -305,6 +305,11 @@ pub struct BrokerOptions {
         default_value = "SCRAM-SHA-256,SCRAM-SHA-512"
     )]
     pub sasl_enabled_mechanisms: Vec<String>,
+    /// How long a SASL authentication lasts before the client must authenticate again on the
+    /// same connection (Kafka's `connections.max.reauth.ms`, KIP-368; 0: for the connection's
+    /// life), so a deleted user or changed password takes effect on open connections too.
+    #[arg(long, env = "CAUSEWAY_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
+    pub connections_max_reauth_ms: u64,
 }
 
 /// How a listener's clients authenticate, named as Kafka's `security.protocol`.

@@ -86,7 +86,10 @@ pub async fn serve(
     let frame_bytes_max = broker.options.socket_request_max_bytes as usize;
     let mut held = admission.budget.holder();
     let mut peers_only = admission.peers_only;
-    let mut sasl = SaslSession::new(broker.options.kafka_security_protocol);
+    let mut sasl = SaslSession::new(
+        broker.options.kafka_security_protocol,
+        broker.options.connections_max_reauth_ms,
+    );
     loop {
         match check_frame(&buffered, frame_bytes_max) {
             Err(error) => {
@@ -291,7 +294,7 @@ async fn process(
     let api_key = request.api_key;
     let version = request.version;
     let correlation_id = request.header.correlation_id;
-    if !sasl.admits(api_key) {
+    if !sasl.admits(api_key, Instant::now()) {
         metrics::connection_refused("unauthenticated");
         return Outcome::Close(format!("{api_key:?} before SASL authentication"));
     }
@@ -304,7 +307,7 @@ async fn process(
             )
         }
         RequestKind::SaslAuthenticate(r) => {
-            let answer = sasl.authenticate(broker, r).await;
+            let answer = sasl.authenticate(broker, r, version).await;
             (
                 Ok(Some(ResponseKind::SaslAuthenticate(answer.response))),
                 answer.close,

@@ -103,6 +103,19 @@ fn produce_plain(config: &ClientConfig, topic: &str, count: usize) -> Result<()>
     produce_all(&producer, topic, &records).map(|_| ())
 }
 
+/// Connections closed for a request before (or after the expiry of) authentication.
+fn refused_unauthenticated(broker: &BrokerProcess) -> Result<f64> {
+    let (_, body) = http_get(broker.http_addr(), "/metrics")?;
+    Ok(body
+        .lines()
+        .filter(|l| {
+            l.starts_with("causeway_connections_refused_total")
+                && l.contains("reason=\"unauthenticated\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 fn authentications(broker: &BrokerProcess, result: &str) -> Result<f64> {
     let (_, body) = http_get(broker.http_addr(), "/metrics")?;
     Ok(body
@@ -303,6 +316,77 @@ fn users_are_managed_on_a_running_broker_with_the_kafka_admin_apis() {
         );
         Ok(())
     });
+}
+
+/// Sessions that expire (`--connections-max-reauth-ms`, KIP-368): librdkafka re-authenticates
+/// on its open connections and keeps producing; a connection that does not is served nothing
+/// more; re-authentication renews a session, and must be as the same user.
+#[test]
+fn sessions_expire_unless_the_client_authenticates_again_as_the_same_user() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    create_user(&data_dir, ALICE, "SCRAM-SHA-256").expect("alice");
+    create_user(&data_dir, BOB, "SCRAM-SHA-256").expect("bob");
+    let options = BrokerOptions::new()
+        .data_dir(&data_dir)
+        .flag("--kafka-security-protocol", "sasl_plaintext")
+        .flag("--sasl-enabled-mechanisms", "PLAIN")
+        .flag("--connections-max-reauth-ms", 1_500);
+    with_broker(options, |broker| {
+        let topic = topic_name("reauth");
+        let producer: FutureProducer = rdkafka_plain(broker, ALICE).create()?;
+        for round in 0..8 {
+            let records = [TestRecord::value(format!("round-{round}"))];
+            produce_all(&producer, &topic, &records)
+                .with_context(|| format!("round {round}, after {} ms", round * 500))?;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        drop(producer);
+        ensure!(
+            refused_unauthenticated(broker)? == 0.0,
+            "librdkafka's connection was cut instead of re-authenticating"
+        );
+
+        // A connection that lets its session expire gets nothing more.
+        let mut idle = raw_as(broker, ALICE)?;
+        std::thread::sleep(Duration::from_millis(2_000));
+        let late = idle.request(12, &MetadataRequest::default());
+        ensure!(
+            late.is_err() && idle.closed_within(Duration::from_secs(5)),
+            "served after the session expired: {late:?}"
+        );
+
+        // Re-authenticating renews the session.
+        let mut renewing = raw_as(broker, ALICE)?;
+        std::thread::sleep(Duration::from_millis(1_000));
+        reauthenticate(&mut renewing, ALICE)?;
+        std::thread::sleep(Duration::from_millis(1_000));
+        renewing
+            .request(12, &MetadataRequest::default())
+            .context("served within the renewed session")?;
+
+        // ...but not as somebody else.
+        let mut switching = raw_as(broker, ALICE)?;
+        ensure!(
+            reauthenticate(&mut switching, BOB).is_err(),
+            "re-authenticated as another user"
+        );
+        Ok(())
+    });
+}
+
+/// SaslHandshake and SaslAuthenticate again on an authenticated connection, with PLAIN.
+fn reauthenticate(raw: &mut raw::RawClient, (user, password): (&str, &str)) -> Result<()> {
+    let mut handshake = SaslHandshakeRequest::default();
+    handshake.mechanism = StrBytes::from_static_str("PLAIN");
+    let answer = raw.request(1, &handshake)?;
+    ensure!(answer.error_code == 0, "handshake: {answer:?}");
+    let mut authenticate = SaslAuthenticateRequest::default();
+    authenticate.auth_bytes = format!("\0{user}\0{password}").into_bytes().into();
+    let answer = raw.request(2, &authenticate)?;
+    ensure!(answer.error_code == 0, "authenticate: {answer:?}");
+    ensure!(answer.session_lifetime_ms == 1_500, "lifetime: {answer:?}");
+    Ok(())
 }
 
 #[test]
