@@ -18,7 +18,7 @@ use kafka_protocol::messages::alter_user_scram_credentials_request::{
 };
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, ApiVersionsRequest, DescribeUserScramCredentialsRequest,
-    MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+    MetadataRequest, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -55,6 +55,14 @@ fn create_user(data_dir: &Path, (name, password): (&str, &str), mechanisms: &str
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
+}
+
+/// A broker over `data_dir` whose Kafka listener requires SASL with `mechanisms`.
+fn sasl_listener(data_dir: &Path, mechanisms: &str) -> BrokerOptions {
+    BrokerOptions::new()
+        .data_dir(data_dir)
+        .flag("--kafka-security-protocol", "sasl_plaintext")
+        .flag("--sasl-enabled-mechanisms", mechanisms)
 }
 
 fn clients_dir() -> PathBuf {
@@ -134,13 +142,7 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
     let data_dir = dir.path().join("data");
     create_user(&data_dir, ALICE, "SCRAM-SHA-256,SCRAM-SHA-512").expect("alice");
     create_user(&data_dir, BOB, "SCRAM-SHA-512").expect("bob");
-    let options = BrokerOptions::new()
-        .data_dir(&data_dir)
-        .flag("--kafka-security-protocol", "sasl_plaintext")
-        .flag(
-            "--sasl-enabled-mechanisms",
-            "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
-        );
+    let options = sasl_listener(&data_dir, "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN");
     with_broker(options, |broker| {
         let topic = topic_name("sasl");
         let ok = serde_json::json!({"acknowledged": 20, "consumed": 20});
@@ -210,8 +212,18 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
 }
 
 /// A raw connection authenticated as `user` with PLAIN.
-fn raw_as(broker: &BrokerProcess, (user, password): (&str, &str)) -> Result<raw::RawClient> {
+fn raw_as(broker: &BrokerProcess, who: (&str, &str)) -> Result<raw::RawClient> {
     let mut raw = broker.raw()?;
+    plain_login(&mut raw, who)?;
+    Ok(raw)
+}
+
+/// SaslHandshake and SaslAuthenticate with PLAIN on `raw` (again, if it has authenticated);
+/// the SaslAuthenticate answer.
+fn plain_login(
+    raw: &mut raw::RawClient,
+    (user, password): (&str, &str),
+) -> Result<SaslAuthenticateResponse> {
     let mut handshake = SaslHandshakeRequest::default();
     handshake.mechanism = StrBytes::from_static_str("PLAIN");
     let answer = raw.request(1, &handshake)?;
@@ -220,7 +232,7 @@ fn raw_as(broker: &BrokerProcess, (user, password): (&str, &str)) -> Result<raw:
     authenticate.auth_bytes = format!("\0{user}\0{password}").into_bytes().into();
     let answer = raw.request(2, &authenticate)?;
     ensure!(answer.error_code == 0, "authenticate: {answer:?}");
-    Ok(raw)
+    Ok(answer)
 }
 
 /// An upsertion as Kafka's admin client builds it: the salted password, never the password.
@@ -256,10 +268,7 @@ fn users_are_managed_on_a_running_broker_with_the_kafka_admin_apis() {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data_dir = dir.path().join("data");
     create_user(&data_dir, ALICE, "SCRAM-SHA-256,SCRAM-SHA-512").expect("alice");
-    let options = BrokerOptions::new()
-        .data_dir(&data_dir)
-        .flag("--kafka-security-protocol", "sasl_plaintext")
-        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-256,PLAIN");
+    let options = sasl_listener(&data_dir, "SCRAM-SHA-256,PLAIN");
     with_broker(options, |broker| {
         let topic = topic_name("sasl-admin");
         let mut admin = raw_as(broker, ALICE)?;
@@ -327,11 +336,7 @@ fn sessions_expire_unless_the_client_authenticates_again_as_the_same_user() {
     let data_dir = dir.path().join("data");
     create_user(&data_dir, ALICE, "SCRAM-SHA-256").expect("alice");
     create_user(&data_dir, BOB, "SCRAM-SHA-256").expect("bob");
-    let options = BrokerOptions::new()
-        .data_dir(&data_dir)
-        .flag("--kafka-security-protocol", "sasl_plaintext")
-        .flag("--sasl-enabled-mechanisms", "PLAIN")
-        .flag("--connections-max-reauth-ms", 1_500);
+    let options = sasl_listener(&data_dir, "PLAIN").flag("--connections-max-reauth-ms", 1_500);
     with_broker(options, |broker| {
         let topic = topic_name("reauth");
         let producer: FutureProducer = rdkafka_plain(broker, ALICE).create()?;
@@ -375,16 +380,9 @@ fn sessions_expire_unless_the_client_authenticates_again_as_the_same_user() {
     });
 }
 
-/// SaslHandshake and SaslAuthenticate again on an authenticated connection, with PLAIN.
-fn reauthenticate(raw: &mut raw::RawClient, (user, password): (&str, &str)) -> Result<()> {
-    let mut handshake = SaslHandshakeRequest::default();
-    handshake.mechanism = StrBytes::from_static_str("PLAIN");
-    let answer = raw.request(1, &handshake)?;
-    ensure!(answer.error_code == 0, "handshake: {answer:?}");
-    let mut authenticate = SaslAuthenticateRequest::default();
-    authenticate.auth_bytes = format!("\0{user}\0{password}").into_bytes().into();
-    let answer = raw.request(2, &authenticate)?;
-    ensure!(answer.error_code == 0, "authenticate: {answer:?}");
+/// Authenticates `raw` again as `who`, checking the session lifetime the broker grants.
+fn reauthenticate(raw: &mut raw::RawClient, who: (&str, &str)) -> Result<()> {
+    let answer = plain_login(raw, who)?;
     ensure!(answer.session_lifetime_ms == 1_500, "lifetime: {answer:?}");
     Ok(())
 }

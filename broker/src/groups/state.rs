@@ -110,6 +110,18 @@ impl Member {
     fn same_protocols(&self, protocols: &[(String, Bytes)]) -> bool {
         self.protocols == protocols
     }
+
+    /// Takes the settings a known member's JoinGroup brings again (timeouts, client id and
+    /// host; its protocols are the caller's to take); returns whether its protocols are the
+    /// ones it had, so a rejoin may skip the rebalance.
+    fn rejoined(&mut self, request: &JoinRequest, now_ms: i64) -> bool {
+        self.session_deadline_ms = now_ms + i64::from(request.session_timeout_ms);
+        self.session_timeout_ms = request.session_timeout_ms;
+        self.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        self.client_id.clone_from(&request.client_id);
+        self.client_host.clone_from(&request.client_host);
+        self.same_protocols(&request.protocols)
+    }
 }
 
 /// One group's membership and rebalance state.
@@ -368,12 +380,7 @@ impl Group {
             ));
         };
         self.membership_version += 1;
-        let unchanged = member.same_protocols(&request.protocols);
-        member.session_deadline_ms = now_ms + i64::from(request.session_timeout_ms);
-        member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        member.client_id = request.client_id;
-        member.client_host = request.client_host;
+        let unchanged = member.rejoined(&request, now_ms);
         match self.state {
             GroupState::PreparingRebalance => {
                 member.protocols = request.protocols;

@@ -311,14 +311,27 @@ impl Mesh {
         topics
     }
 
-    fn produce(&mut self, i: usize) -> Result<(), String> {
+    /// A random partition of a random user topic of region `i`, if it hosts any.
+    fn random_partition(
+        &mut self,
+        i: usize,
+    ) -> Option<(
+        std::sync::Arc<crate::topics::Topic>,
+        i32,
+        std::sync::Arc<crate::partition_handle::PartitionHandle>,
+    )> {
         let topics = self.user_topics(i);
         if topics.is_empty() {
-            return Ok(());
+            return None;
         }
         let topic = topics[self.pick(topics.len())].clone();
         let index = self.pick(topic.partition_count()) as i32;
-        let Some(partition) = topic.partition(index) else {
+        let partition = topic.partition(index)?;
+        Some((topic, index, partition))
+    }
+
+    fn produce(&mut self, i: usize) -> Result<(), String> {
+        let Some((topic, index, partition)) = self.random_partition(i) else {
             return Ok(());
         };
         let payload = self.next_payload;
@@ -533,13 +546,7 @@ impl Mesh {
     /// DeleteRecords on one partition, to an offset at or below its end: the log start moves
     /// in this region only.
     fn delete_records(&mut self, i: usize) -> Result<(), String> {
-        let topics = self.user_topics(i);
-        if topics.is_empty() {
-            return Ok(());
-        }
-        let topic = topics[self.pick(topics.len())].clone();
-        let index = self.pick(topic.partition_count()) as i32;
-        let Some(partition) = topic.partition(index) else {
+        let Some((_, _, partition)) = self.random_partition(i) else {
             return Ok(());
         };
         let end = partition.log().log_end_offset();

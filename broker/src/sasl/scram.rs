@@ -83,6 +83,14 @@ impl Hash {
     }
 }
 
+/// The hash of a SCRAM `mechanism`, once `salt` and `iterations` are within bounds.
+fn checked(mechanism: Mechanism, salt: &[u8], iterations: u32) -> Result<Hash, String> {
+    let hash = Hash::of(mechanism)?;
+    check_iterations(iterations)?;
+    check_salt(salt)?;
+    Ok(hash)
+}
+
 fn mac<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, String> {
     // HMAC takes keys of any length; the error is only in the signature.
     let mut mac =
@@ -127,9 +135,7 @@ impl ScramCredential {
         salt: &[u8],
         iterations: u32,
     ) -> Result<ScramCredential, String> {
-        let hash = Hash::of(mechanism)?;
-        check_iterations(iterations)?;
-        check_salt(salt)?;
+        let hash = checked(mechanism, salt, iterations)?;
         let salted_password = hash.hi(password, salt, iterations);
         ScramCredential::from_salted_password(mechanism, &salted_password, salt, iterations)
     }
@@ -143,9 +149,7 @@ impl ScramCredential {
         salt: &[u8],
         iterations: u32,
     ) -> Result<ScramCredential, String> {
-        let hash = Hash::of(mechanism)?;
-        check_iterations(iterations)?;
-        check_salt(salt)?;
+        let hash = checked(mechanism, salt, iterations)?;
         if salted_password.len() != hash.output_len() {
             return Err(format!(
                 "a salted password of {} bytes for {} (expected {})",

@@ -88,12 +88,7 @@ impl Group {
             ));
         }
         self.membership_version += 1;
-        let unchanged = member.same_protocols(&request.protocols);
-        member.session_deadline_ms = now_ms + i64::from(request.session_timeout_ms);
-        member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        member.client_id = request.client_id;
-        member.client_host = request.client_host;
+        let unchanged = member.rejoined(&request, now_ms);
         member.protocols = request.protocols;
         let was_leader = self.leader.as_deref() == Some(old_id);
         if was_leader {
@@ -141,12 +136,7 @@ impl Group {
                 }
             }
         }
-        let rebalance_timeout_ms = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
-            .max()
-            .unwrap_or(0);
+        let rebalance_timeout_ms = self.longest_rebalance_timeout_ms();
         if self.state == GroupState::Empty {
             self.initial_delay_until_ms = Some(
                 now_ms
@@ -160,6 +150,15 @@ impl Group {
         }
         self.rebalance_deadline_ms = now_ms + rebalance_timeout_ms;
         self.state = GroupState::PreparingRebalance;
+    }
+
+    /// The longest rebalance timeout of any member: how long a rebalance phase waits.
+    fn longest_rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
+            .max()
+            .unwrap_or(0)
     }
 
     fn all_members_joined(&self) -> bool {
@@ -217,12 +216,7 @@ impl Group {
                 .map(|(id, _)| id.clone());
         }
         self.state = GroupState::CompletingRebalance;
-        let rebalance_timeout_ms = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
-            .max()
-            .unwrap_or(0);
+        let rebalance_timeout_ms = self.longest_rebalance_timeout_ms();
         self.sync_deadline_ms = now_ms + rebalance_timeout_ms;
         let all = self.joined_members();
         let leader = self.leader.clone().unwrap_or_default();
