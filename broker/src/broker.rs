@@ -23,27 +23,27 @@ pub const NODE_ID: i32 = 0;
 /// Everything a request handler may need.
 pub struct Broker {
     /// The options the broker was started with.
-    pub options: BrokerOptions,
+    pub(crate) options: BrokerOptions,
     /// This region's id (derived from its name, the same in every region).
-    pub region_id: u32,
+    pub(crate) region_id: u32,
     /// Peers, links and replication progress.
-    pub replication: Replication,
+    pub(crate) replication: Replication,
     /// Topics and their logs.
-    pub topics: Topics,
+    pub(crate) topics: Topics,
     /// Cluster id reported to clients: stable per data dir.
-    pub cluster_id: String,
+    pub(crate) cluster_id: String,
     /// Ids for idempotent producers.
-    pub producer_ids: ProducerIds,
+    pub(crate) producer_ids: ProducerIds,
     /// Transactional ids and their transactions.
-    pub transactions: TransactionCoordinator,
+    pub(crate) transactions: TransactionCoordinator,
     /// Rows of the tables (compacted topics), `<data-dir>/tables`.
-    pub tables: TableStore,
+    pub(crate) tables: TableStore,
     /// Consumer groups and their committed offsets (`<data-dir>/groups`).
-    pub groups: GroupCoordinator,
+    pub(crate) groups: GroupCoordinator,
     /// When this process opened the broker (ms since the epoch).
-    pub started_ms: i64,
+    pub(crate) started_ms: i64,
     /// The users SASL clients authenticate as.
-    pub users: Users,
+    pub(crate) users: Users,
     ready: AtomicBool,
     /// Held for the broker's life: no other broker, and no `causeway meta rebuild`, works on
     /// the data dir meanwhile.
