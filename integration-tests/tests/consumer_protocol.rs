@@ -61,6 +61,25 @@ fn assigned(consumer: &BaseConsumer) -> BTreeSet<i32> {
         .unwrap_or_default()
 }
 
+/// Subscribes both `members` of `group` to `topic` and polls until each holds two of its
+/// partitions; their assignments and the group's epoch then.
+fn split_in_two(
+    broker: &BrokerProcess,
+    group: &str,
+    topic: &str,
+    members: [&BaseConsumer; 2],
+    seen: &mut Vec<(usize, i32, i64)>,
+) -> Result<(BTreeSet<i32>, BTreeSet<i32>, i32)> {
+    for m in members {
+        m.subscribe(&[topic])?;
+    }
+    poll_until(&members, "two members", seen, |s| {
+        s[0].len() == 2 && s[1].len() == 2
+    })?;
+    let epoch = describe_groups(broker, &[group])?.groups[0].group_epoch;
+    Ok((assigned(members[0]), assigned(members[1]), epoch))
+}
+
 /// Polls the members until `done` holds for their assignments; at every look no partition is
 /// assigned to two members. Returns the records delivered: (member, partition, offset).
 fn poll_until(
@@ -392,16 +411,9 @@ fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebalance() 
         create_topic(broker, &topic, PARTITIONS, &[])?;
         let group = topic_name("g-static");
         let static_member = || member_with(broker, &group, &[("group.instance.id", "instance-a")]);
-        let a = static_member()?;
-        a.subscribe(&[&topic])?;
-        let b = member(broker, &group)?;
-        b.subscribe(&[&topic])?;
+        let (a, b) = (static_member()?, member(broker, &group)?);
         let mut seen = Vec::new();
-        poll_until(&[&a, &b], "two members", &mut seen, |s| {
-            s[0].len() == 2 && s[1].len() == 2
-        })?;
-        let (a_held, b_held) = (assigned(&a), assigned(&b));
-        let epoch = describe_groups(broker, &[&group])?.groups[0].group_epoch;
+        let (a_held, b_held, epoch) = split_in_two(broker, &group, &topic, [&a, &b], &mut seen)?;
 
         // a closes (a static member leaves with epoch -2): b keeps its two partitions.
         drop(a);
@@ -436,16 +448,9 @@ fn members_keep_their_partitions_across_a_broker_restart() {
         let topic = topic_name("kip848-restart");
         create_topic(broker, &topic, PARTITIONS, &[])?;
         let group = topic_name("g-restart");
-        let a = member(broker, &group)?;
-        a.subscribe(&[&topic])?;
-        let b = member(broker, &group)?;
-        b.subscribe(&[&topic])?;
+        let (a, b) = (member(broker, &group)?, member(broker, &group)?);
         let mut seen = Vec::new();
-        poll_until(&[&a, &b], "two members", &mut seen, |s| {
-            s[0].len() == 2 && s[1].len() == 2
-        })?;
-        let (a_held, b_held) = (assigned(&a), assigned(&b));
-        let epoch = describe_groups(broker, &[&group])?.groups[0].group_epoch;
+        let (a_held, b_held, epoch) = split_in_two(broker, &group, &topic, [&a, &b], &mut seen)?;
 
         broker.restart()?;
         // Both members heartbeat again at the epochs they hold: nothing is reassigned.
