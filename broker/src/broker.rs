@@ -8,6 +8,8 @@ use causeway_storage::{
     partition_dirs, Catalog, DataDirLock, LogConfig, TableStore, TimestampType,
 };
 
+use crate::acl::store::Acls;
+use crate::config::Authorization;
 use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
@@ -44,6 +46,8 @@ pub struct Broker {
     pub(crate) started_ms: i64,
     /// The users SASL clients authenticate as.
     pub(crate) users: Users,
+    /// The ACL bindings requests are authorized against.
+    pub(crate) acls: Acls,
     ready: AtomicBool,
     /// Held for the broker's life: no other broker, and no `causeway meta rebuild`, works on
     /// the data dir meanwhile.
@@ -98,6 +102,12 @@ impl Broker {
         )?;
         let transactions = TransactionCoordinator::load(topics.catalog())?;
         let users = Users::load(topics.catalog())?;
+        let acls = Acls::load(
+            topics.catalog(),
+            options.authorization == Authorization::Acls,
+            &options.super_users,
+            options.allow_everyone_if_no_acl_found,
+        )?;
         let tables = TableStore::open(&options.data_dir.join("tables"))?;
         let groups = GroupCoordinator::open(
             &options.data_dir.join("groups"),
@@ -116,6 +126,7 @@ impl Broker {
             tables,
             started_ms: now_ms(),
             users,
+            acls,
             ready: AtomicBool::new(false),
             _data_dir_lock: data_dir_lock,
         })

@@ -310,6 +310,33 @@ pub struct BrokerOptions {
     /// life), so a deleted user or changed password takes effect on open connections too.
     #[arg(long, env = "CAUSEWAY_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
     pub connections_max_reauth_ms: u64,
+    /// Whether requests are checked against ACLs (Kafka's `authorizer.class.name`): `off`
+    /// serves every client everything; `acls` serves only what a binding allows.
+    #[arg(
+        long,
+        env = "CAUSEWAY_AUTHORIZATION",
+        value_enum,
+        default_value = "off"
+    )]
+    pub authorization: Authorization,
+    /// Principals allowed everything when authorization is on (Kafka's `super.users`), such as
+    /// `User:admin`; separated by `,` or `;`.
+    #[arg(long, env = "CAUSEWAY_SUPER_USERS", value_delimiter = ',')]
+    pub super_users: Vec<String>,
+    /// Whether a resource no ACL binding matches is open to every principal (Kafka's
+    /// `allow.everyone.if.no.acl.found`); off, so a new topic is closed until granted.
+    #[arg(long, env = "CAUSEWAY_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    pub allow_everyone_if_no_acl_found: bool,
+}
+
+/// Whether the broker authorizes requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authorization {
+    /// Every client may do everything.
+    Off,
+    /// Every request is checked against the ACL bindings (`docs/security.md`).
+    Acls,
 }
 
 /// How a listener's clients authenticate, named as Kafka's `security.protocol`.

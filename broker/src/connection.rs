@@ -77,8 +77,9 @@ pub async fn serve(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "set_nodelay failed");
     }
-    let client = handlers::ClientContext {
+    let mut client = handlers::ClientContext {
         host: address.map(|a| format!("/{}", a.ip())).unwrap_or_default(),
+        principal: crate::acl::ANONYMOUS.to_string(),
     };
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::with_capacity(READ_CHUNK_BYTES, writer);
@@ -108,7 +109,7 @@ pub async fn serve(
                     metrics::connection_refused("connection_limit");
                     return;
                 }
-                let outcome = process(&broker, body, &client, &mut sasl).await;
+                let outcome = process(&broker, body, &mut client, &mut sasl).await;
                 held.release_to(budgeted(buffered.len()));
                 if !send(&mut writer, &peer, outcome).await {
                     return;
@@ -269,7 +270,7 @@ fn served(correlation_id: i32, served: Served) -> Outcome {
 async fn process(
     broker: &Arc<Broker>,
     body: Bytes,
-    client: &handlers::ClientContext,
+    client: &mut handlers::ClientContext,
     sasl: &mut SaslSession,
 ) -> Outcome {
     let started = Instant::now();
@@ -308,6 +309,9 @@ async fn process(
         }
         RequestKind::SaslAuthenticate(r) => {
             let answer = sasl.authenticate(broker, r, version).await;
+            if let Some(user) = sasl.principal() {
+                client.principal = format!("User:{user}");
+            }
             (
                 Ok(Some(ResponseKind::SaslAuthenticate(answer.response))),
                 answer.close,

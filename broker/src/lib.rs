@@ -16,6 +16,7 @@
 //! - [`tables`]: compacted topics materialized as CRDT rows, served over HTTP;
 //! - [`transactions`]: the transaction coordinator.
 
+pub mod acl;
 pub mod background;
 pub mod blocking;
 pub mod broker;

@@ -311,6 +311,17 @@ pub fn sasl_authentication(mechanism: &'static str, succeeded: bool) {
         .increment(1);
 }
 
+/// Counts requests (or parts of them) refused by the ACLs, by what was asked of which kind of
+/// resource: an operator sees a client misconfigured or probing.
+pub fn authorization_denied(resource_type: &'static str, operation: &'static str) {
+    counter!(
+        "causeway_authorization_denials_total",
+        "resource_type" => resource_type,
+        "operation" => operation
+    )
+    .increment(1);
+}
+
 /// Counts commits whose positions could not be written for other regions.
 pub fn positions_write_failed() {
     counter!("causeway_group_positions_write_failures_total").increment(1);

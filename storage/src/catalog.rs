@@ -9,6 +9,8 @@
 //!   from region names by the replication crate, so every region agrees on them).
 //! - `scram/<mechanism>/<user>` -> a user's salted SCRAM credential for one mechanism (the
 //!   broker's encoding; never a password).
+//! - `acl/<binding>` -> empty: one ACL binding (the key is the broker's canonical encoding of
+//!   it, so a binding is stored once).
 //!
 //! Every write is a synchronous (WAL-fsynced) write, so an acknowledged CreateTopics or a
 //! region id handed out survives a crash.
@@ -34,6 +36,8 @@ const NEXT_PRODUCER_ID_KEY: &str = "meta/next-producer-id";
 const REGION_KEY: &str = "meta/region";
 /// Key prefix of SCRAM credentials (`scram/<mechanism>/<user>`, opaque bytes).
 const SCRAM_PREFIX: &str = "scram/";
+/// Key prefix of ACL bindings (`acl/<binding>`, the binding's encoding; empty values).
+const ACL_PREFIX: &str = "acl/";
 
 /// The region a data dir was first started as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +220,32 @@ impl Catalog {
         self.db
             .delete_opt(format!("{SCRAM_PREFIX}{mechanism}/{user}"), &sync_writes())
             .map_err(db_err)
+    }
+
+    /// Every stored ACL binding's encoding: who may do what.
+    pub fn acl_bindings(&self) -> Result<Vec<String>, StorageError> {
+        Ok(self
+            .under(ACL_PREFIX)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// Stores and removes ACL bindings with one synchronous write, so a grant or revocation
+    /// the broker acknowledged survives a crash, and a request's changes land together.
+    pub fn change_acl_bindings(
+        &self,
+        added: &[String],
+        removed: &[String],
+    ) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for binding in added {
+            batch.put(format!("{ACL_PREFIX}{binding}"), b"");
+        }
+        for binding in removed {
+            batch.delete(format!("{ACL_PREFIX}{binding}"));
+        }
+        self.db.write_opt(batch, &sync_writes()).map_err(db_err)
     }
 
     /// Every stored replicated topic state, by name.

@@ -12,7 +12,9 @@ use kafka_protocol::ResponseError;
 use crate::broker::Broker;
 use crate::topics::TopicError;
 
+mod acls;
 mod api_versions;
+mod authorize;
 mod cluster;
 mod configs;
 mod consumer_groups;
@@ -68,10 +70,58 @@ pub struct Unhandled(ApiKey);
 pub struct ClientContext {
     /// The peer's address as Kafka reports it (`/127.0.0.1`), for DescribeGroups.
     pub host: String,
+    /// Who the client is, as ACLs name it (`User:alice`, or `User:ANONYMOUS` on a plaintext
+    /// listener).
+    pub principal: String,
 }
 
-/// Handles one request; `Ok(None)` means no response is sent (Produce with acks=0).
+impl ClientContext {
+    /// The peer's IP address as ACL bindings name hosts (`127.0.0.1`).
+    fn address(&self) -> &str {
+        self.host.trim_start_matches('/')
+    }
+}
+
+/// Handles one request, authorized first when ACLs are on; `Ok(None)` means no response is
+/// sent (Produce with acks=0).
 pub async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+    client: &ClientContext,
+) -> Result<Option<ResponseKind>, Unhandled> {
+    if !broker.acls.enabled() {
+        return serve(broker, request, client).await;
+    }
+    let caller = authorize::Caller {
+        acls: &broker.acls,
+        principal: &client.principal,
+        host: client.address(),
+    };
+    let Request {
+        api_key,
+        version,
+        header,
+        body,
+    } = request;
+    let (body, denied) = match authorize::gate(&caller, broker, body) {
+        authorize::Gate::Serve(body, denied) => (body, denied),
+        authorize::Gate::Answer(response) => return Ok(response),
+    };
+    let request = Request {
+        api_key,
+        version,
+        header,
+        body,
+    };
+    let mut response = serve(broker, request, client).await?;
+    if let Some(response) = response.as_mut() {
+        authorize::complete(&caller, denied, response);
+    }
+    Ok(response)
+}
+
+/// Runs the handler of one (authorized) request.
+async fn serve(
     broker: &Arc<Broker>,
     request: Request,
     client: &ClientContext,
@@ -133,6 +183,9 @@ pub async fn handle(
         RequestKind::DescribeUserScramCredentials(r) => {
             ResponseKind::DescribeUserScramCredentials(users::describe(broker, r))
         }
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(broker, r).await),
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(broker, r)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(broker, r).await),
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(transactions::describe(broker, r))
         }

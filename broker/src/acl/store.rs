@@ -1,0 +1,186 @@
+//! The broker's ACL bindings: kept in the metadata database (`acl/<binding>`) and in memory for
+//! the request path, and asked once per resource a request touches. Bindings are this region's
+//! own for now: they are not replicated to peer regions (`docs/security.md`, Authorization).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use causeway_storage::{Catalog, StorageError};
+
+use super::{AclBinding, AclFilter, Operation, ResourceType, Rules};
+
+/// At most one denial is logged per this many milliseconds; the rest are only counted, so a
+/// client retrying a refused request cannot flood the log.
+const DENIAL_LOG_INTERVAL_MS: u64 = 1_000;
+
+/// The ACL bindings and the policy around them.
+pub struct Acls {
+    enabled: bool,
+    rules: RwLock<Rules>,
+    /// Held while a change is written, so changes land in the catalog and in memory in one
+    /// order, without holding up authorization during the fsync.
+    changing: Mutex<()>,
+    last_denial_logged_ms: AtomicU64,
+}
+
+impl Acls {
+    /// Loads every stored binding; one that does not decode is a corrupt catalog. With
+    /// `enabled` false, every request is allowed (bindings are still kept and managed).
+    pub fn load(
+        catalog: &Catalog,
+        enabled: bool,
+        super_users: &[String],
+        allow_if_no_acl: bool,
+    ) -> Result<Acls, StorageError> {
+        let mut bindings = BTreeSet::new();
+        for encoded in catalog.acl_bindings()? {
+            let binding = AclBinding::decode(&encoded)
+                .map_err(|why| StorageError::Corrupt(format!("ACL binding {encoded}: {why}")))?;
+            bindings.insert(binding);
+        }
+        let super_users = super_users
+            .iter()
+            .flat_map(|names| names.split(';'))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .collect();
+        Ok(Acls {
+            enabled,
+            rules: RwLock::new(Rules {
+                bindings,
+                super_users,
+                allow_if_no_acl,
+            }),
+            changing: Mutex::new(()),
+            last_denial_logged_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether requests are checked at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether `principal` from `host` may do `operation` to the resource; a refusal is counted
+    /// and (rate-limited) logged.
+    pub fn authorize(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        let allowed = self
+            .read()
+            .authorize(principal, host, operation, resource_type, name);
+        if !allowed {
+            self.denied(principal, host, operation, resource_type, name);
+        }
+        allowed
+    }
+
+    /// Whether `principal` may do `operation` to some resource of the type ([`Rules::authorize_any`]).
+    pub fn authorize_any(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        !self.enabled
+            || self
+                .read()
+                .authorize_any(principal, host, operation, resource_type)
+    }
+
+    /// Adds bindings, durably first; adding one that exists changes nothing.
+    pub fn create(&self, catalog: &Catalog, bindings: &[AclBinding]) -> Result<(), String> {
+        for binding in bindings {
+            binding.validate()?;
+        }
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let encoded: Vec<String> = bindings.iter().map(AclBinding::encode).collect();
+        catalog
+            .change_acl_bindings(&encoded, &[])
+            .map_err(|e| e.to_string())?;
+        self.write().bindings.extend(bindings.iter().cloned());
+        Ok(())
+    }
+
+    /// Removes every binding each filter matches, durably first, and answers what each filter
+    /// removed (a binding two filters match is reported by both, as Kafka does).
+    pub fn delete(
+        &self,
+        catalog: &Catalog,
+        filters: &[AclFilter],
+    ) -> Result<Vec<Vec<AclBinding>>, String> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let matched: Vec<Vec<AclBinding>> =
+            filters.iter().map(|filter| self.describe(filter)).collect();
+        let doomed: BTreeSet<&AclBinding> = matched.iter().flatten().collect();
+        let encoded: Vec<String> = doomed.iter().map(|b| b.encode()).collect();
+        catalog
+            .change_acl_bindings(&[], &encoded)
+            .map_err(|e| e.to_string())?;
+        let mut rules = self.write();
+        for binding in doomed {
+            rules.bindings.remove(binding);
+        }
+        Ok(matched)
+    }
+
+    /// Every binding the filter matches, in a stable order.
+    pub fn describe(&self, filter: &AclFilter) -> Vec<AclBinding> {
+        self.read()
+            .bindings
+            .iter()
+            .filter(|binding| filter.matches(binding))
+            .cloned()
+            .collect()
+    }
+
+    fn denied(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) {
+        crate::metrics::authorization_denied(resource_type.name(), operation.name());
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_denial_logged_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= DENIAL_LOG_INTERVAL_MS
+            && self
+                .last_denial_logged_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                principal,
+                host,
+                operation = operation.name(),
+                resource_type = resource_type.name(),
+                resource = name,
+                "authorization denied (further denials within a second are only counted)"
+            );
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Rules> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Rules> {
+        self.rules.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
