@@ -47,6 +47,8 @@ pub enum Command {
     Meta(crate::cli::MetaArgs),
     /// Create, delete and list the SASL/SCRAM users of a stopped broker's data dir.
     User(crate::cli::UserArgs),
+    /// Grants, revokes and lists ACL bindings of a stopped broker's data dir (offline).
+    Acl(crate::cli::AclArgs),
 }
 
 /// Format of log lines on stderr.

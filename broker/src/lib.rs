@@ -68,6 +68,7 @@ pub fn main() -> ExitCode {
         Some(Command::Region(args)) => return cli::run_region(args),
         Some(Command::Meta(args)) => return cli::run_meta(args),
         Some(Command::User(args)) => return cli::run_user(args),
+        Some(Command::Acl(args)) => return cli::run_acl(args),
         None => cli.serve,
     };
     init_logging(options.log_format);

@@ -327,8 +327,17 @@ pub struct KcatOutput {
     pub stderr: String,
 }
 
+/// A command running kcat (`$KCAT`, else `/usr/bin/kcat` if present, else `kcat` from PATH)
+/// with the system's librdkafka, as a user runs it: `cargo test` puts the directory of the
+/// librdkafka that `rdkafka-sys` builds on `LD_LIBRARY_PATH`, and kcat would load that one.
+pub fn kcat_command() -> Command {
+    let mut command = Command::new(kcat_binary());
+    command.env_remove("LD_LIBRARY_PATH");
+    command
+}
+
 /// Path of the kcat binary: `$KCAT`, else `/usr/bin/kcat` if present, else `kcat` from PATH.
-pub fn kcat_binary() -> PathBuf {
+fn kcat_binary() -> PathBuf {
     if let Some(k) = std::env::var_os("KCAT") {
         return PathBuf::from(k);
     }
@@ -342,7 +351,7 @@ pub fn kcat_binary() -> PathBuf {
 
 /// Runs `kcat args...` with `stdin` as input; kills it and fails after `timeout`.
 pub fn kcat(args: &[&str], stdin: &[u8], timeout: Duration) -> Result<KcatOutput> {
-    let mut child = Command::new(kcat_binary())
+    let mut child = kcat_command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

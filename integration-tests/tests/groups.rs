@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use causeway_integration_tests::{
-    create_topic, ensure_eq, http_get, kcat_binary, produce_all, topic_name, with_broker,
+    create_topic, ensure_eq, http_get, kcat_command, produce_all, topic_name, with_broker,
     BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -252,7 +252,7 @@ fn a_third_consumer_joining_rebalances_the_load() {
 
 /// Starts `kcat -G` as a separate consumer process of `group`.
 fn kcat_member(broker: &BrokerProcess, group: &str, topic: &str) -> Result<Child> {
-    Command::new(kcat_binary())
+    kcat_command()
         .args(["-b", &broker.bootstrap(), "-G", group, topic, "-q"])
         .args(["-X", &format!("session.timeout.ms={SESSION_TIMEOUT_MS}")])
         .args(["-X", "heartbeat.interval.ms=500"])

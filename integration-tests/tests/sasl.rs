@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use causeway_integration_tests::{
-    broker_binary, http_get, kcat_binary, produce_all, producer_config, raw, topic_name,
+    broker_binary, http_get, kcat_command, produce_all, producer_config, raw, topic_name,
     with_broker, BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::alter_user_scram_credentials_request::{
@@ -171,7 +171,7 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
 
         // kcat lists the topic as bob over PLAIN (checked against his SCRAM-SHA-512 credential;
         // Debian's kcat offers no SCRAM).
-        let kcat = Command::new(kcat_binary())
+        let kcat = kcat_command()
             .args(["-b", &broker.bootstrap(), "-L", "-t", &topic, "-m", "10"])
             .args(["-X", "security.protocol=SASL_PLAINTEXT"])
             .args(["-X", "sasl.mechanisms=PLAIN"])

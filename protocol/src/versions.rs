@@ -53,8 +53,15 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 5),
-    // SaslHandshake 0 would send raw SASL tokens after it, outside Kafka framing: only 1.
-    api(ApiKey::SaslHandshake, 1, 1),
+    // SaslHandshake 0 would send raw SASL tokens after it, outside Kafka framing: only 1 is
+    // served. 0 is advertised because librdkafka before 2.1 (Debian's kcat) refuses SASL unless
+    // the range starts at 0, though it then sends 1 (as Kafka brokers advertise 0..1).
+    SupportedApi {
+        key: ApiKey::SaslHandshake,
+        min: 0,
+        max: 1,
+        min_served: 1,
+    },
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -134,6 +141,14 @@ mod tests {
         assert!(!serves(ApiKey::Produce, 2));
         assert!(serves(ApiKey::Produce, 3));
         assert!(!serves(ApiKey::Produce, 12));
+    }
+
+    #[test]
+    fn sasl_handshake_0_is_advertised_for_old_librdkafka_but_only_1_is_served() {
+        let handshake = supported(ApiKey::SaslHandshake).expect("advertised");
+        assert_eq!((handshake.min, handshake.max), (0, 1));
+        assert!(!serves(ApiKey::SaslHandshake, 0));
+        assert!(serves(ApiKey::SaslHandshake, 1));
     }
 
     #[test]

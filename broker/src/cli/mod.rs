@@ -4,6 +4,7 @@
 //! 1 when the broker refuses or cannot be reached, 2 on a usage error. `meta rebuild` is the
 //! exception: it works offline on a stopped broker's data dir (same exit codes).
 
+mod acl;
 mod admin;
 mod group;
 mod http_json;
@@ -16,6 +17,7 @@ mod user;
 
 use std::process::ExitCode;
 
+pub use acl::AclCommand;
 pub use group::GroupCommand;
 pub use meta::MetaCommand;
 pub use records::{ConsumeArgs, ProduceArgs};
@@ -114,6 +116,34 @@ pub struct UserArgs {
 /// Runs a user command (offline, on a data dir) and returns its exit code.
 pub fn run_user(args: UserArgs) -> ExitCode {
     user::run(args.command)
+}
+
+/// `causeway acl ...`
+#[derive(Debug, clap::Args)]
+pub struct AclArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AclCommand,
+}
+
+/// Runs an ACL command (offline, on a data dir) and returns its exit code.
+pub fn run_acl(args: AclArgs) -> ExitCode {
+    acl::run(args.command)
+}
+
+/// Opens a stopped broker's metadata (creating the data dir of one not started yet), holding
+/// the data dir lock so no broker starts on it meanwhile.
+fn open_stopped(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(causeway_storage::DataDirLock, causeway_storage::Catalog)> {
+    use anyhow::Context;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let lock =
+        causeway_storage::DataDirLock::acquire(data_dir).context("the broker must be stopped")?;
+    let catalog =
+        causeway_storage::Catalog::open(&data_dir.join("meta")).context("opening the metadata")?;
+    Ok((lock, catalog))
 }
 
 /// Runs a meta command (offline, on a data dir) and returns its exit code.

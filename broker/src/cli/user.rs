@@ -67,10 +67,7 @@ pub fn run(command: UserCommand) -> ExitCode {
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<(DataDirLock, Catalog, Users)> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let lock = DataDirLock::acquire(data_dir).context("the broker must be stopped")?;
-    let catalog = Catalog::open(&data_dir.join("meta")).context("opening the metadata")?;
+    let (lock, catalog) = super::open_stopped(data_dir)?;
     let users = Users::load(&catalog)?;
     Ok((lock, catalog, users))
 }
