@@ -1,0 +1,131 @@
+"""kafka-python 3.x admin calls over SASL_PLAINTEXT with SCRAM-SHA-512, as one user: topics and
+ACLs (CreateAcls, DescribeAcls, DeleteAcls), for integration-tests/tests/acls.rs.
+Usage: python3 kafka_python_acls.py HOST:PORT USER PASSWORD STEPS, where STEPS is a JSON list of
+  {"op": "create_topics", "topics": [NAME, ...]}
+  {"op": "delete_topics", "topics": [NAME, ...]}
+  {"op": "create_acls", "acls": [BINDING, ...]}
+  {"op": "describe_acls", "filter": FILTER}
+  {"op": "delete_acls", "filters": [FILTER, ...]}
+A BINDING is {"principal", "host", "operation", "permission", "resource_type", "name", "pattern"}
+with kafka-python's enum names as values ("READ", "ALLOW", "TOPIC", "PREFIXED"); a FILTER has the
+same keys, each optional (a missing one matches anything).
+Prints one JSON line: a list with one result per step, or {"error": "<exception class>"} when the
+client cannot even start. A step that raises gives {"error": "<exception class>"}."""
+import json
+import os
+import sys
+
+from kafka import KafkaAdminClient
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+)
+
+
+def binding(spec):
+    return ACL(
+        principal=spec["principal"],
+        host=spec.get("host", "*"),
+        operation=ACLOperation[spec["operation"]],
+        permission_type=ACLPermissionType[spec["permission"]],
+        resource_pattern=ResourcePattern(
+            ResourceType[spec["resource_type"]],
+            spec["name"],
+            ACLResourcePatternType[spec.get("pattern", "LITERAL")],
+        ),
+    )
+
+
+def acl_filter(spec):
+    return ACLFilter(
+        principal=spec.get("principal"),
+        host=spec.get("host"),
+        operation=ACLOperation[spec.get("operation", "ANY")],
+        permission_type=ACLPermissionType[spec.get("permission", "ANY")],
+        resource_pattern=ResourcePatternFilter(
+            ResourceType[spec.get("resource_type", "ANY")],
+            spec.get("name"),
+            ACLResourcePatternType[spec.get("pattern", "ANY")],
+        ),
+    )
+
+
+def described(acl):
+    return {
+        "principal": acl.principal,
+        "host": acl.host,
+        "operation": acl.operation.name,
+        "permission": acl.permission_type.name,
+        "resource_type": acl.resource_pattern.resource_type.name,
+        "name": acl.resource_pattern.resource_name,
+        "pattern": acl.resource_pattern.pattern_type.name,
+    }
+
+
+def sorted_bindings(acls):
+    return sorted((described(acl) for acl in acls), key=lambda b: json.dumps(b, sort_keys=True))
+
+
+def topic_errors(result):
+    return {t["name"]: t["error_code"] for t in result["topics"]}
+
+
+def run(admin, step):
+    op = step["op"]
+    if op == "create_topics":
+        created = admin.create_topics(
+            {name: {"num_partitions": 1, "replication_factor": 1} for name in step["topics"]},
+            raise_errors=False,
+        )
+        return {"error_codes": topic_errors(created)}
+    if op == "delete_topics":
+        return {"error_codes": topic_errors(admin.delete_topics(step["topics"], raise_errors=False))}
+    if op == "create_acls":
+        created = admin.create_acls([binding(spec) for spec in step["acls"]])
+        return {
+            "succeeded": len(created["succeeded"]),
+            "failed": [error.__name__ for error in created["failed"]],
+        }
+    if op == "describe_acls":
+        acls, _ = admin.describe_acls(acl_filter(step["filter"]))
+        return {"acls": sorted_bindings(acls)}
+    if op == "delete_acls":
+        results = admin.delete_acls([acl_filter(spec) for spec in step["filters"]])
+        return {
+            "deleted": [sorted_bindings(matched) for _, matched, _ in results],
+            "errors": [error.__name__ for _, _, error in results],
+        }
+    raise ValueError("unknown op %r" % op)
+
+
+def main(broker, user, password, steps):
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=broker,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username=user,
+            sasl_plain_password=password,
+            request_timeout_ms=10000,
+        )
+    except Exception as error:
+        print(json.dumps({"error": type(error).__name__}), flush=True)
+        os._exit(0)
+    results = []
+    for step in json.loads(steps):
+        try:
+            results.append(run(admin, step))
+        except Exception as error:  # the test compares the error's class
+            results.append({"error": type(error).__name__})
+    print(json.dumps(results), flush=True)
+    os._exit(0)  # without waiting for the client's threads
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
