@@ -14,10 +14,12 @@ use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
 use crate::replication::Replication;
+use crate::security_state::{SecurityStore, ACL_KEY_PREFIX, SCRAM_KEY_PREFIX};
 use crate::topics::{PartitionLimits, Topics};
 use crate::transactions::TransactionCoordinator;
 use crate::users::Users;
 use crate::wall_clock::now_ms;
+use causeway_replication::wire::{catalogs_digest, decode_catalogs, encode_catalogs};
 
 /// Node id of this broker in Metadata: every region is the single broker of its own cluster.
 pub const NODE_ID: i32 = 0;
@@ -48,6 +50,8 @@ pub struct Broker {
     pub(crate) users: Users,
     /// The ACL bindings requests are authorized against.
     pub(crate) acls: Acls,
+    /// The replicated security state `users` and `acls` are views of.
+    pub(crate) security: SecurityStore,
     ready: AtomicBool,
     /// Held for the broker's life: no other broker, and no `causeway meta rebuild`, works on
     /// the data dir meanwhile.
@@ -101,9 +105,14 @@ impl Broker {
             },
         )?;
         let transactions = TransactionCoordinator::load(topics.catalog())?;
-        let users = Users::load(topics.catalog())?;
-        let acls = Acls::load(
+        let security = SecurityStore::load(
             topics.catalog(),
+            region_id,
+            replication.replica_config().hlc_skew_ms_max,
+        )?;
+        let users = Users::load(&security)?;
+        let acls = Acls::load(
+            &security,
             options.authorization == Authorization::Acls,
             &options.super_users,
             options.allow_everyone_if_no_acl_found,
@@ -127,6 +136,7 @@ impl Broker {
             started_ms: now_ms(),
             users,
             acls,
+            security,
             ready: AtomicBool::new(false),
             _data_dir_lock: data_dir_lock,
         })
@@ -134,17 +144,40 @@ impl Broker {
 
     /// The digest of this region's topic catalog, sent with every pull.
     pub fn catalog_digest(&self) -> u64 {
-        self.topics.catalog_digest()
+        catalogs_digest(self.topics.catalog_digest(), self.security.digest())
     }
 
-    /// The encoded catalog for a peer whose catalog digest differs from ours (`None` if equal).
+    /// The encoded catalogs (topics and security state) for a peer whose digest differs from
+    /// ours (`None` if equal).
     pub fn catalog_for_peer(&self, peer_digest: u64) -> Option<Vec<u8>> {
-        (peer_digest != self.catalog_digest()).then(|| self.topics.encoded_catalog())
+        (peer_digest != self.catalog_digest())
+            .then(|| encode_catalogs(&self.topics.encoded_catalog(), &self.security.encode()))
     }
 
-    /// Merges a peer's catalog into ours (creating, deleting, growing topics here).
+    /// Merges a peer's catalogs into ours: topics (creating, deleting, growing them here), then
+    /// users and ACL bindings.
     pub fn merge_peer_catalog(&self, bytes: &[u8]) -> Result<usize, crate::topics::TopicError> {
-        let changed = self.topics.merge_peer_catalog(bytes)?;
+        let (topics, security) = decode_catalogs(bytes)
+            .map_err(|e| crate::topics::TopicError::InvalidRequest(e.to_string()))?;
+        let mut changed = self.topics.merge_peer_catalog(topics)?;
+        let security_changes = self
+            .security
+            .merge_peer(self.topics.catalog(), security)
+            .map_err(crate::topics::TopicError::InvalidRequest)?;
+        for (key, value) in &security_changes {
+            if let Some(rest) = key.strip_prefix(SCRAM_KEY_PREFIX) {
+                self.users.apply(rest, value.as_deref());
+            } else if let Some(rest) = key.strip_prefix(ACL_KEY_PREFIX) {
+                self.acls.apply(rest, value.is_some());
+            }
+        }
+        if !security_changes.is_empty() {
+            tracing::info!(
+                changes = security_changes.len(),
+                "merged a peer's users and ACL bindings"
+            );
+        }
+        changed += security_changes.len();
         if changed > 0 {
             self.replication.data_progressed(true);
         }

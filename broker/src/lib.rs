@@ -37,6 +37,7 @@ pub mod producer_ids;
 pub mod replication;
 pub mod sasl;
 pub mod scrub;
+pub mod security_state;
 pub mod server;
 pub mod state_gauges;
 pub mod tables;

@@ -1,12 +1,14 @@
 //! The users SASL clients log in as: per user and SCRAM mechanism, a salted, iterated credential
-//! (never a password), kept in the metadata database (`scram/<mechanism>/<user>`) and in memory
-//! for the authentication path. Users are this region's own for now: they are not replicated to
-//! peer regions (`docs/security.md`, Authentication).
+//! (never a password), kept in the replicated security state (`scram/<mechanism>/<user>`,
+//! [`crate::security_state`]), so a user created in one region logs in in every region, and in
+//! memory for the authentication path.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use causeway_storage::{Catalog, StorageError};
+
+use crate::security_state::{SecurityStore, SCRAM_KEY_PREFIX};
 
 use crate::sasl::{CredentialLookup, Mechanism, ScramCredential};
 
@@ -26,19 +28,13 @@ pub struct UserSummary {
 }
 
 impl Users {
-    /// Loads every stored credential; one that does not decode is a corrupt catalog.
-    pub fn load(catalog: &Catalog) -> Result<Users, StorageError> {
+    /// Loads every credential of the security state; one that does not decode is corrupt.
+    pub fn load(security: &SecurityStore) -> Result<Users, StorageError> {
         let mut credentials = BTreeMap::new();
-        for (key, bytes) in catalog.scram_credentials()? {
-            let corrupt = |why: String| StorageError::Corrupt(format!("credential {key}: {why}"));
-            let (mechanism, user) = key
-                .split_once('/')
-                .ok_or_else(|| corrupt("no mechanism".into()))?;
-            let mechanism = Mechanism::from_name(mechanism)
-                .filter(|m| *m != Mechanism::Plain)
-                .ok_or_else(|| corrupt("unknown mechanism".into()))?;
-            let credential = ScramCredential::decode(&bytes).map_err(corrupt)?;
-            credentials.insert((user.to_string(), mechanism.name()), credential);
+        for (key, bytes) in security.values_under(SCRAM_KEY_PREFIX) {
+            let ((user, mechanism), credential) = parse(&key, &bytes)
+                .map_err(|why| StorageError::Corrupt(format!("credential {key}: {why}")))?;
+            credentials.insert((user, mechanism), credential);
         }
         Ok(Users {
             credentials: RwLock::new(credentials),
@@ -48,6 +44,7 @@ impl Users {
     /// Creates or replaces `user`'s credential for `mechanism` (a SCRAM one), durably first.
     pub fn put(
         &self,
+        security: &SecurityStore,
         catalog: &Catalog,
         user: &str,
         mechanism: Mechanism,
@@ -56,9 +53,7 @@ impl Users {
         validate_user_name(user)?;
         credential.check(mechanism)?;
         let bytes = credential.encode()?;
-        catalog
-            .put_scram_credential(mechanism.name(), user, &bytes)
-            .map_err(|e| e.to_string())?;
+        security.write(catalog, &[(key_of(mechanism, user), Some(bytes))])?;
         self.write()
             .insert((user.to_string(), mechanism.name()), credential);
         Ok(())
@@ -67,6 +62,7 @@ impl Users {
     /// Removes `user`'s credential for `mechanism`; `Ok(false)` when it had none.
     pub fn delete(
         &self,
+        security: &SecurityStore,
         catalog: &Catalog,
         user: &str,
         mechanism: Mechanism,
@@ -75,11 +71,28 @@ impl Users {
         if !self.read().contains_key(&key) {
             return Ok(false);
         }
-        catalog
-            .delete_scram_credential(mechanism.name(), user)
-            .map_err(|e| e.to_string())?;
+        security.write(catalog, &[(key_of(mechanism, user), None)])?;
         self.write().remove(&key);
         Ok(true)
+    }
+
+    /// Follows a change a peer region made (`rest` is the key after `scram/`); a credential that
+    /// does not decode is logged and ignored.
+    pub fn apply(&self, rest: &str, value: Option<&[u8]>) {
+        let Some(bytes) = value else {
+            if let Some((mechanism, user)) = rest.split_once('/') {
+                if let Some(mechanism) = Mechanism::from_name(mechanism) {
+                    self.write().remove(&(user.to_string(), mechanism.name()));
+                }
+            }
+            return;
+        };
+        match parse(rest, bytes) {
+            Ok((key, credential)) => {
+                self.write().insert(key, credential);
+            }
+            Err(why) => tracing::warn!(key = rest, %why, "ignoring a peer's SCRAM credential"),
+        }
     }
 
     /// Every user with at least one credential, by name.
@@ -123,6 +136,23 @@ impl CredentialLookup for Users {
     }
 }
 
+/// The security state's key of `user`'s credential for `mechanism`.
+fn key_of(mechanism: Mechanism, user: &str) -> String {
+    format!("{SCRAM_KEY_PREFIX}{}/{user}", mechanism.name())
+}
+
+/// Reads a stored credential keyed `<mechanism>/<user>`.
+fn parse(key: &str, bytes: &[u8]) -> Result<((String, &'static str), ScramCredential), String> {
+    let (mechanism, user) = key.split_once('/').ok_or("no mechanism")?;
+    let mechanism = Mechanism::from_name(mechanism)
+        .filter(|m| *m != Mechanism::Plain)
+        .ok_or("unknown mechanism")?;
+    validate_user_name(user)?;
+    let credential = ScramCredential::decode(bytes)?;
+    credential.check(mechanism)?;
+    Ok(((user.to_string(), mechanism.name()), credential))
+}
+
 /// A user name must be something a SCRAM client can send and a catalog key can hold: 1 to 255
 /// bytes, no control characters, no `/` (the key separator).
 pub fn validate_user_name(user: &str) -> Result<(), String> {
@@ -146,26 +176,46 @@ mod tests {
     fn credentials_survive_a_reload_and_deletes_stay_deleted() {
         let dir = tempfile::TempDir::new().expect("dir");
         let catalog = Catalog::open(dir.path()).expect("catalog");
-        let users = Users::load(&catalog).expect("load");
+        let security = SecurityStore::load(&catalog, 1, 60_000).expect("security");
+        let users = Users::load(&security).expect("load");
         let credential = |password: &[u8]| {
             ScramCredential::generate(Mechanism::ScramSha256, password, 4096).expect("credential")
         };
         users
-            .put(&catalog, "alice", Mechanism::ScramSha256, credential(b"a"))
+            .put(
+                &security,
+                &catalog,
+                "alice",
+                Mechanism::ScramSha256,
+                credential(b"a"),
+            )
             .expect("put");
         users
-            .put(&catalog, "bob", Mechanism::ScramSha256, credential(b"b"))
+            .put(
+                &security,
+                &catalog,
+                "bob",
+                Mechanism::ScramSha256,
+                credential(b"b"),
+            )
             .expect("put");
         assert!(users
-            .put(&catalog, "a/b", Mechanism::ScramSha256, credential(b"c"))
+            .put(
+                &security,
+                &catalog,
+                "a/b",
+                Mechanism::ScramSha256,
+                credential(b"c")
+            )
             .is_err());
         assert!(users
-            .delete(&catalog, "bob", Mechanism::ScramSha256)
+            .delete(&security, &catalog, "bob", Mechanism::ScramSha256)
             .expect("delete"));
         assert!(!users
-            .delete(&catalog, "bob", Mechanism::ScramSha512)
+            .delete(&security, &catalog, "bob", Mechanism::ScramSha512)
             .expect("delete"));
-        let reloaded = Users::load(&catalog).expect("reload");
+        let security = SecurityStore::load(&catalog, 1, 60_000).expect("security");
+        let reloaded = Users::load(&security).expect("reload");
         assert_eq!(
             reloaded.list(),
             vec![UserSummary {

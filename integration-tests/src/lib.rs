@@ -8,6 +8,7 @@ pub mod batch;
 pub mod load;
 pub mod proxy;
 pub mod regions;
+pub mod security;
 pub mod transactions;
 
 use std::fs::{File, OpenOptions};

@@ -8,30 +8,23 @@
 //! `--allow-everyone-if-no-acl-found`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use causeway_integration_tests::security::{as_user, causeway_offline, produce_as, raw_as, Who};
 use causeway_integration_tests::{
-    broker_binary, consume_n, consumer_config, create_topic, kcat, produce_all, producer_config,
-    raw, with_broker, BrokerOptions, BrokerProcess, TestRecord, CLIENT_TIMEOUT,
+    consume_n, consumer_config, create_topic, kcat, produce_all, with_broker, BrokerOptions,
+    BrokerProcess, TestRecord, CLIENT_TIMEOUT,
 };
-use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseRecord, DefaultProducerContext, FutureProducer, Producer, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-
-/// A user with a password.
-type Who = (&'static str, &'static str);
 
 const ADMIN: Who = ("admin", "admin-pw-2026");
 const ALICE: Who = ("alice", "alice-pw-2026");
@@ -78,32 +71,6 @@ fn allow_alice(operation: &str, resource: Resource<'_>) -> Value {
 
 fn deny_alice(operation: &str, resource: Resource<'_>) -> Value {
     binding("User:alice", "DENY", operation, resource)
-}
-
-/// Runs an offline `causeway` subcommand (`user`, `acl`) over `data_dir` with `stdin`; its
-/// standard output.
-fn causeway_offline(args: &[&str], data_dir: &Path, stdin: &str) -> Result<String> {
-    let mut child = Command::new(broker_binary()?)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("causeway {args:?}"))?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(stdin.as_bytes())?;
-    let output = child.wait_with_output()?;
-    ensure!(
-        output.status.success(),
-        "causeway {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// A data directory (in `dir`) holding SCRAM-SHA-512 credentials for admin and alice.
@@ -186,27 +153,6 @@ fn kafka_python(broker: &BrokerProcess, who: Who, steps: Value, expected: Value)
     Ok(())
 }
 
-/// `config` logging in as `who` with SASL/PLAIN.
-fn as_user(mut config: ClientConfig, (user, password): Who) -> ClientConfig {
-    config
-        .set("security.protocol", "SASL_PLAINTEXT")
-        .set("sasl.mechanisms", "PLAIN")
-        .set("sasl.username", user)
-        .set("sasl.password", password);
-    config
-}
-
-/// Produces `count` records to `topic` as `who` with librdkafka; the first delivery error.
-fn produce(broker: &BrokerProcess, who: Who, topic: &str, count: usize) -> Result<()> {
-    let mut config = as_user(producer_config(&broker.bootstrap()), who);
-    config.set("message.timeout.ms", "10000");
-    let producer: FutureProducer = config.create()?;
-    let records: Vec<TestRecord> = (0..count)
-        .map(|i| TestRecord::value(format!("{}-{topic}-{i}", who.0)))
-        .collect();
-    produce_all(&producer, topic, &records).map(|_| ())
-}
-
 /// Fails unless `result` failed with an error whose text holds `expected` (an rdkafka error code
 /// name such as `TopicAuthorizationFailed`).
 fn refused_with<T>(result: Result<T>, expected: &str, what: &str) -> Result<()> {
@@ -280,24 +226,6 @@ fn first_consumer_error(consumer: &BaseConsumer) -> Result<KafkaError> {
     bail!("no error within {CLIENT_TIMEOUT:?}")
 }
 
-/// A raw protocol connection logged in as `who` with SASL/PLAIN, for the requests librdkafka
-/// would not send (a Fetch of a topic its Metadata did not show).
-fn raw_as(broker: &BrokerProcess, (user, password): Who) -> Result<raw::RawClient> {
-    let mut raw = broker.raw()?;
-    let handshake =
-        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
-    let answer = raw.request(1, &handshake)?;
-    ensure!(answer.error_code == 0, "SaslHandshake: {answer:?}");
-    let authenticate = SaslAuthenticateRequest::default()
-        .with_auth_bytes(format!("\0{user}\0{password}").into_bytes().into());
-    let answer = raw.request(2, &authenticate)?;
-    ensure!(
-        answer.error_code == 0,
-        "SaslAuthenticate as {user}: {answer:?}"
-    );
-    Ok(raw)
-}
-
 /// As `who`, joins `group` subscribed to `topics`; the first error.
 fn group_error(
     broker: &BrokerProcess,
@@ -362,10 +290,10 @@ fn without_a_binding_a_user_neither_sees_nor_writes_nor_reads_a_topic() {
         |broker| {
             let (create, created) = topics_created(&["payments"]);
             kafka_python(broker, ADMIN, json!([create]), json!([created]))?;
-            produce(broker, ADMIN, "payments", 3).context("the super user produces")?;
+            produce_as(broker, ADMIN, "payments", 3).context("the super user produces")?;
 
             refused_with(
-                produce(broker, ALICE, "payments", 1),
+                produce_as(broker, ALICE, "payments", 1),
                 "TopicAuthorizationFailed",
                 "alice producing to payments",
             )?;
@@ -441,10 +369,10 @@ fn a_prefixed_allow_granted_over_create_acls_opens_a_family_of_topics() {
             )?;
 
             for topic in ["orders-eu", "orders-us"] {
-                produce(broker, ALICE, topic, 5).with_context(|| format!("alice to {topic}"))?;
+                produce_as(broker, ALICE, topic, 5).with_context(|| format!("alice to {topic}"))?;
             }
             refused_with(
-                produce(broker, ALICE, "payments", 1),
+                produce_as(broker, ALICE, "payments", 1),
                 "TopicAuthorizationFailed",
                 "alice producing to payments",
             )?;
@@ -477,11 +405,11 @@ fn a_prefixed_allow_granted_over_create_acls_opens_a_family_of_topics() {
             )?;
             // Nothing alice asked for took effect.
             refused_with(
-                produce(broker, ALICE, "payments", 1),
+                produce_as(broker, ALICE, "payments", 1),
                 "TopicAuthorizationFailed",
                 "alice producing to payments after granting it herself",
             )?;
-            produce(broker, ALICE, "orders-eu", 1).context("after alice's DeleteAcls")?;
+            produce_as(broker, ALICE, "orders-eu", 1).context("after alice's DeleteAcls")?;
             kafka_python(
                 broker,
                 ADMIN,
@@ -516,7 +444,7 @@ fn a_literal_deny_beats_a_prefixed_allow_and_deleted_bindings_grant_nothing() {
                 json!([created, {"succeeded": 3, "failed": []}]),
             )?;
             for topic in ["orders-eu", "orders-us"] {
-                produce(broker, ALICE, topic, 5).with_context(|| format!("alice to {topic}"))?;
+                produce_as(broker, ALICE, topic, 5).with_context(|| format!("alice to {topic}"))?;
             }
 
             kafka_python(
@@ -532,7 +460,7 @@ fn a_literal_deny_beats_a_prefixed_allow_and_deleted_bindings_grant_nothing() {
             );
             consume_in_group(broker, ALICE, "orders-app-eu", &["orders-eu"], 5)
                 .context("alice reading orders-eu")?;
-            produce(broker, ALICE, "orders-us", 1).context("a deny of Read refuses Write")?;
+            produce_as(broker, ALICE, "orders-us", 1).context("a deny of Read refuses Write")?;
 
             kafka_python(
                 broker,
@@ -541,12 +469,12 @@ fn a_literal_deny_beats_a_prefixed_allow_and_deleted_bindings_grant_nothing() {
                 json!([{"succeeded": 1, "failed": []}]),
             )?;
             refused_with(
-                produce(broker, ALICE, "orders-us", 1),
+                produce_as(broker, ALICE, "orders-us", 1),
                 "TopicAuthorizationFailed",
                 "alice producing to orders-us after User:* was denied Write",
             )?;
-            produce(broker, ALICE, "orders-eu", 1).context("the deny reached orders-eu")?;
-            produce(broker, ADMIN, "orders-us", 1).context("a deny refuses the super user")?;
+            produce_as(broker, ALICE, "orders-eu", 1).context("the deny reached orders-eu")?;
+            produce_as(broker, ADMIN, "orders-us", 1).context("a deny refuses the super user")?;
 
             let mut alices = grants.to_vec();
             alices.push(deny_read);
@@ -566,7 +494,7 @@ fn a_literal_deny_beats_a_prefixed_allow_and_deleted_bindings_grant_nothing() {
                 ]),
             )?;
             refused_with(
-                produce(broker, ALICE, "orders-eu", 1),
+                produce_as(broker, ALICE, "orders-eu", 1),
                 "TopicAuthorizationFailed",
                 "alice producing to orders-eu after her bindings were deleted",
             )?;
@@ -694,9 +622,9 @@ fn bindings_added_offline_are_enforced_listed_and_removed() {
                 ]),
                 json!([created, {"acls": offline}, {"succeeded": 1, "failed": []}]),
             )?;
-            produce(broker, ALICE, "audit-log", 5).context("a deny for another host applied")?;
+            produce_as(broker, ALICE, "audit-log", 5).context("a deny for another host applied")?;
             refused_with(
-                produce(broker, ALICE, "audit-secret", 1),
+                produce_as(broker, ALICE, "audit-secret", 1),
                 "TopicAuthorizationFailed",
                 "alice producing to audit-secret, denied from 127.0.0.1",
             )?;
@@ -742,7 +670,7 @@ fn bindings_added_offline_are_enforced_listed_and_removed() {
             );
             broker.restart()?;
             refused_with(
-                produce(broker, ALICE, "audit-log", 1),
+                produce_as(broker, ALICE, "audit-log", 1),
                 "TopicAuthorizationFailed",
                 "alice producing to audit-log after acl remove",
             )

@@ -3,22 +3,22 @@
 //! kcat and librdkafka (rdkafka) with PLAIN; wrong passwords and unknown users
 //! are refused; a client that skips authentication is cut off after ApiVersions.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use causeway_integration_tests::security::{create_user, plain_login, raw_as};
 use causeway_integration_tests::{
-    broker_binary, http_get, kcat_command, produce_all, producer_config, raw, topic_name,
-    with_broker, BrokerOptions, BrokerProcess, TestRecord,
+    http_get, kcat_command, produce_all, producer_config, raw, topic_name, with_broker,
+    BrokerOptions, BrokerProcess, TestRecord,
 };
 use kafka_protocol::messages::alter_user_scram_credentials_request::{
     ScramCredentialDeletion, ScramCredentialUpsertion,
 };
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, ApiVersionsRequest, DescribeUserScramCredentialsRequest,
-    MetadataRequest, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    MetadataRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -26,36 +26,6 @@ use rdkafka::producer::FutureProducer;
 
 const ALICE: (&str, &str) = ("alice", "wonderland-2026");
 const BOB: (&str, &str) = ("bob", "builder,=odd name chars");
-
-fn create_user(data_dir: &Path, (name, password): (&str, &str), mechanisms: &str) -> Result<()> {
-    let mut child = Command::new(broker_binary()?)
-        .args([
-            "user",
-            "create",
-            name,
-            "--mechanism",
-            mechanisms,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("causeway user create")?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    let output = child.wait_with_output()?;
-    ensure!(
-        output.status.success(),
-        "causeway user create {name}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
 
 /// A broker over `data_dir` whose Kafka listener requires SASL with `mechanisms`.
 fn sasl_listener(data_dir: &Path, mechanisms: &str) -> BrokerOptions {
@@ -209,30 +179,6 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
         );
         Ok(())
     });
-}
-
-/// A raw connection authenticated as `user` with PLAIN.
-fn raw_as(broker: &BrokerProcess, who: (&str, &str)) -> Result<raw::RawClient> {
-    let mut raw = broker.raw()?;
-    plain_login(&mut raw, who)?;
-    Ok(raw)
-}
-
-/// SaslHandshake and SaslAuthenticate with PLAIN on `raw` (again, if it has authenticated);
-/// the SaslAuthenticate answer.
-fn plain_login(
-    raw: &mut raw::RawClient,
-    (user, password): (&str, &str),
-) -> Result<SaslAuthenticateResponse> {
-    let mut handshake = SaslHandshakeRequest::default();
-    handshake.mechanism = StrBytes::from_static_str("PLAIN");
-    let answer = raw.request(1, &handshake)?;
-    ensure!(answer.error_code == 0, "handshake: {answer:?}");
-    let mut authenticate = SaslAuthenticateRequest::default();
-    authenticate.auth_bytes = format!("\0{user}\0{password}").into_bytes().into();
-    let answer = raw.request(2, &authenticate)?;
-    ensure!(answer.error_code == 0, "authenticate: {answer:?}");
-    Ok(answer)
 }
 
 /// An upsertion as Kafka's admin client builds it: the salted password, never the password.

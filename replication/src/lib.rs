@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod hlc;
 pub mod horizon;
 pub mod region;
+pub mod security_catalog;
 #[cfg(any(test, feature = "simulation"))]
 pub mod sim;
 pub mod topic_catalog;

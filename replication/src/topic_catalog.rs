@@ -60,7 +60,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
-mod codec;
+pub(crate) mod codec;
 
 use codec::put_str;
 
@@ -644,7 +644,7 @@ fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CatalogE
 }
 
 /// FNV-1a, 64-bit: a well-known, dependency-free hash, stable across versions and platforms.
-fn fnv1a_64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a_64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })

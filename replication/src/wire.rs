@@ -30,9 +30,10 @@
 //! ([`crate::deps_codec::encode_delta`]), then the Kafka record batch bytes. Every count and
 //! length is bounded before anything is allocated; a malformed body is an error, never a panic.
 //!
-//! Version 0 had no topic id. A server refuses a version it does not speak by closing the
-//! connection, so regions on versions 0 and 1 do not replicate with each other until all run
-//! version 1; they never misread each other.
+//! Version 0 had no topic id; version 1 sent the topic catalog alone where version 2 sends it
+//! with the security state ([`encode_catalogs`]). A server refuses a version it does not speak
+//! by closing the connection, so regions on different versions do not replicate with each
+//! other until all run the same one; they never misread each other.
 
 use bytes::Bytes;
 use causeway_causal::CausalMeta;
@@ -47,13 +48,15 @@ use crate::deps_codec::{
 /// The private Kafka API key of the replication pull, far above Kafka's own keys.
 pub const REPLICATION_API_KEY: i16 = 32_000;
 /// The body version spoken (and the only one accepted): 1 added the topic id to every
-/// partition entry (see the module docs).
-pub const REPLICATION_API_VERSION: i16 = 1;
+/// partition entry (see the module docs); 2 sends the security state with the topic catalog
+/// ([`encode_catalogs`]).
+pub const REPLICATION_API_VERSION: i16 = 2;
 /// The private Kafka API key of a seed request: a region joining the mesh (or re-seeded)
 /// copies one partition's retained log from a peer ([`SeedRequest`]).
 pub const SEED_API_KEY: i16 = 32_001;
-/// The seed request's body version (the only one accepted).
-pub const SEED_API_VERSION: i16 = 0;
+/// The seed request's body version (the only one accepted): 1 sends the security state with the
+/// topic catalog ([`encode_catalogs`]).
+pub const SEED_API_VERSION: i16 = 1;
 
 /// The most batch bytes one pull response carries (a soft bound: the batch that crosses it is
 /// still sent whole). Links ask for it, and a server grants no more whatever a peer asks, as
@@ -404,6 +407,31 @@ impl<'a> Reader<'a> {
             Err(WireError::Malformed("trailing bytes"))
         }
     }
+}
+
+/// The catalogs a region sends a peer whose digest differs ([`PullResponse::catalog`], and a
+/// seed's): its topic catalog and its security state (users and ACL bindings), each as its own
+/// crate encodes it, as two byte strings.
+pub fn encode_catalogs(topics: &[u8], security: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(topics.len() + security.len() + 10);
+    put_bytes(topics, &mut out);
+    put_bytes(security, &mut out);
+    out
+}
+
+/// Splits what [`encode_catalogs`] wrote into the topic catalog and the security state.
+pub fn decode_catalogs(bytes: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let mut reader = Reader { buf: bytes, at: 0 };
+    let topics = reader.bytes(MESSAGE_BYTES_MAX)?;
+    let security = reader.bytes(MESSAGE_BYTES_MAX)?;
+    reader.finish()?;
+    Ok((topics, security))
+}
+
+/// The digest a region sends with every pull: its topic catalog's and its security state's
+/// combined, so a change to either makes the peer send both.
+pub fn catalogs_digest(topics: u64, security: u64) -> u64 {
+    topics ^ security.rotate_left(32).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
@@ -949,5 +977,22 @@ mod tests {
             let _ = PullRequest::decode(&bytes);
             let _ = PullResponse::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn catalogs_travel_together_and_malformed_envelopes_are_refused() {
+        let bytes = encode_catalogs(b"topics", b"security");
+        assert_eq!(
+            decode_catalogs(&bytes).expect("decode"),
+            (&b"topics"[..], &b"security"[..])
+        );
+        for len in 0..bytes.len() {
+            assert!(decode_catalogs(&bytes[..len]).is_err(), "{len}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_catalogs(&trailing).is_err());
+        assert_ne!(catalogs_digest(1, 2), catalogs_digest(1, 3));
+        assert_ne!(catalogs_digest(1, 2), catalogs_digest(2, 2));
     }
 }

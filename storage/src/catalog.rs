@@ -7,10 +7,11 @@
 //!   encoding; kept for deleted topics too, so a delete wins over older creates from peers).
 //! - `meta/region` -> JSON `{name, id}`: the region this data dir belongs to (ids are derived
 //!   from region names by the replication crate, so every region agrees on them).
-//! - `scram/<mechanism>/<user>` -> a user's salted SCRAM credential for one mechanism (the
-//!   broker's encoding; never a password).
-//! - `acl/<binding>` -> empty: one ACL binding (the key is the broker's canonical encoding of
-//!   it, so a binding is stored once).
+//! - `security/<key>` -> one register of the replicated security state (the replication
+//!   crate's encoding): `scram/<mechanism>/<user>` holds a user's salted SCRAM credential (never
+//!   a password), `acl/<binding>` an ACL binding; a removal is kept as a tombstone.
+//! - `scram/<mechanism>/<user>` -> a credential stored before users were replicated; moved into
+//!   `security/` at the next start.
 //!
 //! Every write is a synchronous (WAL-fsynced) write, so an acknowledged CreateTopics or a
 //! region id handed out survives a crash.
@@ -34,10 +35,11 @@ const TRANSACTION_PREFIX: &str = "txn/";
 const NEXT_PRODUCER_ID_KEY: &str = "meta/next-producer-id";
 /// Key of the region this data dir belongs to.
 const REGION_KEY: &str = "meta/region";
-/// Key prefix of SCRAM credentials (`scram/<mechanism>/<user>`, opaque bytes).
+/// Key prefix of SCRAM credentials stored before the security state was replicated.
 const SCRAM_PREFIX: &str = "scram/";
-/// Key prefix of ACL bindings (`acl/<binding>`, the binding's encoding; empty values).
-const ACL_PREFIX: &str = "acl/";
+/// Key prefix of the replicated security state's registers (`security/<key>`, the replication
+/// crate's entry encoding).
+const SECURITY_PREFIX: &str = "security/";
 
 /// The region a data dir was first started as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,57 +195,34 @@ impl Catalog {
             .map_err(db_err)
     }
 
-    /// Every stored SCRAM credential, keyed `<mechanism>/<user>`: what authenticates clients.
-    pub fn scram_credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    /// Every SCRAM credential stored before users were replicated (`scram/<mechanism>/<user>`),
+    /// keyed `<mechanism>/<user>`: what the broker moves into the security state once.
+    pub fn legacy_scram_credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         self.under(SCRAM_PREFIX)
     }
 
-    /// Stores (or replaces) one user's credential for one mechanism with a synchronous write, so
-    /// a user the broker reported created can log in after a crash.
-    pub fn put_scram_credential(
-        &self,
-        mechanism: &str,
-        user: &str,
-        credential: &[u8],
-    ) -> Result<(), StorageError> {
-        self.db
-            .put_opt(
-                format!("{SCRAM_PREFIX}{mechanism}/{user}"),
-                credential,
-                &sync_writes(),
-            )
-            .map_err(db_err)
-    }
-
-    /// Removes one user's credential for one mechanism.
-    pub fn delete_scram_credential(&self, mechanism: &str, user: &str) -> Result<(), StorageError> {
-        self.db
-            .delete_opt(format!("{SCRAM_PREFIX}{mechanism}/{user}"), &sync_writes())
-            .map_err(db_err)
-    }
-
-    /// Every stored ACL binding's encoding: who may do what.
-    pub fn acl_bindings(&self) -> Result<Vec<String>, StorageError> {
-        Ok(self
-            .under(ACL_PREFIX)?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect())
-    }
-
-    /// Stores and removes ACL bindings with one synchronous write, so a grant or revocation
-    /// the broker acknowledged survives a crash, and a request's changes land together.
-    pub fn change_acl_bindings(
-        &self,
-        added: &[String],
-        removed: &[String],
-    ) -> Result<(), StorageError> {
+    /// Removes the credentials [`Catalog::legacy_scram_credentials`] listed, once moved.
+    pub fn drop_legacy_scram_credentials(&self, keys: &[String]) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        for binding in added {
-            batch.put(format!("{ACL_PREFIX}{binding}"), b"");
+        for key in keys {
+            batch.delete(format!("{SCRAM_PREFIX}{key}"));
         }
-        for binding in removed {
-            batch.delete(format!("{ACL_PREFIX}{binding}"));
+        self.db.write_opt(batch, &sync_writes()).map_err(db_err)
+    }
+
+    /// Every stored register of the replicated security state (users' credentials and ACL
+    /// bindings), by key.
+    pub fn security_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.under(SECURITY_PREFIX)
+    }
+
+    /// Stores registers of the security state with one synchronous write, so a user or grant
+    /// the broker reported changed stays changed after a crash, and one request's changes (or
+    /// one peer's merge) land together.
+    pub fn put_security_entries(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for (key, entry) in entries {
+            batch.put(format!("{SECURITY_PREFIX}{key}"), entry);
         }
         self.db.write_opt(batch, &sync_writes()).map_err(db_err)
     }

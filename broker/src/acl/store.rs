@@ -1,6 +1,6 @@
-//! The broker's ACL bindings: kept in the metadata database (`acl/<binding>`) and in memory for
-//! the request path, and asked once per resource a request touches. Bindings are this region's
-//! own for now: they are not replicated to peer regions (`docs/security.md`, Authorization).
+//! The broker's ACL bindings: kept in the replicated security state (`acl/<binding>`,
+//! [`crate::security_state`]), so a grant or revocation made in one region holds in all of them,
+//! and in memory for the request path, asked once per resource a request touches.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +8,8 @@ use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use causeway_storage::{Catalog, StorageError};
+
+use crate::security_state::{SecurityChange, SecurityStore, ACL_KEY_PREFIX};
 
 use super::{AclBinding, AclFilter, Operation, ResourceType, Rules};
 
@@ -26,16 +28,16 @@ pub struct Acls {
 }
 
 impl Acls {
-    /// Loads every stored binding; one that does not decode is a corrupt catalog. With
+    /// Loads every binding of the security state; one that does not decode is corrupt. With
     /// `enabled` false, every request is allowed (bindings are still kept and managed).
     pub fn load(
-        catalog: &Catalog,
+        security: &SecurityStore,
         enabled: bool,
         super_users: &[String],
         allow_if_no_acl: bool,
     ) -> Result<Acls, StorageError> {
         let mut bindings = BTreeSet::new();
-        for encoded in catalog.acl_bindings()? {
+        for (encoded, _) in security.values_under(ACL_KEY_PREFIX) {
             let binding = AclBinding::decode(&encoded)
                 .map_err(|why| StorageError::Corrupt(format!("ACL binding {encoded}: {why}")))?;
             bindings.insert(binding);
@@ -101,15 +103,21 @@ impl Acls {
     }
 
     /// Adds bindings, durably first; adding one that exists changes nothing.
-    pub fn create(&self, catalog: &Catalog, bindings: &[AclBinding]) -> Result<(), String> {
+    pub fn create(
+        &self,
+        security: &SecurityStore,
+        catalog: &Catalog,
+        bindings: &[AclBinding],
+    ) -> Result<(), String> {
         for binding in bindings {
             binding.validate()?;
         }
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        let encoded: Vec<String> = bindings.iter().map(AclBinding::encode).collect();
-        catalog
-            .change_acl_bindings(&encoded, &[])
-            .map_err(|e| e.to_string())?;
+        let changes: Vec<SecurityChange> = bindings
+            .iter()
+            .map(|b| (key_of(b), Some(Vec::new())))
+            .collect();
+        security.write(catalog, &changes)?;
         self.write().bindings.extend(bindings.iter().cloned());
         Ok(())
     }
@@ -118,6 +126,7 @@ impl Acls {
     /// removed (a binding two filters match is reported by both, as Kafka does).
     pub fn delete(
         &self,
+        security: &SecurityStore,
         catalog: &Catalog,
         filters: &[AclFilter],
     ) -> Result<Vec<Vec<AclBinding>>, String> {
@@ -125,10 +134,8 @@ impl Acls {
         let matched: Vec<Vec<AclBinding>> =
             filters.iter().map(|filter| self.describe(filter)).collect();
         let doomed: BTreeSet<&AclBinding> = matched.iter().flatten().collect();
-        let encoded: Vec<String> = doomed.iter().map(|b| b.encode()).collect();
-        catalog
-            .change_acl_bindings(&[], &encoded)
-            .map_err(|e| e.to_string())?;
+        let changes: Vec<SecurityChange> = doomed.iter().map(|b| (key_of(b), None)).collect();
+        security.write(catalog, &changes)?;
         let mut rules = self.write();
         for binding in doomed {
             rules.bindings.remove(binding);
@@ -144,6 +151,20 @@ impl Acls {
             .filter(|binding| filter.matches(binding))
             .cloned()
             .collect()
+    }
+
+    /// Follows a change a peer region made (`rest` is the key after `acl/`); a binding that does
+    /// not decode is logged and ignored.
+    pub fn apply(&self, rest: &str, present: bool) {
+        match AclBinding::decode(rest) {
+            Ok(binding) if present => {
+                self.write().bindings.insert(binding);
+            }
+            Ok(binding) => {
+                self.write().bindings.remove(&binding);
+            }
+            Err(why) => tracing::warn!(key = rest, %why, "ignoring a peer's ACL binding"),
+        }
     }
 
     fn denied(
@@ -183,4 +204,9 @@ impl Acls {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Rules> {
         self.rules.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The security state's key of a binding.
+fn key_of(binding: &AclBinding) -> String {
+    format!("{ACL_KEY_PREFIX}{}", binding.encode())
 }

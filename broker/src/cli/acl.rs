@@ -131,16 +131,10 @@ pub fn run(command: AclCommand) -> ExitCode {
     }
 }
 
-fn open(
-    data_dir: &Path,
-) -> anyhow::Result<(
-    causeway_storage::DataDirLock,
-    causeway_storage::Catalog,
-    Acls,
-)> {
-    let (lock, catalog) = super::open_stopped(data_dir)?;
-    let acls = Acls::load(&catalog, true, &[], false)?;
-    Ok((lock, catalog, acls))
+fn open(data_dir: &Path) -> anyhow::Result<(super::Stopped, Acls)> {
+    let stopped = super::open_stopped(data_dir)?;
+    let acls = Acls::load(&stopped.security, true, &[], false)?;
+    Ok((stopped, acls))
 }
 
 /// Carries out `command`; returns what to print.
@@ -148,8 +142,8 @@ fn execute(command: AclCommand) -> anyhow::Result<String> {
     match command {
         AclCommand::Add(args) => {
             let bindings = args.bindings()?;
-            let (_lock, catalog, acls) = open(&args.data_dir)?;
-            acls.create(&catalog, &bindings)
+            let (stopped, acls) = open(&args.data_dir)?;
+            acls.create(&stopped.security, &stopped.catalog, &bindings)
                 .map_err(anyhow::Error::msg)?;
             Ok(format!("{} binding(s) added\n", bindings.len()))
         }
@@ -167,9 +161,9 @@ fn execute(command: AclCommand) -> anyhow::Result<String> {
                     permission: Some(b.permission),
                 })
                 .collect();
-            let (_lock, catalog, acls) = open(&args.data_dir)?;
+            let (stopped, acls) = open(&args.data_dir)?;
             let removed: usize = acls
-                .delete(&catalog, &filters)
+                .delete(&stopped.security, &stopped.catalog, &filters)
                 .map_err(anyhow::Error::msg)?
                 .iter()
                 .map(Vec::len)
@@ -180,7 +174,7 @@ fn execute(command: AclCommand) -> anyhow::Result<String> {
             Ok(format!("{removed} binding(s) removed\n"))
         }
         AclCommand::List { data_dir, json } => {
-            let (_lock, _catalog, acls) = open(&data_dir)?;
+            let (_stopped, acls) = open(&data_dir)?;
             let bindings = acls.describe(&AclFilter::any());
             Ok(if json {
                 let listed: Vec<serde_json::Value> = bindings.iter().map(binding_json).collect();

@@ -131,11 +131,18 @@ pub fn run_acl(args: AclArgs) -> ExitCode {
     acl::run(args.command)
 }
 
-/// Opens a stopped broker's metadata (creating the data dir of one not started yet), holding
-/// the data dir lock so no broker starts on it meanwhile.
-fn open_stopped(
-    data_dir: &std::path::Path,
-) -> anyhow::Result<(causeway_storage::DataDirLock, causeway_storage::Catalog)> {
+/// A stopped broker's metadata and security state, opened while the data dir lock keeps any
+/// broker from starting on it.
+struct Stopped {
+    _lock: causeway_storage::DataDirLock,
+    catalog: causeway_storage::Catalog,
+    security: crate::security_state::SecurityStore,
+}
+
+/// Opens a stopped broker's data dir (creating the one of a broker not started yet). Changes
+/// are stamped as the region the data dir belongs to (region 0 before its first start), so
+/// they replicate like changes made on a running broker.
+fn open_stopped(data_dir: &std::path::Path) -> anyhow::Result<Stopped> {
     use anyhow::Context;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -143,7 +150,13 @@ fn open_stopped(
         causeway_storage::DataDirLock::acquire(data_dir).context("the broker must be stopped")?;
     let catalog =
         causeway_storage::Catalog::open(&data_dir.join("meta")).context("opening the metadata")?;
-    Ok((lock, catalog))
+    let region = catalog.region()?.map_or(0, |(_, id)| id);
+    let security = crate::security_state::SecurityStore::load(&catalog, region, u64::MAX)?;
+    Ok(Stopped {
+        _lock: lock,
+        catalog,
+        security,
+    })
 }
 
 /// Runs a meta command (offline, on a data dir) and returns its exit code.

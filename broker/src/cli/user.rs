@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use causeway_storage::{Catalog, DataDirLock};
 use clap::Subcommand;
 
 use crate::sasl::{Mechanism, ScramCredential};
@@ -66,10 +65,10 @@ pub fn run(command: UserCommand) -> ExitCode {
     }
 }
 
-fn open(data_dir: &Path) -> anyhow::Result<(DataDirLock, Catalog, Users)> {
-    let (lock, catalog) = super::open_stopped(data_dir)?;
-    let users = Users::load(&catalog)?;
-    Ok((lock, catalog, users))
+fn open(data_dir: &Path) -> anyhow::Result<(super::Stopped, Users)> {
+    let stopped = super::open_stopped(data_dir)?;
+    let users = Users::load(&stopped.security)?;
+    Ok((stopped, users))
 }
 
 /// Carries out `command`, reading a password from `input`; returns what to print.
@@ -95,13 +94,19 @@ fn execute(command: UserCommand, input: &mut dyn BufRead) -> anyhow::Result<Stri
             if password.is_empty() {
                 bail!("no password on standard input");
             }
-            let (_lock, catalog, users) = open(&data_dir)?;
+            let (stopped, users) = open(&data_dir)?;
             for mechanism in &mechanisms {
                 let credential =
                     ScramCredential::generate(*mechanism, password.as_bytes(), iterations)
                         .map_err(anyhow::Error::msg)?;
                 users
-                    .put(&catalog, &name, *mechanism, credential)
+                    .put(
+                        &stopped.security,
+                        &stopped.catalog,
+                        &name,
+                        *mechanism,
+                        credential,
+                    )
                     .map_err(anyhow::Error::msg)?;
             }
             let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
@@ -111,11 +116,11 @@ fn execute(command: UserCommand, input: &mut dyn BufRead) -> anyhow::Result<Stri
             ))
         }
         UserCommand::Delete { name, data_dir } => {
-            let (_lock, catalog, users) = open(&data_dir)?;
+            let (stopped, users) = open(&data_dir)?;
             let mut deleted = 0;
             for mechanism in [Mechanism::ScramSha256, Mechanism::ScramSha512] {
                 if users
-                    .delete(&catalog, &name, mechanism)
+                    .delete(&stopped.security, &stopped.catalog, &name, mechanism)
                     .map_err(anyhow::Error::msg)?
                 {
                     deleted += 1;
@@ -127,7 +132,7 @@ fn execute(command: UserCommand, input: &mut dyn BufRead) -> anyhow::Result<Stri
             Ok(format!("user {name} deleted\n"))
         }
         UserCommand::List { data_dir } => {
-            let (_lock, _catalog, users) = open(&data_dir)?;
+            let (_stopped, users) = open(&data_dir)?;
             let mut out = String::new();
             for user in users.list() {
                 let mechanisms: Vec<String> = user
@@ -184,10 +189,10 @@ mod tests {
             &mut &b""[..],
         )
         .expect("delete");
-        let (lock, catalog, users) = open(&data_dir).expect("open");
+        let (stopped, users) = open(&data_dir).expect("open");
         assert!(users.plain_matches("alice", b"wonderland"));
         assert!(users.scram(Mechanism::ScramSha512, "bob").is_none());
         assert!(create("dave", "x\n").is_err(), "the data dir is locked");
-        drop((lock, catalog));
+        drop(stopped);
     }
 }

@@ -122,7 +122,7 @@ pub async fn create(broker: &Arc<Broker>, request: CreateAclsRequest) -> CreateA
         .filter_map(|j| j.as_ref().ok().cloned())
         .collect();
     let written = changing_topics(broker, move |b| {
-        Some(b.acls.create(b.topics.catalog(), &valid))
+        Some(b.acls.create(&b.security, b.topics.catalog(), &valid))
     })
     .await
     .unwrap_or_else(|| Err("the ACL change did not run".into()));
@@ -215,7 +215,7 @@ pub async fn delete(broker: &Arc<Broker>, request: DeleteAclsRequest) -> DeleteA
         .filter_map(|j| j.as_ref().ok().cloned())
         .collect();
     let removed = changing_topics(broker, move |b| {
-        Some(b.acls.delete(b.topics.catalog(), &valid))
+        Some(b.acls.delete(&b.security, b.topics.catalog(), &valid))
     })
     .await
     .unwrap_or_else(|| Err("the ACL change did not run".into()));

@@ -155,12 +155,12 @@ fn apply(
                     match change {
                         Change::Put(mechanism, credential) => broker
                             .users
-                            .put(catalog, &user, mechanism, credential)
+                            .put(&broker.security, catalog, &user, mechanism, credential)
                             .map_err(|why| (ResponseError::UnknownServerError, why))?,
                         Change::Delete(mechanism) => {
                             let deleted = broker
                                 .users
-                                .delete(catalog, &user, mechanism)
+                                .delete(&broker.security, catalog, &user, mechanism)
                                 .map_err(|why| (ResponseError::UnknownServerError, why))?;
                             if !deleted {
                                 return Err((

@@ -162,28 +162,28 @@ impl TopicCatalog {
 
 /// A varint byte length, then the UTF-8 bytes; also frames the name hashed by
 /// [`super::topic_id`].
-pub(super) fn put_str(out: &mut Vec<u8>, value: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, value: &str) {
     put_varint(value.len() as u64, out);
     out.extend_from_slice(value.as_bytes());
 }
 
-fn put_stamp(out: &mut Vec<u8>, stamp: CatalogStamp) {
+pub(crate) fn put_stamp(out: &mut Vec<u8>, stamp: CatalogStamp) {
     put_varint(stamp.hlc, out);
     put_varint(u64::from(stamp.region), out);
 }
 
 /// A bounds-checked cursor over untrusted bytes.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { bytes, offset: 0 }
     }
 
-    fn malformed(&self, reason: &'static str) -> CatalogError {
+    pub(crate) fn malformed(&self, reason: &'static str) -> CatalogError {
         CatalogError::Malformed {
             offset: self.offset,
             reason,
@@ -194,7 +194,7 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.offset
     }
 
-    fn byte(&mut self) -> Result<u8, CatalogError> {
+    pub(crate) fn byte(&mut self) -> Result<u8, CatalogError> {
         let byte = *self
             .bytes
             .get(self.offset)
@@ -225,7 +225,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An element count: every element takes at least one byte, so it cannot exceed what is left.
-    fn count(&mut self) -> Result<usize, CatalogError> {
+    pub(crate) fn count(&mut self) -> Result<usize, CatalogError> {
         let count = self.varint()?;
         match usize::try_from(count) {
             Ok(count) if count <= self.remaining() => Ok(count),
@@ -233,7 +233,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string(&mut self, max: usize) -> Result<String, CatalogError> {
+    pub(crate) fn string(&mut self, max: usize) -> Result<String, CatalogError> {
         let len = self.varint()?;
         let len = match usize::try_from(len) {
             Ok(len) if len <= max && len <= self.remaining() => len,
@@ -245,13 +245,25 @@ impl<'a> Reader<'a> {
         Ok(value.to_owned())
     }
 
-    fn stamp(&mut self) -> Result<CatalogStamp, CatalogError> {
+    /// A byte string of at most `max` bytes.
+    pub(crate) fn bytes(&mut self, max: usize) -> Result<Vec<u8>, CatalogError> {
+        let len = self.varint()?;
+        let len = match usize::try_from(len) {
+            Ok(len) if len <= max && len <= self.remaining() => len,
+            _ => return Err(self.malformed("byte string too long")),
+        };
+        let bytes = self.bytes[self.offset..self.offset + len].to_vec();
+        self.offset += len;
+        Ok(bytes)
+    }
+
+    pub(crate) fn stamp(&mut self) -> Result<CatalogStamp, CatalogError> {
         let hlc = self.varint()?;
         let region = self.u32()?;
         Ok(CatalogStamp { hlc, region })
     }
 
-    fn finish(&self) -> Result<(), CatalogError> {
+    pub(crate) fn finish(&self) -> Result<(), CatalogError> {
         if self.remaining() != 0 {
             return Err(self.malformed("trailing bytes"));
         }
