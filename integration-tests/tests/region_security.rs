@@ -47,8 +47,10 @@ fn grant_alice_write(region: &BrokerProcess, topic: &str) -> Result<()> {
         .with_host(StrBytes::from_static_str("*"))
         .with_operation(WRITE)
         .with_permission_type(ALLOW);
-    let answer = raw_as(region, ADMIN)?
-        .request(2, &CreateAclsRequest::default().with_creations(vec![creation]))?;
+    let answer = raw_as(region, ADMIN)?.request(
+        2,
+        &CreateAclsRequest::default().with_creations(vec![creation]),
+    )?;
     ensure!(
         answer.results.iter().all(|r| r.error_code == 0),
         "CreateAcls: {answer:?}"
