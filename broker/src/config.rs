@@ -327,8 +327,12 @@ pub struct BrokerOptions {
     pub super_users: Vec<String>,
     /// Whether a resource no ACL binding matches is open to every principal (Kafka's
     /// `allow.everyone.if.no.acl.found`); off, so a new topic is closed until granted.
-    #[arg(long, env = "CAUSEWAY_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    #[arg(long, env = "CAUSEWAY_ALLOW_EVERYONE_IF_NO_ACL_FOUND", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_everyone_if_no_acl_found: bool,
+    /// HTTP authentication (`--http-auth`, `--http-bearer-tokens-file`, `--http-auth-probes`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub http_auth: crate::http_auth::HttpAuthOptions,
 }
 
 /// Whether the broker authorizes requests.

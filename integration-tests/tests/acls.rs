@@ -683,12 +683,10 @@ fn bindings_added_offline_are_enforced_listed_and_removed() {
 /// some binding matches, even a binding for somebody else.
 #[test]
 fn anonymous_clients_use_only_what_no_binding_speaks_of_when_everyone_is_allowed() {
-    let mut options = BrokerOptions::new()
+    let options = BrokerOptions::new()
         .flag("--authorization", "acls")
+        .flag("--allow-everyone-if-no-acl-found", "true")
         .no_auto_create();
-    options
-        .extra_args
-        .push("--allow-everyone-if-no-acl-found".to_owned());
     let dir = tempfile::TempDir::new().expect("temp dir");
     let data_dir = dir.path().join("data");
     for (principal, args) in [
