@@ -50,6 +50,8 @@ pub struct Broker {
     pub(crate) users: Users,
     /// The ACL bindings requests are authorized against.
     pub(crate) acls: Acls,
+    /// How HTTP requests authenticate (`--http-auth`, the bearer tokens).
+    pub(crate) http_auth: crate::http_auth::HttpAuth,
     /// The replicated security state `users` and `acls` are views of.
     pub(crate) security: SecurityStore,
     ready: AtomicBool,
@@ -63,6 +65,7 @@ impl Broker {
     pub fn open(options: BrokerOptions) -> anyhow::Result<Broker> {
         let mechanisms =
             crate::handlers::sasl::enabled_mechanisms(&options.sasl_enabled_mechanisms)?;
+        let http_auth = crate::http_auth::HttpAuth::load(&options.http_auth)?;
         if options.kafka_security_protocol == crate::config::SecurityProtocol::SaslPlaintext
             && mechanisms.is_empty()
         {
@@ -136,6 +139,7 @@ impl Broker {
             started_ms: now_ms(),
             users,
             acls,
+            http_auth,
             security,
             ready: AtomicBool::new(false),
             _data_dir_lock: data_dir_lock,

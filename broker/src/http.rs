@@ -1,4 +1,5 @@
-//! The HTTP listener: Prometheus metrics, health probes, table rows and region status.
+//! The HTTP listener: Prometheus metrics, health probes, table rows and region status. Every
+//! route is [`guarded`] by what it needs ([`crate::http_auth`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
+use crate::acl::{Operation, ResourceType};
 use crate::broker::Broker;
+use crate::http_auth::{guarded, Access};
 use crate::replication::status::LinkState;
 
 #[derive(Clone)]
@@ -32,14 +35,28 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/regions", get(regions))
-        .route("/v1/groups/{group}/positions", get(group_positions))
+        .route("/metrics", guarded(&broker, Access::Probe, get(metrics)))
+        .route("/healthz", guarded(&broker, Access::Probe, get(healthz)))
+        .route("/readyz", guarded(&broker, Access::Probe, get(readyz)))
+        .route(
+            "/v1/regions",
+            guarded(&broker, Access::Cluster(Operation::Describe), get(regions)),
+        )
+        .route(
+            "/v1/groups/{group}/positions",
+            guarded(
+                &broker,
+                Access::Named(ResourceType::Group, Operation::Describe, "group"),
+                get(group_positions),
+            ),
+        )
         .route(
             "/v1/topics/{topic}/partitions/{partition}/batches",
-            get(partition_batches),
+            guarded(
+                &broker,
+                Access::Named(ResourceType::Topic, Operation::Read, "topic"),
+                get(partition_batches),
+            ),
         )
         .with_state(HttpState {
             broker: broker.clone(),

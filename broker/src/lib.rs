@@ -10,6 +10,7 @@
 //! - [`topics`] and [`broker`]: the shared state handlers act on;
 //! - [`groups`]: the consumer group coordinator and committed offsets;
 //! - [`http`] and [`metrics`]: what operators scrape and probe;
+//! - [`http_auth`]: who an HTTP request comes from and what it may read;
 //! - [`maintenance`]: retention and segment rolls in the background;
 //! - [`scrub`]: reading closed segments in the background to find damage before readers do;
 //! - [`blocking`]: one bounded lane per kind of blocking work;
@@ -28,6 +29,7 @@ pub mod flusher;
 pub mod groups;
 pub mod handlers;
 pub mod http;
+pub mod http_auth;
 pub mod maintenance;
 pub mod metrics;
 pub mod open_files;

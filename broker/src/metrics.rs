@@ -2,7 +2,8 @@
 //! crate emits, in one place so names stay consistent (`causeway_` prefix, base units,
 //! `_total` counters, labels bounded by API key, topic and partition).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::ApiKey;
 use metrics::{counter, gauge, histogram};
@@ -309,6 +310,51 @@ pub fn sasl_authentication(mechanism: &'static str, succeeded: bool) {
     let result = if succeeded { "success" } else { "failure" };
     counter!("causeway_sasl_authentications_total", "mechanism" => mechanism, "result" => result)
         .increment(1);
+}
+
+/// Counts HTTP authentications by method (`basic`, `bearer`, or `none` for a request without
+/// usable credentials) and outcome: failures in bulk are someone guessing.
+pub fn http_authentication(method: &'static str, succeeded: bool) {
+    let result = if succeeded { "ok" } else { "failed" };
+    counter!("causeway_http_authentications_total", "method" => method, "result" => result)
+        .increment(1);
+}
+
+/// Lets one log line of a kind through per second; the rest are only counted (by the caller's
+/// metric), so a client repeating a refused request cannot flood the log.
+pub struct LogLimiter {
+    last_logged_ms: AtomicU64,
+}
+
+impl LogLimiter {
+    /// Least time between two lines.
+    const INTERVAL_MS: u64 = 1_000;
+
+    /// A limiter that lets the first line through.
+    pub fn new() -> LogLimiter {
+        LogLimiter {
+            last_logged_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be logged now (and, if so, the next one only a second later).
+    pub fn allow(&self) -> bool {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_logged_ms.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= Self::INTERVAL_MS
+            && self
+                .last_logged_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl Default for LogLimiter {
+    fn default() -> LogLimiter {
+        LogLimiter::new()
+    }
 }
 
 /// Counts requests (or parts of them) refused by the ACLs, by what was asked of which kind of

@@ -13,7 +13,7 @@ pub mod raw;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use clients::{admin_config, consumer_config, producer_config};
-pub use http::{http_get, http_get_within};
+pub use http::{http_get, http_get_with, http_get_within, http_head_of, HttpAnswer};
 pub use ports::free_port;
 pub use process::{
     broker_binary, rss_of, BrokerOptions, BrokerProcess, CLIENT_TIMEOUT, SHUTDOWN_TIMEOUT,

@@ -29,6 +29,11 @@ pub const CLUSTER_NAME: &str = "kafka-cluster";
 /// The principal of a client that did not authenticate (a plaintext listener).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
+/// The host of a caller whose address is not known (no binding has an empty host): no
+/// host-specific ALLOW applies to it, and every host-specific DENY does, so not knowing the
+/// address never grants more than knowing it.
+pub const UNKNOWN_HOST: &str = "";
+
 /// Bound on a binding's resource name, principal and host, so a stored binding stays small.
 pub const MAX_FIELD_BYTES: usize = 1024;
 
@@ -335,7 +340,9 @@ impl AclBinding {
         self.pattern.resource_type == resource_type
             && self.pattern.covers(name)
             && (self.principal == principal || self.principal == "User:*")
-            && (self.host == host || self.host == "*")
+            && (self.host == host
+                || self.host == "*"
+                || (host == UNKNOWN_HOST && self.permission == Permission::Deny))
     }
 }
 

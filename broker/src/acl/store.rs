@@ -3,19 +3,14 @@
 //! and in memory for the request path, asked once per resource a request touches.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use causeway_storage::{Catalog, StorageError};
 
+use crate::metrics::LogLimiter;
 use crate::security_state::{SecurityChange, SecurityStore, ACL_KEY_PREFIX};
 
 use super::{AclBinding, AclFilter, Operation, ResourceType, Rules};
-
-/// At most one denial is logged per this many milliseconds; the rest are only counted, so a
-/// client retrying a refused request cannot flood the log.
-const DENIAL_LOG_INTERVAL_MS: u64 = 1_000;
 
 /// The ACL bindings and the policy around them.
 pub struct Acls {
@@ -24,7 +19,9 @@ pub struct Acls {
     /// Held while a change is written, so changes land in the catalog and in memory in one
     /// order, without holding up authorization during the fsync.
     changing: Mutex<()>,
-    last_denial_logged_ms: AtomicU64,
+    /// At most one denial a second is logged; the rest are only counted, so a client retrying
+    /// a refused request cannot flood the log.
+    denials_logged: LogLimiter,
 }
 
 impl Acls {
@@ -57,7 +54,7 @@ impl Acls {
                 allow_if_no_acl,
             }),
             changing: Mutex::new(()),
-            last_denial_logged_ms: AtomicU64::new(0),
+            denials_logged: LogLimiter::new(),
         })
     }
 
@@ -176,16 +173,7 @@ impl Acls {
         name: &str,
     ) {
         crate::metrics::authorization_denied(resource_type.name(), operation.name());
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let last = self.last_denial_logged_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) >= DENIAL_LOG_INTERVAL_MS
-            && self
-                .last_denial_logged_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.denials_logged.allow() {
             tracing::warn!(
                 principal,
                 host,

@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::{is_table, store_name, version_json};
+use crate::acl::{Operation, ResourceType};
 use crate::broker::Broker;
+use crate::http_auth::{guarded, Access};
 
 /// Most rows one scan page returns.
 const SCAN_LIMIT_MAX: usize = 1_000;
@@ -27,13 +29,24 @@ const SCAN_LIMIT_DEFAULT: usize = 100;
 
 /// The table routes, ready to merge into the HTTP listener's router; change feeds end when
 /// `shutdown` becomes true.
+/// Every route needs Read on the table's topic.
 pub fn routes(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> Router {
+    let read = Access::Named(ResourceType::Topic, Operation::Read, "topic");
     let feed = Router::new()
-        .route("/v1/tables/{topic}/changes", get(super::feed::changes))
+        .route(
+            "/v1/tables/{topic}/changes",
+            guarded(&broker, read, get(super::feed::changes)),
+        )
         .with_state(super::feed::FeedState::new(broker.clone(), shutdown));
     Router::new()
-        .route("/v1/tables/{topic}/rows/{key}", get(get_row))
-        .route("/v1/tables/{topic}/rows", get(scan_rows))
+        .route(
+            "/v1/tables/{topic}/rows/{key}",
+            guarded(&broker, read, get(get_row)),
+        )
+        .route(
+            "/v1/tables/{topic}/rows",
+            guarded(&broker, read, get(scan_rows)),
+        )
         .with_state(broker)
         .merge(feed)
 }
