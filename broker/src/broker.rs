@@ -54,6 +54,8 @@ pub struct Broker {
     pub(crate) http_auth: crate::http_auth::HttpAuth,
     /// The replicated security state `users` and `acls` are views of.
     pub(crate) security: SecurityStore,
+    /// TLS for listeners and links to peers, when a certificate is configured.
+    pub(crate) tls: Option<std::sync::Arc<crate::tls::Tls>>,
     ready: AtomicBool,
     /// Held for the broker's life: no other broker, and no `causeway meta rebuild`, works on
     /// the data dir meanwhile.
@@ -66,11 +68,14 @@ impl Broker {
         let mechanisms =
             crate::handlers::sasl::enabled_mechanisms(&options.sasl_enabled_mechanisms)?;
         let http_auth = crate::http_auth::HttpAuth::load(&options.http_auth)?;
-        if options.kafka_security_protocol == crate::config::SecurityProtocol::SaslPlaintext
-            && mechanisms.is_empty()
-        {
+        let tls = crate::tls::Tls::from_options(&options)?;
+        let sasl_listener = crate::listeners::listeners(&options)?
+            .into_iter()
+            .find(|listener| listener.protocol.uses_sasl());
+        if let (Some(listener), true) = (sasl_listener, mechanisms.is_empty()) {
             anyhow::bail!(
-                "--kafka-security-protocol sasl_plaintext needs --sasl-enabled-mechanisms"
+                "the SASL listener {} needs --sasl-enabled-mechanisms",
+                listener.name
             );
         }
         std::fs::create_dir_all(&options.data_dir).map_err(|source| {
@@ -141,6 +146,7 @@ impl Broker {
             acls,
             http_auth,
             security,
+            tls,
             ready: AtomicBool::new(false),
             _data_dir_lock: data_dir_lock,
         })

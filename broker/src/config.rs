@@ -77,6 +77,20 @@ pub struct BrokerOptions {
     /// HOST:PORT that clients are told to connect to (Metadata); the Kafka listener if unset.
     #[arg(long, env = "CAUSEWAY_ADVERTISED_ADDR")]
     pub advertised_addr: Option<String>,
+    /// Another Kafka listener, `NAME=PROTOCOL://HOST:PORT` (Kafka's `listeners`), each with its
+    /// own security protocol, beside the one of `--kafka-listen`; repeatable.
+    #[arg(long = "listener", env = "CAUSEWAY_LISTENERS", value_delimiter = ',')]
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// What clients of a `--listener` are told to connect to, `NAME=HOST:PORT` (Kafka's
+    /// `advertised.listeners`); the listener's own address if unset. Repeatable.
+    #[arg(
+        long = "advertised-listener",
+        env = "CAUSEWAY_ADVERTISED_LISTENERS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub advertised_listeners: Vec<String>,
     /// Address the HTTP listener (metrics, health, tables) binds.
     #[arg(long, env = "CAUSEWAY_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
@@ -87,10 +101,17 @@ pub struct BrokerOptions {
     #[arg(long = "peer", env = "CAUSEWAY_PEERS", value_delimiter = ',')]
     #[serde(default)]
     pub peers: Vec<String>,
-    /// Shared secret every region presents when it pulls from a peer; required with `--peer`.
-    /// It travels in the clear: run links over a private network or a tunnel.
+    /// Shared secret every region presents when it pulls from a peer; required with `--peer`
+    /// unless `--replication-tls`. Over plaintext links it travels in the clear: for test
+    /// setups and private networks only.
     #[arg(long, env = "CAUSEWAY_REPLICATION_SECRET")]
     pub replication_secret: Option<String>,
+    /// Links to peers use mutual TLS: they connect to the peer's TLS listener presenting this
+    /// region's certificate (`--ssl-certificate-file`), check the peer's against
+    /// `--ssl-client-ca-file`, and pulls are served only to a connection whose client
+    /// certificate's common name is the region the pull claims to be.
+    #[arg(long, env = "CAUSEWAY_REPLICATION_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub replication_tls: bool,
     /// The peer (a `--peer` name) a region joining the mesh copies its data from: on a data dir
     /// holding no topics, the peer's catalog and every partition's retained log are copied before
     /// anything is served, so the region starts with what the peer's retention or compaction
@@ -312,6 +333,26 @@ pub struct BrokerOptions {
     /// life), so a deleted user or changed password takes effect on open connections too.
     #[arg(long, env = "CAUSEWAY_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
     pub connections_max_reauth_ms: u64,
+    /// PEM certificate chain TLS listeners present (server certificate first); re-read on
+    /// SIGHUP, so a renewed certificate needs no restart.
+    #[arg(long, env = "CAUSEWAY_SSL_CERTIFICATE_FILE")]
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `--ssl-certificate-file`; re-read on SIGHUP.
+    #[arg(long, env = "CAUSEWAY_SSL_PRIVATE_KEY_FILE")]
+    pub ssl_private_key_file: Option<PathBuf>,
+    /// Whether TLS clients present a certificate (Kafka's `ssl.client.auth`); the principal of
+    /// a client that does is `User:` and the certificate's subject (`User:CN=alice,O=acme`).
+    #[arg(
+        long,
+        env = "CAUSEWAY_SSL_CLIENT_AUTH",
+        value_enum,
+        default_value = "none"
+    )]
+    pub ssl_client_auth: ClientAuth,
+    /// PEM certificates of the authorities client certificates must chain to; needed unless
+    /// `--ssl-client-auth none`. Re-read on SIGHUP.
+    #[arg(long, env = "CAUSEWAY_SSL_CLIENT_CA_FILE")]
+    pub ssl_client_ca_file: Option<PathBuf>,
     /// Whether requests are checked against ACLs (Kafka's `authorizer.class.name`): `off`
     /// serves every client everything; `acls` serves only what a binding allows.
     #[arg(
@@ -355,6 +396,42 @@ pub enum SecurityProtocol {
     /// SASL authentication (SaslHandshake, then SaslAuthenticate) before any other request.
     #[value(name = "sasl_plaintext", alias = "SASL_PLAINTEXT")]
     SaslPlaintext,
+    /// TLS; the principal is the client certificate's subject when one is asked for, else
+    /// anonymous.
+    #[value(name = "ssl", alias = "SSL")]
+    Ssl,
+    /// TLS, then SASL authentication inside it.
+    #[value(name = "sasl_ssl", alias = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether clients must authenticate with SASL before any other request.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Whether connections start with a TLS handshake.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// Whether TLS clients must present a certificate (Kafka's `ssl.client.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    None,
+    /// A certificate is asked for; a client without one is anonymous (with SSL) or must use
+    /// SASL (with SASL_SSL).
+    Requested,
+    /// A client without a certificate signed by `--ssl-client-ca-file` is refused in the
+    /// handshake.
+    Required,
 }
 
 impl BrokerOptions {
@@ -397,6 +474,22 @@ impl BrokerOptions {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
                 _ => bail!("--advertised-addr {addr:?} is not HOST:PORT"),
             }
+        }
+        let listeners = crate::listeners::listeners(self)?;
+        if listeners.iter().any(|l| l.protocol.uses_tls())
+            && (self.ssl_certificate_file.is_none() || self.ssl_private_key_file.is_none())
+        {
+            bail!("a TLS listener needs --ssl-certificate-file and --ssl-private-key-file");
+        }
+        if self.replication_tls
+            && (self.ssl_certificate_file.is_none()
+                || self.ssl_private_key_file.is_none()
+                || self.ssl_client_ca_file.is_none())
+        {
+            bail!("--replication-tls needs --ssl-certificate-file, --ssl-private-key-file and --ssl-client-ca-file");
+        }
+        if self.ssl_client_auth != ClientAuth::None && self.ssl_client_ca_file.is_none() {
+            bail!("--ssl-client-auth other than none needs --ssl-client-ca-file");
         }
         if self.queued_max_request_bytes < u64::from(self.socket_request_max_bytes) {
             bail!("--queued-max-request-bytes must be at least --socket-request-max-bytes");
@@ -471,9 +564,13 @@ fn merge_file(
     Ok(result)
 }
 
-/// Options without a default, absent from the serialized table until set.
+/// Options without a default (`--advertised-addr`, the TLS files, ...), absent from the
+/// serialized table until set: any option of `causeway serve` but the config file itself.
 fn is_optional_option(key: &str) -> bool {
-    key == "advertised_addr"
+    key != "config"
+        && Cli::command()
+            .find_subcommand("serve")
+            .is_some_and(|serve| serve.get_arguments().any(|arg| arg.get_id() == key))
 }
 
 #[cfg(test)]

@@ -14,14 +14,16 @@ use causeway_replication::wire::{
 };
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::config::SecurityProtocol;
 use crate::connection_limits::RequestBudget;
 use crate::handlers::sasl::SaslSession;
 use crate::replication::serve::Served;
+use crate::tls::Tls;
 use crate::{handlers, metrics, replication};
 
 /// Most bytes read from a socket at once (and taken from the request budget at once).
@@ -63,12 +65,27 @@ pub struct Admission {
     pub peers_only: bool,
 }
 
+/// What a connection knows of the listener that accepted it.
+pub struct ListenerContext {
+    /// How its clients authenticate.
+    pub protocol: SecurityProtocol,
+    /// What its clients are told to connect to.
+    pub advertised: Arc<(String, i32)>,
+    /// The TLS configuration, on a TLS listener.
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// Longest a client may take to finish its TLS handshake: one that stalls (or speaks plaintext
+/// to a TLS port and waits) is closed instead of holding a connection slot.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves one connection until the client closes it, it breaks the protocol, idles too long, or
-/// shutdown.
+/// shutdown; on a TLS listener, after the handshake.
 pub async fn serve(
     stream: TcpStream,
+    listener: Arc<ListenerContext>,
     broker: Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     admission: Admission,
 ) {
     let address = stream.peer_addr().ok();
@@ -80,17 +97,84 @@ pub async fn serve(
     let mut client = handlers::ClientContext {
         host: address.map(|a| format!("/{}", a.ip())).unwrap_or_default(),
         principal: crate::acl::ANONYMOUS.to_string(),
+        advertised: listener.advertised.clone(),
+        certificate_name: None,
     };
-    let (mut reader, writer) = stream.into_split();
+    let Some(tls) = &listener.tls else {
+        let (reader, writer) = stream.into_split();
+        let connection = Connection {
+            peer,
+            client,
+            protocol: listener.protocol,
+        };
+        return serve_frames(reader, writer, connection, broker, shutdown, admission).await;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            metrics::tls_handshake("failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            metrics::tls_handshake("timeout");
+            return;
+        }
+    };
+    metrics::tls_handshake("ok");
+    if let Some(certificate) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+    {
+        if let Some(principal) = crate::tls::principal_of(certificate) {
+            client.principal = principal;
+        }
+        client.certificate_name = crate::tls::common_name(certificate);
+    }
+    let (reader, writer) = tokio::io::split(stream);
+    let connection = Connection {
+        peer,
+        client,
+        protocol: listener.protocol,
+    };
+    serve_frames(reader, writer, connection, broker, shutdown, admission).await;
+}
+
+/// Who is on the other end of a connection and how it authenticates.
+struct Connection {
+    /// The client's address, for logs.
+    peer: String,
+    client: handlers::ClientContext,
+    protocol: SecurityProtocol,
+}
+
+/// Reads, serves and answers frames until the connection ends.
+async fn serve_frames<R, W>(
+    mut reader: R,
+    writer: W,
+    connection: Connection,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    admission: Admission,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Connection {
+        peer,
+        mut client,
+        protocol,
+    } = connection;
     let mut writer = BufWriter::with_capacity(READ_CHUNK_BYTES, writer);
     let mut buffered = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let frame_bytes_max = broker.options.socket_request_max_bytes as usize;
     let mut held = admission.budget.holder();
     let mut peers_only = admission.peers_only;
-    let mut sasl = SaslSession::new(
-        broker.options.kafka_security_protocol,
-        broker.options.connections_max_reauth_ms,
-    );
+    let mut sasl = SaslSession::new(protocol, broker.options.connections_max_reauth_ms);
     loop {
         match check_frame(&buffered, frame_bytes_max) {
             Err(error) => {
@@ -133,7 +217,7 @@ pub async fn serve(
                     .clamp(1, READ_CHUNK_BYTES);
                 if budgeted(buffered.len() + want) > 0 {
                     // Past the first chunk: a replication pull is judged by its front first.
-                    match judge_pull_front(&broker, &buffered) {
+                    match judge_pull_front(&broker, &buffered, client.certificate_name.as_deref()) {
                         PullFront::ReadOn => {}
                         PullFront::FillFirstChunk => want = READ_CHUNK_BYTES - buffered.len(),
                         PullFront::Stop(outcome) => {
@@ -212,7 +296,7 @@ enum PullFront {
 /// on a broker without peers, with an unknown version, or with credentials that fail, the rest
 /// of the frame (up to `--socket-request-max-bytes`) is never read. Credentials that do not fit
 /// in the first chunk are malformed: a peer's secret is short.
-fn judge_pull_front(broker: &Broker, buffered: &[u8]) -> PullFront {
+fn judge_pull_front(broker: &Broker, buffered: &[u8], certificate: Option<&str>) -> PullFront {
     let Some((header, body)) = buffered
         .get(FRAME_PREFIX_BYTES..)
         .and_then(split_peer_request)
@@ -222,7 +306,7 @@ fn judge_pull_front(broker: &Broker, buffered: &[u8]) -> PullFront {
     if let Some(refusal) = refuse_pull_header(broker, &header) {
         return PullFront::Stop(refusal);
     }
-    match replication::serve::admit(broker, header.kind, body) {
+    match replication::serve::admit(broker, header.kind, body, certificate) {
         Ok(None) => PullFront::ReadOn,
         Ok(Some(refusal)) => PullFront::Stop(served(header.correlation_id, refusal)),
         Err(WireError::Truncated) if buffered.len() < READ_CHUNK_BYTES => PullFront::FillFirstChunk,
@@ -275,7 +359,7 @@ async fn process(
 ) -> Outcome {
     let started = Instant::now();
     if let Some(pull) = replication_pull(&body) {
-        return serve_replication(broker, pull).await;
+        return serve_replication(broker, pull, client.certificate_name.as_deref()).await;
     }
     let request = match decode_request(body) {
         Ok(request) => request,
@@ -340,13 +424,17 @@ fn replication_pull(frame: &Bytes) -> Option<(PeerHeader, Bytes)> {
 
 /// Serves a peer region's pull or seed request; an unknown version or a malformed body closes
 /// the connection.
-async fn serve_replication(broker: &Arc<Broker>, (header, body): (PeerHeader, Bytes)) -> Outcome {
+async fn serve_replication(
+    broker: &Arc<Broker>,
+    (header, body): (PeerHeader, Bytes),
+    certificate: Option<&str>,
+) -> Outcome {
     if let Some(refusal) = refuse_pull_header(broker, &header) {
         return refusal;
     }
     let answer = match header.kind {
-        PeerRequest::Pull => replication::serve::serve(broker, &body).await,
-        PeerRequest::Seed => replication::serve::serve_seed(broker, &body).await,
+        PeerRequest::Pull => replication::serve::serve(broker, &body, certificate).await,
+        PeerRequest::Seed => replication::serve::serve_seed(broker, &body, certificate).await,
     };
     match answer {
         Ok(refusal_or_answer) => served(header.correlation_id, refusal_or_answer),

@@ -312,6 +312,24 @@ pub fn sasl_authentication(mechanism: &'static str, succeeded: bool) {
         .increment(1);
 }
 
+/// Counts TLS handshakes on Kafka listeners by outcome (`ok`, `failed`, `timeout`): failures
+/// are clients with the wrong authority, expired certificates or plaintext on a TLS port.
+pub fn tls_handshake(result: &'static str) {
+    counter!("causeway_tls_handshakes_total", "result" => result).increment(1);
+}
+
+/// Counts reloads of the TLS certificate and key (SIGHUP) by outcome.
+pub fn tls_reload(succeeded: bool) {
+    let result = if succeeded { "ok" } else { "failed" };
+    counter!("causeway_tls_reloads_total", "result" => result).increment(1);
+}
+
+/// When the certificate TLS listeners present expires (Unix seconds), so an alert can fire
+/// before it does.
+pub fn tls_certificate_expiry(not_after_unix_seconds: i64) {
+    gauge!("causeway_tls_certificate_expiry_seconds").set(not_after_unix_seconds as f64);
+}
+
 /// Counts HTTP authentications by method (`basic`, `bearer`, or `none` for a request without
 /// usable credentials) and outcome: failures in bulk are someone guessing.
 pub fn http_authentication(method: &'static str, succeeded: bool) {

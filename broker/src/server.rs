@@ -14,9 +14,11 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::config::BrokerOptions;
+use crate::connection::ListenerContext;
 use crate::connection_limits::{PerAddressCount, RequestBudget};
+use crate::tls::Tls;
 use crate::{
-    connection, flusher, groups, http, maintenance, metrics, replication, scrub, tables,
+    connection, flusher, groups, http, listeners, maintenance, metrics, replication, scrub, tables,
     transactions,
 };
 
@@ -41,10 +43,8 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     metrics::publish_identity(&broker.replication.region, broker.replication.region_id);
     tracing::info!(topics = broker.topics.all().len(), "storage recovered");
 
-    let kafka = TcpListener::bind(options.kafka_listen)
-        .await
-        .with_context(|| format!("binding the Kafka listener on {}", options.kafka_listen))?;
-    tracing::info!(addr = %options.kafka_listen, advertised = ?broker.options.advertised(), "Kafka listener up");
+    let tls = broker.tls.clone();
+    let kafka = bind_kafka_listeners(&options, tls.as_ref()).await?;
     let http_listener = TcpListener::bind(options.http_listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", options.http_listen))?;
@@ -78,6 +78,9 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
                 shutdown_rx.clone(),
             ));
         }
+    }
+    if let Some(tls) = tls {
+        background.spawn(reload_tls_on_hangup(tls, shutdown_rx.clone()));
     }
     broker.set_ready(true);
     tracing::info!("ready");
@@ -137,10 +140,113 @@ async fn join_by(tasks: &mut JoinSet<()>, deadline: tokio::time::Instant) -> boo
     false
 }
 
+/// A bound Kafka listener and what its connections need to know of it.
+struct KafkaListener {
+    socket: TcpListener,
+    context: Arc<ListenerContext>,
+}
+
+/// Binds every Kafka listener (`--kafka-listen` and each `--listener`).
+async fn bind_kafka_listeners(
+    options: &BrokerOptions,
+    tls: Option<&Arc<Tls>>,
+) -> anyhow::Result<Vec<KafkaListener>> {
+    let mut bound = Vec::new();
+    for listener in listeners::listeners(options)? {
+        let socket = TcpListener::bind(listener.bind).await.with_context(|| {
+            format!(
+                "binding the Kafka listener {} on {}",
+                listener.name, listener.bind
+            )
+        })?;
+        let tls = match (listener.protocol.uses_tls(), tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => anyhow::bail!(
+                "the TLS listener {} needs --ssl-certificate-file and --ssl-private-key-file",
+                listener.name
+            ),
+        };
+        tracing::info!(
+            name = %listener.name,
+            protocol = ?listener.protocol,
+            addr = %listener.bind,
+            advertised = ?listener.advertised,
+            "Kafka listener up"
+        );
+        bound.push(KafkaListener {
+            socket,
+            context: Arc::new(ListenerContext {
+                protocol: listener.protocol,
+                advertised: Arc::new(listener.advertised),
+                tls,
+            }),
+        });
+    }
+    Ok(bound)
+}
+
+/// Reads the TLS certificate, key and client authorities again on each SIGHUP; a reload that
+/// fails leaves the previous ones in use and says why.
+async fn reload_tls_on_hangup(tls: Arc<Tls>, mut shutdown: watch::Receiver<bool>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: TLS certificates reload only on restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => if received.is_none() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let loading = tls.clone();
+        match crate::blocking::MAINTENANCE
+            .run(move || loading.reload())
+            .await
+        {
+            Ok(Ok(())) => {
+                tracing::info!("TLS certificate and key reloaded");
+                metrics::tls_reload(true);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "TLS reload failed; the previous certificate stays in use"
+                );
+                metrics::tls_reload(false);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "TLS reload task failed");
+                metrics::tls_reload(false);
+            }
+        }
+    }
+}
+
+/// The next connection on any of `listeners`, with the listener it came in on.
+async fn accept_any(
+    listeners: &[KafkaListener],
+) -> (
+    &KafkaListener,
+    std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+) {
+    std::future::poll_fn(|cx| {
+        for listener in listeners {
+            if let std::task::Poll::Ready(accepted) = listener.socket.poll_accept(cx) {
+                return std::task::Poll::Ready((listener, accepted));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// Accepts Kafka connections until the shutdown signal; returns the connections still open, so
 /// shutdown can wait for them (and stop them) before it closes the logs.
 async fn accept_until_shutdown(
-    listener: &TcpListener,
+    listeners: &[KafkaListener],
     broker: &Arc<Broker>,
     shutdown: &watch::Receiver<bool>,
 ) -> JoinSet<()> {
@@ -157,8 +263,8 @@ async fn accept_until_shutdown(
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (listener, accepted) = tokio::select! {
+            accepted = accept_any(listeners) => accepted,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             _ = &mut signal => return connections,
         };
@@ -202,9 +308,10 @@ async fn accept_until_shutdown(
         };
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let listener = listener.context.clone();
         connections.spawn(async move {
             let _gauge = metrics::ConnectionGauge::open();
-            connection::serve(stream, broker, shutdown, admission).await;
+            connection::serve(stream, listener, broker, shutdown, admission).await;
             drop((permit, slot));
         });
     }

@@ -1,5 +1,6 @@
-"""kafka-python 3.x over SASL_PLAINTEXT: produce and consume as one user with one mechanism.
-Usage: python3 kafka_python_sasl.py HOST:PORT TOPIC MECHANISM USER PASSWORD.
+"""kafka-python 3.x over SASL_PLAINTEXT, or SASL_SSL when a CA file is given: produce and consume
+as one user with one mechanism.
+Usage: python3 kafka_python_sasl.py HOST:PORT TOPIC MECHANISM USER PASSWORD [CA_FILE].
 Prints one JSON line: {"acknowledged": n, "consumed": n} or {"error": "<exception class>"}."""
 import json
 import os
@@ -10,14 +11,16 @@ from kafka import KafkaConsumer, KafkaProducer
 RECORDS = 20
 
 
-def main(broker, topic, mechanism, user, password):
+def main(broker, topic, mechanism, user, password, ca_file=None):
     security = dict(
         bootstrap_servers=broker,
-        security_protocol="SASL_PLAINTEXT",
+        security_protocol="SASL_SSL" if ca_file else "SASL_PLAINTEXT",
         sasl_mechanism=mechanism,
         sasl_plain_username=user,
         sasl_plain_password=password,
     )
+    if ca_file:
+        security["ssl_cafile"] = ca_file  # the server's name is checked against it too
     try:
         # A refused login shows as a timeout: kafka-python retries it until then.
         producer = KafkaProducer(max_block_ms=5000, bootstrap_timeout_ms=5000, **security)
@@ -44,4 +47,4 @@ def main(broker, topic, mechanism, user, password):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

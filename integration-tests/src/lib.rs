@@ -5,6 +5,7 @@
 //! tests need: producing and reading records, kcat, topics, proxies, load.
 
 pub mod batch;
+pub mod certs;
 pub mod load;
 pub mod proxy;
 pub mod regions;

@@ -115,3 +115,36 @@ pub fn produce_as(
         .collect();
     produce_all(&producer, topic, &records).map(|_| ())
 }
+
+/// kafka-python's round trip (`clients/kafka_python_sasl.py`: 20 records produced, then
+/// consumed) as `user` with `mechanism`, over SASL_PLAINTEXT, or SASL_SSL trusting `ca_file`;
+/// its JSON line (`{"acknowledged": n, "consumed": n}` or `{"error": class}`).
+pub fn kafka_python_round_trip(
+    bootstrap: &str,
+    topic: &str,
+    mechanism: &str,
+    (user, password): (&str, &str),
+    ca_file: Option<&Path>,
+) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join("kafka_python_sasl.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .args([bootstrap, topic, mechanism, user, password]);
+    if let Some(ca_file) = ca_file {
+        command.arg(ca_file);
+    }
+    let output = command
+        .output()
+        .context("python3 kafka_python_sasl.py (installed by .ci/run)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().with_context(|| {
+        format!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
+}

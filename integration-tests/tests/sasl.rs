@@ -3,12 +3,13 @@
 //! kcat and librdkafka (rdkafka) with PLAIN; wrong passwords and unknown users
 //! are refused; a client that skips authentication is cut off after ApiVersions.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use causeway_integration_tests::security::{create_user, plain_login, raw_as};
+use causeway_integration_tests::security::{
+    create_user, kafka_python_round_trip, plain_login, raw_as,
+};
 use causeway_integration_tests::{
     http_get, kcat_command, produce_all, producer_config, raw, topic_name, with_broker,
     BrokerOptions, BrokerProcess, TestRecord,
@@ -33,32 +34,6 @@ fn sasl_listener(data_dir: &Path, mechanisms: &str) -> BrokerOptions {
         .data_dir(data_dir)
         .flag("--kafka-security-protocol", "sasl_plaintext")
         .flag("--sasl-enabled-mechanisms", mechanisms)
-}
-
-fn clients_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
-/// kafka-python's round trip as `user`; its JSON line.
-fn kafka_python(
-    broker: &BrokerProcess,
-    topic: &str,
-    mechanism: &str,
-    (user, password): (&str, &str),
-) -> Result<serde_json::Value> {
-    let output = Command::new("python3")
-        .arg(clients_dir().join("kafka_python_sasl.py"))
-        .args([&broker.bootstrap(), topic, mechanism, user, password])
-        .output()
-        .context("python3 kafka_python_sasl.py (installed by .ci/run)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().with_context(|| {
-        format!(
-            "no output; stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
-    serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
 }
 
 fn rdkafka_plain(broker: &BrokerProcess, (user, password): (&str, &str)) -> ClientConfig {
@@ -116,10 +91,11 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
     with_broker(options, |broker| {
         let topic = topic_name("sasl");
         let ok = serde_json::json!({"acknowledged": 20, "consumed": 20});
-        let alice = kafka_python(broker, &topic, "SCRAM-SHA-256", ALICE)?;
+        let alice =
+            kafka_python_round_trip(&broker.bootstrap(), &topic, "SCRAM-SHA-256", ALICE, None)?;
         ensure!(alice == ok, "alice with SCRAM-SHA-256: {alice}");
         let consumed_twice = serde_json::json!({"acknowledged": 20, "consumed": 20});
-        let bob = kafka_python(broker, &topic, "SCRAM-SHA-512", BOB)?;
+        let bob = kafka_python_round_trip(&broker.bootstrap(), &topic, "SCRAM-SHA-512", BOB, None)?;
         ensure!(bob == consumed_twice, "bob with SCRAM-SHA-512: {bob}");
         for (mechanism, who) in [
             ("SCRAM-SHA-256", (ALICE.0, "not her password")),
@@ -127,7 +103,8 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
             ("SCRAM-SHA-512", ("mallory", "guess")),
             ("PLAIN", (ALICE.0, "wrong")),
         ] {
-            let refused = kafka_python(broker, &topic, mechanism, who)?;
+            let refused =
+                kafka_python_round_trip(&broker.bootstrap(), &topic, mechanism, who, None)?;
             ensure!(
                 refused["error"].as_str().is_some(),
                 "{} with {mechanism} and a wrong password got in: {refused}",
@@ -254,7 +231,13 @@ fn users_are_managed_on_a_running_broker_with_the_kafka_admin_apis() {
         ensure!(described == expected, "described: {described:?}");
 
         let ok = serde_json::json!({"acknowledged": 20, "consumed": 20});
-        let carol = kafka_python(broker, &topic, "SCRAM-SHA-256", ("carol", "carol-pw"))?;
+        let carol = kafka_python_round_trip(
+            &broker.bootstrap(),
+            &topic,
+            "SCRAM-SHA-256",
+            ("carol", "carol-pw"),
+            None,
+        )?;
         ensure!(carol == ok, "carol, created over the admin API: {carol}");
 
         let mut delete = AlterUserScramCredentialsRequest::default();
@@ -264,7 +247,13 @@ fn users_are_managed_on_a_running_broker_with_the_kafka_admin_apis() {
             answer.results.len() == 1 && answer.results[0].error_code == 0,
             "{answer:?}"
         );
-        let refused = kafka_python(broker, &topic, "SCRAM-SHA-256", ("carol", "carol-pw"))?;
+        let refused = kafka_python_round_trip(
+            &broker.bootstrap(),
+            &topic,
+            "SCRAM-SHA-256",
+            ("carol", "carol-pw"),
+            None,
+        )?;
         ensure!(
             refused["error"].as_str().is_some(),
             "carol still logs in: {refused}"

@@ -10,8 +10,12 @@ use crate::broker::{Broker, NODE_ID};
 pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// The cluster id, controller and the single broker.
-pub fn describe(broker: &Broker, request: DescribeClusterRequest) -> DescribeClusterResponse {
-    let (host, port) = broker.options.advertised();
+pub fn describe(
+    broker: &Broker,
+    request: DescribeClusterRequest,
+    advertised: &(String, i32),
+) -> DescribeClusterResponse {
+    let (host, port) = advertised.clone();
     DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(broker.cluster_id.clone()))

@@ -46,11 +46,11 @@ fn opt_str(value: &Option<StrBytes>) -> Option<&str> {
 
 /// FindCoordinator: this broker coordinates every group and every transactional id.
 pub fn find_coordinator(
-    broker: &Broker,
+    advertised: &(String, i32),
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.options.advertised();
+    let (host, port) = advertised.clone();
     let answer = |key_type: i8| -> (i16, i32, String, i32) {
         match key_type {
             KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => (0, NODE_ID, host.clone(), port),

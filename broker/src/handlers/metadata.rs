@@ -34,8 +34,13 @@ fn allows_creation(broker: &Broker, request: &MetadataRequest, version: i16) -> 
 }
 
 /// Describes the requested topics (all of them when the list is null, or empty before v1).
-pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
-    let (host, port) = broker.options.advertised();
+pub fn handle(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+    advertised: &(String, i32),
+) -> MetadataResponse {
+    let (host, port) = advertised.clone();
     let allow_create = allows_creation(broker, &request, version);
     let topics = match request.topics {
         None => broker

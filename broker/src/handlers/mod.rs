@@ -73,6 +73,12 @@ pub struct ClientContext {
     /// Who the client is, as ACLs name it (`User:alice`, or `User:ANONYMOUS` on a plaintext
     /// listener).
     pub principal: String,
+    /// The address the client's listener advertises (Metadata, FindCoordinator,
+    /// DescribeCluster), so a client stays on the listener, and security protocol, it chose.
+    pub advertised: Arc<(String, i32)>,
+    /// The common name of the client certificate verified in the TLS handshake, if any: what
+    /// names a peer region on the replication API keys.
+    pub certificate_name: Option<String>,
 }
 
 impl ClientContext {
@@ -130,11 +136,17 @@ async fn serve(
     let response = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) if metadata::may_create(broker, &r, version) => {
-            ResponseKind::Metadata(
-                changing_topics(broker, move |b| metadata::handle(b, r, version)).await,
-            )
+            ResponseKind::Metadata({
+                let advertised = client.advertised.clone();
+                changing_topics(broker, move |b| {
+                    metadata::handle(b, r, version, &advertised)
+                })
+                .await
+            })
         }
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, r, version, &client.advertised))
+        }
         RequestKind::Produce(r) => return Ok(produce::handle(broker, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
         RequestKind::ListOffsets(r) => {
@@ -199,10 +211,10 @@ async fn serve(
             ResponseKind::DescribeProducers(producers::describe(broker, r))
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(cluster::describe(broker, r))
+            ResponseKind::DescribeCluster(cluster::describe(broker, r, &client.advertised))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
+            ResponseKind::FindCoordinator(groups::find_coordinator(&client.advertised, r, version))
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(groups::join(broker, &request.header, client, r, version).await)

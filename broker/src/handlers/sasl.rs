@@ -76,9 +76,10 @@ impl SaslSession {
     /// The state a new connection on a listener with `protocol` starts in; sessions last
     /// `reauth_ms` (0: for the connection's life).
     pub fn new(protocol: SecurityProtocol, reauth_ms: u64) -> SaslSession {
-        let state = match protocol {
-            SecurityProtocol::Plaintext => State::NotRequired,
-            SecurityProtocol::SaslPlaintext => State::AwaitingHandshake,
+        let state = if protocol.uses_sasl() {
+            State::AwaitingHandshake
+        } else {
+            State::NotRequired
         };
         SaslSession {
             state,

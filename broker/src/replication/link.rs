@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dial::{dial, PeerReader, PeerWriter};
 use bytes::Bytes;
 use causeway_replication::delivery::{Batch, Refusal, ReplicaAnswer};
 use causeway_replication::wire::{
@@ -22,8 +23,6 @@ use causeway_replication::wire::{
 use causeway_replication::VectorClock;
 use causeway_storage::split_batches;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::status::LinkState;
@@ -205,11 +204,9 @@ async fn pull_until_error(
     holds: &mut Holds,
 ) -> Result<(), LinkError> {
     let link = &broker.replication.links[index];
-    let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&peer.addr))
+    let (mut reader, mut writer) = tokio::time::timeout(IO_TIMEOUT, dial(broker, &peer.addr))
         .await
         .map_err(|_| LinkError::Timeout)??;
-    stream.set_nodelay(true)?;
-    let (mut reader, mut writer) = stream.into_split();
     let mut correlation_id = 1i32;
     let mut resync = false;
     let first = request_after(broker, peer.id, None, holds.held(now_ms()), None).await?;
@@ -351,7 +348,7 @@ async fn request_after(
 
 /// Sends one pull frame.
 async fn send_pull(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut PeerWriter,
     correlation_id: i32,
     body: &[u8],
 ) -> Result<(), LinkError> {
@@ -362,7 +359,7 @@ async fn send_pull(
 
 /// Reads the response body to pull `correlation_id`.
 pub(super) async fn read_response(
-    reader: &mut OwnedReadHalf,
+    reader: &mut PeerReader,
     correlation_id: i32,
 ) -> Result<Vec<u8>, LinkError> {
     let len = reader.read_u32().await? as usize;
@@ -921,7 +918,7 @@ mod tests {
         let answer = |body: &[u8]| {
             let started = std::time::Instant::now();
             let served = runtime
-                .block_on(crate::replication::serve::serve(&eu, body))
+                .block_on(crate::replication::serve::serve(&eu, body, None))
                 .expect("served");
             let crate::replication::serve::Served::Respond(bytes) = served else {
                 panic!("refused");

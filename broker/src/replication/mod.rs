@@ -5,6 +5,7 @@
 
 pub mod deleted_for_peer;
 pub mod detour;
+pub mod dial;
 pub mod link;
 pub mod log;
 #[cfg(test)]
@@ -53,6 +54,9 @@ pub struct Replication {
     /// The configured peers, in configuration order.
     pub peers: Vec<Peer>,
     secret: Vec<u8>,
+    /// Whether pulls must come over mutual TLS with a certificate naming the region
+    /// (`--replication-tls`).
+    certificates_required: bool,
     /// How far ahead of local time a remote stamp may be.
     pub hlc_skew_ms_max: u64,
     /// After how long without contact a peer is reported stale and left out of the stable cut.
@@ -106,8 +110,8 @@ impl Replication {
             });
         }
         let secret = options.replication_secret.clone().unwrap_or_default();
-        if !peers.is_empty() && secret.is_empty() {
-            bail!("--replication-secret is required when peers are configured");
+        if !peers.is_empty() && secret.is_empty() && !options.replication_tls {
+            bail!("--replication-secret is required when peers are configured without --replication-tls");
         }
         Ok(Replication {
             region: options.region.clone(),
@@ -115,6 +119,7 @@ impl Replication {
             links: peers.iter().map(|_| LinkStatus::default()).collect(),
             peers,
             secret: secret.into_bytes(),
+            certificates_required: options.replication_tls,
             hlc_skew_ms_max: options.max_clock_skew_ms,
             stale_after: Duration::from_millis(options.region_stale_after_ms),
             data_progress: watch::channel(0).0,
@@ -164,6 +169,20 @@ impl Replication {
             .iter()
             .position(|p| p.id == id)
             .map(|i| (&self.peers[i], &self.links[i]))
+    }
+
+    /// Whether a pull claiming to come from peer `claimed` may be served, given the secret it
+    /// carries and the common name of the connection's verified client certificate: a
+    /// certificate naming another region is refused whatever the secret; with
+    /// `--replication-tls` a certificate naming the claimed region is required, and the secret
+    /// is checked only if one is configured; otherwise the secret decides.
+    pub fn admits(&self, claimed: &Peer, secret: &[u8], certificate: Option<&str>) -> bool {
+        match (certificate, self.certificates_required) {
+            (Some(name), _) if name != claimed.name => false,
+            (None, true) => false,
+            (Some(_), true) => self.secret.is_empty() || self.authenticates(secret),
+            (_, false) => self.authenticates(secret),
+        }
     }
 
     /// Whether `secret` is the shared secret (compared in constant time).

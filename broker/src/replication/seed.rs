@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::dial::{dial, PeerReader, PeerWriter};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use causeway_replication::delivery::{dominated_by, Batch};
@@ -35,8 +36,6 @@ use causeway_replication::wire::{
 use causeway_replication::VectorClock;
 use causeway_storage::{BatchHeader, Partition, StorageError};
 use serde::Serialize;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use super::link::{read_response, well_formed};
 use super::log::read_stored;
@@ -477,7 +476,7 @@ impl<'a> Seeder<'a> {
         loop {
             let answer = match self.connection.as_mut() {
                 Some(connection) => connection.exchange(frame, body).await,
-                None => match PeerConnection::open(&self.peer.addr).await {
+                None => match PeerConnection::open(self.broker, &self.peer.addr).await {
                     Ok(connection) => {
                         self.connection = Some(connection);
                         continue;
@@ -500,18 +499,16 @@ impl<'a> Seeder<'a> {
 
 /// One connection to a peer's Kafka port for requests on the private keys.
 struct PeerConnection {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: PeerReader,
+    writer: PeerWriter,
     correlation_id: i32,
 }
 
 impl PeerConnection {
-    async fn open(addr: &str) -> anyhow::Result<PeerConnection> {
-        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+    async fn open(broker: &Broker, addr: &str) -> anyhow::Result<PeerConnection> {
+        let (reader, writer) = tokio::time::timeout(IO_TIMEOUT, dial(broker, addr))
             .await
             .context("connecting timed out")??;
-        stream.set_nodelay(true)?;
-        let (reader, writer) = stream.into_split();
         Ok(PeerConnection {
             reader,
             writer,
@@ -574,7 +571,7 @@ async fn hold_peers(broker: &Arc<Broker>) -> Vec<String> {
     let mut silent = Vec::new();
     for peer in &replication.peers {
         let answered = async {
-            PeerConnection::open(&peer.addr)
+            PeerConnection::open(broker, &peer.addr)
                 .await?
                 .exchange(pull_frame, &pull)
                 .await

@@ -43,15 +43,19 @@ pub fn admit(
     broker: &Broker,
     kind: PeerRequest,
     body_front: &[u8],
+    certificate: Option<&str>,
 ) -> Result<Option<Served>, WireError> {
     let (region, secret) = PullRequest::credentials(body_front)?;
     let replication = &broker.replication;
-    let refusal = if !replication.authenticates(secret) {
-        Some((PullError::AuthenticationFailed, "authentication failed"))
-    } else if replication.peer(region).is_none() {
-        Some((PullError::UnknownRegion, "unknown region"))
-    } else {
-        None
+    let refusal = match replication.peer(region) {
+        Some((peer, _)) if !replication.admits(peer, secret, certificate) => {
+            Some((PullError::AuthenticationFailed, "authentication failed"))
+        }
+        Some(_) => None,
+        None if !replication.authenticates(secret) && certificate.is_none() => {
+            Some((PullError::AuthenticationFailed, "authentication failed"))
+        }
+        None => Some((PullError::UnknownRegion, "unknown region")),
     };
     Ok(refusal.map(|(error, reason)| {
         // A region this mesh knows is named; an unknown one has only the id it claimed.
@@ -86,12 +90,16 @@ pub fn admit(
 /// Decodes and serves one seed request: the next stored batches of the partition from the
 /// offset asked, below the durable end of the log (see `seed.rs`). `Err` is a malformed body or
 /// a log that cannot be read: the connection is closed.
-pub async fn serve_seed(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> {
+pub async fn serve_seed(
+    broker: &Arc<Broker>,
+    body: &[u8],
+    certificate: Option<&str>,
+) -> Result<Served, String> {
     let malformed = |e: WireError| {
         metrics::replication_refused("malformed_request");
         format!("replication seed: {e}")
     };
-    if let Some(refusal) = admit(broker, PeerRequest::Seed, body).map_err(malformed)? {
+    if let Some(refusal) = admit(broker, PeerRequest::Seed, body, certificate).map_err(malformed)? {
         return Ok(refusal);
     }
     let request = SeedRequest::decode(body).map_err(malformed)?;
@@ -138,12 +146,16 @@ fn seed_answer(broker: &Broker, request: &SeedRequest) -> Result<SeedResponse, S
 }
 
 /// Decodes and serves one pull body. `Err` is a malformed body: the connection is closed.
-pub async fn serve(broker: &Arc<Broker>, body: &[u8]) -> Result<Served, String> {
+pub async fn serve(
+    broker: &Arc<Broker>,
+    body: &[u8],
+    certificate: Option<&str>,
+) -> Result<Served, String> {
     let malformed = |e: WireError| {
         metrics::replication_refused("malformed_request");
         format!("replication pull: {e}")
     };
-    if let Some(refusal) = admit(broker, PeerRequest::Pull, body).map_err(malformed)? {
+    if let Some(refusal) = admit(broker, PeerRequest::Pull, body, certificate).map_err(malformed)? {
         return Ok(refusal);
     }
     let replication = &broker.replication;

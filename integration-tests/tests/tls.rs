@@ -1,0 +1,404 @@
+//! TLS on Kafka listeners, with certificates the tests make (rcgen) and real clients: kcat
+//! (the system's librdkafka, with OpenSSL) over SSL and SASL_SSL, kafka-python over SASL_SSL
+//! with SCRAM-SHA-512. Several listeners at once, each advertised to its own clients; client
+//! certificates naming the principal ACLs judge; a renewed certificate served after SIGHUP
+//! without a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use causeway_integration_tests::certs::{Authority, Issued};
+use causeway_integration_tests::security::{
+    causeway_offline, create_user, kafka_python_round_trip,
+};
+use causeway_integration_tests::{
+    free_port, kcat, topic_name, wait_until, with_broker, BrokerOptions, KcatOutput,
+};
+use rcgen::DnType;
+use serde_json::json;
+
+const KCAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The files a TLS broker and its clients use.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    server: Issued,
+    authority: Authority,
+    dir: PathBuf,
+}
+
+fn pki() -> Result<Pki> {
+    let dir = tempfile::TempDir::new()?;
+    let path = dir.path().to_path_buf();
+    let authority = Authority::new("causeway test CA")?;
+    let ca = authority.write(&path.join("ca.pem"))?;
+    let server = authority.server(&path, "server")?;
+    Ok(Pki {
+        _dir: dir,
+        ca,
+        server,
+        authority,
+        dir: path,
+    })
+}
+
+/// A broker whose main listener is plaintext, with one more listener `NAME=PROTOCOL` on
+/// `port`, serving `pki`'s server certificate.
+fn tls_broker(pki: &Pki, name: &str, protocol: &str, port: u16) -> BrokerOptions {
+    BrokerOptions::new()
+        .flag(
+            "--listener",
+            format!("{name}={protocol}://127.0.0.1:{port}"),
+        )
+        .flag("--ssl-certificate-file", pki.server.certificate.display())
+        .flag("--ssl-private-key-file", pki.server.key.display())
+}
+
+/// kcat over SSL to `bootstrap`, trusting `ca`, presenting `client` if given.
+fn kcat_ssl(
+    bootstrap: &str,
+    ca: &Path,
+    client: Option<&Issued>,
+    args: &[&str],
+    stdin: &[u8],
+) -> Result<KcatOutput> {
+    let ca = format!("ssl.ca.location={}", ca.display());
+    let mut all = vec!["-b", bootstrap, "-X", "security.protocol=SSL", "-X", &ca];
+    let certificate;
+    let key;
+    if let Some(client) = client {
+        certificate = format!("ssl.certificate.location={}", client.certificate.display());
+        key = format!("ssl.key.location={}", client.key.display());
+        all.extend(["-X", &certificate, "-X", &key]);
+    }
+    all.extend_from_slice(args);
+    kcat(&all, stdin, KCAT_TIMEOUT)
+}
+
+/// Produces `lines` to `topic` and reads them back over SSL; what was read.
+fn ssl_round_trip(
+    bootstrap: &str,
+    ca: &Path,
+    client: Option<&Issued>,
+    topic: &str,
+    lines: &[&str],
+) -> Result<Vec<String>> {
+    let input = format!("{}\n", lines.join("\n"));
+    let produced = kcat_ssl(
+        bootstrap,
+        ca,
+        client,
+        &["-P", "-t", topic],
+        input.as_bytes(),
+    )?;
+    ensure!(
+        produced.status.success() && !produced.stderr.contains("ERROR"),
+        "kcat -P over SSL: {}",
+        produced.stderr
+    );
+    let count = lines.len().to_string();
+    let consumed = kcat_ssl(
+        bootstrap,
+        ca,
+        client,
+        &["-C", "-t", topic, "-o", "beginning", "-c", &count, "-e"],
+        b"",
+    )?;
+    ensure!(
+        consumed.status.success(),
+        "kcat -C over SSL: {}",
+        consumed.stderr
+    );
+    Ok(consumed.stdout.lines().map(str::to_owned).collect())
+}
+
+/// The broker address `kcat -L` reports (what the listener advertises).
+fn advertised_broker(metadata: &KcatOutput) -> Option<String> {
+    metadata.stdout.lines().find_map(|line| {
+        let line = line.trim();
+        line.strip_prefix("broker 0 at ")
+            .map(|rest| rest.split_whitespace().next().unwrap_or(rest).to_owned())
+    })
+}
+
+/// kcat produces and consumes over an SSL listener beside the plaintext one; each listener
+/// advertises itself to its own clients (a client of the TLS port is never sent to the
+/// plaintext one); plaintext spoken to the TLS port and a client trusting another authority
+/// get nowhere.
+#[test]
+fn kcat_round_trips_over_an_ssl_listener_beside_a_plaintext_one() {
+    let pki = pki().expect("certificates");
+    let port = free_port().expect("port");
+    with_broker(tls_broker(&pki, "SECURE", "ssl", port), |broker| {
+        let secure = format!("127.0.0.1:{port}");
+        let topic = topic_name("tls");
+        let read = ssl_round_trip(&secure, &pki.ca, None, &topic, &["one", "two", "three"])?;
+        ensure!(read == ["one", "two", "three"], "read back {read:?}");
+
+        let over_tls = kcat_ssl(&secure, &pki.ca, None, &["-L"], b"")?;
+        ensure!(
+            advertised_broker(&over_tls).as_deref() == Some(secure.as_str()),
+            "the SSL listener advertised {:?}:\n{}",
+            advertised_broker(&over_tls),
+            over_tls.stdout
+        );
+        let plain = kcat(&["-b", &broker.bootstrap(), "-L"], b"", KCAT_TIMEOUT)?;
+        ensure!(
+            advertised_broker(&plain).as_deref() == Some(broker.bootstrap().as_str()),
+            "the plaintext listener advertised {:?}",
+            advertised_broker(&plain)
+        );
+
+        let plaintext_to_tls = kcat(
+            &[
+                "-b",
+                &secure,
+                "-L",
+                "-m",
+                "3",
+                "-X",
+                "reconnect.backoff.max.ms=100",
+            ],
+            b"",
+            KCAT_TIMEOUT,
+        )?;
+        ensure!(
+            !plaintext_to_tls.status.success(),
+            "plaintext on the TLS port was answered: {}",
+            plaintext_to_tls.stdout
+        );
+        let stranger = Authority::new("another CA")?;
+        let other_ca = stranger.write(&pki.dir.join("other-ca.pem"))?;
+        let untrusted = kcat_ssl(&secure, &other_ca, None, &["-L", "-m", "3"], b"")?;
+        ensure!(
+            !untrusted.status.success(),
+            "a client trusting another CA connected: {}",
+            untrusted.stdout
+        );
+        let metrics = broker_metrics(broker.http_addr())?;
+        ensure!(
+            metrics.contains("causeway_tls_handshakes_total{result=\"ok\"}")
+                && metrics.contains("causeway_tls_handshakes_total{result=\"failed\"}"),
+            "handshakes not counted:\n{metrics}"
+        );
+        Ok(())
+    });
+}
+
+fn broker_metrics(addr: std::net::SocketAddr) -> Result<String> {
+    let (status, body) = causeway_integration_tests::http_get(addr, "/metrics")?;
+    ensure!(status == 200, "/metrics answered {status}");
+    Ok(body)
+}
+
+/// SASL_SSL: kafka-python logs in with SCRAM-SHA-512 inside TLS (checking the server's name
+/// against its certificate) and round-trips records; a wrong password is refused; kcat logs in
+/// with PLAIN on the same listener.
+#[test]
+fn kafka_python_and_kcat_authenticate_over_sasl_ssl() {
+    let pki = pki().expect("certificates");
+    let port = free_port().expect("port");
+    let data = tempfile::TempDir::new().expect("dir");
+    let data_dir = data.path().join("data");
+    create_user(&data_dir, ("alice", "alice-pw-2026"), "SCRAM-SHA-512").expect("user");
+    let options = tls_broker(&pki, "CLIENTS", "sasl_ssl", port)
+        .data_dir(&data_dir)
+        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-512,PLAIN");
+    with_broker(options, |_broker| {
+        let secure = format!("127.0.0.1:{port}");
+        let topic = topic_name("sasl-ssl");
+        let ok = kafka_python_round_trip(
+            &secure,
+            &topic,
+            "SCRAM-SHA-512",
+            ("alice", "alice-pw-2026"),
+            Some(&pki.ca),
+        )?;
+        ensure!(
+            ok == json!({"acknowledged": 20, "consumed": 20}),
+            "kafka-python over SASL_SSL: {ok}"
+        );
+        let refused = kafka_python_round_trip(
+            &secure,
+            &topic,
+            "SCRAM-SHA-512",
+            ("alice", "wrong"),
+            Some(&pki.ca),
+        )?;
+        ensure!(
+            refused.get("error").is_some(),
+            "a wrong password was let in: {refused}"
+        );
+        let ca = format!("ssl.ca.location={}", pki.ca.display());
+        let login = [
+            "-b",
+            &secure,
+            "-X",
+            "security.protocol=SASL_SSL",
+            "-X",
+            &ca,
+            "-X",
+            "sasl.mechanisms=PLAIN",
+            "-X",
+            "sasl.username=alice",
+        ];
+        let mut right = login.to_vec();
+        right.extend(["-X", "sasl.password=alice-pw-2026", "-C", "-t", &topic]);
+        right.extend(["-o", "beginning", "-c", "20", "-e"]);
+        let consumed = kcat(&right, b"", KCAT_TIMEOUT)?;
+        ensure!(
+            consumed.status.success() && consumed.stdout.lines().count() == 20,
+            "kcat over SASL_SSL read {} lines: {}",
+            consumed.stdout.lines().count(),
+            consumed.stderr
+        );
+        let mut wrong = login.to_vec();
+        wrong.extend(["-X", "sasl.password=wrong", "-L", "-m", "3"]);
+        let refused = kcat(&wrong, b"", KCAT_TIMEOUT)?;
+        ensure!(
+            !refused.status.success() && refused.stderr.contains("Authentication failed"),
+            "kcat with a wrong password: {} / {}",
+            refused.stdout,
+            refused.stderr
+        );
+        Ok(())
+    });
+}
+
+/// With `--ssl-client-auth required` a client must present a certificate the configured
+/// authority signed, and its subject is its principal: ACL bindings for `User:CN=alice,O=acme`
+/// let alice's certificate produce and consume, bob's certificate gets
+/// TOPIC_AUTHORIZATION_FAILED, and a client without a certificate fails the handshake.
+#[test]
+fn client_certificates_name_the_principal_acls_judge() {
+    let pki = pki().expect("certificates");
+    let alice = pki
+        .authority
+        .client(
+            &pki.dir,
+            "alice",
+            &[
+                (DnType::OrganizationName, "acme"),
+                (DnType::CommonName, "alice"),
+            ],
+        )
+        .expect("alice's certificate");
+    let bob = pki
+        .authority
+        .client(&pki.dir, "bob", &[(DnType::CommonName, "bob")])
+        .expect("bob's certificate");
+    let port = free_port().expect("port");
+    let data = tempfile::TempDir::new().expect("dir");
+    let data_dir = data.path().join("data");
+    causeway_offline(
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:CN=alice,O=acme",
+            "--allow",
+            "--operation",
+            "all",
+            "--topic",
+            "mtls-",
+            "--prefixed",
+        ],
+        &data_dir,
+        "",
+    )
+    .expect("acl add");
+    let options = tls_broker(&pki, "MTLS", "ssl", port)
+        .data_dir(&data_dir)
+        .flag("--ssl-client-auth", "required")
+        .flag("--ssl-client-ca-file", pki.ca.display())
+        .flag("--authorization", "acls");
+    with_broker(options, |_broker| {
+        let secure = format!("127.0.0.1:{port}");
+        let topic = topic_name("mtls-");
+        let read = ssl_round_trip(&secure, &pki.ca, Some(&alice), &topic, &["a1", "a2"])?;
+        ensure!(read == ["a1", "a2"], "alice read back {read:?}");
+
+        let denied = kcat_ssl(
+            &secure,
+            &pki.ca,
+            Some(&bob),
+            &["-P", "-t", &topic],
+            b"from bob\n",
+        )?;
+        ensure!(
+            denied.stderr.contains("Topic authorization failed")
+                || denied.stderr.contains("TOPIC_AUTHORIZATION_FAILED"),
+            "bob's produce: {} / {}",
+            denied.stdout,
+            denied.stderr
+        );
+        let anonymous = kcat_ssl(&secure, &pki.ca, None, &["-L", "-m", "3"], b"")?;
+        ensure!(
+            !anonymous.status.success(),
+            "a client without a certificate connected: {}",
+            anonymous.stdout
+        );
+        let read = ssl_round_trip(&secure, &pki.ca, Some(&alice), &topic, &["a1", "a2"])
+            .context("alice again")?;
+        ensure!(read.len() == 2, "bob's record got in: {read:?}");
+        Ok(())
+    });
+}
+
+/// A certificate renewed on disk is served to new connections after SIGHUP, without a
+/// restart: clients trusting only the new authority connect, clients trusting only the old one
+/// no longer do. A broken file on a later SIGHUP leaves the certificate in use.
+#[test]
+fn a_renewed_certificate_is_served_after_sighup() {
+    let pki = pki().expect("certificates");
+    let port = free_port().expect("port");
+    with_broker(tls_broker(&pki, "SECURE", "ssl", port), |broker| {
+        let secure = format!("127.0.0.1:{port}");
+        let metadata = |ca: &Path| kcat_ssl(&secure, ca, None, &["-L", "-m", "3"], b"");
+        ensure!(metadata(&pki.ca)?.status.success(), "first certificate");
+
+        let renewed = Authority::new("renewed CA")?;
+        let renewed_ca = renewed.write(&pki.dir.join("renewed-ca.pem"))?;
+        let fresh = renewed.server(&pki.dir, "renewed")?;
+        std::fs::copy(&fresh.certificate, &pki.server.certificate)?;
+        std::fs::copy(&fresh.key, &pki.server.key)?;
+        hang_up(broker.pid().context("pid")?)?;
+        ensure!(
+            wait_until(Duration::from_secs(10), || {
+                metadata(&renewed_ca).is_ok_and(|m| m.status.success())
+            }),
+            "the renewed certificate was not served after SIGHUP"
+        );
+        ensure!(
+            !metadata(&pki.ca)?.status.success(),
+            "the old certificate is still served"
+        );
+
+        std::fs::write(&pki.server.key, "not a key")?;
+        hang_up(broker.pid().context("pid")?)?;
+        ensure!(
+            wait_until(Duration::from_secs(10), || {
+                broker_metrics(broker.http_addr())
+                    .is_ok_and(|m| m.contains("causeway_tls_reloads_total{result=\"failed\"} 1"))
+            }),
+            "the failed reload was not counted"
+        );
+        ensure!(
+            metadata(&renewed_ca)?.status.success(),
+            "a broken key file replaced the certificate in use"
+        );
+        Ok(())
+    });
+}
+
+fn hang_up(pid: u32) -> Result<()> {
+    let status = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .context("kill -HUP")?;
+    ensure!(status.success(), "kill -HUP {pid}: {status}");
+    Ok(())
+}
