@@ -58,6 +58,23 @@ impl Authority {
         self.issue(params, dir, stem)
     }
 
+    /// A region's certificate: common name `name` (what peers check against the region a
+    /// pull claims), for `127.0.0.1` and `localhost`, good for serving and for connecting to
+    /// peers; written as `<name>.pem` and `<name>.key`.
+    pub fn region(&self, dir: &Path, name: &str) -> Result<Issued> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = subject(&[(DnType::CommonName, name)]);
+        params.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().context("DNS name")?),
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue(params, dir, name)
+    }
+
     /// A client certificate whose subject is `subject` (Kafka's principal becomes
     /// `User:` and the subject in RFC 2253 order), written as `<stem>.pem` and `<stem>.key`.
     pub fn client(

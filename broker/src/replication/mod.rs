@@ -301,4 +301,61 @@ mod tests {
         ]))
         .is_err());
     }
+
+    #[test]
+    fn a_certificate_must_name_the_region_a_pull_claims() {
+        let tls = [
+            "--region",
+            "eu",
+            "--peer",
+            "us@127.0.0.1:9093",
+            "--ssl-certificate-file",
+            "eu.pem",
+            "--ssl-private-key-file",
+            "eu.key",
+            "--ssl-client-ca-file",
+            "ca.pem",
+            "--replication-tls",
+            "true",
+        ];
+        let replication = Replication::from_options(&options(&tls)).expect("no secret needed");
+        let us = &replication.peers[0];
+        assert!(replication.admits(us, b"", Some("us")));
+        assert!(
+            !replication.admits(us, b"", Some("eu")),
+            "another region's certificate"
+        );
+        assert!(
+            !replication.admits(us, b"", Some("alice")),
+            "a client's certificate"
+        );
+        assert!(!replication.admits(us, b"", None), "no certificate");
+
+        let mut with_secret = tls.to_vec();
+        with_secret.extend(["--replication-secret", "s"]);
+        let replication = Replication::from_options(&options(&with_secret)).expect("replication");
+        let us = &replication.peers[0];
+        assert!(replication.admits(us, b"s", Some("us")));
+        assert!(
+            !replication.admits(us, b"t", Some("us")),
+            "a configured secret is checked"
+        );
+
+        let plain = Replication::from_options(&options(&[
+            "--region",
+            "eu",
+            "--peer",
+            "us@127.0.0.1:9093",
+            "--replication-secret",
+            "s",
+        ]))
+        .expect("replication");
+        let us = &plain.peers[0];
+        assert!(plain.admits(us, b"s", None));
+        assert!(!plain.admits(us, b"t", None));
+        assert!(
+            !plain.admits(us, b"s", Some("eu")),
+            "a certificate naming another region"
+        );
+    }
 }
