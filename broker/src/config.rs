@@ -94,6 +94,11 @@ pub struct BrokerOptions {
     /// Address the HTTP listener (metrics, health, tables) binds.
     #[arg(long, env = "CAUSEWAY_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+    /// Serve the HTTP listener over TLS with `--ssl-certificate-file` (HTTPS), so Basic
+    /// credentials and table rows are not sent in the clear; reloaded on SIGHUP like the Kafka
+    /// listeners' certificate.
+    #[arg(long, env = "CAUSEWAY_HTTP_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub http_tls: bool,
     /// Name of this region; mapped to a stable small id stored in the data dir on first start.
     #[arg(long, env = "CAUSEWAY_REGION", default_value = "local")]
     pub region: String,
@@ -480,6 +485,11 @@ impl BrokerOptions {
             && (self.ssl_certificate_file.is_none() || self.ssl_private_key_file.is_none())
         {
             bail!("a TLS listener needs --ssl-certificate-file and --ssl-private-key-file");
+        }
+        if self.http_tls
+            && (self.ssl_certificate_file.is_none() || self.ssl_private_key_file.is_none())
+        {
+            bail!("--http-tls needs --ssl-certificate-file and --ssl-private-key-file");
         }
         if self.replication_tls
             && (self.ssl_certificate_file.is_none()

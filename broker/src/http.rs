@@ -4,15 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
@@ -20,6 +22,7 @@ use crate::acl::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::http_auth::{guarded, Access};
 use crate::replication::status::LinkState;
+use crate::tls::Tls;
 
 #[derive(Clone)]
 struct HttpState {
@@ -27,9 +30,10 @@ struct HttpState {
     prometheus: PrometheusHandle,
 }
 
-/// Serves HTTP until shutdown.
+/// Serves HTTP (over TLS when `tls` is given) until shutdown.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     broker: Arc<Broker>,
     prometheus: PrometheusHandle,
     mut shutdown: watch::Receiver<bool>,
@@ -64,13 +68,14 @@ pub async fn serve(
         })
         .merge(crate::tables::routes(broker, shutdown.clone()));
     let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    let broker_tls = tls;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopped(&mut shutdown) => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, address) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "HTTP accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -81,12 +86,22 @@ pub async fn serve(
             crate::metrics::connection_refused("http_connection_limit");
             continue;
         };
-        tokio::spawn(serve_connection(
-            stream,
-            app.clone(),
-            shutdown.clone(),
-            slot,
-        ));
+        // The client's address, for ACL bindings that name hosts.
+        let app = app.clone().layer(Extension(ConnectInfo(address)));
+        let tls = broker_tls.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Some(tls) = tls else {
+                return serve_connection(stream, app, shutdown, slot).await;
+            };
+            let handshake =
+                tokio::time::timeout(HTTP_TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => serve_connection(stream, app, shutdown, slot).await,
+                Ok(Err(error)) => tracing::debug!(%address, %error, "HTTP TLS handshake failed"),
+                Err(_) => tracing::debug!(%address, "HTTP TLS handshake timed out"),
+            }
+        });
     }
 }
 
@@ -102,17 +117,22 @@ const HTTP_CONNECTIONS_MAX: usize = 1_024;
 /// (slowloris) is closed instead of holding a connection slot forever.
 const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a client may take to finish its TLS handshake on an HTTPS listener.
+const HTTP_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Longest a response write may wait for the client to read: a client that stops reading (a
 /// stalled change feed, a frozen scraper) is closed instead of holding its buffers forever.
 const HTTP_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One HTTP/1 connection until it ends; on shutdown it finishes its request and closes.
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     app: Router,
     mut shutdown: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let mut stream = TimeoutStream::new(stream);
     stream.set_write_timeout(Some(HTTP_WRITE_STALL_TIMEOUT));
     let connection = hyper::server::conn::http1::Builder::new()

@@ -53,8 +53,10 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Every background task, so shutdown can wait for each before it closes the logs.
     let mut background = JoinSet::new();
+    let http_tls = tls.clone().filter(|_| options.http_tls);
     background.spawn(http::serve(
         http_listener,
+        http_tls,
         broker.clone(),
         prometheus,
         shutdown_rx.clone(),

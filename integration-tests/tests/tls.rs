@@ -14,7 +14,7 @@ use causeway_integration_tests::security::{
     causeway_offline, create_user, kafka_python_round_trip,
 };
 use causeway_integration_tests::{
-    free_port, kcat, topic_name, wait_until, with_broker, BrokerOptions, KcatOutput,
+    free_port, kcat, topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, KcatOutput,
 };
 use rcgen::DnType;
 use serde_json::json;
@@ -401,4 +401,45 @@ fn hang_up(pid: u32) -> Result<()> {
         .context("kill -HUP")?;
     ensure!(status.success(), "kill -HUP {pid}: {status}");
     Ok(())
+}
+
+/// `GET https://127.0.0.1:PORT/PATH` with Python's TLS client trusting only `ca` (and checking
+/// the server's name): its status, or `None` when no TLS connection could be made.
+fn https_get(port: u16, path: &str, ca: &Path) -> Option<u16> {
+    let script = "import ssl, sys, urllib.request, urllib.error\n\
+        context = ssl.create_default_context(cafile=sys.argv[2])\n\
+        try:\n    print(urllib.request.urlopen(sys.argv[1], context=context, timeout=5).status)\n\
+        except urllib.error.HTTPError as e:\n    print(e.code)\n\
+        except Exception as e:\n    print('none')\n";
+    let url = format!("https://127.0.0.1:{port}{path}");
+    let output = Command::new("python3")
+        .args(["-c", script, &url])
+        .arg(ca)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
+/// With `--http-tls true` the HTTP listener (metrics, probes, tables) speaks HTTPS with the
+/// listeners' certificate: a client trusting the authority gets `/readyz` and `/metrics`,
+/// plain HTTP gets no answer.
+#[test]
+fn the_http_listener_serves_https_with_the_same_certificate() {
+    let pki = pki().expect("certificates");
+    let (kafka_port, http_port) = (free_port().expect("port"), free_port().expect("port"));
+    let options = BrokerOptions::new()
+        .flag("--http-tls", "true")
+        .flag("--ssl-certificate-file", pki.server.certificate.display())
+        .flag("--ssl-private-key-file", pki.server.key.display());
+    let broker = BrokerProcess::spawn_on(options, kafka_port, http_port).expect("spawn");
+    let ready = wait_until(Duration::from_secs(30), || {
+        https_get(http_port, "/readyz", &pki.ca) == Some(200)
+    });
+    assert!(ready, "no HTTPS /readyz: {}", broker.stderr_tail(30));
+    assert_eq!(https_get(http_port, "/metrics", &pki.ca), Some(200));
+    let plain = causeway_integration_tests::http_get(broker.http_addr(), "/readyz");
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plain HTTP was answered: {plain:?}"
+    );
 }
