@@ -1,12 +1,14 @@
 # Installs what the build and the tests need, if it is missing:
 # - Debian packages: clang and libclang-dev (RocksDB's bindings), g++ and make (RocksDB,
-#   librdkafka), kcat (tests), python3-pip and npm (the client tests' installers);
+#   librdkafka), libssl-dev and pkg-config (librdkafka's TLS and SCRAM, for the TLS tests and
+#   `causeway-bench -X security.protocol=SSL`), kcat (tests), python3-pip and npm (the client
+#   tests' installers);
 # - kafka-python from PyPI and KafkaJS from npm, for integration-tests/tests/other_clients.rs.
 # Sourced by start.sh and .ci/run from the repository root.
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 need=()
-for package in clang libclang-dev g++ make kcat curl; do
+for package in clang libclang-dev g++ make kcat curl libssl-dev pkg-config; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

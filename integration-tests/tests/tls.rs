@@ -1,6 +1,6 @@
 //! TLS on Kafka listeners, with certificates the tests make (rcgen) and real clients: kcat
-//! (the system's librdkafka, with OpenSSL) over SSL and SASL_SSL, kafka-python over SASL_SSL
-//! with SCRAM-SHA-512. Several listeners at once, each advertised to its own clients; client
+//! (the system's librdkafka, with OpenSSL) over SSL and SASL_SSL, kafka-python and librdkafka
+//! (`rdkafka`, built with OpenSSL) over SASL_SSL with SCRAM-SHA-512. Several listeners at once, each advertised to its own clients; client
 //! certificates naming the principal ACLs judge; a renewed certificate served after SIGHUP
 //! without a restart.
 
@@ -14,9 +14,14 @@ use causeway_integration_tests::security::{
     causeway_offline, create_user, kafka_python_round_trip,
 };
 use causeway_integration_tests::{
-    free_port, kcat, topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, KcatOutput,
+    assign, consume_n, consumer_config, free_port, kcat, produce_all, producer_config, topic_name,
+    wait_until, with_broker, BrokerOptions, BrokerProcess, KcatOutput, TestRecord,
 };
 use rcgen::DnType;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::FutureProducer;
+use rdkafka::Offset;
 use serde_json::json;
 
 const KCAT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -442,4 +447,52 @@ fn the_http_listener_serves_https_with_the_same_certificate() {
         !matches!(plain, Ok((200, _))),
         "plain HTTP was answered: {plain:?}"
     );
+}
+
+/// librdkafka through the `rdkafka` crate (built with OpenSSL) over SASL_SSL with
+/// SCRAM-SHA-512: a producer and a consumer as alice round-trip records; a wrong password gets
+/// an authentication error, not records.
+#[test]
+fn librdkafka_round_trips_over_sasl_ssl_with_scram() {
+    let pki = pki().expect("certificates");
+    let port = free_port().expect("port");
+    let data = tempfile::TempDir::new().expect("dir");
+    let data_dir = data.path().join("data");
+    create_user(&data_dir, ("alice", "alice-pw-2026"), "SCRAM-SHA-512").expect("user");
+    let options = tls_broker(&pki, "CLIENTS", "sasl_ssl", port)
+        .data_dir(&data_dir)
+        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-512");
+    with_broker(options, |_broker| {
+        let secure = format!("127.0.0.1:{port}");
+        let login = |config: &mut ClientConfig, password: &str| {
+            config
+                .set("security.protocol", "SASL_SSL")
+                .set("ssl.ca.location", pki.ca.display().to_string())
+                .set("sasl.mechanisms", "SCRAM-SHA-512")
+                .set("sasl.username", "alice")
+                .set("sasl.password", password)
+                .set("message.timeout.ms", "10000");
+        };
+        let topic = topic_name("rdkafka-tls");
+        let mut config = producer_config(&secure);
+        login(&mut config, "alice-pw-2026");
+        let producer: FutureProducer = config.create()?;
+        let records: Vec<TestRecord> = (0..10)
+            .map(|i| TestRecord::value(format!("r{i}")).partition(0))
+            .collect();
+        produce_all(&producer, &topic, &records)?;
+        let mut config = consumer_config(&secure);
+        login(&mut config, "alice-pw-2026");
+        let consumer: BaseConsumer = config.create()?;
+        assign(&consumer, &[(&topic, 0, Offset::Beginning)])?;
+        let read = consume_n(&consumer, 10, Duration::from_secs(20))?;
+        ensure!(read.len() == 10, "read {} of 10 over SASL_SSL", read.len());
+
+        let mut config = producer_config(&secure);
+        login(&mut config, "wrong");
+        let refused: FutureProducer = config.create()?;
+        let outcome = produce_all(&refused, &topic, &records[..1]);
+        ensure!(outcome.is_err(), "a wrong password produced: {outcome:?}");
+        Ok(())
+    });
 }
