@@ -49,6 +49,8 @@ pub enum Command {
     User(crate::cli::UserArgs),
     /// Grants, revokes and lists ACL bindings of a stopped broker's data dir (offline).
     Acl(crate::cli::AclArgs),
+    /// Makes the certificates of a mesh of regions (an authority, one per region) offline.
+    Certs(crate::cli::CertsArgs),
 }
 
 /// Format of log lines on stderr.

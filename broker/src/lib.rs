@@ -74,6 +74,7 @@ pub fn main() -> ExitCode {
         Some(Command::Meta(args)) => return cli::run_meta(args),
         Some(Command::User(args)) => return cli::run_user(args),
         Some(Command::Acl(args)) => return cli::run_acl(args),
+        Some(Command::Certs(args)) => return cli::run_certs(args),
         None => cli.serve,
     };
     init_logging(options.log_format);

@@ -947,82 +947,263 @@ fn running(pid: u32) -> bool {
     }
 }
 
-#[test]
-fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -> Result<()> {
-    let binary = broker_binary()?;
-    let dir = tempfile::Builder::new()
-        .prefix("causeway-run-local-")
-        .tempdir()?;
-    let script = repo_root().join("docker/run-local.sh");
-    let mut ports = BTreeMap::new();
-    for region in ["EU", "US", "AP"] {
-        ports.insert(format!("CAUSEWAY_{region}_KAFKA_PORT"), free_port()?);
-        ports.insert(format!("CAUSEWAY_{region}_HTTP_PORT"), free_port()?);
-    }
-    let regions = LocalRegions {
-        dir: dir.path().to_path_buf(),
-    };
+/// Runs `docker/run-local.sh ARGS` with `envs` (and the test's binary); its standard output,
+/// or an error with both outputs.
+fn run_local(args: &[&str], envs: &BTreeMap<String, String>) -> Result<String> {
     let output = Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .arg(dir.path())
-        .env("CAUSEWAY_BIN", &binary)
-        .envs(ports.iter().map(|(k, v)| (k, v.to_string())))
+        .arg(repo_root().join("docker/run-local.sh"))
+        .args(args)
+        .env("CAUSEWAY_BIN", broker_binary()?)
+        .env_remove("CAUSEWAY_REPLICATION_SECRET")
+        .env_remove("CAUSEWAY_LOCAL_SECURITY")
+        .env_remove("CAUSEWAY_ADMIN_PASSWORD")
+        .envs(envs)
         .stdin(Stdio::null())
         .output()
-        .context("running docker/run-local.sh start")?;
+        .with_context(|| format!("running docker/run-local.sh {args:?}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         bail!(
-            "run-local.sh start failed ({}):\n{stdout}\n{}",
+            "run-local.sh {args:?} failed ({}):\n{stdout}\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    Ok(stdout)
+}
+
+/// Free ports for run-local.sh's regions: `CAUSEWAY_{EU,US,AP}_{KAFKA,HTTP,LOCAL}_PORT`.
+fn run_local_ports() -> Result<BTreeMap<String, String>> {
+    let mut ports = BTreeMap::new();
+    for region in ["EU", "US", "AP"] {
+        for kind in ["KAFKA", "HTTP", "LOCAL"] {
+            ports.insert(
+                format!("CAUSEWAY_{region}_{kind}_PORT"),
+                free_port()?.to_string(),
+            );
+        }
+    }
+    Ok(ports)
+}
+
+/// `127.0.0.1:PORT` of a region's (`EU`, `US`, `AP`) `KAFKA`, `HTTP` or `LOCAL` port.
+fn local_addr(ports: &BTreeMap<String, String>, region: &str, kind: &str) -> String {
+    let port = ports
+        .get(&format!("CAUSEWAY_{region}_{kind}_PORT"))
+        .map_or("0", String::as_str);
+    format!("127.0.0.1:{port}")
+}
+
+fn socket(addr: &str) -> Result<std::net::SocketAddr> {
+    addr.parse().with_context(|| format!("address {addr}"))
+}
+
+/// Fails if `needle` is on the command line of any of `pids`.
+fn not_on_a_command_line(pids: &[u32], needle: &str, what: &str) -> Result<()> {
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            bail!("the {what} is on the command line of pid {pid}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn mode_of(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("{}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777)
+}
+
+/// kcat over SASL_SSL with SCRAM-SHA-512 as `admin`, trusting run-local.sh's authority.
+fn kcat_scram(
+    dir: &Path,
+    bootstrap: &str,
+    password: &str,
+    args: &[&str],
+    stdin: &[u8],
+) -> Result<causeway_integration_tests::KcatOutput> {
+    let ca = format!("ssl.ca.location={}", dir.join("certs/ca.pem").display());
+    let password = format!("sasl.password={password}");
+    let mut all = vec![
+        "-b",
+        bootstrap,
+        "-X",
+        "security.protocol=SASL_SSL",
+        "-X",
+        &ca,
+        "-X",
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "-X",
+        "sasl.username=admin",
+        "-X",
+        &password,
+        "-m",
+        "10",
+    ];
+    all.extend_from_slice(args);
+    causeway_integration_tests::kcat(&all, stdin, Duration::from_secs(30))
+}
+
+/// The default topology: SASL_SSL for clients (kcat logs in with SCRAM-SHA-512 as the admin
+/// user made at the first start), mutual TLS between regions with certificates from
+/// `causeway certs init`, a plaintext listener on loopback for the admin CLI; regions
+/// stop and restart alone and catch up.
+#[test]
+fn run_local_script_starts_three_secured_regions_that_answer_readyz_and_stop_cleanly() -> Result<()>
+{
+    let dir = tempfile::Builder::new()
+        .prefix("causeway-run-local-")
+        .tempdir()?;
+    let dir_arg = dir.path().to_str().context("a UTF-8 temporary dir")?;
+    let ports = run_local_ports()?;
+    let regions = LocalRegions {
+        dir: dir.path().to_path_buf(),
+    };
+    let stdout = run_local(&["start", dir_arg], &ports)?;
     expect_contains(
         &stdout,
         "run-local.sh stop",
         "the start message (how to stop)",
     )?;
+    expect_contains(&stdout, "(sasl_ssl)", "the start message (the security)")?;
+    expect_contains(&stdout, "sasl.mechanisms=SCRAM-SHA-512", "how to connect")?;
     ensure_eq!(regions.pids().len(), 3, "pid files");
+    ensure_eq!(
+        std::fs::read_to_string(dir.path().join("security"))?.trim(),
+        "sasl_ssl",
+        "DIR/security"
+    );
+    for file in [
+        "ca.pem", "ca.key", "eu.pem", "eu.key", "us.pem", "us.key", "ap.pem", "ap.key",
+    ] {
+        ensure_eq!(
+            dir.path().join("certs").join(file).is_file(),
+            true,
+            "certs/{file}"
+        );
+    }
+    ensure_eq!(
+        dir.path().join("secret").exists(),
+        false,
+        "no replication secret"
+    );
+    let password = std::fs::read_to_string(dir.path().join("admin-password"))?
+        .trim()
+        .to_string();
+    ensure_eq!(
+        password.len() >= 16,
+        true,
+        "a real password in DIR/admin-password"
+    );
+    #[cfg(unix)]
+    for file in [
+        "admin-password",
+        "client.properties",
+        "certs/eu.key",
+        "certs/ca.key",
+    ] {
+        ensure_eq!(mode_of(&dir.path().join(file))?, 0o600, "mode of {file}");
+    }
+    expect_contains(
+        &std::fs::read_to_string(dir.path().join("client.properties"))?,
+        &format!("sasl.password={password}"),
+        "client.properties",
+    )?;
+
     let mut targets = Vec::new();
     for region in ["EU", "US", "AP"] {
-        let http = ports[&format!("CAUSEWAY_{region}_HTTP_PORT")];
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+        let http = local_addr(&ports, region, "HTTP");
         let ready = wait_until(Duration::from_secs(60), || {
-            matches!(http_get(addr, "/readyz"), Ok((200, _)))
+            socket(&http).is_ok_and(|addr| matches!(http_get(addr, "/readyz"), Ok((200, _))))
         });
         if !ready {
             bail!("region {region} (HTTP {http}) did not answer /readyz with 200");
         }
-        targets.push(format!("127.0.0.1:{http}"));
-        let kafka = ports[&format!("CAUSEWAY_{region}_KAFKA_PORT")];
+        targets.push(http);
+        // The loopback plaintext listener (the admin CLI's) serves clients without credentials.
         let topic = topic_name("three-regions");
-        let bootstrap = format!("127.0.0.1:{kafka}");
+        let bootstrap = local_addr(&ports, region, "LOCAL");
         let producer: FutureProducer =
             causeway_integration_tests::producer_config(&bootstrap).create()?;
         produce_values(&producer, &topic, 0, &[region])?;
         let read = read_partition(&bootstrap, &topic, 0, Offset::Beginning, 1)?;
         ensure_eq!(payload_str(&read[0]), region.to_string());
     }
-    // The regions replicate: a record produced in eu is read in us and ap.
+
+    // kcat logs in with SCRAM-SHA-512 over TLS in eu; the record reaches us (read there the
+    // same way) and ap (read on its plaintext listener), replicated over mutual TLS.
     let shared = topic_name("replicated");
-    let bootstrap = |region: &str| {
-        format!(
-            "127.0.0.1:{}",
-            ports[&format!("CAUSEWAY_{region}_KAFKA_PORT")]
+    let produced = kcat_scram(
+        dir.path(),
+        &local_addr(&ports, "EU", "KAFKA"),
+        &password,
+        &["-P", "-t", &shared, "-p", "0"],
+        b"from-eu\n",
+    )?;
+    ensure_eq!(
+        produced.status.success(),
+        true,
+        "kcat -P over SASL_SSL in eu: {}",
+        produced.stderr
+    );
+    let refused = kcat_scram(
+        dir.path(),
+        &local_addr(&ports, "EU", "KAFKA"),
+        "not-the-password",
+        &["-L", "-t", &shared],
+        b"",
+    )?;
+    ensure_eq!(
+        refused.status.success(),
+        false,
+        "kcat with a wrong password: {}",
+        refused.stdout
+    );
+    let in_us = wait_until(Duration::from_secs(30), || {
+        kcat_scram(
+            dir.path(),
+            &local_addr(&ports, "US", "KAFKA"),
+            &password,
+            &[
+                "-C",
+                "-t",
+                &shared,
+                "-p",
+                "0",
+                "-o",
+                "beginning",
+                "-e",
+                "-c",
+                "1",
+            ],
+            b"",
         )
-    };
-    let producer: FutureProducer =
-        causeway_integration_tests::producer_config(&bootstrap("EU")).create()?;
-    produce_values(&producer, &shared, 0, &["from-eu"])?;
-    for region in ["US", "AP"] {
-        let replicated = wait_until(Duration::from_secs(30), || {
-            read_partition(&bootstrap(region), &shared, 0, Offset::Beginning, 1)
-                .is_ok_and(|read| read.first().is_some_and(|m| payload_str(m) == "from-eu"))
-        });
-        if !replicated {
-            bail!("the record produced in eu never reached {region}");
+        .is_ok_and(|out| out.status.success() && out.stdout.trim() == "from-eu")
+    });
+    if !in_us {
+        bail!("the record produced with kcat in eu never reached us (read with kcat)");
+    }
+    let bootstrap = |region: &str| local_addr(&ports, region, "LOCAL");
+    let in_ap = wait_until(Duration::from_secs(30), || {
+        read_partition(&bootstrap("AP"), &shared, 0, Offset::Beginning, 1)
+            .is_ok_and(|read| read.first().is_some_and(|m| payload_str(m) == "from-eu"))
+    });
+    if !in_ap {
+        bail!("the record produced with kcat in eu never reached ap");
+    }
+    // No secret: the links are TLS, every region took its peers' handshakes.
+    for region in ["EU", "US", "AP"] {
+        let (code, body) = http_get(socket(&local_addr(&ports, region, "HTTP"))?, "/metrics")?;
+        ensure_eq!(code, 200, "/metrics of {region}");
+        let handshakes =
+            parse_metrics(&body)?.value("causeway_tls_handshakes_total", &[("result", "ok")]);
+        if handshakes < 2.0 {
+            bail!("{region} counted {handshakes} TLS handshakes; its two peers dial it over TLS");
         }
     }
     let scrape_config = std::fs::read_to_string(dir.path().join("prometheus.yml"))
@@ -1030,81 +1211,59 @@ fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -
     for target in &targets {
         expect_contains(&scrape_config, target, "the scrape config")?;
     }
-
-    // The secret reaches the brokers through their environment, never their command lines.
-    let secret = std::fs::read_to_string(dir.path().join("secret"))?
-        .trim()
-        .to_string();
-    ensure_eq!(secret.len() >= 16, true, "a real secret in DIR/secret");
-    let secret_on_a_command_line = |pids: &[u32]| -> Result<()> {
-        for pid in pids {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-            if String::from_utf8_lossy(&cmdline).contains(&secret) {
-                bail!("the secret is on the command line of pid {pid}");
-            }
-        }
-        Ok(())
-    };
-    secret_on_a_command_line(&regions.pids())?;
+    not_on_a_command_line(&regions.pids(), &password, "admin password")?;
 
     // One region at a time, without repeating the ports: they are remembered in DIR/ports.env.
-    let run = |args: &[&str]| -> Result<String> {
-        let output = Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .env("CAUSEWAY_BIN", &binary)
-            .env_remove("CAUSEWAY_REPLICATION_SECRET")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running docker/run-local.sh {args:?}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            bail!(
-                "run-local.sh {args:?} failed ({}):\n{stdout}\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(stdout)
+    let none = BTreeMap::new();
+    let http_addr = |region: &str| socket(&local_addr(&ports, region, "HTTP"));
+    let ready = |region: &str| {
+        http_addr(region).is_ok_and(|addr| matches!(http_get(addr, "/readyz"), Ok((200, _))))
     };
-    let dir_arg = dir.path().to_str().context("a UTF-8 temporary dir")?;
-    let http_addr = |region: &str| {
-        std::net::SocketAddr::from((
-            [127, 0, 0, 1],
-            ports[&format!("CAUSEWAY_{region}_HTTP_PORT")],
-        ))
-    };
-    let ready = |region: &str| matches!(http_get(http_addr(region), "/readyz"), Ok((200, _)));
     let clock = |region: &str, origin: &str| -> Option<u64> {
-        let (code, body) = http_get(http_addr(region), "/v1/regions").ok()?;
+        let (code, body) = http_get(http_addr(region).ok()?, "/v1/regions").ok()?;
         let status: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
         status["clock"][origin].as_u64()
     };
-    let status = run(&["status", dir_arg])?;
+    let status = run_local(&["status", dir_arg], &none)?;
     for region in ["EU", "US", "AP"] {
-        let kafka = ports[&format!("CAUSEWAY_{region}_KAFKA_PORT")];
         expect_contains(
             &status,
             &format!("{}: running", region.to_lowercase()),
             "status",
         )?;
-        expect_contains(&status, &format!("127.0.0.1:{kafka}"), "status (ports)")?;
+        expect_contains(
+            &status,
+            &local_addr(&ports, region, "KAFKA"),
+            "status (ports)",
+        )?;
+        expect_contains(
+            &status,
+            &format!("local {}", local_addr(&ports, region, "LOCAL")),
+            "status (the plaintext listener)",
+        )?;
     }
 
     let us_pid = std::fs::read_to_string(dir.path().join("us.pid"))?
         .trim()
         .parse::<u32>()?;
-    run(&["stop", dir_arg, "us"])?;
+    let stopped = run_local(&["stop", dir_arg, "us"], &none)?;
+    expect_contains(&stopped, "stopped us", "stop of us")?;
     ensure_eq!(running(us_pid), false, "us stopped alone");
     ensure_eq!(ready("EU") && ready("AP"), true, "eu and ap answer /readyz");
-    expect_contains(&run(&["status", dir_arg])?, "us: stopped", "status")?;
+    expect_contains(
+        &run_local(&["status", dir_arg], &none)?,
+        "us: stopped",
+        "status",
+    )?;
     // Written while us is away; us catches up once back.
+    let producer: FutureProducer =
+        causeway_integration_tests::producer_config(&bootstrap("EU")).create()?;
     produce_values(&producer, &shared, 0, &["while-us-away"])?;
     let eu_batches = wait_until(Duration::from_secs(10), || clock("EU", "eu").is_some())
         .then(|| clock("EU", "eu"))
         .flatten()
         .context("eu's own clock")?;
-    let restarted = run(&["restart", dir_arg, "us"])?;
+    let restarted = run_local(&["restart", dir_arg, "us"], &none)?;
     expect_contains(&restarted, "us  kafka", "restart of us")?;
     ensure_eq!(ready("US"), true, "us answers /readyz after its restart");
     let caught_up = wait_until(Duration::from_secs(30), || {
@@ -1129,27 +1288,14 @@ fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -
     let eu_pid = std::fs::read_to_string(dir.path().join("eu.pid"))?
         .trim()
         .parse::<u32>()?;
-    run(&["restart", dir_arg, "ap"])?;
+    run_local(&["restart", dir_arg, "ap"], &none)?;
     ensure_eq!(running(ap_pid), false, "the old ap exited");
     ensure_eq!(ready("AP") && ready("EU"), true, "ap back, eu still up");
     ensure_eq!(running(eu_pid), true, "eu was not restarted");
     ensure_eq!(regions.pids().len(), 3, "pid files");
-    secret_on_a_command_line(&regions.pids())?;
+    not_on_a_command_line(&regions.pids(), &password, "admin password")?;
 
-    let stop = Command::new("bash")
-        .arg(&script)
-        .arg("stop")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .context("running docker/run-local.sh stop")?;
-    if !stop.status.success() {
-        bail!(
-            "run-local.sh stop failed ({}): {}",
-            stop.status,
-            String::from_utf8_lossy(&stop.stderr)
-        );
-    }
+    run_local(&["stop", dir_arg], &none)?;
     let pids = regions.pids();
     let stopped = wait_until(Duration::from_secs(30), || {
         pids.iter().all(|pid| !running(*pid))
@@ -1161,6 +1307,63 @@ fn run_local_script_starts_three_regions_that_answer_readyz_and_stop_cleanly() -
         let log = std::fs::read_to_string(dir.path().join(format!("{region}.log")))
             .with_context(|| format!("no log for {region}"))?;
         expect_contains(&log, "shutdown complete", &format!("{region}'s log"))?;
+    }
+    Ok(())
+}
+
+/// `CAUSEWAY_LOCAL_SECURITY=plaintext`: the earlier topology, plaintext clients and a shared
+/// replication secret handed to the brokers in their environment.
+#[test]
+fn run_local_script_keeps_the_plaintext_topology_on_request() -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("causeway-run-local-plain-")
+        .tempdir()?;
+    let dir_arg = dir.path().to_str().context("a UTF-8 temporary dir")?;
+    let mut env = run_local_ports()?;
+    let ports = env.clone();
+    env.insert("CAUSEWAY_LOCAL_SECURITY".into(), "plaintext".into());
+    let regions = LocalRegions {
+        dir: dir.path().to_path_buf(),
+    };
+    let stdout = run_local(&["start", dir_arg], &env)?;
+    expect_contains(&stdout, "(plaintext)", "the start message (the security)")?;
+    ensure_eq!(regions.pids().len(), 3, "pid files");
+    ensure_eq!(dir.path().join("certs").exists(), false, "no certificates");
+    let secret = std::fs::read_to_string(dir.path().join("secret"))?
+        .trim()
+        .to_string();
+    ensure_eq!(secret.len() >= 16, true, "a real secret in DIR/secret");
+    #[cfg(unix)]
+    ensure_eq!(
+        mode_of(&dir.path().join("secret"))?,
+        0o600,
+        "mode of DIR/secret"
+    );
+    not_on_a_command_line(&regions.pids(), &secret, "secret")?;
+    let bootstrap = |region: &str| local_addr(&ports, region, "KAFKA");
+    let topic = topic_name("replicated-plain");
+    let producer: FutureProducer =
+        causeway_integration_tests::producer_config(&bootstrap("EU")).create()?;
+    produce_values(&producer, &topic, 0, &["from-eu"])?;
+    let replicated = wait_until(Duration::from_secs(30), || {
+        read_partition(&bootstrap("US"), &topic, 0, Offset::Beginning, 1)
+            .is_ok_and(|read| read.first().is_some_and(|m| payload_str(m) == "from-eu"))
+    });
+    if !replicated {
+        bail!("the record produced in eu never reached us");
+    }
+    // The choice is kept: a later start without the variable runs the same topology.
+    let status = run_local(&["status", dir_arg], &BTreeMap::new())?;
+    expect_contains(&status, "plaintext", "status")?;
+    expect_contains(&status, "eu: running", "status")?;
+    run_local(&["restart", dir_arg, "us"], &BTreeMap::new())?;
+    not_on_a_command_line(&regions.pids(), &secret, "secret")?;
+    run_local(&["stop", dir_arg], &BTreeMap::new())?;
+    let pids = regions.pids();
+    if !wait_until(Duration::from_secs(30), || {
+        pids.iter().all(|pid| !running(*pid))
+    }) {
+        bail!("regions still running after run-local.sh stop: {pids:?}");
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod acl;
 mod admin;
+mod certs;
 mod group;
 mod http_json;
 pub mod meta;
@@ -18,6 +19,7 @@ mod user;
 use std::process::ExitCode;
 
 pub use acl::AclCommand;
+pub use certs::CertsCommand;
 pub use group::GroupCommand;
 pub use meta::MetaCommand;
 pub use records::{ConsumeArgs, ProduceArgs};
@@ -129,6 +131,19 @@ pub struct AclArgs {
 /// Runs an ACL command (offline, on a data dir) and returns its exit code.
 pub fn run_acl(args: AclArgs) -> ExitCode {
     acl::run(args.command)
+}
+
+/// `causeway certs ...`
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+/// Runs a certs command (offline, on files) and returns its exit code.
+pub fn run_certs(args: CertsArgs) -> ExitCode {
+    certs::run(args.command)
 }
 
 /// A stopped broker's metadata and security state, opened while the data dir lock keeps any

@@ -331,6 +331,10 @@ pub(super) struct Exchange {
     client_first_bare: String,
     server_first: String,
     nonce: String,
+    /// The client's nonce followed by `nonce`: what librdkafka before 2.6.1 (Debian's kcat)
+    /// echoes in client-final (confluentinc/librdkafka#4895); accepted as well, since it holds
+    /// the whole server nonce and the proof covers the message as sent.
+    librdkafka_nonce: String,
     credential: ScramCredential,
 }
 
@@ -426,6 +430,7 @@ pub(super) fn client_first(
         None => (fake_credential(hash, mechanism, secret, &user)?, false),
     };
     let nonce = format!("{client_nonce}{server_nonce}");
+    let librdkafka_nonce = format!("{client_nonce}{nonce}");
     let server_first = format!(
         "r={nonce},s={},i={}",
         BASE64.encode(&credential.salt),
@@ -439,6 +444,7 @@ pub(super) fn client_first(
         client_first_bare: bare.to_string(),
         server_first: server_first.clone(),
         nonce,
+        librdkafka_nonce,
         credential,
     };
     Ok((exchange, server_first))
@@ -499,7 +505,7 @@ impl Exchange {
             .next()
             .and_then(|attribute| attribute.strip_prefix("r="))
             .ok_or("client-final without r=nonce")?;
-        if nonce != self.nonce {
+        if nonce != self.nonce && nonce != self.librdkafka_nonce {
             return Err(format!(
                 "client-final nonce is not the one of server-first (user {:?})",
                 self.user

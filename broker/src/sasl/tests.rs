@@ -93,6 +93,25 @@ fn client_final(
     server_first: &str,
 ) -> (String, String) {
     let nonce = attribute(server_first, "r");
+    client_final_echoing(
+        mechanism,
+        password,
+        gs2_header,
+        client_first_bare,
+        server_first,
+        nonce,
+    )
+}
+
+/// client-final for `server_first` echoing `nonce`, and the server-final it expects back.
+fn client_final_echoing(
+    mechanism: Mechanism,
+    password: &str,
+    gs2_header: &str,
+    client_first_bare: &str,
+    server_first: &str,
+    nonce: &str,
+) -> (String, String) {
     let salt = BASE64.decode(attribute(server_first, "s")).unwrap();
     let iterations: u32 = attribute(server_first, "i").parse().unwrap();
     let salted = hi(mechanism, password.as_bytes(), &salt, iterations);
@@ -292,6 +311,36 @@ fn client_final_must_echo_the_nonce_and_the_gs2_header() {
     let mut server = rfc_server();
     continued(server.step(RFC_CLIENT_FIRST.as_bytes(), &store));
     assert!(failed(server.step(wrong_binding.as_bytes(), &store)).contains("gs2"));
+}
+
+/// librdkafka before 2.6.1 (Debian's kcat) echoes its own nonce before the combined one
+/// (confluentinc/librdkafka#4895); that exact form is taken, a nonce with anything else around
+/// the combined one is not.
+#[test]
+fn the_nonce_of_old_librdkafka_is_accepted_and_nothing_looser() {
+    let store = pencil_store();
+    let client_nonce = "fyko+d2lbbFgONRv9qkxdawL";
+    let bare = format!("n=user,r={client_nonce}");
+    for (prefix, accepted) in [(client_nonce, true), ("x", false), ("", true)] {
+        let mut server = Authenticator::new(Mechanism::ScramSha512);
+        let server_first = continued(server.step(format!("n,,{bare}").as_bytes(), &store));
+        let echoed = format!("{prefix}{}", attribute(&server_first, "r"));
+        // The proof covers client-final as sent, echoed nonce included.
+        let (final_message, _) = client_final_echoing(
+            Mechanism::ScramSha512,
+            "pencil",
+            "n,,",
+            &bare,
+            &server_first,
+            &echoed,
+        );
+        let step = server.step(final_message.as_bytes(), &store);
+        assert_eq!(
+            matches!(step, Step::Done { .. }),
+            accepted,
+            "prefix {prefix:?}: {step:?}"
+        );
+    }
 }
 
 #[test]
