@@ -117,7 +117,7 @@ fn clients_authenticate_with_scram_and_plain_and_nothing_is_served_before() {
         );
 
         // kcat lists the topic as bob over PLAIN (checked against his SCRAM-SHA-512 credential;
-        // Debian's kcat offers no SCRAM).
+        // kcat's SCRAM is covered over SASL_SSL in operations.rs, run-local).
         let kcat = kcat_command()
             .args(["-b", &broker.bootstrap(), "-L", "-t", &topic, "-m", "10"])
             .args(["-X", "security.protocol=SASL_PLAINTEXT"])
