@@ -109,7 +109,13 @@ pub async fn serve(
         };
         return serve_frames(reader, writer, connection, broker, shutdown, admission).await;
     };
-    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    // rustls reads the socket 4 KiB at a time; a buffer under it turns sixteen reads (and
+    // wakeups) into one for large produce requests (`docs/benchmarks.md`, TLS).
+    let buffered_socket = tokio::io::BufReader::with_capacity(READ_CHUNK_BYTES, stream);
+    let handshake = tokio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT,
+        tls.acceptor().accept(buffered_socket),
+    );
     let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
