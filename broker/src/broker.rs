@@ -14,7 +14,7 @@ use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
 use crate::replication::Replication;
-use crate::security_state::{SecurityStore, ACL_KEY_PREFIX, SCRAM_KEY_PREFIX};
+use crate::security_state::{SecurityStore, ACL_KEY_PREFIX, QUOTA_KEY_PREFIX, SCRAM_KEY_PREFIX};
 use crate::topics::{PartitionLimits, Topics};
 use crate::transactions::TransactionCoordinator;
 use crate::users::Users;
@@ -52,7 +52,9 @@ pub struct Broker {
     pub(crate) acls: Acls,
     /// How HTTP requests authenticate (`--http-auth`, the bearer tokens).
     pub(crate) http_auth: crate::http_auth::HttpAuth,
-    /// The replicated security state `users` and `acls` are views of.
+    /// Client quotas (a view of the security state) and the sensors measuring clients.
+    pub(crate) quotas: crate::quota::Quotas,
+    /// The replicated security state `users`, `acls` and `quotas` are views of.
     pub(crate) security: SecurityStore,
     /// TLS for listeners and links to peers, when a certificate is configured.
     pub(crate) tls: Option<std::sync::Arc<crate::tls::Tls>>,
@@ -125,6 +127,7 @@ impl Broker {
             &options.super_users,
             options.allow_everyone_if_no_acl_found,
         )?;
+        let quotas = crate::quota::Quotas::load(&security);
         let tables = TableStore::open(&options.data_dir.join("tables"))?;
         let groups = GroupCoordinator::open(
             &options.data_dir.join("groups"),
@@ -144,6 +147,7 @@ impl Broker {
             started_ms: now_ms(),
             users,
             acls,
+            quotas,
             http_auth,
             security,
             tls,
@@ -179,12 +183,14 @@ impl Broker {
                 self.users.apply(rest, value.as_deref());
             } else if let Some(rest) = key.strip_prefix(ACL_KEY_PREFIX) {
                 self.acls.apply(rest, value.is_some());
+            } else if let Some(rest) = key.strip_prefix(QUOTA_KEY_PREFIX) {
+                self.quotas.apply(rest, value.as_deref());
             }
         }
         if !security_changes.is_empty() {
             tracing::info!(
                 changes = security_changes.len(),
-                "merged a peer's users and ACL bindings"
+                "merged a peer's users, ACL bindings and quotas"
             );
         }
         changed += security_changes.len();

@@ -199,7 +199,9 @@ async fn serve_frames<R, W>(
                     metrics::connection_refused("connection_limit");
                     return;
                 }
-                let outcome = process(&broker, body, &mut client, &mut sasl).await;
+                let mut throttle_ms = 0;
+                let outcome =
+                    process(&broker, body, &mut client, &mut sasl, &mut throttle_ms).await;
                 held.release_to(budgeted(buffered.len()));
                 if !send(&mut writer, &peer, outcome).await {
                     return;
@@ -208,11 +210,20 @@ async fn serve_frames<R, W>(
                     check_frame(&buffered, frame_bytes_max),
                     Ok(FrameCheck::Complete { .. })
                 );
-                if !another_is_buffered && writer.flush().await.is_err() {
+                if (throttle_ms > 0 || !another_is_buffered) && writer.flush().await.is_err() {
                     return;
                 }
                 if *shutdown.borrow() {
                     return;
+                }
+                if throttle_ms > 0 {
+                    // KIP-219: the client was over its quota; read nothing more from it until
+                    // the throttle time it was told has passed.
+                    let muted = tokio::time::sleep(Duration::from_millis(throttle_ms));
+                    tokio::select! {
+                        () = muted => {}
+                        _ = shutdown.changed() => return,
+                    }
                 }
             }
             Ok(FrameCheck::Incomplete { needed }) => {
@@ -362,6 +373,7 @@ async fn process(
     body: Bytes,
     client: &mut handlers::ClientContext,
     sasl: &mut SaslSession,
+    throttle_ms: &mut u64,
 ) -> Outcome {
     let started = Instant::now();
     if let Some(pull) = replication_pull(&body) {
@@ -385,30 +397,46 @@ async fn process(
     let api_key = request.api_key;
     let version = request.version;
     let correlation_id = request.header.correlation_id;
+    let client_id = request.header.client_id.clone();
+    let produced = handlers::quotas::produced_bytes(&request.body);
     if !sasl.admits(api_key, Instant::now()) {
         metrics::connection_refused("unauthenticated");
         return Outcome::Close(format!("{api_key:?} before SASL authentication"));
     }
-    let (reply, close) = match request.body {
-        RequestKind::SaslHandshake(r) => {
-            let answer = sasl.handshake(broker, &r);
-            (
-                Ok(Some(ResponseKind::SaslHandshake(answer.response))),
-                answer.close,
-            )
-        }
-        RequestKind::SaslAuthenticate(r) => {
-            let answer = sasl.authenticate(broker, r, version).await;
-            if let Some(user) = sasl.principal() {
-                client.principal = format!("User:{user}");
+    let ((mut reply, close), busy) = crate::quota::busy_time(async {
+        match request.body {
+            RequestKind::SaslHandshake(r) => {
+                let answer = sasl.handshake(broker, &r);
+                (
+                    Ok(Some(ResponseKind::SaslHandshake(answer.response))),
+                    answer.close,
+                )
             }
-            (
-                Ok(Some(ResponseKind::SaslAuthenticate(answer.response))),
-                answer.close,
-            )
+            RequestKind::SaslAuthenticate(r) => {
+                let answer = sasl.authenticate(broker, r, version).await;
+                if let Some(user) = sasl.principal() {
+                    client.principal = format!("User:{user}");
+                }
+                (
+                    Ok(Some(ResponseKind::SaslAuthenticate(answer.response))),
+                    answer.close,
+                )
+            }
+            _ => (handlers::handle(broker, request, client).await, None),
         }
-        _ => (handlers::handle(broker, request, client).await, None),
-    };
+    })
+    .await;
+    if let Ok(response) = &mut reply {
+        *throttle_ms = handlers::quotas::enforce(
+            broker,
+            &client.principal,
+            client_id.as_ref().map_or("", |id| id.as_str()),
+            api_key,
+            produced,
+            response.as_mut(),
+            busy,
+        );
+    }
     metrics::request_handled(api_key, version, started.elapsed());
     match (reply, close) {
         (Ok(Some(body)), None) => respond(correlation_id, api_key, version, &body),

@@ -15,7 +15,8 @@
 //! - [`scrub`]: reading closed segments in the background to find damage before readers do;
 //! - [`blocking`]: one bounded lane per kind of blocking work;
 //! - [`tables`]: compacted topics materialized as CRDT rows, served over HTTP;
-//! - [`transactions`]: the transaction coordinator.
+//! - [`transactions`]: the transaction coordinator;
+//! - [`quota`]: client quotas and the sensors measuring clients against them.
 
 pub mod acl;
 pub mod background;
@@ -37,6 +38,7 @@ pub mod open_files;
 pub mod partition_handle;
 pub mod positions;
 pub mod producer_ids;
+pub mod quota;
 pub mod replication;
 pub mod sasl;
 pub mod scrub;

@@ -375,6 +375,13 @@ impl Default for LogLimiter {
     }
 }
 
+/// Counts responses throttled by a client quota and the throttle time they carried, by the
+/// quota exceeded (`produce`, `fetch`, `request`).
+pub fn quota_throttled(kind: &'static str, throttle_ms: u64) {
+    counter!("causeway_quota_throttled_responses_total", "kind" => kind).increment(1);
+    counter!("causeway_quota_throttle_time_ms_total", "kind" => kind).increment(throttle_ms);
+}
+
 /// Counts requests (or parts of them) refused by the ACLs, by what was asked of which kind of
 /// resource: an operator sees a client misconfigured or probing.
 pub fn authorization_denied(resource_type: &'static str, operation: &'static str) {

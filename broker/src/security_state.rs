@@ -23,6 +23,9 @@ pub const SCRAM_KEY_PREFIX: &str = "scram/";
 /// Key prefix of an ACL binding (`acl/<binding>`).
 pub const ACL_KEY_PREFIX: &str = "acl/";
 
+/// Key prefix of a client quota value (`quota/<entity>/<key>`, [`crate::quota`]).
+pub const QUOTA_KEY_PREFIX: &str = "quota/";
+
 /// The replicated security state and the clock that stamps this region's changes to it.
 pub struct SecurityStore {
     inner: Mutex<Inner>,

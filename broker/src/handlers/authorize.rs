@@ -578,6 +578,38 @@ pub(super) fn gate(caller: &Caller, broker: &Broker, request: RequestKind) -> Ga
                 DescribeUserScramCredentialsResponse::default().with_error_code(CLUSTER_DENIED.code()),
             ),
         ),
+        R::DescribeClientQuotas(_) if !caller.may_cluster(Operation::DescribeConfigs) => answer(
+            ResponseKind::DescribeClientQuotas(
+                kafka_protocol::messages::DescribeClientQuotasResponse::default()
+                    .with_error_code(CLUSTER_DENIED.code())
+                    .with_error_message(Some(str_bytes("DescribeConfigs on the cluster is needed"))),
+            ),
+        ),
+        R::AlterClientQuotas(r) if !caller.may_cluster(Operation::AlterConfigs) => answer(
+            ResponseKind::AlterClientQuotas(
+                kafka_protocol::messages::AlterClientQuotasResponse::default().with_entries(
+                    r.entries
+                        .iter()
+                        .map(|entry| {
+                            use kafka_protocol::messages::alter_client_quotas_response as a;
+                            a::EntryData::default()
+                                .with_error_code(CLUSTER_DENIED.code())
+                                .with_entity(
+                                    entry
+                                        .entity
+                                        .iter()
+                                        .map(|e| {
+                                            a::EntityData::default()
+                                                .with_entity_type(e.entity_type.clone())
+                                                .with_entity_name(e.entity_name.clone())
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+            ),
+        ),
         R::DescribeLogDirs(_) if !caller.may_cluster(Operation::Describe) => answer(
             ResponseKind::DescribeLogDirs(
                 DescribeLogDirsResponse::default().with_error_code(CLUSTER_DENIED.code()),

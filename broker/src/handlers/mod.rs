@@ -30,6 +30,7 @@ mod offsets;
 mod placement;
 mod produce;
 mod producers;
+pub mod quotas;
 mod recompress;
 mod record_checks;
 pub(crate) mod records;
@@ -198,6 +199,12 @@ async fn serve(
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(broker, r).await),
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(broker, r)),
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(broker, r).await),
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(quotas::describe(broker, r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(quotas::alter(broker, r).await)
+        }
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(transactions::describe(broker, r))
         }
