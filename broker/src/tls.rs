@@ -122,12 +122,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn build_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     let chain = read_certificates(&files.certificate)?;
-    let key = PrivateKeyDer::from_pem_file(&files.private_key).with_context(|| {
-        format!(
-            "reading a PEM private key from {}",
-            files.private_key.display()
-        )
-    })?;
+    let key = read_private_key(&files.private_key)?;
     if let Some(expiry) = chain.first().and_then(not_after) {
         crate::metrics::tls_certificate_expiry(expiry);
     }
@@ -168,25 +163,36 @@ fn build_link_config(files: &TlsFiles) -> anyhow::Result<ClientConfig> {
     let Some(ca_file) = &files.client_ca else {
         bail!("--replication-tls needs --ssl-client-ca-file (the regions' authority)");
     };
+    client_config(ca_file, Some((&files.certificate, &files.private_key)))
+}
+
+/// A TLS client trusting the authorities in `ca_file` and presenting `certificate` (a PEM
+/// chain and its key) when given: links to peers, and the admin commands.
+pub fn client_config(
+    ca_file: &Path,
+    certificate: Option<(&Path, &Path)>,
+) -> anyhow::Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(ca_file)? {
+    for authority in read_certificates(ca_file)? {
         roots
-            .add(certificate)
+            .add(authority)
             .with_context(|| format!("a CA certificate in {}", ca_file.display()))?;
     }
-    let chain = read_certificates(&files.certificate)?;
-    let key = PrivateKeyDer::from_pem_file(&files.private_key).with_context(|| {
-        format!(
-            "reading a PEM private key from {}",
-            files.private_key.display()
-        )
-    })?;
-    ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .context("this region's certificate and key as a client certificate")
+        .with_root_certificates(roots);
+    match certificate {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain_file, key_file)) => builder
+            .with_client_auth_cert(read_certificates(chain_file)?, read_private_key(key_file)?)
+            .context("the certificate and key as a client certificate"),
+    }
+}
+
+fn read_private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("reading a PEM private key from {}", path.display()))
 }
 
 fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

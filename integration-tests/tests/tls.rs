@@ -496,3 +496,91 @@ fn librdkafka_round_trips_over_sasl_ssl_with_scram() {
         Ok(())
     });
 }
+
+/// Runs `causeway ARGS` with `password` in `CAUSEWAY_SASL_PASSWORD`; (success, stdout, stderr).
+fn causeway_cli(args: &[&str], password: &str) -> Result<(bool, String, String)> {
+    let output = Command::new(causeway_integration_tests::broker_binary()?)
+        .args(args)
+        .env("CAUSEWAY_SASL_PASSWORD", password)
+        .output()
+        .context("causeway")?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// The admin commands reach a SASL_SSL listener: `causeway topic create` and `list` log in with
+/// SCRAM-SHA-512 (checking the broker's signature) and with PLAIN, inside TLS checked against
+/// `--ssl-ca-file`; a wrong password is an authentication failure; an untrusted authority fails
+/// before any password is sent.
+#[test]
+fn admin_commands_log_in_over_sasl_ssl() {
+    let pki = pki().expect("certificates");
+    let port = free_port().expect("port");
+    let data = tempfile::TempDir::new().expect("dir");
+    let data_dir = data.path().join("data");
+    create_user(&data_dir, ("admin", "admin-pw-2026"), "SCRAM-SHA-512").expect("user");
+    let options = tls_broker(&pki, "CLIENTS", "sasl_ssl", port)
+        .data_dir(&data_dir)
+        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-512,PLAIN");
+    with_broker(options, |_broker| {
+        let secure = format!("127.0.0.1:{port}");
+        let ca = pki.ca.display().to_string();
+        let topic = topic_name("cli-tls");
+        let over_tls = |mechanism: &'static str| {
+            vec![
+                "--bootstrap".to_owned(),
+                secure.clone(),
+                "--security-protocol".to_owned(),
+                "sasl_ssl".to_owned(),
+                "--ssl-ca-file".to_owned(),
+                ca.clone(),
+                "--sasl-mechanism".to_owned(),
+                mechanism.to_owned(),
+                "--sasl-username".to_owned(),
+                "admin".to_owned(),
+            ]
+        };
+        let command = |words: &[&str], connection: &[String]| -> Vec<String> {
+            let mut all: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+            all.extend(connection.iter().cloned());
+            all
+        };
+        let create = command(
+            &["topic", "create", &topic, "-p", "2"],
+            &over_tls("SCRAM-SHA-512"),
+        );
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        let (ok, _, stderr) = causeway_cli(&create, "admin-pw-2026")?;
+        ensure!(ok, "topic create over SASL_SSL with SCRAM: {stderr}");
+        let list = command(&["topic", "list"], &over_tls("PLAIN"));
+        let list: Vec<&str> = list.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = causeway_cli(&list, "admin-pw-2026")?;
+        ensure!(
+            ok && stdout.contains(&topic),
+            "topic list with PLAIN: {stdout} {stderr}"
+        );
+        let (ok, _, stderr) = causeway_cli(&list, "wrong")?;
+        ensure!(
+            !ok && stderr.contains("authentication failed"),
+            "a wrong password: {stderr}"
+        );
+        let stranger = Authority::new("another CA")?;
+        let other_ca = stranger.write(&pki.dir.join("other-ca.pem"))?;
+        let mut untrusted = list.clone();
+        let position = untrusted
+            .iter()
+            .position(|a| *a == ca)
+            .context("the CA argument")?;
+        let other = other_ca.display().to_string();
+        untrusted[position] = &other;
+        let (ok, _, stderr) = causeway_cli(&untrusted, "admin-pw-2026")?;
+        ensure!(
+            !ok,
+            "a broker signed by an untrusted authority was used: {stderr}"
+        );
+        Ok(())
+    });
+}

@@ -95,9 +95,9 @@ pub struct ResetTarget {
     to_timestamp: Option<i64>,
 }
 
-/// Runs one group command against the broker at `bootstrap`.
-pub fn run(bootstrap: &str, command: GroupCommand) -> anyhow::Result<()> {
-    let mut broker = AdminConnection::connect(bootstrap)?;
+/// Runs one group command against the broker `target` names.
+pub fn run(target: &super::Target, command: GroupCommand) -> anyhow::Result<()> {
+    let mut broker = AdminConnection::connect(target)?;
     match command {
         GroupCommand::List { json } => {
             let groups = list(&mut broker)?;

@@ -40,6 +40,36 @@ pub struct Target {
         global = true
     )]
     pub bootstrap: String,
+    /// How to reach that listener: its security protocol (Kafka's `security.protocol`).
+    #[arg(
+        long,
+        env = "CAUSEWAY_SECURITY_PROTOCOL",
+        value_enum,
+        default_value = "plaintext",
+        global = true
+    )]
+    pub security_protocol: crate::config::SecurityProtocol,
+    /// PEM authorities the broker's certificate must chain to (SSL and SASL_SSL).
+    #[arg(long, env = "CAUSEWAY_SSL_CA_FILE", global = true)]
+    pub ssl_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate to present, for listeners that ask for one.
+    #[arg(long, env = "CAUSEWAY_CLIENT_CERTIFICATE_FILE", global = true)]
+    pub client_certificate_file: Option<std::path::PathBuf>,
+    /// PEM private key of `--client-certificate-file`.
+    #[arg(long, env = "CAUSEWAY_CLIENT_PRIVATE_KEY_FILE", global = true)]
+    pub client_private_key_file: Option<std::path::PathBuf>,
+    /// SASL mechanism (SASL_PLAINTEXT and SASL_SSL): SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.
+    #[arg(
+        long,
+        env = "CAUSEWAY_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        global = true
+    )]
+    pub sasl_mechanism: String,
+    /// SASL user; the password is read from `CAUSEWAY_SASL_PASSWORD`, never from the command
+    /// line, where every user of the machine could read it.
+    #[arg(long, env = "CAUSEWAY_SASL_USERNAME", global = true)]
+    pub sasl_username: Option<String>,
 }
 
 /// `causeway topic ...`
@@ -191,7 +221,7 @@ pub fn run_region(args: RegionArgs) -> ExitCode {
 
 /// Runs a topic command and turns its outcome into an exit code.
 pub fn run_topic(args: TopicArgs) -> ExitCode {
-    report(topic::run(&args.target.bootstrap, args.command))
+    report(topic::run(&args.target, args.command))
 }
 
 /// Runs `causeway produce` and turns its outcome into an exit code.
@@ -206,7 +236,7 @@ pub fn run_consume(args: ConsumeArgs) -> ExitCode {
 
 /// Runs a group command and turns its outcome into an exit code.
 pub fn run_group(args: GroupArgs) -> ExitCode {
-    report(group::run(&args.target.bootstrap, args.command))
+    report(group::run(&args.target, args.command))
 }
 
 fn report(outcome: anyhow::Result<()>) -> ExitCode {

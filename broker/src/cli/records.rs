@@ -70,7 +70,7 @@ pub struct ConsumeArgs {
 
 /// Runs `causeway produce`.
 pub fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
-    let mut broker = AdminConnection::connect(&args.target.bootstrap)?;
+    let mut broker = AdminConnection::connect(&args.target)?;
     let mut batch: Vec<(Option<Bytes>, Bytes)> = Vec::new();
     let mut batch_bytes = 0;
     let mut span = None;
@@ -146,7 +146,7 @@ fn send_batch(
 
 /// Runs `causeway consume`.
 pub fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
-    let mut broker = AdminConnection::connect(&args.target.bootstrap)?;
+    let mut broker = AdminConnection::connect(&args.target)?;
     let partitions = [args.partition];
     let mut next = match args.offset {
         Some(offset) => offset,

@@ -109,9 +109,9 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
-/// Runs one topic command against the broker at `bootstrap`.
-pub fn run(bootstrap: &str, command: TopicCommand) -> anyhow::Result<()> {
-    let mut broker = AdminConnection::connect(bootstrap)?;
+/// Runs one topic command against the broker `target` names.
+pub fn run(target: &super::Target, command: TopicCommand) -> anyhow::Result<()> {
+    let mut broker = AdminConnection::connect(target)?;
     match command {
         TopicCommand::Create {
             name,

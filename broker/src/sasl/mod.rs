@@ -17,6 +17,7 @@
 //! The reason in [`Step::Failed`] names users and what went wrong: it is for the broker's log,
 //! not for the client, which must only learn that authentication failed.
 
+pub mod client;
 pub mod plain;
 pub mod scram;
 

@@ -35,13 +35,13 @@ const SERVER_NONCE_BYTES: usize = 24;
 
 /// The hash a SCRAM mechanism runs on.
 #[derive(Clone, Copy)]
-enum Hash {
+pub(super) enum Hash {
     Sha256,
     Sha512,
 }
 
 impl Hash {
-    fn of(mechanism: Mechanism) -> Result<Hash, String> {
+    pub(super) fn of(mechanism: Mechanism) -> Result<Hash, String> {
         match mechanism {
             Mechanism::ScramSha256 => Ok(Hash::Sha256),
             Mechanism::ScramSha512 => Ok(Hash::Sha512),
@@ -57,7 +57,7 @@ impl Hash {
     }
 
     /// RFC 5802's H.
-    fn digest(self, data: &[u8]) -> Vec<u8> {
+    pub(super) fn digest(self, data: &[u8]) -> Vec<u8> {
         match self {
             Hash::Sha256 => Sha256::digest(data).to_vec(),
             Hash::Sha512 => Sha512::digest(data).to_vec(),
@@ -65,7 +65,7 @@ impl Hash {
     }
 
     /// RFC 5802's HMAC, over the concatenation of `parts`.
-    fn hmac(self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, String> {
+    pub(super) fn hmac(self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, String> {
         match self {
             Hash::Sha256 => mac::<Hmac<Sha256>>(key, parts),
             Hash::Sha512 => mac::<Hmac<Sha512>>(key, parts),
@@ -73,7 +73,7 @@ impl Hash {
     }
 
     /// RFC 5802's Hi, which is PBKDF2 with this hash's HMAC and one block of output.
-    fn hi(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    pub(super) fn hi(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         let mut out = vec![0u8; self.output_len()];
         match self {
             Hash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out),
@@ -296,7 +296,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn check_iterations(iterations: u32) -> Result<(), String> {
+pub(super) fn check_iterations(iterations: u32) -> Result<(), String> {
     if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
         return Err(format!(
             "{iterations} iterations, outside {MIN_ITERATIONS}..={MAX_ITERATIONS}"
