@@ -22,7 +22,8 @@ use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterClientQuotasResponse, ApiVersionsRequest,
-    DescribeClientQuotasRequest, DescribeClientQuotasResponse, ProduceRequest, TopicName,
+    DescribeClientQuotasRequest, DescribeClientQuotasResponse, MetadataRequest, ProduceRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -606,6 +607,46 @@ fn an_over_quota_connection_is_muted_for_the_throttle_time_it_was_told() {
             asked.elapsed() < throttle / 2,
             "another connection waited {:?}: only the throttled one is muted",
             asked.elapsed()
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_client_over_its_request_percentage_is_throttled_on_any_request() {
+    with_broker(BrokerOptions::new(), |broker| {
+        // A hundredth of a percent of a thread: a few Metadata requests exceed it.
+        set_quotas(
+            broker,
+            vec![entry(
+                &[(
+                    "client-id",
+                    Some(causeway_integration_tests::raw::CLIENT_ID),
+                )],
+                &[("request_percentage", Some(0.01))],
+            )],
+        )?;
+        let mut raw = broker.raw()?;
+        let mut throttled = None;
+        for _ in 0..200 {
+            let answer = raw.request(12, &MetadataRequest::default().with_topics(None))?;
+            if answer.throttle_time_ms > 0 {
+                throttled = Some(answer.throttle_time_ms);
+                break;
+            }
+        }
+        ensure!(
+            throttled.is_some(),
+            "200 Metadata requests never exceeded a request_percentage of 0.01"
+        );
+        let counted = causeway_integration_tests::regions::metric_sum(
+            broker,
+            "causeway_quota_throttled_responses_total",
+            "kind=\"request\"",
+        )?;
+        ensure!(
+            counted > 0.0,
+            "no response counted as throttled for request time"
         );
         Ok(())
     });

@@ -171,3 +171,57 @@ fn quota_sensors_are_bounded_and_idle_ones_evicted() {
     sensors.record(&key(0), 1.0, 1e9, 5 + MAX_THROTTLE_MS + SAMPLE_MS);
     assert_eq!(sensors.len(), 1, "idle sensors are swept");
 }
+
+#[test]
+fn quotas_survive_a_reload_and_follow_peer_changes() {
+    let dir = tempfile::TempDir::new().expect("dir");
+    let catalog = Catalog::open(dir.path()).expect("catalog");
+    let security = SecurityStore::load(&catalog, 1, 60_000).expect("load");
+    let quotas = Quotas::load(&security);
+    assert!(!quotas.any());
+    let greedy = entity(None, named("greedy"));
+    quotas
+        .alter(
+            &security,
+            &catalog,
+            &[
+                (greedy.clone(), QuotaKey::ProducerByteRate, Some(1024.0)),
+                (entity(D, None), QuotaKey::RequestPercentage, Some(50.0)),
+            ],
+        )
+        .expect("alter");
+    assert!(quotas.any());
+    let everything = Filter {
+        user: None,
+        client_id: None,
+        strict: false,
+    };
+    let reloaded = Quotas::load(&SecurityStore::load(&catalog, 1, 60_000).expect("reload"));
+    assert_eq!(reloaded.describe(&everything), quotas.describe(&everything));
+    // A peer's removal, as broker.rs hands it over (the key after `quota/`).
+    let key = state_key(&greedy, QuotaKey::ProducerByteRate);
+    reloaded.apply(key.strip_prefix(QUOTA_KEY_PREFIX).expect("prefix"), None);
+    assert_eq!(reloaded.describe(&everything).len(), 1);
+    // A client over its quota is throttled, one under none is not.
+    let throttles = quotas.record(
+        "User:ANONYMOUS",
+        "greedy",
+        Usage {
+            produced_bytes: 4096,
+            ..Usage::default()
+        },
+        1_000,
+    );
+    assert_eq!(throttles, vec![(QuotaKey::ProducerByteRate, 3_000)]);
+    assert!(quotas
+        .record(
+            "User:ANONYMOUS",
+            "polite",
+            Usage {
+                produced_bytes: 4096,
+                ..Usage::default()
+            },
+            1_000
+        )
+        .is_empty());
+}
