@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
 use causeway_protocol::request::{decode_request, RequestError};
-use causeway_protocol::response::{api_versions_body, encode_response};
+use causeway_protocol::response::api_versions_body;
+use causeway_protocol::spliced::encode_response_pieces;
 use causeway_replication::wire::{
     response_frame, split_peer_request, PeerHeader, PeerRequest, WireError,
 };
@@ -45,6 +46,8 @@ const PEER_RESERVE_FIRST_REQUEST: Duration = Duration::from_secs(5);
 enum Outcome {
     /// Send these bytes.
     Respond(Bytes),
+    /// Send these pieces in order (a Fetch response with its record sets by reference).
+    RespondPieces(Vec<Bytes>),
     /// Send nothing (Produce with acks=0).
     Silent,
     /// Close the connection for this reason.
@@ -282,6 +285,14 @@ async fn serve_frames<R, W>(
 async fn send<W: AsyncWriteExt + Unpin>(writer: &mut W, peer: &str, outcome: Outcome) -> bool {
     match outcome {
         Outcome::Respond(bytes) => writer.write_all(&bytes).await.is_ok(),
+        Outcome::RespondPieces(pieces) => {
+            for piece in pieces {
+                if writer.write_all(&piece).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
         Outcome::Silent => true,
         Outcome::RespondAndClose(bytes, reason) => {
             tracing::warn!(%peer, %reason, "closing connection");
@@ -390,7 +401,7 @@ async fn process(
             let reply = ResponseKind::ApiVersions(api_versions_body(
                 ResponseError::UnsupportedVersion.code(),
             ));
-            return respond(correlation_id, ApiKey::ApiVersions, 0, &reply);
+            return respond(correlation_id, ApiKey::ApiVersions, 0, reply);
         }
         Err(error) => return Outcome::Close(error.to_string()),
     };
@@ -439,9 +450,12 @@ async fn process(
     }
     metrics::request_handled(api_key, version, started.elapsed());
     match (reply, close) {
-        (Ok(Some(body)), None) => respond(correlation_id, api_key, version, &body),
-        (Ok(Some(body)), Some(reason)) => match respond(correlation_id, api_key, version, &body) {
+        (Ok(Some(body)), None) => respond(correlation_id, api_key, version, body),
+        (Ok(Some(body)), Some(reason)) => match respond(correlation_id, api_key, version, body) {
             Outcome::Respond(bytes) => Outcome::RespondAndClose(bytes, reason),
+            Outcome::RespondPieces(pieces) => {
+                Outcome::RespondAndClose(pieces.concat().into(), reason)
+            }
             other => other,
         },
         (Ok(None), _) => Outcome::Silent,
@@ -476,9 +490,13 @@ async fn serve_replication(
     }
 }
 
-fn respond(correlation_id: i32, api_key: ApiKey, version: i16, body: &ResponseKind) -> Outcome {
-    match encode_response(correlation_id, api_key, version, body) {
-        Ok(bytes) => Outcome::Respond(bytes),
+fn respond(correlation_id: i32, api_key: ApiKey, version: i16, body: ResponseKind) -> Outcome {
+    match encode_response_pieces(correlation_id, api_key, version, body) {
+        Ok(mut pieces) if pieces.len() == 1 => match pieces.pop() {
+            Some(bytes) => Outcome::Respond(bytes),
+            None => Outcome::Silent,
+        },
+        Ok(pieces) => Outcome::RespondPieces(pieces),
         Err(error) => {
             tracing::error!(%error, "response encoding failed");
             Outcome::Close(error.to_string())

@@ -6,7 +6,8 @@
 //!   what ApiVersions advertises and what requests are checked against.
 //! - [`request`] decodes a frame's header and body through the `kafka-protocol` crate, after the
 //!   API key and version were checked against [`versions`].
-//! - [`response`] encodes a response body with its header and length prefix.
+//! - [`response`] encodes a response body with its header and length prefix;
+//!   [`spliced`] does so for Fetch with the record sets left out of the copy, sent by reference.
 //! - [`records`] reads a record batch's records with decompression and every count bounded.
 //! - [`client`] is the other side: encode a request, read and decode its response, over any
 //!   byte stream (the CLI and tests bring the socket).
@@ -24,6 +25,7 @@ pub mod plain_batch;
 pub mod records;
 pub mod request;
 pub mod response;
+pub mod spliced;
 pub mod versions;
 
 pub use kafka_protocol;

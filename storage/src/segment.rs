@@ -97,9 +97,7 @@ impl PlannedRead {
 
     /// Copies the planned bytes and trims them to whole batches.
     pub(crate) fn run(self) -> Result<Bytes, StorageError> {
-        let mut buf = vec![0u8; self.len];
-        self.log
-            .read_exact_at(&mut buf, self.pos)
+        let mut buf = read_unzeroed_at(&self.log, self.pos, self.len)
             .ctx(|| format!("reading segment {} at {}", self.base, self.pos))?;
         let mut end = 0usize;
         while end + BATCH_HEADER_BYTES <= buf.len() {
@@ -794,4 +792,21 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StorageError::io(format!("removing {}", path.display()), e)),
     }
+}
+
+/// Reads `len` bytes at `pos` into a buffer that is not zeroed first: zeroing the megabyte a
+/// Fetch reads cost 7% of the broker's CPU when serving consumers (`docs/benchmarks.md`, "Fetch
+/// without the copy"). A file that ends before `len` bytes is an `UnexpectedEof`.
+fn read_unzeroed_at(file: &File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = pos + buf.len() as u64;
+        let read = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at)?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    // The allocator may have given more capacity than asked, and pread filled it.
+    buf.truncate(len);
+    Ok(buf)
 }
