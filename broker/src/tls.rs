@@ -132,13 +132,8 @@ fn build_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     let builder = match (files.client_auth, &files.client_ca) {
         (ClientAuth::None, _) => builder.with_no_client_auth(),
         (auth, Some(ca_file)) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in read_certificates(ca_file)? {
-                roots
-                    .add(certificate)
-                    .with_context(|| format!("a client CA certificate in {}", ca_file.display()))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let roots = Arc::new(read_authorities(ca_file)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
             let verifier = match auth {
                 ClientAuth::Requested => verifier.allow_unauthenticated(),
                 _ => verifier,
@@ -172,22 +167,27 @@ pub fn client_config(
     ca_file: &Path,
     certificate: Option<(&Path, &Path)>,
 ) -> anyhow::Result<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for authority in read_certificates(ca_file)? {
-        roots
-            .add(authority)
-            .with_context(|| format!("a CA certificate in {}", ca_file.display()))?;
-    }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
-        .with_root_certificates(roots);
+        .with_root_certificates(read_authorities(ca_file)?);
     match certificate {
         None => Ok(builder.with_no_client_auth()),
         Some((chain_file, key_file)) => builder
             .with_client_auth_cert(read_certificates(chain_file)?, read_private_key(key_file)?)
             .context("the certificate and key as a client certificate"),
     }
+}
+
+/// The authorities in the PEM file `ca_file`, as a trust store.
+fn read_authorities(ca_file: &Path) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for authority in read_certificates(ca_file)? {
+        roots
+            .add(authority)
+            .with_context(|| format!("a CA certificate in {}", ca_file.display()))?;
+    }
+    Ok(roots)
 }
 
 fn read_private_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {

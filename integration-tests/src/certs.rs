@@ -4,8 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+use crate::{kcat, KcatOutput};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
@@ -119,4 +122,26 @@ fn subject(parts: &[(DnType, &str)]) -> DistinguishedName {
         name.push(kind.clone(), *value);
     }
     name
+}
+
+/// kcat over SSL to `bootstrap`, trusting `ca`, presenting `client` if given, with `args` and
+/// `stdin`; fails only if kcat cannot run or overruns 30 s.
+pub fn kcat_ssl(
+    bootstrap: &str,
+    ca: &Path,
+    client: Option<&Issued>,
+    args: &[&str],
+    stdin: &[u8],
+) -> Result<KcatOutput> {
+    let ca = format!("ssl.ca.location={}", ca.display());
+    let mut all = vec!["-b", bootstrap, "-X", "security.protocol=SSL", "-X", &ca];
+    let certificate;
+    let key;
+    if let Some(client) = client {
+        certificate = format!("ssl.certificate.location={}", client.certificate.display());
+        key = format!("ssl.key.location={}", client.key.display());
+        all.extend(["-X", &certificate, "-X", &key]);
+    }
+    all.extend_from_slice(args);
+    kcat(&all, stdin, Duration::from_secs(30))
 }

@@ -559,22 +559,27 @@ fn a_quota_altered_in_one_region_is_described_in_the_other() {
     });
 }
 
+/// Sets quota `key` to `value` for the client id raw test connections send.
+fn limit_raw_client(broker: &BrokerProcess, key: &str, value: f64) -> Result<()> {
+    set_quotas(
+        broker,
+        vec![entry(
+            &[(
+                "client-id",
+                Some(causeway_integration_tests::raw::CLIENT_ID),
+            )],
+            &[(key, Some(value))],
+        )],
+    )
+}
+
 #[test]
 fn an_over_quota_connection_is_muted_for_the_throttle_time_it_was_told() {
     with_broker(BrokerOptions::new(), |broker| {
         let topic = topic_name("quota-mute");
         create_topic(broker, &topic, 1, &[])?;
         // The raw client's id, held to 10 KiB a second.
-        set_quotas(
-            broker,
-            vec![entry(
-                &[(
-                    "client-id",
-                    Some(causeway_integration_tests::raw::CLIENT_ID),
-                )],
-                &[("producer_byte_rate", Some(10_240.0))],
-            )],
-        )?;
+        limit_raw_client(broker, "producer_byte_rate", 10_240.0)?;
         let records: Vec<RawRecord> = (0..30).map(|_| RawRecord::value(vec![7u8; 1024])).collect();
         let batch = encode_batch(&records, causeway_integration_tests::now_ms());
         let produce = ProduceRequest::default()
@@ -616,16 +621,7 @@ fn an_over_quota_connection_is_muted_for_the_throttle_time_it_was_told() {
 fn a_client_over_its_request_percentage_is_throttled_on_any_request() {
     with_broker(BrokerOptions::new(), |broker| {
         // A hundredth of a percent of a thread: a few Metadata requests exceed it.
-        set_quotas(
-            broker,
-            vec![entry(
-                &[(
-                    "client-id",
-                    Some(causeway_integration_tests::raw::CLIENT_ID),
-                )],
-                &[("request_percentage", Some(0.01))],
-            )],
-        )?;
+        limit_raw_client(broker, "request_percentage", 0.01)?;
         let mut raw = broker.raw()?;
         let mut throttled = None;
         for _ in 0..200 {

@@ -8,16 +8,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use causeway_integration_tests::certs::{Authority, Issued};
-use causeway_integration_tests::regions::{with_mesh, MeshPlan};
-use causeway_integration_tests::{kcat, topic_name, wait_until, BrokerProcess, KcatOutput};
+use causeway_integration_tests::certs::{kcat_ssl, Authority, Issued};
+use causeway_integration_tests::regions::{with_mesh, Mesh, MeshPlan};
+use causeway_integration_tests::{topic_name, wait_until, BrokerProcess, KcatOutput};
 use causeway_testkit::mesh::metric;
 use rcgen::DnType;
 
 const NAMES: [&str; 2] = ["eu", "us"];
 const EU: usize = 0;
 const US: usize = 1;
-const KCAT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Region `region` serves TLS on its Kafka listener, requires client certificates from `ca`,
 /// presents `certificate` to clients and peers, and links to peers over mutual TLS.
@@ -34,36 +33,19 @@ fn mutual_tls(plan: MeshPlan, region: usize, ca: &Path, certificate: &Issued) ->
         .flag(region, "--replication-tls", "true")
 }
 
-/// kcat over SSL to `region`, presenting `client`.
+/// kcat over SSL to `region`, presenting `client`; a produce sends the record `across`.
 fn kcat_tls(
     region: &BrokerProcess,
     ca: &Path,
     client: &Issued,
     args: &[&str],
 ) -> Result<KcatOutput> {
-    let bootstrap = region.bootstrap();
-    let ca = format!("ssl.ca.location={}", ca.display());
-    let certificate = format!("ssl.certificate.location={}", client.certificate.display());
-    let key = format!("ssl.key.location={}", client.key.display());
-    let mut all = vec![
-        "-b",
-        &bootstrap,
-        "-X",
-        "security.protocol=SSL",
-        "-X",
-        &ca,
-        "-X",
-        &certificate,
-        "-X",
-        &key,
-    ];
-    all.extend_from_slice(args);
     let input: &[u8] = if args.contains(&"-P") {
         b"across\n"
     } else {
         b""
     };
-    kcat(&all, input, KCAT_TIMEOUT)
+    kcat_ssl(&region.bootstrap(), ca, Some(client), args, input)
 }
 
 /// Whether `region` holds the record `kcat_tls` produces, read over TLS.
@@ -108,14 +90,17 @@ fn pki() -> Result<Pki> {
     })
 }
 
-#[test]
-fn regions_replicate_over_mutual_tls() {
-    let pki = pki().expect("certificates");
+/// eu (with its own certificate) and us (presenting `us_certificate`) linked by mutual TLS;
+/// once a record is produced in eu over TLS, `body` gets the mesh and the record's topic.
+fn with_record_produced_in_eu(
+    pki: &Pki,
+    us_certificate: &Issued,
+    body: impl FnOnce(&mut Mesh, &str) -> Result<()>,
+) {
     let eu = pki.authority.region(pki.dir.path(), "eu").expect("eu");
-    let us = pki.authority.region(pki.dir.path(), "us").expect("us");
     let plan = MeshPlan::new(&NAMES).expect("plan");
     let plan = mutual_tls(plan, EU, &pki.ca, &eu);
-    let plan = mutual_tls(plan, US, &pki.ca, &us);
+    let plan = mutual_tls(plan, US, &pki.ca, us_certificate);
     with_mesh(plan, |mesh| {
         let topic = topic_name("mtls-mesh");
         let produced = kcat_tls(mesh.region(EU), &pki.ca, &pki.client, &["-P", "-t", &topic])?;
@@ -124,12 +109,21 @@ fn regions_replicate_over_mutual_tls() {
             "produce in eu: {}",
             produced.stderr
         );
+        body(mesh, &topic)
+    });
+}
+
+#[test]
+fn regions_replicate_over_mutual_tls() {
+    let pki = pki().expect("certificates");
+    let us = pki.authority.region(pki.dir.path(), "us").expect("us");
+    with_record_produced_in_eu(&pki, &us, |mesh, topic| {
         ensure!(
             wait_until(Duration::from_secs(30), || holds_record(
                 mesh.region(US),
                 &pki.ca,
                 &pki.client,
-                &topic
+                topic
             )),
             "the record did not reach us over mutual TLS:\n{}",
             mesh.diagnostics()
@@ -147,21 +141,10 @@ fn regions_replicate_over_mutual_tls() {
 /// of it, whatever secret it carries, so eu's records never reach us.
 fn refused_when_us_presents(name: &str) {
     let pki = pki().expect("certificates");
-    let eu = pki.authority.region(pki.dir.path(), "eu").expect("eu");
     let elsewhere = pki.dir.path().join("impostor");
     std::fs::create_dir(&elsewhere).expect("dir");
     let impostor = pki.authority.region(&elsewhere, name).expect("certificate");
-    let plan = MeshPlan::new(&NAMES).expect("plan");
-    let plan = mutual_tls(plan, EU, &pki.ca, &eu);
-    let plan = mutual_tls(plan, US, &pki.ca, &impostor);
-    with_mesh(plan, |mesh| {
-        let topic = topic_name("mtls-refused");
-        let produced = kcat_tls(mesh.region(EU), &pki.ca, &pki.client, &["-P", "-t", &topic])?;
-        ensure!(
-            produced.status.success(),
-            "produce in eu: {}",
-            produced.stderr
-        );
+    with_record_produced_in_eu(&pki, &impostor, |mesh, topic| {
         ensure!(
             wait_until(Duration::from_secs(20), || refused_pulls(mesh.region(EU))
                 >= 1.0),
@@ -170,7 +153,7 @@ fn refused_when_us_presents(name: &str) {
         );
         std::thread::sleep(Duration::from_secs(2));
         ensure!(
-            !holds_record(mesh.region(US), &pki.ca, &pki.client, &topic),
+            !holds_record(mesh.region(US), &pki.ca, &pki.client, topic),
             "eu's record reached us through a refused link"
         );
         Ok(())

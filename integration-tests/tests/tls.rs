@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use causeway_integration_tests::certs::{Authority, Issued};
+use causeway_integration_tests::certs::{kcat_ssl, Authority, Issued};
 use causeway_integration_tests::security::{
     causeway_offline, create_user, kafka_python_round_trip,
 };
@@ -62,25 +62,22 @@ fn tls_broker(pki: &Pki, name: &str, protocol: &str, port: u16) -> BrokerOptions
         .flag("--ssl-private-key-file", pki.server.key.display())
 }
 
-/// kcat over SSL to `bootstrap`, trusting `ca`, presenting `client` if given.
-fn kcat_ssl(
-    bootstrap: &str,
-    ca: &Path,
-    client: Option<&Issued>,
-    args: &[&str],
-    stdin: &[u8],
-) -> Result<KcatOutput> {
-    let ca = format!("ssl.ca.location={}", ca.display());
-    let mut all = vec!["-b", bootstrap, "-X", "security.protocol=SSL", "-X", &ca];
-    let certificate;
-    let key;
-    if let Some(client) = client {
-        certificate = format!("ssl.certificate.location={}", client.certificate.display());
-        key = format!("ssl.key.location={}", client.key.display());
-        all.extend(["-X", &certificate, "-X", &key]);
-    }
-    all.extend_from_slice(args);
-    kcat(&all, stdin, KCAT_TIMEOUT)
+/// A broker with a SASL_SSL listener offering `mechanisms`, on which `user` exists with a
+/// SCRAM-SHA-512 credential; `body` gets the listener's address.
+fn with_sasl_ssl_broker(
+    pki: &Pki,
+    user: (&str, &str),
+    mechanisms: &str,
+    body: impl FnOnce(String) -> Result<()>,
+) {
+    let port = free_port().expect("port");
+    let data = tempfile::TempDir::new().expect("dir");
+    let data_dir = data.path().join("data");
+    create_user(&data_dir, user, "SCRAM-SHA-512").expect("user");
+    let options = tls_broker(pki, "CLIENTS", "sasl_ssl", port)
+        .data_dir(&data_dir)
+        .flag("--sasl-enabled-mechanisms", mechanisms);
+    with_broker(options, |_broker| body(format!("127.0.0.1:{port}")));
 }
 
 /// Produces `lines` to `topic` and reads them back over SSL; what was read.
@@ -205,72 +202,69 @@ fn broker_metrics(addr: std::net::SocketAddr) -> Result<String> {
 #[test]
 fn kafka_python_and_kcat_authenticate_over_sasl_ssl() {
     let pki = pki().expect("certificates");
-    let port = free_port().expect("port");
-    let data = tempfile::TempDir::new().expect("dir");
-    let data_dir = data.path().join("data");
-    create_user(&data_dir, ("alice", "alice-pw-2026"), "SCRAM-SHA-512").expect("user");
-    let options = tls_broker(&pki, "CLIENTS", "sasl_ssl", port)
-        .data_dir(&data_dir)
-        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-512,PLAIN");
-    with_broker(options, |_broker| {
-        let secure = format!("127.0.0.1:{port}");
-        let topic = topic_name("sasl-ssl");
-        let ok = kafka_python_round_trip(
-            &secure,
-            &topic,
-            "SCRAM-SHA-512",
-            ("alice", "alice-pw-2026"),
-            Some(&pki.ca),
-        )?;
-        ensure!(
-            ok == json!({"acknowledged": 20, "consumed": 20}),
-            "kafka-python over SASL_SSL: {ok}"
-        );
-        let refused = kafka_python_round_trip(
-            &secure,
-            &topic,
-            "SCRAM-SHA-512",
-            ("alice", "wrong"),
-            Some(&pki.ca),
-        )?;
-        ensure!(
-            refused.get("error").is_some(),
-            "a wrong password was let in: {refused}"
-        );
-        let ca = format!("ssl.ca.location={}", pki.ca.display());
-        let login = [
-            "-b",
-            &secure,
-            "-X",
-            "security.protocol=SASL_SSL",
-            "-X",
-            &ca,
-            "-X",
-            "sasl.mechanisms=PLAIN",
-            "-X",
-            "sasl.username=alice",
-        ];
-        let mut right = login.to_vec();
-        right.extend(["-X", "sasl.password=alice-pw-2026", "-C", "-t", &topic]);
-        right.extend(["-o", "beginning", "-c", "20", "-e"]);
-        let consumed = kcat(&right, b"", KCAT_TIMEOUT)?;
-        ensure!(
-            consumed.status.success() && consumed.stdout.lines().count() == 20,
-            "kcat over SASL_SSL read {} lines: {}",
-            consumed.stdout.lines().count(),
-            consumed.stderr
-        );
-        let mut wrong = login.to_vec();
-        wrong.extend(["-X", "sasl.password=wrong", "-L", "-m", "3"]);
-        let refused = kcat(&wrong, b"", KCAT_TIMEOUT)?;
-        ensure!(
-            !refused.status.success() && refused.stderr.contains("Authentication failed"),
-            "kcat with a wrong password: {} / {}",
-            refused.stdout,
-            refused.stderr
-        );
-        Ok(())
-    });
+    with_sasl_ssl_broker(
+        &pki,
+        ("alice", "alice-pw-2026"),
+        "SCRAM-SHA-512,PLAIN",
+        |secure| {
+            let topic = topic_name("sasl-ssl");
+            let ok = kafka_python_round_trip(
+                &secure,
+                &topic,
+                "SCRAM-SHA-512",
+                ("alice", "alice-pw-2026"),
+                Some(&pki.ca),
+            )?;
+            ensure!(
+                ok == json!({"acknowledged": 20, "consumed": 20}),
+                "kafka-python over SASL_SSL: {ok}"
+            );
+            let refused = kafka_python_round_trip(
+                &secure,
+                &topic,
+                "SCRAM-SHA-512",
+                ("alice", "wrong"),
+                Some(&pki.ca),
+            )?;
+            ensure!(
+                refused.get("error").is_some(),
+                "a wrong password was let in: {refused}"
+            );
+            let ca = format!("ssl.ca.location={}", pki.ca.display());
+            let login = [
+                "-b",
+                &secure,
+                "-X",
+                "security.protocol=SASL_SSL",
+                "-X",
+                &ca,
+                "-X",
+                "sasl.mechanisms=PLAIN",
+                "-X",
+                "sasl.username=alice",
+            ];
+            let mut right = login.to_vec();
+            right.extend(["-X", "sasl.password=alice-pw-2026", "-C", "-t", &topic]);
+            right.extend(["-o", "beginning", "-c", "20", "-e"]);
+            let consumed = kcat(&right, b"", KCAT_TIMEOUT)?;
+            ensure!(
+                consumed.status.success() && consumed.stdout.lines().count() == 20,
+                "kcat over SASL_SSL read {} lines: {}",
+                consumed.stdout.lines().count(),
+                consumed.stderr
+            );
+            let mut wrong = login.to_vec();
+            wrong.extend(["-X", "sasl.password=wrong", "-L", "-m", "3"]);
+            let refused = kcat(&wrong, b"", KCAT_TIMEOUT)?;
+            ensure!(
+                !refused.status.success() && refused.stderr.contains("Authentication failed"),
+                "kcat with a wrong password: {} / {}",
+                refused.stdout,
+                refused.stderr
+            );
+            Ok(())
+        },
+    );
 }
 
 /// With `--ssl-client-auth required` a client must present a certificate the configured
@@ -455,46 +449,43 @@ fn the_http_listener_serves_https_with_the_same_certificate() {
 #[test]
 fn librdkafka_round_trips_over_sasl_ssl_with_scram() {
     let pki = pki().expect("certificates");
-    let port = free_port().expect("port");
-    let data = tempfile::TempDir::new().expect("dir");
-    let data_dir = data.path().join("data");
-    create_user(&data_dir, ("alice", "alice-pw-2026"), "SCRAM-SHA-512").expect("user");
-    let options = tls_broker(&pki, "CLIENTS", "sasl_ssl", port)
-        .data_dir(&data_dir)
-        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-512");
-    with_broker(options, |_broker| {
-        let secure = format!("127.0.0.1:{port}");
-        let login = |config: &mut ClientConfig, password: &str| {
-            config
-                .set("security.protocol", "SASL_SSL")
-                .set("ssl.ca.location", pki.ca.display().to_string())
-                .set("sasl.mechanisms", "SCRAM-SHA-512")
-                .set("sasl.username", "alice")
-                .set("sasl.password", password)
-                .set("message.timeout.ms", "10000");
-        };
-        let topic = topic_name("rdkafka-tls");
-        let mut config = producer_config(&secure);
-        login(&mut config, "alice-pw-2026");
-        let producer: FutureProducer = config.create()?;
-        let records: Vec<TestRecord> = (0..10)
-            .map(|i| TestRecord::value(format!("r{i}")).partition(0))
-            .collect();
-        produce_all(&producer, &topic, &records)?;
-        let mut config = consumer_config(&secure);
-        login(&mut config, "alice-pw-2026");
-        let consumer: BaseConsumer = config.create()?;
-        assign(&consumer, &[(&topic, 0, Offset::Beginning)])?;
-        let read = consume_n(&consumer, 10, Duration::from_secs(20))?;
-        ensure!(read.len() == 10, "read {} of 10 over SASL_SSL", read.len());
+    with_sasl_ssl_broker(
+        &pki,
+        ("alice", "alice-pw-2026"),
+        "SCRAM-SHA-512",
+        |secure| {
+            let login = |config: &mut ClientConfig, password: &str| {
+                config
+                    .set("security.protocol", "SASL_SSL")
+                    .set("ssl.ca.location", pki.ca.display().to_string())
+                    .set("sasl.mechanisms", "SCRAM-SHA-512")
+                    .set("sasl.username", "alice")
+                    .set("sasl.password", password)
+                    .set("message.timeout.ms", "10000");
+            };
+            let topic = topic_name("rdkafka-tls");
+            let mut config = producer_config(&secure);
+            login(&mut config, "alice-pw-2026");
+            let producer: FutureProducer = config.create()?;
+            let records: Vec<TestRecord> = (0..10)
+                .map(|i| TestRecord::value(format!("r{i}")).partition(0))
+                .collect();
+            produce_all(&producer, &topic, &records)?;
+            let mut config = consumer_config(&secure);
+            login(&mut config, "alice-pw-2026");
+            let consumer: BaseConsumer = config.create()?;
+            assign(&consumer, &[(&topic, 0, Offset::Beginning)])?;
+            let read = consume_n(&consumer, 10, Duration::from_secs(20))?;
+            ensure!(read.len() == 10, "read {} of 10 over SASL_SSL", read.len());
 
-        let mut config = producer_config(&secure);
-        login(&mut config, "wrong");
-        let refused: FutureProducer = config.create()?;
-        let outcome = produce_all(&refused, &topic, &records[..1]);
-        ensure!(outcome.is_err(), "a wrong password produced: {outcome:?}");
-        Ok(())
-    });
+            let mut config = producer_config(&secure);
+            login(&mut config, "wrong");
+            let refused: FutureProducer = config.create()?;
+            let outcome = produce_all(&refused, &topic, &records[..1]);
+            ensure!(outcome.is_err(), "a wrong password produced: {outcome:?}");
+            Ok(())
+        },
+    );
 }
 
 /// Runs `causeway ARGS` with `password` in `CAUSEWAY_SASL_PASSWORD`; (success, stdout, stderr).
@@ -518,69 +509,66 @@ fn causeway_cli(args: &[&str], password: &str) -> Result<(bool, String, String)>
 #[test]
 fn admin_commands_log_in_over_sasl_ssl() {
     let pki = pki().expect("certificates");
-    let port = free_port().expect("port");
-    let data = tempfile::TempDir::new().expect("dir");
-    let data_dir = data.path().join("data");
-    create_user(&data_dir, ("admin", "admin-pw-2026"), "SCRAM-SHA-512").expect("user");
-    let options = tls_broker(&pki, "CLIENTS", "sasl_ssl", port)
-        .data_dir(&data_dir)
-        .flag("--sasl-enabled-mechanisms", "SCRAM-SHA-512,PLAIN");
-    with_broker(options, |_broker| {
-        let secure = format!("127.0.0.1:{port}");
-        let ca = pki.ca.display().to_string();
-        let topic = topic_name("cli-tls");
-        let over_tls = |mechanism: &'static str| {
-            vec![
-                "--bootstrap".to_owned(),
-                secure.clone(),
-                "--security-protocol".to_owned(),
-                "sasl_ssl".to_owned(),
-                "--ssl-ca-file".to_owned(),
-                ca.clone(),
-                "--sasl-mechanism".to_owned(),
-                mechanism.to_owned(),
-                "--sasl-username".to_owned(),
-                "admin".to_owned(),
-            ]
-        };
-        let command = |words: &[&str], connection: &[String]| -> Vec<String> {
-            let mut all: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
-            all.extend(connection.iter().cloned());
-            all
-        };
-        let create = command(
-            &["topic", "create", &topic, "-p", "2"],
-            &over_tls("SCRAM-SHA-512"),
-        );
-        let create: Vec<&str> = create.iter().map(String::as_str).collect();
-        let (ok, _, stderr) = causeway_cli(&create, "admin-pw-2026")?;
-        ensure!(ok, "topic create over SASL_SSL with SCRAM: {stderr}");
-        let list = command(&["topic", "list"], &over_tls("PLAIN"));
-        let list: Vec<&str> = list.iter().map(String::as_str).collect();
-        let (ok, stdout, stderr) = causeway_cli(&list, "admin-pw-2026")?;
-        ensure!(
-            ok && stdout.contains(&topic),
-            "topic list with PLAIN: {stdout} {stderr}"
-        );
-        let (ok, _, stderr) = causeway_cli(&list, "wrong")?;
-        ensure!(
-            !ok && stderr.contains("authentication failed"),
-            "a wrong password: {stderr}"
-        );
-        let stranger = Authority::new("another CA")?;
-        let other_ca = stranger.write(&pki.dir.join("other-ca.pem"))?;
-        let mut untrusted = list.clone();
-        let position = untrusted
-            .iter()
-            .position(|a| *a == ca)
-            .context("the CA argument")?;
-        let other = other_ca.display().to_string();
-        untrusted[position] = &other;
-        let (ok, _, stderr) = causeway_cli(&untrusted, "admin-pw-2026")?;
-        ensure!(
-            !ok,
-            "a broker signed by an untrusted authority was used: {stderr}"
-        );
-        Ok(())
-    });
+    with_sasl_ssl_broker(
+        &pki,
+        ("admin", "admin-pw-2026"),
+        "SCRAM-SHA-512,PLAIN",
+        |secure| {
+            let ca = pki.ca.display().to_string();
+            let topic = topic_name("cli-tls");
+            let over_tls = |mechanism: &'static str| {
+                vec![
+                    "--bootstrap".to_owned(),
+                    secure.clone(),
+                    "--security-protocol".to_owned(),
+                    "sasl_ssl".to_owned(),
+                    "--ssl-ca-file".to_owned(),
+                    ca.clone(),
+                    "--sasl-mechanism".to_owned(),
+                    mechanism.to_owned(),
+                    "--sasl-username".to_owned(),
+                    "admin".to_owned(),
+                ]
+            };
+            let command = |words: &[&str], connection: &[String]| -> Vec<String> {
+                let mut all: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+                all.extend(connection.iter().cloned());
+                all
+            };
+            let create = command(
+                &["topic", "create", &topic, "-p", "2"],
+                &over_tls("SCRAM-SHA-512"),
+            );
+            let create: Vec<&str> = create.iter().map(String::as_str).collect();
+            let (ok, _, stderr) = causeway_cli(&create, "admin-pw-2026")?;
+            ensure!(ok, "topic create over SASL_SSL with SCRAM: {stderr}");
+            let list = command(&["topic", "list"], &over_tls("PLAIN"));
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            let (ok, stdout, stderr) = causeway_cli(&list, "admin-pw-2026")?;
+            ensure!(
+                ok && stdout.contains(&topic),
+                "topic list with PLAIN: {stdout} {stderr}"
+            );
+            let (ok, _, stderr) = causeway_cli(&list, "wrong")?;
+            ensure!(
+                !ok && stderr.contains("authentication failed"),
+                "a wrong password: {stderr}"
+            );
+            let stranger = Authority::new("another CA")?;
+            let other_ca = stranger.write(&pki.dir.join("other-ca.pem"))?;
+            let mut untrusted = list.clone();
+            let position = untrusted
+                .iter()
+                .position(|a| *a == ca)
+                .context("the CA argument")?;
+            let other = other_ca.display().to_string();
+            untrusted[position] = &other;
+            let (ok, _, stderr) = causeway_cli(&untrusted, "admin-pw-2026")?;
+            ensure!(
+                !ok,
+                "a broker signed by an untrusted authority was used: {stderr}"
+            );
+            Ok(())
+        },
+    );
 }

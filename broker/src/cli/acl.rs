@@ -5,7 +5,6 @@
 //! the data dir lock.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Subcommand};
@@ -117,18 +116,9 @@ impl BindingArgs {
     }
 }
 
-/// Runs an ACL command and turns its outcome into an exit code.
-pub fn run(command: AclCommand) -> ExitCode {
-    match execute(command) {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+/// Runs a ACL command; what it prints on success.
+pub fn run(command: AclCommand) -> anyhow::Result<String> {
+    execute(command)
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<(super::Stopped, Acls)> {

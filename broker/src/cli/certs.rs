@@ -13,7 +13,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -56,18 +55,9 @@ pub enum CertsCommand {
     },
 }
 
-/// Runs a certs command and turns its outcome into an exit code.
-pub fn run(command: CertsCommand) -> ExitCode {
-    match execute(command) {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+/// Runs a certs command; what it prints on success.
+pub fn run(command: CertsCommand) -> anyhow::Result<String> {
+    execute(command)
 }
 
 /// Carries out `command`; returns what to print.

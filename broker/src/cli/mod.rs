@@ -147,7 +147,7 @@ pub struct UserArgs {
 
 /// Runs a user command (offline, on a data dir) and returns its exit code.
 pub fn run_user(args: UserArgs) -> ExitCode {
-    user::run(args.command)
+    report_output(user::run(args.command))
 }
 
 /// `causeway acl ...`
@@ -160,7 +160,7 @@ pub struct AclArgs {
 
 /// Runs an ACL command (offline, on a data dir) and returns its exit code.
 pub fn run_acl(args: AclArgs) -> ExitCode {
-    acl::run(args.command)
+    report_output(acl::run(args.command))
 }
 
 /// `causeway certs ...`
@@ -173,7 +173,7 @@ pub struct CertsArgs {
 
 /// Runs a certs command (offline, on files) and returns its exit code.
 pub fn run_certs(args: CertsArgs) -> ExitCode {
-    certs::run(args.command)
+    report_output(certs::run(args.command))
 }
 
 /// A stopped broker's metadata and security state, opened while the data dir lock keeps any
@@ -237,6 +237,11 @@ pub fn run_consume(args: ConsumeArgs) -> ExitCode {
 /// Runs a group command and turns its outcome into an exit code.
 pub fn run_group(args: GroupArgs) -> ExitCode {
     report(group::run(&args.target, args.command))
+}
+
+/// [`report`] for a command whose success is text to print.
+fn report_output(outcome: anyhow::Result<String>) -> ExitCode {
+    report(outcome.map(|output| print!("{output}")))
 }
 
 fn report(outcome: anyhow::Result<()>) -> ExitCode {

@@ -6,7 +6,6 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -51,18 +50,9 @@ pub enum UserCommand {
     },
 }
 
-/// Runs a user command and turns its outcome into an exit code.
-pub fn run(command: UserCommand) -> ExitCode {
-    match execute(command, &mut std::io::stdin().lock()) {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+/// Runs a user command; what it prints on success.
+pub fn run(command: UserCommand) -> anyhow::Result<String> {
+    execute(command, &mut std::io::stdin().lock())
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<(super::Stopped, Users)> {
