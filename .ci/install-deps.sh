@@ -3,7 +3,7 @@
 #   librdkafka), libssl-dev and pkg-config (librdkafka's TLS and SCRAM, for the TLS tests and
 #   `causeway-bench -X security.protocol=SSL`), kcat (tests), python3-pip and npm (the client
 #   tests' installers);
-# - kafka-python from PyPI and KafkaJS from npm, for integration-tests/tests/other_clients.rs.
+# - kafka-python from PyPI and KafkaJS from npm, for integration-tests/tests/suite/other_clients.rs.
 # Sourced by start.sh and .ci/run from the repository root.
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
