@@ -10,9 +10,7 @@ use causeway_protocol::frame::{check_frame, FrameCheck, FRAME_PREFIX_BYTES};
 use causeway_protocol::request::{decode_request, RequestError};
 use causeway_protocol::response::api_versions_body;
 use causeway_protocol::spliced::encode_response_pieces;
-use causeway_replication::wire::{
-    response_frame, split_peer_request, PeerHeader, PeerRequest, WireError,
-};
+use causeway_replication::wire::{split_peer_request, PeerHeader, PeerRequest, WireError};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -367,12 +365,12 @@ fn refuse_pull_header(broker: &Broker, header: &PeerHeader) -> Option<Outcome> {
 
 /// The outcome of a served (or refused) pull, framed with its correlation id.
 fn served(correlation_id: i32, served: Served) -> Outcome {
-    let with_header = |body: Vec<u8>| Bytes::from(response_frame(correlation_id, &body));
     match served {
-        Served::Respond(body) => Outcome::Respond(with_header(body)),
-        Served::RespondAndClose(body, reason) => {
-            Outcome::RespondAndClose(with_header(body), reason)
-        }
+        Served::Respond(body) => Outcome::RespondPieces(body.into_response_frame(correlation_id)),
+        Served::RespondAndClose(body, reason) => Outcome::RespondAndClose(
+            body.into_response_frame(correlation_id).concat().into(),
+            reason,
+        ),
     }
 }
 

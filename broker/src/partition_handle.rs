@@ -139,7 +139,7 @@ impl PartitionHandle {
     }
 
     /// Appends one validated batch produced by a client of this region.
-    pub fn append_local(&self, batch: &mut [u8], now_ms: i64) -> Result<LocalAppend, StorageError> {
+    pub fn append_local(&self, batch: &[u8], now_ms: i64) -> Result<LocalAppend, StorageError> {
         self.append_stamped(now_ms, |log, meta| log.append_own(batch, meta, now_ms))
     }
 

@@ -117,10 +117,10 @@ impl CallerLog for DiskLog {
     /// Data takes the produce path; a marker the coordinator's (`append_own_control`, then an
     /// fsync as `write_markers` does), with the write number as its timestamp.
     fn append_own(&mut self, batch: Batch<Bytes>) -> Result<(), AppendError> {
-        let mut bytes = batch.payload.to_vec();
-        let header = BatchHeader::parse(&bytes)
+        let bytes = &batch.payload;
+        let header = BatchHeader::parse(bytes)
             .map_err(|e| AppendError::Refused(format!("an unparsable payload: {e}")))?;
-        let appended = match control_type(&header, &bytes) {
+        let appended = match control_type(&header, bytes) {
             Some(kind) => {
                 let appended = self.log.append_own_control(
                     kind,
@@ -135,7 +135,7 @@ impl CallerLog for DiskLog {
                 }
                 appended
             }
-            None => self.log.append_own(&mut bytes, &batch.meta, now_ms()),
+            None => self.log.append_own(bytes, &batch.meta, now_ms()),
         };
         match appended {
             (true, Ok(_)) => Ok(()),

@@ -3,6 +3,7 @@
 //! (API key 32001); what decodes re-encodes to the same value.
 #![no_main]
 
+use bytes::Bytes;
 use causeway_replication::wire::{PullRequest, PullResponse, SeedRequest, SeedResponse};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,16 +15,17 @@ fuzz_target!(|data: &[u8]| {
         let again = PullRequest::decode(&request.encode());
         assert_eq!(again.as_ref().ok(), Some(&request));
     }
-    if let Ok(response) = PullResponse::decode(data) {
-        let again = PullResponse::decode(&response.encode());
+    let shared = Bytes::copy_from_slice(data);
+    if let Ok(response) = PullResponse::decode(&shared) {
+        let again = PullResponse::decode(&response.encode().into_bytes());
         assert_eq!(again.as_ref().ok(), Some(&response));
     }
     if let Ok(request) = SeedRequest::decode(data) {
         let again = SeedRequest::decode(&request.encode());
         assert_eq!(again.as_ref().ok(), Some(&request));
     }
-    if let Ok(response) = SeedResponse::decode(data) {
-        let again = SeedResponse::decode(&response.encode());
+    if let Ok(response) = SeedResponse::decode(&shared) {
+        let again = SeedResponse::decode(&response.encode().into_bytes());
         assert_eq!(again.as_ref().ok(), Some(&response));
     }
 });

@@ -4,7 +4,7 @@
 //! [`PullRequest`] body; the response frame is `correlation_id i32` followed by a
 //! [`PullResponse`] body. One pull covers every partition the requester hosts, so a link costs
 //! one round trip per pull whatever the partition count. Both ends build and read frames with
-//! the same functions ([`pull_frame`], [`split_peer_request`], [`response_frame`],
+//! the same functions ([`pull_frame`], [`split_peer_request`], [`Body::into_response_frame`],
 //! [`response_length_ok`]); every varint is `causeway_causal::deps_codec`'s.
 //!
 //! A region joining the mesh copies each partition from a peer with [`SeedRequest`]s on a second
@@ -147,13 +147,63 @@ pub fn split_peer_request(frame: &[u8]) -> Option<(PeerHeader, &[u8])> {
     Some((parsed, &frame[PULL_HEADER_BYTES..]))
 }
 
-/// A response frame as the server sends it: length prefix, `correlation_id`, then `body`.
-pub fn response_frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(4 + RESPONSE_HEADER_BYTES + body.len());
-    frame.extend_from_slice(&frame_length(RESPONSE_HEADER_BYTES + body.len()));
-    frame.extend_from_slice(&correlation_id.to_be_bytes());
-    frame.extend_from_slice(body);
-    frame
+/// A response body as pieces sent in order: runs of encoded fields, and batch payloads of at
+/// least [`SHARED_PAYLOAD_BYTES_MIN`] by reference. A pull or seed answer carries up to 8 MiB of
+/// batches; encoding them by reference spares copying each into the body and again into the
+/// frame.
+#[derive(Debug, Default)]
+pub struct Body {
+    pieces: Vec<Bytes>,
+    open: Vec<u8>,
+}
+
+/// Payloads shorter than this are copied into the encoded run around them: a piece costs a
+/// write of its own, which is worth it only past a few pages.
+pub const SHARED_PAYLOAD_BYTES_MIN: usize = 16 << 10;
+
+impl Body {
+    fn put_payload(&mut self, payload: &Bytes) {
+        put_varint(payload.len() as u64, &mut self.open);
+        if payload.len() < SHARED_PAYLOAD_BYTES_MIN {
+            self.open.extend_from_slice(payload);
+        } else {
+            self.close_run();
+            self.pieces.push(payload.clone());
+        }
+    }
+
+    fn close_run(&mut self) {
+        if !self.open.is_empty() {
+            self.pieces
+                .push(Bytes::from(std::mem::take(&mut self.open)));
+        }
+    }
+
+    /// The body's pieces, in order.
+    pub fn into_pieces(mut self) -> Vec<Bytes> {
+        self.close_run();
+        self.pieces
+    }
+
+    /// The body in one buffer, as the requester reads it.
+    pub fn into_bytes(self) -> Bytes {
+        let mut pieces = self.into_pieces();
+        if pieces.len() == 1 {
+            return pieces.pop().unwrap_or_default();
+        }
+        Bytes::from(pieces.concat())
+    }
+
+    /// The response frame carrying this body, as pieces: the length prefix and
+    /// `correlation_id`, then the body's own pieces.
+    pub fn into_response_frame(self, correlation_id: i32) -> Vec<Bytes> {
+        let body = self.into_pieces();
+        let length = RESPONSE_HEADER_BYTES + body.iter().map(Bytes::len).sum::<usize>();
+        let mut header = Vec::with_capacity(4 + RESPONSE_HEADER_BYTES);
+        header.extend_from_slice(&frame_length(length));
+        header.extend_from_slice(&correlation_id.to_be_bytes());
+        std::iter::once(Bytes::from(header)).chain(body).collect()
+    }
 }
 
 /// Whether a response's length prefix is one the requester reads: at least its header, at most
@@ -376,8 +426,9 @@ impl<'a> Reader<'a> {
     }
 
     /// A batch list: the count, then per batch its metadata (dependencies delta-encoded
-    /// against the previous batch's) and its bytes, copied out of the buffer.
-    fn batches(&mut self) -> Result<Vec<Batch<Bytes>>, WireError> {
+    /// against the previous batch's) and its bytes, sliced out of `owner` (the buffer being
+    /// read) without copying.
+    fn batches(&mut self, owner: &Bytes) -> Result<Vec<Batch<Bytes>>, WireError> {
         let count = self.count(BATCHES_MAX)?;
         let mut batches: Vec<Batch<Bytes>> = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
@@ -386,7 +437,7 @@ impl<'a> Reader<'a> {
             let hlc = self.varint()?;
             let previous = batches.last().map_or(&[][..], |b| &b.meta.deps[..]);
             let deps = self.deps_after(previous)?;
-            let payload = Bytes::copy_from_slice(self.bytes(MESSAGE_BYTES_MAX)?);
+            let payload = owner.slice_ref(self.bytes(MESSAGE_BYTES_MAX)?);
             batches.push(Batch {
                 meta: CausalMeta {
                     origin_region,
@@ -440,16 +491,16 @@ fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 /// What [`Reader::batches`] reads.
-fn put_batches(batches: &[Batch<Bytes>], out: &mut Vec<u8>) {
-    put_varint(batches.len() as u64, out);
+fn put_batches(batches: &[Batch<Bytes>], out: &mut Body) {
+    put_varint(batches.len() as u64, &mut out.open);
     let mut previous: &[(u32, u64)] = &[];
     for batch in batches {
-        put_varint(u64::from(batch.meta.origin_region), out);
-        put_varint(batch.meta.origin_seq, out);
-        put_varint(batch.meta.hlc, out);
-        encode_delta(previous, &batch.meta.deps, out);
+        put_varint(u64::from(batch.meta.origin_region), &mut out.open);
+        put_varint(batch.meta.origin_seq, &mut out.open);
+        put_varint(batch.meta.hlc, &mut out.open);
+        encode_delta(previous, &batch.meta.deps, &mut out.open);
         previous = &batch.meta.deps;
-        put_bytes(&batch.payload, out);
+        out.put_payload(&batch.payload);
     }
 }
 
@@ -547,46 +598,35 @@ impl PullRequest {
 }
 
 impl PullResponse {
-    /// The body bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let payload: usize = self
-            .partitions
-            .iter()
-            .flat_map(|p| &p.batches)
-            .map(|b| b.payload.len() + 32)
-            .sum();
-        let mut out = Vec::with_capacity(64 + payload);
-        put_varint(self.error.code(), &mut out);
-        put_varint(u64::from(self.region), &mut out);
+    /// The body, batch payloads by reference.
+    pub fn encode(&self) -> Body {
+        let mut body = Body::default();
+        let out = &mut body.open;
+        put_varint(self.error.code(), out);
+        put_varint(u64::from(self.region), out);
         match &self.catalog {
             Some(catalog) => {
                 out.push(1);
-                put_bytes(catalog, &mut out);
+                put_bytes(catalog, out);
             }
             None => out.push(0),
         }
-        put_varint(self.partitions.len() as u64, &mut out);
+        put_varint(self.partitions.len() as u64, out);
         for p in &self.partitions {
-            put_partition_head(
-                &p.topic,
-                &p.topic_id,
-                p.partition,
-                &p.have,
-                &p.durable,
-                &mut out,
-            );
-            put_varint(p.relayed.len() as u64, &mut out);
+            let out = &mut body.open;
+            put_partition_head(&p.topic, &p.topic_id, p.partition, &p.have, &p.durable, out);
+            put_varint(p.relayed.len() as u64, out);
             for (region, clock) in &p.relayed {
-                put_varint(u64::from(*region), &mut out);
-                put_clock(clock, &mut out);
+                put_varint(u64::from(*region), out);
+                put_clock(clock, out);
             }
-            put_batches(&p.batches, &mut out);
+            put_batches(&p.batches, &mut body);
         }
-        out
+        body
     }
 
-    /// Decodes a body, refusing anything malformed. Batch payloads are copied out of `buf`.
-    pub fn decode(buf: &[u8]) -> Result<PullResponse, WireError> {
+    /// Decodes a body, refusing anything malformed. Batch payloads are slices of `buf`.
+    pub fn decode(buf: &Bytes) -> Result<PullResponse, WireError> {
         let mut r = Reader { buf, at: 0 };
         let error = PullError::from_code(r.varint()?)?;
         let region = r.u32()?;
@@ -607,7 +647,7 @@ impl PullResponse {
             let relayed = (0..relayed_count)
                 .map(|_| Ok((r.u32()?, r.clock()?)))
                 .collect::<Result<Vec<_>, WireError>>()?;
-            let batches = r.batches()?;
+            let batches = r.batches(buf)?;
             partitions.push(PartitionBatches {
                 topic,
                 topic_id,
@@ -722,22 +762,22 @@ impl SeedResponse {
         }
     }
 
-    /// The body bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let payload: usize = self.batches.iter().map(|b| b.payload.len() + 32).sum();
-        let mut out = Vec::with_capacity(64 + payload);
-        put_varint(self.error.code(), &mut out);
-        put_varint(u64::from(self.region), &mut out);
-        put_varint(self.end_offset, &mut out);
-        put_varint(self.next_offset, &mut out);
-        put_clock(&self.removed, &mut out);
-        put_clock(&self.requester_durable, &mut out);
-        put_batches(&self.batches, &mut out);
-        out
+    /// The body, batch payloads by reference.
+    pub fn encode(&self) -> Body {
+        let mut body = Body::default();
+        let out = &mut body.open;
+        put_varint(self.error.code(), out);
+        put_varint(u64::from(self.region), out);
+        put_varint(self.end_offset, out);
+        put_varint(self.next_offset, out);
+        put_clock(&self.removed, out);
+        put_clock(&self.requester_durable, out);
+        put_batches(&self.batches, &mut body);
+        body
     }
 
-    /// Decodes a body, refusing anything malformed. Batch payloads are copied out of `buf`.
-    pub fn decode(buf: &[u8]) -> Result<SeedResponse, WireError> {
+    /// Decodes a body, refusing anything malformed. Batch payloads are slices of `buf`.
+    pub fn decode(buf: &Bytes) -> Result<SeedResponse, WireError> {
         let mut r = Reader { buf, at: 0 };
         let response = SeedResponse {
             error: PullError::from_code(r.varint()?)?,
@@ -746,7 +786,7 @@ impl SeedResponse {
             next_offset: r.varint()?,
             removed: r.clock()?,
             requester_durable: r.clock()?,
-            batches: r.batches()?,
+            batches: r.batches(buf)?,
         };
         r.finish()?;
         Ok(response)
@@ -782,11 +822,14 @@ mod tests {
             "Metadata v12"
         );
         assert_eq!(split_peer_request(&pull[4..10]), None, "too short");
-        let response = response_frame(7, b"answer");
+        let body = SeedResponse::refusal(PullError::UnknownPartition, 3).encode();
+        let response = body.into_response_frame(7).concat();
         let length = u32::from_be_bytes([response[0], response[1], response[2], response[3]]);
         assert!(response_length_ok(length as usize));
+        assert_eq!(length as usize, response.len() - 4);
         assert_eq!(&response[4..8], &7i32.to_be_bytes());
-        assert_eq!(&response[8..], b"answer");
+        let answer = SeedResponse::decode(&Bytes::copy_from_slice(&response[8..]));
+        assert_eq!(answer.map(|a| a.error), Ok(PullError::UnknownPartition));
         assert!(!response_length_ok(3));
         assert!(!response_length_ok(MESSAGE_BYTES_MAX + 1));
     }
@@ -858,7 +901,40 @@ mod tests {
         };
         assert_eq!(PullRequest::decode(&request.encode()), Ok(request));
         let response = sample_response();
-        assert_eq!(PullResponse::decode(&response.encode()), Ok(response));
+        assert_eq!(
+            PullResponse::decode(&response.encode().into_bytes()),
+            Ok(response)
+        );
+    }
+
+    #[test]
+    fn large_payloads_travel_by_reference_and_are_read_back_without_a_copy() {
+        let big = Bytes::from(vec![7u8; SHARED_PAYLOAD_BYTES_MIN]);
+        let small = Bytes::from(vec![9u8; SHARED_PAYLOAD_BYTES_MIN - 1]);
+        let mut response = sample_response();
+        response.partitions[0].batches[0].payload = big.clone();
+        response.partitions[0].batches[1].payload = small.clone();
+        let frame = response.encode().into_response_frame(5);
+        assert!(
+            frame.iter().any(|piece| piece.as_ptr() == big.as_ptr()),
+            "the large payload is a piece of its own"
+        );
+        assert!(
+            frame.iter().all(|piece| piece.as_ptr() != small.as_ptr()),
+            "the small one is copied into the run around it"
+        );
+        let whole = Bytes::from(frame.concat());
+        let length = u32::from_be_bytes([whole[0], whole[1], whole[2], whole[3]]) as usize;
+        assert_eq!(length, whole.len() - 4);
+        let body = whole.slice(8..);
+        let decoded = PullResponse::decode(&body).expect("decodes");
+        assert_eq!(decoded, response);
+        let read = &decoded.partitions[0].batches[0].payload;
+        let within = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+        assert!(
+            within.contains(&(read.as_ptr() as usize)),
+            "the payload read back is a slice of the body"
+        );
     }
 
     #[test]
@@ -888,12 +964,17 @@ mod tests {
             requester_durable: clock(&[(9, 2)]),
             batches: sample_response().partitions.remove(0).batches,
         };
-        let body = response.encode();
+        let body = response.encode().into_bytes();
         assert_eq!(SeedResponse::decode(&body), Ok(response));
         for cut in 0..body.len() {
-            assert!(SeedResponse::decode(&body[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                SeedResponse::decode(&body.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
         }
-        let refusal = SeedResponse::refusal(PullError::UnknownPartition, 7).encode();
+        let refusal = SeedResponse::refusal(PullError::UnknownPartition, 7)
+            .encode()
+            .into_bytes();
         assert_eq!(
             SeedResponse::decode(&refusal).map(|r| r.error),
             Ok(PullError::UnknownPartition)
@@ -962,20 +1043,23 @@ mod tests {
 
     #[test]
     fn every_truncation_and_trailing_byte_is_refused() {
-        let bytes = sample_response().encode();
+        let bytes = sample_response().encode().into_bytes();
         for cut in 0..bytes.len() {
-            assert!(PullResponse::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                PullResponse::decode(&bytes.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
         }
-        let mut longer = bytes.clone();
+        let mut longer = bytes.to_vec();
         longer.push(0);
-        assert!(PullResponse::decode(&longer).is_err());
+        assert!(PullResponse::decode(&Bytes::from(longer)).is_err());
     }
 
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = PullRequest::decode(&bytes);
-            let _ = PullResponse::decode(&bytes);
+            let _ = PullResponse::decode(&Bytes::from(bytes));
         }
     }
 

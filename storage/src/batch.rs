@@ -308,17 +308,20 @@ pub fn assign_offsets(batch: &mut [u8], base_offset: i64, partition_leader_epoch
 }
 
 /// For message.timestamp.type=LogAppendTime: sets the timestampType attribute bit (bit 3) and
-/// maxTimestamp, then recomputes the CRC. A buffer shorter than a header is left unchanged.
-pub fn stamp_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
-    if batch.len() < BATCH_HEADER_BYTES {
+/// maxTimestamp in `header`, the batch's first [`BATCH_HEADER_BYTES`] bytes, then recomputes
+/// the CRC over it and `records`, the rest of the batch, which is read, not changed (the log
+/// writes a batch as a patched copy of its header and the received bytes after it). A header
+/// shorter than [`BATCH_HEADER_BYTES`] is left unchanged.
+pub fn stamp_log_append_time(header: &mut [u8], records: &[u8], timestamp_ms: i64) {
+    if header.len() < BATCH_HEADER_BYTES {
         return;
     }
-    let attributes = be_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
-    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+    let attributes = be_i16(header, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
         .copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_OFFSET..]), records);
+    header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// The batch `batch` with its records section replaced by `records`, written with codec `codec_id`
@@ -506,8 +509,9 @@ mod tests {
 
     #[test]
     fn log_append_time_stamp_sets_bit_and_keeps_crc_valid() {
-        let mut b = test_batch(1, 5, 8);
-        stamp_log_append_time(&mut b, 99);
+        let mut b = test_batch(3, 5, 8);
+        let (header, records) = b.split_at_mut(BATCH_HEADER_BYTES);
+        stamp_log_append_time(header, records, 99);
         let h = validate_batch(&b).unwrap();
         assert_eq!(h.max_timestamp, 99);
         assert_eq!(h.attributes & 0x08, 0x08);

@@ -491,10 +491,11 @@ impl Segment {
         }))
     }
 
-    /// Appends one batch whose offsets are already assigned, then its causal entry and indexes.
+    /// Appends one batch whose offsets are already assigned, given as pieces written in order
+    /// (its header and the rest), then its causal entry and indexes.
     pub(crate) fn append(
         &mut self,
-        batch: &[u8],
+        batch: [&[u8]; 2],
         header: &BatchHeader,
         meta: &CausalMeta,
         interval: u32,
@@ -506,8 +507,7 @@ impl Segment {
             error,
             consistent: true,
         })?;
-        let written = log
-            .write_all_at(batch, pos)
+        let written = write_all_vectored_at(log, batch, pos)
             .and_then(|()| causal.write_all_at(&entry, self.causal_size));
         if let Err(e) = written {
             let consistent = log.set_len(pos).is_ok() && causal.set_len(self.causal_size).is_ok();
@@ -516,7 +516,7 @@ impl Segment {
                 consistent,
             });
         }
-        self.size += batch.len() as u64;
+        self.size += batch.iter().map(|piece| piece.len() as u64).sum::<u64>();
         self.causal_size += entry.len() as u64;
         self.end_offset = header.last_offset() + 1;
         self.write_generation += 1;
@@ -792,6 +792,24 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StorageError::io(format!("removing {}", path.display()), e)),
     }
+}
+
+/// Writes `pieces` one after another at `pos` with one `pwritev` (a batch is its patched header
+/// and the bytes received after it, written without joining them first); a short write is
+/// finished piece by piece.
+fn write_all_vectored_at(file: &File, pieces: [&[u8]; 2], pos: u64) -> std::io::Result<()> {
+    let slices = pieces.map(std::io::IoSlice::new);
+    let mut written = rustix::io::pwritev(file, &slices, pos)?;
+    let mut at = pos + written as u64;
+    for piece in pieces {
+        let skip = written.min(piece.len());
+        written -= skip;
+        if skip < piece.len() {
+            file.write_all_at(&piece[skip..], at)?;
+            at += (piece.len() - skip) as u64;
+        }
+    }
+    Ok(())
 }
 
 /// Reads `len` bytes at `pos` into a buffer that is not zeroed first: zeroing the megabyte a

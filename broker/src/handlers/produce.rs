@@ -220,15 +220,12 @@ fn append_partition(
     } else if header.producer_id >= 0 {
         check_issued(broker, header.producer_id)?;
     }
-    let mut stored = match recompressed(&header, &batch, &config)? {
-        Some(recompressed) => {
-            metrics::recompressed_batch(&topic.name);
-            recompressed
-        }
-        None => batch.to_vec(),
-    };
+    let recompressed = recompressed(&header, &batch, &config)?;
+    if recompressed.is_some() {
+        metrics::recompressed_batch(&topic.name);
+    }
     let local = partition
-        .append_local(&mut stored, now)
+        .append_local(recompressed.as_deref().unwrap_or(&batch), now)
         .map_err(|e| storage_error_code(&e))?;
     let appended = local.result;
     if appended.duplicate {

@@ -180,9 +180,9 @@ fn append_rows(broker: &Broker, rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(
                 )
             })
             .collect();
-        let mut batch = encode_plain_batch(&records, now)?;
+        let batch = encode_plain_batch(&records, now)?;
         handle
-            .append_local(&mut batch, now)
+            .append_local(&batch, now)
             .map_err(|e| e.to_string())?;
     }
     // Served to peers once the syncer fsyncs it.

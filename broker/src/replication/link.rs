@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dial::{dial, PeerReader, PeerWriter};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use causeway_replication::delivery::{Batch, Refusal, ReplicaAnswer};
 use causeway_replication::wire::{
     pull_frame, response_length_ok, PartitionPull, PullError, PullRequest, PullResponse, TopicId,
@@ -357,11 +357,12 @@ async fn send_pull(
     Ok(())
 }
 
-/// Reads the response body to pull `correlation_id`.
+/// Reads the response body to pull `correlation_id`, into a buffer not zeroed first (the read
+/// fills it), which the decoded batches then share.
 pub(super) async fn read_response(
     reader: &mut PeerReader,
     correlation_id: i32,
-) -> Result<Vec<u8>, LinkError> {
+) -> Result<Bytes, LinkError> {
     let len = reader.read_u32().await? as usize;
     if !response_length_ok(len) {
         return Err(LinkError::BadResponse(format!("frame of {len} bytes")));
@@ -372,9 +373,15 @@ pub(super) async fn read_response(
             "correlation id {answered}, expected {correlation_id}"
         )));
     }
-    let mut body = vec![0; len - RESPONSE_HEADER_BYTES];
-    reader.read_exact(&mut body).await?;
-    Ok(body)
+    let wanted = len - RESPONSE_HEADER_BYTES;
+    let mut body = BytesMut::with_capacity(wanted);
+    while body.len() < wanted {
+        let rest = (wanted - body.len()) as u64;
+        if (&mut *reader).take(rest).read_buf(&mut body).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    Ok(body.freeze())
 }
 
 /// This region's clocks for every partition but the `held` ones (advanced by `ahead`, what a
@@ -920,10 +927,10 @@ mod tests {
             let served = runtime
                 .block_on(crate::replication::serve::serve(&eu, body, None))
                 .expect("served");
-            let crate::replication::serve::Served::Respond(bytes) = served else {
+            let crate::replication::serve::Served::Respond(body) = served else {
                 panic!("refused");
             };
-            let response = PullResponse::decode(&bytes).expect("a response");
+            let response = PullResponse::decode(&body.into_bytes()).expect("a response");
             (started.elapsed(), response.catalog.is_some())
         };
         let (first, with_catalog) = answer(&body);

@@ -114,14 +114,22 @@ fn log_error(error: StorageError) -> LogError {
     LogError(error.to_string())
 }
 
-/// The batch bytes as they travel between regions: base offset 0 and partition leader epoch 0
-/// (both are the storing region's own, and outside the CRC), so copies of one batch served by
-/// different regions (stored at different offsets, in different epochs there) compare equal.
-fn normalized(batch: &[u8]) -> Bytes {
-    let mut bytes = BytesMut::from(batch);
-    if bytes.len() >= 16 {
-        bytes[..8].copy_from_slice(&0i64.to_be_bytes());
-        bytes[12..16].copy_from_slice(&0i32.to_be_bytes());
+/// Whole batches read from a log as they travel between regions: base offset 0 and partition
+/// leader epoch 0 (both are the storing region's own, and outside the CRC), so copies of one
+/// batch served by different regions (stored at different offsets, in different epochs there)
+/// compare equal. `sizes` are the batches' lengths, in order from the start of `records`. A
+/// read this code alone holds is rewritten in place; a shared one is copied first.
+fn normalized(records: Bytes, sizes: impl Iterator<Item = usize>) -> Bytes {
+    let mut bytes = records
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let mut at = 0;
+    for size in sizes {
+        if let Some(header) = bytes.get_mut(at..at + 16) {
+            header[..8].copy_from_slice(&0i64.to_be_bytes());
+            header[12..16].copy_from_slice(&0i32.to_be_bytes());
+        }
+        at += size;
     }
     bytes.freeze()
 }
@@ -314,7 +322,7 @@ impl ReplicaLog {
     /// outcome. Request errors (bad batch, sequence errors) are outcomes, not log failures.
     pub fn append_own(
         &mut self,
-        batch: &mut [u8],
+        batch: &[u8],
         meta: &CausalMeta,
         now_ms: i64,
     ) -> (bool, Result<AppendResult, StorageError>) {
@@ -358,10 +366,9 @@ impl BatchLog for ReplicaLog {
     /// A batch the log judges unfit (it does not parse as a record batch, a control batch
     /// without a marker) is refused with the log unchanged; anything else is a log failure.
     fn append(&mut self, batch: Batch<Bytes>) -> Result<(), AppendError> {
-        let mut bytes = batch.payload.to_vec();
         let appended = self
             .log
-            .append_replicated(&mut bytes, &batch.meta, now_ms())
+            .append_replicated(&batch.payload, &batch.meta, now_ms())
             .map_err(|error| match error {
                 StorageError::Batch(_) | StorageError::Sequence(_) => {
                     AppendError::Refused(error.to_string())
@@ -427,21 +434,25 @@ pub fn read_stored(
             break;
         }
         let mut walk = whole_batches(&read.records);
-        let batches: Vec<(BatchHeader, Bytes)> = walk.by_ref().collect();
+        let headers: Vec<BatchHeader> = walk.by_ref().map(|(header, _)| header).collect();
         if walk.consumed() < read.records.len() {
             return Err(LogError(format!(
                 "a stored batch after offset {offset} does not parse or runs past the read"
             )));
         }
-        let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
             break;
         };
         let metas: BTreeMap<i64, CausalMeta> = log
-            .causal_entries(first.0.base_offset, last.0.last_offset() + 1)
+            .causal_entries(first.base_offset, last.last_offset() + 1)
             .map_err(log_error)?
             .into_iter()
             .collect();
-        for (header, batch_bytes) in &batches {
+        let records = normalized(read.records, headers.iter().map(BatchHeader::total_bytes));
+        let mut at = 0;
+        for header in &headers {
+            let batch_bytes = records.slice(at..at + header.total_bytes());
+            at += header.total_bytes();
             offset = header.last_offset() + 1;
             if header.base_offset < i64::try_from(from).unwrap_or(i64::MAX) {
                 continue; // the batch holding `from` started before it
@@ -457,13 +468,13 @@ pub fn read_stored(
             })?;
             // A damaged copy is still served: the peer refuses it and fetches the batch
             // from another region (`replication/detour.rs`).
-            log.verify_stored(header, batch_bytes);
+            log.verify_stored(header, &batch_bytes);
             bytes += batch_bytes.len();
             out.push((
                 header.base_offset as u64,
                 Batch {
                     meta,
-                    payload: normalized(batch_bytes),
+                    payload: batch_bytes,
                 },
             ));
             if out.len() >= max || bytes >= max_bytes {

@@ -338,10 +338,10 @@ impl Mesh {
         self.next_payload += 1;
         let value = Bytes::from(payload.to_string());
         let records = [(Some(Bytes::from_static(b"k")), Some(value))];
-        let mut batch = causeway_protocol::plain_batch::encode_plain_batch(&records, now_ms())
+        let batch = causeway_protocol::plain_batch::encode_plain_batch(&records, now_ms())
             .map_err(|e| self.violation(e))?;
         let appended = partition
-            .append_local(&mut batch, now_ms())
+            .append_local(&batch, now_ms())
             .map_err(|e| self.violation(format!("local append: {e}")))?;
         let produced = Produced {
             topic_id: *topic.id.as_bytes(),

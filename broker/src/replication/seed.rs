@@ -97,8 +97,7 @@ pub fn append_chunk(log: &Partition, batches: Vec<Batch<Bytes>>) -> Result<(), S
         ));
     }
     for batch in batches {
-        let mut payload = batch.payload.to_vec();
-        log.append_replicated(&mut payload, &batch.meta, now_ms())
+        log.append_replicated(&batch.payload, &batch.meta, now_ms())
             .map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -471,7 +470,7 @@ impl<'a> Seeder<'a> {
         &mut self,
         frame: fn(i32, &[u8]) -> Vec<u8>,
         body: &[u8],
-    ) -> anyhow::Result<Vec<u8>> {
+    ) -> anyhow::Result<Bytes> {
         let mut pause = RETRY_MIN;
         loop {
             let answer = match self.connection.as_mut() {
@@ -520,7 +519,7 @@ impl PeerConnection {
         &mut self,
         frame: fn(i32, &[u8]) -> Vec<u8>,
         body: &[u8],
-    ) -> anyhow::Result<Vec<u8>> {
+    ) -> anyhow::Result<Bytes> {
         use tokio::io::AsyncWriteExt;
         self.correlation_id = self.correlation_id.wrapping_add(1);
         self.writer

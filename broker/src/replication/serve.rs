@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use causeway_replication::delivery::ReplicaPull;
 use causeway_replication::wire::{
-    PartitionBatches, PartitionPull, PeerRequest, PullError, PullRequest, PullResponse,
+    Body, PartitionBatches, PartitionPull, PeerRequest, PullError, PullRequest, PullResponse,
     SeedRequest, SeedResponse, TopicId, WireError, PULL_RESPONSE_BYTES_MAX,
 };
 use causeway_replication::{BatchId, VectorClock};
@@ -30,9 +30,9 @@ const WAIT_MS_MAX: u32 = 30_000;
 /// What the connection does after a pull.
 pub enum Served {
     /// Send this body.
-    Respond(Vec<u8>),
+    Respond(Body),
     /// Send this body, then close: the peer was refused.
-    RespondAndClose(Vec<u8>, String),
+    RespondAndClose(Body, String),
 }
 
 /// Judges a pull or seed request by the requester's region and secret at the front of its body,

@@ -389,8 +389,8 @@ mod tests {
         buf.to_vec()
     }
 
-    fn append_bytes(log: &Partition, mut b: Vec<u8>, ts: i64) {
-        log.append(&mut b, ts, &stamp(log.last_causal().as_ref(), ts))
+    fn append_bytes(log: &Partition, b: Vec<u8>, ts: i64) {
+        log.append(&b, ts, &stamp(log.last_causal().as_ref(), ts))
             .unwrap();
     }
 

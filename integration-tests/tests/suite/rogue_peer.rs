@@ -118,7 +118,7 @@ fn serve_rogue(
     let mut bad = bad.into_iter();
     while !stop.load(Ordering::Acquire) {
         let frame = read_frame(&mut stream)?;
-        let correlation = frame.get(4..8).context("short header")?.to_vec();
+        let correlation: [u8; 4] = frame.get(4..8).context("short header")?.try_into()?;
         let request = PullRequest::decode(&frame[8..]).context("decoding the region's pull")?;
         if request.secret != SECRET.as_bytes() || request.region != region_id("home") {
             bail!(
@@ -160,11 +160,10 @@ fn serve_rogue(
                 None => Vec::new(),
             },
         };
-        let body = response.encode();
-        let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&correlation);
-        out.extend_from_slice(&body);
-        stream.write_all(&out)?;
+        let frame = response
+            .encode()
+            .into_response_frame(i32::from_be_bytes(correlation));
+        stream.write_all(&frame.concat())?;
     }
     Ok(())
 }
@@ -263,14 +262,13 @@ fn send_pull(broker: &BrokerProcess, pull: &PullRequest) -> Result<(PullResponse
 
 /// Sends `frame` on a new connection and returns the answer's body (after the correlation id)
 /// with the connection.
-fn exchange(broker: &BrokerProcess, frame: &[u8]) -> Result<(Vec<u8>, TcpStream)> {
+fn exchange(broker: &BrokerProcess, frame: &[u8]) -> Result<(Bytes, TcpStream)> {
     let mut stream = TcpStream::connect(broker.kafka_addr())?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.write_all(frame)?;
-    let mut answer = read_frame(&mut stream)?;
+    let answer = read_frame(&mut stream)?;
     ensure!(answer.len() >= 4, "an answer without a correlation id");
-    answer.drain(..4);
-    Ok((answer, stream))
+    Ok((Bytes::from(answer).slice(4..), stream))
 }
 
 /// Sends a seed request for partition 0 of the guarded topic on a new connection.
@@ -392,7 +390,8 @@ fn a_pull_with_a_wrong_secret_is_refused_before_its_body_is_read() -> Result<()>
     // (the broker closes with our bytes unread) shows the same thing.
     match read_frame(&mut stream) {
         Ok(answer) => {
-            let response = PullResponse::decode(&answer[4..]).context("decoding the refusal")?;
+            let response = PullResponse::decode(&Bytes::from(answer).slice(4..))
+                .context("decoding the refusal")?;
             if response.error != PullError::AuthenticationFailed {
                 bail!("a wrong secret got {response:?}");
             }

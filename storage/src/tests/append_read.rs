@@ -118,13 +118,13 @@ fn segment_rolls_when_segment_ms_elapses_since_first_batch() {
         ..LogConfig::default()
     };
     let p = open(dir.path(), config);
-    let mut b = test_batch(1, 0, 0);
-    p.append(&mut b, 100, &meta(1)).unwrap();
-    let mut b = test_batch(1, 0, 0);
-    p.append(&mut b, 1099, &meta(2)).unwrap();
+    let b = test_batch(1, 0, 0);
+    p.append(&b, 100, &meta(1)).unwrap();
+    let b = test_batch(1, 0, 0);
+    p.append(&b, 1099, &meta(2)).unwrap();
     assert_eq!(p.segment_count(), 1);
-    let mut b = test_batch(1, 0, 0);
-    p.append(&mut b, 1100, &meta(3)).unwrap();
+    let b = test_batch(1, 0, 0);
+    p.append(&b, 1100, &meta(3)).unwrap();
     assert_eq!(p.segment_count(), 2);
 }
 
@@ -136,8 +136,8 @@ fn log_append_time_is_stamped_into_the_stored_batch() {
         ..LogConfig::default()
     };
     let p = open(dir.path(), config);
-    let mut b = test_batch(1, 5, 10);
-    let r = p.append(&mut b, 777, &meta(1)).unwrap();
+    let b = test_batch(1, 5, 10);
+    let r = p.append(&b, 777, &meta(1)).unwrap();
     assert_eq!(r.log_append_time_ms, 777);
     let records = p.read(0, 1000).unwrap().records;
     let h = crate::batch::validate_batch(&records).unwrap();
@@ -186,8 +186,8 @@ fn the_last_causal_stamp_is_the_one_appended_last() {
     let p = open(dir.path(), LogConfig::default());
     assert_eq!(p.last_causal(), None);
     for i in 1..=3u64 {
-        let mut b = test_batch(1, 0, 0);
-        p.append(&mut b, 0, &meta(i)).unwrap();
+        let b = test_batch(1, 0, 0);
+        p.append(&b, 0, &meta(i)).unwrap();
         assert_eq!(p.last_causal(), Some(meta(i)));
     }
     drop(p);
@@ -219,22 +219,22 @@ fn max_message_bytes_limits_local_appends_not_replicated_ones() {
             ..small_config()
         },
     );
-    let mut local = crate::batch::test_batch(2, 1, 600);
+    let local = crate::batch::test_batch(2, 1, 600);
     assert!(matches!(
-        p.append(&mut local, 1, &meta(1)),
+        p.append(&local, 1, &meta(1)),
         Err(crate::StorageError::Batch(
             crate::BatchError::TooLarge { .. }
         ))
     ));
     // The same size, accepted at its origin under a larger limit, replicates here.
-    let mut remote = crate::batch::test_batch(2, 1, 600);
+    let remote = crate::batch::test_batch(2, 1, 600);
     let remote_meta = CausalMeta {
         origin_region: 7,
         origin_seq: 1,
         hlc: 1,
         deps: Vec::new(),
     };
-    let appended = p.append_replicated(&mut remote, &remote_meta, 1).unwrap();
+    let appended = p.append_replicated(&remote, &remote_meta, 1).unwrap();
     assert_eq!((appended.base_offset, appended.last_offset), (0, 1));
     assert_eq!(p.log_end_offset(), 2);
 }

@@ -178,9 +178,9 @@ fn compaction_never_lowers_the_origin_high_water() {
     assert_eq!(p.origin_high_water().unwrap(), vec![(1, 20)]);
     // A batch from another origin (the helper then stamps region 1 from its seq: 100..=107),
     // then its segment compacted away entirely.
-    let mut b = crate::batch::test_batch(1, 5000, 10);
+    let b = crate::batch::test_batch(1, 5000, 10);
     p.append(
-        &mut b,
+        &b,
         5000,
         &CausalMeta {
             origin_region: 7,
@@ -259,7 +259,7 @@ fn producers_cannot_append_batches_marked_as_cleaned() {
     let p = open(dir.path(), compact_config());
     let mut b = crate::batch::test_batch(1, 0, 10);
     crate::mark_cleaned(&mut b);
-    assert!(p.append(&mut b, 0, &meta(1)).is_err());
+    assert!(p.append(&b, 0, &meta(1)).is_err());
     assert_eq!(p.log_end_offset(), 0);
 }
 

@@ -45,8 +45,8 @@ fn next_meta(p: &Partition) -> CausalMeta {
 /// Appends a `count`-record batch with `payload` bytes and timestamp `ts`, stamping the causal
 /// meta with the previous sequence + 1.
 fn append(p: &Partition, count: i32, ts: i64, payload: usize) -> AppendResult {
-    let mut b = test_batch(count, ts, payload);
-    p.append(&mut b, ts, &next_meta(p)).unwrap()
+    let b = test_batch(count, ts, payload);
+    p.append(&b, ts, &next_meta(p)).unwrap()
 }
 
 /// The expected stored bytes of a batch appended at `base` (offsets assigned, epoch 0).

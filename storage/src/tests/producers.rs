@@ -20,8 +20,8 @@ fn append_idempotent(
     epoch: i16,
     first_seq: i32,
 ) -> Result<AppendResult, StorageError> {
-    let mut b = idempotent_batch(count, producer_id, epoch, first_seq);
-    p.append(&mut b, 1_000, &next_meta(p))
+    let b = idempotent_batch(count, producer_id, epoch, first_seq);
+    p.append(&b, 1_000, &next_meta(p))
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn append_transactional(p: &Partition, producer_id: i64, first_seq: i32) -> Appe
     b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
-    p.append(&mut b, 1_000, &next_meta(p)).unwrap()
+    p.append(&b, 1_000, &next_meta(p)).unwrap()
 }
 
 fn mark(p: &Partition, kind: crate::ControlType, producer_id: i64) -> AppendResult {
@@ -161,9 +161,9 @@ fn markers_move_the_stable_offset_and_aborts_are_listed_across_a_crash() {
 fn clients_cannot_append_control_batches() {
     let dir = tempfile::tempdir().unwrap();
     let p = open(dir.path(), small_config());
-    let mut b = crate::control_batch(crate::ControlType::Commit, 1, 0, 0, 0);
+    let b = crate::control_batch(crate::ControlType::Commit, 1, 0, 0, 0);
     assert!(matches!(
-        p.append(&mut b, 0, &meta(1)),
+        p.append(&b, 0, &meta(1)),
         Err(StorageError::Batch(_))
     ));
 }

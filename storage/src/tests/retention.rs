@@ -118,9 +118,9 @@ fn delete_records_before_survives_reopen() {
 fn filled_then_remote(dir: &Path) -> Partition {
     let p = filled(dir, small_config());
     for seq in 1..=13u64 {
-        let mut b = crate::batch::test_batch(2, 3000 + seq as i64, 100);
+        let b = crate::batch::test_batch(2, 3000 + seq as i64, 100);
         p.append(
-            &mut b,
+            &b,
             3000,
             &CausalMeta {
                 origin_region: 7,
