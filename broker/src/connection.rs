@@ -76,10 +76,6 @@ pub struct ListenerContext {
     pub tls: Option<Arc<Tls>>,
 }
 
-/// Longest a client may take to finish its TLS handshake: one that stalls (or speaks plaintext
-/// to a TLS port and waits) is closed instead of holding a connection slot.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves one connection until the client closes it, it breaks the protocol, idles too long, or
 /// shutdown; on a TLS listener, after the handshake.
 pub async fn serve(
@@ -113,24 +109,9 @@ pub async fn serve(
     // rustls reads the socket 4 KiB at a time; a buffer under it turns sixteen reads (and
     // wakeups) into one for large produce requests (`docs/benchmarks.md`, TLS).
     let buffered_socket = tokio::io::BufReader::with_capacity(READ_CHUNK_BYTES, stream);
-    let handshake = tokio::time::timeout(
-        TLS_HANDSHAKE_TIMEOUT,
-        tls.acceptor().accept(buffered_socket),
-    );
-    let stream = match handshake.await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            metrics::tls_handshake("failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            metrics::tls_handshake("timeout");
-            return;
-        }
+    let Some(stream) = tls.accept(buffered_socket, "kafka", &peer).await else {
+        return;
     };
-    metrics::tls_handshake("ok");
     if let Some(certificate) = stream
         .get_ref()
         .1

@@ -94,12 +94,8 @@ pub async fn serve(
             let Some(tls) = tls else {
                 return serve_connection(stream, app, shutdown, slot).await;
             };
-            let handshake =
-                tokio::time::timeout(HTTP_TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
-            match handshake.await {
-                Ok(Ok(stream)) => serve_connection(stream, app, shutdown, slot).await,
-                Ok(Err(error)) => tracing::debug!(%address, %error, "HTTP TLS handshake failed"),
-                Err(_) => tracing::debug!(%address, "HTTP TLS handshake timed out"),
+            if let Some(stream) = tls.accept(stream, "http", &address.to_string()).await {
+                serve_connection(stream, app, shutdown, slot).await;
             }
         });
     }
@@ -116,9 +112,6 @@ const HTTP_CONNECTIONS_MAX: usize = 1_024;
 /// Longest a client may take to send a request's headers: a client that trickles them
 /// (slowloris) is closed instead of holding a connection slot forever.
 const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest a client may take to finish its TLS handshake on an HTTPS listener.
-const HTTP_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest a response write may wait for the client to read: a client that stops reading (a
 /// stalled change feed, a frozen scraper) is closed instead of holding its buffers forever.

@@ -312,10 +312,12 @@ pub fn sasl_authentication(mechanism: &'static str, succeeded: bool) {
         .increment(1);
 }
 
-/// Counts TLS handshakes on Kafka listeners by outcome (`ok`, `failed`, `timeout`): failures
-/// are clients with the wrong authority, expired certificates or plaintext on a TLS port.
-pub fn tls_handshake(result: &'static str) {
-    counter!("causeway_tls_handshakes_total", "result" => result).increment(1);
+/// Counts TLS handshakes by listener (`kafka`, `http`) and outcome (`ok`, `failed`,
+/// `timeout`): failures are clients with the wrong authority, expired certificates or plaintext
+/// on a TLS port.
+pub fn tls_handshake(listener: &'static str, result: &'static str) {
+    counter!("causeway_tls_handshakes_total", "listener" => listener, "result" => result)
+        .increment(1);
 }
 
 /// Counts reloads of the TLS certificate and key (SIGHUP) by outcome.

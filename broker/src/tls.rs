@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rustls::crypto::CryptoProvider;
@@ -13,10 +14,17 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 use crate::config::{BrokerOptions, ClientAuth};
+use crate::metrics;
+
+/// Longest a client may take to finish its TLS handshake: one that stalls (or speaks plaintext
+/// to a TLS port and waits) is closed instead of holding a connection slot.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the certificate, key and client authorities come from, and whether clients present
 /// certificates.
@@ -80,12 +88,40 @@ impl Tls {
     }
 
     /// An acceptor for one new connection, with the configuration loaded last.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    fn acceptor(&self) -> TlsAcceptor {
         let config = match self.current.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         TlsAcceptor::from(config)
+    }
+
+    /// The TLS session of a client that connected to `listener` ("kafka" or "http") from
+    /// `peer`, once its handshake has finished within [`HANDSHAKE_TIMEOUT`]; `None` (logged and
+    /// counted) if it failed or stalled.
+    pub async fn accept<IO>(
+        &self,
+        stream: IO,
+        listener: &'static str,
+        peer: &str,
+    ) -> Option<TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor().accept(stream)).await;
+        let (result, stream) = match outcome {
+            Ok(Ok(stream)) => ("ok", Some(stream)),
+            Ok(Err(error)) => {
+                tracing::debug!(listener, %peer, %error, "TLS handshake failed");
+                ("failed", None)
+            }
+            Err(_) => {
+                tracing::debug!(listener, %peer, "TLS handshake timed out");
+                ("timeout", None)
+            }
+        };
+        metrics::tls_handshake(listener, result);
+        stream
     }
 
     /// Reads the files again and serves new connections with them; on any error the previous

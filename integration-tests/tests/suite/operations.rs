@@ -1200,8 +1200,10 @@ fn run_local_script_starts_three_secured_regions_that_answer_readyz_and_stop_cle
     for region in ["EU", "US", "AP"] {
         let (code, body) = http_get(socket(&local_addr(&ports, region, "HTTP"))?, "/metrics")?;
         ensure_eq!(code, 200, "/metrics of {region}");
-        let handshakes =
-            parse_metrics(&body)?.value("causeway_tls_handshakes_total", &[("result", "ok")]);
+        let handshakes = parse_metrics(&body)?.value(
+            "causeway_tls_handshakes_total",
+            &[("listener", "kafka"), ("result", "ok")],
+        );
         if handshakes < 2.0 {
             bail!("{region} counted {handshakes} TLS handshakes; its two peers dial it over TLS");
         }

@@ -182,8 +182,10 @@ fn kcat_round_trips_over_an_ssl_listener_beside_a_plaintext_one() {
         );
         let metrics = broker_metrics(broker.http_addr())?;
         ensure!(
-            metrics.contains("causeway_tls_handshakes_total{result=\"ok\"}")
-                && metrics.contains("causeway_tls_handshakes_total{result=\"failed\"}"),
+            metrics.contains("causeway_tls_handshakes_total{listener=\"kafka\",result=\"ok\"}")
+                && metrics.contains(
+                    "causeway_tls_handshakes_total{listener=\"kafka\",result=\"failed\"}"
+                ),
             "handshakes not counted:\n{metrics}"
         );
         Ok(())
