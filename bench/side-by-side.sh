@@ -6,6 +6,9 @@
 #
 #   bench/side-by-side.sh BASELINE_BIN CANDIDATE_BIN PAIRS > results.jsonl
 #
+# With SESSION=produce, a session is only the two produce runs (more pairs in the same time
+# when ingest is what changed).
+#
 # Needs `causeway-bench` built: cargo build --release -p causeway-bench.
 set -euo pipefail
 
@@ -30,8 +33,10 @@ session() {
     {
         "$bench" produce --records 3000000 --record-bytes 100 "${common[@]}"
         "$bench" produce --topic bench-1k --records 1000000 --record-bytes 1024 "${common[@]}"
-        "$bench" consume --topic bench-1k --records 1000000 --record-bytes 1024 "${common[@]}"
-        "$bench" e2e --topic bench-e2e --rate 20000 --duration-s 10 "${common[@]}"
+        if [ "${SESSION:-all}" != produce ]; then
+            "$bench" consume --topic bench-1k --records 1000000 --record-bytes 1024 "${common[@]}"
+            "$bench" e2e --topic bench-e2e --rate 20000 --duration-s 10 "${common[@]}"
+        fi
     } 2>/dev/null | grep '^{' | sed "s/^/$label /"
     kill -TERM "$pid"
     wait "$pid" || true
