@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path as FilePath, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -281,7 +281,9 @@ impl VerifiedCache {
 pub struct HttpAuth {
     mode: HttpAuthMode,
     probes: bool,
-    tokens: Vec<BearerToken>,
+    tokens_file: Option<PathBuf>,
+    /// Replaced whole by [`HttpAuth::reload_tokens`].
+    tokens: RwLock<Arc<Vec<BearerToken>>>,
     /// Password checks (PBKDF2) running at once: half the cores, so a flood of bad Basic
     /// credentials cannot take all the CPU.
     checks: Semaphore,
@@ -311,11 +313,36 @@ impl HttpAuth {
         Ok(HttpAuth {
             mode: options.http_auth,
             probes: options.http_auth_probes,
-            tokens,
+            tokens_file: options.http_bearer_tokens_file.clone(),
+            tokens: RwLock::new(Arc::new(tokens)),
             checks: Semaphore::new((cores / 2).max(1)),
             verified: VerifiedCache::new(),
             failures_logged: LogLimiter::new(),
         })
+    }
+
+    /// Reads the bearer tokens file again (on SIGHUP), so tokens are added and revoked without a
+    /// restart; a file that does not read or parse leaves the tokens in use and says why.
+    /// Returns how many tokens are in use now, or `None` without a tokens file.
+    pub fn reload_tokens(&self) -> anyhow::Result<Option<usize>> {
+        let Some(path) = &self.tokens_file else {
+            return Ok(None);
+        };
+        let tokens = load_tokens(path)?;
+        let count = tokens.len();
+        match self.tokens.write() {
+            Ok(mut current) => *current = Arc::new(tokens),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(tokens),
+        }
+        Ok(Some(count))
+    }
+
+    /// The tokens loaded last.
+    fn current_tokens(&self) -> Arc<Vec<BearerToken>> {
+        match self.tokens.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Whether a route with `access` needs an authenticated caller.
@@ -406,7 +433,7 @@ impl HttpAuth {
     fn token_principal(&self, token: &str) -> Option<String> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for known in &self.tokens {
+        for known in self.current_tokens().iter() {
             if bool::from(known.hash.ct_eq(&hash)) {
                 found = Some(known.principal.clone());
             }
@@ -422,7 +449,7 @@ impl HttpAuth {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"Basic realm="causeway", charset="UTF-8""#),
         );
-        if !self.tokens.is_empty() {
+        if !self.current_tokens().is_empty() {
             headers.append(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Bearer realm="causeway""#),

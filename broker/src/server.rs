@@ -81,9 +81,7 @@ pub async fn run(options: BrokerOptions) -> anyhow::Result<()> {
             ));
         }
     }
-    if let Some(tls) = tls {
-        background.spawn(reload_tls_on_hangup(tls, shutdown_rx.clone()));
-    }
+    background.spawn(reload_on_hangup(broker.clone(), tls, shutdown_rx.clone()));
     broker.set_ready(true);
     tracing::info!("ready");
 
@@ -188,13 +186,18 @@ async fn bind_kafka_listeners(
     Ok(bound)
 }
 
-/// Reads the TLS certificate, key and client authorities again on each SIGHUP; a reload that
-/// fails leaves the previous ones in use and says why.
-async fn reload_tls_on_hangup(tls: Arc<Tls>, mut shutdown: watch::Receiver<bool>) {
+/// On each SIGHUP, reads again the TLS certificate, key and client authorities (with `tls`) and
+/// the HTTP bearer tokens file (with `--http-bearer-tokens-file`); a reload that fails leaves
+/// what was loaded before in use and says why.
+async fn reload_on_hangup(
+    broker: Arc<Broker>,
+    tls: Option<Arc<Tls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP: TLS certificates reload only on restart");
+            tracing::warn!(%error, "cannot listen for SIGHUP: certificates and tokens reload only on restart");
             return;
         }
     };
@@ -203,6 +206,15 @@ async fn reload_tls_on_hangup(tls: Arc<Tls>, mut shutdown: watch::Receiver<bool>
             received = hangups.recv() => if received.is_none() { return },
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+        match broker.http_auth.reload_tokens() {
+            Ok(None) => {}
+            Ok(Some(count)) => tracing::info!(tokens = count, "HTTP bearer tokens reloaded"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "HTTP bearer tokens reload failed; the previous tokens stay in use"
+            ),
+        }
+        let Some(tls) = &tls else { continue };
         let loading = tls.clone();
         match crate::blocking::MAINTENANCE
             .run(move || loading.reload())

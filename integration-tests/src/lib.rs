@@ -569,3 +569,16 @@ pub fn open_change_feed(
         .with_context(|| format!("bad status line in {head:?}"))?;
     Ok(Some((status, stream)))
 }
+
+/// Sends SIGHUP to the broker, which reloads its TLS certificates and HTTP bearer tokens.
+pub fn hang_up(broker: &BrokerProcess) -> Result<()> {
+    let pid = broker.pid().context("the broker's pid")?;
+    let status = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .context("kill -HUP")?;
+    if !status.success() {
+        bail!("kill -HUP {pid}: {status}");
+    }
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Rebalance timing with real librdkafka consumers (one thread each), recorded in
 //! `docs/benchmarks.md`. Ignored by default; run with
-//! `cargo test --release -p causeway-integration-tests --test suite groups_bench:: -- --ignored --nocapture`.
+//! `cargo test --release --workspace --test suite groups_bench:: -- --ignored --nocapture`.
 //!
 //! - join to first record: N consumers subscribe at once to a 20-partition topic that already
 //!   holds records; the time until every one of them has received a record;

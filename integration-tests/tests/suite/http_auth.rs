@@ -15,8 +15,8 @@ use anyhow::{ensure, Context, Result};
 use causeway_integration_tests::regions::{metric, metric_sum};
 use causeway_integration_tests::security::{causeway_offline, create_user, Who};
 use causeway_integration_tests::{
-    create_topic, free_port, http_get, produce_all, wait_until, BrokerOptions, BrokerProcess,
-    TestRecord, STARTUP_TIMEOUT,
+    create_topic, free_port, hang_up, http_get, produce_all, wait_until, BrokerOptions,
+    BrokerProcess, TestRecord, STARTUP_TIMEOUT,
 };
 use causeway_testkit::{http_get_with, http_head_of, HttpAnswer};
 use sha2::{Digest, Sha256};
@@ -248,7 +248,9 @@ fn table_reads_and_the_change_feed_follow_the_acls() {
 
 /// A bearer token listed in `--http-bearer-tokens-file` (by its SHA-256) is its principal:
 /// `User:reader`, granted Read on `orders-eu`, reads it and not `secret`; a token the file does
-/// not list, or the listed hash sent as a token, is 401 with both challenges.
+/// not list, or the listed hash sent as a token, is 401 with both challenges. After SIGHUP the
+/// file as rewritten holds: a new token opens, the dropped one is 401, and a file broken later
+/// keeps the tokens in use.
 #[test]
 fn bearer_tokens_stand_for_their_principals() {
     run(|data_dir| {
@@ -295,6 +297,27 @@ fn bearer_tokens_stand_for_their_principals() {
             r#"causeway_http_authentications_total{method="bearer",result="failed"}"#,
         )?;
         ensure!(failed == Some(2.0), "bearer failures counted {failed:?}");
+        // SIGHUP reads the file again: the token it now lists opens, the one it dropped is
+        // revoked; a file that no longer parses keeps the tokens in use.
+        let renewed = "reader-token-renewed-41c2";
+        let renewed_hash = format!("{:x}", Sha256::digest(renewed.as_bytes()));
+        std::fs::write(&tokens_file, format!("User:reader {renewed_hash}\n"))?;
+        hang_up(&broker)?;
+        let renewed_bearer = format!("Bearer {renewed}");
+        let reloaded = wait_until(Duration::from_secs(10), || {
+            get(&broker, &row, Some(&renewed_bearer)).is_ok_and(|answer| answer.status == 200)
+        });
+        ensure!(reloaded, "the renewed token was not accepted after SIGHUP");
+        expect(&broker, &row, Some(&bearer), 401)?;
+        std::fs::write(&tokens_file, "User:reader not-a-hash\n")?;
+        hang_up(&broker)?;
+        let logged = wait_until(Duration::from_secs(10), || {
+            broker
+                .stderr_tail(20)
+                .contains("HTTP bearer tokens reload failed")
+        });
+        ensure!(logged, "the failed reload was not logged");
+        expect(&broker, &row, Some(&renewed_bearer), 200)?;
         Ok(())
     });
 }

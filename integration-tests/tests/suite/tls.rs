@@ -14,8 +14,8 @@ use causeway_integration_tests::security::{
     causeway_offline, create_user, kafka_python_round_trip,
 };
 use causeway_integration_tests::{
-    assign, consume_n, consumer_config, free_port, kcat, produce_all, producer_config, topic_name,
-    wait_until, with_broker, BrokerOptions, BrokerProcess, KcatOutput, TestRecord,
+    assign, consume_n, consumer_config, free_port, hang_up, kcat, produce_all, producer_config,
+    topic_name, wait_until, with_broker, BrokerOptions, BrokerProcess, KcatOutput, TestRecord,
 };
 use rcgen::DnType;
 use rdkafka::config::ClientConfig;
@@ -366,7 +366,7 @@ fn a_renewed_certificate_is_served_after_sighup() {
         let fresh = renewed.server(&pki.dir, "renewed")?;
         std::fs::copy(&fresh.certificate, &pki.server.certificate)?;
         std::fs::copy(&fresh.key, &pki.server.key)?;
-        hang_up(broker.pid().context("pid")?)?;
+        hang_up(&broker)?;
         ensure!(
             wait_until(Duration::from_secs(10), || {
                 metadata(&renewed_ca).is_ok_and(|m| m.status.success())
@@ -379,7 +379,7 @@ fn a_renewed_certificate_is_served_after_sighup() {
         );
 
         std::fs::write(&pki.server.key, "not a key")?;
-        hang_up(broker.pid().context("pid")?)?;
+        hang_up(&broker)?;
         ensure!(
             wait_until(Duration::from_secs(10), || {
                 broker_metrics(broker.http_addr())
@@ -393,15 +393,6 @@ fn a_renewed_certificate_is_served_after_sighup() {
         );
         Ok(())
     });
-}
-
-fn hang_up(pid: u32) -> Result<()> {
-    let status = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .context("kill -HUP")?;
-    ensure!(status.success(), "kill -HUP {pid}: {status}");
-    Ok(())
 }
 
 /// `GET https://127.0.0.1:PORT/PATH` with Python's TLS client trusting only `ca` (and checking
