@@ -366,7 +366,7 @@ fn a_renewed_certificate_is_served_after_sighup() {
         let fresh = renewed.server(&pki.dir, "renewed")?;
         std::fs::copy(&fresh.certificate, &pki.server.certificate)?;
         std::fs::copy(&fresh.key, &pki.server.key)?;
-        hang_up(&broker)?;
+        hang_up(broker)?;
         ensure!(
             wait_until(Duration::from_secs(10), || {
                 metadata(&renewed_ca).is_ok_and(|m| m.status.success())
@@ -379,7 +379,7 @@ fn a_renewed_certificate_is_served_after_sighup() {
         );
 
         std::fs::write(&pki.server.key, "not a key")?;
-        hang_up(&broker)?;
+        hang_up(broker)?;
         ensure!(
             wait_until(Duration::from_secs(10), || {
                 broker_metrics(broker.http_addr())
