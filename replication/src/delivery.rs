@@ -343,6 +343,10 @@ impl<L: BatchLog> PartitionReplica<L> {
                 _ => return Ok(Outcome::Backpressure),
             }
         }
+        let batch = Batch {
+            payload: self.log.detached(batch.payload),
+            meta: batch.meta,
+        };
         queue.insert(id.seq, batch);
         Ok(Outcome::Queued { evicted })
     }

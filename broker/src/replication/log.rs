@@ -399,6 +399,12 @@ impl BatchLog for ReplicaLog {
         )
     }
 
+    /// A pull response's batches are slices of the whole response; one that waits for its
+    /// dependencies is copied out, so the response's buffer is freed once the others are applied.
+    fn detached(&self, payload: Bytes) -> Bytes {
+        Bytes::copy_from_slice(&payload)
+    }
+
     fn recover(&self) -> Result<RecoveredLog, LogError> {
         let mut clock = self.index.clock();
         for (origin, seq) in self.high_water.to_deps() {

@@ -497,3 +497,53 @@ fn the_memory_log_refuses_an_append_out_of_causal_order() {
     assert!(log.append(batch(A, 1, &[(B, 1)], 1)).is_err());
     assert!(log.append(batch(A, 1, &[], 1)).is_ok());
 }
+
+/// A memory log that notes each payload the replica detaches before queueing it.
+struct DetachingLog {
+    log: MemoryLog<u64>,
+    detached: std::cell::RefCell<Vec<u64>>,
+}
+
+impl BatchLog for DetachingLog {
+    type Payload = u64;
+    fn append(&mut self, batch: Batch<u64>) -> Result<(), AppendError> {
+        self.log.append(batch)
+    }
+    fn position_of(&self, id: BatchId) -> Result<Option<u64>, LogError> {
+        self.log.position_of(id)
+    }
+    fn read(&self, from: u64, max: usize) -> Result<Vec<Positioned<u64>>, LogError> {
+        self.log.read(from, max)
+    }
+    fn recover(&self) -> Result<RecoveredLog, LogError> {
+        self.log.recover()
+    }
+    fn detached(&self, payload: u64) -> u64 {
+        self.detached.borrow_mut().push(payload);
+        payload
+    }
+}
+
+#[test]
+fn only_a_batch_that_waits_is_detached_from_the_buffer_it_came_in() {
+    let log = DetachingLog {
+        log: MemoryLog::new(),
+        detached: Default::default(),
+    };
+    let mut c = PartitionReplica::recover(config(C), log).expect("recover");
+    assert_eq!(
+        c.receive(batch(B, 1, &[(A, 1)], 21), NOW),
+        Ok(Outcome::Queued { evicted: None })
+    );
+    assert_eq!(
+        c.receive(batch(A, 1, &[], 11), NOW),
+        Ok(Outcome::Applied { released: 1 })
+    );
+    assert_eq!(
+        *c.log().detached.borrow(),
+        vec![21],
+        "only the one that waited"
+    );
+    let stored: Vec<u64> = c.log().log.batches().iter().map(|b| b.payload).collect();
+    assert_eq!(stored, vec![11, 21]);
+}

@@ -80,6 +80,13 @@ pub trait BatchLog {
 
     /// The clock and newest stamp of the log as it is now (called once, right after opening).
     fn recover(&self) -> Result<RecoveredLog, LogError>;
+
+    /// The payload of a batch about to wait in a pending queue, as the queue should keep it
+    /// (equal to `payload`): a log whose payloads share the buffer they arrived in gives the
+    /// queue a copy of its own, so a batch that waits never keeps a whole response in memory.
+    fn detached(&self, payload: Self::Payload) -> Self::Payload {
+        payload
+    }
 }
 
 /// Static settings of one replica.
