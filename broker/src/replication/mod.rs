@@ -274,10 +274,9 @@ mod tests {
         parse_cli_from(all).expect("options").serve
     }
 
-    #[test]
-    fn peers_get_name_derived_ids_and_need_a_secret() {
-        assert!(Replication::from_options(&options(&["--peer", "us@127.0.0.1:9093"])).is_err());
-        let replication = Replication::from_options(&options(&[
+    /// Region `eu` with the one peer `us`, over plaintext with the secret `s`.
+    fn eu_peering_us_with_secret_s() -> Replication {
+        Replication::from_options(&options(&[
             "--region",
             "eu",
             "--peer",
@@ -285,7 +284,13 @@ mod tests {
             "--replication-secret",
             "s",
         ]))
-        .expect("replication");
+        .expect("replication")
+    }
+
+    #[test]
+    fn peers_get_name_derived_ids_and_need_a_secret() {
+        assert!(Replication::from_options(&options(&["--peer", "us@127.0.0.1:9093"])).is_err());
+        let replication = eu_peering_us_with_secret_s();
         assert_eq!(replication.peers[0].id, region_id("us"));
         assert_eq!(replication.region_id, region_id("eu"));
         assert!(replication.authenticates(b"s"));
@@ -341,15 +346,7 @@ mod tests {
             "a configured secret is checked"
         );
 
-        let plain = Replication::from_options(&options(&[
-            "--region",
-            "eu",
-            "--peer",
-            "us@127.0.0.1:9093",
-            "--replication-secret",
-            "s",
-        ]))
-        .expect("replication");
+        let plain = eu_peering_us_with_secret_s();
         let us = &plain.peers[0];
         assert!(plain.admits(us, b"s", None));
         assert!(!plain.admits(us, b"t", None));
