@@ -1,11 +1,14 @@
 """kafka-python 3.x admin calls over SASL_PLAINTEXT with SCRAM-SHA-512, as one user: topics and
-ACLs (CreateAcls, DescribeAcls, DeleteAcls), for integration-tests/tests/acls.rs.
+ACLs (CreateAcls, DescribeAcls, DeleteAcls), committed offsets (OffsetFetch), for
+integration-tests/tests/suite/acls.rs.
 Usage: python3 kafka_python_acls.py HOST:PORT USER PASSWORD STEPS, where STEPS is a JSON list of
   {"op": "create_topics", "topics": [NAME, ...]}
   {"op": "delete_topics", "topics": [NAME, ...]}
   {"op": "create_acls", "acls": [BINDING, ...]}
   {"op": "describe_acls", "filter": FILTER}
   {"op": "delete_acls", "filters": [FILTER, ...]}
+  {"op": "list_group_offsets", "group": GROUP, "partitions": [[TOPIC, PARTITION], ...],
+   "api_version": "2.4.0"}   (optional: a client held to that Kafka version's requests)
 A BINDING is {"principal", "host", "operation", "permission", "resource_type", "name", "pattern"}
 with kafka-python's enum names as values ("READ", "ALLOW", "TOPIC", "PREFIXED"); a FILTER has the
 same keys, each optional (a missing one matches anything).
@@ -15,7 +18,7 @@ import json
 import os
 import sys
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import (
     ACL,
     ACLFilter,
@@ -76,8 +79,14 @@ def topic_errors(result):
     return {t["name"]: t["error_code"] for t in result["topics"]}
 
 
-def run(admin, step):
+def run(connect, admin, step):
     op = step["op"]
+    if op == "list_group_offsets":
+        version = step.get("api_version")
+        client = connect(tuple(int(v) for v in version.split("."))) if version else admin
+        partitions = [TopicPartition(topic, partition) for topic, partition in step["partitions"]]
+        offsets = client.list_group_offsets({step["group"]: partitions})[step["group"]]
+        return {"offsets": {"%s-%d" % tp: o.offset for tp, o in offsets.items()}}
     if op == "create_topics":
         created = admin.create_topics(
             {name: {"num_partitions": 1, "replication_factor": 1} for name in step["topics"]},
@@ -105,22 +114,26 @@ def run(admin, step):
 
 
 def main(broker, user, password, steps):
-    try:
-        admin = KafkaAdminClient(
+    def connect(api_version=None):
+        return KafkaAdminClient(
             bootstrap_servers=broker,
             security_protocol="SASL_PLAINTEXT",
             sasl_mechanism="SCRAM-SHA-512",
             sasl_plain_username=user,
             sasl_plain_password=password,
             request_timeout_ms=10000,
+            api_version=api_version,
         )
+
+    try:
+        admin = connect()
     except Exception as error:
         print(json.dumps({"error": type(error).__name__}), flush=True)
         os._exit(0)
     results = []
     for step in json.loads(steps):
         try:
-            results.append(run(admin, step))
+            results.append(run(connect, admin, step))
         except Exception as error:  # the test compares the error's class
             results.append({"error": type(error).__name__})
     print(json.dumps(results), flush=True)

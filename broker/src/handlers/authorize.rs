@@ -24,6 +24,7 @@ use kafka_protocol::messages::{
     metadata_response::MetadataResponseTopic,
     offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic},
     offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic},
+    offset_fetch_response,
     offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult},
     produce_response::{PartitionProduceResponse, TopicProduceResponse},
     txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic},
@@ -95,6 +96,8 @@ pub(super) enum Gate {
 pub(super) struct Denied {
     /// Topics and their partitions, refused.
     topics: Vec<(String, Vec<i32>)>,
+    /// Per group (OffsetFetch from v8), topics and their partitions, refused.
+    group_topics: Vec<(String, Vec<(String, Vec<i32>)>)>,
     /// Topic names refused, with the code to answer (topic-level results).
     named: Vec<(String, ResponseError)>,
     /// Config resources refused: (resource type, name, code).
@@ -498,19 +501,34 @@ pub(super) fn gate(caller: &Caller, broker: &Broker, request: RequestKind) -> Ga
                 .collect();
             serve(R::OffsetCommit(r), Denied { topics, ..Denied::nothing() })
         }
+        // Topics named and not describable are refused per partition; from a fetch of every
+        // committed position they are left out (`hide`), as Kafka does.
         R::OffsetFetch(mut r) => {
+            let visible = |name: &str| caller.may_topic(Operation::Describe, name);
             if r.groups.is_empty() {
                 if !caller.may_group(Operation::Describe, &r.group_id) {
                     return answer(ResponseKind::OffsetFetch(
                         OffsetFetchResponse::default().with_error_code(GROUP_DENIED.code()),
                     ));
                 }
-            } else {
-                let denied = take_denied(&mut r.groups, |g| caller.may_group(Operation::Describe, &g.group_id));
-                let named = denied.iter().map(|g| (g.group_id.to_string(), GROUP_DENIED)).collect();
-                return serve(R::OffsetFetch(r), Denied { named, hide: true, ..Denied::nothing() });
+                let topics = r.topics.as_mut().map_or_else(Vec::new, |named| {
+                    let denied = take_denied(named, |t| visible(&t.name));
+                    denied.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect()
+                });
+                return serve(R::OffsetFetch(r), Denied { topics, hide: true, ..Denied::nothing() });
             }
-            serve(R::OffsetFetch(r), Denied::hiding())
+            let denied = take_denied(&mut r.groups, |g| caller.may_group(Operation::Describe, &g.group_id));
+            let named = denied.iter().map(|g| (g.group_id.to_string(), GROUP_DENIED)).collect();
+            let group_topics = r
+                .groups
+                .iter_mut()
+                .filter_map(|g| {
+                    let denied = take_denied(g.topics.as_mut()?, |t| visible(&t.name));
+                    let topics = denied.into_iter().map(|t| (t.name.to_string(), t.partition_indexes));
+                    Some((g.group_id.to_string(), topics.collect()))
+                })
+                .collect();
+            serve(R::OffsetFetch(r), Denied { named, group_topics, hide: true, ..Denied::nothing() })
         }
         R::OffsetDelete(mut r) => {
             if !caller.may_group(Operation::Delete, &r.group_id) {
@@ -712,6 +730,7 @@ pub(super) fn complete(caller: &Caller, denied: Denied, response: &mut ResponseK
     use ResponseKind as P;
     let Denied {
         topics,
+        group_topics,
         named,
         resources,
         hide,
@@ -898,11 +917,46 @@ pub(super) fn complete(caller: &Caller, denied: Denied, response: &mut ResponseK
         P::OffsetFetch(r) if hide => {
             let visible = |name: &str| caller.may_topic(Operation::Describe, name);
             r.topics.retain(|t| visible(&t.name));
+            r.topics.extend(topics.into_iter().map(|(name, parts)| {
+                offset_fetch_response::OffsetFetchResponseTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                offset_fetch_response::OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            }));
             for group in &mut r.groups {
                 group.topics.retain(|t| visible(&t.name));
             }
+            for (id, refused) in group_topics {
+                let Some(group) = r.groups.iter_mut().find(|g| g.group_id.as_str() == id) else {
+                    continue;
+                };
+                group.topics.extend(refused.into_iter().map(|(name, parts)| {
+                    offset_fetch_response::OffsetFetchResponseTopics::default()
+                        .with_name(topic_name(&name))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|p| {
+                                    offset_fetch_response::OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                }));
+            }
             r.groups.extend(named.into_iter().map(|(group, refusal)| {
-                kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup::default()
+                offset_fetch_response::OffsetFetchResponseGroup::default()
                     .with_group_id(str_bytes(group).into())
                     .with_error_code(refusal.code())
             }));

@@ -213,6 +213,34 @@ fn consume_in_group(
     Ok(())
 }
 
+/// As `who`, reads `group`'s committed offsets of partition 0 of each of `topics` (an OffsetFetch
+/// naming them): per topic, the offset or the partition's error.
+fn committed_as(
+    broker: &BrokerProcess,
+    who: Who,
+    group: &str,
+    topics: &[&str],
+) -> Result<BTreeMap<String, Result<Offset, String>>> {
+    let mut config = as_user(consumer_config(&broker.bootstrap()), who);
+    config.set("group.id", group);
+    let consumer: BaseConsumer = config.create()?;
+    let mut asked = TopicPartitionList::new();
+    for topic in topics {
+        asked.add_partition(topic, 0);
+    }
+    let committed = consumer
+        .committed_offsets(asked, CLIENT_TIMEOUT)
+        .context("OffsetFetch")?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|p| {
+            let read = p.error().map(|()| p.offset()).map_err(|e| e.to_string());
+            (p.topic().to_owned(), read)
+        })
+        .collect())
+}
+
 /// The first error `consumer` reports within `CLIENT_TIMEOUT`; fails if it reads a record.
 fn first_consumer_error(consumer: &BaseConsumer) -> Result<KafkaError> {
     let deadline = Instant::now() + CLIENT_TIMEOUT;
@@ -378,6 +406,49 @@ fn a_prefixed_allow_granted_over_create_acls_opens_a_family_of_topics() {
             )?;
             consume_in_group(broker, ALICE, "orders-app", &["orders-eu", "orders-us"], 10)
                 .context("alice consuming in orders-app")?;
+            // The super user commits a position on payments in alice's group; alice asking for
+            // it by name is refused for that partition, as Kafka does, not told the offset.
+            let mut on_payments = TopicPartitionList::new();
+            on_payments.add_partition_offset("payments", 0, Offset::Offset(2))?;
+            let mut config = as_user(consumer_config(&broker.bootstrap()), ADMIN);
+            config.set("group.id", "orders-app");
+            let admins: BaseConsumer = config.create()?;
+            admins
+                .commit(&on_payments, CommitMode::Sync)
+                .context("admin's commit")?;
+            let committed = committed_as(broker, ALICE, "orders-app", &["orders-eu", "payments"])?;
+            ensure!(
+                matches!(committed.get("orders-eu"), Some(Ok(_)))
+                    && matches!(committed.get("payments"),
+                        Some(Err(e)) if e.contains("TopicAuthorizationFailed")),
+                "alice's OffsetFetch of orders-eu and payments in orders-app: {committed:?}"
+            );
+            let committed = committed_as(broker, ADMIN, "orders-app", &["payments"])?;
+            ensure!(
+                committed.get("payments") == Some(&Ok(Offset::Offset(2))),
+                "admin's OffsetFetch of payments in orders-app: {committed:?}"
+            );
+            // The same before OffsetFetch v8 (one group per request), from kafka-python.
+            let refused = json!({"error": "TopicAuthorizationFailedError"});
+            let asked = |partitions: Value| {
+                json!({"op": "list_group_offsets", "group": "orders-app",
+                    "partitions": partitions, "api_version": "2.4.0"})
+            };
+            kafka_python(
+                broker,
+                ALICE,
+                json!([
+                    asked(json!([["payments", 0]])),
+                    asked(json!([["orders-us", 0]]))
+                ]),
+                json!([refused, {"offsets": {"orders-us-0": 5}}]),
+            )?;
+            kafka_python(
+                broker,
+                ADMIN,
+                json!([asked(json!([["payments", 0]]))]),
+                json!([{"offsets": {"payments-0": 2}}]),
+            )?;
             let error = group_error(broker, ALICE, "other-app", &["orders-eu"])?;
             ensure!(
                 error.to_string().contains("GroupAuthorizationFailed"),
