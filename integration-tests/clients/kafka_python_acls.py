@@ -1,7 +1,8 @@
 """kafka-python 3.x admin calls over SASL_PLAINTEXT with SCRAM-SHA-512, as one user: topics and
 ACLs (CreateAcls, DescribeAcls, DeleteAcls), committed offsets (OffsetFetch), for
 integration-tests/tests/suite/acls.rs.
-Usage: python3 kafka_python_acls.py HOST:PORT USER PASSWORD STEPS, where STEPS is a JSON list of
+Usage: python3 kafka_python_acls.py HOST:PORT USER PASSWORD STEPS (USER "-": plaintext, no SASL),
+where STEPS is a JSON list of
   {"op": "create_topics", "topics": [NAME, ...]}
   {"op": "delete_topics", "topics": [NAME, ...]}
   {"op": "create_acls", "acls": [BINDING, ...]}
@@ -9,6 +10,9 @@ Usage: python3 kafka_python_acls.py HOST:PORT USER PASSWORD STEPS, where STEPS i
   {"op": "delete_acls", "filters": [FILTER, ...]}
   {"op": "list_group_offsets", "group": GROUP, "partitions": [[TOPIC, PARTITION], ...],
    "api_version": "2.4.0"}   (optional: a client held to that Kafka version's requests)
+  {"op": "describe_topics", "topics": [NAME, ...]}      (the caller's authorized operations, KIP-430)
+  {"op": "describe_groups", "groups": [GROUP, ...]}     (the same)
+  {"op": "describe_cluster"}                            (the same)
 A BINDING is {"principal", "host", "operation", "permission", "resource_type", "name", "pattern"}
 with kafka-python's enum names as values ("READ", "ALLOW", "TOPIC", "PREFIXED"); a FILTER has the
 same keys, each optional (a missing one matches anything).
@@ -79,8 +83,32 @@ def topic_errors(result):
     return {t["name"]: t["error_code"] for t in result["topics"]}
 
 
+def operations(field):
+    """KIP-430's bit field as sorted operation names; None when the broker left it out."""
+    if isinstance(field, list):  # kafka-python already turned it into names
+        return sorted(field)
+    if field is None or field == -(2**31):
+        return None
+    return sorted(ACLOperation(code).name for code in range(32) if field >> code & 1)
+
+
+def authorized(described, field="authorized_operations"):
+    """The authorized operations of a described resource: kafka-python names the field as the
+    protocol does, or `authorized_operations` once it has turned the bits into names."""
+    return described.get(field, described.get("authorized_operations"))
+
+
 def run(connect, admin, step):
     op = step["op"]
+    if op == "describe_topics":
+        described = admin.describe_topics(step["topics"])
+        return {t["name"]: operations(authorized(t, "topic_authorized_operations")) for t in described}
+    if op == "describe_groups":
+        described = admin.describe_groups(step["groups"], include_authorized_operations=True)
+        return {g: operations(authorized(d)) for g, d in described.items()}
+    if op == "describe_cluster":
+        cluster = admin.describe_cluster()
+        return {"cluster": operations(authorized(cluster, "cluster_authorized_operations"))}
     if op == "list_group_offsets":
         version = step.get("api_version")
         client = connect(tuple(int(v) for v in version.split("."))) if version else admin
@@ -114,15 +142,17 @@ def run(connect, admin, step):
 
 
 def main(broker, user, password, steps):
+    # User "-": a plaintext listener, no SASL.
+    sasl = {} if user == "-" else dict(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username=user,
+        sasl_plain_password=password,
+    )
+
     def connect(api_version=None):
         return KafkaAdminClient(
-            bootstrap_servers=broker,
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="SCRAM-SHA-512",
-            sasl_plain_username=user,
-            sasl_plain_password=password,
-            request_timeout_ms=10000,
-            api_version=api_version,
+            bootstrap_servers=broker, request_timeout_ms=10000, api_version=api_version, **sasl
         )
 
     try:

@@ -51,6 +51,35 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
+    /// The operations Kafka defines on a resource of this type (its `AclEntry.supportedOperations`
+    /// in Kafka 4): what KIP-430's authorized operations report on.
+    pub fn operations(self) -> &'static [Operation] {
+        use Operation::*;
+        match self {
+            ResourceType::Topic => &[
+                Read,
+                Write,
+                Create,
+                Describe,
+                Delete,
+                Alter,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
+            ResourceType::Group => &[Read, Describe, Delete, DescribeConfigs, AlterConfigs],
+            ResourceType::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            ResourceType::TransactionalId => &[Describe, Write],
+        }
+    }
+
     /// The type Kafka's code names, if it is one bindings can be about.
     pub fn from_code(code: i8) -> Option<ResourceType> {
         match code {
@@ -428,7 +457,29 @@ pub struct Rules {
     pub allow_if_no_acl: bool,
 }
 
+/// KIP-430's bit field of `operations`: bit `n` set for the operation with code `n`.
+pub fn operations_field(operations: impl IntoIterator<Item = Operation>) -> i32 {
+    operations
+        .into_iter()
+        .fold(0, |field, operation| field | 1 << operation.code())
+}
+
 impl Rules {
+    /// KIP-430's authorized operations: the field ([`operations_field`]) of the operations of
+    /// the resource's type `principal` from `host` may do to it.
+    pub fn authorized_operations(
+        &self,
+        principal: &str,
+        host: &str,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> i32 {
+        let operations = resource_type.operations().iter().copied();
+        operations_field(
+            operations.filter(|&op| self.authorize(principal, host, op, resource_type, name)),
+        )
+    }
+
     /// Whether `principal` connecting from `host` may do `operation` to the resource.
     pub fn authorize(
         &self,

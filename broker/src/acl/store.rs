@@ -10,7 +10,7 @@ use causeway_storage::{Catalog, StorageError};
 use crate::metrics::LogLimiter;
 use crate::security_state::{SecurityChange, SecurityStore, ACL_KEY_PREFIX};
 
-use super::{AclBinding, AclFilter, Operation, ResourceType, Rules};
+use super::{operations_field, AclBinding, AclFilter, Operation, ResourceType, Rules};
 
 /// The ACL bindings and the policy around them.
 pub struct Acls {
@@ -83,6 +83,23 @@ impl Acls {
             self.denied(principal, host, operation, resource_type, name);
         }
         allowed
+    }
+
+    /// KIP-430's authorized operations ([`Rules::authorized_operations`]); every operation of
+    /// the type when authorization is off, as Kafka answers without an authorizer. Asking is not
+    /// doing, so what is not allowed is neither counted nor logged as a denial.
+    pub fn authorized_operations(
+        &self,
+        principal: &str,
+        host: &str,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> i32 {
+        if !self.enabled {
+            return operations_field(resource_type.operations().iter().copied());
+        }
+        self.read()
+            .authorized_operations(principal, host, resource_type, name)
     }
 
     /// Whether `principal` may do `operation` to some resource of the type ([`Rules::authorize_any`]).

@@ -145,6 +145,86 @@ fn describe_is_implied_by_the_operations_kafka_implies_it_by() {
     assert!(!may(&rules, Operation::Read, "t"));
 }
 
+/// KIP-430: the field holds exactly the allowed operations of the resource's type, with the
+/// implied ones (Describe, DescribeConfigs), in Kafka's bit positions (librdkafka's 0081_admin expects 8 for a topic).
+#[test]
+fn authorized_operations_are_the_allowed_operations_of_the_type_as_bits() {
+    use Operation::*;
+    let bits = |ops: &[Operation]| ops.iter().fold(0, |f, op| f | 1 << op.code());
+    let every_topic_op = [
+        Read,
+        Write,
+        Create,
+        Delete,
+        Alter,
+        Describe,
+        DescribeConfigs,
+        AlterConfigs,
+    ];
+    assert_eq!(
+        operations_field(ResourceType::Topic.operations().iter().copied()),
+        0b1101_1111_1000
+    );
+    assert_eq!(bits(&every_topic_op), 0b1101_1111_1000);
+
+    let mut alice = rules([
+        allow_topic("orders-", PatternType::Prefixed, "User:alice", Write),
+        allow_topic(
+            "orders-eu",
+            PatternType::Literal,
+            "User:alice",
+            AlterConfigs,
+        ),
+        binding(
+            ResourceType::Group,
+            "app",
+            PatternType::Literal,
+            "User:alice",
+            Read,
+            Permission::Allow,
+        ),
+        binding(
+            ResourceType::Topic,
+            "orders-us",
+            PatternType::Literal,
+            "User:alice",
+            All,
+            Permission::Deny,
+        ),
+    ]);
+    alice.super_users.insert("User:admin".into());
+    let ops = |principal, resource_type, name| {
+        alice.authorized_operations(principal, "10.0.0.1", resource_type, name)
+    };
+    assert_eq!(
+        ops("User:alice", ResourceType::Topic, "orders-eu"),
+        bits(&[Write, Describe, DescribeConfigs, AlterConfigs])
+    );
+    assert_eq!(ops("User:alice", ResourceType::Topic, "orders-us"), 0);
+    assert_eq!(ops("User:alice", ResourceType::Topic, "payments"), 0);
+    assert_eq!(
+        ops("User:alice", ResourceType::Group, "app"),
+        bits(&[Read, Describe])
+    );
+    assert_eq!(ops("User:alice", ResourceType::Cluster, CLUSTER_NAME), 0);
+    assert_eq!(
+        ops("User:admin", ResourceType::Topic, "payments"),
+        bits(&every_topic_op)
+    );
+    assert_eq!(
+        ops("User:admin", ResourceType::Cluster, CLUSTER_NAME),
+        bits(&[
+            Create,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+            Alter,
+            Describe
+        ])
+    );
+}
+
 #[test]
 fn hosts_must_match_unless_the_binding_says_any() {
     let mut only_local = allow_topic("t", PatternType::Literal, ALICE, Operation::Read);

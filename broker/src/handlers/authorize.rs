@@ -95,9 +95,9 @@ pub(super) enum Gate {
 #[derive(Default)]
 pub(super) struct Denied {
     /// Topics and their partitions, refused.
-    topics: Vec<(String, Vec<i32>)>,
+    topics: Vec<TopicPartitions>,
     /// Per group (OffsetFetch from v8), topics and their partitions, refused.
-    group_topics: Vec<(String, Vec<(String, Vec<i32>)>)>,
+    group_topics: Vec<(String, Vec<TopicPartitions>)>,
     /// Topic names refused, with the code to answer (topic-level results).
     named: Vec<(String, ResponseError)>,
     /// Config resources refused: (resource type, name, code).
@@ -118,6 +118,9 @@ impl Denied {
         }
     }
 }
+
+/// A topic's name and some of its partitions.
+type TopicPartitions = (String, Vec<i32>);
 
 /// Takes `name`'s entries the caller may not touch out of `items`.
 fn take_denied<T>(items: &mut Vec<T>, allowed: impl Fn(&T) -> bool) -> Vec<T> {

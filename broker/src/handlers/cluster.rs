@@ -6,9 +6,6 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use super::str_bytes;
 use crate::broker::{Broker, NODE_ID};
 
-/// Authorized operations are not computed (no ACLs): Kafka's "not requested" marker.
-pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-
 /// The cluster id, controller and the single broker.
 pub fn describe(
     broker: &Broker,
@@ -24,5 +21,4 @@ pub fn describe(
             .with_broker_id(BrokerId(NODE_ID))
             .with_host(str_bytes(host))
             .with_port(port)])
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

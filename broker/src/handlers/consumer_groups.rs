@@ -141,9 +141,7 @@ pub fn describe(
         .group_ids
         .into_iter()
         .map(|group_id| {
-            let described = DescribedGroup::default()
-                .with_group_id(group_id.clone())
-                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            let described = DescribedGroup::default().with_group_id(group_id.clone());
             let Some(group) = broker.groups.consumer_group(group_id.as_str()) else {
                 metrics::request_error(
                     ApiKey::ConsumerGroupDescribe,
@@ -197,8 +195,6 @@ pub fn describe(
     ConsumerGroupDescribeResponse::default().with_groups(groups)
 }
 
-/// `authorized_operations` when the client did not ask for them (Kafka's `INT32_MIN`).
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// `member_type` (v1): -1, the member's kind unknown (Kafka fills it only for members that
 /// came from the classic protocol).
 const MEMBER_TYPE_UNKNOWN: i8 = -1;

@@ -10,7 +10,6 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::cluster::AUTHORIZED_OPERATIONS_OMITTED;
 use super::leader_epoch::LEADER_EPOCH_NONE;
 use super::{str_bytes, topic_error_code, topic_name};
 use crate::broker::{Broker, NODE_ID};
@@ -132,8 +131,7 @@ fn describe(topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
     let described = MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
         .with_is_internal(crate::positions::is_internal(&topic.name))
-        .with_partitions(partitions)
-        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        .with_partitions(partitions);
     if version >= 10 {
         described.with_topic_id(topic.id)
     } else {

@@ -15,6 +15,7 @@ use crate::topics::TopicError;
 mod acls;
 mod api_versions;
 mod authorize;
+mod authorized_operations;
 mod cluster;
 mod configs;
 mod consumer_groups;
@@ -134,7 +135,8 @@ async fn serve(
     client: &ClientContext,
 ) -> Result<Option<ResponseKind>, Unhandled> {
     let version = request.version;
-    let response = match request.body {
+    let asked = authorized_operations::asked(&request.body);
+    let mut response = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) if metadata::may_create(broker, &r, version) => {
             ResponseKind::Metadata({
@@ -258,6 +260,7 @@ async fn serve(
         }
         _ => return Err(Unhandled(request.api_key)),
     };
+    authorized_operations::fill(&broker.acls, client, asked, &mut response);
     Ok(Some(response))
 }
 

@@ -5,7 +5,8 @@
 //! without any, a prefixed allow opens a family of topics, a literal deny beats it, deleting the
 //! bindings closes them again, and bindings written offline by `causeway acl` are honoured. On
 //! a plaintext listener clients are `User:ANONYMOUS`, open to what no binding speaks of only with
-//! `--allow-everyone-if-no-acl-found`.
+//! `--allow-everyone-if-no-acl-found`. Admin clients are told what they may do (KIP-430
+//! authorized operations) and committed offsets of topics they may not see are refused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use causeway_integration_tests::{
     consume_n, consumer_config, create_topic, kcat, produce_all, with_broker, BrokerOptions,
     BrokerProcess, TestRecord, CLIENT_TIMEOUT,
 };
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, TopicName};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -28,6 +31,8 @@ use serde_json::{json, Value};
 
 const ADMIN: Who = ("admin", "admin-pw-2026");
 const ALICE: Who = ("alice", "alice-pw-2026");
+/// A client of a plaintext listener (`kafka_python_acls.py` without SASL).
+const ANONYMOUS: Who = ("-", "");
 
 /// Kafka's TOPIC_AUTHORIZATION_FAILED.
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -455,6 +460,44 @@ fn a_prefixed_allow_granted_over_create_acls_opens_a_family_of_topics() {
                 "alice joining other-app: {error}"
             );
 
+            // KIP-430: what each caller may do, as admin clients ask (Describe implied by Read).
+            let every_topic_operation = json!([
+                "ALTER",
+                "ALTER_CONFIGS",
+                "CREATE",
+                "DELETE",
+                "DESCRIBE",
+                "DESCRIBE_CONFIGS",
+                "READ",
+                "WRITE"
+            ]);
+            let describe = json!([
+                {"op": "describe_topics", "topics": ["orders-eu"]},
+                {"op": "describe_groups", "groups": ["orders-app"]},
+                {"op": "describe_cluster"},
+            ]);
+            kafka_python(
+                broker,
+                ALICE,
+                describe.clone(),
+                json!([
+                    {"orders-eu": ["DESCRIBE", "READ", "WRITE"]},
+                    {"orders-app": ["DESCRIBE", "READ"]},
+                    {"error": "ClusterAuthorizationFailedError"},
+                ]),
+            )?;
+            kafka_python(
+                broker,
+                ADMIN,
+                describe,
+                json!([
+                    {"orders-eu": every_topic_operation},
+                    {"orders-app": ["ALTER_CONFIGS", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ"]},
+                    {"cluster": ["ALTER", "ALTER_CONFIGS", "CLUSTER_ACTION", "CREATE", "DESCRIBE",
+                        "DESCRIBE_CONFIGS", "IDEMPOTENT_WRITE"]},
+                ]),
+            )?;
+
             let cluster_refused = json!({"error": "ClusterAuthorizationFailedError"});
             kafka_python(
                 broker,
@@ -577,6 +620,45 @@ fn a_literal_deny_beats_a_prefixed_allow_and_deleted_bindings_grant_nothing() {
             Ok(())
         },
     );
+}
+
+/// Without an authorizer, KIP-430's authorized operations are every operation of the resource's
+/// type, as Kafka answers (librdkafka's 0081_admin expects 8 for a topic), and left out when not
+/// asked for.
+#[test]
+fn without_an_authorizer_every_operation_is_authorized() {
+    with_broker(BrokerOptions::new(), |broker| {
+        create_topic(broker, "open", 1, &[])?;
+        kafka_python(
+            broker,
+            ANONYMOUS,
+            json!([
+                {"op": "describe_topics", "topics": ["open"]},
+                {"op": "describe_cluster"},
+            ]),
+            json!([
+                {"open": ["ALTER", "ALTER_CONFIGS", "CREATE", "DELETE", "DESCRIBE",
+                    "DESCRIBE_CONFIGS", "READ", "WRITE"]},
+                {"cluster": ["ALTER", "ALTER_CONFIGS", "CLUSTER_ACTION", "CREATE", "DESCRIBE",
+                    "DESCRIBE_CONFIGS", "IDEMPOTENT_WRITE"]},
+            ]),
+        )?;
+        let named = MetadataRequestTopic::default().with_name(Some(TopicName("open".into())));
+        let unasked = broker.raw()?.request(
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![named])),
+        )?;
+        let operations: Vec<i32> = unasked
+            .topics
+            .iter()
+            .map(|t| t.topic_authorized_operations)
+            .collect();
+        ensure!(
+            operations == [i32::MIN],
+            "a Metadata request not asking for authorized operations got {operations:?}"
+        );
+        Ok(())
+    });
 }
 
 /// Reads `causeway acl list --json` over a stopped broker's data directory: its bindings in the
