@@ -10,7 +10,17 @@ use rdkafka::Offset;
 
 pub use causeway_testkit::mesh::*;
 
+use crate::proxy::CuttingProxy;
 use crate::{assign, consumer_config, BrokerProcess};
+
+/// Routes region `from`'s connections to region `to` through a new [`CuttingProxy`], so the test
+/// can cut that one direction of the link and restore it.
+pub fn through_proxy(plan: MeshPlan, from: usize, to: usize) -> Result<(MeshPlan, CuttingProxy)> {
+    let proxy = CuttingProxy::bind()?;
+    proxy.forward_to(plan.kafka_addr(to))?;
+    let addr = proxy.addr();
+    Ok((plan.route(from, to, addr), proxy))
+}
 
 /// Number of records in each of a topic's partitions (high watermark minus low watermark).
 pub fn partition_counts(broker: &BrokerProcess, topic: &str, partitions: i32) -> Result<Vec<i64>> {

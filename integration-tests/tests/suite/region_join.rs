@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use causeway_integration_tests::regions::{
-    metric, metric_sum, partition_counts, read_all, regions_status, with_mesh, Mesh, MeshPlan,
-    CONVERGE_TIMEOUT, MESH_SECRET,
+    metric, metric_sum, partition_counts, read_all, regions_status, through_proxy, with_mesh, Mesh,
+    MeshPlan, CONVERGE_TIMEOUT, MESH_SECRET,
 };
 use causeway_integration_tests::{
     create_topic, free_port, http_get, payload_str, produce_all, topic_name, topic_partition_count,
@@ -918,13 +918,8 @@ fn a_region_joining_a_compacted_mesh_without_a_seed_is_reported() {
 /// or lose others. The seed stops with the reason, and the partial copy is never served.
 #[test]
 fn seeding_from_a_peer_that_lacks_what_the_region_held_is_refused() {
-    let proxy = causeway_integration_tests::proxy::CuttingProxy::bind().expect("a proxy");
-    let plan = MeshPlan::new(&["x", "y"])
-        .expect("a plan")
-        .route(1, 0, proxy.addr());
-    proxy
-        .forward_to(plan.kafka_addr(0))
-        .expect("the proxy forwards to x");
+    let plan = MeshPlan::new(&["x", "y"]).expect("a plan");
+    let (plan, proxy) = through_proxy(plan, 1, 0).expect("a proxy towards x");
     with_mesh(plan, |mesh| {
         let topic = topic_name("reseed");
         let producer = mesh

@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use causeway_integration_tests::proxy::CuttingProxy;
 use causeway_integration_tests::regions::{
-    metric, regions_status, with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
+    metric, regions_status, through_proxy, with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::transactions::{
     read_values, send, transactional_producer, TIMEOUT,
@@ -143,13 +142,8 @@ fn a_transaction_left_open_by_a_dead_region_is_aborted_by_the_others() {
 fn a_commit_after_another_region_aborted_the_transaction_becomes_an_abort() {
     const ORIGIN_TIMEOUT_MS: u32 = 60_000;
     let plan = MeshPlan::new(&["east", "west"]).expect("ports for two regions");
-    let east_to_west = CuttingProxy::bind().expect("bind a proxy");
-    let west_to_east = CuttingProxy::bind().expect("bind a proxy");
-    east_to_west.forward_to(plan.kafka_addr(1)).expect("proxy");
-    west_to_east.forward_to(plan.kafka_addr(0)).expect("proxy");
-    let plan = plan
-        .route(0, 1, east_to_west.addr())
-        .route(1, 0, west_to_east.addr());
+    let (plan, east_to_west) = through_proxy(plan, 0, 1).expect("a proxy");
+    let (plan, west_to_east) = through_proxy(plan, 1, 0).expect("a proxy");
     let plan = timeouts(
         timeouts(plan, 0, ORIGIN_TIMEOUT_MS),
         1,

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use causeway_integration_tests::batch::batch_spans;
 use causeway_integration_tests::load::AcksAllLoad;
-use causeway_integration_tests::proxy::CuttingProxy;
 use causeway_integration_tests::regions::{
-    metric, metric_sum, partition_counts, peer_status, read_all, regions_status, wait_for_payload,
-    with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
+    metric, metric_sum, partition_counts, peer_status, read_all, regions_status, through_proxy,
+    wait_for_payload, with_mesh, Mesh, MeshPlan, CONVERGE_TIMEOUT,
 };
 use causeway_integration_tests::{
     block_on, check_produce_consume, create_topic, ensure_eq, http_get, payload_str, produce_all,
@@ -312,17 +311,8 @@ fn concurrent_produce_in_every_region_converges_in_causal_order() {
 fn a_permanently_cut_link_converges_through_the_third_region() {
     const PARTITIONS: i32 = 2;
     let plan = MeshPlan::new(&NAMES).expect("allocate ports");
-    let eu_to_us = CuttingProxy::bind().expect("bind a proxy");
-    let us_to_eu = CuttingProxy::bind().expect("bind a proxy");
-    eu_to_us
-        .forward_to(plan.kafka_addr(1))
-        .expect("start the proxy");
-    us_to_eu
-        .forward_to(plan.kafka_addr(0))
-        .expect("start the proxy");
-    let plan = plan
-        .route(0, 1, eu_to_us.addr())
-        .route(1, 0, us_to_eu.addr());
+    let (plan, eu_to_us) = through_proxy(plan, 0, 1).expect("a proxy");
+    let (plan, us_to_eu) = through_proxy(plan, 1, 0).expect("a proxy");
     let mut proxies = Some((eu_to_us, us_to_eu));
     with_mesh(plan, |mesh| {
         let topic = topic_name("cut");
@@ -454,20 +444,12 @@ fn a_permanently_cut_link_converges_through_the_third_region() {
 fn a_topic_recreated_while_a_region_is_cut_off_never_takes_in_the_old_incarnation() {
     const PARTITIONS: i32 = 2;
     let plan = MeshPlan::new(&NAMES[..2]).expect("allocate ports");
-    let eu_to_us = CuttingProxy::bind().expect("bind a proxy");
-    let us_to_eu = CuttingProxy::bind().expect("bind a proxy");
-    eu_to_us
-        .forward_to(plan.kafka_addr(1))
-        .expect("start the proxy");
-    us_to_eu
-        .forward_to(plan.kafka_addr(0))
-        .expect("start the proxy");
+    let (plan, eu_to_us) = through_proxy(plan, 0, 1).expect("a proxy");
+    let (plan, us_to_eu) = through_proxy(plan, 1, 0).expect("a proxy");
     // Topics come only from CreateTopics and the catalog, never from a client's metadata request.
-    let plan = plan
-        .route(0, 1, eu_to_us.addr())
-        .route(1, 0, us_to_eu.addr())
-        .flag(0, "--auto-create-topics", "false")
-        .flag(1, "--auto-create-topics", "false");
+    let plan =
+        plan.flag(0, "--auto-create-topics", "false")
+            .flag(1, "--auto-create-topics", "false");
     with_mesh(plan, |mesh| {
         let topic = topic_name("reborn");
         // `origin:phase:counter`, one record per partition in turn.
@@ -1617,17 +1599,8 @@ fn delete_records_in_one_region_leaves_every_batch_for_a_region_that_lacks_it() 
 #[test]
 fn a_batch_damaged_on_one_regions_disk_reaches_a_lagging_region_from_another() {
     let plan = MeshPlan::new(&NAMES).expect("allocate ports");
-    let us_to_eu = CuttingProxy::bind().expect("bind a proxy");
-    let us_to_ap = CuttingProxy::bind().expect("bind a proxy");
-    us_to_eu
-        .forward_to(plan.kafka_addr(0))
-        .expect("start the proxy");
-    us_to_ap
-        .forward_to(plan.kafka_addr(2))
-        .expect("start the proxy");
-    let plan = plan
-        .route(1, 0, us_to_eu.addr())
-        .route(1, 2, us_to_ap.addr());
+    let (plan, us_to_eu) = through_proxy(plan, 1, 0).expect("a proxy");
+    let (plan, us_to_ap) = through_proxy(plan, 1, 2).expect("a proxy");
     with_mesh(plan, |mesh| {
         let topic = topic_name("damaged");
         create_topic(mesh.region(0), &topic, 1, &[])?;
