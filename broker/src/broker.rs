@@ -14,7 +14,9 @@ use crate::config::BrokerOptions;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIds;
 use crate::replication::Replication;
-use crate::security_state::{SecurityStore, ACL_KEY_PREFIX, QUOTA_KEY_PREFIX, SCRAM_KEY_PREFIX};
+use crate::security_state::{
+    SecurityStore, ACL_KEY_PREFIX, GROUP_CONFIG_KEY_PREFIX, QUOTA_KEY_PREFIX, SCRAM_KEY_PREFIX,
+};
 use crate::topics::{PartitionLimits, Topics};
 use crate::transactions::TransactionCoordinator;
 use crate::users::Users;
@@ -54,7 +56,9 @@ pub struct Broker {
     pub(crate) http_auth: crate::http_auth::HttpAuth,
     /// Client quotas (a view of the security state) and the sensors measuring clients.
     pub(crate) quotas: crate::quota::Quotas,
-    /// The replicated security state `users`, `acls` and `quotas` are views of.
+    /// Consumer groups' own configs (a view of the security state).
+    pub(crate) group_configs: crate::group_configs::GroupConfigs,
+    /// The replicated security state `users`, `acls`, `quotas` and `group_configs` are views of.
     pub(crate) security: SecurityStore,
     /// TLS for listeners and links to peers, when a certificate is configured.
     pub(crate) tls: Option<std::sync::Arc<crate::tls::Tls>>,
@@ -128,6 +132,10 @@ impl Broker {
             options.allow_everyone_if_no_acl_found,
         )?;
         let quotas = crate::quota::Quotas::load(&security);
+        let group_configs = crate::group_configs::GroupConfigs::load(
+            &security,
+            options.group_consumer_heartbeat_interval_ms,
+        );
         let tables = TableStore::open(&options.data_dir.join("tables"))?;
         let groups = GroupCoordinator::open(
             &options.data_dir.join("groups"),
@@ -148,6 +156,7 @@ impl Broker {
             users,
             acls,
             quotas,
+            group_configs,
             http_auth,
             security,
             tls,
@@ -185,12 +194,14 @@ impl Broker {
                 self.acls.apply(rest, value.is_some());
             } else if let Some(rest) = key.strip_prefix(QUOTA_KEY_PREFIX) {
                 self.quotas.apply(rest, value.as_deref());
+            } else if let Some(rest) = key.strip_prefix(GROUP_CONFIG_KEY_PREFIX) {
+                self.group_configs.apply(rest, value.as_deref());
             }
         }
         if !security_changes.is_empty() {
             tracing::info!(
                 changes = security_changes.len(),
-                "merged a peer's users, ACL bindings and quotas"
+                "merged a peer's users, ACL bindings, quotas and group configs"
             );
         }
         changed += security_changes.len();

@@ -27,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod connection_limits;
 pub mod flusher;
+pub mod group_configs;
 pub mod groups;
 pub mod handlers;
 pub mod http;

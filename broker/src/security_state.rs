@@ -26,6 +26,9 @@ pub const ACL_KEY_PREFIX: &str = "acl/";
 /// Key prefix of a client quota value (`quota/<entity>/<key>`, [`crate::quota`]).
 pub const QUOTA_KEY_PREFIX: &str = "quota/";
 
+/// Key prefix of a group config value (`group-config/<name>/<group>`, [`crate::group_configs`]).
+pub const GROUP_CONFIG_KEY_PREFIX: &str = "group-config/";
+
 /// The replicated security state and the clock that stamps this region's changes to it.
 pub struct SecurityStore {
     inner: Mutex<Inner>,

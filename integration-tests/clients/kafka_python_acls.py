@@ -13,6 +13,8 @@ where STEPS is a JSON list of
   {"op": "describe_topics", "topics": [NAME, ...]}      (the caller's authorized operations, KIP-430)
   {"op": "describe_groups", "groups": [GROUP, ...]}     (the same)
   {"op": "describe_cluster"}                            (the same)
+  {"op": "describe_group_configs", "group": GROUP}     (Kafka 4 group configs: name -> value)
+  {"op": "alter_group_configs", "group": GROUP, "configs": {NAME: VALUE or null (delete)}}
 A BINDING is {"principal", "host", "operation", "permission", "resource_type", "name", "pattern"}
 with kafka-python's enum names as values ("READ", "ALLOW", "TOPIC", "PREFIXED"); a FILTER has the
 same keys, each optional (a missing one matches anything).
@@ -25,6 +27,9 @@ import sys
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import (
     ACL,
+    AlterConfigOp,
+    ConfigResource,
+    ConfigResourceType,
     ACLFilter,
     ACLOperation,
     ACLPermissionType,
@@ -106,6 +111,17 @@ def run(connect, admin, step):
     if op == "describe_groups":
         described = admin.describe_groups(step["groups"], include_authorized_operations=True)
         return {g: operations(authorized(d)) for g, d in described.items()}
+    if op == "describe_group_configs":
+        resource = ConfigResource(ConfigResourceType.GROUP, step["group"])
+        described = admin.describe_configs([resource], config_filter="all")
+        return {name: [c["value"], str(c["config_source"])]
+                for name, c in described["group"][step["group"]].items()}
+    if op == "alter_group_configs":
+        configs = {name: (AlterConfigOp.DELETE, None) if value is None else (AlterConfigOp.SET, value)
+                   for name, value in step["configs"].items()}
+        resource = ConfigResource(ConfigResourceType.GROUP, step["group"], configs)
+        result = admin.alter_configs([resource], raise_on_unknown=False, incremental=True)
+        return {"result": result["group"][step["group"]].split(":")[0].split("] ")[-1]}
     if op == "describe_cluster":
         cluster = admin.describe_cluster()
         return {"cluster": operations(authorized(cluster, "cluster_authorized_operations"))}

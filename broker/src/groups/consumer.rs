@@ -394,14 +394,14 @@ impl ConsumerGroup {
         })
     }
 
-    /// Removes members whose session expired or who held revoked partitions past their
-    /// rebalance timeout; returns their ids.
-    pub fn expire(&mut self, now: i64) -> Vec<String> {
+    /// Removes members whose session (`session_timeout_ms`, the group's) expired or who held
+    /// revoked partitions past their rebalance timeout; returns their ids.
+    pub fn expire(&mut self, now: i64, session_timeout_ms: i64) -> Vec<String> {
         let expired: Vec<String> = self
             .members
             .iter()
             .filter(|(_, m)| {
-                now.saturating_sub(m.last_heartbeat_ms) > SESSION_TIMEOUT_MS
+                now.saturating_sub(m.last_heartbeat_ms) > session_timeout_ms
                     || m.revocation_deadline_ms
                         .is_some_and(|deadline| now > deadline)
             })

@@ -785,7 +785,7 @@ impl GroupCoordinator {
     }
 
     /// Advances every group's timers to `now`.
-    pub fn tick_all(&self, now: i64) {
+    pub fn tick_all(&self, now: i64, session_timeout_ms: impl Fn(&str) -> i64) {
         for (group_id, slot) in self.snapshot() {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             let mut out = Output::default();
@@ -794,7 +794,7 @@ impl GroupCoordinator {
         }
         for (group_id, shared) in self.consumer_snapshot() {
             let mut group = shared.lock().unwrap_or_else(|e| e.into_inner());
-            let expired = group.expire(now);
+            let expired = group.expire(now, session_timeout_ms(&group_id));
             if group.is_empty() {
                 self.consumer_groups
                     .remove_if(&group_id, |_, g| Arc::ptr_eq(g, &shared));
@@ -928,7 +928,10 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         let now = now_ms();
-        broker.groups.tick_all(now);
+        broker.groups.tick_all(now, |group| {
+            let key = crate::group_configs::GroupConfigKey::SessionTimeoutMs;
+            i64::from(broker.group_configs.value(group, key))
+        });
         if now - last_retention_check >= RETENTION_CHECK_MS as i64 {
             last_retention_check = now;
             let broker = broker.clone();
@@ -992,7 +995,9 @@ mod tests {
         groups
             .consumer_heartbeat("g", request(0), &topic, 3)
             .expect("join");
-        groups.tick_all(3 + consumer::SESSION_TIMEOUT_MS + 1);
+        groups.tick_all(3 + consumer::SESSION_TIMEOUT_MS + 1, |_| {
+            consumer::SESSION_TIMEOUT_MS
+        });
         assert!(groups.consumer_groups.is_empty());
     }
 }

@@ -655,10 +655,11 @@ fn config_refusal(
     name: &str,
 ) -> Option<ResponseError> {
     const TOPIC_RESOURCE: i8 = 2;
-    if resource_type == TOPIC_RESOURCE {
-        (!caller.may_topic(operation, name)).then_some(TOPIC_DENIED)
-    } else {
-        (!caller.may_cluster(operation)).then_some(CLUSTER_DENIED)
+    const GROUP_RESOURCE: i8 = 32;
+    match resource_type {
+        TOPIC_RESOURCE => (!caller.may_topic(operation, name)).then_some(TOPIC_DENIED),
+        GROUP_RESOURCE => (!caller.may_group(operation, name)).then_some(GROUP_DENIED),
+        _ => (!caller.may_cluster(operation)).then_some(CLUSTER_DENIED),
     }
 }
 

@@ -22,10 +22,14 @@ use crate::topics::TopicError;
 /// Config resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+/// A consumer group's configs (Kafka 4, [`crate::group_configs`]).
+const RESOURCE_GROUP: i8 = 32;
 
 /// Config sources as Kafka numbers them.
 pub const CONFIG_SOURCE_TOPIC: i8 = 1;
 const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
+/// A value the group sets itself (Kafka's DYNAMIC_GROUP_CONFIG).
+const CONFIG_SOURCE_GROUP: i8 = 8;
 /// A config at its default value.
 pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
 
@@ -148,6 +152,21 @@ pub fn describe(
                         })
                         .collect())
                 }
+                RESOURCE_GROUP => Ok(broker
+                    .group_configs
+                    .describe(resource.resource_name.as_str())
+                    .into_iter()
+                    .filter(|(key, _, _)| wanted(key.name()))
+                    .map(|(key, value, own)| {
+                        let source = if own {
+                            CONFIG_SOURCE_GROUP
+                        } else {
+                            CONFIG_SOURCE_DEFAULT
+                        };
+                        let value = value.to_string();
+                        entry(key.name(), &value, source, false, "", false, version)
+                    })
+                    .collect()),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
                     format!(
@@ -326,18 +345,27 @@ pub fn incremental_alter(
                     )
                 })
                 .collect();
-            let outcome = change_topic(
-                broker,
-                resource.resource_type,
-                &resource.resource_name,
-                request.validate_only,
-                |mut configs| {
-                    for (name, operation, value) in operations {
-                        apply_operation(&mut configs, name, operation, value)?;
-                    }
-                    Ok(configs)
-                },
-            );
+            let outcome = if resource.resource_type == RESOURCE_GROUP {
+                change_group(
+                    broker,
+                    resource.resource_name.as_str(),
+                    operations,
+                    request.validate_only,
+                )
+            } else {
+                change_topic(
+                    broker,
+                    resource.resource_type,
+                    &resource.resource_name,
+                    request.validate_only,
+                    |mut configs| {
+                        for (name, operation, value) in operations {
+                            apply_operation(&mut configs, name, operation, value)?;
+                        }
+                        Ok(configs)
+                    },
+                )
+            };
             let (code, message) = outcome
                 .err()
                 .map_or((0, None), |(c, m)| (c, Some(str_bytes(m))));
@@ -349,6 +377,40 @@ pub fn incremental_alter(
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// IncrementalAlterConfigs of a GROUP resource: set or delete its configs (none is a list, so
+/// appending and subtracting are refused).
+fn change_group(
+    broker: &Broker,
+    group: &str,
+    operations: Vec<(String, i8, Option<String>)>,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let invalid = |why: String| (ResponseError::InvalidConfig.code(), why);
+    let changes = operations
+        .into_iter()
+        .map(|(name, operation, value)| match operation {
+            OP_SET => match value {
+                Some(value) => Ok((name, Some(value))),
+                None => Err(invalid(format!("config {name} needs a value"))),
+            },
+            OP_DELETE => Ok((name, None)),
+            other => Err(invalid(format!(
+                "config operation {other} does not apply to {name}: group configs are not lists"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    broker
+        .group_configs
+        .alter(
+            &broker.security,
+            broker.topics.catalog(),
+            group,
+            &changes,
+            validate_only,
+        )
+        .map_err(|(error, why)| (error.code(), why))
 }
 
 fn apply_operation(

@@ -29,7 +29,10 @@ pub fn heartbeat(
     client_id: Option<&str>,
     connection: &ClientContext,
 ) -> ConsumerGroupHeartbeatResponse {
-    let interval = broker.options.group_consumer_heartbeat_interval_ms;
+    let interval = broker.group_configs.value(
+        request.group_id.as_str(),
+        crate::group_configs::GroupConfigKey::HeartbeatIntervalMs,
+    );
     let member_id = request.member_id.as_str().to_string();
     // librdkafka sends "" for "no pattern" in every full request.
     let pattern = match request.subscribed_topic_regex.as_ref().map(|r| r.as_str()) {
