@@ -1,8 +1,10 @@
-//! This region's copy of the replicated security state (users' SCRAM credentials and ACL
-//! bindings, `causeway_replication::security_catalog`): every local change is stamped with the
-//! region's clock and stored durably before it is applied, and a peer's state is merged the
-//! same way, so a user created or a grant revoked in one region holds in all of them.
-//! [`crate::users::Users`] and [`crate::acl::store::Acls`] keep the request path's views of it.
+//! This region's copy of the replicated security state (users' SCRAM credentials, ACL
+//! bindings, client quotas and consumer groups' configs,
+//! `causeway_replication::security_catalog`): every local change is stamped with the region's
+//! clock and stored durably before it is applied, and a peer's state is merged the same way, so
+//! a user created or a grant revoked in one region holds in all of them. [`crate::users::Users`],
+//! [`crate::acl::store::Acls`], [`crate::quota::Quotas`] and
+//! [`crate::group_configs::GroupConfigs`] keep the request path's views of it.
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -9,7 +9,8 @@
 //!   from region names by the replication crate, so every region agrees on them).
 //! - `security/<key>` -> one register of the replicated security state (the replication
 //!   crate's encoding): `scram/<mechanism>/<user>` holds a user's salted SCRAM credential (never
-//!   a password), `acl/<binding>` an ACL binding; a removal is kept as a tombstone.
+//!   a password), `acl/<binding>` an ACL binding, `quota/<entity>/<key>` a client quota,
+//!   `group-config/<name>/<group>` a consumer group's config; a removal is kept as a tombstone.
 //! - `scram/<mechanism>/<user>` -> a credential stored before users were replicated; moved into
 //!   `security/` at the next start.
 //!
