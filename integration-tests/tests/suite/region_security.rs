@@ -1,7 +1,8 @@
 //! Users and ACL bindings are replicated between regions (the security state rides with the
 //! topic catalog): a user created in one region logs in in another, a grant made in one region
 //! opens a topic in another, and a binding deleted in the second stops access in the first. A
-//! client that fails over to another region is still itself there.
+//! client that fails over to another region is still itself there, and a consumer group's
+//! configs set in one region hold in the other.
 
 use std::time::Duration;
 
@@ -11,7 +12,13 @@ use causeway_integration_tests::security::{create_user, produce_as, raw_as, Who}
 use causeway_integration_tests::{topic_name, wait_until, BrokerProcess};
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
-use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::{
+    CreateAclsRequest, DeleteAclsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 
 const NAMES: [&str; 2] = ["eu", "us"];
@@ -118,6 +125,62 @@ fn users_and_acl_bindings_made_in_one_region_hold_in_the_other() {
             "a binding deleted in us still let alice write in eu"
         );
         produce_as(mesh.region(EU), ADMIN, &topic, 1).context("admin still writes")?;
+
+        // A group's config travels the same way (Kafka 4 group configs).
+        set_group_heartbeat(mesh.region(EU), "orders-app", "7000")?;
+        ensure!(
+            wait_until(REPLICATED_WITHIN, || group_heartbeat(
+                mesh.region(US),
+                "orders-app"
+            )
+            .is_ok_and(|value| value == "7000")),
+            "a group config set in eu never reached us"
+        );
         Ok(())
     });
+}
+
+/// Kafka's resource type of a consumer group's configs.
+const GROUP_CONFIGS: i8 = 32;
+
+/// As admin in `region`, sets `group`'s `consumer.heartbeat.interval.ms` to `value`.
+fn set_group_heartbeat(region: &BrokerProcess, group: &str, value: &str) -> Result<()> {
+    let config = AlterableConfig::default()
+        .with_name(StrBytes::from_static_str("consumer.heartbeat.interval.ms"))
+        .with_config_operation(0)
+        .with_value(Some(StrBytes::from_string(value.to_string())));
+    let resource = AlterConfigsResource::default()
+        .with_resource_type(GROUP_CONFIGS)
+        .with_resource_name(StrBytes::from_string(group.to_string()))
+        .with_configs(vec![config]);
+    let answer = raw_as(region, ADMIN)?.request(
+        1,
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+    )?;
+    ensure!(
+        answer.responses.iter().all(|r| r.error_code == 0),
+        "IncrementalAlterConfigs: {answer:?}"
+    );
+    Ok(())
+}
+
+/// `group`'s `consumer.heartbeat.interval.ms` as admin in `region` describes it.
+fn group_heartbeat(region: &BrokerProcess, group: &str) -> Result<String> {
+    let resource = DescribeConfigsResource::default()
+        .with_resource_type(GROUP_CONFIGS)
+        .with_resource_name(StrBytes::from_string(group.to_string()))
+        .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+            "consumer.heartbeat.interval.ms",
+        )]));
+    let answer = raw_as(region, ADMIN)?.request(
+        4,
+        &DescribeConfigsRequest::default().with_resources(vec![resource]),
+    )?;
+    let value = answer
+        .results
+        .first()
+        .and_then(|r| r.configs.first())
+        .and_then(|c| c.value.clone())
+        .context("no value described")?;
+    Ok(value.to_string())
 }
