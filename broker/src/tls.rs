@@ -152,7 +152,7 @@ fn swap<T>(slot: &RwLock<Arc<T>>, value: Arc<T>) {
 /// no post-quantum key exchange; aws-lc-rs has one but needs cmake and a long C build, which
 /// the 2-core CI cannot afford today (`docs/security.md`, TLS).
 #[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

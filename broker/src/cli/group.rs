@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 use serde_json::{json, Value};
 
 use super::admin::AdminConnection;
-use super::http_json::get_json;
+use super::http_json::HttpClient;
 use super::table::url_segment;
 use super::topic::{latest_offsets, offsets, partition_indexes, text, EARLIEST};
 
@@ -96,7 +96,11 @@ pub struct ResetTarget {
 }
 
 /// Runs one group command against the broker `target` names.
-pub fn run(target: &super::Target, command: GroupCommand) -> anyhow::Result<()> {
+pub fn run(
+    target: &super::Target,
+    http_access: &super::HttpAccess,
+    command: GroupCommand,
+) -> anyhow::Result<()> {
     let mut broker = AdminConnection::connect(target)?;
     match command {
         GroupCommand::List { json } => {
@@ -111,10 +115,8 @@ pub fn run(target: &super::Target, command: GroupCommand) -> anyhow::Result<()> 
             let description = describe(&mut broker, &group)?;
             let positions = http
                 .map(|http| {
-                    get_json(&format!(
-                        "http://{http}/v1/groups/{}/positions",
-                        url_segment(&group)
-                    ))
+                    let path = format!("/v1/groups/{}/positions", url_segment(&group));
+                    HttpClient::new(http_access)?.get_json(&http, &path)
                 })
                 .transpose()?;
             match json {

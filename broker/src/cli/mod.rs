@@ -89,6 +89,9 @@ pub struct GroupArgs {
     /// Which broker.
     #[command(flatten)]
     pub target: Target,
+    /// HTTPS and credentials for `describe --http`.
+    #[command(flatten)]
+    pub http_access: HttpAccess,
     /// What to do.
     #[command(subcommand)]
     pub command: GroupCommand,
@@ -105,6 +108,23 @@ pub struct HttpTarget {
         global = true
     )]
     pub http: String,
+    /// HTTPS and credentials for it.
+    #[command(flatten)]
+    pub access: HttpAccess,
+}
+
+/// How HTTP-backed commands reach a listener started with `--http-tls` or
+/// `--http-authentication`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpAccess {
+    /// PEM authorities the HTTP listener's certificate must chain to; given, the commands speak
+    /// HTTPS, and the certificate must name the `--http` host.
+    #[arg(long, env = "CAUSEWAY_HTTP_CA_FILE", global = true)]
+    pub http_ca_file: Option<std::path::PathBuf>,
+    /// User for HTTP Basic authentication; the password is read from `CAUSEWAY_HTTP_PASSWORD`
+    /// only. Without a user, a token in `CAUSEWAY_HTTP_BEARER_TOKEN` is sent if set.
+    #[arg(long, env = "CAUSEWAY_HTTP_USERNAME", global = true)]
+    pub http_username: Option<String>,
 }
 
 /// `causeway table ...`
@@ -211,12 +231,12 @@ pub fn run_meta(args: MetaArgs) -> ExitCode {
 
 /// Runs a table command and turns its outcome into an exit code.
 pub fn run_table(args: TableArgs) -> ExitCode {
-    report(table::run(&args.target.http, args.command))
+    report(table::run(&args.target, args.command))
 }
 
 /// Runs a region command and turns its outcome into an exit code.
 pub fn run_region(args: RegionArgs) -> ExitCode {
-    report(region::run(&args.target.http, args.command))
+    report(region::run(&args.target, args.command))
 }
 
 /// Runs a topic command and turns its outcome into an exit code.
@@ -236,7 +256,7 @@ pub fn run_consume(args: ConsumeArgs) -> ExitCode {
 
 /// Runs a group command and turns its outcome into an exit code.
 pub fn run_group(args: GroupArgs) -> ExitCode {
-    report(group::run(&args.target, args.command))
+    report(group::run(&args.target, &args.http_access, args.command))
 }
 
 /// [`report`] for a command whose success is text to print.

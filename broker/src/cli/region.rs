@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::http_json::get_json;
+use super::http_json::HttpClient;
+use super::HttpTarget;
 
 /// Region commands.
 #[derive(Debug, Subcommand)]
@@ -24,11 +25,14 @@ pub enum RegionCommand {
     },
 }
 
-/// Runs one region command against the HTTP listener at `http` (HOST:PORT).
-pub fn run(http: &str, command: RegionCommand) -> anyhow::Result<()> {
+/// Runs one region command against the HTTP listener of `target` (and those `--also` names,
+/// reached the same way).
+pub fn run(target: &HttpTarget, command: RegionCommand) -> anyhow::Result<()> {
     let RegionCommand::Status { json, also } = command;
+    let client = HttpClient::new(&target.access)?;
+    let http = target.http.as_str();
     if also.is_empty() {
-        let status = get_json(&format!("http://{http}/v1/regions"))?;
+        let status = client.get_json(http, "/v1/regions")?;
         match json {
             true => println!("{status}"),
             false => print!("{}", render(&status)),
@@ -40,7 +44,7 @@ pub fn run(http: &str, command: RegionCommand) -> anyhow::Result<()> {
     let mut statuses = Vec::new();
     let mut unreachable = Vec::new();
     for addr in std::iter::once(http).chain(also.iter().map(String::as_str)) {
-        match get_json(&format!("http://{addr}/v1/regions")) {
+        match client.get_json(addr, "/v1/regions") {
             Ok(status) => statuses.push(status),
             Err(error) => unreachable.push(format!("{addr}: unreachable: {error:#}")),
         }

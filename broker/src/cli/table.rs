@@ -3,7 +3,8 @@
 use clap::Subcommand;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
-use super::http_json::get_json;
+use super::http_json::HttpClient;
+use super::HttpTarget;
 
 /// Reading tables.
 #[derive(Debug, Subcommand)]
@@ -33,15 +34,18 @@ pub(crate) fn url_segment(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
 
-/// Runs one table command against the HTTP listener at `http` (HOST:PORT).
-pub fn run(http: &str, command: TableCommand) -> anyhow::Result<()> {
+/// Runs one table command against the HTTP listener of `target`.
+pub fn run(target: &HttpTarget, command: TableCommand) -> anyhow::Result<()> {
+    let client = HttpClient::new(&target.access)?;
+    let http = target.http.as_str();
     match command {
         TableCommand::Get { topic, key } => {
-            let row = get_json(&format!(
-                "http://{http}/v1/tables/{}/rows/{}",
+            let path = format!(
+                "/v1/tables/{}/rows/{}",
                 url_segment(&topic),
                 url_segment(&key)
-            ))?;
+            );
+            let row = client.get_json(http, &path)?;
             println!("{row}");
         }
         TableCommand::Scan {
@@ -51,15 +55,15 @@ pub fn run(http: &str, command: TableCommand) -> anyhow::Result<()> {
         } => {
             let mut after: Option<String> = None;
             loop {
-                let mut url = format!(
-                    "http://{http}/v1/tables/{}/rows?prefix={}&limit={page}",
+                let mut path = format!(
+                    "/v1/tables/{}/rows?prefix={}&limit={page}",
                     url_segment(&topic),
                     url_segment(&prefix)
                 );
                 if let Some(after) = &after {
-                    url.push_str(&format!("&after={}", url_segment(after)));
+                    path.push_str(&format!("&after={}", url_segment(after)));
                 }
-                let answer = get_json(&url)?;
+                let answer = client.get_json(http, &path)?;
                 for row in answer["rows"].as_array().into_iter().flatten() {
                     println!("{row}");
                 }

@@ -23,6 +23,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureProducer;
 use rdkafka::Offset;
 use serde_json::json;
+use sha2::Digest;
 
 const KCAT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -433,6 +434,73 @@ fn the_http_listener_serves_https_with_the_same_certificate() {
     assert!(
         !matches!(plain, Ok((200, _))),
         "plain HTTP was answered: {plain:?}"
+    );
+}
+
+/// The admin commands that read the HTTP listener speak HTTPS and log in: `causeway region
+/// status` with `--http-ca-file` and `--http-username` (the password in
+/// `CAUSEWAY_HTTP_PASSWORD`), or with a token in `CAUSEWAY_HTTP_BEARER_TOKEN`, reads a listener
+/// with `--http-tls` and `--http-auth required`; a wrong password is refused 401, and without
+/// the authority the command fails to connect.
+#[test]
+fn the_http_admin_commands_speak_https_and_log_in() {
+    let pki = pki().expect("certificates");
+    let dir = tempfile::TempDir::new().expect("dir");
+    let data_dir = dir.path().join("data");
+    create_user(&data_dir, ("admin", "admin-pw-2026"), "SCRAM-SHA-256").expect("user");
+    let token = "ops-token-5b1e";
+    let tokens_file = dir.path().join("tokens");
+    let hash = format!("{:x}", sha2::Sha256::digest(token.as_bytes()));
+    std::fs::write(&tokens_file, format!("User:ops {hash}\n")).expect("tokens file");
+    let (kafka_port, http_port) = (free_port().expect("port"), free_port().expect("port"));
+    let options = BrokerOptions::new()
+        .data_dir(&data_dir)
+        .flag("--http-bearer-tokens-file", tokens_file.display())
+        .flag("--http-tls", "true")
+        .flag("--http-auth", "required")
+        .flag("--ssl-certificate-file", pki.server.certificate.display())
+        .flag("--ssl-private-key-file", pki.server.key.display());
+    let broker = BrokerProcess::spawn_on(options, kafka_port, http_port).expect("spawn");
+    let ready = wait_until(Duration::from_secs(30), || {
+        https_get(http_port, "/readyz", &pki.ca) == Some(200)
+    });
+    assert!(ready, "no HTTPS /readyz: {}", broker.stderr_tail(30));
+
+    let http = format!("127.0.0.1:{http_port}");
+    let ca = pki.ca.display().to_string();
+    let status = |args: &[&str], secret: (&str, &str)| -> (bool, String, String) {
+        let output = Command::new(causeway_integration_tests::broker_binary().expect("binary"))
+            .args(["region", "status", "--json", "--http", &http])
+            .args(args)
+            .env(secret.0, secret.1)
+            .output()
+            .expect("causeway region status");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let logged_in = ["--http-ca-file", &ca, "--http-username", "admin"];
+    let password = |p| ("CAUSEWAY_HTTP_PASSWORD", p);
+    let (ok, stdout, stderr) = status(&logged_in, password("admin-pw-2026"));
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+    assert!(
+        ok && answer["region"] == "local",
+        "region status over HTTPS as admin: {stdout} {stderr}"
+    );
+    let (ok, _, stderr) = status(&logged_in, password("wrong"));
+    assert!(!ok && stderr.contains("401"), "a wrong password: {stderr}");
+    let bearer = ("CAUSEWAY_HTTP_BEARER_TOKEN", token);
+    let (ok, stdout, stderr) = status(&["--http-ca-file", &ca], bearer);
+    assert!(
+        ok && stdout.contains("local"),
+        "region status with a bearer token: {stderr}"
+    );
+    let (ok, _, stderr) = status(&["--http-username", "admin"], password("admin-pw-2026"));
+    assert!(
+        !ok && stderr.contains("GET http://"),
+        "plain HTTP to an HTTPS listener: {stderr}"
     );
 }
 
