@@ -413,14 +413,11 @@ fn https_get(port: u16, path: &str, ca: &Path) -> Option<u16> {
     String::from_utf8_lossy(&output.stdout).trim().parse().ok()
 }
 
-/// With `--http-tls true` the HTTP listener (metrics, probes, tables) speaks HTTPS with the
-/// listeners' certificate: a client trusting the authority gets `/readyz` and `/metrics`,
-/// plain HTTP gets no answer.
-#[test]
-fn the_http_listener_serves_https_with_the_same_certificate() {
-    let pki = pki().expect("certificates");
+/// A broker with `options` whose HTTP listener speaks HTTPS with `pki`'s server certificate,
+/// once it answers `/readyz` there; and that listener's port.
+fn https_broker(pki: &Pki, options: BrokerOptions) -> (BrokerProcess, u16) {
     let (kafka_port, http_port) = (free_port().expect("port"), free_port().expect("port"));
-    let options = BrokerOptions::new()
+    let options = options
         .flag("--http-tls", "true")
         .flag("--ssl-certificate-file", pki.server.certificate.display())
         .flag("--ssl-private-key-file", pki.server.key.display());
@@ -429,6 +426,16 @@ fn the_http_listener_serves_https_with_the_same_certificate() {
         https_get(http_port, "/readyz", &pki.ca) == Some(200)
     });
     assert!(ready, "no HTTPS /readyz: {}", broker.stderr_tail(30));
+    (broker, http_port)
+}
+
+/// With `--http-tls true` the HTTP listener (metrics, probes, tables) speaks HTTPS with the
+/// listeners' certificate: a client trusting the authority gets `/readyz` and `/metrics`,
+/// plain HTTP gets no answer.
+#[test]
+fn the_http_listener_serves_https_with_the_same_certificate() {
+    let pki = pki().expect("certificates");
+    let (broker, http_port) = https_broker(&pki, BrokerOptions::new());
     assert_eq!(https_get(http_port, "/metrics", &pki.ca), Some(200));
     let plain = causeway_integration_tests::http_get(broker.http_addr(), "/readyz");
     assert!(
@@ -452,19 +459,11 @@ fn the_http_admin_commands_speak_https_and_log_in() {
     let tokens_file = dir.path().join("tokens");
     let hash = format!("{:x}", sha2::Sha256::digest(token.as_bytes()));
     std::fs::write(&tokens_file, format!("User:ops {hash}\n")).expect("tokens file");
-    let (kafka_port, http_port) = (free_port().expect("port"), free_port().expect("port"));
     let options = BrokerOptions::new()
         .data_dir(&data_dir)
         .flag("--http-bearer-tokens-file", tokens_file.display())
-        .flag("--http-tls", "true")
-        .flag("--http-auth", "required")
-        .flag("--ssl-certificate-file", pki.server.certificate.display())
-        .flag("--ssl-private-key-file", pki.server.key.display());
-    let broker = BrokerProcess::spawn_on(options, kafka_port, http_port).expect("spawn");
-    let ready = wait_until(Duration::from_secs(30), || {
-        https_get(http_port, "/readyz", &pki.ca) == Some(200)
-    });
-    assert!(ready, "no HTTPS /readyz: {}", broker.stderr_tail(30));
+        .flag("--http-auth", "required");
+    let (_broker, http_port) = https_broker(&pki, options);
 
     let http = format!("127.0.0.1:{http_port}");
     let ca = pki.ca.display().to_string();
