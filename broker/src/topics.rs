@@ -12,8 +12,8 @@ use causeway_replication::delivery::{ReplicaConfig, ReplicaError};
 use causeway_replication::topic_catalog::MAX_TOPIC_NAME_LEN;
 use causeway_replication::{CatalogError, CatalogStamp, HybridClock, TopicCatalog, TopicState};
 use causeway_storage::{
-    log_config_from, remove_partition_dir, validate_topic_config, Catalog, LogConfig, Partition,
-    StorageError, TopicRecord, TopicSidecar,
+    log_config_from, remove_partition_dir, validate_topic_config, validate_topic_config_set,
+    Catalog, LogConfig, Partition, StorageError, TopicRecord, TopicSidecar,
 };
 use dashmap::DashMap;
 use uuid::Uuid;
@@ -896,11 +896,13 @@ fn configs_in_force(
     in_force
 }
 
-/// Checks each config's type and range (see `validate_config`).
+/// Checks each config's type and range (see `validate_config`), then what the configs must
+/// agree on together.
 fn validate_configs(configs: &BTreeMap<String, String>, regions: usize) -> Result<(), TopicError> {
     configs
         .iter()
-        .try_for_each(|(name, value)| validate_config(name, value, regions))
+        .try_for_each(|(name, value)| validate_config(name, value, regions))?;
+    validate_topic_config_set(configs).map_err(|e| TopicError::InvalidConfig(e.to_string()))
 }
 
 /// Checks a config's type and range, and that `causeway.min.regions` is at most the number of

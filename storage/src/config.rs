@@ -98,6 +98,14 @@ pub struct LogConfig {
     /// min.compaction.lag.ms: a closed segment is compacted only once its newest record is this
     /// old, so consumers see every write of the last period uncompacted (default 0).
     pub min_compaction_lag_ms: i64,
+    /// max.compaction.lag.ms: on a compacted topic the active segment rolls once its first
+    /// record is this old, and a pass is due once a segment not yet cleaned is (whatever the
+    /// dirty ratio), so a record stays uncompacted about this long at most (default never).
+    pub max_compaction_lag_ms: i64,
+    /// min.cleanable.dirty.ratio: a pass is due once the bytes not yet cleaned are more than
+    /// this share of the compactable log (default 0.5): a lower ratio compacts sooner and
+    /// rewrites the clean part more often.
+    pub min_cleanable_dirty_ratio: f64,
     /// The smallest `segment.bytes` a topic override takes effect with; a smaller one is raised
     /// to it (1 MiB, Kafka 4's minimum from KIP-1030), so a topic cannot make a segment per batch
     /// and exhaust file descriptors. A broker setting, not a topic config.
@@ -133,9 +141,25 @@ impl Default for LogConfig {
             cleanup_compact: false,
             delete_retention_ms: DAY_MS,
             min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
             segment_bytes_min: SEGMENT_BYTES_MIN,
             segment_ms_min: SEGMENT_MS_MIN,
             producers_max: PRODUCERS_MAX,
+        }
+    }
+}
+
+impl LogConfig {
+    /// How old the active segment's first record may grow before it rolls: `segment.ms`, or on
+    /// a compacted topic `max.compaction.lag.ms` if sooner (as Kafka does, so the record can be
+    /// compacted in time), never below the broker's `segment_ms_min` (a segment per batch
+    /// would exhaust file descriptors).
+    pub fn roll_ms(&self) -> i64 {
+        if self.cleanup_compact && self.max_compaction_lag_ms < self.segment_ms {
+            self.max_compaction_lag_ms.max(self.segment_ms_min)
+        } else {
+            self.segment_ms
         }
     }
 }
@@ -426,6 +450,24 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError>
     Ok(())
 }
 
+/// Checks what no single config can: `min.compaction.lag.ms` may not exceed
+/// `max.compaction.lag.ms` (Kafka refuses the pair the same way).
+pub fn validate_topic_config_set(configs: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let long = |name: &str| configs.get(name).and_then(|v| v.trim().parse::<i64>().ok());
+    let (Some(min), Some(max)) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms"))
+    else {
+        return Ok(());
+    };
+    if min > max {
+        return Err(ConfigError::Invalid {
+            name: "min.compaction.lag.ms".into(),
+            value: min.to_string(),
+            reason: format!("must not exceed max.compaction.lag.ms ({max})"),
+        });
+    }
+    Ok(())
+}
+
 /// `major.minor[.patch[.build]][-IVn]`, as Kafka's release versions are written.
 fn is_kafka_version(value: &str) -> bool {
     let (release, iv) = match value.split_once("-IV") {
@@ -445,8 +487,7 @@ fn unsupported(name: &str, value: &str) -> Option<&'static str> {
     let long = || value.parse::<i64>().ok();
     let accepted = match name {
         "file.delete.delay.ms" => long() == Some(60_000),
-        "flush.messages" | "max.compaction.lag.ms" => long() == Some(i64::MAX),
-        "min.cleanable.dirty.ratio" => value.parse::<f64>().is_ok_and(|r| r <= 0.5),
+        "flush.messages" => long() == Some(i64::MAX),
         "segment.jitter.ms" => long() == Some(0),
         "min.insync.replicas" => long() == Some(1),
         "segment.index.bytes" => long() == Some(10_485_760),
@@ -462,12 +503,6 @@ fn unsupported(name: &str, value: &str) -> Option<&'static str> {
         }
         "flush.messages" => {
             "a batch is fsynced before a produce with acks=all is answered (group commit), never by count; produce with acks=all for durability, or set flush.ms for a time bound"
-        }
-        "max.compaction.lag.ms" => {
-            "a table's closed segments are compacted at every --log-retention-check-interval-ms; bound how long a record stays uncompacted with segment.ms"
-        }
-        "min.cleanable.dirty.ratio" => {
-            "every closed segment not yet compacted is compacted at each --log-retention-check-interval-ms whatever the dirty ratio, so only ratios up to 0.5 (Kafka's default) are met"
         }
         "segment.jitter.ms" => "segments roll at exactly segment.ms (only 0)",
         "min.insync.replicas" => {
@@ -525,6 +560,10 @@ pub fn log_config_from(overrides: &BTreeMap<String, String>, base: &LogConfig) -
             .unwrap_or(base.delete_retention_ms),
         min_compaction_lag_ms: get(overrides, "min.compaction.lag.ms")
             .unwrap_or(base.min_compaction_lag_ms),
+        max_compaction_lag_ms: get(overrides, "max.compaction.lag.ms")
+            .unwrap_or(base.max_compaction_lag_ms),
+        min_cleanable_dirty_ratio: get(overrides, "min.cleanable.dirty.ratio")
+            .unwrap_or(base.min_cleanable_dirty_ratio),
         segment_bytes_min: base.segment_bytes_min,
         segment_ms_min: base.segment_ms_min,
         producers_max: base.producers_max,
@@ -617,8 +656,6 @@ mod tests {
     fn values_asking_for_what_causeway_does_not_do_are_refused_by_name() {
         for (k, v) in [
             ("min.insync.replicas", "2"),
-            ("min.cleanable.dirty.ratio", "0.9"),
-            ("max.compaction.lag.ms", "3600000"),
             ("flush.messages", "1"),
             ("file.delete.delay.ms", "0"),
             ("preallocate", "true"),
@@ -642,6 +679,8 @@ mod tests {
             ("min.insync.replicas", " 1"),
             ("min.cleanable.dirty.ratio", "0.01"),
             ("min.cleanable.dirty.ratio", "0.50"),
+            ("min.cleanable.dirty.ratio", "0.9"),
+            ("max.compaction.lag.ms", "3600000"),
             ("preallocate", "False"),
             ("message.downconversion.enable", "false"),
             ("message.format.version", "0.10.0.0"),
@@ -704,5 +743,52 @@ mod tests {
         o.insert("segment.bytes".to_string(), "5000000".to_string());
         let c = log_config_from(&o, &LogConfig::default());
         assert_eq!(c.segment_bytes, 5_000_000, "above the floor: as set");
+    }
+
+    /// A compacted topic rolls at max.compaction.lag.ms when that is sooner than segment.ms,
+    /// never below the segment.ms floor; a topic that is not compacted ignores it.
+    #[test]
+    fn a_compacted_topic_rolls_by_max_compaction_lag_within_the_floor() {
+        let mut o = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("max.compaction.lag.ms".to_string(), "1000".to_string()),
+        ]);
+        let c = log_config_from(&o, &LogConfig::default());
+        assert_eq!(c.roll_ms(), SEGMENT_MS_MIN, "raised to the floor");
+        let lowered = LogConfig {
+            segment_ms_min: 0,
+            ..LogConfig::default()
+        };
+        assert_eq!(log_config_from(&o, &lowered).roll_ms(), 1000);
+        o.insert("segment.ms".to_string(), "500".to_string());
+        assert_eq!(
+            log_config_from(&o, &lowered).roll_ms(),
+            500,
+            "segment.ms sooner"
+        );
+        o.insert("cleanup.policy".to_string(), "delete".to_string());
+        o.remove("segment.ms");
+        assert_eq!(
+            log_config_from(&o, &lowered).roll_ms(),
+            LogConfig::default().segment_ms
+        );
+    }
+
+    #[test]
+    fn min_compaction_lag_may_not_exceed_max_compaction_lag() {
+        let set = |min: &str, max: Option<&str>| {
+            let mut o = BTreeMap::from([("min.compaction.lag.ms".to_string(), min.to_string())]);
+            if let Some(max) = max {
+                o.insert("max.compaction.lag.ms".to_string(), max.to_string());
+            }
+            validate_topic_config_set(&o)
+        };
+        assert!(set("5000", None).is_ok(), "max defaults to never");
+        assert!(set("1000", Some("1000")).is_ok());
+        let refused = set("1001", Some("1000")).unwrap_err().to_string();
+        assert!(
+            refused.contains("min.compaction.lag.ms") && refused.contains("max.compaction.lag.ms"),
+            "{refused}"
+        );
     }
 }

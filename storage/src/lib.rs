@@ -59,8 +59,8 @@ pub use batch::{
 pub use catalog::{Catalog, TopicRecord};
 pub use causal::CausalMeta;
 pub use config::{
-    log_config_from, validate_topic_config, CompressionType, ConfigError, LogConfig, TimestampType,
-    TopicConfigDef, TOPIC_CONFIGS,
+    log_config_from, validate_topic_config, validate_topic_config_set, CompressionType,
+    ConfigError, LogConfig, TimestampType, TopicConfigDef, TOPIC_CONFIGS,
 };
 pub use control::{control_batch, control_type, ControlType};
 pub use data_dir::{disk_space, DataDirLock};

@@ -558,7 +558,7 @@ impl Partition {
             || active.size() + len > u64::from(u32::MAX);
         let too_old = active
             .roll_clock_ms()
-            .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.segment_ms);
+            .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.roll_ms());
         let offsets_overflow =
             base_offset + i64::from(header.last_offset_delta) - active.base() > i64::from(u32::MAX);
         if active.size() > 0 && (too_big || too_old || offsets_overflow) {
@@ -826,7 +826,7 @@ impl Partition {
         let active = st.active();
         let expired = active
             .roll_clock_ms()
-            .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.segment_ms);
+            .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.roll_ms());
         if active.size() > 0 && expired {
             self.roll(&mut st)?;
             report.rolled = true;

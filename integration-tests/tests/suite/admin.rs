@@ -257,8 +257,6 @@ fn topic_cli(broker: &BrokerProcess, args: &[&str]) -> Result<(bool, String)> {
 /// does not do, and a word its refusal must say.
 const REFUSED: &[(&str, &str, &str)] = &[
     ("min.insync.replicas", "2", "causeway.min.regions"),
-    ("min.cleanable.dirty.ratio", "0.9", "dirty ratio"),
-    ("max.compaction.lag.ms", "3600000", "segment.ms"),
     ("flush.messages", "1", "acks=all"),
     ("file.delete.delay.ms", "0", "delay"),
     ("preallocate", "true", "preallocated"),
@@ -297,7 +295,7 @@ fn settings_causeway_does_not_apply_are_refused_by_name_and_change_nothing() {
             ensure_eq!(topic_partition_count(&broker.bootstrap(), &topic)?, None);
         }
 
-        // Kafka's default is accepted, and Causeway keeps the promise of a low dirty ratio.
+        // Kafka's default is accepted, and so is a setting Causeway applies.
         create_topic(
             broker,
             &topic,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use causeway_integration_tests::{
     create_topic, http_get, kcat, produce_all, topic_name, wait_until, with_broker, BrokerOptions,
     BrokerProcess, TestRecord,
@@ -618,6 +618,23 @@ fn the_change_feed_replays_from_an_offset_follows_live_writes_and_ends_at_shutdo
     });
 }
 
+/// Writes `count` versions of one key's row, each in its own batch (so small segments roll
+/// between them).
+fn update_one_key(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    count: usize,
+) -> Result<()> {
+    for i in 0..count {
+        produce_all(
+            producer,
+            topic,
+            &[record("plain", Some(&format!(r#"{{"v":{i}}}"#)), &[])],
+        )?;
+    }
+    Ok(())
+}
+
 /// `min.compaction.lag.ms` keeps records uncompacted for at least that long: a table whose
 /// records are all older than its lag once written is compacted no earlier than the lag after
 /// its first write (without the setting, the same writes are compacted within a second or two).
@@ -640,13 +657,7 @@ fn min_compaction_lag_keeps_records_uncompacted_for_the_lag() {
         )?;
         let producer = broker.producer();
         let first_write = Instant::now();
-        for i in 0..20 {
-            produce_all(
-                &producer,
-                &topic,
-                &[record("plain", Some(&format!(r#"{{"v":{i}}}"#)), &[])],
-            )?;
-        }
+        update_one_key(&producer, &topic, 20)?;
         let reclaimed = format!("causeway_compaction_bytes_reclaimed_total{{topic=\"{topic}\"}}");
         let mut tail = 0;
         let compacted = loop {
@@ -669,6 +680,65 @@ fn min_compaction_lag_keeps_records_uncompacted_for_the_lag() {
         if compacted < Duration::from_millis(LAG_MS) {
             bail!("compacted {compacted:?} after the first write, under min.compaction.lag.ms={LAG_MS}");
         }
+        Ok(())
+    });
+}
+
+/// `min.cleanable.dirty.ratio` holds compaction back (a ratio of 1 never compacts by ratio)
+/// until `max.compaction.lag.ms` forces it: the closed segments of a burst of writes are
+/// compacted no earlier than the lag after the first write, and without another write; a
+/// `min.compaction.lag.ms` above the max is refused, as Kafka refuses it.
+#[test]
+fn max_compaction_lag_compacts_what_the_dirty_ratio_holds_back() {
+    const LAG_MS: u64 = 3_000;
+    with_broker(compacting_often(), |broker| {
+        let topic = topic_name("lagging");
+        let lag = LAG_MS.to_string();
+        let refused = create_topic(
+            broker,
+            &topic,
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("min.compaction.lag.ms", "5000"),
+                ("max.compaction.lag.ms", &lag),
+            ],
+        );
+        ensure!(
+            refused
+                .as_ref()
+                .is_err_and(|e| format!("{e:#}").contains("InvalidConfig")),
+            "min.compaction.lag.ms above the max: {refused:?}"
+        );
+        create_topic(
+            broker,
+            &topic,
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "300"),
+                ("min.cleanable.dirty.ratio", "1.0"),
+                ("max.compaction.lag.ms", &lag),
+            ],
+        )?;
+        let producer = broker.producer();
+        let first_write = Instant::now();
+        update_one_key(&producer, &topic, 20)?;
+        let reclaimed = format!("causeway_compaction_bytes_reclaimed_total{{topic=\"{topic}\"}}");
+        let compacted = wait_until(Duration::from_secs(30), || {
+            http_get(broker.http_addr(), "/metrics").is_ok_and(|(_, metrics)| {
+                metric_value(&metrics, &reclaimed).is_some_and(|b| b > 0.0)
+            })
+        });
+        let elapsed = first_write.elapsed();
+        ensure!(
+            compacted,
+            "nothing compacted within 30 s of a {LAG_MS} ms max lag"
+        );
+        ensure!(
+            elapsed >= Duration::from_millis(LAG_MS),
+            "compacted {elapsed:?} after the first write, though the dirty ratio of 1 holds it back until max.compaction.lag.ms={LAG_MS}"
+        );
         Ok(())
     });
 }

@@ -151,6 +151,9 @@ pub struct SegmentSnapshot {
     pub size: u64,
     /// Whether an earlier pass already rewrote it.
     pub cleaned: bool,
+    /// When its first record was appended (or, after a restart, its first batch's timestamp):
+    /// what `max.compaction.lag.ms` counts from.
+    first_record_ms: Option<i64>,
     log: Arc<File>,
     causal: Arc<File>,
     causal_size: u64,
@@ -235,14 +238,48 @@ pub struct CompactionPlan {
     pub tombstones_due_ms: Option<i64>,
     /// The topic's `delete.retention.ms`.
     pub delete_retention_ms: i64,
+    /// The topic's `min.cleanable.dirty.ratio`.
+    min_cleanable_dirty_ratio: f64,
+    /// The topic's `max.compaction.lag.ms`.
+    max_compaction_lag_ms: i64,
 }
 
 impl CompactionPlan {
-    /// Whether a pass would do anything: a segment not cleaned yet, or a tombstone that has
-    /// come of age.
+    /// Whether a pass is worth its I/O, as Kafka's cleaner judges it: a tombstone has come of
+    /// age, or segments not cleaned yet are more than `min.cleanable.dirty.ratio` of the plan's
+    /// bytes, or one of them holds a record older than `max.compaction.lag.ms`.
     pub fn is_due(&self, now_ms: i64) -> bool {
-        self.segments.iter().any(|s| !s.cleaned)
-            || (!self.segments.is_empty() && self.tombstones_due_ms.is_some_and(|t| t <= now_ms))
+        if self.segments.is_empty() {
+            return false;
+        }
+        if self.tombstones_due_ms.is_some_and(|t| t <= now_ms) {
+            return true;
+        }
+        let dirty = || self.segments.iter().filter(|s| !s.cleaned);
+        if dirty().next().is_none() {
+            return false;
+        }
+        let lagging = dirty().any(|s| {
+            s.first_record_ms
+                .is_some_and(|first| now_ms.saturating_sub(first) >= self.max_compaction_lag_ms)
+        });
+        lagging || self.dirty_ratio() > self.min_cleanable_dirty_ratio
+    }
+
+    /// The share of the plan's bytes no pass has cleaned yet (Kafka's cleanable ratio); 1 for
+    /// a plan without bytes (segments emptied by DeleteRecords: nothing clean to weigh).
+    fn dirty_ratio(&self) -> f64 {
+        let total: u64 = self.segments.iter().map(|s| s.size).sum();
+        let dirty: u64 = self
+            .segments
+            .iter()
+            .filter(|s| !s.cleaned)
+            .map(|s| s.size)
+            .sum();
+        if total == 0 {
+            return 1.0;
+        }
+        dirty as f64 / total as f64
     }
 }
 
@@ -456,6 +493,7 @@ impl LogState {
             end_offset: segment.end_offset(),
             size,
             cleaned: segment.end_offset() <= cleaned_through,
+            first_record_ms: segment.roll_clock_ms(),
             log,
             causal,
             causal_size,
@@ -510,6 +548,8 @@ impl Partition {
             gaps_below: saved.gaps_below,
             tombstones_due_ms,
             delete_retention_ms: st.config.delete_retention_ms,
+            min_cleanable_dirty_ratio: st.config.min_cleanable_dirty_ratio,
+            max_compaction_lag_ms: st.config.max_compaction_lag_ms,
         })
     }
 

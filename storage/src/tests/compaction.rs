@@ -321,3 +321,72 @@ fn gaps_below_covers_every_swapped_segment_a_seed_copy_and_old_checkpoints() {
     let p = open(dir.path(), compact_config());
     assert_eq!(plan_of(&p).gaps_below, 24);
 }
+
+/// A pass waits until the segments no pass has cleaned are more than min.cleanable.dirty.ratio
+/// of the compactable bytes, unless one of them holds a record older than max.compaction.lag.ms.
+#[test]
+fn a_pass_waits_for_the_dirty_ratio_unless_a_record_outlives_max_compaction_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = filled(dir.path());
+    assert!(plan_of(&p).is_due(0), "all dirty: ratio 1");
+    // The first two segments cleaned (kept whole): one dirty segment of three, same sizes.
+    let plan = plan_of(&p);
+    let staged = vec![
+        rewrite(&p, &plan.segments[0], |_| true),
+        rewrite(&p, &plan.segments[1], |_| true),
+    ];
+    p.swap_segments(staged, 24, None).unwrap();
+    let plan = plan_of(&p);
+    assert_eq!(
+        plan.segments.iter().map(|s| s.cleaned).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    // Segment [24,36)'s first record was appended at 1,200.
+    let due = |ratio: f64, lag: i64, now: i64| {
+        p.set_config(LogConfig {
+            min_cleanable_dirty_ratio: ratio,
+            max_compaction_lag_ms: lag,
+            ..compact_config()
+        });
+        p.compaction_plan(i64::MAX, now).unwrap().is_due(now)
+    };
+    assert!(
+        !due(0.5, i64::MAX, 10_000),
+        "a third dirty, at Kafka's default ratio"
+    );
+    assert!(due(0.3, i64::MAX, 10_000), "a third dirty is more than 0.3");
+    assert!(!due(0.5, 1_000, 2_199), "its first record is 999 ms old");
+    assert!(due(0.5, 1_000, 2_200), "its first record is 1,000 ms old");
+    // Nothing dirty: nothing due, whatever the lag.
+    let plan = plan_of(&p);
+    let staged = vec![rewrite(&p, &plan.segments[2], |_| true)];
+    p.swap_segments(staged, 36, None).unwrap();
+    assert!(!due(0.0, 0, 10_000));
+}
+
+/// On a compacted topic the active segment rolls once its first record is
+/// max.compaction.lag.ms old (so the cleaner can reach it), not at segment.ms.
+#[test]
+fn the_active_segment_of_a_compacted_topic_rolls_at_max_compaction_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(
+        dir.path(),
+        LogConfig {
+            max_compaction_lag_ms: 1_000,
+            segment_ms_min: 0,
+            ..compact_config()
+        },
+    );
+    append(&p, 2, 100, 100);
+    assert!(!p.maintain(1_099, i64::MAX).unwrap().rolled);
+    assert!(p.maintain(1_100, i64::MAX).unwrap().rolled);
+    assert_eq!(p.segment_count(), 2);
+    // The same setting on a topic that is not compacted does not roll it.
+    p.set_config(LogConfig {
+        max_compaction_lag_ms: 1_000,
+        segment_ms_min: 0,
+        ..small_config()
+    });
+    append(&p, 2, 2_000, 100);
+    assert!(!p.maintain(5_000, i64::MAX).unwrap().rolled);
+}
