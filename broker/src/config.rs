@@ -264,6 +264,15 @@ pub struct BrokerOptions {
         default_value_t = 52_428_800
     )]
     pub log_cleaner_io_bytes_per_sec: u64,
+    /// About the most memory a compaction pass's rows may take (268435456 = 256 MiB; Kafka's
+    /// `log.cleaner.dedupe.buffer.size` bounds the same): a pass whose rows outgrow it compacts
+    /// the segments read before that, so a table with more keys than memory cannot exhaust it.
+    #[arg(
+        long,
+        env = "CAUSEWAY_LOG_CLEANER_MEMORY_BYTES",
+        default_value_t = 268_435_456
+    )]
+    pub log_cleaner_memory_bytes: u64,
     /// Most bytes per second the background scrub reads while it checks closed segments for
     /// damage (16777216 = 16 MiB/s; 0 = no scrub).
     #[arg(

@@ -12,7 +12,7 @@ use crate::broker::Broker;
 use crate::metrics;
 use crate::replication::status::stale_peers;
 use crate::tables::{
-    clean_partition, is_table, merge_mode, partition_number, store_name, IoBudget,
+    clean_partition, is_table, merge_mode, partition_number, store_name, PassBudget,
 };
 use crate::topics::{PartitionHandle, Topic};
 use crate::wall_clock::now_ms;
@@ -80,7 +80,8 @@ fn compact(broker: &Broker, topic: &Topic, partition: &PartitionHandle, stale: &
     }
     let bounds = partition.clean_bounds(&broker.replication, stale);
     let started = std::time::Instant::now();
-    let mut budget = IoBudget::new(broker.options.log_cleaner_io_bytes_per_sec);
+    let mut budget = PassBudget::new(broker.options.log_cleaner_io_bytes_per_sec)
+        .with_rows_memory(broker.options.log_cleaner_memory_bytes);
     match clean_partition(
         &topic.name,
         partition_number(partition),
@@ -91,6 +92,16 @@ fn compact(broker: &Broker, topic: &Topic, partition: &PartitionHandle, stale: &
         &mut budget,
     ) {
         Ok(Some(report)) => {
+            if report.stopped_at_rows_memory {
+                metrics::compaction_memory_bound(&topic.name);
+                tracing::warn!(
+                    topic = %topic.name,
+                    partition = partition.index(),
+                    memory_bytes = broker.options.log_cleaner_memory_bytes,
+                    segments_rewritten = report.swap.swapped,
+                    "compaction stopped short: the table's rows outgrew --log-cleaner-memory-bytes; the rest stays uncompacted until it is raised"
+                );
+            }
             metrics::compaction_pass(&topic.name, report.swap.bytes_reclaimed, started.elapsed());
             tracing::info!(
                 topic = %topic.name,

@@ -180,6 +180,13 @@ pub fn compaction_registered(topic: &str) {
     counter!("causeway_compaction_bytes_reclaimed_total", "topic" => topic.to_string())
         .increment(0);
     counter!("causeway_compaction_runs_total", "topic" => topic.to_string()).increment(0);
+    counter!("causeway_compaction_memory_bound_total", "topic" => topic.to_string()).increment(0);
+}
+
+/// Counts a compaction pass cut short because the table's rows outgrew
+/// `--log-cleaner-memory-bytes` (part of the table, or none of it, stays uncompacted).
+pub fn compaction_memory_bound(topic: &str) {
+    counter!("causeway_compaction_memory_bound_total", "topic" => topic.to_string()).increment(1);
 }
 
 /// Counts one compaction pass over a table partition: `.log` bytes it reclaimed and how long

@@ -24,7 +24,7 @@ use causeway_broker::positions::frontier::{coverage, position_at, resume_at};
 use causeway_broker::replication::log::ReplicaLog;
 use causeway_broker::replication::seed;
 use causeway_broker::tables::records::{for_each_write, skipped, WriteReader};
-use causeway_broker::tables::{clean_partition, CleanBounds, IoBudget};
+use causeway_broker::tables::{clean_partition, CleanBounds, PassBudget};
 use causeway_broker::wall_clock::now_ms;
 use causeway_replication::crdt::{Content, MergeMode, Row, OP_HEADER, PATH_HEADER};
 use causeway_replication::delivery::{
@@ -568,7 +568,7 @@ impl SimStorage for DiskStorage {
                 MergeMode::Crdt,
                 clean,
                 now_ms(),
-                &mut IoBudget::new(0),
+                &mut PassBudget::new(0),
             )
             .map_err(|e| format!("compaction below {stable}: {e}"))?;
             if pass.is_some() {

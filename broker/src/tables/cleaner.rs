@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use causeway_replication::crdt::{Content, MergeMode, Row};
 use causeway_replication::hlc::HybridClock;
-use causeway_storage::{mark_cleaned, CausalMeta, Partition, StorageError, SwapReport};
+use causeway_storage::{
+    mark_cleaned, CausalMeta, Partition, SegmentSnapshot, StorageError, SwapReport,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
@@ -26,13 +28,16 @@ use super::survivors::{layout, KeyFacts, RowState};
 /// How often a long pass logs its progress.
 const PROGRESS_PERIOD: Duration = Duration::from_secs(10);
 
-/// Paces the cleaner's reads and writes to a byte rate (`--log-cleaner-io-bytes-per-sec`),
-/// and logs the progress of long passes.
-pub struct IoBudget {
+/// What one pass may cost: its reads and writes are paced to a byte rate
+/// (`--log-cleaner-io-bytes-per-sec`), so compaction cannot starve produce and fetch of disk
+/// bandwidth, and the rows it holds are bounded (`--log-cleaner-memory-bytes`), so a table with
+/// more keys than memory cannot take the broker down; it logs the progress of long passes.
+pub struct PassBudget {
     rate: u64,
     started: Instant,
     spent: u64,
     last_report: Instant,
+    rows_memory_max: u64,
 }
 
 /// How long to wait so that `spent` bytes over `elapsed` stay within `rate` bytes per second
@@ -44,15 +49,24 @@ fn pause(spent: u64, elapsed: Duration, rate: u64) -> Duration {
     Duration::from_secs_f64(spent as f64 / rate as f64).saturating_sub(elapsed)
 }
 
-impl IoBudget {
-    /// A budget of `rate` bytes per second from now (0 = unlimited).
-    pub fn new(rate: u64) -> IoBudget {
+impl PassBudget {
+    /// A budget of `rate` bytes per second from now (0 = unlimited), rows unbounded.
+    pub fn new(rate: u64) -> PassBudget {
         let now = Instant::now();
-        IoBudget {
+        PassBudget {
             rate,
             started: now,
             spent: 0,
             last_report: now,
+            rows_memory_max: u64::MAX,
+        }
+    }
+
+    /// The same budget, its rows bounded to about `bytes`.
+    pub fn with_rows_memory(self, bytes: u64) -> PassBudget {
+        PassBudget {
+            rows_memory_max: bytes,
+            ..self
         }
     }
 
@@ -75,6 +89,44 @@ impl IoBudget {
     }
 }
 
+/// What a key's place in a pass's map costs beyond its key and row bytes (the map entry, the
+/// row's and the causal metadata's structures), as an estimate.
+const KEY_OVERHEAD_BYTES: u64 = 256;
+
+/// The memory a pass's rows take, estimated cheaply from the bytes read and measured exactly
+/// (each row encoded) only when the estimate passes the bound.
+struct RowsMemory {
+    max: u64,
+    estimate: u64,
+}
+
+impl RowsMemory {
+    /// Counts `bytes` more; whether the rows now exceed the bound. The exact measure resets the
+    /// estimate and counts as full from 90% of the bound, so it runs at most once per tenth of
+    /// the bound read.
+    fn charge(&mut self, bytes: u64, keys: &HashMap<Bytes, KeyState>) -> bool {
+        self.estimate = self.estimate.saturating_add(bytes);
+        if self.estimate <= self.max {
+            return false;
+        }
+        self.estimate = keys
+            .iter()
+            .map(|(key, state)| {
+                key.len() as u64 + KEY_OVERHEAD_BYTES + state.row.to_bytes().len() as u64
+            })
+            .sum();
+        self.estimate > self.max / 10 * 9
+    }
+}
+
+/// Each key's state after reading segments of a plan, or where the rows outgrew the bound.
+enum Gathered {
+    /// Every segment was read.
+    All(HashMap<Bytes, KeyState>),
+    /// The rows outgrew the bound while reading this segment (its index in the plan).
+    Overflowed(usize),
+}
+
 /// What one key accumulates during a pass.
 struct KeyState {
     facts: KeyFacts,
@@ -92,6 +144,9 @@ pub struct PassReport {
     pub bytes_read: u64,
     /// Records written back.
     pub records_written: usize,
+    /// The rows outgrew `--log-cleaner-memory-bytes`: the pass compacted only the segments
+    /// read before that (none, if even the compacted part does not fit).
+    pub stopped_at_rows_memory: bool,
     /// What the swap did.
     pub swap: SwapReport,
 }
@@ -116,8 +171,9 @@ impl CleanBounds<'static> {
     }
 }
 
-/// Runs one compaction pass over `log` if one is due (a closed segment below `stable_offset`
-/// not cleaned yet, or a kept tombstone come of age); `None` if nothing was due.
+/// Runs one compaction pass over `log` if one is due (`CompactionPlan::is_due`); `None` if
+/// nothing was due. A pass whose rows outgrow the budget compacts the segments read before
+/// that, or nothing (`PassReport::stopped_at_rows_memory`).
 pub fn clean_partition(
     topic: &str,
     partition: u32,
@@ -125,16 +181,16 @@ pub fn clean_partition(
     mode: MergeMode,
     mut bounds: CleanBounds<'_>,
     now_ms: i64,
-    budget: &mut IoBudget,
+    budget: &mut PassBudget,
 ) -> Result<Option<PassReport>, StorageError> {
-    let plan = log.compaction_plan(bounds.stable_offset, now_ms)?;
+    let mut plan = log.compaction_plan(bounds.stable_offset, now_ms)?;
     let merged_end = plan
         .segments
         .last()
         .map_or(plan.log_start, |s| s.end_offset);
     // A plan that stops short of the log's gaps (the stable offset went back after a restart,
     // or a seed copied merged rows) does not merge everything merged away: no tombstone goes.
-    let settled_offset = if merged_end >= plan.gaps_below {
+    let mut settled_offset = if merged_end >= plan.gaps_below {
         (bounds.settled_offset)(merged_end)
     } else {
         plan.log_start
@@ -142,11 +198,6 @@ pub fn clean_partition(
     if !plan.is_due(now_ms) {
         return Ok(None);
     }
-    let (Some(first), Some(last)) = (plan.segments.first(), plan.segments.last()) else {
-        return Ok(None);
-    };
-    let aborted = log.aborted_transactions(first.base, last.end_offset);
-    let mut keys: HashMap<Bytes, KeyState> = HashMap::new();
     let mut report = PassReport::default();
     let reader = WriteReader {
         topic,
@@ -155,38 +206,24 @@ pub fn clean_partition(
         from: plan.log_start,
         count_refusals: false,
     };
-    for (i, segment) in plan.segments.iter().enumerate() {
-        segment.for_each_batch(|batch| {
-            budget.spend(batch.bytes.len(), topic);
-            report.bytes_read += batch.bytes.len() as u64;
-            if !log.verify_stored(&batch.header, &batch.bytes) {
-                // Compacting would rewrite flipped bytes under a fresh CRC: the pass stops, and
-                // the damage stays reported until retention deletes it.
-                return Err(StorageError::Corrupt(format!(
-                    "{topic}-{partition}: not compacting past the damaged batch at offset {}",
-                    batch.header.base_offset
-                )));
+    let mut keys = match gather(log, &plan.segments, &reader, budget, &mut report)? {
+        Gathered::All(keys) => keys,
+        Gathered::Overflowed(at) => {
+            report.stopped_at_rows_memory = true;
+            // Kafka's cleaner does the same when its offset map fills: compact the segments
+            // that fit, the rest at later passes. Dropping no tombstone keeps that safe: the
+            // horizon sample above describes the whole plan, not this prefix.
+            if !plan.segments[..at].iter().any(|s| !s.cleaned) {
+                return Ok(Some(report));
             }
-            if skipped(&batch.header, &aborted) {
-                return Ok(());
+            plan.segments.truncate(at);
+            settled_offset = plan.log_start;
+            match gather(log, &plan.segments, &reader, budget, &mut report)? {
+                Gathered::All(keys) => keys,
+                Gathered::Overflowed(_) => return Ok(Some(report)),
             }
-            let meta = &batch.meta;
-            for_each_write(&reader, &batch.header, &batch.bytes, meta, |record| {
-                let state = keys.entry(record.key).or_insert_with(|| KeyState {
-                    facts: KeyFacts::first(record.offset, i),
-                    row: Row::new(),
-                    meta: meta.clone(),
-                    timestamp: record.timestamp,
-                });
-                state.facts.saw(record.offset, i);
-                state.meta = meta.clone();
-                state.timestamp = record.timestamp;
-                record.write.apply_to(&mut state.row);
-            });
-            Ok(())
-        })?;
-        report.segments_read += 1;
-    }
+        }
+    };
     let facts: HashMap<Bytes, KeyFacts> = keys
         .iter_mut()
         .map(|(key, state)| {
@@ -217,8 +254,78 @@ pub fn clean_partition(
         }
         staged.push(writer.finish()?);
     }
-    report.swap = log.swap_segments(staged, last.end_offset, out.tombstones_due_ms)?;
+    let cleaned_through = plan
+        .segments
+        .last()
+        .map_or(plan.log_start, |s| s.end_offset);
+    report.swap = log.swap_segments(staged, cleaned_through, out.tombstones_due_ms)?;
     Ok(Some(report))
+}
+
+/// Reads `segments` in order, merging each key's writes into its row, while the rows fit the
+/// budget.
+fn gather(
+    log: &Partition,
+    segments: &[SegmentSnapshot],
+    reader: &WriteReader<'_>,
+    budget: &mut PassBudget,
+    report: &mut PassReport,
+) -> Result<Gathered, StorageError> {
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+        return Ok(Gathered::All(HashMap::new()));
+    };
+    let topic = reader.topic;
+    let aborted = log.aborted_transactions(first.base, last.end_offset);
+    let mut keys: HashMap<Bytes, KeyState> = HashMap::new();
+    let mut memory = RowsMemory {
+        max: budget.rows_memory_max,
+        estimate: 0,
+    };
+    for (i, segment) in segments.iter().enumerate() {
+        let mut full = false;
+        segment.for_each_batch(|batch| {
+            if full {
+                return Ok(());
+            }
+            budget.spend(batch.bytes.len(), topic);
+            report.bytes_read += batch.bytes.len() as u64;
+            if !log.verify_stored(&batch.header, &batch.bytes) {
+                // Compacting would rewrite flipped bytes under a fresh CRC: the pass stops, and
+                // the damage stays reported until retention deletes it.
+                return Err(StorageError::Corrupt(format!(
+                    "{topic}-{}: not compacting past the damaged batch at offset {}",
+                    reader.partition, batch.header.base_offset
+                )));
+            }
+            if skipped(&batch.header, &aborted) {
+                return Ok(());
+            }
+            let meta = &batch.meta;
+            let mut new_keys = 0u64;
+            for_each_write(reader, &batch.header, &batch.bytes, meta, |record| {
+                let state = keys.entry(record.key).or_insert_with_key(|key| {
+                    new_keys += key.len() as u64 + KEY_OVERHEAD_BYTES;
+                    KeyState {
+                        facts: KeyFacts::first(record.offset, i),
+                        row: Row::new(),
+                        meta: meta.clone(),
+                        timestamp: record.timestamp,
+                    }
+                });
+                state.facts.saw(record.offset, i);
+                state.meta = meta.clone();
+                state.timestamp = record.timestamp;
+                record.write.apply_to(&mut state.row);
+            });
+            full = memory.charge(batch.bytes.len() as u64 + new_keys, &keys);
+            Ok(())
+        })?;
+        report.segments_read += 1;
+        if full {
+            return Ok(Gathered::Overflowed(i));
+        }
+    }
+    Ok(Gathered::All(keys))
 }
 
 /// The fate-deciding state of a merged row.
@@ -457,7 +564,7 @@ mod tests {
         let (before, keys_before) = rebuild(&log);
         let high_water = log.origin_high_water().unwrap();
         let size_before = log.size_bytes();
-        let mut budget = IoBudget::new(0);
+        let mut budget = PassBudget::new(0);
         let end = log.log_end_offset();
         let report = clean_partition(
             "t",
@@ -588,7 +695,7 @@ mod tests {
             !before.contains_key(&Bytes::from("open")),
             "open transaction waits"
         );
-        let mut budget = IoBudget::new(0);
+        let mut budget = PassBudget::new(0);
         let end = log.log_end_offset();
         clean_partition(
             "t",
@@ -681,7 +788,7 @@ mod tests {
             MergeMode::Crdt,
             CleanBounds::alone(end),
             t0 + 100,
-            &mut IoBudget::new(0),
+            &mut PassBudget::new(0),
         );
         assert!(
             matches!(&outcome, Err(StorageError::Corrupt(why)) if why.contains("damaged")),
@@ -703,5 +810,61 @@ mod tests {
             Duration::from_millis(1_500)
         );
         assert_eq!(pause(u64::MAX, Duration::ZERO, 0), Duration::ZERO);
+    }
+
+    /// A table with more distinct keys than a pass's rows budget: the pass compacts the
+    /// segments read before the rows outgrew it (or nothing, when not even the first segment
+    /// fits), the rows stay the same, and a pass with room compacts the rest.
+    #[test]
+    fn a_pass_past_its_rows_budget_compacts_what_fits_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 700,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            ..LogConfig::default()
+        };
+        let log = Partition::open(dir.path(), config, 0).unwrap();
+        let t0 = 1_000_000;
+        for round in 0..2i64 {
+            for i in 0..30i64 {
+                let value = format!(r#"{{"v":{round}}}"#);
+                append(&log, &[(&format!("k{i:02}"), Some(&value), "put")], t0 + i);
+            }
+        }
+        let (before, _) = rebuild(&log);
+        let end = log.log_end_offset();
+        let pass = |rows_memory: u64| {
+            let mut budget = PassBudget::new(0).with_rows_memory(rows_memory);
+            clean_partition(
+                "t",
+                0,
+                &log,
+                MergeMode::Crdt,
+                CleanBounds::alone(end),
+                t0 + 100,
+                &mut budget,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let tiny = pass(100);
+        assert!(tiny.stopped_at_rows_memory);
+        assert_eq!(tiny.swap.swapped, 0, "not one segment fits");
+        assert_eq!(rebuild(&log).0, before);
+        // Room for about a dozen keys: a few segments of the first round.
+        let part = pass(12 * (KEY_OVERHEAD_BYTES + 40));
+        assert!(part.stopped_at_rows_memory);
+        assert!(part.swap.swapped > 0, "{part:?}");
+        let plan = log.compaction_plan(end, t0 + 100).unwrap();
+        assert!(plan.segments.iter().any(|s| s.cleaned));
+        assert!(plan.segments.iter().any(|s| !s.cleaned));
+        assert_eq!(rebuild(&log).0, before, "rows differ after a partial pass");
+        let whole = pass(u64::MAX);
+        assert!(!whole.stopped_at_rows_memory);
+        assert!(whole.swap.bytes_reclaimed > 0);
+        let (after, keys) = rebuild(&log);
+        assert_eq!(after, before, "rows differ after the whole pass");
+        assert!(keys.len() < 40, "each key about once: {}", keys.len());
     }
 }

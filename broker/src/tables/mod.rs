@@ -11,7 +11,7 @@ mod materializer;
 pub mod records;
 mod survivors;
 
-pub use cleaner::{clean_partition, CleanBounds, IoBudget};
+pub use cleaner::{clean_partition, CleanBounds, PassBudget};
 pub use http::routes;
 pub use materializer::{lag, run};
 

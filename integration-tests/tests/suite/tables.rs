@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use causeway_integration_tests::{
-    create_topic, http_get, kcat, produce_all, topic_name, wait_until, with_broker, BrokerOptions,
-    BrokerProcess, TestRecord,
+    create_topic, ensure_eq, http_get, kcat, produce_all, topic_name, wait_until, with_broker,
+    BrokerOptions, BrokerProcess, TestRecord,
 };
 use serde_json::{json, Value};
 
@@ -739,6 +739,59 @@ fn max_compaction_lag_compacts_what_the_dirty_ratio_holds_back() {
             elapsed >= Duration::from_millis(LAG_MS),
             "compacted {elapsed:?} after the first write, though the dirty ratio of 1 holds it back until max.compaction.lag.ms={LAG_MS}"
         );
+        Ok(())
+    });
+}
+
+/// A client writing more distinct keys than `--log-cleaner-memory-bytes` holds rows for cannot
+/// exhaust the broker's memory through compaction: passes stop at the bound (counted), and
+/// nothing is lost: a consumer reading from the start sees every key's latest value, and the
+/// table holds every row.
+#[test]
+fn a_table_with_more_rows_than_the_cleaners_memory_is_compacted_in_part_and_loses_nothing() {
+    const KEYS: usize = 300;
+    let options = compacting_often().flag("--log-cleaner-memory-bytes", 48 * 1024);
+    with_broker(options, |broker| {
+        let topic = topic_name("crowded");
+        create_topic(
+            broker,
+            &topic,
+            1,
+            &[("cleanup.policy", "compact"), ("segment.bytes", "2000")],
+        )?;
+        let producer = broker.producer();
+        for round in 0..2 {
+            let value = format!(r#"{{"round":{round}}}"#);
+            let records: Vec<TestRecord> = (0..KEYS)
+                .map(|i| record(&format!("k{i:03}"), Some(&value), &[]))
+                .collect();
+            // Ten records a batch: about five batches to a segment.
+            for chunk in records.chunks(10) {
+                produce_all(&producer, &topic, chunk)?;
+            }
+        }
+        let bound = format!("causeway_compaction_memory_bound_total{{topic=\"{topic}\"}}");
+        ensure!(
+            wait_until(Duration::from_secs(30), || {
+                http_get(broker.http_addr(), "/metrics").is_ok_and(|(_, metrics)| {
+                    metric_value(&metrics, &bound).is_some_and(|n| n > 0.0)
+                })
+            }),
+            "no compaction pass stopped at the rows bound"
+        );
+        let mut latest = std::collections::BTreeMap::new();
+        for (key, value, _) in read_log(broker, &topic)? {
+            latest.insert(key, value);
+        }
+        ensure_eq!(latest.len(), KEYS);
+        let last_round = Some(r#"{"round":1}"#.to_string());
+        ensure!(
+            latest.values().all(|v| *v == last_round),
+            "a key lost its latest value: {latest:?}"
+        );
+        let rows = scan(broker, &topic)?;
+        let count = rows["rows"].as_array().map_or(0, Vec::len);
+        ensure_eq!(count, KEYS, "rows in the table: {rows}");
         Ok(())
     });
 }
