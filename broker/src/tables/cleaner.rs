@@ -405,6 +405,35 @@ mod tests {
     use super::super::records::Chunk;
     use super::*;
 
+    /// One pass over `log` as partition 0 of table `t`, alone in its region, up to `end`.
+    fn clean(
+        log: &Partition,
+        end: i64,
+        now_ms: i64,
+        budget: &mut PassBudget,
+    ) -> Result<Option<PassReport>, StorageError> {
+        clean_partition(
+            "t",
+            0,
+            log,
+            MergeMode::Crdt,
+            CleanBounds::alone(end),
+            now_ms,
+            budget,
+        )
+    }
+
+    /// A compacted topic's log of `segment_bytes`-byte segments in `dir`.
+    fn compacted_log(dir: &std::path::Path, segment_bytes: u64) -> Partition {
+        let config = LogConfig {
+            segment_bytes,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            ..LogConfig::default()
+        };
+        Partition::open(dir, config, 0).unwrap()
+    }
+
     /// One produced batch: `(key, value, op)` records, timestamp `ts`.
     fn batch(records: &[(&str, Option<&str>, &str)], ts: i64) -> Vec<u8> {
         let records: Vec<Record> = records
@@ -566,17 +595,7 @@ mod tests {
         let size_before = log.size_bytes();
         let mut budget = PassBudget::new(0);
         let end = log.log_end_offset();
-        let report = clean_partition(
-            "t",
-            0,
-            &log,
-            MergeMode::Crdt,
-            CleanBounds::alone(end),
-            t0 + 100,
-            &mut budget,
-        )
-        .unwrap()
-        .unwrap();
+        let report = clean(&log, end, t0 + 100, &mut budget).unwrap().unwrap();
         assert!(report.swap.bytes_reclaimed > 0);
         assert_eq!(log.size_bytes(), size_before - report.swap.bytes_reclaimed);
         let (after, keys_after) = rebuild(&log);
@@ -598,31 +617,11 @@ mod tests {
         );
         assert_eq!(log.origin_high_water().unwrap(), high_water);
         assert!(
-            clean_partition(
-                "t",
-                0,
-                &log,
-                MergeMode::Crdt,
-                CleanBounds::alone(end),
-                t0 + 100,
-                &mut budget
-            )
-            .unwrap()
-            .is_none(),
+            clean(&log, end, t0 + 100, &mut budget).unwrap().is_none(),
             "nothing due"
         );
         // After delete.retention.ms the tombstone goes; every other row stays identical.
-        let report = clean_partition(
-            "t",
-            0,
-            &log,
-            MergeMode::Crdt,
-            CleanBounds::alone(end),
-            t0 + 5_000,
-            &mut budget,
-        )
-        .unwrap()
-        .unwrap();
+        let report = clean(&log, end, t0 + 5_000, &mut budget).unwrap().unwrap();
         assert!(report.swap.swapped >= 1);
         let (gone, keys) = rebuild(&log);
         assert!(!keys.contains(&Bytes::from("d")));
@@ -640,13 +639,7 @@ mod tests {
     fn aborted_transactions_and_markers_are_dropped_and_open_ones_wait() {
         use causeway_storage::ControlType;
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            segment_bytes: 50,
-            cleanup_compact: true,
-            cleanup_delete: false,
-            ..LogConfig::default()
-        };
-        let log = Partition::open(dir.path(), config, 0).unwrap();
+        let log = compacted_log(dir.path(), 50);
         let t = 1_000_000;
         append(&log, &[("k", Some(r#"{"v":0}"#), "put")], t);
         append_bytes(
@@ -697,17 +690,7 @@ mod tests {
         );
         let mut budget = PassBudget::new(0);
         let end = log.log_end_offset();
-        clean_partition(
-            "t",
-            0,
-            &log,
-            MergeMode::Crdt,
-            CleanBounds::alone(end),
-            t,
-            &mut budget,
-        )
-        .unwrap()
-        .unwrap();
+        clean(&log, end, t, &mut budget).unwrap().unwrap();
         let (after, _) = rebuild(&log);
         assert_eq!(after, before);
         // Below the LSO: one record (k, committed value) and no transactional or control batch.
@@ -752,13 +735,7 @@ mod tests {
     fn a_pass_stops_at_a_damaged_batch_and_swaps_nothing() {
         use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            segment_bytes: 700,
-            cleanup_compact: true,
-            cleanup_delete: false,
-            ..LogConfig::default()
-        };
-        let log = Partition::open(dir.path(), config, 0).unwrap();
+        let log = compacted_log(dir.path(), 700);
         let t0 = 1_000_000;
         for i in 0..30i64 {
             let value = format!(r#"{{"n":{i}}}"#);
@@ -781,15 +758,7 @@ mod tests {
             .unwrap();
         let size_before = log.size_bytes();
         let end = log.log_end_offset();
-        let outcome = clean_partition(
-            "t",
-            0,
-            &log,
-            MergeMode::Crdt,
-            CleanBounds::alone(end),
-            t0 + 100,
-            &mut PassBudget::new(0),
-        );
+        let outcome = clean(&log, end, t0 + 100, &mut PassBudget::new(0));
         assert!(
             matches!(&outcome, Err(StorageError::Corrupt(why)) if why.contains("damaged")),
             "{outcome:?}"
@@ -818,13 +787,7 @@ mod tests {
     #[test]
     fn a_pass_past_its_rows_budget_compacts_what_fits_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            segment_bytes: 700,
-            cleanup_compact: true,
-            cleanup_delete: false,
-            ..LogConfig::default()
-        };
-        let log = Partition::open(dir.path(), config, 0).unwrap();
+        let log = compacted_log(dir.path(), 700);
         let t0 = 1_000_000;
         for round in 0..2i64 {
             for i in 0..30i64 {
@@ -836,17 +799,7 @@ mod tests {
         let end = log.log_end_offset();
         let pass = |rows_memory: u64| {
             let mut budget = PassBudget::new(0).with_rows_memory(rows_memory);
-            clean_partition(
-                "t",
-                0,
-                &log,
-                MergeMode::Crdt,
-                CleanBounds::alone(end),
-                t0 + 100,
-                &mut budget,
-            )
-            .unwrap()
-            .unwrap()
+            clean(&log, end, t0 + 100, &mut budget).unwrap().unwrap()
         };
         let tiny = pass(100);
         assert!(tiny.stopped_at_rows_memory);
