@@ -95,12 +95,12 @@ const KEY_OVERHEAD_BYTES: u64 = 256;
 
 /// The memory a pass's rows take, estimated cheaply from the bytes read and measured exactly
 /// (each row encoded) only when the estimate passes the bound.
-struct RowsMemory {
+struct PassRowsMemory {
     max: u64,
     estimate: u64,
 }
 
-impl RowsMemory {
+impl PassRowsMemory {
     /// Counts `bytes` more; whether the rows now exceed the bound. The exact measure resets the
     /// estimate and counts as full from 90% of the bound, so it runs at most once per tenth of
     /// the bound read.
@@ -111,9 +111,7 @@ impl RowsMemory {
         }
         self.estimate = keys
             .iter()
-            .map(|(key, state)| {
-                key.len() as u64 + KEY_OVERHEAD_BYTES + state.row.to_bytes().len() as u64
-            })
+            .map(|(key, state)| super::row_bytes(key, &state.row) + KEY_OVERHEAD_BYTES)
             .sum();
         self.estimate > self.max / 10 * 9
     }
@@ -277,7 +275,7 @@ fn gather(
     let topic = reader.topic;
     let aborted = log.aborted_transactions(first.base, last.end_offset);
     let mut keys: HashMap<Bytes, KeyState> = HashMap::new();
-    let mut memory = RowsMemory {
+    let mut memory = PassRowsMemory {
         max: budget.rows_memory_max,
         estimate: 0,
     };

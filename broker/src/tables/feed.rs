@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::records::{for_each_write, skipped, Chunk, WriteReader};
-use super::{is_table, merge_mode, partition_number, version_json};
+use super::{is_table, merge_mode, partition_number, row_bytes, version_json};
 use crate::broker::Broker;
 use crate::topics::PartitionHandle;
 use crate::{blocking, metrics};
@@ -129,11 +129,6 @@ impl Drop for RowsReservation {
     fn drop(&mut self) {
         self.memory.held.fetch_sub(self.held, Ordering::Relaxed);
     }
-}
-
-/// Bytes a row is counted for: its key and its stored encoding.
-fn row_bytes(key: &[u8], row: &Row) -> u64 {
-    (key.len() + row.to_bytes().len()) as u64
 }
 
 /// Why a feed stopped.

@@ -22,6 +22,12 @@ use serde_json::{json, Value};
 
 use crate::topics::PartitionHandle;
 
+/// Bytes a row is counted for in a memory bound (change feeds, compaction passes): its key and
+/// its stored encoding.
+fn row_bytes(key: &[u8], row: &causeway_replication::crdt::Row) -> u64 {
+    (key.len() + row.to_bytes().len()) as u64
+}
+
 /// The name a table's rows are stored under: the topic's id, not its name, so a topic deleted
 /// and created again under the same name starts with no rows (and a late write of the old
 /// topic's materializer can never show through).
